@@ -1,0 +1,42 @@
+// bce_with_logits: binary cross-entropy on logits x with targets y, optional weight and pos_weight.
+//   l = (1 - y) x + (1 + (pw - 1) y) softplus(-x), times weight   (pw = 1: max(x,0) - x y + log(1 + e^-|x|))
+// weight is either elementwise (bound at the chunk's offset) or one value per last-dim column;
+// pos_weight is one value per column. Column of element i: (col_offset + i) % cols.
+// bindings: 0 uniform Params | 1 x | 2 y | 3 weight | 4 pos_weight | 5 out write
+// numerics: softplus with an atanh-series log1p; finite and accurate for every finite x.
+
+struct Params {
+    n: u32,
+    cols: u32,
+    col_offset: u32,
+    flags: u32, // bit 0: elementwise weight, bit 1: per-column weight, bit 2: pos_weight
+    part_base: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read> weight: array<f32>;
+@group(0) @binding(4) var<storage, read> pos_weight: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+fn loss_at(i: u32) -> f32 {
+    let v = x[i];
+    let t = y[i];
+    var l = 0.0;
+    if ((params.flags & 4u) != 0u) {
+        let pw = pos_weight[(params.col_offset + i) % params.cols];
+        l = (1.0 - t) * v + (1.0 + (pw - 1.0) * t) * softplus(-v);
+    } else {
+        l = max(v, 0.0) - v * t + log1p_01(exp(-abs(v)));
+    }
+    if ((params.flags & 1u) != 0u) {
+        l *= weight[i];
+    } else if ((params.flags & 2u) != 0u) {
+        l *= weight[(params.col_offset + i) % params.cols];
+    }
+    return l;
+}

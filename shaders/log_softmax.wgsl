@@ -1,0 +1,53 @@
+// log_softmax and softmax over the last dim of a (rows, cols) view.
+//   log_softmax: y[r, c] = x[r, c] - lse(x[r, :])        softmax: y[r, c] = exp(x[r, c] - max) / sum
+// bindings: 0 uniform Params | 1 x (rows, cols) read | 2 y (rows, cols) write
+// numerics: max-shifted online reduction (rows.wgsl); finite for |x| < 1e30.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(WG)
+fn log_softmax(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
+    let lane = lid % TPR;
+    let live = row < params.rows;
+    let base = row * params.cols;
+    let st = row_state(base, params.cols, lane, lid, live);
+    if (live) {
+        let lse = lse_value(st);
+        for (var c = lane; c < params.cols; c += TPR) {
+            y[base + c] = x[base + c] - lse;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn softmax(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
+    let lane = lid % TPR;
+    let live = row < params.rows;
+    let base = row * params.cols;
+    let st = row_state(base, params.cols, lane, lid, live);
+    if (live) {
+        let inv = 1.0 / st.y;
+        for (var c = lane; c < params.cols; c += TPR) {
+            y[base + c] = exp(x[base + c] - st.x) * inv;
+        }
+    }
+}

@@ -1,0 +1,19 @@
+// mse: squared error l = (x - y)^2 per element.
+// bindings: 0 uniform Params | 1 x | 2 y | 3 out write
+
+struct Params {
+    n: u32,
+    part_base: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+fn loss_at(i: u32) -> f32 {
+    let d = x[i] - y[i];
+    return d * d;
+}

@@ -1,0 +1,86 @@
+// reduce: deterministic two-stage reductions to a scalar, no atomics.
+//   partials: workgroup g sums a (and b) over elements [g * WG * ITEMS, (g + 1) * WG * ITEMS) into
+//             parts[part_base + g] (or the pair parts[2 (part_base + g)], parts[2 (...) + 1]).
+//   finish:   one workgroup sums the n partials in index order and writes, as f32 bits,
+//             mode 0: sum a | mode 1: sum a / count | mode 2: sum a / sum b.
+//             A mean over nothing (count or sum b == 0) is NaN, written as an integer pattern.
+// bindings (partials): 0 uniform Params | 1 a (n) | 2 b (n) | 3 parts write
+// bindings (finish):   0 uniform Params | 4 parts (n or 2n) | 5 result (1) u32 write
+
+struct Params {
+    n: u32,
+    part_base: u32,
+    has_b: u32,
+    mode: u32,
+    count: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> parts: array<f32>;
+@group(0) @binding(4) var<storage, read> parts_in: array<f32>;
+@group(0) @binding(5) var<storage, read_write> result: array<u32>;
+
+@compute @workgroup_size(WG)
+fn partials(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let g = group_index(wid, nwg);
+    let base = g * WG * ITEMS;
+    var acc = vec2<f32>(0.0, 0.0);
+    for (var k = 0u; k < ITEMS; k++) {
+        let i = base + k * WG + lid;
+        if (i < params.n) {
+            acc.x += a[i];
+            if (params.has_b != 0u) {
+                acc.y += b[i];
+            }
+        }
+    }
+    let s = tree_sum(acc, lid);
+    if (lid == 0u) {
+        let p = params.part_base + g;
+        if (params.has_b != 0u) {
+            parts[2u * p] = s.x;
+            parts[2u * p + 1u] = s.y;
+        } else {
+            parts[p] = s.x;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn finish(@builtin(local_invocation_index) lid: u32) {
+    var acc = vec2<f32>(0.0, 0.0);
+    for (var i = lid; i < params.n; i += WG) {
+        if (params.has_b != 0u) {
+            acc += vec2<f32>(parts_in[2u * i], parts_in[2u * i + 1u]);
+        } else {
+            acc.x += parts_in[i];
+        }
+    }
+    let s = tree_sum(acc, lid);
+    if (lid == 0u) {
+        var bits = bitcast<u32>(s.x);
+        if (params.mode == 1u) {
+            if (params.count == 0.0) {
+                bits = NAN_BITS;
+            } else {
+                bits = bitcast<u32>(s.x / params.count);
+            }
+        } else if (params.mode == 2u) {
+            if (s.y == 0.0) {
+                bits = NAN_BITS;
+            } else {
+                bits = bitcast<u32>(s.x / s.y);
+            }
+        }
+        result[params.part_base] = bits;
+    }
+}

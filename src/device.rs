@@ -1,0 +1,515 @@
+//! [`Device`]: one adapter's device and queue, with the pipeline cache, the buffer pool and the
+//! pending command encoder that every operation records into.
+//!
+//! Operations never submit on their own: they record compute passes into one pending encoder,
+//! and reading a result (or [`Device::flush`]) submits it. A chain such as forward → loss →
+//! reduction is therefore one submission, and reading a scalar loss maps 4 bytes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::kernels::{KernelId, Pipeline, PipelineKey};
+use crate::pool::{BufferKind, Pool, size_class};
+
+/// How to install Mesa's software adapters, quoted by errors and tests.
+pub const INSTALL_HELP: &str = "install a Vulkan or GL driver; on Debian or Ubuntu without a GPU, \
+`apt-get install mesa-vulkan-drivers` gives lavapipe (llvmpipe GL comes with libegl-mesa0)";
+
+/// Settings for a [`Device`]. The defaults suit almost everyone.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DeviceOptions {
+    /// How long a read may wait for the GPU before it returns [`Error::Timeout`].
+    pub timeout: Duration,
+    /// Cap on the storage binding size used by the kernels, below the adapter's own limit.
+    /// Tensors larger than this are processed in chunks; lowering it exercises chunking on
+    /// small data. `None` uses the adapter's limit.
+    pub max_storage_binding_size: Option<u64>,
+    /// Bytes of free buffers the pool may keep for reuse.
+    pub pool_bytes: u64,
+    /// Use subgroup operations where the adapter has them (the baseline path is always there).
+    pub subgroups: bool,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        DeviceOptions {
+            timeout: Duration::from_secs(300),
+            max_storage_binding_size: None,
+            pool_bytes: 1 << 30,
+            subgroups: true,
+        }
+    }
+}
+
+impl DeviceOptions {
+    /// Sets [`DeviceOptions::max_storage_binding_size`].
+    pub fn with_max_storage_binding_size(mut self, bytes: u64) -> Self {
+        self.max_storage_binding_size = Some(bytes);
+        self
+    }
+
+    /// Sets [`DeviceOptions::subgroups`].
+    pub fn with_subgroups(mut self, on: bool) -> Self {
+        self.subgroups = on;
+        self
+    }
+
+    /// Sets [`DeviceOptions::timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// A GPU (or software adapter) ready to run losses. Cheap to clone: clones share the device.
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("adapter", &self.name())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) features: wgpu::Features,
+    pub(crate) options: DeviceOptions,
+    /// The binding size the kernels plan with: the device limit, capped by the options.
+    pub(crate) binding_limit: u64,
+    pub(crate) pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    pub(crate) pool: Mutex<Pool>,
+    pending: Mutex<Option<wgpu::CommandEncoder>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    /// Bound in place of an absent optional input.
+    pub(crate) dummy: wgpu::Buffer,
+}
+
+/// Ranks device types: discrete first, software last.
+fn type_rank(t: wgpu::DeviceType, power: Option<wgpu::PowerPreference>) -> u8 {
+    use wgpu::DeviceType::*;
+    match (t, power) {
+        (IntegratedGpu, Some(wgpu::PowerPreference::LowPower)) => 0,
+        (DiscreteGpu, _) => 1,
+        (IntegratedGpu, _) => 2,
+        (VirtualGpu, _) => 3,
+        (Other, _) => 4,
+        (Cpu, _) => 5,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u8 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::Gl => 1,
+        _ => 2,
+    }
+}
+
+/// The adapters that the environment allows (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`), best first,
+/// and a description of the filter for error messages.
+fn adapters(backends: Option<wgpu::Backends>, name: Option<&str>) -> (Vec<wgpu::Adapter>, String) {
+    let backends = backends
+        .or_else(wgpu::Backends::from_env)
+        .unwrap_or(wgpu::Backends::all());
+    let name = name
+        .map(str::to_owned)
+        .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+        .filter(|n| !n.is_empty());
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    let instance = wgpu::Instance::new(desc);
+    let mut list: Vec<wgpu::Adapter> = pollster::block_on(instance.enumerate_adapters(backends));
+    if let Some(name) = &name {
+        let want = name.to_lowercase();
+        list.retain(|a| a.get_info().name.to_lowercase().contains(&want));
+    }
+    let power = wgpu::PowerPreference::from_env();
+    list.sort_by_key(|a| {
+        let i = a.get_info();
+        (type_rank(i.device_type, power), backend_rank(i.backend))
+    });
+    let mut filter = String::new();
+    if backends != wgpu::Backends::all() {
+        filter.push_str(&format!(" for backends {backends:?}"));
+    }
+    if let Some(name) = name {
+        filter.push_str(&format!(" named like {name:?}"));
+    }
+    (list, filter)
+}
+
+/// The limits to ask for: the WebGPU downlevel defaults, raised to the adapter's own values for
+/// everything the kernels can use.
+fn wanted_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
+    let mut l = wgpu::Limits::downlevel_defaults().or_worse_values_from(adapter);
+    l.max_storage_buffer_binding_size = adapter.max_storage_buffer_binding_size;
+    l.max_buffer_size = adapter.max_buffer_size;
+    l.max_compute_workgroup_storage_size = adapter.max_compute_workgroup_storage_size;
+    l.max_compute_invocations_per_workgroup = adapter.max_compute_invocations_per_workgroup;
+    l.max_compute_workgroup_size_x = adapter.max_compute_workgroup_size_x;
+    l.max_compute_workgroup_size_y = adapter.max_compute_workgroup_size_y;
+    l.max_compute_workgroups_per_dimension = adapter.max_compute_workgroups_per_dimension;
+    l.max_storage_buffers_per_shader_stage = adapter.max_storage_buffers_per_shader_stage;
+    l.min_storage_buffer_offset_alignment = adapter.min_storage_buffer_offset_alignment;
+    l
+}
+
+impl Device {
+    /// The best adapter: discrete, then integrated, then software, honouring wgpu's environment
+    /// variables `WGPU_BACKEND` (e.g. `vulkan`, `gl`), `WGPU_ADAPTER_NAME` (a substring of the
+    /// adapter's name) and `WGPU_POWER_PREF` (`low` prefers an integrated GPU).
+    ///
+    /// ```no_run
+    /// let dev = wgpu_loss::Device::new()?;
+    /// println!("running on {}", dev.name());
+    /// # Ok::<(), wgpu_loss::Error>(())
+    /// ```
+    pub fn new() -> Result<Device> {
+        Self::with_options(DeviceOptions::default())
+    }
+
+    /// [`Device::new`] with explicit [`DeviceOptions`].
+    pub fn with_options(options: DeviceOptions) -> Result<Device> {
+        Self::select(None, None, options)
+    }
+
+    /// The best adapter among `backends` whose name contains `name` (case-insensitive); `None`
+    /// for either falls back to the environment variables, then to every adapter.
+    pub fn select(
+        backends: Option<wgpu::Backends>,
+        name: Option<&str>,
+        options: DeviceOptions,
+    ) -> Result<Device> {
+        let (list, filter) = adapters(backends, name);
+        let mut last = None;
+        for adapter in list {
+            match Self::from_adapter(&adapter, options.clone()) {
+                Ok(dev) => return Ok(dev),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(Error::NoAdapter {
+            filter,
+            help: INSTALL_HELP,
+        }))
+    }
+
+    /// A device on every usable adapter that the environment allows, best first. Adapters that
+    /// refuse to create a device are left out; an empty list is [`Error::NoAdapter`].
+    pub fn all() -> Result<Vec<Device>> {
+        Self::all_with_options(DeviceOptions::default())
+    }
+
+    /// [`Device::all`] with explicit [`DeviceOptions`].
+    pub fn all_with_options(options: DeviceOptions) -> Result<Vec<Device>> {
+        let (list, filter) = adapters(None, None);
+        let devices: Vec<Device> = list
+            .iter()
+            .filter_map(|a| Self::from_adapter(a, options.clone()).ok())
+            .collect();
+        if devices.is_empty() {
+            return Err(Error::NoAdapter {
+                filter,
+                help: INSTALL_HELP,
+            });
+        }
+        Ok(devices)
+    }
+
+    /// Opens a device on `adapter` with the limits the kernels can use.
+    pub fn from_adapter(adapter: &wgpu::Adapter, options: DeviceOptions) -> Result<Device> {
+        let info = adapter.get_info();
+        let offered = adapter.features();
+        let mut features = wgpu::Features::empty();
+        for f in [wgpu::Features::TIMESTAMP_QUERY, wgpu::Features::SUBGROUP] {
+            if offered.contains(f) {
+                features |= f;
+            }
+        }
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgpu-loss"),
+            required_features: features,
+            required_limits: wanted_limits(&adapter.limits()),
+            ..Default::default()
+        };
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&desc)).map_err(|source| {
+                Error::RequestDevice {
+                    adapter: info.name.clone(),
+                    source,
+                }
+            })?;
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            lock(&sink).push(e.to_string());
+        }));
+        Ok(Self::build(info, device, queue, options, errors))
+    }
+
+    /// Adopts an application's own device and queue, so that losses run next to the
+    /// application's buffers (see [`crate::Tensor::from_buffer`]).
+    ///
+    /// The application keeps its own uncaptured-error handler; errors in our pipelines are
+    /// still caught by error scopes when they are built.
+    pub fn from_wgpu(
+        info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        options: DeviceOptions,
+    ) -> Device {
+        Self::build(info, device, queue, options, Arc::default())
+    }
+
+    fn build(
+        info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        options: DeviceOptions,
+        errors: Arc<Mutex<Vec<String>>>,
+    ) -> Device {
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lock(&flag) = Some(format!("{reason:?}: {message}"));
+        });
+        let limits = device.limits();
+        let features = device.features();
+        let device_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        let binding_limit = options
+            .max_storage_binding_size
+            .map_or(device_binding, |cap| cap.min(device_binding))
+            // Kernels index with u32 and chunk offsets are planned in 256-byte units.
+            .clamp(256, u32::MAX as u64)
+            & !255;
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-loss absent input"),
+            size: 16,
+            usage: BufferKind::Storage.usage(),
+            mapped_at_creation: false,
+        });
+        let pool = Mutex::new(Pool::new(options.pool_bytes));
+        Device {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                limits,
+                features,
+                options,
+                binding_limit,
+                pipelines: Mutex::default(),
+                pool,
+                pending: Mutex::new(None),
+                errors,
+                lost,
+                dummy,
+            }),
+        }
+    }
+
+    /// The adapter's name and backend, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`.
+    pub fn name(&self) -> String {
+        format!("{} ({:?})", self.inner.info.name, self.inner.info.backend)
+    }
+
+    /// The adapter's information (name, vendor, backend, driver).
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The limits the device was created with.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// The optional features enabled on the device.
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.features
+    }
+
+    /// Whether kernels use subgroup operations on this device.
+    pub fn uses_subgroups(&self) -> bool {
+        self.inner.options.subgroups && self.inner.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// The largest number of bytes a kernel binds at once; larger tensors are chunked.
+    pub fn binding_limit(&self) -> u64 {
+        self.inner.binding_limit
+    }
+
+    /// The underlying wgpu device, for interop.
+    pub fn wgpu_device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The underlying wgpu queue, for interop.
+    pub fn wgpu_queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// Whether the device has been lost.
+    pub fn is_lost(&self) -> bool {
+        lock(&self.inner.lost).is_some()
+    }
+
+    /// Bytes of free buffers the pool keeps for reuse.
+    pub fn pooled_bytes(&self) -> u64 {
+        lock(&self.inner.pool).kept_bytes()
+    }
+
+    /// Frees the buffers the pool keeps.
+    pub fn clear_pool(&self) {
+        lock(&self.inner.pool).clear();
+    }
+
+    /// Submits everything recorded so far without waiting for it.
+    pub fn flush(&self) -> Result<()> {
+        self.check()?;
+        if let Some(encoder) = lock(&self.inner.pending).take() {
+            self.inner.queue.submit([encoder.finish()]);
+        }
+        self.check()
+    }
+
+    /// Submits the pending work and waits for the device to finish it.
+    pub fn synchronize(&self) -> Result<()> {
+        self.flush()?;
+        self.wait(None)
+    }
+
+    /// Returns the first recorded wgpu error or device loss, if any.
+    pub(crate) fn check(&self) -> Result<()> {
+        if let Some(msg) = lock(&self.inner.lost).clone() {
+            return Err(Error::DeviceLost(msg));
+        }
+        let mut errors = lock(&self.inner.errors);
+        if !errors.is_empty() {
+            let all = std::mem::take(&mut *errors);
+            return Err(Error::Wgpu(all.join("; ")));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let timeout = self.inner.options.timeout;
+        match self.inner.device.poll(wgpu::PollType::Wait {
+            submission_index: index,
+            timeout: Some(timeout),
+        }) {
+            Ok(_) => self.check(),
+            Err(wgpu::PollError::Timeout) => Err(Error::Timeout(timeout)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `f` on the pending encoder (created on first use).
+    pub(crate) fn record<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut pending = lock(&self.inner.pending);
+        let encoder = pending.get_or_insert_with(|| {
+            self.inner
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("wgpu-loss"),
+                })
+        });
+        f(encoder)
+    }
+
+    /// Takes the pending encoder (or a new one), lets `f` append to it, submits it.
+    pub(crate) fn submit_with(
+        &self,
+        f: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Result<wgpu::SubmissionIndex> {
+        self.check()?;
+        let mut pending = lock(&self.inner.pending);
+        let mut encoder = pending.take().unwrap_or_else(|| {
+            self.inner
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("wgpu-loss"),
+                })
+        });
+        f(&mut encoder);
+        let index = self.inner.queue.submit([encoder.finish()]);
+        drop(pending);
+        Ok(index)
+    }
+
+    /// Whether commands are waiting in the pending encoder.
+    pub(crate) fn has_pending(&self) -> bool {
+        lock(&self.inner.pending).is_some()
+    }
+
+    /// A buffer of at least `bytes` bytes from the pool (or new).
+    pub(crate) fn alloc(&self, kind: BufferKind, bytes: u64) -> Result<wgpu::Buffer> {
+        let class = size_class(bytes);
+        let max = self.inner.limits.max_buffer_size;
+        if class > max {
+            if bytes > max {
+                return Err(Error::Limit {
+                    what: "a buffer",
+                    requested: bytes,
+                    max,
+                });
+            }
+            return Ok(self.create_buffer(kind, bytes.div_ceil(4) * 4));
+        }
+        if let Some(b) = lock(&self.inner.pool).take(kind, class) {
+            return Ok(b);
+        }
+        Ok(self.create_buffer(kind, class))
+    }
+
+    fn create_buffer(&self, kind: BufferKind, size: u64) -> wgpu::Buffer {
+        self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-loss pooled"),
+            size,
+            usage: kind.usage(),
+            mapped_at_creation: false,
+        })
+    }
+
+    pub(crate) fn release(&self, kind: BufferKind, buffer: wgpu::Buffer) {
+        lock(&self.inner.pool).give(kind, buffer);
+    }
+
+    /// The cached pipeline for `kernel`/`entry` with `constants`, built on first use.
+    pub(crate) fn pipeline(
+        &self,
+        kernel: KernelId,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<Pipeline>> {
+        let key = PipelineKey::new(kernel, entry, constants);
+        if let Some(p) = lock(&self.inner.pipelines).get(&key) {
+            return Ok(p.clone());
+        }
+        let built = Arc::new(Pipeline::build(self, kernel, entry, constants)?);
+        lock(&self.inner.pipelines).insert(key, built.clone());
+        Ok(built)
+    }
+
+    pub(crate) fn same(&self, other: &Device) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: our critical sections leave no broken state.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,317 @@
+//! The kernel registry, the pipeline cache and the dispatch helpers.
+//!
+//! Every kernel is a WGSL file in `shaders/`, embedded at compile time behind a small prelude
+//! (WGSL has no `#include`, so shared pieces are concatenated). Shapes and scalar options travel
+//! in a per-dispatch uniform, so one pipeline serves every shape; `override` constants pick the
+//! workgroup size and code paths, and the cache key is (kernel, entry point, overrides).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+
+macro_rules! shader {
+    ($($file:literal),+) => {
+        concat!(include_str!("../shaders/prelude.wgsl"), $("\n", include_str!(concat!("../shaders/", $file))),+)
+    };
+}
+
+/// A kernel family: one WGSL module with one or more entry points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KernelId {
+    /// `y = x·Wᵀ + b`.
+    Linear,
+    /// `log_softmax` and `softmax` over the last dim.
+    LogSoftmax,
+    /// Fused log-softmax + NLL with class-id targets.
+    CrossEntropy,
+    /// NLL gather from log-probabilities.
+    Nll,
+    /// Binary cross-entropy on logits.
+    BceWithLogits,
+    /// Squared error.
+    Mse,
+    /// Two-stage fixed-order reductions to a scalar.
+    Reduce,
+    /// The read-once and copy yardsticks for benchmarks.
+    Bandwidth,
+}
+
+impl KernelId {
+    /// Every kernel, for validation and warm-up.
+    pub const ALL: [KernelId; 8] = [
+        KernelId::Linear,
+        KernelId::LogSoftmax,
+        KernelId::CrossEntropy,
+        KernelId::Nll,
+        KernelId::BceWithLogits,
+        KernelId::Mse,
+        KernelId::Reduce,
+        KernelId::Bandwidth,
+    ];
+
+    /// The kernel's name: its shader file, its ops and reference modules, its tests and benches.
+    pub fn label(self) -> &'static str {
+        match self {
+            KernelId::Linear => "linear",
+            KernelId::LogSoftmax => "log_softmax",
+            KernelId::CrossEntropy => "cross_entropy",
+            KernelId::Nll => "nll",
+            KernelId::BceWithLogits => "bce_with_logits",
+            KernelId::Mse => "mse",
+            KernelId::Reduce => "reduce",
+            KernelId::Bandwidth => "bandwidth",
+        }
+    }
+
+    /// The complete WGSL source (prelude and shared pieces included).
+    pub fn source(self) -> &'static str {
+        match self {
+            KernelId::Linear => shader!("linear.wgsl"),
+            KernelId::LogSoftmax => shader!("rows.wgsl", "log_softmax.wgsl"),
+            KernelId::CrossEntropy => shader!("rows.wgsl", "cross_entropy.wgsl"),
+            KernelId::Nll => shader!("nll.wgsl"),
+            KernelId::BceWithLogits => {
+                shader!("sum.wgsl", "bce_with_logits.wgsl", "elementwise.wgsl")
+            }
+            KernelId::Mse => shader!("sum.wgsl", "mse.wgsl", "elementwise.wgsl"),
+            KernelId::Reduce => shader!("sum.wgsl", "reduce.wgsl"),
+            KernelId::Bandwidth => shader!("bandwidth.wgsl"),
+        }
+    }
+
+    /// The entry points of the module.
+    pub fn entry_points(self) -> &'static [&'static str] {
+        match self {
+            KernelId::Linear => &["linear"],
+            KernelId::LogSoftmax => &["log_softmax", "softmax"],
+            KernelId::CrossEntropy => &["cross_entropy"],
+            KernelId::Nll => &["nll"],
+            KernelId::BceWithLogits | KernelId::Mse => &["forward_none", "forward_partials"],
+            KernelId::Reduce => &["partials", "finish"],
+            KernelId::Bandwidth => &["read_sum", "copy"],
+        }
+    }
+}
+
+/// Cache key: the kernel, its entry point and its override constants (as bit patterns).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    kernel: KernelId,
+    entry: &'static str,
+    constants: Vec<(&'static str, u64)>,
+}
+
+impl PipelineKey {
+    pub(crate) fn new(
+        kernel: KernelId,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Self {
+        PipelineKey {
+            kernel,
+            entry,
+            constants: constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
+        }
+    }
+}
+
+/// A built compute pipeline and its bind group layout.
+pub(crate) struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+    pub(crate) label: &'static str,
+}
+
+impl Pipeline {
+    /// Builds inside a validation error scope, so a bad shader is a typed error, not a panic.
+    pub(crate) fn build(
+        dev: &Device,
+        kernel: KernelId,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Pipeline> {
+        let device = dev.wgpu_device();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.label()),
+            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                // Every kernel writes its workgroup memory before reading it; zero-filling it
+                // costs seconds of compile time on llvmpipe-GL.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                kernel: kernel.label(),
+                message: e.to_string(),
+            });
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        Ok(Pipeline {
+            pipeline,
+            layout,
+            label: kernel.label(),
+        })
+    }
+}
+
+/// One storage binding: a buffer range.
+#[derive(Clone, Copy)]
+pub(crate) struct Bind<'a> {
+    pub(crate) slot: u32,
+    pub(crate) buffer: &'a wgpu::Buffer,
+    pub(crate) offset: u64,
+    /// `None` binds to the end of the buffer.
+    pub(crate) size: Option<u64>,
+}
+
+impl<'a> Bind<'a> {
+    /// The whole buffer.
+    pub(crate) fn all(slot: u32, buffer: &'a wgpu::Buffer) -> Self {
+        Bind {
+            slot,
+            buffer,
+            offset: 0,
+            size: None,
+        }
+    }
+
+    /// `bytes` bytes from `offset` (at least 4, rounded up to 4).
+    pub(crate) fn range(slot: u32, buffer: &'a wgpu::Buffer, offset: u64, bytes: u64) -> Self {
+        Bind {
+            slot,
+            buffer,
+            offset,
+            size: Some(bytes.max(4).div_ceil(4) * 4),
+        }
+    }
+}
+
+/// Workgroup grid for `groups` workgroups: x up to the adapter's per-dimension limit, the rest
+/// in y. Kernels rebuild the linear index with `group_index` and ignore the excess.
+pub(crate) fn grid(dev: &Device, groups: u64) -> Result<(u32, u32)> {
+    let max = dev.limits().max_compute_workgroups_per_dimension as u64;
+    let x = groups.clamp(1, max);
+    let y = groups.div_ceil(x).max(1);
+    if y > max {
+        return Err(Error::Limit {
+            what: "workgroups in one dispatch",
+            requested: groups,
+            max: max * max,
+        });
+    }
+    Ok((x as u32, y as u32))
+}
+
+/// Records one dispatch of `pipeline` over `groups` workgroups, with `params` as the uniform at
+/// binding 0 and `binds` as storage bindings.
+pub(crate) fn dispatch(
+    dev: &Device,
+    pipeline: &Arc<Pipeline>,
+    params: &[u8],
+    binds: &[Bind<'_>],
+    groups: u64,
+) -> Result<()> {
+    if groups == 0 {
+        return Ok(());
+    }
+    let (gx, gy) = grid(dev, groups)?;
+    let device = dev.wgpu_device();
+    let mut contents = params.to_vec();
+    contents.resize(params.len().div_ceil(16).max(1) * 16, 0);
+    let uniform = wgpu::util::DeviceExt::create_buffer_init(
+        device,
+        &wgpu::util::BufferInitDescriptor {
+            label: Some("wgpu-loss params"),
+            contents: &contents,
+            usage: wgpu::BufferUsages::UNIFORM,
+        },
+    );
+    let mut entries = vec![wgpu::BindGroupEntry {
+        binding: 0,
+        resource: uniform.as_entire_binding(),
+    }];
+    for b in binds {
+        entries.push(wgpu::BindGroupEntry {
+            binding: b.slot,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: b.buffer,
+                offset: b.offset,
+                size: b.size.and_then(wgpu::BufferSize::new),
+            }),
+        });
+    }
+    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(pipeline.label),
+        layout: &pipeline.layout,
+        entries: &entries,
+    });
+    dev.record(|enc| {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(pipeline.label),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline.pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(gx, gy, 1);
+    });
+    Ok(())
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Splits `rows` rows into chunks such that, for every buffer bound per chunk (`row_bytes[i]`
+/// bytes per row), the chunk's binding fits the device's binding limit and starts at an offset
+/// aligned to `min_storage_buffer_offset_alignment`. Chunk lengths are multiples of `multiple`
+/// (so that partitions used by reductions do not depend on the chunking).
+pub(crate) fn row_chunks(
+    dev: &Device,
+    what: &'static str,
+    rows: usize,
+    row_bytes: &[u64],
+    multiple: u64,
+) -> Result<Vec<Range<usize>>> {
+    let align = dev.limits().min_storage_buffer_offset_alignment as u64;
+    let limit = dev.binding_limit();
+    let mut step = multiple.max(1);
+    let mut max_rows = u64::MAX;
+    for &rb in row_bytes {
+        if rb == 0 {
+            continue;
+        }
+        let need = align / gcd(rb, align);
+        step = step / gcd(step, need) * need;
+        max_rows = max_rows.min(limit / rb);
+    }
+    if rows as u64 <= max_rows {
+        return Ok(vec![0..rows]);
+    }
+    let chunk = max_rows / step * step;
+    if chunk == 0 {
+        let widest = row_bytes.iter().copied().max().unwrap_or(0);
+        return Err(Error::Limit {
+            what,
+            requested: widest * step,
+            max: limit,
+        });
+    }
+    let chunk = chunk as usize;
+    Ok((0..rows)
+        .step_by(chunk)
+        .map(|r| r..(r + chunk).min(rows))
+        .collect())
+}

@@ -1,0 +1,127 @@
+//! `linear`: `y = x·Wᵀ + b` with W stored `(out, in)` as in PyTorch (`shaders/linear.wgsl`).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::check_u32;
+use crate::error::{Error, Result};
+use crate::kernels::{Bind, KernelId, dispatch, row_chunks};
+use crate::tensor::{Tensor, same_device};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct Params {
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) has_bias: u32,
+    pub(crate) ldy: u32,
+    pub(crate) n_base: u32,
+    pub(crate) tiles_n: u32,
+    pub(crate) _pad: u32,
+}
+const _: () = assert!(size_of::<Params>() == 32);
+
+/// Rows and columns of y computed by one workgroup.
+const TILE: u64 = 64;
+
+/// `F.linear(x, weight, bias)`: `x` is `(.., in)`, `weight` `(out, in)`, `bias` `(out)`; the
+/// result is `(.., out)`. Any sizes work (ragged edges are masked); operands larger than the
+/// binding limit are processed in blocks of rows of x and of W.
+///
+/// ```no_run
+/// let dev = wgpu_loss::Device::new()?;
+/// let x = dev.tensor(&[1.0, 2.0], &[1, 2])?;
+/// let w = dev.tensor(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2])?;
+/// let b = dev.tensor(&[0.5, 0.5, 0.5], &[3])?;
+/// assert_eq!(wgpu_loss::linear(&x, &w, Some(&b))?.to_vec()?, [1.5, 2.5, 3.5]);
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "linear";
+    let dev = x.device();
+    let mut devices = vec![weight.device()];
+    devices.extend(bias.map(|b| b.device()));
+    same_device(OP, dev, &devices)?;
+    let Some((&k, lead)) = x.shape.split_last() else {
+        return Err(Error::shape(OP, "x must have at least one dimension"));
+    };
+    let &[n, wk] = weight.shape.as_slice() else {
+        return Err(Error::shape(
+            OP,
+            format!("weight must be (out, in), got {:?}", weight.shape),
+        ));
+    };
+    if wk != k {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "x {:?} has {k} features, weight {:?} expects {wk}",
+                x.shape, weight.shape
+            ),
+        ));
+    }
+    if let Some(b) = bias
+        && b.shape != [n]
+    {
+        return Err(Error::shape(
+            OP,
+            format!("bias must be ({n}), got {:?}", b.shape),
+        ));
+    }
+    let m: usize = lead.iter().product();
+    let mut shape = lead.to_vec();
+    shape.push(n);
+    let y = Tensor::empty(dev, shape)?;
+    check_u32(OP, n)?;
+    check_u32(OP, k)?;
+    if m == 0 || n == 0 {
+        return Ok(y);
+    }
+    if k == 0 {
+        // An empty sum: y is the bias (or zeros).
+        return Err(Error::Empty {
+            op: OP,
+            what: "zero input features",
+        });
+    }
+    let pipe = dev.pipeline(KernelId::Linear, "linear", &[])?;
+    let (k64, n64) = (k as u64, n as u64);
+    let bias_buf = bias.map_or(&dev.inner.dummy, |b| b.storage.buffer());
+    for mc in row_chunks(dev, "one row of x or y", m, &[k64 * 4, n64 * 4], 1)? {
+        for nc in row_chunks(dev, "one row of weight", n, &[k64 * 4], 1)? {
+            let (mm, nn) = (mc.len() as u64, nc.len() as u64);
+            let tiles_n = nn.div_ceil(TILE);
+            let params = Params {
+                m: mm as u32,
+                n: nn as u32,
+                k: k as u32,
+                has_bias: bias.is_some() as u32,
+                ldy: n as u32,
+                n_base: nc.start as u32,
+                tiles_n: tiles_n as u32,
+                _pad: 0,
+            };
+            let m0 = mc.start as u64;
+            dispatch(
+                dev,
+                &pipe,
+                bytemuck::bytes_of(&params),
+                &[
+                    Bind::range(1, x.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
+                    Bind::range(
+                        2,
+                        weight.storage.buffer(),
+                        nc.start as u64 * k64 * 4,
+                        nn * k64 * 4,
+                    ),
+                    Bind::all(3, bias_buf),
+                    Bind::range(4, y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),
+                ],
+                mm.div_ceil(TILE) * tiles_n,
+            )?;
+        }
+    }
+    let mut checks = x.checks.clone();
+    checks.extend(weight.checks.iter().cloned());
+    Ok(Tensor { checks, ..y })
+}

@@ -1,0 +1,107 @@
+//! A size-class pool of GPU buffers.
+//!
+//! Tensors and staging buffers are taken from here and return here when dropped, so a loop that
+//! evaluates the same loss every step allocates nothing after the first step. Sizes round up to a
+//! class: powers of two up to 4 KiB, then quarter steps between powers of two (at most 25 %
+//! slack), so a 524 MB logits buffer does not cost a 1 GiB allocation.
+
+use std::collections::HashMap;
+
+/// What a pooled buffer is for; buffers of different kinds never mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum BufferKind {
+    /// `STORAGE | COPY_SRC | COPY_DST`: tensors.
+    Storage,
+    /// `MAP_READ | COPY_DST`: readback.
+    Readback,
+}
+
+impl BufferKind {
+    pub(crate) fn usage(self) -> wgpu::BufferUsages {
+        match self {
+            BufferKind::Storage => {
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST
+            }
+            BufferKind::Readback => wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        }
+    }
+}
+
+/// The allocation size for a request of `bytes` bytes.
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    let bytes = bytes.max(16);
+    if bytes <= 4096 {
+        return bytes.next_power_of_two();
+    }
+    let low = 1u64 << (63 - bytes.leading_zeros());
+    let step = low / 4;
+    bytes.div_ceil(step) * step
+}
+
+/// Free buffers by (kind, class), with a cap on the bytes kept.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    free: HashMap<(BufferKind, u64), Vec<wgpu::Buffer>>,
+    kept: u64,
+    cap: u64,
+}
+
+impl Pool {
+    pub(crate) fn new(cap: u64) -> Self {
+        Pool {
+            free: HashMap::new(),
+            kept: 0,
+            cap,
+        }
+    }
+
+    pub(crate) fn take(&mut self, kind: BufferKind, class: u64) -> Option<wgpu::Buffer> {
+        let buffer = self.free.get_mut(&(kind, class))?.pop()?;
+        self.kept -= class;
+        Some(buffer)
+    }
+
+    /// Keeps `buffer` for reuse unless that would exceed the cap (then it is freed).
+    pub(crate) fn give(&mut self, kind: BufferKind, buffer: wgpu::Buffer) {
+        let class = buffer.size();
+        if self.kept + class > self.cap {
+            return;
+        }
+        self.kept += class;
+        self.free.entry((kind, class)).or_default().push(buffer);
+    }
+
+    /// Frees every kept buffer.
+    pub(crate) fn clear(&mut self) {
+        self.free.clear();
+        self.kept = 0;
+    }
+
+    pub(crate) fn kept_bytes(&self) -> u64 {
+        self.kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn classes_round_up_with_bounded_slack() {
+        assert_eq!(size_class(1), 16);
+        assert_eq!(size_class(17), 32);
+        assert_eq!(size_class(4096), 4096);
+        assert_eq!(size_class(4097), 5120);
+        assert_eq!(size_class(524_288_000), 536_870_912);
+        for bytes in [5000u64, 70_000, 1 << 20, 123_456_789, 524_288_001] {
+            let c = size_class(bytes);
+            assert!(
+                c >= bytes && (c as f64) <= bytes as f64 * 1.25 + 16.0,
+                "{bytes} -> {c}"
+            );
+            assert_eq!(c % 4, 0);
+        }
+    }
+}

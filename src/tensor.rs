@@ -1,0 +1,452 @@
+//! [`Tensor`] (f32 values with a shape) and [`Indices`] (class ids) on a [`Device`].
+//!
+//! Buffers come from the device's pool and go back to it on drop. Reading a tensor submits the
+//! pending work and maps only the tensor's own bytes. A tensor produced by a loss that checks its
+//! targets carries that check: reading it reports an out-of-range target as
+//! [`Error::TargetOutOfRange`] instead of a number.
+
+use std::sync::Arc;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::pool::BufferKind;
+
+/// A GPU buffer owned by one or more tensors; returns to the pool when the last one drops.
+pub(crate) struct Storage {
+    buffer: Option<wgpu::Buffer>,
+    /// Whether the buffer came from the pool (user buffers never go there).
+    pooled: bool,
+    dev: Device,
+}
+
+impl Storage {
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("buffer present until drop")
+    }
+
+    /// A new pooled storage buffer of `bytes` bytes, contents undefined.
+    pub(crate) fn alloc(dev: &Device, bytes: u64) -> Result<Arc<Storage>> {
+        let buffer = dev.alloc(BufferKind::Storage, bytes.max(4))?;
+        Ok(Arc::new(Storage {
+            buffer: Some(buffer),
+            pooled: true,
+            dev: dev.clone(),
+        }))
+    }
+
+    /// A new pooled storage buffer holding `data`.
+    pub(crate) fn upload(dev: &Device, data: &[u8]) -> Result<Arc<Storage>> {
+        let s = Self::alloc(dev, data.len() as u64)?;
+        // `write_buffer` lands before the *next* submission; a recycled buffer may still be used
+        // by recorded commands, so those go out first.
+        if dev.has_pending() {
+            dev.flush()?;
+        }
+        if !data.is_empty() {
+            let padded = data.len().div_ceil(4) * 4;
+            if padded == data.len() {
+                dev.inner.queue.write_buffer(s.buffer(), 0, data);
+            } else {
+                let mut v = data.to_vec();
+                v.resize(padded, 0);
+                dev.inner.queue.write_buffer(s.buffer(), 0, &v);
+            }
+        }
+        Ok(s)
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take()
+            && self.pooled
+        {
+            self.dev.release(BufferKind::Storage, buffer);
+        }
+    }
+}
+
+/// A flag written by a kernel that validates class ids; read along with the result.
+#[derive(Clone)]
+pub(crate) struct TargetCheck {
+    /// One u32: 0 when every target was valid, else `u32::MAX - first bad position`.
+    pub(crate) status: Arc<Storage>,
+    pub(crate) op: &'static str,
+    pub(crate) targets: Indices,
+    pub(crate) classes: usize,
+    pub(crate) ignore_index: i64,
+}
+
+impl TargetCheck {
+    /// A zeroed status word, cleared inside the pending encoder so it is ordered with the kernel.
+    pub(crate) fn new(
+        op: &'static str,
+        targets: &Indices,
+        classes: usize,
+        ignore_index: i64,
+    ) -> Result<TargetCheck> {
+        let dev = targets.device();
+        let status = Storage::alloc(dev, 4)?;
+        dev.record(|enc| enc.clear_buffer(status.buffer(), 0, Some(4)));
+        Ok(TargetCheck {
+            status,
+            op,
+            targets: targets.clone(),
+            classes,
+            ignore_index,
+        })
+    }
+
+    fn error(&self, word: u32) -> Result<()> {
+        if word == 0 {
+            return Ok(());
+        }
+        let position = (u32::MAX - word) as usize;
+        let value = self.targets.read_at(position)?;
+        Err(Error::TargetOutOfRange {
+            op: self.op,
+            position,
+            value: value as i64,
+            classes: self.classes,
+            ignore_index: self.ignore_index,
+        })
+    }
+}
+
+/// Copies `bytes` bytes of each `(storage, bytes)` into one readback buffer, submits the pending
+/// work with it, waits (with the device's timeout) and returns the bytes of each.
+async fn read_many(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8>>> {
+    let mut offsets = Vec::with_capacity(parts.len());
+    let mut total = 0u64;
+    for (_, bytes) in parts {
+        offsets.push(total);
+        total += bytes.div_ceil(8) * 8;
+    }
+    let staging = dev.alloc(BufferKind::Readback, total.max(8))?;
+    let index = dev.submit_with(|enc| {
+        for ((s, bytes), off) in parts.iter().zip(&offsets) {
+            let len = bytes.div_ceil(4) * 4;
+            if len > 0 {
+                enc.copy_buffer_to_buffer(s.buffer(), 0, &staging, *off, len);
+            }
+        }
+    })?;
+    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+    let slice = staging.slice(0..total.max(8));
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    let waited = dev.wait(Some(index));
+    if let Err(e) = waited {
+        staging.unmap();
+        return Err(e);
+    }
+    match rx.receive().await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => return Err(Error::Map(e)),
+        None => return Err(Error::Wgpu("the map callback was dropped".into())),
+    }
+    let out = {
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Wgpu(e.to_string()))?;
+        parts
+            .iter()
+            .zip(&offsets)
+            .map(|((_, bytes), off)| view[*off as usize..(*off + *bytes) as usize].to_vec())
+            .collect()
+    };
+    staging.unmap();
+    dev.release(BufferKind::Readback, staging);
+    Ok(out)
+}
+
+fn numel(shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| {
+        acc.checked_mul(d)
+            .ok_or_else(|| Error::invalid("tensor", format!("shape {shape:?} overflows")))
+    })
+}
+
+fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<usize> {
+    let n = numel(shape)?;
+    if n != len {
+        return Err(Error::shape(
+            op,
+            format!("{len} values do not fill shape {shape:?} ({n} elements)"),
+        ));
+    }
+    Ok(n)
+}
+
+/// f32 values with a shape, on a [`Device`]. Cheap to clone (clones share the buffer).
+#[derive(Clone)]
+pub struct Tensor {
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) checks: Vec<TargetCheck>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tensor {
+    pub(crate) fn new(storage: Arc<Storage>, shape: Vec<usize>) -> Tensor {
+        Tensor {
+            storage,
+            shape,
+            checks: Vec::new(),
+        }
+    }
+
+    /// An uninitialised output of `shape`.
+    pub(crate) fn empty(dev: &Device, shape: Vec<usize>) -> Result<Tensor> {
+        let n = numel(&shape)?;
+        Ok(Tensor::new(Storage::alloc(dev, n as u64 * 4)?, shape))
+    }
+
+    /// Wraps an application's buffer (created on this device with `STORAGE` usage, holding
+    /// at least `shape`'s elements as f32 from offset 0). The buffer is not returned to the pool.
+    pub fn from_buffer(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Tensor> {
+        let n = numel(shape)?;
+        let bytes = n as u64 * 4;
+        wrap_check(&buffer, bytes)?;
+        Ok(Tensor::new(
+            Arc::new(Storage {
+                buffer: Some(buffer),
+                pooled: false,
+                dev: dev.clone(),
+            }),
+            shape.to_vec(),
+        ))
+    }
+
+    /// The device the tensor lives on.
+    pub fn device(&self) -> &Device {
+        &self.storage.dev
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The underlying buffer (f32 from offset 0; it may be longer than the tensor).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.storage.buffer()
+    }
+
+    /// Reads the values back (async: resolves once the GPU has finished).
+    pub async fn read(&self) -> Result<Vec<f32>> {
+        let mut parts: Vec<(&Storage, u64)> = vec![(&self.storage, self.numel() as u64 * 4)];
+        parts.extend(self.checks.iter().map(|c| (&*c.status, 4u64)));
+        let bytes = read_many(self.device(), &parts).await?;
+        for (check, word) in self.checks.iter().zip(&bytes[1..]) {
+            check.error(u32::from_le_bytes([word[0], word[1], word[2], word[3]]))?;
+        }
+        Ok(bytemuck::pod_collect_to_vec(&bytes[0]))
+    }
+
+    /// Reads the values back, blocking until the GPU has finished.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        pollster::block_on(self.read())
+    }
+
+    /// The single value of a one-element tensor (a reduced loss), read with 4 bytes of traffic.
+    pub fn item(&self) -> Result<f32> {
+        if self.numel() != 1 {
+            return Err(Error::shape(
+                "item",
+                format!("shape {:?} is not a single value", self.shape),
+            ));
+        }
+        Ok(self.to_vec()?[0])
+    }
+}
+
+fn wrap_check(buffer: &wgpu::Buffer, bytes: u64) -> Result<()> {
+    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(Error::invalid(
+            "from_buffer",
+            "the buffer lacks STORAGE usage",
+        ));
+    }
+    if buffer.size() < bytes {
+        return Err(Error::shape(
+            "from_buffer",
+            format!(
+                "the buffer holds {} bytes, the shape needs {bytes}",
+                buffer.size()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A class id accepted by [`Device::indices`].
+pub trait ClassId: Copy {
+    /// The id as i64.
+    fn to_i64(self) -> i64;
+}
+
+impl ClassId for i64 {
+    fn to_i64(self) -> i64 {
+        self
+    }
+}
+impl ClassId for i32 {
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+}
+impl ClassId for u32 {
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+}
+impl ClassId for usize {
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+}
+
+/// Class ids (stored as i32 on the device) with a shape. Cheap to clone.
+#[derive(Clone)]
+pub struct Indices {
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for Indices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indices")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Indices {
+    /// Wraps an application's buffer of i32 class ids (STORAGE usage, from offset 0).
+    pub fn from_buffer(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Indices> {
+        let n = numel(shape)?;
+        let bytes = n as u64 * 4;
+        wrap_check(&buffer, bytes)?;
+        Ok(Indices {
+            storage: Arc::new(Storage {
+                buffer: Some(buffer),
+                pooled: false,
+                dev: dev.clone(),
+            }),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// The device the ids live on.
+    pub fn device(&self) -> &Device {
+        &self.storage.dev
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The number of ids.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The underlying buffer (i32 from offset 0).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.storage.buffer()
+    }
+
+    /// Reads the ids back, blocking.
+    pub fn to_vec(&self) -> Result<Vec<i32>> {
+        let bytes = pollster::block_on(read_many(
+            self.device(),
+            &[(&self.storage, self.numel() as u64 * 4)],
+        ))?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes[0]))
+    }
+
+    /// One id, read with 4 bytes of traffic (used to report a bad target).
+    fn read_at(&self, position: usize) -> Result<i32> {
+        let dev = self.device();
+        let one = Storage::alloc(dev, 4)?;
+        dev.record(|enc| {
+            enc.copy_buffer_to_buffer(
+                self.storage.buffer(),
+                position as u64 * 4,
+                one.buffer(),
+                0,
+                4,
+            )
+        });
+        let bytes = pollster::block_on(read_many(dev, &[(&one, 4)]))?;
+        Ok(i32::from_le_bytes([
+            bytes[0][0],
+            bytes[0][1],
+            bytes[0][2],
+            bytes[0][3],
+        ]))
+    }
+}
+
+impl Device {
+    /// Uploads f32 values as a tensor of `shape`.
+    ///
+    /// ```no_run
+    /// let dev = wgpu_loss::Device::new()?;
+    /// let x = dev.tensor(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+    /// assert_eq!(x.to_vec()?, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    /// # Ok::<(), wgpu_loss::Error>(())
+    /// ```
+    pub fn tensor(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        check_len("tensor", data.len(), shape)?;
+        Ok(Tensor::new(
+            Storage::upload(self, bytemuck::cast_slice(data))?,
+            shape.to_vec(),
+        ))
+    }
+
+    /// Uploads class ids (i64, i32, u32 or usize) as [`Indices`] of `shape`. Ids must fit in
+    /// i32; whether they are valid classes is checked by the loss that uses them.
+    pub fn indices<T: ClassId>(&self, data: &[T], shape: &[usize]) -> Result<Indices> {
+        check_len("indices", data.len(), shape)?;
+        let mut ids = Vec::with_capacity(data.len());
+        for (position, v) in data.iter().enumerate() {
+            let v = v.to_i64();
+            let id = i32::try_from(v).map_err(|_| {
+                Error::invalid(
+                    "indices",
+                    format!("class id {v} at position {position} does not fit in i32"),
+                )
+            })?;
+            ids.push(id);
+        }
+        Ok(Indices {
+            storage: Storage::upload(self, bytemuck::cast_slice(&ids))?,
+            shape: shape.to_vec(),
+        })
+    }
+}
+
+/// Makes sure every tensor of one operation lives on `dev`.
+pub(crate) fn same_device(op: &'static str, dev: &Device, others: &[&Device]) -> Result<()> {
+    if others.iter().all(|d| d.same(dev)) {
+        Ok(())
+    } else {
+        Err(Error::DeviceMismatch { op })
+    }
+}

@@ -1,0 +1,31 @@
+//! Every shipped WGSL module parses and validates with naga (no GPU needed).
+
+use wgpu_loss::KernelId;
+
+#[test]
+fn every_kernel_validates() {
+    for id in KernelId::ALL {
+        let module = naga::front::wgsl::parse_str(id.source())
+            .unwrap_or_else(|e| panic!("{}: {}", id.label(), e.emit_to_string(id.source())));
+        let mut validator = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        );
+        validator
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {}", id.label(), e.emit_to_string(id.source())));
+        for entry in id.entry_points() {
+            assert!(
+                module.entry_points.iter().any(|e| e.name == *entry),
+                "{} has no entry point {entry}",
+                id.label()
+            );
+        }
+        assert_eq!(
+            module.entry_points.len(),
+            id.entry_points().len(),
+            "{}: entry list",
+            id.label()
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Shared test helpers: the adapters to run on, one tolerance rule, seeded data.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use wgpu_loss::{Device, DeviceOptions};
+
+/// Every adapter `Device::all()` finds (honouring WGPU_BACKEND / WGPU_ADAPTER_NAME), opened once
+/// per test binary. No adapter is a failure, never a silent skip.
+pub fn devices() -> &'static [Device] {
+    static DEVICES: OnceLock<Vec<Device>> = OnceLock::new();
+    DEVICES.get_or_init(|| open(DeviceOptions::default(), "default limits"))
+}
+
+/// The same adapters with the storage binding limit capped at 64 KiB, so that small tensors
+/// take the chunked path that the 128 MiB limit forces on real ones.
+pub fn small_binding_devices() -> &'static [Device] {
+    static DEVICES: OnceLock<Vec<Device>> = OnceLock::new();
+    DEVICES.get_or_init(|| {
+        open(
+            DeviceOptions::default().with_max_storage_binding_size(64 << 10),
+            "64 KiB bindings",
+        )
+    })
+}
+
+fn open(options: DeviceOptions, what: &str) -> Vec<Device> {
+    let devices = Device::all_with_options(options).unwrap_or_else(|e| {
+        panic!("no GPU adapter for the tests: {e}\n(hint: apt-get install mesa-vulkan-drivers)")
+    });
+    let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
+    eprintln!("wgpu-loss tests ({what}) run on: {}", names.join(" | "));
+    devices
+}
+
+/// Tolerance: |got − want| ≤ abs + rel·|want|, NaN matches only NaN.
+///
+/// Why these numbers. Every kernel computes in f32; the references in f64 from the same f32
+/// inputs, so the difference is the kernel's own rounding. WGSL bounds `exp` at 3 + 2|x| ulp and
+/// `log` at 2⁻²¹ absolute near 1, so elementwise results get `rel` 1e-5 (about 100 ulp) and an
+/// `abs` floor of 1e-6 for values near 0. Results that subtract quantities of size S (a
+/// log-softmax of logits of magnitude S, a loss lse − x[t]) carry an absolute error of a few ulp
+/// of S, so their `abs` scales with the inputs' magnitude ([`Tol::scaled`]). Sums over n terms
+/// in f32 lose about √n ulp in practice; [`Tol::sum`] allows log2(n)·1e-6 relative on top.
+#[derive(Clone, Copy, Debug)]
+pub struct Tol {
+    pub abs: f64,
+    pub rel: f64,
+}
+
+impl Tol {
+    pub const ELEMENT: Tol = Tol {
+        abs: 1e-6,
+        rel: 1e-5,
+    };
+
+    /// For results computed from inputs of magnitude up to `scale`.
+    pub fn scaled(scale: f64) -> Tol {
+        Tol {
+            abs: 1e-6 + 4e-7 * scale.max(1.0),
+            rel: 1e-5,
+        }
+    }
+
+    /// Widened for a reduction over `n` terms.
+    pub fn sum(self, n: usize) -> Tol {
+        Tol {
+            abs: self.abs,
+            rel: self.rel + 1e-6 * (n.max(2) as f64).log2(),
+        }
+    }
+}
+
+/// Asserts `got` matches `want` within `tol`; on failure names the worst element.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: Tol) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst: Option<(usize, f64)> = None;
+    let mut failures = 0usize;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let g = g as f64;
+        let ok = if w.is_nan() || g.is_nan() {
+            w.is_nan() && g.is_nan()
+        } else {
+            (g - w).abs() <= tol.abs + tol.rel * w.abs()
+        };
+        if !ok {
+            failures += 1;
+            let excess = if w.is_nan() || g.is_nan() {
+                f64::INFINITY
+            } else {
+                (g - w).abs() / (tol.abs + tol.rel * w.abs())
+            };
+            if worst.is_none_or(|(_, e)| excess > e) {
+                worst = Some((i, excess));
+            }
+        }
+    }
+    if let Some((i, _)) = worst {
+        panic!(
+            "{what}: {failures} of {} outside {tol:?}; worst at {i}: got {} want {}",
+            got.len(),
+            got[i],
+            want[i]
+        );
+    }
+}
+
+/// The largest relative error (|got − want| / max(|want|, 1e-30)), for reporting.
+pub fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
+    got.iter()
+        .zip(want)
+        .filter(|(g, w)| !g.is_nan() && !w.is_nan())
+        .map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(1e-30))
+        .fold(0.0, f64::max)
+}
+
+/// A small deterministic generator (no `rand` dependency).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// `n` values uniform in [-scale, scale).
+    pub fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.unit() * scale).collect()
+    }
+
+    /// `n` class ids in 0..classes.
+    pub fn classes(&mut self, n: usize, classes: usize) -> Vec<i64> {
+        (0..n).map(|_| self.below(classes) as i64).collect()
+    }
+}
+
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}

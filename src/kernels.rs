@@ -315,3 +315,19 @@ pub(crate) fn row_chunks(
         .map(|r| r..(r + chunk).min(rows))
         .collect())
 }
+
+/// The size in bytes of the uniform each kernel's host side packs, for the layout test that
+/// compares it with the WGSL `Params` struct.
+#[doc(hidden)]
+pub fn uniform_size(kernel: KernelId) -> usize {
+    use crate::ops;
+    match kernel {
+        KernelId::Linear => size_of::<ops::linear::Params>(),
+        KernelId::LogSoftmax => size_of::<ops::log_softmax::Params>(),
+        KernelId::CrossEntropy | KernelId::Nll => size_of::<ops::cross_entropy::Params>(),
+        KernelId::BceWithLogits => size_of::<ops::bce_with_logits::Params>(),
+        KernelId::Mse => size_of::<ops::mse::Params>(),
+        KernelId::Reduce => size_of::<ops::reduce::Params>(),
+        KernelId::Bandwidth => size_of::<ops::bandwidth::Params>(),
+    }
+}

@@ -27,9 +27,21 @@ fn check(
     if let Some(p) = pos_weight {
         loss = loss.pos_weight(dev.tensor(p, &[cols]).unwrap());
     }
-    let got = loss.forward(&dev.tensor(x, shape).unwrap(), &dev.tensor(y, shape).unwrap()).unwrap().to_vec().unwrap();
+    let got = loss
+        .forward(
+            &dev.tensor(x, shape).unwrap(),
+            &dev.tensor(y, shape).unwrap(),
+        )
+        .unwrap()
+        .to_vec()
+        .unwrap();
     let want = reference(x, y, cols, weight.map(|w| w.0), pos_weight, reduction);
-    let what = format!("{} {shape:?} {reduction:?} weight={} pos_weight={}", dev.name(), weight.is_some(), pos_weight.is_some());
+    let what = format!(
+        "{} {shape:?} {reduction:?} weight={} pos_weight={}",
+        dev.name(),
+        weight.is_some(),
+        pos_weight.is_some()
+    );
     assert_close(&what, &got, &want, Tol::scaled(scale).sum(x.len()));
     got
 }
@@ -40,10 +52,38 @@ fn pytorch_golden_values() {
     //     torch.tensor([0., 1., 0., 1.]), reduction='none') = [100., 100., 0.6931472, 0.6931472]
     // with pos_weight=torch.tensor([3.]) on x=0, y=1: 3 ln 2 = 2.0794415
     for dev in devices() {
-        let got = check(dev, &[100.0, -100.0, 0.0, 0.0], &[0.0, 1.0, 0.0, 1.0], &[4], None, None, Reduction::None, 100.0);
-        assert_close("extremes", &got, &[100.0, 100.0, std::f64::consts::LN_2, std::f64::consts::LN_2], Tol::scaled(100.0));
-        let got = check(dev, &[0.0], &[1.0], &[1], None, Some(&[3.0]), Reduction::None, 1.0);
-        assert_close("pos_weight", &got, &[3.0 * std::f64::consts::LN_2], Tol::ELEMENT);
+        let got = check(
+            dev,
+            &[100.0, -100.0, 0.0, 0.0],
+            &[0.0, 1.0, 0.0, 1.0],
+            &[4],
+            None,
+            None,
+            Reduction::None,
+            100.0,
+        );
+        assert_close(
+            "extremes",
+            &got,
+            &[100.0, 100.0, std::f64::consts::LN_2, std::f64::consts::LN_2],
+            Tol::scaled(100.0),
+        );
+        let got = check(
+            dev,
+            &[0.0],
+            &[1.0],
+            &[1],
+            None,
+            Some(&[3.0]),
+            Reduction::None,
+            1.0,
+        );
+        assert_close(
+            "pos_weight",
+            &got,
+            &[3.0 * std::f64::consts::LN_2],
+            Tol::ELEMENT,
+        );
     }
 }
 
@@ -62,9 +102,22 @@ fn options_shapes_and_extremes() {
                 let w_cols: Vec<f32> = (0..cols).map(|i| 0.5 + (i % 4) as f32).collect();
                 let pw: Vec<f32> = (0..cols).map(|i| 0.25 + (i % 3) as f32).collect();
                 for reduction in REDUCTIONS {
-                    for weight in [None, Some((w_full.as_slice(), shape)), Some((w_cols.as_slice(), &[cols][..]))] {
+                    for weight in [
+                        None,
+                        Some((w_full.as_slice(), shape)),
+                        Some((w_cols.as_slice(), &[cols][..])),
+                    ] {
                         for pos_weight in [None, Some(pw.as_slice())] {
-                            check(dev, &x, &y, shape, weight, pos_weight, reduction, scale as f64);
+                            check(
+                                dev,
+                                &x,
+                                &y,
+                                shape,
+                                weight,
+                                pos_weight,
+                                reduction,
+                                scale as f64,
+                            );
                         }
                     }
                 }
@@ -93,12 +146,25 @@ fn chunked_bindings() {
     let (rows, cols) = (1000, 50);
     let mut rng = Rng::new(22);
     let x = rng.values(rows * cols, 5.0);
-    let y: Vec<f32> = rng.values(rows * cols, 0.5).iter().map(|v| v + 0.5).collect();
+    let y: Vec<f32> = rng
+        .values(rows * cols, 0.5)
+        .iter()
+        .map(|v| v + 0.5)
+        .collect();
     let w: Vec<f32> = (0..cols).map(|i| 1.0 + i as f32 / 10.0).collect();
     let pw: Vec<f32> = (0..cols).map(|i| 2.0 - i as f32 / 50.0).collect();
     for dev in small_binding_devices() {
         for reduction in REDUCTIONS {
-            check(dev, &x, &y, &[rows, cols], Some((&w, &[cols])), Some(&pw), reduction, 5.0);
+            check(
+                dev,
+                &x,
+                &y,
+                &[rows, cols],
+                Some((&w, &[cols])),
+                Some(&pw),
+                reduction,
+                5.0,
+            );
         }
     }
 }

@@ -15,12 +15,21 @@ fn mse_matches_reference() {
             let x = rng.values(n, 3.0);
             let y = rng.values(n, 3.0);
             for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
-                let got = wgpu_loss::mse(&dev.tensor(&x, shape).unwrap(), &dev.tensor(&y, shape).unwrap(), reduction)
-                    .unwrap()
-                    .to_vec()
-                    .unwrap();
+                let got = wgpu_loss::mse(
+                    &dev.tensor(&x, shape).unwrap(),
+                    &dev.tensor(&y, shape).unwrap(),
+                    reduction,
+                )
+                .unwrap()
+                .to_vec()
+                .unwrap();
                 let want = reference::mse::mse(&x, &y, reduction);
-                assert_close(&format!("{} {shape:?} {reduction:?}", dev.name()), &got, &want, Tol::ELEMENT.sum(n));
+                assert_close(
+                    &format!("{} {shape:?} {reduction:?}", dev.name()),
+                    &got,
+                    &want,
+                    Tol::ELEMENT.sum(n),
+                );
             }
         }
     }
@@ -34,13 +43,32 @@ fn sum_and_mean_match_reference_and_empty_follows_pytorch() {
             let x = rng.values(n, 2.0);
             let t = dev.tensor(&x, &[n]).unwrap();
             let tol = Tol::ELEMENT.sum(n);
-            assert_close("sum", &[wgpu_loss::sum(&t).unwrap().item().unwrap()], &[reference::reduce::sum(&x)], Tol { abs: 1e-5 * (n as f64).sqrt(), ..tol });
-            assert_close("mean", &[wgpu_loss::mean(&t).unwrap().item().unwrap()], &[reference::reduce::mean(&x)], tol);
+            assert_close(
+                "sum",
+                &[wgpu_loss::sum(&t).unwrap().item().unwrap()],
+                &[reference::reduce::sum(&x)],
+                Tol {
+                    abs: 1e-5 * (n as f64).sqrt(),
+                    ..tol
+                },
+            );
+            assert_close(
+                "mean",
+                &[wgpu_loss::mean(&t).unwrap().item().unwrap()],
+                &[reference::reduce::mean(&x)],
+                tol,
+            );
         }
         // torch.tensor([]).mean() -> nan, .sum() -> 0
         let empty = dev.tensor(&[], &[0]).unwrap();
         assert!(wgpu_loss::mean(&empty).unwrap().item().unwrap().is_nan());
         assert_eq!(wgpu_loss::sum(&empty).unwrap().item().unwrap(), 0.0);
-        assert!(wgpu_loss::mse(&empty, &empty, Reduction::Mean).unwrap().item().unwrap().is_nan());
+        assert!(
+            wgpu_loss::mse(&empty, &empty, Reduction::Mean)
+                .unwrap()
+                .item()
+                .unwrap()
+                .is_nan()
+        );
     }
 }

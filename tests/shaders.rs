@@ -29,3 +29,25 @@ fn every_kernel_validates() {
         );
     }
 }
+
+#[test]
+fn uniform_structs_match_the_host_layout() {
+    for id in KernelId::ALL {
+        let module = naga::front::wgsl::parse_str(id.source()).unwrap();
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).unwrap();
+        let params = module
+            .global_variables
+            .iter()
+            .find(|(_, g)| g.name.as_deref() == Some("params"))
+            .unwrap_or_else(|| panic!("{} has no params uniform", id.label()))
+            .1;
+        let wgsl = layouter[params.ty].size as usize;
+        assert_eq!(
+            wgsl,
+            wgpu_loss::kernels::uniform_size(id),
+            "{}: WGSL Params vs Rust",
+            id.label()
+        );
+    }
+}

@@ -298,7 +298,7 @@ pub(crate) fn row_chunks(
         max_rows = max_rows.min(limit / rb);
     }
     if rows as u64 <= max_rows {
-        return Ok(vec![0..rows]);
+        return Ok(std::iter::once(0..rows).collect());
     }
     let chunk = max_rows / step * step;
     if chunk == 0 {

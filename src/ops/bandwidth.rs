@@ -21,7 +21,7 @@ const ITEMS: u64 = 64;
 
 fn vec4_count(op: &'static str, x: &Tensor) -> Result<u64> {
     let n = x.numel() as u64;
-    if n == 0 || n % 4 != 0 {
+    if n == 0 || !n.is_multiple_of(4) {
         return Err(Error::invalid(
             op,
             format!("needs a non-empty multiple of 4 elements, got {n}"),

@@ -148,6 +148,7 @@ pub(crate) struct EwInput<'a> {
 /// Runs a pointwise loss built on `shaders/elementwise.wgsl` over `n` elements: per-element
 /// output for [`Reduction::None`], otherwise fused partial sums and the reduction's finish.
 /// `params(len, first, part_base)` packs the uniform for the chunk starting at element `first`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn elementwise(
     dev: &Device,
     kernel: crate::kernels::KernelId,

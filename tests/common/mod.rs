@@ -1,6 +1,7 @@
 //! Shared test helpers: the adapters to run on, one tolerance rule, seeded data.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::sync::OnceLock;
 
 use wgpu_loss::{Device, DeviceOptions};
@@ -29,7 +30,25 @@ fn open(options: DeviceOptions, what: &str) -> Vec<Device> {
         panic!("no GPU adapter for the tests: {e}\n(hint: apt-get install mesa-vulkan-drivers)")
     });
     let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
-    eprintln!("wgpu-loss tests ({what}) run on: {}", names.join(" | "));
+    // Written to stderr directly (not through `eprintln!`, which the test harness captures) so
+    // that every run shows which adapters it tested.
+    let _ = writeln!(
+        std::io::stderr(),
+        "wgpu-loss tests ({what}) run on: {}",
+        names.join(" | ")
+    );
+    // CI names the backends that must be present (e.g. "vulkan,gl"), so that a missing driver
+    // fails the run instead of quietly testing fewer adapters.
+    if let Ok(required) = std::env::var("WGPU_LOSS_REQUIRE_BACKENDS") {
+        for backend in required.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            assert!(
+                devices
+                    .iter()
+                    .any(|d| format!("{:?}", d.info().backend).eq_ignore_ascii_case(backend)),
+                "WGPU_LOSS_REQUIRE_BACKENDS names {backend}, but only these adapters were found: {names:?}"
+            );
+        }
+    }
     devices
 }
 

@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wgpu_loss::{BceWithLogits, CrossEntropy, Device, Indices, Reduction, Tensor, ops};
 
-/// Per-iteration times of every case, by (adapter, group, case).
-static TIMES: Mutex<BTreeMap<(String, String, String), (Vec<f64>, Work)>> =
-    Mutex::new(BTreeMap::new());
+/// (adapter, group, case).
+type Key = (String, String, String);
+
+/// Per-iteration times of every case and the work each iteration does.
+static TIMES: Mutex<BTreeMap<Key, (Vec<f64>, Work)>> = Mutex::new(BTreeMap::new());
 
 #[derive(Clone, Copy, Debug)]
 enum Work {

@@ -2,14 +2,18 @@
 //   l = (1 - y) x + (1 + (pw - 1) y) softplus(-x), times weight   (pw = 1: max(x,0) - x y + log(1 + e^-|x|))
 // weight is either elementwise (bound at the chunk's offset) or one value per last-dim column;
 // pos_weight is one value per column. Column of element i: (col_offset + i) % cols.
+// FLAGS is an override so that each combination compiles to straight-line code: a branch on a
+// uniform value still costs both sides on software adapters.
 // bindings: 0 uniform Params | 1 x | 2 y | 3 weight | 4 pos_weight | 5 out write
 // numerics: softplus with an atanh-series log1p; finite and accurate for every finite x.
+
+override FLAGS: u32 = 0u; // bit 0: elementwise weight, bit 1: per-column weight, bit 2: pos_weight
 
 struct Params {
     n: u32,
     cols: u32,
     col_offset: u32,
-    flags: u32, // bit 0: elementwise weight, bit 1: per-column weight, bit 2: pos_weight
+    _pad3: u32,
     part_base: u32,
     _pad0: u32,
     _pad1: u32,
@@ -27,15 +31,15 @@ fn loss_at(i: u32) -> f32 {
     let v = x[i];
     let t = y[i];
     var l = 0.0;
-    if ((params.flags & 4u) != 0u) {
+    if ((FLAGS & 4u) != 0u) {
         let pw = pos_weight[(params.col_offset + i) % params.cols];
         l = (1.0 - t) * v + (1.0 + (pw - 1.0) * t) * softplus(-v);
     } else {
         l = max(v, 0.0) - v * t + log1p_01(exp(-abs(v)));
     }
-    if ((params.flags & 1u) != 0u) {
+    if ((FLAGS & 1u) != 0u) {
         l *= weight[i];
-    } else if ((params.flags & 2u) != 0u) {
+    } else if ((FLAGS & 2u) != 0u) {
         l *= weight[(params.col_offset + i) % params.cols];
     }
     return l;

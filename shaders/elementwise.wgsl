@@ -1,8 +1,9 @@
 // elementwise: the two entry points of every pointwise loss. The loss's own file (concatenated
 // before this one) declares Params (with n and part_base), `out`, and fn loss_at(i) -> f32.
 //   forward_none:     out[i] = loss_at(i)                         (reduction none)
-//   forward_partials: out[part_base + g] = sum of loss_at over workgroup g's chunk (sum.wgsl),
-//                     finished by reduce.wgsl; the per-element losses are never written.
+//   forward_partials: out[(part_base + g) * WG + lid] = this thread's sum of loss_at over its
+//                     elements of workgroup g's chunk (the partition of reduce.wgsl's partials,
+//                     finished by its `finish`); the per-element losses are never written.
 
 @compute @workgroup_size(WG)
 fn forward_none(
@@ -31,8 +32,5 @@ fn forward_partials(
             acc += loss_at(i);
         }
     }
-    let s = tree_sum(vec2<f32>(acc, 0.0), lid);
-    if (lid == 0u) {
-        out[params.part_base + g] = s.x;
-    }
+    out[(params.part_base + g) * WG + lid] = acc;
 }

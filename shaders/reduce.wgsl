@@ -1,6 +1,8 @@
 // reduce: deterministic two-stage reductions to a scalar, no atomics.
-//   partials: workgroup g sums a (and b) over elements [g * WG * ITEMS, (g + 1) * WG * ITEMS) into
-//             parts[part_base + g] (or the pair parts[2 (part_base + g)], parts[2 (...) + 1]).
+//   partials: thread lid of workgroup g sums a (and b) over elements g * WG * ITEMS + k * WG + lid,
+//             k = 0..ITEMS, in order, into parts[p] (or the pair parts[2p], parts[2p + 1]),
+//             p = (part_base + g) * WG + lid. No barrier: on software adapters a single barrier
+//             turns the whole kernel into coroutines and costs ~40 %.
 //   finish:   one workgroup sums the n partials in index order and writes, as f32 bits,
 //             mode 0: sum a | mode 1: sum a / count | mode 2: sum a / sum b.
 //             A mean over nothing (count or sum b == 0) is NaN, written as an integer pattern.
@@ -43,15 +45,12 @@ fn partials(
             }
         }
     }
-    let s = tree_sum(acc, lid);
-    if (lid == 0u) {
-        let p = params.part_base + g;
-        if (params.has_b != 0u) {
-            parts[2u * p] = s.x;
-            parts[2u * p + 1u] = s.y;
-        } else {
-            parts[p] = s.x;
-        }
+    let p = (params.part_base + g) * WG + lid;
+    if (params.has_b != 0u) {
+        parts[2u * p] = acc.x;
+        parts[2u * p + 1u] = acc.y;
+    } else {
+        parts[p] = acc.x;
     }
 }
 

@@ -1,6 +1,8 @@
-// sum: the fixed-order workgroup tree used by every reduction to a scalar. WG is a power of two;
-// a workgroup's chunk is WG * ITEMS consecutive elements, thread `lid` adding lid, lid + WG, ...
-// in order before the tree, so partial sums depend only on the data and these two constants.
+// sum: the partition shared by every reduction to a scalar, and the tree of its last stage.
+// A workgroup's chunk is WG * ITEMS consecutive elements; thread `lid` adds lid, lid + WG, ... in
+// order into its own partial, so partials depend only on the data and these two constants.
+// tree_sum (a fixed tree in workgroup memory, WG a power of two) is used by the single-workgroup
+// finishing stage only.
 
 override WG: u32 = 64u;
 override ITEMS: u32 = 64u;

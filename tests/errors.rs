@@ -214,3 +214,26 @@ fn no_matching_adapter_says_how_to_get_one() {
         "{err}"
     );
 }
+
+#[test]
+fn every_segment_width_runs_on_every_adapter() {
+    // Segment(128) is wider than the 64-thread workgroups used on software adapters.
+    for dev in devices() {
+        let x = dev.tensor(&[0.5; 3 * 200], &[3, 200]).unwrap();
+        let t = dev.indices(&[0i64, 1, 2], &[3]).unwrap();
+        for p in 1..=7 {
+            let s = RowStrategy::Segment(1 << p);
+            let l = CrossEntropy::default()
+                .strategy(s)
+                .forward(&x, &t)
+                .unwrap()
+                .item()
+                .unwrap();
+            assert!(
+                (l as f64 - 200f64.ln()).abs() < 1e-5,
+                "{} {s:?}: {l}",
+                dev.name()
+            );
+        }
+    }
+}

@@ -13,7 +13,7 @@ pub(crate) struct Params {
     pub(crate) n: u32,
     pub(crate) cols: u32,
     pub(crate) col_offset: u32,
-    pub(crate) flags: u32,
+    pub(crate) _pad3: u32,
     pub(crate) part_base: u32,
     pub(crate) _pad: [u32; 3],
 }
@@ -155,6 +155,7 @@ impl BceWithLogits {
         elementwise(
             dev,
             KernelId::BceWithLogits,
+            &[("FLAGS", flags as f64)],
             &input.shape,
             &inputs,
             5,
@@ -164,7 +165,7 @@ impl BceWithLogits {
                     n,
                     cols: cols as u32,
                     col_offset: (first % cols) as u32,
-                    flags,
+                    _pad3: 0,
                     part_base,
                     _pad: [0; 3],
                 };

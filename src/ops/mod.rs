@@ -106,7 +106,11 @@ impl RowStrategy {
                 }
             }
         };
-        Ok(RowPlan { wg, tpr })
+        // A segment wider than the default workgroup gets a workgroup of its own width.
+        Ok(RowPlan {
+            wg: wg.max(tpr),
+            tpr,
+        })
     }
 }
 
@@ -152,6 +156,7 @@ pub(crate) struct EwInput<'a> {
 pub(crate) fn elementwise(
     dev: &Device,
     kernel: crate::kernels::KernelId,
+    constants: &[(&'static str, f64)],
     shape: &[usize],
     inputs: &[EwInput<'_>],
     out_slot: u32,
@@ -172,8 +177,10 @@ pub(crate) fn elementwise(
     } else {
         ("forward_none", 1)
     };
-    let pipe = dev.pipeline(kernel, entry, &sum_constants())?;
-    let n_parts = (n as u64).div_ceil(SUM_CHUNK).max(1);
+    let mut all_constants = sum_constants().to_vec();
+    all_constants.extend_from_slice(constants);
+    let pipe = dev.pipeline(kernel, entry, &all_constants)?;
+    let n_parts = crate::ops::reduce::parts_for(n);
     let out = if reduced {
         let parts = Storage::alloc(dev, n_parts * 4)?;
         if n == 0 {

@@ -46,6 +46,7 @@ pub fn mse(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tens
     elementwise(
         dev,
         KernelId::Mse,
+        &[],
         &input.shape,
         &[
             EwInput {

@@ -1,14 +1,15 @@
 //! Deterministic reductions to a scalar: `sum` and `mean` of a tensor, and the finishing stage
 //! shared by every loss with [`Reduction::Mean`](super::Reduction::Mean) or `Sum`.
 //!
-//! Stage one sums fixed chunks of 4096 elements into partials, one workgroup each; stage two
-//! adds the partials in index order in one workgroup. The partition and the order depend only on
+//! Stage one gives each thread 64 elements of a fixed 4096-element chunk (strided by 64) and
+//! writes one partial per thread, with no barrier; stage two adds the partials in index order
+//! in one workgroup. The partition and the order depend only on
 //! the element count, so a result is bitwise the same from run to run on one adapter. There are
 //! no float atomics.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{SUM_CHUNK, check_u32, sum_constants};
+use super::{SUM_CHUNK, SUM_WG, check_u32, sum_constants};
 use crate::device::Device;
 use crate::error::Result;
 use crate::kernels::{Bind, KernelId, dispatch, row_chunks};
@@ -35,6 +36,16 @@ pub(crate) enum Finish {
     MeanCount = 1,
     /// Σ a / Σ b (NaN when Σ b is 0).
     MeanWeights = 2,
+}
+
+/// The number of stage-one partials for `n` elements (one per thread; a single cleared one for
+/// an empty input).
+pub(crate) fn parts_for(n: usize) -> u64 {
+    if n == 0 {
+        1
+    } else {
+        (n as u64).div_ceil(SUM_CHUNK) * SUM_WG as u64
+    }
 }
 
 /// Stage two: `n_parts` partials (pairs when `has_b`) to a 0-d tensor.
@@ -84,7 +95,7 @@ pub(crate) fn reduce(
     count: f64,
     checks: Vec<TargetCheck>,
 ) -> Result<Tensor> {
-    let n_parts = (n as u64).div_ceil(SUM_CHUNK).max(1);
+    let n_parts = parts_for(n);
     let width = if b.is_some() { 2 } else { 1 };
     let parts = Storage::alloc(dev, n_parts * 4 * width)?;
     if n == 0 {

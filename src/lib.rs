@@ -40,7 +40,7 @@ pub use error::{Error, Result};
 pub use kernels::KernelId;
 pub use ops::bce_with_logits::{BceWithLogits, bce_with_logits};
 pub use ops::cross_entropy::{CrossEntropy, DEFAULT_IGNORE_INDEX, cross_entropy};
-pub use ops::linear::linear;
+pub use ops::linear::{Linear, LinearKernel, linear};
 pub use ops::log_softmax::{LogSoftmax, Softmax, log_softmax, softmax};
 pub use ops::mse::mse;
 pub use ops::nll::{Nll, nll};

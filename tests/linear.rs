@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
-use wgpu_loss::{Device, reference};
+use wgpu_loss::{Device, Linear, LinearKernel, reference};
 
 fn check(dev: &Device, m: usize, n: usize, k: usize, bias: bool, rng: &mut Rng) {
     let x = rng.values(m * k, 1.0);

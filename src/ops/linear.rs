@@ -21,8 +21,45 @@ pub(crate) struct Params {
 }
 const _: () = assert!(size_of::<Params>() == 32);
 
-/// Rows and columns of y computed by one workgroup.
-const TILE: u64 = 64;
+/// Which GEMM kernel runs `linear`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LinearKernel {
+    /// `Blocked` on software adapters, `Tiled` elsewhere (the default).
+    #[default]
+    Auto,
+    /// 64 × 64 tiles staged in workgroup memory, 4 × 4 per thread (for GPUs).
+    Tiled,
+    /// 32 × 16 per thread straight from memory, no barriers (for software adapters).
+    Blocked,
+}
+
+/// `linear` with a chosen [`LinearKernel`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Linear {
+    /// The GEMM kernel.
+    pub kernel: LinearKernel,
+}
+
+impl Linear {
+    /// `x·Wᵀ + b`; see [`linear`].
+    pub fn forward(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let blocked = match self.kernel {
+            LinearKernel::Auto => super::is_software(x.device()),
+            LinearKernel::Tiled => false,
+            LinearKernel::Blocked => true,
+        };
+        let (id, tile) = if blocked {
+            let rows = 8 * crate::kernels::BLOCK_ROWS as u64;
+            (
+                KernelId::LinearBlocked,
+                (rows, 8 * crate::kernels::BLOCK_COLS as u64),
+            )
+        } else {
+            (KernelId::Linear, (64, 64))
+        };
+        run(id, tile, x, weight, bias)
+    }
+}
 
 /// `F.linear(x, weight, bias)`: `x` is `(.., in)`, `weight` `(out, in)`, `bias` `(out)`; the
 /// result is `(.., out)`. Any sizes work (ragged edges are masked); operands larger than the
@@ -37,6 +74,16 @@ const TILE: u64 = 64;
 /// # Ok::<(), wgpu_loss::Error>(())
 /// ```
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    Linear::default().forward(x, weight, bias)
+}
+
+fn run(
+    id: KernelId,
+    (tile_m, tile_n): (u64, u64),
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
     const OP: &str = "linear";
     let dev = x.device();
     let mut devices = vec![weight.device()];
@@ -84,13 +131,13 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             what: "zero input features",
         });
     }
-    let pipe = dev.pipeline(KernelId::Linear, "linear", &[])?;
+    let pipe = dev.pipeline(id, "linear", &[])?;
     let (k64, n64) = (k as u64, n as u64);
     let bias_buf = bias.map_or(&dev.inner.dummy, |b| b.storage.buffer());
     for mc in row_chunks(dev, "one row of x or y", m, &[k64 * 4, n64 * 4], 1)? {
         for nc in row_chunks(dev, "one row of weight", n, &[k64 * 4], 1)? {
             let (mm, nn) = (mc.len() as u64, nc.len() as u64);
-            let tiles_n = nn.div_ceil(TILE);
+            let tiles_n = nn.div_ceil(tile_n);
             let params = Params {
                 m: mm as u32,
                 n: nn as u32,
@@ -117,7 +164,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
                     Bind::all(3, bias_buf),
                     Bind::range(4, y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),
                 ],
-                mm.div_ceil(TILE) * tiles_n,
+                mm.div_ceil(tile_m) * tiles_n,
             )?;
         }
     }

@@ -10,26 +10,33 @@ fn check(dev: &Device, m: usize, n: usize, k: usize, bias: bool, rng: &mut Rng) 
     let w = rng.values(n * k, 1.0);
     let b = rng.values(n, 1.0);
     let bias_t = bias.then(|| dev.tensor(&b, &[n]).unwrap());
-    let got = wgpu_loss::linear(
-        &dev.tensor(&x, &[m, k]).unwrap(),
-        &dev.tensor(&w, &[n, k]).unwrap(),
-        bias_t.as_ref(),
-    )
-    .unwrap()
-    .to_vec()
-    .unwrap();
     let want = reference::linear::linear(&x, &w, bias.then_some(b.as_slice()), k);
     // A dot product of k terms of size ≤ 1: absolute error grows like k·ε.
     let tol = Tol {
         abs: 2e-6 * k as f64,
         rel: 1e-5,
     };
-    assert_close(
-        &format!("{} m={m} n={n} k={k} bias={bias}", dev.name()),
-        &got,
-        &want,
-        tol,
-    );
+    for kernel in [
+        LinearKernel::Auto,
+        LinearKernel::Tiled,
+        LinearKernel::Blocked,
+    ] {
+        let got = Linear { kernel }
+            .forward(
+                &dev.tensor(&x, &[m, k]).unwrap(),
+                &dev.tensor(&w, &[n, k]).unwrap(),
+                bias_t.as_ref(),
+            )
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert_close(
+            &format!("{} m={m} n={n} k={k} bias={bias} {kernel:?}", dev.name()),
+            &got,
+            &want,
+            tol,
+        );
+    }
 }
 
 #[test]

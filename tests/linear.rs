@@ -50,6 +50,7 @@ fn ragged_and_tiled_shapes() {
         (1, 130, 33),
         (129, 2, 100),
         (100, 70, 1),
+        (300, 140, 20),
     ];
     for dev in devices() {
         for (m, n, k) in shapes {

@@ -4,7 +4,7 @@
 // pos_weight is one value per column. Column of element i: (col_offset + i) % cols.
 // FLAGS is an override so that each combination compiles to straight-line code: a branch on a
 // uniform value still costs both sides on software adapters.
-// bindings: 0 uniform Params | 1 x | 2 y | 3 weight | 4 pos_weight | 5 out write
+// bindings: 0 uniform Params | 1 x, 2 y through ld_x, ld_y | 3 weight | 4 pos_weight | 5 out write
 // numerics: softplus with an atanh-series log1p; finite and accurate for every finite x.
 
 override FLAGS: u32 = 0u; // bit 0: elementwise weight, bit 1: per-column weight, bit 2: pos_weight
@@ -21,15 +21,13 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read> pos_weight: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 fn loss_at(i: u32) -> f32 {
-    let v = x[i];
-    let t = y[i];
+    let v = ld_x(i);
+    let t = ld_y(i);
     var l = 0.0;
     if ((FLAGS & 4u) != 0u) {
         let pw = pos_weight[(params.col_offset + i) % params.cols];

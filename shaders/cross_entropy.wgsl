@@ -3,7 +3,7 @@
 //   loss[r] = w[t] * (lse(x[r, :]) - x[r, t]),  wsum[r] = w[t]    (both 0 when t == ignore_index)
 // A target outside [0, cols) that is not ignore_index contributes 0 and raises `status` to
 // u32::MAX - (row_base + r) (atomicMax keeps the first bad row); the host reports it on read.
-// bindings: 0 uniform Params | 1 x (rows, cols) | 2 targets (rows) i32 | 3 weight (cols) |
+// bindings: 0 uniform Params | 1 x (rows, cols) through ld_x | 2 targets (rows) i32 | 3 weight (cols) |
 //           4 loss (rows) write | 5 wsum (rows) write | 6 status (1) atomic
 // numerics: max-shifted online reduction (rows.wgsl); finite for |x| < 1e30.
 
@@ -19,7 +19,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<i32>;
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read_write> loss: array<f32>;
@@ -49,7 +48,7 @@ fn cross_entropy(
                 if (params.has_weight != 0u) {
                     w = weight[u32(t)];
                 }
-                l = w * (lse_value(st) - x[base + u32(t)]);
+                l = w * (lse_value(st) - ld_x(base + u32(t)));
             }
         }
         loss[row] = l;

@@ -1,6 +1,6 @@
 // log_softmax and softmax over the last dim of a (rows, cols) view.
 //   log_softmax: y[r, c] = x[r, c] - lse(x[r, :])        softmax: y[r, c] = exp(x[r, c] - max) / sum
-// bindings: 0 uniform Params | 1 x (rows, cols) read | 2 y (rows, cols) write
+// bindings: 0 uniform Params | 1 x (rows, cols) read through ld_x | 2 y (rows, cols) write
 // numerics: max-shifted online reduction (rows.wgsl); finite for |x| < 1e30.
 
 struct Params {
@@ -11,7 +11,6 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -28,7 +27,7 @@ fn log_softmax(
     if (live) {
         let lse = lse_value(st);
         for (var c = lane; c < params.cols; c += TPR) {
-            y[base + c] = x[base + c] - lse;
+            y[base + c] = ld_x(base + c) - lse;
         }
     }
 }
@@ -47,7 +46,7 @@ fn softmax(
     if (live) {
         let inv = 1.0 / st.y;
         for (var c = lane; c < params.cols; c += TPR) {
-            y[base + c] = exp(x[base + c] - st.x) * inv;
+            y[base + c] = exp(ld_x(base + c) - st.x) * inv;
         }
     }
 }

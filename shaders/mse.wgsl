@@ -1,5 +1,5 @@
 // mse: squared error l = (x - y)^2 per element.
-// bindings: 0 uniform Params | 1 x | 2 y | 3 out write
+// bindings: 0 uniform Params | 1 x, 2 y through ld_x, ld_y | 3 out write
 
 struct Params {
     n: u32,
@@ -9,11 +9,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 fn loss_at(i: u32) -> f32 {
-    let d = x[i] - y[i];
+    let d = ld_x(i) - ld_y(i);
     return d * d;
 }

@@ -1,5 +1,6 @@
 // rows: the online (max, sum-exp) reduction of one row, shared by log_softmax, softmax and
-// cross_entropy. Each file that includes it declares `x`, the (rows, cols) input.
+// cross_entropy. The (rows, cols) input is read through ld_x (kernels.rs declares it: a storage
+// buffer, or a texture staged by the copy engine on software adapters).
 //
 // A workgroup of WG threads handles WG / TPR rows with TPR threads per row: TPR = 1 is thread
 // per row (no barriers: best for short rows and on software adapters), TPR = WG is workgroup
@@ -24,12 +25,12 @@ fn row_state(base: u32, cols: u32, lane: u32, lid: u32, live: bool) -> vec2<f32>
             if (c + 3u * TPR >= cols) {
                 break;
             }
-            let v = vec4<f32>(x[base + c], x[base + c + TPR], x[base + c + 2u * TPR], x[base + c + 3u * TPR]);
+            let v = vec4<f32>(ld_x(base + c), ld_x(base + c + TPR), ld_x(base + c + 2u * TPR), ld_x(base + c + 3u * TPR));
             st = lse_push4(st, v);
             c += 4u * TPR;
         }
         for (; c < cols; c += TPR) {
-            st = lse_push(st, x[base + c]);
+            st = lse_push(st, ld_x(base + c));
         }
     }
     if (TPR > 1u) {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::kernels::{KernelId, Pipeline, PipelineKey};
+use crate::kernels::{InputPath, KernelId, Pipeline, PipelineKey};
 use crate::pool::{BufferKind, Pool, size_class};
 
 /// How to install Mesa's software adapters, quoted by errors and tests.
@@ -31,6 +31,9 @@ pub struct DeviceOptions {
     pub pool_bytes: u64,
     /// Use subgroup operations where the adapter has them (the baseline path is always there).
     pub subgroups: bool,
+    /// Stage large kernel inputs in textures ([`InputPath::Texture`]); `None` does so on
+    /// software adapters, where it is several times faster, and not on GPUs.
+    pub texture_inputs: Option<bool>,
 }
 
 impl Default for DeviceOptions {
@@ -40,6 +43,7 @@ impl Default for DeviceOptions {
             max_storage_binding_size: None,
             pool_bytes: 1 << 30,
             subgroups: true,
+            texture_inputs: None,
         }
     }
 }
@@ -54,6 +58,12 @@ impl DeviceOptions {
     /// Sets [`DeviceOptions::subgroups`].
     pub fn with_subgroups(mut self, on: bool) -> Self {
         self.subgroups = on;
+        self
+    }
+
+    /// Sets [`DeviceOptions::texture_inputs`].
+    pub fn with_texture_inputs(mut self, on: bool) -> Self {
+        self.texture_inputs = Some(on);
         self
     }
 
@@ -85,8 +95,12 @@ pub(crate) struct Inner {
     pub(crate) limits: wgpu::Limits,
     pub(crate) features: wgpu::Features,
     pub(crate) options: DeviceOptions,
-    /// The binding size the kernels plan with: the device limit, capped by the options.
+    /// The binding size the kernels plan with: the device limit, capped by the options (and by
+    /// a staging texture's capacity when inputs are staged).
     pub(crate) binding_limit: u64,
+    /// Whether large inputs are staged in textures, and the textures' width in texels.
+    texture_inputs: bool,
+    texture_width: u32,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     pub(crate) pool: Mutex<Pool>,
     pending: Mutex<Option<wgpu::CommandEncoder>>,
@@ -163,6 +177,7 @@ fn wanted_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
     l.max_compute_workgroups_per_dimension = adapter.max_compute_workgroups_per_dimension;
     l.max_storage_buffers_per_shader_stage = adapter.max_storage_buffers_per_shader_stage;
     l.min_storage_buffer_offset_alignment = adapter.min_storage_buffer_offset_alignment;
+    l.max_texture_dimension_2d = adapter.max_texture_dimension_2d;
     l
 }
 
@@ -290,9 +305,19 @@ impl Device {
         let device_binding = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
+        let software = info.device_type == wgpu::DeviceType::Cpu;
+        let max_dim = limits.max_texture_dimension_2d;
+        let texture_inputs = options.texture_inputs.unwrap_or(software) && max_dim >= 2048;
+        let texture_width = max_dim.min(4096);
+        let staging = if texture_inputs {
+            texture_width as u64 * max_dim as u64 * 16
+        } else {
+            u64::MAX
+        };
         let binding_limit = options
             .max_storage_binding_size
             .map_or(device_binding, |cap| cap.min(device_binding))
+            .min(staging)
             // Kernels index with u32 and chunk offsets are planned in 256-byte units.
             .clamp(256, u32::MAX as u64)
             & !255;
@@ -312,6 +337,8 @@ impl Device {
                 features,
                 options,
                 binding_limit,
+                texture_inputs,
+                texture_width,
                 pipelines: Mutex::default(),
                 pool,
                 pending: Mutex::new(None),
@@ -350,6 +377,31 @@ impl Device {
     /// The largest number of bytes a kernel binds at once; larger tensors are chunked.
     pub fn binding_limit(&self) -> u64 {
         self.inner.binding_limit
+    }
+
+    /// Whether large kernel inputs are staged in textures on this device.
+    pub fn texture_inputs(&self) -> bool {
+        self.inner.texture_inputs
+    }
+
+    pub(crate) fn texture_width(&self) -> u32 {
+        self.inner.texture_width
+    }
+
+    /// The input path for `kernel` given the buffers (and their element counts) it would stage.
+    pub(crate) fn input_path(
+        &self,
+        kernel: KernelId,
+        staged: &[(&wgpu::Buffer, usize)],
+    ) -> InputPath {
+        let ok = self.inner.texture_inputs
+            && !kernel.staged_inputs().is_empty()
+            && staged.iter().all(|(b, n)| crate::kernels::stageable(b, *n));
+        if ok {
+            InputPath::Texture
+        } else {
+            InputPath::Storage
+        }
     }
 
     /// The underlying wgpu device, for interop.
@@ -495,11 +547,26 @@ impl Device {
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<Pipeline>> {
-        let key = PipelineKey::new(kernel, entry, constants);
+        self.pipeline_for(kernel, InputPath::Storage, entry, constants)
+    }
+
+    /// The cached pipeline of `kernel` reading its staged inputs through `path`.
+    pub(crate) fn pipeline_for(
+        &self,
+        kernel: KernelId,
+        path: InputPath,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<Pipeline>> {
+        let mut constants = constants.to_vec();
+        if path == InputPath::Texture {
+            constants.push(("TEX_W", self.inner.texture_width as f64));
+        }
+        let key = PipelineKey::new(kernel, path, entry, &constants);
         if let Some(p) = lock(&self.inner.pipelines).get(&key) {
             return Ok(p.clone());
         }
-        let built = Arc::new(Pipeline::build(self, kernel, entry, constants)?);
+        let built = Arc::new(Pipeline::build(self, kernel, path, entry, &constants)?);
         lock(&self.inner.pipelines).insert(key, built.clone());
         Ok(built)
     }

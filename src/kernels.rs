@@ -5,6 +5,7 @@
 //! in a per-dispatch uniform, so one pipeline serves every shape; `override` constants pick the
 //! workgroup size and code paths, and the cache key is (kernel, entry point, overrides).
 
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -14,8 +15,19 @@ use crate::error::{Error, Result};
 
 macro_rules! shader {
     ($($file:literal),+) => {
-        concat!(include_str!("../shaders/prelude.wgsl"), $("\n", include_str!(concat!("../shaders/", $file))),+)
+        concat!($(include_str!(concat!("../shaders/", $file)), "\n"),+)
     };
+}
+
+/// Where a kernel reads its large inputs from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputPath {
+    /// Storage buffers, bound at the chunk's offset (GPUs).
+    Storage,
+    /// rgba32float textures filled by the copy engine and read with `textureLoad`. On Mesa's
+    /// software adapters a texel fetch costs a tenth of a storage-buffer load (9.9 vs 1.05 GB/s
+    /// measured on lavapipe), more than paying for the copy.
+    Texture,
 }
 
 /// A kernel family: one WGSL module with one or more entry points.
@@ -71,24 +83,82 @@ impl KernelId {
         }
     }
 
-    /// The complete WGSL source (prelude and shared pieces included).
+    /// The complete WGSL source (prelude and shared pieces included), reading its staged
+    /// inputs from storage buffers.
     pub fn source(self) -> &'static str {
+        self.source_for(InputPath::Storage)
+    }
+
+    /// The complete WGSL source with the staged inputs ([`KernelId::staged_inputs`]) read
+    /// through `path`.
+    pub fn source_for(self, path: InputPath) -> &'static str {
+        static SOURCES: OnceLock<HashMap<(KernelId, InputPath), String>> = OnceLock::new();
+        let all = SOURCES.get_or_init(|| {
+            let mut map = HashMap::new();
+            for id in KernelId::ALL {
+                for path in [InputPath::Storage, InputPath::Texture] {
+                    map.insert((id, path), id.assemble(path));
+                }
+            }
+            map
+        });
+        &all[&(self, path)]
+    }
+
+    /// The inputs this kernel reads through `ld_<name>(i)` accessors, by name and binding slot:
+    /// the large operands that software adapters stage in textures.
+    pub fn staged_inputs(self) -> &'static [(&'static str, u32)] {
         match self {
-            KernelId::Linear => shader!("linear.wgsl"),
-            KernelId::LinearBlocked => {
-                static SOURCE: OnceLock<String> = OnceLock::new();
-                SOURCE.get_or_init(linear_blocked_source)
-            }
-            KernelId::LogSoftmax => shader!("rows.wgsl", "log_softmax.wgsl"),
-            KernelId::CrossEntropy => shader!("rows.wgsl", "cross_entropy.wgsl"),
-            KernelId::Nll => shader!("nll.wgsl"),
-            KernelId::BceWithLogits => {
-                shader!("sum.wgsl", "bce_with_logits.wgsl", "elementwise.wgsl")
-            }
-            KernelId::Mse => shader!("sum.wgsl", "mse.wgsl", "elementwise.wgsl"),
-            KernelId::Reduce => shader!("sum.wgsl", "reduce.wgsl"),
-            KernelId::Bandwidth => shader!("bandwidth.wgsl"),
+            KernelId::LogSoftmax | KernelId::CrossEntropy => &[("x", 1)],
+            KernelId::BceWithLogits | KernelId::Mse => &[("x", 1), ("y", 2)],
+            _ => &[],
         }
+    }
+
+    fn body(self) -> String {
+        match self {
+            KernelId::Linear => shader!("linear.wgsl").into(),
+            KernelId::LinearBlocked => linear_blocked_source(),
+            KernelId::LogSoftmax => shader!("rows.wgsl", "log_softmax.wgsl").into(),
+            KernelId::CrossEntropy => shader!("rows.wgsl", "cross_entropy.wgsl").into(),
+            KernelId::Nll => shader!("nll.wgsl").into(),
+            KernelId::BceWithLogits => {
+                shader!("sum.wgsl", "bce_with_logits.wgsl", "elementwise.wgsl").into()
+            }
+            KernelId::Mse => shader!("sum.wgsl", "mse.wgsl", "elementwise.wgsl").into(),
+            KernelId::Reduce => shader!("sum.wgsl", "reduce.wgsl").into(),
+            KernelId::Bandwidth => shader!("bandwidth.wgsl").into(),
+        }
+    }
+
+    /// Prelude, the accessors of the staged inputs for `path`, then the kernel's own files.
+    fn assemble(self, path: InputPath) -> String {
+        let mut s = String::from(include_str!("../shaders/prelude.wgsl"));
+        let staged = self.staged_inputs();
+        if path == InputPath::Texture && !staged.is_empty() {
+            s.push_str(
+                "\n// Staged inputs live in rgba32float textures TEX_W texels wide: element i is\n\
+                 // component i % 4 of texel i / 4.\noverride TEX_W: u32 = 4096u;\n",
+            );
+        }
+        for (name, slot) in staged {
+            let _ = match path {
+                InputPath::Storage => writeln!(
+                    s,
+                    "@group(0) @binding({slot}) var<storage, read> {name}: array<f32>;\n\
+                     fn ld_{name}(i: u32) -> f32 {{ return {name}[i]; }}"
+                ),
+                InputPath::Texture => writeln!(
+                    s,
+                    "@group(0) @binding({slot}) var {name}_tex: texture_2d<f32>;\n\
+                     fn ld_{name}(i: u32) -> f32 {{\n    let t = i >> 2u;\n    \
+                     return textureLoad({name}_tex, vec2<u32>(t % TEX_W, t / TEX_W), 0)[i & 3u];\n}}"
+                ),
+            };
+        }
+        s.push('\n');
+        s.push_str(&self.body());
+        s
     }
 
     /// The entry points of the module.
@@ -120,10 +190,8 @@ pub(crate) const BLOCK_COLS: u32 = 16;
 /// rate falls to 2 GFLOP/s. WGSL has no macros, hence this generator.
 fn linear_blocked_source() -> String {
     let (rows, cols, c4) = (BLOCK_ROWS, BLOCK_COLS, BLOCK_COLS / 4);
-    let mut s = String::from(include_str!("../shaders/prelude.wgsl"));
-    s.push_str(
-        "
-// linear_blocked: y[m, n] = sum_k x[m, k] * w[n, k] + b[n], generated by kernels.rs.
+    let mut s = String::from(
+        "// linear_blocked: y[m, n] = sum_k x[m, k] * w[n, k] + b[n], generated by kernels.rs.
 // bindings: 0 uniform Params | 1 x (m, k) | 2 w (n, k) | 3 bias (n_base + n) | 4 y write
 struct Params { m: u32, n: u32, k: u32, has_bias: u32, ldy: u32, n_base: u32, tiles_n: u32, _pad0: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
@@ -211,6 +279,7 @@ fn linear(
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PipelineKey {
     kernel: KernelId,
+    path: InputPath,
     entry: &'static str,
     constants: Vec<(&'static str, u64)>,
 }
@@ -218,11 +287,13 @@ pub(crate) struct PipelineKey {
 impl PipelineKey {
     pub(crate) fn new(
         kernel: KernelId,
+        path: InputPath,
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Self {
         PipelineKey {
             kernel,
+            path,
             entry,
             constants: constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
         }
@@ -241,6 +312,7 @@ impl Pipeline {
     pub(crate) fn build(
         dev: &Device,
         kernel: KernelId,
+        path: InputPath,
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<Pipeline> {
@@ -248,7 +320,7 @@ impl Pipeline {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(kernel.label()),
-            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+            source: wgpu::ShaderSource::Wgsl(kernel.source_for(path).into()),
         });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
@@ -278,14 +350,22 @@ impl Pipeline {
     }
 }
 
-/// One storage binding: a buffer range.
+/// One binding: a buffer range or a staged texture.
 #[derive(Clone, Copy)]
 pub(crate) struct Bind<'a> {
     pub(crate) slot: u32,
-    pub(crate) buffer: &'a wgpu::Buffer,
-    pub(crate) offset: u64,
-    /// `None` binds to the end of the buffer.
-    pub(crate) size: Option<u64>,
+    pub(crate) res: Res<'a>,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Res<'a> {
+    /// `size: None` binds to the end of the buffer.
+    Buffer {
+        buffer: &'a wgpu::Buffer,
+        offset: u64,
+        size: Option<u64>,
+    },
+    Texture(&'a wgpu::TextureView),
 }
 
 impl<'a> Bind<'a> {
@@ -293,9 +373,11 @@ impl<'a> Bind<'a> {
     pub(crate) fn all(slot: u32, buffer: &'a wgpu::Buffer) -> Self {
         Bind {
             slot,
-            buffer,
-            offset: 0,
-            size: None,
+            res: Res::Buffer {
+                buffer,
+                offset: 0,
+                size: None,
+            },
         }
     }
 
@@ -303,11 +385,107 @@ impl<'a> Bind<'a> {
     pub(crate) fn range(slot: u32, buffer: &'a wgpu::Buffer, offset: u64, bytes: u64) -> Self {
         Bind {
             slot,
-            buffer,
-            offset,
-            size: Some(bytes.max(4).div_ceil(4) * 4),
+            res: Res::Buffer {
+                buffer,
+                offset,
+                size: Some(bytes.max(4).div_ceil(4) * 4),
+            },
         }
     }
+}
+
+/// A kernel input: a buffer range bound directly, or a copy of it staged in a texture.
+pub(crate) enum Input<'a> {
+    Buffer(Bind<'a>),
+    Texture(u32, wgpu::TextureView),
+}
+
+impl Input<'_> {
+    pub(crate) fn bind(&self) -> Bind<'_> {
+        match self {
+            Input::Buffer(b) => *b,
+            Input::Texture(slot, view) => Bind {
+                slot: *slot,
+                res: Res::Texture(view),
+            },
+        }
+    }
+}
+
+/// Whether `buffer` can be staged through textures for `elements` f32 values: the copy reads
+/// whole 16-byte texels, so the buffer must extend to the next multiple of 16 bytes.
+pub(crate) fn stageable(buffer: &wgpu::Buffer, elements: usize) -> bool {
+    buffer.size() >= (elements as u64 * 4).div_ceil(16) * 16
+}
+
+/// The input at `slot`: `elements` f32 values of `buffer` from byte `offset` (a multiple of 16
+/// when staged), either bound in place or copied into a texture TEX_W texels wide inside the
+/// pending encoder.
+pub(crate) fn input<'a>(
+    dev: &Device,
+    path: InputPath,
+    slot: u32,
+    buffer: &'a wgpu::Buffer,
+    offset: u64,
+    elements: u64,
+) -> Input<'a> {
+    if path == InputPath::Storage {
+        return Input::Buffer(Bind::range(slot, buffer, offset, elements * 4));
+    }
+    let width = dev.texture_width() as u64;
+    let texels = elements.div_ceil(4).max(1);
+    let (full_rows, rest) = (texels / width, texels % width);
+    let height = full_rows + (rest > 0) as u64;
+    let texture = dev.wgpu_device().create_texture(&wgpu::TextureDescriptor {
+        label: Some("wgpu-loss staged input"),
+        size: wgpu::Extent3d {
+            width: width as u32,
+            height: height as u32,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    let copy = |enc: &mut wgpu::CommandEncoder, from: u64, y: u64, w: u64, h: u64| {
+        enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: from,
+                    bytes_per_row: Some((width * 16) as u32),
+                    rows_per_image: None,
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture: &texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: y as u32,
+                    z: 0,
+                },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width: w as u32,
+                height: h as u32,
+                depth_or_array_layers: 1,
+            },
+        );
+    };
+    dev.record(|enc| {
+        if full_rows > 0 {
+            copy(enc, offset, 0, width, full_rows);
+        }
+        if rest > 0 {
+            copy(enc, offset + full_rows * width * 16, full_rows, rest, 1);
+        }
+    });
+    Input::Texture(slot, texture.create_view(&Default::default()))
 }
 
 /// Workgroup grid for `groups` workgroups: x up to the adapter's per-dimension limit, the rest
@@ -355,13 +533,21 @@ pub(crate) fn dispatch(
         resource: uniform.as_entire_binding(),
     }];
     for b in binds {
+        let resource = match b.res {
+            Res::Buffer {
+                buffer,
+                offset,
+                size,
+            } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset,
+                size: size.and_then(wgpu::BufferSize::new),
+            }),
+            Res::Texture(view) => wgpu::BindingResource::TextureView(view),
+        };
         entries.push(wgpu::BindGroupEntry {
             binding: b.slot,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: b.buffer,
-                offset: b.offset,
-                size: b.size.and_then(wgpu::BufferSize::new),
-            }),
+            resource,
         });
     }
     let group = device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -38,7 +38,7 @@ fn check(
     let want = reference(x, y, cols, weight.map(|w| w.0), pos_weight, reduction);
     let what = format!(
         "{} {shape:?} {reduction:?} weight={} pos_weight={}",
-        dev.name(),
+        common::label(dev),
         weight.is_some(),
         pos_weight.is_some()
     );

@@ -45,7 +45,7 @@ fn check(
     let want = reference(x, c, t, weight, -100, reduction).unwrap();
     let what = format!(
         "{} {shape:?} {reduction:?} {strategy:?} weight={}",
-        dev.name(),
+        common::label(dev),
         weight.is_some()
     );
     assert_close(&what, &got, &want, Tol::scaled(scale).sum(c * n));
@@ -106,7 +106,7 @@ fn large_logits_do_not_overflow() {
                 .to_vec()
                 .unwrap();
             assert_close(
-                &format!("{} {strategy:?}", dev.name()),
+                &format!("{} {strategy:?}", common::label(dev)),
                 &got,
                 &[1000.0, 0.0],
                 Tol::scaled(1000.0),
@@ -128,7 +128,7 @@ fn all_ignored_mean_is_nan_and_sum_is_zero() {
         assert!(
             mean.is_nan(),
             "{}: mean over no target is {mean}",
-            dev.name()
+            common::label(dev)
         );
         let sum = CrossEntropy::default()
             .reduction(Reduction::Sum)
@@ -320,7 +320,7 @@ fn chunked_bindings_match_reference_and_unchunked_bitwise() {
                 a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 "{}: chunking changed the result",
-                small.name()
+                common::label(small)
             );
         }
     }
@@ -348,7 +348,7 @@ fn reductions_are_bitwise_reproducible() {
         assert!(
             runs.windows(2).all(|w| w[0] == w[1]),
             "{}: {runs:?}",
-            dev.name()
+            common::label(dev)
         );
     }
 }
@@ -365,7 +365,7 @@ fn vocabulary_sized_logits_beyond_the_binding_limit() {
         assert!(
             (n * c * 4) as u64 > dev.binding_limit(),
             "{}: the test must cross the binding limit",
-            dev.name()
+            common::label(dev)
         );
         check(
             dev,

@@ -38,11 +38,16 @@ fn out_of_range_targets_are_detected_not_read() {
                             classes: 3,
                             ignore_index: -100,
                         } => {
-                            assert_eq!((o, p, value), (op, position, bad), "{}", dev.name());
+                            assert_eq!(
+                                (o, p, value),
+                                (op, position, bad),
+                                "{}",
+                                common::label(dev)
+                            );
                         }
                         other => panic!(
                             "{}: {op}: expected TargetOutOfRange, got {other}",
-                            dev.name()
+                            common::label(dev)
                         ),
                     }
                 }
@@ -165,7 +170,7 @@ fn a_row_wider_than_the_binding_limit_is_a_limit_error() {
         assert!(
             matches!(wgpu_loss::cross_entropy(&x, &t), Err(Error::Limit { .. })),
             "{}",
-            dev.name()
+            common::label(dev)
         );
         assert!(matches!(
             wgpu_loss::log_softmax(&x),
@@ -232,7 +237,7 @@ fn every_segment_width_runs_on_every_adapter() {
             assert!(
                 (l as f64 - 200f64.ln()).abs() < 1e-5,
                 "{} {s:?}: {l}",
-                dev.name()
+                common::label(dev)
             );
         }
     }

@@ -31,7 +31,10 @@ fn check(dev: &Device, m: usize, n: usize, k: usize, bias: bool, rng: &mut Rng) 
             .to_vec()
             .unwrap();
         assert_close(
-            &format!("{} m={m} n={n} k={k} bias={bias} {kernel:?}", dev.name()),
+            &format!(
+                "{} m={m} n={n} k={k} bias={bias} {kernel:?}",
+                common::label(dev)
+            ),
             &got,
             &want,
             tol,

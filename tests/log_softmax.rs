@@ -18,7 +18,7 @@ const STRATEGIES: [RowStrategy; 5] = [
 fn check(dev: &Device, x: &[f32], shape: &[usize], strategy: RowStrategy, scale: f64) -> Vec<f32> {
     let cols = *shape.last().unwrap();
     let t = dev.tensor(x, shape).unwrap();
-    let what = format!("{} {shape:?} {strategy:?}", dev.name());
+    let what = format!("{} {shape:?} {strategy:?}", common::label(dev));
     let got = LogSoftmax { strategy }
         .forward(&t)
         .unwrap()
@@ -161,7 +161,7 @@ fn log_softmax_then_nll_equals_cross_entropy() {
                 let b = nll.forward(&logp, &targets).unwrap().to_vec().unwrap();
                 let what = format!(
                     "{} {reduction:?} ignore={ignore} weighted={weighted}",
-                    dev.name()
+                    common::label(dev)
                 );
                 assert_close(&what, &b, &f64s(&a), Tol::scaled(6.0).sum(c));
             }
@@ -182,7 +182,7 @@ fn vocabulary_sized_rows_beyond_the_binding_limit() {
             .to_vec()
             .unwrap();
         assert_close(
-            &format!("{} [4096, 32000]", dev.name()),
+            &format!("{} [4096, 32000]", common::label(dev)),
             &got,
             &want,
             Tol::scaled(8.0).sum(c),

@@ -25,7 +25,7 @@ fn mse_matches_reference() {
                 .unwrap();
                 let want = reference::mse::mse(&x, &y, reduction);
                 assert_close(
-                    &format!("{} {shape:?} {reduction:?}", dev.name()),
+                    &format!("{} {shape:?} {reduction:?}", common::label(dev)),
                     &got,
                     &want,
                     Tol::ELEMENT.sum(n),

@@ -45,9 +45,9 @@ proptest! {
             let logits = dev.tensor(&x, &[n, c]).unwrap();
             let got = ce.forward(&logits, &dev.indices(&t, &[n]).unwrap()).unwrap().to_vec().unwrap();
             let want = reference::cross_entropy::cross_entropy(&x, c, &t, weighted.then_some(w.as_slice()), ignore, red).unwrap();
-            assert_close(&format!("{} ce", dev.name()), &got, &want, Tol::scaled(scale as f64).sum(n * c));
+            assert_close(&format!("{} ce", common::label(dev)), &got, &want, Tol::scaled(scale as f64).sum(n * c));
             let ls = wgpu_loss::LogSoftmax { strategy: strat }.forward(&logits).unwrap().to_vec().unwrap();
-            assert_close(&format!("{} log_softmax", dev.name()), &ls, &reference::log_softmax::log_softmax(&x, c), Tol::scaled(scale as f64).sum(c));
+            assert_close(&format!("{} log_softmax", common::label(dev)), &ls, &reference::log_softmax::log_softmax(&x, c), Tol::scaled(scale as f64).sum(c));
         }
     }
 
@@ -74,9 +74,9 @@ proptest! {
             }
             let got = bce.forward(&xt, &yt).unwrap().to_vec().unwrap();
             let want = reference::bce_with_logits::bce_with_logits(&x, &y, cols, weighted.then_some(w.as_slice()), pos.then_some(pw.as_slice()), red);
-            assert_close(&format!("{} bce", dev.name()), &got, &want, Tol::scaled(scale as f64).sum(n));
+            assert_close(&format!("{} bce", common::label(dev)), &got, &want, Tol::scaled(scale as f64).sum(n));
             let got = wgpu_loss::mse(&xt, &yt, red).unwrap().to_vec().unwrap();
-            assert_close(&format!("{} mse", dev.name()), &got, &reference::mse::mse(&x, &y, red), Tol::ELEMENT.sum(n));
+            assert_close(&format!("{} mse", common::label(dev)), &got, &reference::mse::mse(&x, &y, red), Tol::ELEMENT.sum(n));
         }
     }
 }

@@ -1,19 +1,24 @@
 //! Every shipped WGSL module parses and validates with naga (no GPU needed).
 
 use wgpu_loss::KernelId;
+use wgpu_loss::kernels::InputPath;
 
 #[test]
 fn every_kernel_validates() {
-    for id in KernelId::ALL {
-        let module = naga::front::wgsl::parse_str(id.source())
-            .unwrap_or_else(|e| panic!("{}: {}", id.label(), e.emit_to_string(id.source())));
+    for (id, path) in KernelId::ALL
+        .into_iter()
+        .flat_map(|id| [(id, InputPath::Storage), (id, InputPath::Texture)])
+    {
+        let source = id.source_for(path);
+        let module = naga::front::wgsl::parse_str(source)
+            .unwrap_or_else(|e| panic!("{} {path:?}: {}", id.label(), e.emit_to_string(source)));
         let mut validator = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
             naga::valid::Capabilities::default(),
         );
         validator
             .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {}", id.label(), e.emit_to_string(id.source())));
+            .unwrap_or_else(|e| panic!("{} {path:?}: {}", id.label(), e.emit_to_string(source)));
         for entry in id.entry_points() {
             assert!(
                 module.entry_points.iter().any(|e| e.name == *entry),

@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{Reduction, RowStrategy, check_u32};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, KernelId, dispatch, row_chunks};
+use crate::kernels::{Bind, KernelId, dispatch, input as input_at, row_chunks};
 use crate::ops::reduce::{Finish, reduce};
 use crate::tensor::{Indices, Storage, TargetCheck, Tensor, same_device};
 
@@ -98,13 +98,10 @@ impl CrossEntropy {
         let plan = self
             .strategy
             .plan("cross_entropy", logits.device(), rows, cols)?;
-        let pipe =
-            logits
-                .device()
-                .pipeline(KernelId::CrossEntropy, "cross_entropy", &plan.constants())?;
         class_loss(
             "cross_entropy",
-            &pipe,
+            KernelId::CrossEntropy,
+            &plan.constants(),
             |n| plan.groups(n),
             logits,
             targets,
@@ -125,7 +122,8 @@ pub fn cross_entropy(logits: &Tensor, targets: &Indices) -> Result<Tensor> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn class_loss(
     op: &'static str,
-    pipe: &std::sync::Arc<crate::kernels::Pipeline>,
+    kernel: KernelId,
+    constants: &[(&'static str, f64)],
     groups: impl Fn(usize) -> u64,
     input: &Tensor,
     targets: &Indices,
@@ -175,6 +173,8 @@ pub(crate) fn class_loss(
     check_u32(op, rows)?;
     check_u32(op, cols)?;
 
+    let path = dev.input_path(kernel, &[(input.storage.buffer(), input.numel())]);
+    let pipe = dev.pipeline_for(kernel, path, op, constants)?;
     let check = TargetCheck::new(op, targets, cols, ignore_index)?;
     let loss = Storage::alloc(dev, rows as u64 * 4)?;
     let wsum = Storage::alloc(dev, rows as u64 * 4)?;
@@ -193,10 +193,18 @@ pub(crate) fn class_loss(
         let weight_buf = weight.map_or(&dev.inner.dummy, |w| w.storage.buffer());
         dispatch(
             dev,
-            pipe,
+            &pipe,
             bytemuck::bytes_of(&params),
             &[
-                Bind::range(1, input.storage.buffer(), r0 * row_bytes, n * row_bytes),
+                input_at(
+                    dev,
+                    path,
+                    1,
+                    input.storage.buffer(),
+                    r0 * row_bytes,
+                    n * cols as u64,
+                )
+                .bind(),
                 Bind::range(2, targets.storage.buffer(), r0 * 4, n * 4),
                 Bind::all(3, weight_buf),
                 Bind::range(4, loss.buffer(), r0 * 4, n * 4),

@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{RowStrategy, check_u32, rows_cols};
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, KernelId, dispatch, row_chunks};
+use crate::kernels::{Bind, KernelId, dispatch, input, row_chunks};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -83,7 +83,8 @@ fn run(op: &'static str, entry: &'static str, strategy: RowStrategy, x: &Tensor)
     }
     check_u32(op, cols)?;
     let plan = strategy.plan(op, dev, rows, cols)?;
-    let pipe = dev.pipeline(KernelId::LogSoftmax, entry, &plan.constants())?;
+    let path = dev.input_path(KernelId::LogSoftmax, &[(x.storage.buffer(), x.numel())]);
+    let pipe = dev.pipeline_for(KernelId::LogSoftmax, path, entry, &plan.constants())?;
     let row_bytes = cols as u64 * 4;
     for chunk in row_chunks(dev, "one row", rows, &[row_bytes, row_bytes], 1)? {
         let params = Params {
@@ -98,7 +99,15 @@ fn run(op: &'static str, entry: &'static str, strategy: RowStrategy, x: &Tensor)
             &pipe,
             bytemuck::bytes_of(&params),
             &[
-                Bind::range(1, x.storage.buffer(), off, len),
+                input(
+                    dev,
+                    path,
+                    1,
+                    x.storage.buffer(),
+                    off,
+                    chunk.len() as u64 * cols as u64,
+                )
+                .bind(),
                 Bind::range(2, out.storage.buffer(), off, len),
             ],
             plan.groups(chunk.len()),

@@ -149,6 +149,16 @@ pub(crate) struct EwInput<'a> {
     pub(crate) per_element: bool,
 }
 
+impl EwInput<'_> {
+    /// Read through an `ld_` accessor (and staged in a texture on software adapters).
+    fn staged(&self, kernel: crate::kernels::KernelId) -> bool {
+        kernel
+            .staged_inputs()
+            .iter()
+            .any(|(_, slot)| *slot == self.slot)
+    }
+}
+
 /// Runs a pointwise loss built on `shaders/elementwise.wgsl` over `n` elements: per-element
 /// output for [`Reduction::None`], otherwise fused partial sums and the reduction's finish.
 /// `params(len, first, part_base)` packs the uniform for the chunk starting at element `first`.
@@ -164,7 +174,7 @@ pub(crate) fn elementwise(
     params: impl Fn(u32, usize, u32) -> Vec<u8>,
     checks: Vec<crate::tensor::TargetCheck>,
 ) -> Result<crate::tensor::Tensor> {
-    use crate::kernels::{Bind, dispatch, row_chunks};
+    use crate::kernels::{Bind, Input, dispatch, input, row_chunks};
     use crate::ops::reduce::{Finish, finish};
     use crate::tensor::{Storage, Tensor};
 
@@ -179,7 +189,13 @@ pub(crate) fn elementwise(
     };
     let mut all_constants = sum_constants().to_vec();
     all_constants.extend_from_slice(constants);
-    let pipe = dev.pipeline(kernel, entry, &all_constants)?;
+    let staged: Vec<(&wgpu::Buffer, usize)> = inputs
+        .iter()
+        .filter(|i| i.staged(kernel))
+        .map(|i| (i.buffer, n))
+        .collect();
+    let path = dev.input_path(kernel, &staged);
+    let pipe = dev.pipeline_for(kernel, path, entry, &all_constants)?;
     let n_parts = crate::ops::reduce::parts_for(n);
     let out = if reduced {
         let parts = Storage::alloc(dev, n_parts * 4)?;
@@ -193,16 +209,19 @@ pub(crate) fn elementwise(
     for chunk in row_chunks(dev, "an elementwise input", n, &row_bytes, multiple)? {
         let len = chunk.len() as u64;
         let off = chunk.start as u64 * 4;
-        let mut binds: Vec<Bind<'_>> = inputs
+        let bound: Vec<Input<'_>> = inputs
             .iter()
             .map(|i| {
-                if i.per_element {
-                    Bind::range(i.slot, i.buffer, off, len * 4)
+                if i.staged(kernel) {
+                    input(dev, path, i.slot, i.buffer, off, len)
+                } else if i.per_element {
+                    Input::Buffer(Bind::range(i.slot, i.buffer, off, len * 4))
                 } else {
-                    Bind::all(i.slot, i.buffer)
+                    Input::Buffer(Bind::all(i.slot, i.buffer))
                 }
             })
             .collect();
+        let mut binds: Vec<Bind<'_>> = bound.iter().map(Input::bind).collect();
         let groups = if reduced {
             binds.push(Bind::all(out_slot, out.buffer()));
             len.div_ceil(SUM_CHUNK)

@@ -54,12 +54,10 @@ impl Nll {
 
     /// The loss: a 0-d tensor for mean and sum, `(N)` for [`Reduction::None`].
     pub fn forward(&self, logp: &Tensor, targets: &Indices) -> Result<Tensor> {
-        let pipe = logp
-            .device()
-            .pipeline(KernelId::Nll, "nll", &[("WG", WG as f64)])?;
         class_loss(
             "nll",
-            &pipe,
+            KernelId::Nll,
+            &[("WG", WG as f64)],
             |n| (n as u64).div_ceil(WG as u64),
             logp,
             targets,

@@ -7,10 +7,35 @@ use std::sync::OnceLock;
 use wgpu_loss::{Device, DeviceOptions};
 
 /// Every adapter `Device::all()` finds (honouring WGPU_BACKEND / WGPU_ADAPTER_NAME), opened once
-/// per test binary. No adapter is a failure, never a silent skip.
+/// per test binary, each with its default input path; where that path stages inputs in textures
+/// (software adapters), the adapter comes a second time reading storage buffers, the GPU path.
+/// No adapter is a failure, never a silent skip.
 pub fn devices() -> &'static [Device] {
     static DEVICES: OnceLock<Vec<Device>> = OnceLock::new();
-    DEVICES.get_or_init(|| open(DeviceOptions::default(), "default limits"))
+    DEVICES.get_or_init(|| {
+        let mut all = open(DeviceOptions::default(), "default limits");
+        if all.iter().any(|d| d.texture_inputs()) {
+            let storage = open(
+                DeviceOptions::default().with_texture_inputs(false),
+                "storage-buffer inputs",
+            );
+            all.extend(storage);
+        }
+        all
+    })
+}
+
+/// The adapter's name and its input path, for messages.
+pub fn label(dev: &Device) -> String {
+    format!(
+        "{} [{} inputs]",
+        dev.name(),
+        if dev.texture_inputs() {
+            "texture"
+        } else {
+            "storage"
+        }
+    )
 }
 
 /// The same adapters with the storage binding limit capped at 64 KiB, so that small tensors

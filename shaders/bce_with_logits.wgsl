@@ -25,20 +25,35 @@ struct Params {
 @group(0) @binding(4) var<storage, read> pos_weight: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-fn loss_at(i: u32) -> f32 {
-    let v = ld_x(i);
-    let t = ld_y(i);
-    var l = 0.0;
+// The per-column weight and pos_weight of elements 4q .. 4q + 3.
+fn col_weight(q: u32) -> vec4<f32> {
+    let c = params.col_offset + 4u * q;
+    return vec4<f32>(weight[c % params.cols], weight[(c + 1u) % params.cols],
+                     weight[(c + 2u) % params.cols], weight[(c + 3u) % params.cols]);
+}
+
+fn col_pos_weight(q: u32) -> vec4<f32> {
+    let c = params.col_offset + 4u * q;
+    return vec4<f32>(pos_weight[c % params.cols], pos_weight[(c + 1u) % params.cols],
+                     pos_weight[(c + 2u) % params.cols], pos_weight[(c + 3u) % params.cols]);
+}
+
+fn loss4(q: u32) -> vec4<f32> {
+    let v = ld4_x(q);
+    let t = ld4_y(q);
+    var l: vec4<f32>;
     if ((FLAGS & 4u) != 0u) {
-        let pw = pos_weight[(params.col_offset + i) % params.cols];
-        l = (1.0 - t) * v + (1.0 + (pw - 1.0) * t) * softplus(-v);
+        let pw = col_pos_weight(q);
+        let sp = max(-v, vec4<f32>(0.0)) + log1p_01v(exp(-abs(v)));
+        l = (1.0 - t) * v + (1.0 + (pw - 1.0) * t) * sp;
     } else {
-        l = max(v, 0.0) - v * t + log1p_01(exp(-abs(v)));
+        l = max(v, vec4<f32>(0.0)) - v * t + log1p_01v(exp(-abs(v)));
     }
     if ((FLAGS & 1u) != 0u) {
-        l *= weight[i];
+        let i = 4u * q;
+        l *= vec4<f32>(weight[i], weight[i + 1u], weight[i + 2u], weight[i + 3u]);
     } else if ((FLAGS & 2u) != 0u) {
-        l *= weight[(params.col_offset + i) % params.cols];
+        l *= col_weight(q);
     }
     return l;
 }

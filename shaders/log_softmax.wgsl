@@ -24,7 +24,17 @@ fn log_softmax(
     let live = row < params.rows;
     let base = row * params.cols;
     let st = row_state(base, params.cols, lane, lid, live);
-    if (live) {
+    if (live && QUADS) {
+        let lse = lse_value(st);
+        for (var q = lane; q < params.cols / 4u; q += TPR) {
+            let v = ld4_x(base / 4u + q) - lse;
+            let i = base + 4u * q;
+            y[i] = v.x;
+            y[i + 1u] = v.y;
+            y[i + 2u] = v.z;
+            y[i + 3u] = v.w;
+        }
+    } else if (live) {
         let lse = lse_value(st);
         for (var c = lane; c < params.cols; c += TPR) {
             y[base + c] = ld_x(base + c) - lse;
@@ -43,7 +53,17 @@ fn softmax(
     let live = row < params.rows;
     let base = row * params.cols;
     let st = row_state(base, params.cols, lane, lid, live);
-    if (live) {
+    if (live && QUADS) {
+        let inv = 1.0 / st.y;
+        for (var q = lane; q < params.cols / 4u; q += TPR) {
+            let v = exp(ld4_x(base / 4u + q) - st.x) * inv;
+            let i = base + 4u * q;
+            y[i] = v.x;
+            y[i + 1u] = v.y;
+            y[i + 2u] = v.z;
+            y[i + 3u] = v.w;
+        }
+    } else if (live) {
         let inv = 1.0 / st.y;
         for (var c = lane; c < params.cols; c += TPR) {
             y[base + c] = exp(ld_x(base + c) - st.x) * inv;

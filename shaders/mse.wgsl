@@ -11,7 +11,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-fn loss_at(i: u32) -> f32 {
-    let d = ld_x(i) - ld_y(i);
+fn loss4(q: u32) -> vec4<f32> {
+    let d = ld4_x(q) - ld4_y(q);
     return d * d;
 }

@@ -28,6 +28,21 @@ fn log1p_01(z: f32) -> f32 {
     return 2.0 * s * p;
 }
 
+// log1p_01 on four values at once.
+fn log1p_01v(z: vec4<f32>) -> vec4<f32> {
+    let s = z / (2.0 + z);
+    let t = s * s;
+    var p = vec4<f32>(1.0 / 15.0);
+    p = fma(p, t, vec4<f32>(1.0 / 13.0));
+    p = fma(p, t, vec4<f32>(1.0 / 11.0));
+    p = fma(p, t, vec4<f32>(1.0 / 9.0));
+    p = fma(p, t, vec4<f32>(1.0 / 7.0));
+    p = fma(p, t, vec4<f32>(1.0 / 5.0));
+    p = fma(p, t, vec4<f32>(1.0 / 3.0));
+    p = fma(p, t, vec4<f32>(1.0));
+    return 2.0 * s * p;
+}
+
 // softplus(x) = log(1 + exp(x)), finite for every finite x.
 fn softplus(x: f32) -> f32 {
     return max(x, 0.0) + log1p_01(exp(-abs(x)));

@@ -11,6 +11,9 @@
 
 override WG: u32 = 64u;
 override TPR: u32 = 1u;
+// cols % 4 == 0: every row starts on a quad, so rows are read four elements (one texel of a
+// staged input) at a time.
+override QUADS: bool = false;
 
 var<workgroup> row_red: array<vec2<f32>, WG>;
 
@@ -19,7 +22,12 @@ var<workgroup> row_red: array<vec2<f32>, WG>;
 // threads past the last row.
 fn row_state(base: u32, cols: u32, lane: u32, lid: u32, live: bool) -> vec2<f32> {
     var st = vec2<f32>(NEG_BIG, 0.0);
-    if (live) {
+    if (live && QUADS) {
+        let q0 = base / 4u;
+        for (var q = lane; q < cols / 4u; q += TPR) {
+            st = lse_push4(st, ld4_x(q0 + q));
+        }
+    } else if (live) {
         var c = lane;
         loop {
             if (c + 3u * TPR >= cols) {

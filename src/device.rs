@@ -29,8 +29,6 @@ pub struct DeviceOptions {
     pub max_storage_binding_size: Option<u64>,
     /// Bytes of free buffers the pool may keep for reuse.
     pub pool_bytes: u64,
-    /// Use subgroup operations where the adapter has them (the baseline path is always there).
-    pub subgroups: bool,
     /// Stage large kernel inputs in textures ([`InputPath::Texture`]); `None` does so on
     /// software adapters, where it is several times faster, and not on GPUs.
     pub texture_inputs: Option<bool>,
@@ -42,7 +40,6 @@ impl Default for DeviceOptions {
             timeout: Duration::from_secs(300),
             max_storage_binding_size: None,
             pool_bytes: 1 << 30,
-            subgroups: true,
             texture_inputs: None,
         }
     }
@@ -52,12 +49,6 @@ impl DeviceOptions {
     /// Sets [`DeviceOptions::max_storage_binding_size`].
     pub fn with_max_storage_binding_size(mut self, bytes: u64) -> Self {
         self.max_storage_binding_size = Some(bytes);
-        self
-    }
-
-    /// Sets [`DeviceOptions::subgroups`].
-    pub fn with_subgroups(mut self, on: bool) -> Self {
-        self.subgroups = on;
         self
     }
 
@@ -186,7 +177,7 @@ impl Device {
     /// variables `WGPU_BACKEND` (e.g. `vulkan`, `gl`), `WGPU_ADAPTER_NAME` (a substring of the
     /// adapter's name) and `WGPU_POWER_PREF` (`low` prefers an integrated GPU).
     ///
-    /// ```no_run
+    /// ```
     /// let dev = wgpu_loss::Device::new()?;
     /// println!("running on {}", dev.name());
     /// # Ok::<(), wgpu_loss::Error>(())
@@ -248,7 +239,8 @@ impl Device {
         let info = adapter.get_info();
         let offered = adapter.features();
         let mut features = wgpu::Features::empty();
-        for f in [wgpu::Features::TIMESTAMP_QUERY, wgpu::Features::SUBGROUP] {
+        // Timestamp queries time kernels in benchmarks where the adapter has them.
+        for f in [wgpu::Features::TIMESTAMP_QUERY] {
             if offered.contains(f) {
                 features |= f;
             }
@@ -367,11 +359,6 @@ impl Device {
     /// The optional features enabled on the device.
     pub fn features(&self) -> wgpu::Features {
         self.inner.features
-    }
-
-    /// Whether kernels use subgroup operations on this device.
-    pub fn uses_subgroups(&self) -> bool {
-        self.inner.options.subgroups && self.inner.features.contains(wgpu::Features::SUBGROUP)
     }
 
     /// The largest number of bytes a kernel binds at once; larger tensors are chunked.

@@ -105,7 +105,8 @@ impl KernelId {
         &all[&(self, path)]
     }
 
-    /// The inputs this kernel reads through `ld_<name>(i)` accessors, by name and binding slot:
+    /// The inputs this kernel reads through `ld_<name>(i)` (one element) and `ld4_<name>(q)`
+    /// (elements 4q .. 4q + 3) accessors, by name and binding slot:
     /// the large operands that software adapters stage in textures.
     pub fn staged_inputs(self) -> &'static [(&'static str, u32)] {
         match self {
@@ -146,13 +147,17 @@ impl KernelId {
                 InputPath::Storage => writeln!(
                     s,
                     "@group(0) @binding({slot}) var<storage, read> {name}: array<f32>;\n\
-                     fn ld_{name}(i: u32) -> f32 {{ return {name}[i]; }}"
+                     fn ld_{name}(i: u32) -> f32 {{ return {name}[i]; }}\n\
+                     fn ld4_{name}(q: u32) -> vec4<f32> {{\n    let i = 4u * q;\n    \
+                     return vec4<f32>({name}[i], {name}[i + 1u], {name}[i + 2u], {name}[i + 3u]);\n}}"
                 ),
                 InputPath::Texture => writeln!(
                     s,
                     "@group(0) @binding({slot}) var {name}_tex: texture_2d<f32>;\n\
                      fn ld_{name}(i: u32) -> f32 {{\n    let t = i >> 2u;\n    \
-                     return textureLoad({name}_tex, vec2<u32>(t % TEX_W, t / TEX_W), 0)[i & 3u];\n}}"
+                     return textureLoad({name}_tex, vec2<u32>(t % TEX_W, t / TEX_W), 0)[i & 3u];\n}}\n\
+                     fn ld4_{name}(q: u32) -> vec4<f32> {{\n    \
+                     return textureLoad({name}_tex, vec2<u32>(q % TEX_W, q / TEX_W), 0);\n}}"
                 ),
             };
         }

@@ -5,7 +5,7 @@
 //! no GPU — with PyTorch's semantics, deterministic reductions, and a CPU f64 reference for
 //! every kernel ([`reference`]).
 //!
-//! ```no_run
+//! ```
 //! use wgpu_loss::{CrossEntropy, Device};
 //!
 //! let dev = Device::new()?; // best adapter; honours WGPU_BACKEND / WGPU_ADAPTER_NAME

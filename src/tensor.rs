@@ -406,7 +406,7 @@ impl Indices {
 impl Device {
     /// Uploads f32 values as a tensor of `shape`.
     ///
-    /// ```no_run
+    /// ```
     /// let dev = wgpu_loss::Device::new()?;
     /// let x = dev.tensor(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
     /// assert_eq!(x.to_vec()?, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);

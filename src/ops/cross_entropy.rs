@@ -34,7 +34,7 @@ const _: () = assert!(size_of::<Params>() == 32);
 /// class nor `ignore_index` makes reading the result fail with
 /// [`Error::TargetOutOfRange`]; the kernel never reads out of bounds.
 ///
-/// ```no_run
+/// ```
 /// use wgpu_loss::{CrossEntropy, Device};
 /// let dev = Device::new()?;
 /// let logits = dev.tensor(&[1.0, 2.0, 3.0, 1.0, 2.0, 3.0], &[2, 3])?;

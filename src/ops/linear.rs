@@ -65,7 +65,7 @@ impl Linear {
 /// result is `(.., out)`. Any sizes work (ragged edges are masked); operands larger than the
 /// binding limit are processed in blocks of rows of x and of W.
 ///
-/// ```no_run
+/// ```
 /// let dev = wgpu_loss::Device::new()?;
 /// let x = dev.tensor(&[1.0, 2.0], &[1, 2])?;
 /// let w = dev.tensor(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2])?;

@@ -52,7 +52,7 @@ impl Softmax {
 ///
 /// Stable for any finite input: the row maximum is subtracted before `exp`.
 ///
-/// ```no_run
+/// ```
 /// let dev = wgpu_loss::Device::new()?;
 /// let x = dev.tensor(&[1.0, 2.0, 3.0], &[1, 3])?;
 /// let y = wgpu_loss::log_softmax(&x)?.to_vec()?;

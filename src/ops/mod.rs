@@ -47,11 +47,17 @@ pub enum RowStrategy {
 pub(crate) struct RowPlan {
     pub(crate) wg: u32,
     pub(crate) tpr: u32,
+    /// Rows are read four elements at a time (cols % 4 == 0).
+    pub(crate) quads: bool,
 }
 
 impl RowPlan {
-    pub(crate) fn constants(self) -> [(&'static str, f64); 2] {
-        [("WG", self.wg as f64), ("TPR", self.tpr as f64)]
+    pub(crate) fn constants(self) -> [(&'static str, f64); 3] {
+        [
+            ("WG", self.wg as f64),
+            ("TPR", self.tpr as f64),
+            ("QUADS", self.quads as u8 as f64),
+        ]
     }
 
     /// Workgroups for `rows` rows.
@@ -110,6 +116,7 @@ impl RowStrategy {
         Ok(RowPlan {
             wg: wg.max(tpr),
             tpr,
+            quads: cols % 4 == 0,
         })
     }
 }
@@ -119,6 +126,10 @@ impl RowStrategy {
 pub(crate) const SUM_WG: u32 = 64;
 pub(crate) const SUM_ITEMS: u32 = 64;
 pub(crate) const SUM_CHUNK: u64 = (SUM_WG * SUM_ITEMS) as u64;
+
+/// Elements in one workgroup's chunk of a pointwise loss's fused partial sums (each thread
+/// takes four elements at a time).
+pub(crate) const EW_CHUNK: u64 = 4 * SUM_CHUNK;
 
 pub(crate) fn sum_constants() -> [(&'static str, f64); 2] {
     [("WG", SUM_WG as f64), ("ITEMS", SUM_ITEMS as f64)]
@@ -182,10 +193,12 @@ pub(crate) fn elementwise(
     let per_element = inputs.iter().filter(|i| i.per_element).count() + 1;
     let row_bytes = vec![4u64; per_element];
     let reduced = reduction != Reduction::None;
+    // Chunks start on whole quads (16 bytes: texel-aligned when staged), and on whole
+    // workgroup chunks when reducing, so that the partition does not depend on the chunking.
     let (entry, multiple) = if reduced {
-        ("forward_partials", SUM_CHUNK)
+        ("forward_partials", EW_CHUNK)
     } else {
-        ("forward_none", 1)
+        ("forward_none", 4)
     };
     let mut all_constants = sum_constants().to_vec();
     all_constants.extend_from_slice(constants);
@@ -196,7 +209,11 @@ pub(crate) fn elementwise(
         .collect();
     let path = dev.input_path(kernel, &staged);
     let pipe = dev.pipeline_for(kernel, path, entry, &all_constants)?;
-    let n_parts = crate::ops::reduce::parts_for(n);
+    let n_parts = if n == 0 {
+        1
+    } else {
+        (n as u64).div_ceil(EW_CHUNK) * SUM_WG as u64
+    };
     let out = if reduced {
         let parts = Storage::alloc(dev, n_parts * 4)?;
         if n == 0 {
@@ -224,12 +241,12 @@ pub(crate) fn elementwise(
         let mut binds: Vec<Bind<'_>> = bound.iter().map(Input::bind).collect();
         let groups = if reduced {
             binds.push(Bind::all(out_slot, out.buffer()));
-            len.div_ceil(SUM_CHUNK)
+            len.div_ceil(EW_CHUNK)
         } else {
             binds.push(Bind::range(out_slot, out.buffer(), off, len * 4));
-            len.div_ceil(SUM_WG as u64)
+            len.div_ceil(4 * SUM_WG as u64)
         };
-        let part_base = (chunk.start as u64 / SUM_CHUNK) as u32;
+        let part_base = (chunk.start as u64 / EW_CHUNK) as u32;
         dispatch(
             dev,
             &pipe,

@@ -20,7 +20,7 @@ const _: () = assert!(size_of::<Params>() == 16);
 /// broadcasting). The mean and sum are fused with the elementwise pass: the per-element values
 /// are never written.
 ///
-/// ```no_run
+/// ```
 /// use wgpu_loss::{Device, Reduction};
 /// let dev = Device::new()?;
 /// let x = dev.tensor(&[1.0, 2.0], &[2])?;

@@ -133,7 +133,7 @@ pub(crate) fn reduce(
 
 /// The sum of every element, as a 0-d tensor. Deterministic (fixed order, no atomics).
 ///
-/// ```no_run
+/// ```
 /// let dev = wgpu_loss::Device::new()?;
 /// let x = dev.tensor(&[1.0, 2.0, 3.0], &[3])?;
 /// assert_eq!(wgpu_loss::sum(&x)?.item()?, 6.0);

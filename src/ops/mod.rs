@@ -116,7 +116,7 @@ impl RowStrategy {
         Ok(RowPlan {
             wg: wg.max(tpr),
             tpr,
-            quads: cols % 4 == 0,
+            quads: cols.is_multiple_of(4),
         })
     }
 }

@@ -67,9 +67,7 @@ fn bench_case(
     dev.synchronize().expect("synchronize");
     let adapter = dev.name();
     let mut g = c.benchmark_group(format!("{group}/{adapter}"));
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     match work {
         Work::Bytes(b) => g.throughput(Throughput::Bytes(b)),
         Work::Flops(f) => g.throughput(Throughput::Elements(f)),
@@ -93,10 +91,7 @@ fn bench_case(
 }
 
 fn class_inputs(dev: &Device, n: usize, c: usize) -> (Tensor, Indices) {
-    (
-        dev.tensor(&values(n * c, 4.0), &[n, c]).unwrap(),
-        dev.indices(&classes(n, c), &[n]).unwrap(),
-    )
+    (dev.tensor(&values(n * c, 4.0), &[n, c]).unwrap(), dev.indices(&classes(n, c), &[n]).unwrap())
 }
 
 fn benches(c: &mut Criterion) {
@@ -109,12 +104,8 @@ fn benches(c: &mut Criterion) {
 }
 
 fn bench_device(c: &mut Criterion, dev: &Device) {
-    let filter = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .unwrap_or_default();
-    let wanted =
-        |group: &str| filter.is_empty() || group.contains(&filter) || "bandwidth".contains(&filter);
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
+    let wanted = |group: &str| filter.is_empty() || group.contains(&filter) || "bandwidth".contains(&filter);
     // Yardsticks: 16 M f32 (64 MiB), always measured.
     let n16 = 16 << 20;
     let big = dev.tensor(&values(n16, 1.0), &[n16]).unwrap();
@@ -129,43 +120,21 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
             t.elapsed().as_secs_f64()
         })
         .collect();
-    YARDSTICK
-        .lock()
-        .unwrap()
-        .insert(dev.name(), bytes16 as f64 / median(&runs) / 1e9);
-    bench_case(
-        c,
-        dev,
-        "bandwidth",
-        "read_sum",
-        Work::Bytes(bytes16),
-        || ops::bandwidth::read_sum(&big).map(drop),
-    );
-    bench_case(
-        c,
-        dev,
-        "bandwidth",
-        "copy_vec4",
-        Work::Bytes(2 * bytes16),
-        || ops::bandwidth::copy(&big).map(drop),
-    );
+    YARDSTICK.lock().unwrap().insert(dev.name(), bytes16 as f64 / median(&runs) / 1e9);
+    bench_case(c, dev, "bandwidth", "read_sum", Work::Bytes(bytes16), || {
+        ops::bandwidth::read_sum(&big).map(drop)
+    });
+    bench_case(c, dev, "bandwidth", "copy_vec4", Work::Bytes(2 * bytes16), || {
+        ops::bandwidth::copy(&big).map(drop)
+    });
     let dst = dev.tensor(&vec![0.0; n16], &[n16]).unwrap();
-    bench_case(
-        c,
-        dev,
-        "bandwidth",
-        "copy_buffer_to_buffer",
-        Work::Bytes(2 * bytes16),
-        || {
-            let mut enc = dev
-                .wgpu_device()
-                .create_command_encoder(&Default::default());
-            enc.copy_buffer_to_buffer(big.buffer(), 0, dst.buffer(), 0, bytes16);
-            dev.flush()?;
-            dev.wgpu_queue().submit([enc.finish()]);
-            Ok(())
-        },
-    );
+    bench_case(c, dev, "bandwidth", "copy_buffer_to_buffer", Work::Bytes(2 * bytes16), || {
+        let mut enc = dev.wgpu_device().create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(big.buffer(), 0, dst.buffer(), 0, bytes16);
+        dev.flush()?;
+        dev.wgpu_queue().submit([enc.finish()]);
+        Ok(())
+    });
 
     if wanted("cross_entropy") {
         for (label, n, cl) in [
@@ -182,55 +151,32 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
         }
     }
     if wanted("log_softmax") {
-        for (label, n, cl) in [
-            ("vocab32k_1024x32000", 1024, 32000),
-            ("imagenet_1024x1000", 1024, 1000),
-        ] {
+        for (label, n, cl) in [("vocab32k_1024x32000", 1024, 32000), ("imagenet_1024x1000", 1024, 1000)] {
             let x = dev.tensor(&values(n * cl, 4.0), &[n, cl]).unwrap();
-            bench_case(
-                c,
-                dev,
-                "log_softmax",
-                label,
-                Work::Bytes((n * cl * 4) as u64),
-                || wgpu_loss::log_softmax(&x).map(drop),
-            );
+            bench_case(c, dev, "log_softmax", label, Work::Bytes((n * cl * 4) as u64), || {
+                wgpu_loss::log_softmax(&x).map(drop)
+            });
         }
     }
     if wanted("nll") {
         let (x, t) = class_inputs(dev, 1024, 32000);
         let logp = wgpu_loss::log_softmax(&x).unwrap();
-        bench_case(
-            c,
-            dev,
-            "nll",
-            "vocab32k_1024x32000",
-            Work::Bytes(1024 * 8),
-            || wgpu_loss::nll(&logp, &t).map(drop),
-        );
+        bench_case(c, dev, "nll", "vocab32k_1024x32000", Work::Bytes(1024 * 8), || {
+            wgpu_loss::nll(&logp, &t).map(drop)
+        });
     }
     if wanted("bce_with_logits") || wanted("mse") {
         let y: Vec<f32> = values(n16, 0.5).iter().map(|v| v + 0.5).collect();
         let yt = dev.tensor(&y, &[n16]).unwrap();
         if wanted("bce_with_logits") {
-            bench_case(
-                c,
-                dev,
-                "bce_with_logits",
-                "pointwise_16M",
-                Work::Bytes(2 * bytes16),
-                || BceWithLogits::default().forward(&big, &yt).map(drop),
-            );
+            bench_case(c, dev, "bce_with_logits", "pointwise_16M", Work::Bytes(2 * bytes16), || {
+                BceWithLogits::default().forward(&big, &yt).map(drop)
+            });
         }
         if wanted("mse") {
-            bench_case(
-                c,
-                dev,
-                "mse",
-                "pointwise_16M",
-                Work::Bytes(2 * bytes16),
-                || wgpu_loss::mse(&big, &yt, Reduction::Mean).map(drop),
-            );
+            bench_case(c, dev, "mse", "pointwise_16M", Work::Bytes(2 * bytes16), || {
+                wgpu_loss::mse(&big, &yt, Reduction::Mean).map(drop)
+            });
         }
     }
     if wanted("linear") {
@@ -239,14 +185,9 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
             let w = dev.tensor(&values(s * s, 1.0), &[s, s]).unwrap();
             let b = dev.tensor(&values(s, 1.0), &[s]).unwrap();
             let flops = 2 * (s as u64).pow(3);
-            bench_case(
-                c,
-                dev,
-                "linear",
-                &format!("{s}x{s}x{s}"),
-                Work::Flops(flops),
-                || wgpu_loss::linear(&x, &w, Some(&b)).map(drop),
-            );
+            bench_case(c, dev, "linear", &format!("{s}x{s}x{s}"), Work::Flops(flops), || {
+                wgpu_loss::linear(&x, &w, Some(&b)).map(drop)
+            });
         }
     }
 }
@@ -263,12 +204,7 @@ fn summary() {
     let mut adapters: Vec<&String> = times.keys().map(|k| &k.0).collect();
     adapters.dedup();
     for adapter in adapters {
-        let yard = YARDSTICK
-            .lock()
-            .unwrap()
-            .get(adapter)
-            .copied()
-            .unwrap_or(f64::NAN);
+        let yard = YARDSTICK.lock().unwrap().get(adapter).copied().unwrap_or(f64::NAN);
         println!("\n## {adapter} (read_sum yardstick: {yard:.2} GB/s)\n");
         println!("| kernel | case | median ms | rate | / yardstick |");
         println!("|---|---|---:|---:|---:|");
@@ -282,10 +218,7 @@ fn summary() {
                     let gbs = *b as f64 / median(t) / 1e9;
                     (format!("{gbs:.2} GB/s"), format!("{:.2}", gbs / yard))
                 }
-                Work::Flops(f) => (
-                    format!("{:.2} GFLOP/s", *f as f64 / median(t) / 1e9),
-                    "—".into(),
-                ),
+                Work::Flops(f) => (format!("{:.2} GFLOP/s", *f as f64 / median(t) / 1e9), "—".into()),
             };
             println!("| {group} | {case} | {ms:.2} | {rate} | {ratio} |");
         }

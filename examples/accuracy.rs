@@ -58,10 +58,7 @@ fn main() -> Result<()> {
         let x = dev.tensor(&logits, &[n, c])?;
         let t = dev.indices(&targets, &[n])?;
         let w = dev.tensor(&class_w, &[c])?;
-        for (kernel, label) in [
-            (LinearKernel::Tiled, "tiled"),
-            (LinearKernel::Blocked, "blocked"),
-        ] {
+        for (kernel, label) in [(LinearKernel::Tiled, "tiled"), (LinearKernel::Blocked, "blocked")] {
             let got = Linear { kernel }
                 .forward(
                     &dev.tensor(&xl, &[m, k])?,
@@ -76,12 +73,7 @@ fn main() -> Result<()> {
                 reference::linear::linear(&xl, &wl, Some(&bl), k),
             );
         }
-        row(
-            "log_softmax",
-            "256x1000, |x| ≤ 4",
-            wgpu_loss::log_softmax(&x)?.to_vec()?,
-            logp.clone(),
-        );
+        row("log_softmax", "256x1000, |x| ≤ 4", wgpu_loss::log_softmax(&x)?.to_vec()?, logp.clone());
         let xb = dev.tensor(&big, &[n, c])?;
         row(
             "log_softmax",
@@ -96,47 +88,19 @@ fn main() -> Result<()> {
             reference::log_softmax::softmax(&logits, c),
         );
         for (red, label) in [(Reduction::None, "none"), (Reduction::Mean, "mean")] {
-            let got = CrossEntropy::default()
-                .weight(w.clone())
-                .reduction(red)
-                .forward(&x, &t)?
-                .to_vec()?;
-            let want = reference::cross_entropy::cross_entropy(
-                &logits,
-                c,
-                &targets,
-                Some(&class_w),
-                -100,
-                red,
-            )?;
-            row(
-                "cross_entropy",
-                &format!("256x1000, weighted, ignore, {label}"),
-                got,
-                want,
-            );
+            let got = CrossEntropy::default().weight(w.clone()).reduction(red).forward(&x, &t)?.to_vec()?;
+            let want =
+                reference::cross_entropy::cross_entropy(&logits, c, &targets, Some(&class_w), -100, red)?;
+            row("cross_entropy", &format!("256x1000, weighted, ignore, {label}"), got, want);
         }
-        let got = CrossEntropy::default()
-            .reduction(Reduction::None)
-            .forward(&xb, &t)?
-            .to_vec()?;
+        let got = CrossEntropy::default().reduction(Reduction::None).forward(&xb, &t)?.to_vec()?;
         row(
             "cross_entropy",
             "256x1000, |x| ≤ 1e4, none",
             got,
-            reference::cross_entropy::cross_entropy(
-                &big,
-                c,
-                &targets,
-                None,
-                -100,
-                Reduction::None,
-            )?,
+            reference::cross_entropy::cross_entropy(&big, c, &targets, None, -100, Reduction::None)?,
         );
-        let got = Nll::default()
-            .weight(w.clone())
-            .forward(&dev.tensor(&logp32, &[n, c])?, &t)?
-            .to_vec()?;
+        let got = Nll::default().weight(w.clone()).forward(&dev.tensor(&logp32, &[n, c])?, &t)?.to_vec()?;
         row(
             "nll",
             "256x1000, weighted, mean",
@@ -153,33 +117,16 @@ fn main() -> Result<()> {
                 "bce_with_logits",
                 &format!("256x1000, {label}, none"),
                 got,
-                reference::bce_with_logits::bce_with_logits(
-                    xs,
-                    &probs,
-                    c,
-                    None,
-                    None,
-                    Reduction::None,
-                ),
+                reference::bce_with_logits::bce_with_logits(xs, &probs, c, None, None, Reduction::None),
             );
         }
         let pw: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 / 500.0).collect();
-        let got = BceWithLogits::default()
-            .pos_weight(dev.tensor(&pw, &[c])?)
-            .forward(&x, &y)?
-            .to_vec()?;
+        let got = BceWithLogits::default().pos_weight(dev.tensor(&pw, &[c])?).forward(&x, &y)?.to_vec()?;
         row(
             "bce_with_logits",
             "256x1000, pos_weight, mean",
             got,
-            reference::bce_with_logits::bce_with_logits(
-                &logits,
-                &probs,
-                c,
-                None,
-                Some(&pw),
-                Reduction::Mean,
-            ),
+            reference::bce_with_logits::bce_with_logits(&logits, &probs, c, None, Some(&pw), Reduction::Mean),
         );
         for (red, label) in [(Reduction::None, "none"), (Reduction::Mean, "mean")] {
             row(
@@ -189,12 +136,7 @@ fn main() -> Result<()> {
                 reference::mse::mse(&logits, &probs, red),
             );
         }
-        row(
-            "sum",
-            "256000",
-            vec![wgpu_loss::sum(&x)?.item()?],
-            vec![reference::reduce::sum(&logits)],
-        );
+        row("sum", "256000", vec![wgpu_loss::sum(&x)?.item()?], vec![reference::reduce::sum(&logits)]);
     }
     Ok(())
 }

@@ -73,9 +73,7 @@ pub struct Device {
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Device")
-            .field("adapter", &self.name())
-            .finish_non_exhaustive()
+        f.debug_struct("Device").field("adapter", &self.name()).finish_non_exhaustive()
     }
 }
 
@@ -125,13 +123,9 @@ fn backend_rank(b: wgpu::Backend) -> u8 {
 /// The adapters that the environment allows (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`), best first,
 /// and a description of the filter for error messages.
 fn adapters(backends: Option<wgpu::Backends>, name: Option<&str>) -> (Vec<wgpu::Adapter>, String) {
-    let backends = backends
-        .or_else(wgpu::Backends::from_env)
-        .unwrap_or(wgpu::Backends::all());
-    let name = name
-        .map(str::to_owned)
-        .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
-        .filter(|n| !n.is_empty());
+    let backends = backends.or_else(wgpu::Backends::from_env).unwrap_or(wgpu::Backends::all());
+    let name =
+        name.map(str::to_owned).or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok()).filter(|n| !n.is_empty());
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     desc.backends = backends;
     let instance = wgpu::Instance::new(desc);
@@ -206,10 +200,7 @@ impl Device {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(Error::NoAdapter {
-            filter,
-            help: INSTALL_HELP,
-        }))
+        Err(last.unwrap_or(Error::NoAdapter { filter, help: INSTALL_HELP }))
     }
 
     /// A device on every usable adapter that the environment allows, best first. Adapters that
@@ -221,15 +212,10 @@ impl Device {
     /// [`Device::all`] with explicit [`DeviceOptions`].
     pub fn all_with_options(options: DeviceOptions) -> Result<Vec<Device>> {
         let (list, filter) = adapters(None, None);
-        let devices: Vec<Device> = list
-            .iter()
-            .filter_map(|a| Self::from_adapter(a, options.clone()).ok())
-            .collect();
+        let devices: Vec<Device> =
+            list.iter().filter_map(|a| Self::from_adapter(a, options.clone()).ok()).collect();
         if devices.is_empty() {
-            return Err(Error::NoAdapter {
-                filter,
-                help: INSTALL_HELP,
-            });
+            return Err(Error::NoAdapter { filter, help: INSTALL_HELP });
         }
         Ok(devices)
     }
@@ -251,13 +237,8 @@ impl Device {
             required_limits: wanted_limits(&adapter.limits()),
             ..Default::default()
         };
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&desc)).map_err(|source| {
-                Error::RequestDevice {
-                    adapter: info.name.clone(),
-                    source,
-                }
-            })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -294,18 +275,12 @@ impl Device {
         });
         let limits = device.limits();
         let features = device.features();
-        let device_binding = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
+        let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let software = info.device_type == wgpu::DeviceType::Cpu;
         let max_dim = limits.max_texture_dimension_2d;
         let texture_inputs = options.texture_inputs.unwrap_or(software) && max_dim >= 2048;
         let texture_width = max_dim.min(4096);
-        let staging = if texture_inputs {
-            texture_width as u64 * max_dim as u64 * 16
-        } else {
-            u64::MAX
-        };
+        let staging = if texture_inputs { texture_width as u64 * max_dim as u64 * 16 } else { u64::MAX };
         let binding_limit = options
             .max_storage_binding_size
             .map_or(device_binding, |cap| cap.min(device_binding))
@@ -376,19 +351,11 @@ impl Device {
     }
 
     /// The input path for `kernel` given the buffers (and their element counts) it would stage.
-    pub(crate) fn input_path(
-        &self,
-        kernel: KernelId,
-        staged: &[(&wgpu::Buffer, usize)],
-    ) -> InputPath {
+    pub(crate) fn input_path(&self, kernel: KernelId, staged: &[(&wgpu::Buffer, usize)]) -> InputPath {
         let ok = self.inner.texture_inputs
             && !kernel.staged_inputs().is_empty()
             && staged.iter().all(|(b, n)| crate::kernels::stageable(b, *n));
-        if ok {
-            InputPath::Texture
-        } else {
-            InputPath::Storage
-        }
+        if ok { InputPath::Texture } else { InputPath::Storage }
     }
 
     /// The underlying wgpu device, for interop.
@@ -446,10 +413,8 @@ impl Device {
 
     pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         let timeout = self.inner.options.timeout;
-        match self.inner.device.poll(wgpu::PollType::Wait {
-            submission_index: index,
-            timeout: Some(timeout),
-        }) {
+        match self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: Some(timeout) })
+        {
             Ok(_) => self.check(),
             Err(wgpu::PollError::Timeout) => Err(Error::Timeout(timeout)),
             Err(e) => Err(e.into()),
@@ -462,9 +427,7 @@ impl Device {
         let encoder = pending.get_or_insert_with(|| {
             self.inner
                 .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("wgpu-loss"),
-                })
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-loss") })
         });
         f(encoder)
     }
@@ -479,9 +442,7 @@ impl Device {
         let mut encoder = pending.take().unwrap_or_else(|| {
             self.inner
                 .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("wgpu-loss"),
-                })
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-loss") })
         });
         f(&mut encoder);
         let index = self.inner.queue.submit([encoder.finish()]);
@@ -500,11 +461,7 @@ impl Device {
         let max = self.inner.limits.max_buffer_size;
         if class > max {
             if bytes > max {
-                return Err(Error::Limit {
-                    what: "a buffer",
-                    requested: bytes,
-                    max,
-                });
+                return Err(Error::Limit { what: "a buffer", requested: bytes, max });
             }
             return Ok(self.create_buffer(kind, bytes.div_ceil(4) * 4));
         }

@@ -113,16 +113,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn shape(op: &'static str, message: impl Into<String>) -> Self {
-        Error::Shape {
-            op,
-            message: message.into(),
-        }
+        Error::Shape { op, message: message.into() }
     }
 
     pub(crate) fn invalid(op: &'static str, message: impl Into<String>) -> Self {
-        Error::InvalidArgument {
-            op,
-            message: message.into(),
-        }
+        Error::InvalidArgument { op, message: message.into() }
     }
 }

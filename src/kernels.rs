@@ -123,9 +123,7 @@ impl KernelId {
             KernelId::LogSoftmax => shader!("rows.wgsl", "log_softmax.wgsl").into(),
             KernelId::CrossEntropy => shader!("rows.wgsl", "cross_entropy.wgsl").into(),
             KernelId::Nll => shader!("nll.wgsl").into(),
-            KernelId::BceWithLogits => {
-                shader!("sum.wgsl", "bce_with_logits.wgsl", "elementwise.wgsl").into()
-            }
+            KernelId::BceWithLogits => shader!("sum.wgsl", "bce_with_logits.wgsl", "elementwise.wgsl").into(),
             KernelId::Mse => shader!("sum.wgsl", "mse.wgsl", "elementwise.wgsl").into(),
             KernelId::Reduce => shader!("sum.wgsl", "reduce.wgsl").into(),
             KernelId::Bandwidth => shader!("bandwidth.wgsl").into(),
@@ -224,17 +222,11 @@ fn linear(
     let g = group_index(wid, nwg);
 ",
     );
-    let _ = writeln!(
-        s,
-        "    let r0 = (g / params.tiles_n) * {}u + (lid / 8u) * {rows}u;",
-        8 * rows
+    let _ = writeln!(s, "    let r0 = (g / params.tiles_n) * {}u + (lid / 8u) * {rows}u;", 8 * rows);
+    let _ = writeln!(s, "    let c0 = (g % params.tiles_n) * {}u + (lid % 8u) * {cols}u;", 8 * cols);
+    s.push_str(
+        "    if (r0 >= params.m || c0 >= params.n) {\n        return;\n    }\n    let k = params.k;\n",
     );
-    let _ = writeln!(
-        s,
-        "    let c0 = (g % params.tiles_n) * {}u + (lid % 8u) * {cols}u;",
-        8 * cols
-    );
-    s.push_str("    if (r0 >= params.m || c0 >= params.n) {\n        return;\n    }\n    let k = params.k;\n");
     // Rows and columns past the edge are clamped for loading (their results are never stored).
     for i in 0..rows {
         let _ = writeln!(s, "    let xr{i} = min(r0 + {i}u, params.m - 1u) * k;");
@@ -268,11 +260,7 @@ fn linear(
     for r in 0..rows {
         for c in 0..c4 {
             for (j, comp) in ["x", "y", "z", "w"].iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "    store(r0 + {r}u, c0 + {}u, a{r}_{c}.{comp});",
-                    4 * c + j as u32
-                );
+                let _ = writeln!(s, "    store(r0 + {r}u, c0 + {}u, a{r}_{c}.{comp});", 4 * c + j as u32);
             }
         }
     }
@@ -341,17 +329,10 @@ impl Pipeline {
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Shader {
-                kernel: kernel.label(),
-                message: e.to_string(),
-            });
+            return Err(Error::Shader { kernel: kernel.label(), message: e.to_string() });
         }
         let layout = pipeline.get_bind_group_layout(0);
-        Ok(Pipeline {
-            pipeline,
-            layout,
-            label: kernel.label(),
-        })
+        Ok(Pipeline { pipeline, layout, label: kernel.label() })
     }
 }
 
@@ -376,43 +357,42 @@ pub(crate) enum Res<'a> {
 impl<'a> Bind<'a> {
     /// The whole buffer.
     pub(crate) fn all(slot: u32, buffer: &'a wgpu::Buffer) -> Self {
-        Bind {
-            slot,
-            res: Res::Buffer {
-                buffer,
-                offset: 0,
-                size: None,
-            },
-        }
+        Bind { slot, res: Res::Buffer { buffer, offset: 0, size: None } }
     }
 
     /// `bytes` bytes from `offset` (at least 4, rounded up to 4).
     pub(crate) fn range(slot: u32, buffer: &'a wgpu::Buffer, offset: u64, bytes: u64) -> Self {
-        Bind {
-            slot,
-            res: Res::Buffer {
-                buffer,
-                offset,
-                size: Some(bytes.max(4).div_ceil(4) * 4),
-            },
-        }
+        Bind { slot, res: Res::Buffer { buffer, offset, size: Some(bytes.max(4).div_ceil(4) * 4) } }
     }
 }
 
-/// A kernel input: a buffer range bound directly, or a copy of it staged in a texture.
+/// A kernel input: a buffer range bound directly, or a copy of it staged in a texture (which
+/// returns to the device's pool when the input is dropped, after the dispatch is recorded;
+/// commands run in recording order, so the next user's copy lands after this one's reads).
 pub(crate) enum Input<'a> {
     Buffer(Bind<'a>),
-    Texture(u32, wgpu::TextureView),
+    Texture(u32, Staged),
+}
+
+pub(crate) struct Staged {
+    texture: Option<wgpu::Texture>,
+    view: wgpu::TextureView,
+    dev: Device,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(t) = self.texture.take() {
+            crate::device::lock(&self.dev.inner.pool).give_texture(t);
+        }
+    }
 }
 
 impl Input<'_> {
     pub(crate) fn bind(&self) -> Bind<'_> {
         match self {
             Input::Buffer(b) => *b,
-            Input::Texture(slot, view) => Bind {
-                slot: *slot,
-                res: Res::Texture(view),
-            },
+            Input::Texture(slot, staged) => Bind { slot: *slot, res: Res::Texture(&staged.view) },
         }
     }
 }
@@ -441,19 +421,18 @@ pub(crate) fn input<'a>(
     let texels = elements.div_ceil(4).max(1);
     let (full_rows, rest) = (texels / width, texels % width);
     let height = full_rows + (rest > 0) as u64;
-    let texture = dev.wgpu_device().create_texture(&wgpu::TextureDescriptor {
-        label: Some("wgpu-loss staged input"),
-        size: wgpu::Extent3d {
-            width: width as u32,
-            height: height as u32,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
+    let pooled = crate::device::lock(&dev.inner.pool).take_texture(width as u32, height as u32);
+    let texture = pooled.unwrap_or_else(|| {
+        dev.wgpu_device().create_texture(&wgpu::TextureDescriptor {
+            label: Some("wgpu-loss staged input"),
+            size: wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        })
     });
     let copy = |enc: &mut wgpu::CommandEncoder, from: u64, y: u64, w: u64, h: u64| {
         enc.copy_buffer_to_texture(
@@ -468,18 +447,10 @@ pub(crate) fn input<'a>(
             wgpu::TexelCopyTextureInfo {
                 texture: &texture,
                 mip_level: 0,
-                origin: wgpu::Origin3d {
-                    x: 0,
-                    y: y as u32,
-                    z: 0,
-                },
+                origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 },
                 aspect: wgpu::TextureAspect::All,
             },
-            wgpu::Extent3d {
-                width: w as u32,
-                height: h as u32,
-                depth_or_array_layers: 1,
-            },
+            wgpu::Extent3d { width: w as u32, height: h as u32, depth_or_array_layers: 1 },
         );
     };
     dev.record(|enc| {
@@ -490,7 +461,8 @@ pub(crate) fn input<'a>(
             copy(enc, offset + full_rows * width * 16, full_rows, rest, 1);
         }
     });
-    Input::Texture(slot, texture.create_view(&Default::default()))
+    let view = texture.create_view(&Default::default());
+    Input::Texture(slot, Staged { texture: Some(texture), view, dev: dev.clone() })
 }
 
 /// Workgroup grid for `groups` workgroups: x up to the adapter's per-dimension limit, the rest
@@ -500,11 +472,7 @@ pub(crate) fn grid(dev: &Device, groups: u64) -> Result<(u32, u32)> {
     let x = groups.clamp(1, max);
     let y = groups.div_ceil(x).max(1);
     if y > max {
-        return Err(Error::Limit {
-            what: "workgroups in one dispatch",
-            requested: groups,
-            max: max * max,
-        });
+        return Err(Error::Limit { what: "workgroups in one dispatch", requested: groups, max: max * max });
     }
     Ok((x as u32, y as u32))
 }
@@ -533,27 +501,17 @@ pub(crate) fn dispatch(
             usage: wgpu::BufferUsages::UNIFORM,
         },
     );
-    let mut entries = vec![wgpu::BindGroupEntry {
-        binding: 0,
-        resource: uniform.as_entire_binding(),
-    }];
+    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
     for b in binds {
         let resource = match b.res {
-            Res::Buffer {
-                buffer,
-                offset,
-                size,
-            } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            Res::Buffer { buffer, offset, size } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                 buffer,
                 offset,
                 size: size.and_then(wgpu::BufferSize::new),
             }),
             Res::Texture(view) => wgpu::BindingResource::TextureView(view),
         };
-        entries.push(wgpu::BindGroupEntry {
-            binding: b.slot,
-            resource,
-        });
+        entries.push(wgpu::BindGroupEntry { binding: b.slot, resource });
     }
     let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(pipeline.label),
@@ -605,17 +563,10 @@ pub(crate) fn row_chunks(
     let chunk = max_rows / step * step;
     if chunk == 0 {
         let widest = row_bytes.iter().copied().max().unwrap_or(0);
-        return Err(Error::Limit {
-            what,
-            requested: widest * step,
-            max: limit,
-        });
+        return Err(Error::Limit { what, requested: widest * step, max: limit });
     }
     let chunk = chunk as usize;
-    Ok((0..rows)
-        .step_by(chunk)
-        .map(|r| r..(r + chunk).min(rows))
-        .collect())
+    Ok((0..rows).step_by(chunk).map(|r| r..(r + chunk).min(rows)).collect())
 }
 
 /// The size in bytes of the uniform each kernel's host side packs, for the layout test that

@@ -20,9 +20,7 @@ impl BufferKind {
     pub(crate) fn usage(self) -> wgpu::BufferUsages {
         match self {
             BufferKind::Storage => {
-                wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
             }
             BufferKind::Readback => wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         }
@@ -40,21 +38,40 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     bytes.div_ceil(step) * step
 }
 
-/// Free buffers by (kind, class), with a cap on the bytes kept.
+/// Free buffers by (kind, class) and free staging textures by (width, height), with a cap on
+/// the bytes kept.
 #[derive(Debug)]
 pub(crate) struct Pool {
     free: HashMap<(BufferKind, u64), Vec<wgpu::Buffer>>,
+    textures: HashMap<(u32, u32), Vec<wgpu::Texture>>,
     kept: u64,
     cap: u64,
 }
 
+/// Bytes of an rgba32float staging texture.
+fn texture_bytes(t: &wgpu::Texture) -> u64 {
+    t.width() as u64 * t.height() as u64 * 16
+}
+
 impl Pool {
     pub(crate) fn new(cap: u64) -> Self {
-        Pool {
-            free: HashMap::new(),
-            kept: 0,
-            cap,
+        Pool { free: HashMap::new(), textures: HashMap::new(), kept: 0, cap }
+    }
+
+    pub(crate) fn take_texture(&mut self, width: u32, height: u32) -> Option<wgpu::Texture> {
+        let t = self.textures.get_mut(&(width, height))?.pop()?;
+        self.kept -= texture_bytes(&t);
+        Some(t)
+    }
+
+    /// Keeps a staging texture for reuse unless that would exceed the cap.
+    pub(crate) fn give_texture(&mut self, t: wgpu::Texture) {
+        let bytes = texture_bytes(&t);
+        if self.kept + bytes > self.cap {
+            return;
         }
+        self.kept += bytes;
+        self.textures.entry((t.width(), t.height())).or_default().push(t);
     }
 
     pub(crate) fn take(&mut self, kind: BufferKind, class: u64) -> Option<wgpu::Buffer> {
@@ -76,6 +93,7 @@ impl Pool {
     /// Frees every kept buffer.
     pub(crate) fn clear(&mut self) {
         self.free.clear();
+        self.textures.clear();
         self.kept = 0;
     }
 
@@ -97,10 +115,7 @@ mod tests {
         assert_eq!(size_class(524_288_000), 536_870_912);
         for bytes in [5000u64, 70_000, 1 << 20, 123_456_789, 524_288_001] {
             let c = size_class(bytes);
-            assert!(
-                c >= bytes && (c as f64) <= bytes as f64 * 1.25 + 16.0,
-                "{bytes} -> {c}"
-            );
+            assert!(c >= bytes && (c as f64) <= bytes as f64 * 1.25 + 16.0, "{bytes} -> {c}");
             assert_eq!(c % 4, 0);
         }
     }

@@ -27,11 +27,7 @@ impl Storage {
     /// A new pooled storage buffer of `bytes` bytes, contents undefined.
     pub(crate) fn alloc(dev: &Device, bytes: u64) -> Result<Arc<Storage>> {
         let buffer = dev.alloc(BufferKind::Storage, bytes.max(4))?;
-        Ok(Arc::new(Storage {
-            buffer: Some(buffer),
-            pooled: true,
-            dev: dev.clone(),
-        }))
+        Ok(Arc::new(Storage { buffer: Some(buffer), pooled: true, dev: dev.clone() }))
     }
 
     /// A new pooled storage buffer holding `data`.
@@ -88,13 +84,7 @@ impl TargetCheck {
         let dev = targets.device();
         let status = Storage::alloc(dev, 4)?;
         dev.record(|enc| enc.clear_buffer(status.buffer(), 0, Some(4)));
-        Ok(TargetCheck {
-            status,
-            op,
-            targets: targets.clone(),
-            classes,
-            ignore_index,
-        })
+        Ok(TargetCheck { status, op, targets: targets.clone(), classes, ignore_index })
     }
 
     fn error(&self, word: u32) -> Result<()> {
@@ -147,9 +137,7 @@ async fn read_many(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8
         None => return Err(Error::Wgpu("the map callback was dropped".into())),
     }
     let out = {
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Wgpu(e.to_string()))?;
+        let view = slice.get_mapped_range().map_err(|e| Error::Wgpu(e.to_string()))?;
         parts
             .iter()
             .zip(&offsets)
@@ -163,18 +151,14 @@ async fn read_many(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8
 
 fn numel(shape: &[usize]) -> Result<usize> {
     shape.iter().try_fold(1usize, |acc, &d| {
-        acc.checked_mul(d)
-            .ok_or_else(|| Error::invalid("tensor", format!("shape {shape:?} overflows")))
+        acc.checked_mul(d).ok_or_else(|| Error::invalid("tensor", format!("shape {shape:?} overflows")))
     })
 }
 
 fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<usize> {
     let n = numel(shape)?;
     if n != len {
-        return Err(Error::shape(
-            op,
-            format!("{len} values do not fill shape {shape:?} ({n} elements)"),
-        ));
+        return Err(Error::shape(op, format!("{len} values do not fill shape {shape:?} ({n} elements)")));
     }
     Ok(n)
 }
@@ -189,19 +173,13 @@ pub struct Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tensor")
-            .field("shape", &self.shape)
-            .finish_non_exhaustive()
+        f.debug_struct("Tensor").field("shape", &self.shape).finish_non_exhaustive()
     }
 }
 
 impl Tensor {
     pub(crate) fn new(storage: Arc<Storage>, shape: Vec<usize>) -> Tensor {
-        Tensor {
-            storage,
-            shape,
-            checks: Vec::new(),
-        }
+        Tensor { storage, shape, checks: Vec::new() }
     }
 
     /// An uninitialised output of `shape`.
@@ -217,11 +195,7 @@ impl Tensor {
         let bytes = n as u64 * 4;
         wrap_check(&buffer, bytes)?;
         Ok(Tensor::new(
-            Arc::new(Storage {
-                buffer: Some(buffer),
-                pooled: false,
-                dev: dev.clone(),
-            }),
+            Arc::new(Storage { buffer: Some(buffer), pooled: false, dev: dev.clone() }),
             shape.to_vec(),
         ))
     }
@@ -265,10 +239,7 @@ impl Tensor {
     /// The single value of a one-element tensor (a reduced loss), read with 4 bytes of traffic.
     pub fn item(&self) -> Result<f32> {
         if self.numel() != 1 {
-            return Err(Error::shape(
-                "item",
-                format!("shape {:?} is not a single value", self.shape),
-            ));
+            return Err(Error::shape("item", format!("shape {:?} is not a single value", self.shape)));
         }
         Ok(self.to_vec()?[0])
     }
@@ -276,18 +247,12 @@ impl Tensor {
 
 fn wrap_check(buffer: &wgpu::Buffer, bytes: u64) -> Result<()> {
     if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-        return Err(Error::invalid(
-            "from_buffer",
-            "the buffer lacks STORAGE usage",
-        ));
+        return Err(Error::invalid("from_buffer", "the buffer lacks STORAGE usage"));
     }
     if buffer.size() < bytes {
         return Err(Error::shape(
             "from_buffer",
-            format!(
-                "the buffer holds {} bytes, the shape needs {bytes}",
-                buffer.size()
-            ),
+            format!("the buffer holds {} bytes, the shape needs {bytes}", buffer.size()),
         ));
     }
     Ok(())
@@ -329,9 +294,7 @@ pub struct Indices {
 
 impl std::fmt::Debug for Indices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Indices")
-            .field("shape", &self.shape)
-            .finish_non_exhaustive()
+        f.debug_struct("Indices").field("shape", &self.shape).finish_non_exhaustive()
     }
 }
 
@@ -342,11 +305,7 @@ impl Indices {
         let bytes = n as u64 * 4;
         wrap_check(&buffer, bytes)?;
         Ok(Indices {
-            storage: Arc::new(Storage {
-                buffer: Some(buffer),
-                pooled: false,
-                dev: dev.clone(),
-            }),
+            storage: Arc::new(Storage { buffer: Some(buffer), pooled: false, dev: dev.clone() }),
             shape: shape.to_vec(),
         })
     }
@@ -373,10 +332,8 @@ impl Indices {
 
     /// Reads the ids back, blocking.
     pub fn to_vec(&self) -> Result<Vec<i32>> {
-        let bytes = pollster::block_on(read_many(
-            self.device(),
-            &[(&self.storage, self.numel() as u64 * 4)],
-        ))?;
+        let bytes =
+            pollster::block_on(read_many(self.device(), &[(&self.storage, self.numel() as u64 * 4)]))?;
         Ok(bytemuck::pod_collect_to_vec(&bytes[0]))
     }
 
@@ -385,21 +342,10 @@ impl Indices {
         let dev = self.device();
         let one = Storage::alloc(dev, 4)?;
         dev.record(|enc| {
-            enc.copy_buffer_to_buffer(
-                self.storage.buffer(),
-                position as u64 * 4,
-                one.buffer(),
-                0,
-                4,
-            )
+            enc.copy_buffer_to_buffer(self.storage.buffer(), position as u64 * 4, one.buffer(), 0, 4)
         });
         let bytes = pollster::block_on(read_many(dev, &[(&one, 4)]))?;
-        Ok(i32::from_le_bytes([
-            bytes[0][0],
-            bytes[0][1],
-            bytes[0][2],
-            bytes[0][3],
-        ]))
+        Ok(i32::from_le_bytes([bytes[0][0], bytes[0][1], bytes[0][2], bytes[0][3]]))
     }
 }
 
@@ -414,10 +360,7 @@ impl Device {
     /// ```
     pub fn tensor(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         check_len("tensor", data.len(), shape)?;
-        Ok(Tensor::new(
-            Storage::upload(self, bytemuck::cast_slice(data))?,
-            shape.to_vec(),
-        ))
+        Ok(Tensor::new(Storage::upload(self, bytemuck::cast_slice(data))?, shape.to_vec()))
     }
 
     /// Uploads class ids (i64, i32, u32 or usize) as [`Indices`] of `shape`. Ids must fit in
@@ -428,25 +371,15 @@ impl Device {
         for (position, v) in data.iter().enumerate() {
             let v = v.to_i64();
             let id = i32::try_from(v).map_err(|_| {
-                Error::invalid(
-                    "indices",
-                    format!("class id {v} at position {position} does not fit in i32"),
-                )
+                Error::invalid("indices", format!("class id {v} at position {position} does not fit in i32"))
             })?;
             ids.push(id);
         }
-        Ok(Indices {
-            storage: Storage::upload(self, bytemuck::cast_slice(&ids))?,
-            shape: shape.to_vec(),
-        })
+        Ok(Indices { storage: Storage::upload(self, bytemuck::cast_slice(&ids))?, shape: shape.to_vec() })
     }
 }
 
 /// Makes sure every tensor of one operation lives on `dev`.
 pub(crate) fn same_device(op: &'static str, dev: &Device, others: &[&Device]) -> Result<()> {
-    if others.iter().all(|d| d.same(dev)) {
-        Ok(())
-    } else {
-        Err(Error::DeviceMismatch { op })
-    }
+    if others.iter().all(|d| d.same(dev)) { Ok(()) } else { Err(Error::DeviceMismatch { op }) }
 }

@@ -28,10 +28,7 @@ fn check(
         loss = loss.pos_weight(dev.tensor(p, &[cols]).unwrap());
     }
     let got = loss
-        .forward(
-            &dev.tensor(x, shape).unwrap(),
-            &dev.tensor(y, shape).unwrap(),
-        )
+        .forward(&dev.tensor(x, shape).unwrap(), &dev.tensor(y, shape).unwrap())
         .unwrap()
         .to_vec()
         .unwrap();
@@ -68,22 +65,8 @@ fn pytorch_golden_values() {
             &[100.0, 100.0, std::f64::consts::LN_2, std::f64::consts::LN_2],
             Tol::scaled(100.0),
         );
-        let got = check(
-            dev,
-            &[0.0],
-            &[1.0],
-            &[1],
-            None,
-            Some(&[3.0]),
-            Reduction::None,
-            1.0,
-        );
-        assert_close(
-            "pos_weight",
-            &got,
-            &[3.0 * std::f64::consts::LN_2],
-            Tol::ELEMENT,
-        );
+        let got = check(dev, &[0.0], &[1.0], &[1], None, Some(&[3.0]), Reduction::None, 1.0);
+        assert_close("pos_weight", &got, &[3.0 * std::f64::consts::LN_2], Tol::ELEMENT);
     }
 }
 
@@ -102,22 +85,11 @@ fn options_shapes_and_extremes() {
                 let w_cols: Vec<f32> = (0..cols).map(|i| 0.5 + (i % 4) as f32).collect();
                 let pw: Vec<f32> = (0..cols).map(|i| 0.25 + (i % 3) as f32).collect();
                 for reduction in REDUCTIONS {
-                    for weight in [
-                        None,
-                        Some((w_full.as_slice(), shape)),
-                        Some((w_cols.as_slice(), &[cols][..])),
-                    ] {
+                    for weight in
+                        [None, Some((w_full.as_slice(), shape)), Some((w_cols.as_slice(), &[cols][..]))]
+                    {
                         for pos_weight in [None, Some(pw.as_slice())] {
-                            check(
-                                dev,
-                                &x,
-                                &y,
-                                shape,
-                                weight,
-                                pos_weight,
-                                reduction,
-                                scale as f64,
-                            );
+                            check(dev, &x, &y, shape, weight, pos_weight, reduction, scale as f64);
                         }
                     }
                 }
@@ -146,25 +118,12 @@ fn chunked_bindings() {
     let (rows, cols) = (1000, 50);
     let mut rng = Rng::new(22);
     let x = rng.values(rows * cols, 5.0);
-    let y: Vec<f32> = rng
-        .values(rows * cols, 0.5)
-        .iter()
-        .map(|v| v + 0.5)
-        .collect();
+    let y: Vec<f32> = rng.values(rows * cols, 0.5).iter().map(|v| v + 0.5).collect();
     let w: Vec<f32> = (0..cols).map(|i| 1.0 + i as f32 / 10.0).collect();
     let pw: Vec<f32> = (0..cols).map(|i| 2.0 - i as f32 / 50.0).collect();
     for dev in small_binding_devices() {
         for reduction in REDUCTIONS {
-            check(
-                dev,
-                &x,
-                &y,
-                &[rows, cols],
-                Some((&w, &[cols])),
-                Some(&pw),
-                reduction,
-                5.0,
-            );
+            check(dev, &x, &y, &[rows, cols], Some((&w, &[cols])), Some(&pw), reduction, 5.0);
         }
     }
 }

@@ -28,26 +28,18 @@ fn check(
     scale: f64,
 ) -> Vec<f32> {
     let [n, c] = shape;
-    let mut loss = CrossEntropy::default()
-        .reduction(reduction)
-        .strategy(strategy);
+    let mut loss = CrossEntropy::default().reduction(reduction).strategy(strategy);
     if let Some(w) = weight {
         loss = loss.weight(dev.tensor(w, &[c]).unwrap());
     }
     let got = loss
-        .forward(
-            &dev.tensor(x, &shape).unwrap(),
-            &dev.indices(t, &[n]).unwrap(),
-        )
+        .forward(&dev.tensor(x, &shape).unwrap(), &dev.indices(t, &[n]).unwrap())
         .unwrap()
         .to_vec()
         .unwrap();
     let want = reference(x, c, t, weight, -100, reduction).unwrap();
-    let what = format!(
-        "{} {shape:?} {reduction:?} {strategy:?} weight={}",
-        common::label(dev),
-        weight.is_some()
-    );
+    let what =
+        format!("{} {shape:?} {reduction:?} {strategy:?} weight={}", common::label(dev), weight.is_some());
     assert_close(&what, &got, &want, Tol::scaled(scale).sum(c * n));
     got
 }
@@ -75,18 +67,11 @@ fn pytorch_golden_values() {
         assert_close("mean", &run(CrossEntropy::default()), &[1.40760596], tol);
         assert_close(
             "weighted none",
-            &run(CrossEntropy::default()
-                .weight(w.clone())
-                .reduction(Reduction::None)),
+            &run(CrossEntropy::default().weight(w.clone()).reduction(Reduction::None)),
             &[1.22281789, 2.40760596, 0.0],
             tol,
         );
-        assert_close(
-            "weighted mean",
-            &run(CrossEntropy::default().weight(w)),
-            &[0.90760596],
-            tol,
-        );
+        assert_close("weighted mean", &run(CrossEntropy::default().weight(w)), &[0.90760596], tol);
     }
 }
 
@@ -120,29 +105,12 @@ fn all_ignored_mean_is_nan_and_sum_is_zero() {
     for dev in devices() {
         let x = dev.tensor(&[0.5, -1.0, 2.0, 0.0], &[2, 2]).unwrap();
         let t = dev.indices(&[-100i64, -100], &[2]).unwrap();
-        let mean = CrossEntropy::default()
-            .forward(&x, &t)
-            .unwrap()
-            .item()
-            .unwrap();
-        assert!(
-            mean.is_nan(),
-            "{}: mean over no target is {mean}",
-            common::label(dev)
-        );
-        let sum = CrossEntropy::default()
-            .reduction(Reduction::Sum)
-            .forward(&x, &t)
-            .unwrap()
-            .item()
-            .unwrap();
+        let mean = CrossEntropy::default().forward(&x, &t).unwrap().item().unwrap();
+        assert!(mean.is_nan(), "{}: mean over no target is {mean}", common::label(dev));
+        let sum = CrossEntropy::default().reduction(Reduction::Sum).forward(&x, &t).unwrap().item().unwrap();
         assert_eq!(sum, 0.0);
-        let none = CrossEntropy::default()
-            .reduction(Reduction::None)
-            .forward(&x, &t)
-            .unwrap()
-            .to_vec()
-            .unwrap();
+        let none =
+            CrossEntropy::default().reduction(Reduction::None).forward(&x, &t).unwrap().to_vec().unwrap();
         assert_eq!(none, [0.0, 0.0]);
     }
 }
@@ -153,21 +121,9 @@ fn empty_batch_follows_pytorch() {
     for dev in devices() {
         let x = dev.tensor(&[], &[0, 5]).unwrap();
         let t = dev.indices::<i64>(&[], &[0]).unwrap();
-        assert!(
-            CrossEntropy::default()
-                .forward(&x, &t)
-                .unwrap()
-                .item()
-                .unwrap()
-                .is_nan()
-        );
+        assert!(CrossEntropy::default().forward(&x, &t).unwrap().item().unwrap().is_nan());
         assert_eq!(
-            CrossEntropy::default()
-                .reduction(Reduction::Sum)
-                .forward(&x, &t)
-                .unwrap()
-                .item()
-                .unwrap(),
+            CrossEntropy::default().reduction(Reduction::Sum).forward(&x, &t).unwrap().item().unwrap(),
             0.0
         );
         assert!(
@@ -215,16 +171,7 @@ fn value_regimes() {
             let x = rng.values(n * c, scale);
             let t = rng.classes(n, c);
             for strategy in STRATEGIES {
-                check(
-                    dev,
-                    &x,
-                    [n, c],
-                    &t,
-                    None,
-                    Reduction::None,
-                    strategy,
-                    scale as f64,
-                );
+                check(dev, &x, [n, c], &t, None, Reduction::None, strategy, scale as f64);
             }
         }
         // All-equal rows: every loss is ln C.
@@ -232,40 +179,14 @@ fn value_regimes() {
         let t = rng.classes(n, c);
         for strategy in STRATEGIES {
             let got = check(dev, &x, [n, c], &t, None, Reduction::None, strategy, 4.0);
-            assert!(
-                got.iter()
-                    .all(|&l| (l as f64 - (c as f64).ln()).abs() < 1e-5)
-            );
+            assert!(got.iter().all(|&l| (l as f64 - (c as f64).ln()).abs() < 1e-5));
         }
         // Shift invariance: adding a constant to every logit changes nothing.
         let x = rng.values(n * c, 3.0);
         let shifted: Vec<f32> = x.iter().map(|v| v + 500.0).collect();
-        let a = check(
-            dev,
-            &x,
-            [n, c],
-            &t,
-            None,
-            Reduction::None,
-            RowStrategy::Auto,
-            3.0,
-        );
-        let b = check(
-            dev,
-            &shifted,
-            [n, c],
-            &t,
-            None,
-            Reduction::None,
-            RowStrategy::Auto,
-            503.0,
-        );
-        assert_close(
-            "shift invariance",
-            &b,
-            &common::f64s(&a),
-            Tol::scaled(503.0),
-        );
+        let a = check(dev, &x, [n, c], &t, None, Reduction::None, RowStrategy::Auto, 3.0);
+        let b = check(dev, &shifted, [n, c], &t, None, Reduction::None, RowStrategy::Auto, 503.0);
+        assert_close("shift invariance", &b, &common::f64s(&a), Tol::scaled(503.0));
     }
 }
 
@@ -296,26 +217,8 @@ fn chunked_bindings_match_reference_and_unchunked_bitwise() {
     let t = rng.classes(n, c);
     for (small, full) in small_binding_devices().iter().zip(devices()) {
         for reduction in REDUCTIONS {
-            let a = check(
-                small,
-                &x,
-                [n, c],
-                &t,
-                None,
-                reduction,
-                RowStrategy::Auto,
-                6.0,
-            );
-            let b = check(
-                full,
-                &x,
-                [n, c],
-                &t,
-                None,
-                reduction,
-                RowStrategy::Auto,
-                6.0,
-            );
+            let a = check(small, &x, [n, c], &t, None, reduction, RowStrategy::Auto, 6.0);
+            let b = check(full, &x, [n, c], &t, None, reduction, RowStrategy::Auto, 6.0);
             assert_eq!(
                 a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -336,20 +239,9 @@ fn reductions_are_bitwise_reproducible() {
         let logits = dev.tensor(&x, &[n, c]).unwrap();
         let targets = dev.indices(&t, &[n]).unwrap();
         let runs: Vec<u32> = (0..4)
-            .map(|_| {
-                CrossEntropy::default()
-                    .forward(&logits, &targets)
-                    .unwrap()
-                    .item()
-                    .unwrap()
-                    .to_bits()
-            })
+            .map(|_| CrossEntropy::default().forward(&logits, &targets).unwrap().item().unwrap().to_bits())
             .collect();
-        assert!(
-            runs.windows(2).all(|w| w[0] == w[1]),
-            "{}: {runs:?}",
-            common::label(dev)
-        );
+        assert!(runs.windows(2).all(|w| w[0] == w[1]), "{}: {runs:?}", common::label(dev));
     }
 }
 
@@ -367,26 +259,8 @@ fn vocabulary_sized_logits_beyond_the_binding_limit() {
             "{}: the test must cross the binding limit",
             common::label(dev)
         );
-        check(
-            dev,
-            &x,
-            [n, c],
-            &t,
-            None,
-            Reduction::None,
-            RowStrategy::Auto,
-            8.0,
-        );
-        check(
-            dev,
-            &x,
-            [n, c],
-            &t,
-            None,
-            Reduction::Mean,
-            RowStrategy::Auto,
-            8.0,
-        );
+        check(dev, &x, [n, c], &t, None, Reduction::None, RowStrategy::Auto, 8.0);
+        check(dev, &x, [n, c], &t, None, Reduction::Mean, RowStrategy::Auto, 8.0);
         dev.clear_pool();
     }
 }

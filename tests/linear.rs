@@ -12,29 +12,15 @@ fn check(dev: &Device, m: usize, n: usize, k: usize, bias: bool, rng: &mut Rng) 
     let bias_t = bias.then(|| dev.tensor(&b, &[n]).unwrap());
     let want = reference::linear::linear(&x, &w, bias.then_some(b.as_slice()), k);
     // A dot product of k terms of size ≤ 1: absolute error grows like k·ε.
-    let tol = Tol {
-        abs: 2e-6 * k as f64,
-        rel: 1e-5,
-    };
-    for kernel in [
-        LinearKernel::Auto,
-        LinearKernel::Tiled,
-        LinearKernel::Blocked,
-    ] {
+    let tol = Tol { abs: 2e-6 * k as f64, rel: 1e-5 };
+    for kernel in [LinearKernel::Auto, LinearKernel::Tiled, LinearKernel::Blocked] {
         let got = Linear { kernel }
-            .forward(
-                &dev.tensor(&x, &[m, k]).unwrap(),
-                &dev.tensor(&w, &[n, k]).unwrap(),
-                bias_t.as_ref(),
-            )
+            .forward(&dev.tensor(&x, &[m, k]).unwrap(), &dev.tensor(&w, &[n, k]).unwrap(), bias_t.as_ref())
             .unwrap()
             .to_vec()
             .unwrap();
         assert_close(
-            &format!(
-                "{} m={m} n={n} k={k} bias={bias} {kernel:?}",
-                common::label(dev)
-            ),
+            &format!("{} m={m} n={n} k={k} bias={bias} {kernel:?}", common::label(dev)),
             &got,
             &want,
             tol,
@@ -70,12 +56,9 @@ fn leading_dimensions_flatten() {
     let x = rng.values(2 * 3 * 5, 1.0);
     let w = rng.values(4 * 5, 1.0);
     for dev in devices() {
-        let y = wgpu_loss::linear(
-            &dev.tensor(&x, &[2, 3, 5]).unwrap(),
-            &dev.tensor(&w, &[4, 5]).unwrap(),
-            None,
-        )
-        .unwrap();
+        let y =
+            wgpu_loss::linear(&dev.tensor(&x, &[2, 3, 5]).unwrap(), &dev.tensor(&w, &[4, 5]).unwrap(), None)
+                .unwrap();
         assert_eq!(y.shape(), [2, 3, 4]);
         assert_close(
             "leading dims",

@@ -19,11 +19,7 @@ fn check(dev: &Device, x: &[f32], shape: &[usize], strategy: RowStrategy, scale:
     let cols = *shape.last().unwrap();
     let t = dev.tensor(x, shape).unwrap();
     let what = format!("{} {shape:?} {strategy:?}", common::label(dev));
-    let got = LogSoftmax { strategy }
-        .forward(&t)
-        .unwrap()
-        .to_vec()
-        .unwrap();
+    let got = LogSoftmax { strategy }.forward(&t).unwrap().to_vec().unwrap();
     assert_close(
         &format!("log_softmax {what}"),
         &got,
@@ -31,12 +27,7 @@ fn check(dev: &Device, x: &[f32], shape: &[usize], strategy: RowStrategy, scale:
         Tol::scaled(scale).sum(cols),
     );
     let sm = Softmax { strategy }.forward(&t).unwrap().to_vec().unwrap();
-    assert_close(
-        &format!("softmax {what}"),
-        &sm,
-        &reference::softmax(x, cols),
-        Tol::ELEMENT.sum(cols),
-    );
+    assert_close(&format!("softmax {what}"), &sm, &reference::softmax(x, cols), Tol::ELEMENT.sum(cols));
     got
 }
 
@@ -63,15 +54,7 @@ fn pytorch_golden_values() {
 
 #[test]
 fn shape_matrix_and_strategies() {
-    let shapes: [&[usize]; 7] = [
-        &[1, 1],
-        &[3, 7],
-        &[5, 1000],
-        &[2, 4099],
-        &[2, 3, 129],
-        &[64, 257],
-        &[11],
-    ];
+    let shapes: [&[usize]; 7] = [&[1, 1], &[3, 7], &[5, 1000], &[2, 4099], &[2, 3, 129], &[64, 257], &[11]];
     let mut rng = Rng::new(10);
     for dev in devices() {
         for shape in shapes {
@@ -97,10 +80,7 @@ fn value_regimes() {
         let x = vec![-7.5f32; 9 * 513];
         for strategy in STRATEGIES {
             let got = check(dev, &x, &shape, strategy, 8.0);
-            assert!(
-                got.iter().all(|&v| (v as f64 + 513f64.ln()).abs() < 1e-5),
-                "all-equal rows"
-            );
+            assert!(got.iter().all(|&v| (v as f64 + 513f64.ln()).abs() < 1e-5), "all-equal rows");
         }
         let x = rng.values(9 * 513, 2.0);
         let shifted: Vec<f32> = x.iter().map(|v| v - 300.0).collect();
@@ -144,14 +124,9 @@ fn log_softmax_then_nll_equals_cross_entropy() {
         for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
             for (ignore, weighted) in [(-100, false), (-100, true), (5, false), (5, true)] {
                 // Row 3 is ignored either way; with ignore_index 5, row 9 is ignored too.
-                let ids: Vec<i64> = t
-                    .iter()
-                    .map(|&v| if v == -100 { ignore } else { v })
-                    .collect();
+                let ids: Vec<i64> = t.iter().map(|&v| if v == -100 { ignore } else { v }).collect();
                 let targets = dev.indices(&ids, &[n]).unwrap();
-                let mut ce = CrossEntropy::default()
-                    .reduction(reduction)
-                    .ignore_index(ignore);
+                let mut ce = CrossEntropy::default().reduction(reduction).ignore_index(ignore);
                 let mut nll = Nll::default().reduction(reduction).ignore_index(ignore);
                 if weighted {
                     ce = ce.weight(weight.clone());
@@ -159,10 +134,8 @@ fn log_softmax_then_nll_equals_cross_entropy() {
                 }
                 let a = ce.forward(&logits, &targets).unwrap().to_vec().unwrap();
                 let b = nll.forward(&logp, &targets).unwrap().to_vec().unwrap();
-                let what = format!(
-                    "{} {reduction:?} ignore={ignore} weighted={weighted}",
-                    common::label(dev)
-                );
+                let what =
+                    format!("{} {reduction:?} ignore={ignore} weighted={weighted}", common::label(dev));
                 assert_close(&what, &b, &f64s(&a), Tol::scaled(6.0).sum(c));
             }
         }
@@ -177,16 +150,8 @@ fn vocabulary_sized_rows_beyond_the_binding_limit() {
     let want = reference::log_softmax(&x, c);
     for dev in devices() {
         assert!((n * c * 4) as u64 > dev.binding_limit());
-        let got = wgpu_loss::log_softmax(&dev.tensor(&x, &[n, c]).unwrap())
-            .unwrap()
-            .to_vec()
-            .unwrap();
-        assert_close(
-            &format!("{} [4096, 32000]", common::label(dev)),
-            &got,
-            &want,
-            Tol::scaled(8.0).sum(c),
-        );
+        let got = wgpu_loss::log_softmax(&dev.tensor(&x, &[n, c]).unwrap()).unwrap().to_vec().unwrap();
+        assert_close(&format!("{} [4096, 32000]", common::label(dev)), &got, &want, Tol::scaled(8.0).sum(c));
         dev.clear_pool();
     }
 }

@@ -47,10 +47,7 @@ fn sum_and_mean_match_reference_and_empty_follows_pytorch() {
                 "sum",
                 &[wgpu_loss::sum(&t).unwrap().item().unwrap()],
                 &[reference::reduce::sum(&x)],
-                Tol {
-                    abs: 1e-5 * (n as f64).sqrt(),
-                    ..tol
-                },
+                Tol { abs: 1e-5 * (n as f64).sqrt(), ..tol },
             );
             assert_close(
                 "mean",
@@ -63,12 +60,6 @@ fn sum_and_mean_match_reference_and_empty_follows_pytorch() {
         let empty = dev.tensor(&[], &[0]).unwrap();
         assert!(wgpu_loss::mean(&empty).unwrap().item().unwrap().is_nan());
         assert_eq!(wgpu_loss::sum(&empty).unwrap().item().unwrap(), 0.0);
-        assert!(
-            wgpu_loss::mse(&empty, &empty, Reduction::Mean)
-                .unwrap()
-                .item()
-                .unwrap()
-                .is_nan()
-        );
+        assert!(wgpu_loss::mse(&empty, &empty, Reduction::Mean).unwrap().item().unwrap().is_nan());
     }
 }

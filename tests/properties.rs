@@ -7,11 +7,7 @@ use proptest::prelude::*;
 use wgpu_loss::{BceWithLogits, CrossEntropy, Reduction, RowStrategy, reference};
 
 fn reduction() -> impl Strategy<Value = Reduction> {
-    prop_oneof![
-        Just(Reduction::None),
-        Just(Reduction::Mean),
-        Just(Reduction::Sum)
-    ]
+    prop_oneof![Just(Reduction::None), Just(Reduction::Mean), Just(Reduction::Sum)]
 }
 
 fn strategy() -> impl Strategy<Value = RowStrategy> {

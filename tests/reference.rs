@@ -9,10 +9,7 @@ use wgpu_loss::reference::{bce_with_logits, cross_entropy, linear, log_softmax, 
 fn close(got: &[f64], want: &[f64]) {
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(want) {
-        assert!(
-            (g.is_nan() && w.is_nan()) || (g - w).abs() < 1e-7,
-            "got {got:?} want {want:?}"
-        );
+        assert!((g.is_nan() && w.is_nan()) || (g - w).abs() < 1e-7, "got {got:?} want {want:?}");
     }
 }
 
@@ -32,36 +29,21 @@ fn cross_entropy_golden() {
         &cross_entropy::cross_entropy(&ROWS, 3, &t, None, -100, Keep).unwrap(),
         &[0.40760596, 2.40760596, 0.0],
     );
-    close(
-        &cross_entropy::cross_entropy(&ROWS, 3, &t, None, -100, Mean).unwrap(),
-        &[1.40760596],
-    );
+    close(&cross_entropy::cross_entropy(&ROWS, 3, &t, None, -100, Mean).unwrap(), &[1.40760596]);
     close(
         &cross_entropy::cross_entropy(&ROWS, 3, &t, Some(&w), -100, Keep).unwrap(),
         &[1.22281789, 2.40760596, 0.0],
     );
-    close(
-        &cross_entropy::cross_entropy(&ROWS, 3, &t, Some(&w), -100, Mean).unwrap(),
-        &[0.90760596],
-    );
-    close(
-        &cross_entropy::cross_entropy(&ROWS, 3, &t, Some(&w), -100, Sum).unwrap(),
-        &[3.63042386],
-    );
+    close(&cross_entropy::cross_entropy(&ROWS, 3, &t, Some(&w), -100, Mean).unwrap(), &[0.90760596]);
+    close(&cross_entropy::cross_entropy(&ROWS, 3, &t, Some(&w), -100, Sum).unwrap(), &[3.63042386]);
     // F.cross_entropy(torch.tensor([[1000., 0.]] * 2), torch.tensor([1, 0]), reduction='none') -> [1000., 0.]
     close(
-        &cross_entropy::cross_entropy(&[1000.0, 0.0, 1000.0, 0.0], 2, &[1, 0], None, -100, Keep)
-            .unwrap(),
+        &cross_entropy::cross_entropy(&[1000.0, 0.0, 1000.0, 0.0], 2, &[1, 0], None, -100, Keep).unwrap(),
         &[1000.0, 0.0],
     );
     // F.cross_entropy(x[:1], torch.tensor([-100])) -> nan; reduction='sum' -> 0.
-    assert!(
-        cross_entropy::cross_entropy(&ROWS[..3], 3, &[-100], None, -100, Mean).unwrap()[0].is_nan()
-    );
-    close(
-        &cross_entropy::cross_entropy(&ROWS[..3], 3, &[-100], None, -100, Sum).unwrap(),
-        &[0.0],
-    );
+    assert!(cross_entropy::cross_entropy(&ROWS[..3], 3, &[-100], None, -100, Mean).unwrap()[0].is_nan());
+    close(&cross_entropy::cross_entropy(&ROWS[..3], 3, &[-100], None, -100, Sum).unwrap(), &[0.0]);
     // F.cross_entropy(x[:1], torch.tensor([3])) -> IndexError: Target 3 is out of bounds.
     assert!(cross_entropy::cross_entropy(&ROWS[..3], 3, &[3], None, -100, Mean).is_err());
 }
@@ -70,21 +52,12 @@ fn cross_entropy_golden() {
 fn log_softmax_nll_golden() {
     // F.log_softmax(torch.tensor([[1., 2, 3]]), -1) -> [-2.40760596, -1.40760596, -0.40760596]
     // F.softmax(...)                                -> [0.09003057, 0.24472847, 0.66524096]
-    close(
-        &log_softmax::log_softmax(&ROWS[..3], 3),
-        &[-2.40760596, -1.40760596, -0.40760596],
-    );
-    close(
-        &log_softmax::softmax(&ROWS[..3], 3),
-        &[0.09003057, 0.24472847, 0.66524096],
-    );
+    close(&log_softmax::log_softmax(&ROWS[..3], 3), &[-2.40760596, -1.40760596, -0.40760596]);
+    close(&log_softmax::softmax(&ROWS[..3], 3), &[0.09003057, 0.24472847, 0.66524096]);
     // F.nll_loss(torch.tensor([[-1., -2, -3], [-4, -5, -6]]), torch.tensor([2, 0]), weight=torch.tensor([1., 1, 2]))
     //   -> (2*3 + 1*4) / (2 + 1) = 3.33333333
     let logp = [-1.0, -2.0, -3.0, -4.0, -5.0, -6.0];
-    close(
-        &nll::nll(&logp, 3, &[2, 0], Some(&[1.0, 1.0, 2.0]), -100, Mean).unwrap(),
-        &[10.0 / 3.0],
-    );
+    close(&nll::nll(&logp, 3, &[2, 0], Some(&[1.0, 1.0, 2.0]), -100, Mean).unwrap(), &[10.0 / 3.0]);
 }
 
 #[test]
@@ -92,21 +65,11 @@ fn bce_with_logits_golden() {
     // F.binary_cross_entropy_with_logits(torch.tensor([100., -100., 0.]), torch.tensor([0., 1., 1.]), reduction='none')
     //   -> [100., 100., 0.69314718]
     close(
-        &bce_with_logits::bce_with_logits(
-            &[100.0, -100.0, 0.0],
-            &[0.0, 1.0, 1.0],
-            3,
-            None,
-            None,
-            Keep,
-        ),
+        &bce_with_logits::bce_with_logits(&[100.0, -100.0, 0.0], &[0.0, 1.0, 1.0], 3, None, None, Keep),
         &[100.0, 100.0, std::f64::consts::LN_2],
     );
     // ... pos_weight=torch.tensor([3.]) with x = 0, y = 1 -> 2.07944154
-    close(
-        &bce_with_logits::bce_with_logits(&[0.0], &[1.0], 1, None, Some(&[3.0]), Keep),
-        &[2.07944154],
-    );
+    close(&bce_with_logits::bce_with_logits(&[0.0], &[1.0], 1, None, Some(&[3.0]), Keep), &[2.07944154]);
 }
 
 #[test]
@@ -116,12 +79,7 @@ fn mse_linear_reduce_golden() {
     // F.linear(torch.tensor([[1., 2.]]), torch.tensor([[1., 0.], [0., 1.], [1., 1.]]), torch.tensor([.5, .5, .5]))
     //   -> [[1.5, 2.5, 3.5]]
     close(
-        &linear::linear(
-            &[1.0, 2.0],
-            &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0],
-            Some(&[0.5, 0.5, 0.5]),
-            2,
-        ),
+        &linear::linear(&[1.0, 2.0], &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], Some(&[0.5, 0.5, 0.5]), 2),
         &[1.5, 2.5, 3.5],
     );
     // torch.tensor([]).mean() -> nan

@@ -5,9 +5,8 @@ use wgpu_loss::kernels::InputPath;
 
 #[test]
 fn every_kernel_validates() {
-    for (id, path) in KernelId::ALL
-        .into_iter()
-        .flat_map(|id| [(id, InputPath::Storage), (id, InputPath::Texture)])
+    for (id, path) in
+        KernelId::ALL.into_iter().flat_map(|id| [(id, InputPath::Storage), (id, InputPath::Texture)])
     {
         let source = id.source_for(path);
         let module = naga::front::wgsl::parse_str(source)
@@ -26,12 +25,7 @@ fn every_kernel_validates() {
                 id.label()
             );
         }
-        assert_eq!(
-            module.entry_points.len(),
-            id.entry_points().len(),
-            "{}: entry list",
-            id.label()
-        );
+        assert_eq!(module.entry_points.len(), id.entry_points().len(), "{}: entry list", id.label());
     }
 }
 
@@ -48,11 +42,6 @@ fn uniform_structs_match_the_host_layout() {
             .unwrap_or_else(|| panic!("{} has no params uniform", id.label()))
             .1;
         let wgsl = layouter[params.ty].size as usize;
-        assert_eq!(
-            wgsl,
-            wgpu_loss::kernels::uniform_size(id),
-            "{}: WGSL Params vs Rust",
-            id.label()
-        );
+        assert_eq!(wgsl, wgpu_loss::kernels::uniform_size(id), "{}: WGSL Params vs Rust", id.label());
     }
 }

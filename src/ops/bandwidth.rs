@@ -22,10 +22,7 @@ const ITEMS: u64 = 64;
 fn vec4_count(op: &'static str, x: &Tensor) -> Result<u64> {
     let n = x.numel() as u64;
     if n == 0 || !n.is_multiple_of(4) {
-        return Err(Error::invalid(
-            op,
-            format!("needs a non-empty multiple of 4 elements, got {n}"),
-        ));
+        return Err(Error::invalid(op, format!("needs a non-empty multiple of 4 elements, got {n}")));
     }
     Ok(n / 4)
 }
@@ -38,11 +35,8 @@ pub fn read_sum(x: &Tensor) -> Result<Tensor> {
     let chunk = WG * ITEMS;
     let groups_total = n4.div_ceil(chunk);
     let out = Storage::alloc(dev, groups_total * WG * 16)?;
-    let pipe = dev.pipeline(
-        KernelId::Bandwidth,
-        "read_sum",
-        &[("WG", WG as f64), ("ITEMS", ITEMS as f64)],
-    )?;
+    let pipe =
+        dev.pipeline(KernelId::Bandwidth, "read_sum", &[("WG", WG as f64), ("ITEMS", ITEMS as f64)])?;
     for c in row_chunks(dev, "read_sum input", n4 as usize, &[16, 16 / ITEMS], chunk)? {
         let len = c.len() as u64;
         let groups = len.div_ceil(chunk);
@@ -50,10 +44,7 @@ pub fn read_sum(x: &Tensor) -> Result<Tensor> {
         dispatch(
             dev,
             &pipe,
-            bytemuck::bytes_of(&Params {
-                n4: len as u32,
-                _pad: [0; 3],
-            }),
+            bytemuck::bytes_of(&Params { n4: len as u32, _pad: [0; 3] }),
             &[
                 Bind::range(1, x.storage.buffer(), c.start as u64 * 16, len * 16),
                 Bind::range(2, out.buffer(), g0 * WG * 16, groups * WG * 16),
@@ -69,21 +60,14 @@ pub fn copy(x: &Tensor) -> Result<Tensor> {
     let dev = x.device();
     let n4 = vec4_count("copy", x)?;
     let out = Tensor::empty(dev, x.shape.clone())?;
-    let pipe = dev.pipeline(
-        KernelId::Bandwidth,
-        "copy",
-        &[("WG", WG as f64), ("ITEMS", ITEMS as f64)],
-    )?;
+    let pipe = dev.pipeline(KernelId::Bandwidth, "copy", &[("WG", WG as f64), ("ITEMS", ITEMS as f64)])?;
     for c in row_chunks(dev, "copy input", n4 as usize, &[16, 16], 1)? {
         let len = c.len() as u64;
         let off = c.start as u64 * 16;
         dispatch(
             dev,
             &pipe,
-            bytemuck::bytes_of(&Params {
-                n4: len as u32,
-                _pad: [0; 3],
-            }),
+            bytemuck::bytes_of(&Params { n4: len as u32, _pad: [0; 3] }),
             &[
                 Bind::range(1, x.storage.buffer(), off, len * 16),
                 Bind::range(2, out.storage.buffer(), off, len * 16),

@@ -65,89 +65,47 @@ impl BceWithLogits {
         const OP: &str = "bce_with_logits";
         let dev = input.device();
         let mut devices = vec![target.device()];
-        devices.extend(
-            self.weight
-                .iter()
-                .chain(&self.pos_weight)
-                .map(|t| t.device()),
-        );
+        devices.extend(self.weight.iter().chain(&self.pos_weight).map(|t| t.device()));
         same_device(OP, dev, &devices)?;
         if input.shape != target.shape {
             return Err(Error::shape(
                 OP,
-                format!(
-                    "input {:?} and target {:?} differ",
-                    input.shape, target.shape
-                ),
+                format!("input {:?} and target {:?} differ", input.shape, target.shape),
             ));
         }
         super::check_u32(OP, input.numel())?;
         let (_, cols) = rows_cols(&input.shape);
         let mut flags = 0;
         let mut inputs = vec![
-            EwInput {
-                slot: 1,
-                buffer: input.storage.buffer(),
-                per_element: true,
-            },
-            EwInput {
-                slot: 2,
-                buffer: target.storage.buffer(),
-                per_element: true,
-            },
+            EwInput { slot: 1, buffer: input.storage.buffer(), per_element: true },
+            EwInput { slot: 2, buffer: target.storage.buffer(), per_element: true },
         ];
         match &self.weight {
             Some(w) if w.shape == input.shape => {
                 flags |= WEIGHT_FULL;
-                inputs.push(EwInput {
-                    slot: 3,
-                    buffer: w.storage.buffer(),
-                    per_element: true,
-                });
+                inputs.push(EwInput { slot: 3, buffer: w.storage.buffer(), per_element: true });
             }
             Some(w) if w.shape == [cols] => {
                 flags |= WEIGHT_COLS;
-                inputs.push(EwInput {
-                    slot: 3,
-                    buffer: w.storage.buffer(),
-                    per_element: false,
-                });
+                inputs.push(EwInput { slot: 3, buffer: w.storage.buffer(), per_element: false });
             }
             Some(w) => {
                 return Err(Error::shape(
                     OP,
-                    format!(
-                        "weight must be {:?} or ({cols}), got {:?}",
-                        input.shape, w.shape
-                    ),
+                    format!("weight must be {:?} or ({cols}), got {:?}", input.shape, w.shape),
                 ));
             }
-            None => inputs.push(EwInput {
-                slot: 3,
-                buffer: &dev.inner.dummy,
-                per_element: false,
-            }),
+            None => inputs.push(EwInput { slot: 3, buffer: &dev.inner.dummy, per_element: false }),
         }
         match &self.pos_weight {
             Some(p) if p.shape == [cols] => {
                 flags |= POS_WEIGHT;
-                inputs.push(EwInput {
-                    slot: 4,
-                    buffer: p.storage.buffer(),
-                    per_element: false,
-                });
+                inputs.push(EwInput { slot: 4, buffer: p.storage.buffer(), per_element: false });
             }
             Some(p) => {
-                return Err(Error::shape(
-                    OP,
-                    format!("pos_weight must be ({cols}), got {:?}", p.shape),
-                ));
+                return Err(Error::shape(OP, format!("pos_weight must be ({cols}), got {:?}", p.shape)));
             }
-            None => inputs.push(EwInput {
-                slot: 4,
-                buffer: &dev.inner.dummy,
-                per_element: false,
-            }),
+            None => inputs.push(EwInput { slot: 4, buffer: &dev.inner.dummy, per_element: false }),
         }
         let mut checks = input.checks.clone();
         checks.extend(target.checks.iter().cloned());
@@ -178,7 +136,5 @@ impl BceWithLogits {
 
 /// `F.binary_cross_entropy_with_logits(input, target, reduction=...)` without weights.
 pub fn bce_with_logits(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
-    BceWithLogits::default()
-        .reduction(reduction)
-        .forward(input, target)
+    BceWithLogits::default().reduction(reduction).forward(input, target)
 }

@@ -95,9 +95,7 @@ impl CrossEntropy {
     pub fn forward(&self, logits: &Tensor, targets: &Indices) -> Result<Tensor> {
         let rows = logits.shape.first().copied().unwrap_or(0);
         let cols = logits.shape.get(1).copied().unwrap_or(0);
-        let plan = self
-            .strategy
-            .plan("cross_entropy", logits.device(), rows, cols)?;
+        let plan = self.strategy.plan("cross_entropy", logits.device(), rows, cols)?;
         class_loss(
             "cross_entropy",
             KernelId::CrossEntropy,
@@ -136,39 +134,23 @@ pub(crate) fn class_loss(
     devices.extend(weight.map(|w| w.device()));
     same_device(op, dev, &devices)?;
     let &[rows, cols] = input.shape.as_slice() else {
-        return Err(Error::shape(
-            op,
-            format!("expected (N, C) input, got {:?}", input.shape),
-        ));
+        return Err(Error::shape(op, format!("expected (N, C) input, got {:?}", input.shape)));
     };
     if targets.shape != [rows] {
         return Err(Error::shape(
             op,
-            format!(
-                "input {:?} needs targets ({rows}), got {:?}",
-                input.shape, targets.shape
-            ),
+            format!("input {:?} needs targets ({rows}), got {:?}", input.shape, targets.shape),
         ));
     }
     if let Some(w) = weight
         && w.shape != [cols]
     {
-        return Err(Error::shape(
-            op,
-            format!("weight must be ({cols}), got {:?}", w.shape),
-        ));
+        return Err(Error::shape(op, format!("weight must be ({cols}), got {:?}", w.shape)));
     }
-    let ignore = i32::try_from(ignore_index).map_err(|_| {
-        Error::invalid(
-            op,
-            format!("ignore_index {ignore_index} does not fit in i32"),
-        )
-    })?;
+    let ignore = i32::try_from(ignore_index)
+        .map_err(|_| Error::invalid(op, format!("ignore_index {ignore_index} does not fit in i32")))?;
     if cols == 0 && rows > 0 {
-        return Err(Error::Empty {
-            op,
-            what: "no classes",
-        });
+        return Err(Error::Empty { op, what: "no classes" });
     }
     check_u32(op, rows)?;
     check_u32(op, cols)?;
@@ -196,15 +178,7 @@ pub(crate) fn class_loss(
             &pipe,
             bytemuck::bytes_of(&params),
             &[
-                input_at(
-                    dev,
-                    path,
-                    1,
-                    input.storage.buffer(),
-                    r0 * row_bytes,
-                    n * cols as u64,
-                )
-                .bind(),
+                input_at(dev, path, 1, input.storage.buffer(), r0 * row_bytes, n * cols as u64).bind(),
                 Bind::range(2, targets.storage.buffer(), r0 * 4, n * 4),
                 Bind::all(3, weight_buf),
                 Bind::range(4, loss.buffer(), r0 * 4, n * 4),
@@ -218,20 +192,8 @@ pub(crate) fn class_loss(
     checks.extend(weight.iter().flat_map(|w| w.checks.iter().cloned()));
     checks.push(check);
     match reduction {
-        Reduction::None => Ok(Tensor {
-            storage: loss,
-            shape: vec![rows],
-            checks,
-        }),
+        Reduction::None => Ok(Tensor { storage: loss, shape: vec![rows], checks }),
         Reduction::Sum => reduce(dev, &loss, None, rows, Finish::Sum, 0.0, checks),
-        Reduction::Mean => reduce(
-            dev,
-            &loss,
-            Some(&wsum),
-            rows,
-            Finish::MeanWeights,
-            0.0,
-            checks,
-        ),
+        Reduction::Mean => reduce(dev, &loss, Some(&wsum), rows, Finish::MeanWeights, 0.0, checks),
     }
 }

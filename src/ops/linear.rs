@@ -50,10 +50,7 @@ impl Linear {
         };
         let (id, tile) = if blocked {
             let rows = 8 * crate::kernels::BLOCK_ROWS as u64;
-            (
-                KernelId::LinearBlocked,
-                (rows, 8 * crate::kernels::BLOCK_COLS as u64),
-            )
+            (KernelId::LinearBlocked, (rows, 8 * crate::kernels::BLOCK_COLS as u64))
         } else {
             (KernelId::Linear, (64, 64))
         };
@@ -93,27 +90,18 @@ fn run(
         return Err(Error::shape(OP, "x must have at least one dimension"));
     };
     let &[n, wk] = weight.shape.as_slice() else {
-        return Err(Error::shape(
-            OP,
-            format!("weight must be (out, in), got {:?}", weight.shape),
-        ));
+        return Err(Error::shape(OP, format!("weight must be (out, in), got {:?}", weight.shape)));
     };
     if wk != k {
         return Err(Error::shape(
             OP,
-            format!(
-                "x {:?} has {k} features, weight {:?} expects {wk}",
-                x.shape, weight.shape
-            ),
+            format!("x {:?} has {k} features, weight {:?} expects {wk}", x.shape, weight.shape),
         ));
     }
     if let Some(b) = bias
         && b.shape != [n]
     {
-        return Err(Error::shape(
-            OP,
-            format!("bias must be ({n}), got {:?}", b.shape),
-        ));
+        return Err(Error::shape(OP, format!("bias must be ({n}), got {:?}", b.shape)));
     }
     let m: usize = lead.iter().product();
     let mut shape = lead.to_vec();
@@ -126,10 +114,7 @@ fn run(
     }
     if k == 0 {
         // An empty sum: y is the bias (or zeros).
-        return Err(Error::Empty {
-            op: OP,
-            what: "zero input features",
-        });
+        return Err(Error::Empty { op: OP, what: "zero input features" });
     }
     let pipe = dev.pipeline(id, "linear", &[])?;
     let (k64, n64) = (k as u64, n as u64);
@@ -155,12 +140,7 @@ fn run(
                 bytemuck::bytes_of(&params),
                 &[
                     Bind::range(1, x.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
-                    Bind::range(
-                        2,
-                        weight.storage.buffer(),
-                        nc.start as u64 * k64 * 4,
-                        nn * k64 * 4,
-                    ),
+                    Bind::range(2, weight.storage.buffer(), nc.start as u64 * k64 * 4, nn * k64 * 4),
                     Bind::all(3, bias_buf),
                     Bind::range(4, y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),
                 ],

@@ -71,10 +71,7 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
 fn run(op: &'static str, entry: &'static str, strategy: RowStrategy, x: &Tensor) -> Result<Tensor> {
     let dev = x.device();
     if x.shape.is_empty() {
-        return Err(Error::shape(
-            op,
-            "a 0-d tensor has no dimension to normalise over",
-        ));
+        return Err(Error::shape(op, "a 0-d tensor has no dimension to normalise over"));
     }
     let (rows, cols) = rows_cols(&x.shape);
     let out = Tensor::empty(dev, x.shape.clone())?;
@@ -87,11 +84,7 @@ fn run(op: &'static str, entry: &'static str, strategy: RowStrategy, x: &Tensor)
     let pipe = dev.pipeline_for(KernelId::LogSoftmax, path, entry, &plan.constants())?;
     let row_bytes = cols as u64 * 4;
     for chunk in row_chunks(dev, "one row", rows, &[row_bytes, row_bytes], 1)? {
-        let params = Params {
-            rows: chunk.len() as u32,
-            cols: cols as u32,
-            _pad: [0; 2],
-        };
+        let params = Params { rows: chunk.len() as u32, cols: cols as u32, _pad: [0; 2] };
         let off = chunk.start as u64 * row_bytes;
         let len = chunk.len() as u64 * row_bytes;
         dispatch(
@@ -99,22 +92,11 @@ fn run(op: &'static str, entry: &'static str, strategy: RowStrategy, x: &Tensor)
             &pipe,
             bytemuck::bytes_of(&params),
             &[
-                input(
-                    dev,
-                    path,
-                    1,
-                    x.storage.buffer(),
-                    off,
-                    chunk.len() as u64 * cols as u64,
-                )
-                .bind(),
+                input(dev, path, 1, x.storage.buffer(), off, chunk.len() as u64 * cols as u64).bind(),
                 Bind::range(2, out.storage.buffer(), off, len),
             ],
             plan.groups(chunk.len()),
         )?;
     }
-    Ok(Tensor {
-        checks: x.checks.clone(),
-        ..out
-    })
+    Ok(Tensor { checks: x.checks.clone(), ..out })
 }

@@ -53,11 +53,7 @@ pub(crate) struct RowPlan {
 
 impl RowPlan {
     pub(crate) fn constants(self) -> [(&'static str, f64); 3] {
-        [
-            ("WG", self.wg as f64),
-            ("TPR", self.tpr as f64),
-            ("QUADS", self.quads as u8 as f64),
-        ]
+        [("WG", self.wg as f64), ("TPR", self.tpr as f64), ("QUADS", self.quads as u8 as f64)]
     }
 
     /// Workgroups for `rows` rows.
@@ -72,13 +68,7 @@ pub(crate) fn is_software(dev: &Device) -> bool {
 
 impl RowStrategy {
     /// The plan for rows of `cols` elements, `rows` of them, on `dev`.
-    pub(crate) fn plan(
-        self,
-        op: &'static str,
-        dev: &Device,
-        rows: usize,
-        cols: usize,
-    ) -> Result<RowPlan> {
+    pub(crate) fn plan(self, op: &'static str, dev: &Device, rows: usize, cols: usize) -> Result<RowPlan> {
         let software = is_software(dev);
         // Software adapters run each 8-lane slice of a workgroup as a coroutine and every
         // barrier switches through all of them: small workgroups, few barriers.
@@ -98,11 +88,7 @@ impl RowStrategy {
             RowStrategy::Auto if software => {
                 // One thread per row unless there are too few rows to keep the cores busy.
                 let want = 256usize.div_ceil(rows.max(1));
-                if want <= 1 || cols < 256 {
-                    1
-                } else {
-                    (want.next_power_of_two() as u32).min(wg)
-                }
+                if want <= 1 || cols < 256 { 1 } else { (want.next_power_of_two() as u32).min(wg) }
             }
             RowStrategy::Auto => {
                 if cols <= 64 {
@@ -113,11 +99,7 @@ impl RowStrategy {
             }
         };
         // A segment wider than the default workgroup gets a workgroup of its own width.
-        Ok(RowPlan {
-            wg: wg.max(tpr),
-            tpr,
-            quads: cols.is_multiple_of(4),
-        })
+        Ok(RowPlan { wg: wg.max(tpr), tpr, quads: cols.is_multiple_of(4) })
     }
 }
 
@@ -163,10 +145,7 @@ pub(crate) struct EwInput<'a> {
 impl EwInput<'_> {
     /// Read through an `ld_` accessor (and staged in a texture on software adapters).
     fn staged(&self, kernel: crate::kernels::KernelId) -> bool {
-        kernel
-            .staged_inputs()
-            .iter()
-            .any(|(_, slot)| *slot == self.slot)
+        kernel.staged_inputs().iter().any(|(_, slot)| *slot == self.slot)
     }
 }
 
@@ -195,25 +174,14 @@ pub(crate) fn elementwise(
     let reduced = reduction != Reduction::None;
     // Chunks start on whole quads (16 bytes: texel-aligned when staged), and on whole
     // workgroup chunks when reducing, so that the partition does not depend on the chunking.
-    let (entry, multiple) = if reduced {
-        ("forward_partials", EW_CHUNK)
-    } else {
-        ("forward_none", 4)
-    };
+    let (entry, multiple) = if reduced { ("forward_partials", EW_CHUNK) } else { ("forward_none", 4) };
     let mut all_constants = sum_constants().to_vec();
     all_constants.extend_from_slice(constants);
-    let staged: Vec<(&wgpu::Buffer, usize)> = inputs
-        .iter()
-        .filter(|i| i.staged(kernel))
-        .map(|i| (i.buffer, n))
-        .collect();
+    let staged: Vec<(&wgpu::Buffer, usize)> =
+        inputs.iter().filter(|i| i.staged(kernel)).map(|i| (i.buffer, n)).collect();
     let path = dev.input_path(kernel, &staged);
     let pipe = dev.pipeline_for(kernel, path, entry, &all_constants)?;
-    let n_parts = if n == 0 {
-        1
-    } else {
-        (n as u64).div_ceil(EW_CHUNK) * SUM_WG as u64
-    };
+    let n_parts = if n == 0 { 1 } else { (n as u64).div_ceil(EW_CHUNK) * SUM_WG as u64 };
     let out = if reduced {
         let parts = Storage::alloc(dev, n_parts * 4)?;
         if n == 0 {
@@ -247,29 +215,11 @@ pub(crate) fn elementwise(
             len.div_ceil(4 * SUM_WG as u64)
         };
         let part_base = (chunk.start as u64 / EW_CHUNK) as u32;
-        dispatch(
-            dev,
-            &pipe,
-            &params(len as u32, chunk.start, part_base),
-            &binds,
-            groups,
-        )?;
+        dispatch(dev, &pipe, &params(len as u32, chunk.start, part_base), &binds, groups)?;
     }
     match reduction {
-        Reduction::None => Ok(Tensor {
-            storage: out,
-            shape: shape.to_vec(),
-            checks,
-        }),
+        Reduction::None => Ok(Tensor { storage: out, shape: shape.to_vec(), checks }),
         Reduction::Sum => finish(dev, &out, n_parts, false, Finish::Sum, 0.0, checks),
-        Reduction::Mean => finish(
-            dev,
-            &out,
-            n_parts,
-            false,
-            Finish::MeanCount,
-            n as f64,
-            checks,
-        ),
+        Reduction::Mean => finish(dev, &out, n_parts, false, Finish::MeanCount, n as f64, checks),
     }
 }

@@ -34,10 +34,7 @@ pub fn mse(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tens
     if input.shape != target.shape {
         return Err(Error::shape(
             "mse",
-            format!(
-                "input {:?} and target {:?} differ",
-                input.shape, target.shape
-            ),
+            format!("input {:?} and target {:?} differ", input.shape, target.shape),
         ));
     }
     super::check_u32("mse", input.numel())?;
@@ -49,27 +46,12 @@ pub fn mse(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tens
         &[],
         &input.shape,
         &[
-            EwInput {
-                slot: 1,
-                buffer: input.storage.buffer(),
-                per_element: true,
-            },
-            EwInput {
-                slot: 2,
-                buffer: target.storage.buffer(),
-                per_element: true,
-            },
+            EwInput { slot: 1, buffer: input.storage.buffer(), per_element: true },
+            EwInput { slot: 2, buffer: target.storage.buffer(), per_element: true },
         ],
         3,
         reduction,
-        |n, _, part_base| {
-            bytemuck::bytes_of(&Params {
-                n,
-                part_base,
-                _pad: [0; 2],
-            })
-            .to_vec()
-        },
+        |n, _, part_base| bytemuck::bytes_of(&Params { n, part_base, _pad: [0; 2] }).to_vec(),
         checks,
     )
 }

@@ -25,11 +25,7 @@ pub struct Nll {
 
 impl Default for Nll {
     fn default() -> Self {
-        Nll {
-            weight: None,
-            ignore_index: DEFAULT_IGNORE_INDEX,
-            reduction: Reduction::Mean,
-        }
+        Nll { weight: None, ignore_index: DEFAULT_IGNORE_INDEX, reduction: Reduction::Mean }
     }
 }
 

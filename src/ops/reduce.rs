@@ -41,11 +41,7 @@ pub(crate) enum Finish {
 /// The number of stage-one partials for `n` elements (one per thread; a single cleared one for
 /// an empty input).
 pub(crate) fn parts_for(n: usize) -> u64 {
-    if n == 0 {
-        1
-    } else {
-        (n as u64).div_ceil(SUM_CHUNK) * SUM_WG as u64
-    }
+    if n == 0 { 1 } else { (n as u64).div_ceil(SUM_CHUNK) * SUM_WG as u64 }
 }
 
 /// Stage two: `n_parts` partials (pairs when `has_b`) to a 0-d tensor.
@@ -72,17 +68,10 @@ pub(crate) fn finish(
         dev,
         &pipe,
         bytemuck::bytes_of(&params),
-        &[
-            Bind::all(4, parts.buffer()),
-            Bind::range(5, out.buffer(), 0, 4),
-        ],
+        &[Bind::all(4, parts.buffer()), Bind::range(5, out.buffer(), 0, 4)],
         1,
     )?;
-    Ok(Tensor {
-        storage: out,
-        shape: Vec::new(),
-        checks,
-    })
+    Ok(Tensor { storage: out, shape: Vec::new(), checks })
 }
 
 /// Both stages over `n` values of `a` (and `b`, summed alongside for weighted means).
@@ -140,27 +129,11 @@ pub(crate) fn reduce(
 /// # Ok::<(), wgpu_loss::Error>(())
 /// ```
 pub fn sum(x: &Tensor) -> Result<Tensor> {
-    reduce(
-        x.device(),
-        &x.storage,
-        None,
-        x.numel(),
-        Finish::Sum,
-        0.0,
-        x.checks.clone(),
-    )
+    reduce(x.device(), &x.storage, None, x.numel(), Finish::Sum, 0.0, x.checks.clone())
 }
 
 /// The mean of every element, as a 0-d tensor; NaN for an empty tensor, as in PyTorch.
 pub fn mean(x: &Tensor) -> Result<Tensor> {
     let n = x.numel();
-    reduce(
-        x.device(),
-        &x.storage,
-        None,
-        n,
-        Finish::MeanCount,
-        n as f64,
-        x.checks.clone(),
-    )
+    reduce(x.device(), &x.storage, None, n, Finish::MeanCount, n as f64, x.checks.clone())
 }

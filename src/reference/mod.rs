@@ -31,11 +31,7 @@ pub(crate) fn reduce_with(losses: Vec<f64>, reduction: Reduction, denominator: f
         Reduction::Sum => vec![losses.iter().sum()],
         Reduction::Mean => {
             let s: f64 = losses.iter().sum();
-            vec![if denominator == 0.0 {
-                f64::NAN
-            } else {
-                s / denominator
-            }]
+            vec![if denominator == 0.0 { f64::NAN } else { s / denominator }]
         }
     }
 }

@@ -15,13 +15,7 @@ pub(crate) fn check_target(
         return Ok(None);
     }
     if t < 0 || t as u64 >= classes as u64 {
-        return Err(Error::TargetOutOfRange {
-            op,
-            position,
-            value: t,
-            classes,
-            ignore_index,
-        });
+        return Err(Error::TargetOutOfRange { op, position, value: t, classes, ignore_index });
     }
     Ok(Some(t as usize))
 }

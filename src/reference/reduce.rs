@@ -7,9 +7,5 @@ pub fn sum(x: &[f32]) -> f64 {
 
 /// Σ x / n; NaN for an empty slice.
 pub fn mean(x: &[f32]) -> f64 {
-    if x.is_empty() {
-        f64::NAN
-    } else {
-        sum(x) / x.len() as f64
-    }
+    if x.is_empty() { f64::NAN } else { sum(x) / x.len() as f64 }
 }

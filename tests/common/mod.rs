@@ -15,10 +15,7 @@ pub fn devices() -> &'static [Device] {
     DEVICES.get_or_init(|| {
         let mut all = open(DeviceOptions::default(), "default limits");
         if all.iter().any(|d| d.texture_inputs()) {
-            let storage = open(
-                DeviceOptions::default().with_texture_inputs(false),
-                "storage-buffer inputs",
-            );
+            let storage = open(DeviceOptions::default().with_texture_inputs(false), "storage-buffer inputs");
             all.extend(storage);
         }
         all
@@ -27,15 +24,7 @@ pub fn devices() -> &'static [Device] {
 
 /// The adapter's name and its input path, for messages.
 pub fn label(dev: &Device) -> String {
-    format!(
-        "{} [{} inputs]",
-        dev.name(),
-        if dev.texture_inputs() {
-            "texture"
-        } else {
-            "storage"
-        }
-    )
+    format!("{} [{} inputs]", dev.name(), if dev.texture_inputs() { "texture" } else { "storage" })
 }
 
 /// The same adapters with the storage binding limit capped at 64 KiB, so that small tensors
@@ -43,10 +32,7 @@ pub fn label(dev: &Device) -> String {
 pub fn small_binding_devices() -> &'static [Device] {
     static DEVICES: OnceLock<Vec<Device>> = OnceLock::new();
     DEVICES.get_or_init(|| {
-        open(
-            DeviceOptions::default().with_max_storage_binding_size(64 << 10),
-            "64 KiB bindings",
-        )
+        open(DeviceOptions::default().with_max_storage_binding_size(64 << 10), "64 KiB bindings")
     })
 }
 
@@ -57,19 +43,13 @@ fn open(options: DeviceOptions, what: &str) -> Vec<Device> {
     let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
     // Written to stderr directly (not through `eprintln!`, which the test harness captures) so
     // that every run shows which adapters it tested.
-    let _ = writeln!(
-        std::io::stderr(),
-        "wgpu-loss tests ({what}) run on: {}",
-        names.join(" | ")
-    );
+    let _ = writeln!(std::io::stderr(), "wgpu-loss tests ({what}) run on: {}", names.join(" | "));
     // CI names the backends that must be present (e.g. "vulkan,gl"), so that a missing driver
     // fails the run instead of quietly testing fewer adapters.
     if let Ok(required) = std::env::var("WGPU_LOSS_REQUIRE_BACKENDS") {
         for backend in required.split(',').map(str::trim).filter(|b| !b.is_empty()) {
             assert!(
-                devices
-                    .iter()
-                    .any(|d| format!("{:?}", d.info().backend).eq_ignore_ascii_case(backend)),
+                devices.iter().any(|d| format!("{:?}", d.info().backend).eq_ignore_ascii_case(backend)),
                 "WGPU_LOSS_REQUIRE_BACKENDS names {backend}, but only these adapters were found: {names:?}"
             );
         }
@@ -93,25 +73,16 @@ pub struct Tol {
 }
 
 impl Tol {
-    pub const ELEMENT: Tol = Tol {
-        abs: 1e-6,
-        rel: 1e-5,
-    };
+    pub const ELEMENT: Tol = Tol { abs: 1e-6, rel: 1e-5 };
 
     /// For results computed from inputs of magnitude up to `scale`.
     pub fn scaled(scale: f64) -> Tol {
-        Tol {
-            abs: 1e-6 + 4e-7 * scale.max(1.0),
-            rel: 1e-5,
-        }
+        Tol { abs: 1e-6 + 4e-7 * scale.max(1.0), rel: 1e-5 }
     }
 
     /// Widened for a reduction over `n` terms.
     pub fn sum(self, n: usize) -> Tol {
-        Tol {
-            abs: self.abs,
-            rel: self.rel + 1e-6 * (n.max(2) as f64).log2(),
-        }
+        Tol { abs: self.abs, rel: self.rel + 1e-6 * (n.max(2) as f64).log2() }
     }
 }
 

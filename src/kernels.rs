@@ -453,6 +453,7 @@ pub(crate) fn input<'a>(
             wgpu::Extent3d { width: w as u32, height: h as u32, depth_or_array_layers: 1 },
         );
     };
+    dev.mark_staged();
     dev.record(|enc| {
         if full_rows > 0 {
             copy(enc, offset, 0, width, full_rows);

@@ -64,10 +64,10 @@ impl Pool {
         Some(t)
     }
 
-    /// Keeps a staging texture for reuse unless that would exceed the cap.
+    /// Keeps a staging texture for reuse, evicting older entries of other sizes if needed.
     pub(crate) fn give_texture(&mut self, t: wgpu::Texture) {
         let bytes = texture_bytes(&t);
-        if self.kept + bytes > self.cap {
+        if !self.make_room(bytes) {
             return;
         }
         self.kept += bytes;
@@ -80,14 +80,33 @@ impl Pool {
         Some(buffer)
     }
 
-    /// Keeps `buffer` for reuse unless that would exceed the cap (then it is freed).
+    /// Keeps `buffer` for reuse, evicting older entries of other sizes if needed.
     pub(crate) fn give(&mut self, kind: BufferKind, buffer: wgpu::Buffer) {
         let class = buffer.size();
-        if self.kept + class > self.cap {
+        if !self.make_room(class) {
             return;
         }
         self.kept += class;
         self.free.entry((kind, class)).or_default().push(buffer);
+    }
+
+    /// Frees kept entries until `bytes` more fit under the cap; false if they never can. What
+    /// was returned last is what a loop needs next, so the new entry wins over old ones.
+    fn make_room(&mut self, bytes: u64) -> bool {
+        if bytes > self.cap {
+            return false;
+        }
+        while self.kept + bytes > self.cap {
+            let freed = if let Some(list) = self.free.values_mut().find(|l| !l.is_empty()) {
+                list.pop().map_or(0, |b| b.size())
+            } else if let Some(list) = self.textures.values_mut().find(|l| !l.is_empty()) {
+                list.pop().map_or(0, |t| texture_bytes(&t))
+            } else {
+                return false;
+            };
+            self.kept -= freed;
+        }
+        true
     }
 
     /// Frees every kept buffer.

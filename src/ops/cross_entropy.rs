@@ -155,7 +155,7 @@ pub(crate) fn class_loss(
     check_u32(op, rows)?;
     check_u32(op, cols)?;
 
-    let path = dev.input_path(kernel, &[(input.storage.buffer(), input.numel())]);
+    let path = dev.input_path(kernel, &[(input.storage.buffer(), input.numel())])?;
     let pipe = dev.pipeline_for(kernel, path, op, constants)?;
     let check = TargetCheck::new(op, targets, cols, ignore_index)?;
     let loss = Storage::alloc(dev, rows as u64 * 4)?;

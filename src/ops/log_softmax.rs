@@ -80,7 +80,7 @@ fn run(op: &'static str, entry: &'static str, strategy: RowStrategy, x: &Tensor)
     }
     check_u32(op, cols)?;
     let plan = strategy.plan(op, dev, rows, cols)?;
-    let path = dev.input_path(KernelId::LogSoftmax, &[(x.storage.buffer(), x.numel())]);
+    let path = dev.input_path(KernelId::LogSoftmax, &[(x.storage.buffer(), x.numel())])?;
     let pipe = dev.pipeline_for(KernelId::LogSoftmax, path, entry, &plan.constants())?;
     let row_bytes = cols as u64 * 4;
     for chunk in row_chunks(dev, "one row", rows, &[row_bytes, row_bytes], 1)? {

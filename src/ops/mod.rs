@@ -179,7 +179,7 @@ pub(crate) fn elementwise(
     all_constants.extend_from_slice(constants);
     let staged: Vec<(&wgpu::Buffer, usize)> =
         inputs.iter().filter(|i| i.staged(kernel)).map(|i| (i.buffer, n)).collect();
-    let path = dev.input_path(kernel, &staged);
+    let path = dev.input_path(kernel, &staged)?;
     let pipe = dev.pipeline_for(kernel, path, entry, &all_constants)?;
     let n_parts = if n == 0 { 1 } else { (n as u64).div_ceil(EW_CHUNK) * SUM_WG as u64 };
     let out = if reduced {

@@ -13,21 +13,22 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-@compute @workgroup_size(WG)
-fn log_softmax(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+// Writes this thread's share of the row: x - lse (log_softmax) or exp(x - max) / sum (softmax).
+fn normalize(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
     let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
     let lane = lid % TPR;
     let live = row < params.rows;
     let base = row * params.cols;
     let st = row_state(base, params.cols, lane, lid, live);
+    // out = (x - shift) for log_softmax, exp(x - shift) * scale for softmax
+    let shift = select(lse_value(st), st.x, soft);
+    let scale = 1.0 / st.y;
     if (live && QUADS) {
-        let lse = lse_value(st);
         for (var q = lane; q < params.cols / 4u; q += TPR) {
-            let v = ld4_x(base / 4u + q) - lse;
+            var v = ld4_x(base / 4u + q) - shift;
+            if (soft) {
+                v = exp(v) * scale;
+            }
             let i = base + 4u * q;
             y[i] = v.x;
             y[i + 1u] = v.y;
@@ -35,11 +36,23 @@ fn log_softmax(
             y[i + 3u] = v.w;
         }
     } else if (live) {
-        let lse = lse_value(st);
         for (var c = lane; c < params.cols; c += TPR) {
-            y[base + c] = ld_x(base + c) - lse;
+            var v = ld_x(base + c) - shift;
+            if (soft) {
+                v = exp(v) * scale;
+            }
+            y[base + c] = v;
         }
     }
+}
+
+@compute @workgroup_size(WG)
+fn log_softmax(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    normalize(wid, nwg, lid, false);
 }
 
 @compute @workgroup_size(WG)
@@ -48,25 +61,5 @@ fn softmax(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
-    let lane = lid % TPR;
-    let live = row < params.rows;
-    let base = row * params.cols;
-    let st = row_state(base, params.cols, lane, lid, live);
-    if (live && QUADS) {
-        let inv = 1.0 / st.y;
-        for (var q = lane; q < params.cols / 4u; q += TPR) {
-            let v = exp(ld4_x(base / 4u + q) - st.x) * inv;
-            let i = base + 4u * q;
-            y[i] = v.x;
-            y[i + 1u] = v.y;
-            y[i + 2u] = v.z;
-            y[i + 3u] = v.w;
-        }
-    } else if (live) {
-        let inv = 1.0 / st.y;
-        for (var c = lane; c < params.cols; c += TPR) {
-            y[base + c] = exp(ld_x(base + c) - st.x) * inv;
-        }
-    }
+    normalize(wid, nwg, lid, true);
 }

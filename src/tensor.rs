@@ -191,13 +191,7 @@ impl Tensor {
     /// Wraps an application's buffer (created on this device with `STORAGE` usage, holding
     /// at least `shape`'s elements as f32 from offset 0). The buffer is not returned to the pool.
     pub fn from_buffer(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Tensor> {
-        let n = numel(shape)?;
-        let bytes = n as u64 * 4;
-        wrap_check(&buffer, bytes)?;
-        Ok(Tensor::new(
-            Arc::new(Storage { buffer: Some(buffer), pooled: false, dev: dev.clone() }),
-            shape.to_vec(),
-        ))
+        Ok(Tensor::new(wrap(dev, buffer, shape)?, shape.to_vec()))
     }
 
     /// The device the tensor lives on.
@@ -243,6 +237,13 @@ impl Tensor {
         }
         Ok(self.to_vec()?[0])
     }
+}
+
+/// Adopts an application's buffer holding `shape`'s elements (4 bytes each) from offset 0; it
+/// never goes to the pool.
+fn wrap(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Arc<Storage>> {
+    wrap_check(&buffer, numel(shape)? as u64 * 4)?;
+    Ok(Arc::new(Storage { buffer: Some(buffer), pooled: false, dev: dev.clone() }))
 }
 
 fn wrap_check(buffer: &wgpu::Buffer, bytes: u64) -> Result<()> {
@@ -301,13 +302,7 @@ impl std::fmt::Debug for Indices {
 impl Indices {
     /// Wraps an application's buffer of i32 class ids (STORAGE usage, from offset 0).
     pub fn from_buffer(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Indices> {
-        let n = numel(shape)?;
-        let bytes = n as u64 * 4;
-        wrap_check(&buffer, bytes)?;
-        Ok(Indices {
-            storage: Arc::new(Storage { buffer: Some(buffer), pooled: false, dev: dev.clone() }),
-            shape: shape.to_vec(),
-        })
+        Ok(Indices { storage: wrap(dev, buffer, shape)?, shape: shape.to_vec() })
     }
 
     /// The device the ids live on.

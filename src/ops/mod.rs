@@ -181,7 +181,7 @@ pub(crate) fn elementwise(
         inputs.iter().filter(|i| i.staged(kernel)).map(|i| (i.buffer, n)).collect();
     let path = dev.input_path(kernel, &staged)?;
     let pipe = dev.pipeline_for(kernel, path, entry, &all_constants)?;
-    let n_parts = if n == 0 { 1 } else { (n as u64).div_ceil(EW_CHUNK) * SUM_WG as u64 };
+    let n_parts = crate::ops::reduce::parts_for(n, EW_CHUNK);
     let out = if reduced {
         let parts = Storage::alloc(dev, n_parts * 4)?;
         if n == 0 {

@@ -38,10 +38,10 @@ pub(crate) enum Finish {
     MeanWeights = 2,
 }
 
-/// The number of stage-one partials for `n` elements (one per thread; a single cleared one for
-/// an empty input).
-pub(crate) fn parts_for(n: usize) -> u64 {
-    if n == 0 { 1 } else { (n as u64).div_ceil(SUM_CHUNK) * SUM_WG as u64 }
+/// The number of stage-one partials for `n` elements in workgroup chunks of `chunk` elements
+/// (one per thread; a single cleared one for an empty input).
+pub(crate) fn parts_for(n: usize, chunk: u64) -> u64 {
+    if n == 0 { 1 } else { (n as u64).div_ceil(chunk) * SUM_WG as u64 }
 }
 
 /// Stage two: `n_parts` partials (pairs when `has_b`) to a 0-d tensor.
@@ -84,7 +84,7 @@ pub(crate) fn reduce(
     count: f64,
     checks: Vec<TargetCheck>,
 ) -> Result<Tensor> {
-    let n_parts = parts_for(n);
+    let n_parts = parts_for(n, SUM_CHUNK);
     let width = if b.is_some() { 2 } else { 1 };
     let parts = Storage::alloc(dev, n_parts * 4 * width)?;
     if n == 0 {

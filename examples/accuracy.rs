@@ -6,6 +6,7 @@
 //! cargo run --release --example accuracy
 //! ```
 
+use wgpu_loss::reference::pointwise::{self, Pointwise};
 use wgpu_loss::{
     BceWithLogits, CrossEntropy, Device, Linear, LinearKernel, Nll, Reduction, Result, reference,
 };
@@ -117,7 +118,7 @@ fn main() -> Result<()> {
                 "bce_with_logits",
                 &format!("256x1000, {label}, none"),
                 got,
-                reference::bce_with_logits::bce_with_logits(xs, &probs, c, None, None, Reduction::None),
+                pointwise::forward(Pointwise::BceWithLogits, xs, &probs, c, None, None, Reduction::None, 0.0),
             );
         }
         let pw: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 / 500.0).collect();
@@ -126,14 +127,23 @@ fn main() -> Result<()> {
             "bce_with_logits",
             "256x1000, pos_weight, mean",
             got,
-            reference::bce_with_logits::bce_with_logits(&logits, &probs, c, None, Some(&pw), Reduction::Mean),
+            pointwise::forward(
+                Pointwise::BceWithLogits,
+                &logits,
+                &probs,
+                c,
+                None,
+                Some(&pw),
+                Reduction::Mean,
+                logits.len() as f64,
+            ),
         );
         for (red, label) in [(Reduction::None, "none"), (Reduction::Mean, "mean")] {
             row(
                 "mse",
                 &format!("256000, {label}"),
                 wgpu_loss::mse(&x, &y, red)?.to_vec()?,
-                reference::mse::mse(&logits, &probs, red),
+                pointwise::forward(Pointwise::Mse, &logits, &probs, c, None, None, red, logits.len() as f64),
             );
         }
         row("sum", "256000", vec![wgpu_loss::sum(&x)?.item()?], vec![reference::reduce::sum(&logits)]);

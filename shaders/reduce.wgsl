@@ -6,6 +6,8 @@
 //   finish:   one workgroup sums the n partials in index order and writes, as f32 bits,
 //             mode 0: sum a | mode 1: sum a / count | mode 2: sum a / sum b.
 //             A mean over nothing (count or sum b == 0) is NaN, written as an integer pattern.
+// NaN: values of a and partials are read as bits; a NaN anywhere makes its partial NaN and the
+// result NaN, found with bit tests rather than by NaN arithmetic (DESIGN.md).
 // bindings (partials): 0 uniform Params | 1 a (n) | 2 b (n) | 3 parts write
 // bindings (finish):   0 uniform Params | 4 parts (n or 2n) | 5 result (1) u32 write
 
@@ -21,10 +23,14 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<u32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> parts: array<f32>;
-@group(0) @binding(4) var<storage, read> parts_in: array<f32>;
+@group(0) @binding(3) var<storage, read_write> parts: array<u32>;
+@group(0) @binding(4) var<storage, read> parts_in: array<u32>;
+
+fn is_nan(bits: u32) -> bool {
+    return (bits & 0x7fffffffu) > 0x7f800000u;
+}
 @group(0) @binding(5) var<storage, read_write> result: array<u32>;
 
 @compute @workgroup_size(WG)
@@ -36,35 +42,43 @@ fn partials(
     let g = group_index(wid, nwg);
     let base = g * WG * ITEMS;
     var acc = vec2<f32>(0.0, 0.0);
+    var nan = false;
     for (var k = 0u; k < ITEMS; k++) {
         let i = base + k * WG + lid;
         if (i < params.n) {
-            acc.x += a[i];
+            let bits = a[i];
+            nan = nan | is_nan(bits);
+            acc.x += select(bitcast<f32>(bits), 0.0, is_nan(bits));
             if (params.has_b != 0u) {
                 acc.y += b[i];
             }
         }
     }
     let p = (params.part_base + g) * WG + lid;
+    let x = select(bitcast<u32>(acc.x), NAN_BITS, nan);
     if (params.has_b != 0u) {
-        parts[2u * p] = acc.x;
-        parts[2u * p + 1u] = acc.y;
+        parts[2u * p] = x;
+        parts[2u * p + 1u] = bitcast<u32>(acc.y);
     } else {
-        parts[p] = acc.x;
+        parts[p] = x;
     }
 }
 
 @compute @workgroup_size(WG)
 fn finish(@builtin(local_invocation_index) lid: u32) {
     var acc = vec2<f32>(0.0, 0.0);
+    var nans = 0.0;
     for (var i = lid; i < params.n; i += WG) {
+        let stride = select(1u, 2u, params.has_b != 0u);
+        let bits = parts_in[stride * i];
+        nans += select(0.0, 1.0, is_nan(bits));
+        acc.x += select(bitcast<f32>(bits), 0.0, is_nan(bits));
         if (params.has_b != 0u) {
-            acc += vec2<f32>(parts_in[2u * i], parts_in[2u * i + 1u]);
-        } else {
-            acc.x += parts_in[i];
+            acc.y += bitcast<f32>(parts_in[2u * i + 1u]);
         }
     }
     let s = tree_sum(acc, lid);
+    let any_nan = tree_sum(vec2<f32>(nans, 0.0), lid).x > 0.0;
     if (lid == 0u) {
         var bits = bitcast<u32>(s.x);
         if (params.mode == 1u) {
@@ -79,6 +93,9 @@ fn finish(@builtin(local_invocation_index) lid: u32) {
             } else {
                 bits = bitcast<u32>(s.x / s.y);
             }
+        }
+        if (any_nan) {
+            bits = NAN_BITS;
         }
         result[params.part_base] = bits;
     }

@@ -68,6 +68,19 @@ pub enum Error {
         /// The ignore index in force.
         ignore_index: i64,
     },
+    /// An input value outside the operation's domain (e.g. a probability outside [0, 1] for
+    /// `bce`). Detected by the kernel and reported when the result is read.
+    #[error("{op}: input {value} at position {position} is outside {expected}")]
+    InputOutOfRange {
+        /// The operation that found it.
+        op: &'static str,
+        /// The flat position of the first bad value.
+        position: usize,
+        /// Its value (NaN counts as outside).
+        value: f32,
+        /// The accepted range.
+        expected: &'static str,
+    },
     /// An option or a value outside what the operation accepts.
     #[error("{op}: {message}")]
     InvalidArgument {

@@ -44,10 +44,9 @@ pub enum KernelId {
     CrossEntropy,
     /// NLL gather from log-probabilities.
     Nll,
-    /// Binary cross-entropy on logits.
-    BceWithLogits,
-    /// Squared error.
-    Mse,
+    /// Every elementwise loss (mse, l1, smooth_l1, huber, bce, bce_with_logits, kl_div), its
+    /// gradient, and binary accuracy.
+    Pointwise,
     /// Two-stage fixed-order reductions to a scalar.
     Reduce,
     /// The read-once and copy yardsticks for benchmarks.
@@ -56,14 +55,13 @@ pub enum KernelId {
 
 impl KernelId {
     /// Every kernel, for validation and warm-up.
-    pub const ALL: [KernelId; 9] = [
+    pub const ALL: [KernelId; 8] = [
         KernelId::Linear,
         KernelId::LinearBlocked,
         KernelId::LogSoftmax,
         KernelId::CrossEntropy,
         KernelId::Nll,
-        KernelId::BceWithLogits,
-        KernelId::Mse,
+        KernelId::Pointwise,
         KernelId::Reduce,
         KernelId::Bandwidth,
     ];
@@ -76,8 +74,7 @@ impl KernelId {
             KernelId::LogSoftmax => "log_softmax",
             KernelId::CrossEntropy => "cross_entropy",
             KernelId::Nll => "nll",
-            KernelId::BceWithLogits => "bce_with_logits",
-            KernelId::Mse => "mse",
+            KernelId::Pointwise => "pointwise",
             KernelId::Reduce => "reduce",
             KernelId::Bandwidth => "bandwidth",
         }
@@ -111,7 +108,7 @@ impl KernelId {
     pub fn staged_inputs(self) -> &'static [(&'static str, u32)] {
         match self {
             KernelId::LogSoftmax | KernelId::CrossEntropy => &[("x", 1)],
-            KernelId::BceWithLogits | KernelId::Mse => &[("x", 1), ("y", 2)],
+            KernelId::Pointwise => &[("x", 1), ("y", 2)],
             _ => &[],
         }
     }
@@ -123,8 +120,7 @@ impl KernelId {
             KernelId::LogSoftmax => shader!("rows.wgsl", "log_softmax.wgsl").into(),
             KernelId::CrossEntropy => shader!("rows.wgsl", "class_rows.wgsl", "cross_entropy.wgsl").into(),
             KernelId::Nll => shader!("class_rows.wgsl", "nll.wgsl").into(),
-            KernelId::BceWithLogits => shader!("sum.wgsl", "bce_with_logits.wgsl", "elementwise.wgsl").into(),
-            KernelId::Mse => shader!("sum.wgsl", "mse.wgsl", "elementwise.wgsl").into(),
+            KernelId::Pointwise => shader!("sum.wgsl", "pointwise.wgsl").into(),
             KernelId::Reduce => shader!("sum.wgsl", "reduce.wgsl").into(),
             KernelId::Bandwidth => shader!("bandwidth.wgsl").into(),
         }
@@ -171,7 +167,7 @@ impl KernelId {
             KernelId::LogSoftmax => &["log_softmax", "softmax"],
             KernelId::CrossEntropy => &["cross_entropy"],
             KernelId::Nll => &["nll"],
-            KernelId::BceWithLogits | KernelId::Mse => &["forward_none", "forward_partials"],
+            KernelId::Pointwise => &["forward_none", "forward_partials", "backward"],
             KernelId::Reduce => &["partials", "finish"],
             KernelId::Bandwidth => &["read_sum", "copy"],
         }
@@ -579,8 +575,7 @@ pub fn uniform_size(kernel: KernelId) -> usize {
         KernelId::Linear | KernelId::LinearBlocked => size_of::<ops::linear::Params>(),
         KernelId::LogSoftmax => size_of::<ops::log_softmax::Params>(),
         KernelId::CrossEntropy | KernelId::Nll => size_of::<ops::cross_entropy::Params>(),
-        KernelId::BceWithLogits => size_of::<ops::bce_with_logits::Params>(),
-        KernelId::Mse => size_of::<ops::mse::Params>(),
+        KernelId::Pointwise => size_of::<ops::pointwise::Params>(),
         KernelId::Reduce => size_of::<ops::reduce::Params>(),
         KernelId::Bandwidth => size_of::<ops::bandwidth::Params>(),
     }

@@ -38,12 +38,14 @@ pub mod tensor;
 pub use device::{Device, DeviceOptions, INSTALL_HELP};
 pub use error::{Error, Result};
 pub use kernels::KernelId;
-pub use ops::bce_with_logits::{BceWithLogits, bce_with_logits};
 pub use ops::cross_entropy::{CrossEntropy, DEFAULT_IGNORE_INDEX, cross_entropy};
 pub use ops::linear::{Linear, LinearKernel, linear};
 pub use ops::log_softmax::{LogSoftmax, Softmax, log_softmax, softmax};
-pub use ops::mse::mse;
 pub use ops::nll::{Nll, nll};
+pub use ops::pointwise::{
+    Bce, BceWithLogits, Huber, KlDiv, KlReduction, L1, Mse, SmoothL1, bce, bce_with_logits, binary_accuracy,
+    l1, mse,
+};
 pub use ops::reduce::{mean, sum};
 pub use ops::{Reduction, RowStrategy};
 pub use tensor::{ClassId, Indices, Tensor};

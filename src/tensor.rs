@@ -52,6 +52,17 @@ impl Storage {
     }
 }
 
+impl Storage {
+    /// The 4 bytes at element `position`, read with 4 bytes of traffic (to report a bad value).
+    pub(crate) fn read_word(&self, position: usize) -> Result<[u8; 4]> {
+        let dev = &self.dev;
+        let one = Storage::alloc(dev, 4)?;
+        dev.record(|enc| enc.copy_buffer_to_buffer(self.buffer(), position as u64 * 4, one.buffer(), 0, 4));
+        let bytes = pollster::block_on(read_many(dev, &[(&one, 4)]))?;
+        Ok([bytes[0][0], bytes[0][1], bytes[0][2], bytes[0][3]])
+    }
+}
+
 impl Drop for Storage {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take()
@@ -62,15 +73,22 @@ impl Drop for Storage {
     }
 }
 
-/// A flag written by a kernel that validates class ids; read along with the result.
+/// A flag written by a kernel that validates its inputs; read along with the result.
 #[derive(Clone)]
 pub(crate) struct TargetCheck {
-    /// One u32: 0 when every target was valid, else `u32::MAX - first bad position`.
+    /// One u32: 0 when every value was valid, else `u32::MAX - first bad position`.
     pub(crate) status: Arc<Storage>,
     pub(crate) op: &'static str,
-    pub(crate) targets: Indices,
-    pub(crate) classes: usize,
-    pub(crate) ignore_index: i64,
+    pub(crate) kind: CheckKind,
+}
+
+/// What a [`TargetCheck`] validates.
+#[derive(Clone)]
+pub(crate) enum CheckKind {
+    /// Class ids in `0..classes` or equal to `ignore_index`.
+    Classes { targets: Indices, classes: usize, ignore_index: i64 },
+    /// f32 inputs in the range `expected` names (e.g. probabilities in [0, 1]).
+    Domain { input: Arc<Storage>, expected: &'static str },
 }
 
 impl TargetCheck {
@@ -81,10 +99,20 @@ impl TargetCheck {
         classes: usize,
         ignore_index: i64,
     ) -> Result<TargetCheck> {
-        let dev = targets.device();
+        let kind = CheckKind::Classes { targets: targets.clone(), classes, ignore_index };
+        Self::with_kind(op, targets.device(), kind)
+    }
+
+    /// A check that `input` holds values in the range `expected` names.
+    pub(crate) fn domain(op: &'static str, input: &Tensor, expected: &'static str) -> Result<TargetCheck> {
+        let kind = CheckKind::Domain { input: input.storage.clone(), expected };
+        Self::with_kind(op, input.device(), kind)
+    }
+
+    fn with_kind(op: &'static str, dev: &Device, kind: CheckKind) -> Result<TargetCheck> {
         let status = Storage::alloc(dev, 4)?;
         dev.record(|enc| enc.clear_buffer(status.buffer(), 0, Some(4)));
-        Ok(TargetCheck { status, op, targets: targets.clone(), classes, ignore_index })
+        Ok(TargetCheck { status, op, kind })
     }
 
     fn error(&self, word: u32) -> Result<()> {
@@ -92,14 +120,22 @@ impl TargetCheck {
             return Ok(());
         }
         let position = (u32::MAX - word) as usize;
-        let value = self.targets.read_at(position)?;
-        Err(Error::TargetOutOfRange {
-            op: self.op,
-            position,
-            value: value as i64,
-            classes: self.classes,
-            ignore_index: self.ignore_index,
-        })
+        match &self.kind {
+            CheckKind::Classes { targets, classes, ignore_index } => {
+                let value = i32::from_le_bytes(targets.storage.read_word(position)?);
+                Err(Error::TargetOutOfRange {
+                    op: self.op,
+                    position,
+                    value: value as i64,
+                    classes: *classes,
+                    ignore_index: *ignore_index,
+                })
+            }
+            CheckKind::Domain { input, expected } => {
+                let value = f32::from_le_bytes(input.read_word(position)?);
+                Err(Error::InputOutOfRange { op: self.op, position, value, expected })
+            }
+        }
     }
 }
 
@@ -330,17 +366,6 @@ impl Indices {
         let bytes =
             pollster::block_on(read_many(self.device(), &[(&self.storage, self.numel() as u64 * 4)]))?;
         Ok(bytemuck::pod_collect_to_vec(&bytes[0]))
-    }
-
-    /// One id, read with 4 bytes of traffic (used to report a bad target).
-    fn read_at(&self, position: usize) -> Result<i32> {
-        let dev = self.device();
-        let one = Storage::alloc(dev, 4)?;
-        dev.record(|enc| {
-            enc.copy_buffer_to_buffer(self.storage.buffer(), position as u64 * 4, one.buffer(), 0, 4)
-        });
-        let bytes = pollster::block_on(read_many(dev, &[(&one, 4)]))?;
-        Ok(i32::from_le_bytes([bytes[0][0], bytes[0][1], bytes[0][2], bytes[0][3]]))
     }
 }
 

@@ -4,6 +4,7 @@ mod common;
 
 use common::{Rng, Tol, assert_close, devices};
 use proptest::prelude::*;
+use wgpu_loss::reference::pointwise::Pointwise;
 use wgpu_loss::{BceWithLogits, CrossEntropy, Reduction, RowStrategy, reference};
 
 fn reduction() -> impl Strategy<Value = Reduction> {
@@ -69,10 +70,10 @@ proptest! {
                 bce = bce.weight(dev.tensor(&w, &[cols]).unwrap());
             }
             let got = bce.forward(&xt, &yt).unwrap().to_vec().unwrap();
-            let want = reference::bce_with_logits::bce_with_logits(&x, &y, cols, weighted.then_some(w.as_slice()), pos.then_some(pw.as_slice()), red);
+            let want = reference::pointwise::forward(Pointwise::BceWithLogits, &x, &y, cols, weighted.then_some(w.as_slice()), pos.then_some(pw.as_slice()), red, n as f64);
             assert_close(&format!("{} bce", common::label(dev)), &got, &want, Tol::scaled(scale as f64).sum(n));
             let got = wgpu_loss::mse(&xt, &yt, red).unwrap().to_vec().unwrap();
-            assert_close(&format!("{} mse", common::label(dev)), &got, &reference::mse::mse(&x, &y, red), Tol::ELEMENT.sum(n));
+            assert_close(&format!("{} mse", common::label(dev)), &got, &reference::pointwise::forward(Pointwise::Mse, &x, &y, cols, None, None, red, n as f64), Tol::ELEMENT.sum(n));
         }
     }
 }

@@ -4,7 +4,8 @@
 //! the Python that produced each is in the comment above it.
 
 use wgpu_loss::Reduction::{Mean, None as Keep, Sum};
-use wgpu_loss::reference::{bce_with_logits, cross_entropy, linear, log_softmax, mse, nll, reduce};
+use wgpu_loss::reference::pointwise::{Pointwise, forward};
+use wgpu_loss::reference::{cross_entropy, linear, log_softmax, nll, reduce};
 
 fn close(got: &[f64], want: &[f64]) {
     assert_eq!(got.len(), want.len());
@@ -65,17 +66,29 @@ fn bce_with_logits_golden() {
     // F.binary_cross_entropy_with_logits(torch.tensor([100., -100., 0.]), torch.tensor([0., 1., 1.]), reduction='none')
     //   -> [100., 100., 0.69314718]
     close(
-        &bce_with_logits::bce_with_logits(&[100.0, -100.0, 0.0], &[0.0, 1.0, 1.0], 3, None, None, Keep),
+        &forward(
+            Pointwise::BceWithLogits,
+            &[100.0f32, -100.0, 0.0],
+            &[0.0, 1.0, 1.0],
+            3,
+            None,
+            None,
+            Keep,
+            3.0,
+        ),
         &[100.0, 100.0, std::f64::consts::LN_2],
     );
     // ... pos_weight=torch.tensor([3.]) with x = 0, y = 1 -> 2.07944154
-    close(&bce_with_logits::bce_with_logits(&[0.0], &[1.0], 1, None, Some(&[3.0]), Keep), &[2.07944154]);
+    close(
+        &forward(Pointwise::BceWithLogits, &[0.0f32], &[1.0], 1, None, Some(&[3.0]), Keep, 1.0),
+        &[2.07944154],
+    );
 }
 
 #[test]
 fn mse_linear_reduce_golden() {
     // F.mse_loss(torch.tensor([1., 2.]), torch.tensor([0., 4.])) -> 2.5
-    close(&mse::mse(&[1.0, 2.0], &[0.0, 4.0], Mean), &[2.5]);
+    close(&forward(Pointwise::Mse, &[1.0f32, 2.0], &[0.0, 4.0], 2, None, None, Mean, 2.0), &[2.5]);
     // F.linear(torch.tensor([[1., 2.]]), torch.tensor([[1., 0.], [0., 1.], [1., 1.]]), torch.tensor([.5, .5, .5]))
     //   -> [[1.5, 2.5, 3.5]]
     close(
@@ -85,4 +98,47 @@ fn mse_linear_reduce_golden() {
     // torch.tensor([]).mean() -> nan
     assert!(reduce::mean(&[]).is_nan());
     assert_eq!(reduce::sum(&[1.0, 2.0]), 3.0);
+}
+
+/// Central finite differences in f64, step `h`, of `f` at `x`.
+fn central(f: impl Fn(f64) -> f64, x: f64, h: f64) -> f64 {
+    (f(x + h) - f(x - h)) / (2.0 * h)
+}
+
+#[test]
+fn pointwise_gradients_match_finite_differences() {
+    // Points away from the kinks (|x − y| = β or δ, x = y for l1) where the derivative jumps;
+    // the kinks themselves are fixed by the golden-value tests (sign(0) = 0).
+    let losses = [
+        Pointwise::Mse,
+        Pointwise::L1,
+        Pointwise::SmoothL1(1.0),
+        Pointwise::SmoothL1(0.5),
+        Pointwise::Huber(2.0),
+        Pointwise::Bce,
+        Pointwise::BceWithLogits,
+        Pointwise::KlDiv(false),
+        Pointwise::KlDiv(true),
+    ];
+    let points = [(0.3, 0.7), (0.9, 0.2), (0.05, 0.95), (0.6, 0.6001), (0.45, 0.1)];
+    for loss in losses {
+        for &(x, y) in &points {
+            for pw in [1.0, 2.5] {
+                let pw = if loss == Pointwise::BceWithLogits { pw } else { 1.0 };
+                let (dx, dy) = loss.grad(x, y, pw);
+                let fx = central(|v| loss.value(v, y, pw), x, 1e-6);
+                assert!(
+                    (dx - fx).abs() < 1e-6 * (1.0 + fx.abs()),
+                    "{loss:?} d/dx at ({x}, {y}): {dx} vs {fx}"
+                );
+                if !dy.is_nan() {
+                    let fy = central(|v| loss.value(x, v, pw), y, 1e-6);
+                    assert!(
+                        (dy - fy).abs() < 1e-6 * (1.0 + fy.abs()),
+                        "{loss:?} d/dy at ({x}, {y}): {dy} vs {fy}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -4,12 +4,11 @@
 //! same name in `shaders/`.
 
 pub mod bandwidth;
-pub mod bce_with_logits;
 pub mod cross_entropy;
 pub mod linear;
 pub mod log_softmax;
-pub mod mse;
 pub mod nll;
+pub mod pointwise;
 pub mod reduce;
 
 use crate::device::Device;
@@ -109,10 +108,6 @@ pub(crate) const SUM_WG: u32 = 64;
 pub(crate) const SUM_ITEMS: u32 = 64;
 pub(crate) const SUM_CHUNK: u64 = (SUM_WG * SUM_ITEMS) as u64;
 
-/// Elements in one workgroup's chunk of a pointwise loss's fused partial sums (each thread
-/// takes four elements at a time).
-pub(crate) const EW_CHUNK: u64 = 4 * SUM_CHUNK;
-
 pub(crate) fn sum_constants() -> [(&'static str, f64); 2] {
     [("WG", SUM_WG as f64), ("ITEMS", SUM_ITEMS as f64)]
 }
@@ -131,95 +126,5 @@ pub(crate) fn rows_cols(shape: &[usize]) -> (usize, usize) {
     match shape.split_last() {
         Some((&c, lead)) => (lead.iter().product(), c),
         None => (1, 1),
-    }
-}
-
-/// One input of an elementwise kernel: its binding slot, its buffer, and whether it has one
-/// value per element (bound chunk by chunk) or is small and bound whole.
-pub(crate) struct EwInput<'a> {
-    pub(crate) slot: u32,
-    pub(crate) buffer: &'a wgpu::Buffer,
-    pub(crate) per_element: bool,
-}
-
-impl EwInput<'_> {
-    /// Read through an `ld_` accessor (and staged in a texture on software adapters).
-    fn staged(&self, kernel: crate::kernels::KernelId) -> bool {
-        kernel.staged_inputs().iter().any(|(_, slot)| *slot == self.slot)
-    }
-}
-
-/// Runs a pointwise loss built on `shaders/elementwise.wgsl` over `n` elements: per-element
-/// output for [`Reduction::None`], otherwise fused partial sums and the reduction's finish.
-/// `params(len, first, part_base)` packs the uniform for the chunk starting at element `first`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn elementwise(
-    dev: &Device,
-    kernel: crate::kernels::KernelId,
-    constants: &[(&'static str, f64)],
-    shape: &[usize],
-    inputs: &[EwInput<'_>],
-    out_slot: u32,
-    reduction: Reduction,
-    params: impl Fn(u32, usize, u32) -> Vec<u8>,
-    checks: Vec<crate::tensor::TargetCheck>,
-) -> Result<crate::tensor::Tensor> {
-    use crate::kernels::{Bind, Input, dispatch, input, row_chunks};
-    use crate::ops::reduce::{Finish, finish};
-    use crate::tensor::{Storage, Tensor};
-
-    let n: usize = shape.iter().product();
-    let per_element = inputs.iter().filter(|i| i.per_element).count() + 1;
-    let row_bytes = vec![4u64; per_element];
-    let reduced = reduction != Reduction::None;
-    // Chunks start on whole quads (16 bytes: texel-aligned when staged), and on whole
-    // workgroup chunks when reducing, so that the partition does not depend on the chunking.
-    let (entry, multiple) = if reduced { ("forward_partials", EW_CHUNK) } else { ("forward_none", 4) };
-    let mut all_constants = sum_constants().to_vec();
-    all_constants.extend_from_slice(constants);
-    let staged: Vec<(&wgpu::Buffer, usize)> =
-        inputs.iter().filter(|i| i.staged(kernel)).map(|i| (i.buffer, n)).collect();
-    let path = dev.input_path(kernel, &staged)?;
-    let pipe = dev.pipeline_for(kernel, path, entry, &all_constants)?;
-    let n_parts = crate::ops::reduce::parts_for(n, EW_CHUNK);
-    let out = if reduced {
-        let parts = Storage::alloc(dev, n_parts * 4)?;
-        if n == 0 {
-            dev.record(|enc| enc.clear_buffer(parts.buffer(), 0, Some(4)));
-        }
-        parts
-    } else {
-        Storage::alloc(dev, n as u64 * 4)?
-    };
-    for chunk in row_chunks(dev, "an elementwise input", n, &row_bytes, multiple)? {
-        let len = chunk.len() as u64;
-        let off = chunk.start as u64 * 4;
-        let bound: Vec<Input<'_>> = inputs
-            .iter()
-            .map(|i| {
-                if i.staged(kernel) {
-                    input(dev, path, i.slot, i.buffer, off, len)
-                } else if i.per_element {
-                    Input::Buffer(Bind::range(i.slot, i.buffer, off, len * 4))
-                } else {
-                    Input::Buffer(Bind::all(i.slot, i.buffer))
-                }
-            })
-            .collect();
-        let mut binds: Vec<Bind<'_>> = bound.iter().map(Input::bind).collect();
-        let groups = if reduced {
-            binds.push(Bind::all(out_slot, out.buffer()));
-            len.div_ceil(EW_CHUNK)
-        } else {
-            binds.push(Bind::range(out_slot, out.buffer(), off, len * 4));
-            len.div_ceil(4 * SUM_WG as u64)
-        };
-        let part_base = (chunk.start as u64 / EW_CHUNK) as u32;
-        dispatch(dev, &pipe, &params(len as u32, chunk.start, part_base), &binds, groups)?;
-    }
-    match reduction {
-        Reduction::None => Ok(Tensor { storage: out, shape: shape.to_vec(), checks }),
-        Reduction::Sum => finish(dev, &out, n_parts, false, Finish::Sum, 0.0, checks),
-        Reduction::Mean => finish(dev, &out, n_parts, false, Finish::MeanCount, n as f64, checks),
     }
 }

@@ -4,15 +4,20 @@
 //! they are easy to compare with the WGSL. They are public: check your own adapter with them.
 //! Results of reduced losses are one-element vectors.
 
-pub mod bce_with_logits;
 pub mod cross_entropy;
 pub mod linear;
 pub mod log_softmax;
-pub mod mse;
 pub mod nll;
+pub mod pointwise;
 pub mod reduce;
 
 pub use crate::ops::Reduction;
+
+/// The element types the references accept: f32 data as the kernels see it, or f64 (for
+/// finite-difference checks of the gradients).
+pub trait Real: Copy + Into<f64> {}
+impl Real for f32 {}
+impl Real for f64 {}
 
 /// log(Σ exp(v)) computed with the maximum subtracted.
 pub(crate) fn logsumexp(row: &[f32]) -> f64 {

@@ -1,0 +1,258 @@
+// pointwise: every elementwise loss, its gradient, and binary accuracy. LOSS (an override) picks
+// the formula, so each loss compiles to straight-line code: a branch on a uniform value still
+// costs both sides on software adapters. Work goes by quads: elements 4q .. 4q + 3 are one texel
+// of a staged input or one vec4 (values past n are computed and ignored).
+//
+//   forward_none:     out[i] = loss of element i                        (reduction none)
+//   forward_partials: out[(part_base + g) * WG + lid] = this thread's sum over quads
+//                     g * WG * ITEMS + k * WG + lid, k = 0..ITEMS, in order (a fixed partition
+//                     of 4 * WG * ITEMS elements per workgroup, finished by reduce.wgsl's
+//                     `finish`); the per-element losses are never written.
+//   backward:         out[i] = dloss/dx[i] * s[i], dy[i] = dloss/dy[i] * s[i] (when WANT_DY),
+//                     s = the upstream gradient (per element, or g[0] * params.scale).
+//
+// NaN: kernels may not rely on NaN arithmetic (DESIGN.md), so NaN inputs are found with bit tests
+// and NaN outputs are written as bit patterns: outputs are u32 views of f32 values.
+// bindings: 0 uniform Params | 1 x, 2 y through ld_x, ld_y | 3 weight | 4 pos_weight |
+//           5 out (loss, partials or dx) | 6 g (upstream gradient) | 7 dy | 8 status (domain)
+
+override LOSS: u32 = 0u;
+override FLAGS: u32 = 0u; // bit 0: elementwise weight, bit 1: per-column weight, bit 2: pos_weight
+override G_PER_ELEMENT: bool = false;
+override WANT_DY: bool = false;
+
+const MSE: u32 = 0u;
+const L1: u32 = 1u;
+const SMOOTH_L1: u32 = 2u;    // params.beta = beta > 0 (beta = 0 runs as L1)
+const HUBER: u32 = 3u;        // params.beta = delta > 0
+const BCE: u32 = 4u;          // x are probabilities in [0, 1]
+const BCE_WITH_LOGITS: u32 = 5u;
+const KL_DIV: u32 = 6u;       // x log-probabilities, y probabilities
+const KL_DIV_LOG_TARGET: u32 = 7u;
+const BINARY_ACCURACY: u32 = 8u; // 1 where (x > 0) == (y > 0.5), else 0
+
+struct Params {
+    n: u32,
+    cols: u32,
+    first: u32,     // flat index of this chunk's first element
+    part_base: u32,
+    beta: f32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> weight: array<f32>;
+@group(0) @binding(4) var<storage, read> pos_weight: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<u32>;
+@group(0) @binding(6) var<storage, read> g: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dy: array<u32>;
+@group(0) @binding(8) var<storage, read_write> status: array<atomic<u32>>;
+
+fn is_nan4(v: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
+}
+
+// f32 bits, or the NaN pattern where `nan`.
+fn bits4(v: vec4<f32>, nan: vec4<bool>) -> vec4<u32> {
+    return select(bitcast<vec4<u32>>(v), vec4<u32>(NAN_BITS), nan);
+}
+
+// Per-column value of `a` for elements 4q .. 4q + 3.
+fn col4(q: u32, pos: bool) -> vec4<f32> {
+    let c = params.first % params.cols + 4u * q;
+    let k = vec4<u32>(c, c + 1u, c + 2u, c + 3u) % params.cols;
+    if (pos) {
+        return vec4<f32>(pos_weight[k.x], pos_weight[k.y], pos_weight[k.z], pos_weight[k.w]);
+    }
+    return vec4<f32>(weight[k.x], weight[k.y], weight[k.z], weight[k.w]);
+}
+
+fn weight4(q: u32) -> vec4<f32> {
+    if ((FLAGS & 1u) != 0u) {
+        let i = 4u * q;
+        return vec4<f32>(weight[i], weight[i + 1u], weight[i + 2u], weight[i + 3u]);
+    }
+    if ((FLAGS & 2u) != 0u) {
+        return col4(q, false);
+    }
+    return vec4<f32>(1.0);
+}
+
+// The loss of elements 4q .. 4q + 3 and its derivatives in x and y, with where each is NaN.
+struct Eval {
+    loss: vec4<f32>,
+    dx: vec4<f32>,
+    dy: vec4<f32>,
+    nan: vec4<bool>,    // loss
+    dx_nan: vec4<bool>,
+    dy_nan: vec4<bool>,
+}
+
+fn eval(q: u32) -> Eval {
+    let v = ld4_x(q);
+    let t = ld4_y(q);
+    var e: Eval;
+    e.nan = is_nan4(v) | is_nan4(t);
+    e.dx_nan = e.nan;
+    e.dy_nan = e.nan;
+    let d = v - t;
+    let a = abs(d);
+    let small = a < vec4<f32>(params.beta);
+    if (LOSS == MSE) {
+        e.loss = d * d;
+        e.dx = 2.0 * d;
+        e.dy = -e.dx;
+    } else if (LOSS == L1) {
+        e.loss = a;
+        e.dx = sign(d);
+        e.dy = -e.dx;
+    } else if (LOSS == SMOOTH_L1) {
+        let b = params.beta;
+        e.loss = select(a - 0.5 * b, 0.5 * d * d / b, small);
+        e.dx = select(sign(d), d / b, small);
+        e.dy = -e.dx;
+    } else if (LOSS == HUBER) {
+        let b = params.beta;
+        e.loss = select(b * (a - 0.5 * b), 0.5 * d * d, small);
+        e.dx = select(b * sign(d), d, small);
+        e.dy = -e.dx;
+    } else if (LOSS == BCE) {
+        // log clamped at -100 as in PyTorch; log(0) is never used.
+        let zero = vec4<f32>(0.0);
+        let one = vec4<f32>(1.0);
+        let lp = select(max(log(v), vec4<f32>(-100.0)), vec4<f32>(-100.0), v <= zero);
+        let lq = select(max(log(1.0 - v), vec4<f32>(-100.0)), vec4<f32>(-100.0), v >= one);
+        e.loss = -(t * lp + (1.0 - t) * lq);
+        e.dx = (v - t) / max((1.0 - v) * v, vec4<f32>(1e-12));
+        let live = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.n);
+        let bad = (is_nan4(v) | (v < zero) | (v > one)) & live;
+        if (any(bad)) {
+            let k = select(select(select(3u, 2u, bad.z), 1u, bad.y), 0u, bad.x);
+            atomicMax(&status[0], 0xffffffffu - (params.first + 4u * q + k));
+        }
+    } else if (LOSS == BCE_WITH_LOGITS) {
+        // dloss/dx = (1 - y) sigma(x) - p y sigma(-x): both sigmoids computed directly, so
+        // neither is 1 minus the other.
+        let ex = exp(-abs(v));
+        let big = 1.0 / (1.0 + ex);
+        let tiny = ex / (1.0 + ex);
+        let sig = select(tiny, big, v >= vec4<f32>(0.0));
+        let sig_neg = select(big, tiny, v >= vec4<f32>(0.0));
+        if ((FLAGS & 4u) != 0u) {
+            let pw = col4(q, true);
+            let sp = max(-v, vec4<f32>(0.0)) + log1p_01v(ex);
+            e.loss = (1.0 - t) * v + (1.0 + (pw - 1.0) * t) * sp;
+            e.dx = (1.0 - t) * sig - pw * t * sig_neg;
+        } else {
+            // max(x, 0) - x y + log(1 + e^-|x|), each product kept apart from the other so
+            // that an infinite logit gives the loss's limit: (+inf, 0) and (-inf, 1) are +inf,
+            // (+inf, 1) and (-inf, 0) are 0.
+            let zero = vec4<f32>(0.0);
+            let pos = select(-t * v, (1.0 - t) * v, v >= zero);
+            let lin = select(pos, zero, select(t == zero, t == vec4<f32>(1.0), v >= zero));
+            e.loss = lin + log1p_01v(ex);
+            e.dx = (1.0 - t) * sig - t * sig_neg;
+        }
+    } else if (LOSS == KL_DIV) {
+        // xlogy(y, y) - y x, as PyTorch: 0 where y == 0, NaN where y < 0. The y-gradient
+        // log(y) + 1 - x is NaN where y == 0 (PyTorch's autograd gives 0/0 there).
+        let zero = t == vec4<f32>(0.0);
+        let neg = t < vec4<f32>(0.0);
+        e.loss = select(t * log(t), vec4<f32>(0.0), zero) - t * v;
+        e.dx = -t;
+        e.dy = log(t) + 1.0 - v;
+        e.nan |= neg;
+        e.dx_nan = is_nan4(t);
+        e.dy_nan |= zero | neg;
+    } else if (LOSS == KL_DIV_LOG_TARGET) {
+        let et = exp(t);
+        e.loss = et * (t - v);
+        e.dx = -et;
+        e.dy = et * (t - v + 1.0);
+    } else if (LOSS == BINARY_ACCURACY) {
+        // A NaN logit predicts 0, as (x > 0) does in PyTorch.
+        let pred = (v > vec4<f32>(0.0)) & !is_nan4(v);
+        e.loss = select(vec4<f32>(0.0), vec4<f32>(1.0), pred == (t > vec4<f32>(0.5)));
+        e.nan = is_nan4(t);
+    }
+    let w = weight4(q);
+    e.loss *= w;
+    e.dx *= w;
+    e.dy *= w;
+    return e;
+}
+
+@compute @workgroup_size(WG)
+fn forward_none(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let q = group_index(wid, nwg) * WG + lid;
+    let i = 4u * q;
+    if (i < params.n) {
+        let e = eval(q);
+        let b = bits4(e.loss, e.nan);
+        for (var j = 0u; j < 4u; j++) {
+            if (i + j < params.n) {
+                out[i + j] = b[j];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn forward_partials(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let g = group_index(wid, nwg);
+    let base = g * WG * ITEMS;
+    var acc = 0.0;
+    var nan = false;
+    for (var k = 0u; k < ITEMS; k++) {
+        let q = base + k * WG + lid;
+        let i = 4u * q;
+        if (i < params.n) {
+            let keep = vec4<u32>(i, i + 1u, i + 2u, i + 3u) < vec4<u32>(params.n);
+            let e = eval(q);
+            let l = select(vec4<f32>(0.0), e.loss, keep & !e.nan);
+            nan = nan | any(keep & e.nan);
+            acc += (l.x + l.y) + (l.z + l.w);
+        }
+    }
+    out[(params.part_base + g) * WG + lid] = select(bitcast<u32>(acc), NAN_BITS, nan);
+}
+
+@compute @workgroup_size(WG)
+fn backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let q = group_index(wid, nwg) * WG + lid;
+    let i = 4u * q;
+    if (i < params.n) {
+        let e = eval(q);
+        var s: vec4<f32>;
+        if (G_PER_ELEMENT) {
+            let k = min(vec4<u32>(i, i + 1u, i + 2u, i + 3u), vec4<u32>(params.n - 1u));
+            s = vec4<f32>(g[k.x], g[k.y], g[k.z], g[k.w]);
+        } else {
+            s = vec4<f32>(g[0] * params.scale);
+        }
+        let bx = bits4(e.dx * s, e.dx_nan);
+        let by = bits4(e.dy * s, e.dy_nan);
+        for (var j = 0u; j < 4u; j++) {
+            if (i + j < params.n) {
+                out[i + j] = bx[j];
+                if (WANT_DY) {
+                    dy[i + j] = by[j];
+                }
+            }
+        }
+    }
+}

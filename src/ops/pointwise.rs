@@ -1,0 +1,638 @@
+//! The pointwise losses — `mse`, `l1`, `smooth_l1`, `huber`, `bce`, `bce_with_logits`, `kl_div` —
+//! their gradients, and binary accuracy: one kernel family (`shaders/pointwise.wgsl`) whose
+//! formula is a pipeline constant.
+//!
+//! Input and target must have the same shape: nothing is broadcast (PyTorch broadcasts with a
+//! warning; here a mismatch is an [`Error::Shape`]). The mean and sum are fused with the
+//! elementwise pass, so the per-element values are never written. A NaN in an element makes
+//! that element's loss NaN and any mean or sum over it NaN, as in PyTorch.
+//!
+//! Every loss has `forward(input, target)` and `backward(input, target, grad_output)`, the
+//! gradient with respect to the input given the upstream gradient (a one-element tensor for
+//! mean and sum, a tensor of the input's shape for [`Reduction::None`]). Losses whose target
+//! gradient PyTorch defines also have `backward_with_target`, which returns both.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::reduce::{Finish, finish, parts_for};
+use super::{Reduction, SUM_CHUNK, SUM_WG, check_u32, rows_cols, sum_constants};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::kernels::{Bind, Input, KernelId, dispatch, input as input_at, row_chunks};
+use crate::tensor::{Storage, TargetCheck, Tensor, same_device};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) cols: u32,
+    pub(crate) first: u32,
+    pub(crate) part_base: u32,
+    pub(crate) beta: f32,
+    pub(crate) scale: f32,
+    pub(crate) _pad: [u32; 2],
+}
+const _: () = assert!(size_of::<Params>() == 32);
+
+/// Elements in one workgroup's chunk of the fused partial sums (each thread takes four elements
+/// at a time).
+const EW_CHUNK: u64 = 4 * SUM_CHUNK;
+
+/// The formula: the `LOSS` constant of `shaders/pointwise.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Formula {
+    Mse = 0,
+    L1 = 1,
+    SmoothL1 = 2,
+    Huber = 3,
+    Bce = 4,
+    BceWithLogits = 5,
+    KlDiv = 6,
+    KlDivLogTarget = 7,
+    BinaryAccuracy = 8,
+}
+
+const WEIGHT_FULL: u32 = 1;
+const WEIGHT_COLS: u32 = 2;
+const POS_WEIGHT: u32 = 4;
+
+/// How per-element values are combined: kept, summed, or summed and divided by a count.
+#[derive(Clone, Copy, Debug)]
+enum Scale {
+    None,
+    Sum,
+    Mean(f64),
+}
+
+impl Scale {
+    fn of(reduction: Reduction, n: usize) -> Scale {
+        match reduction {
+            Reduction::None => Scale::None,
+            Reduction::Sum => Scale::Sum,
+            Reduction::Mean => Scale::Mean(n as f64),
+        }
+    }
+}
+
+/// One evaluation: the formula, its parameter, and its operands.
+struct Pointwise<'a> {
+    op: &'static str,
+    formula: Formula,
+    beta: f32,
+    input: &'a Tensor,
+    target: &'a Tensor,
+    weight: Option<&'a Tensor>,
+    pos_weight: Option<&'a Tensor>,
+}
+
+impl<'a> Pointwise<'a> {
+    fn new(op: &'static str, formula: Formula, input: &'a Tensor, target: &'a Tensor) -> Self {
+        Pointwise { op, formula, beta: 0.0, input, target, weight: None, pos_weight: None }
+    }
+
+    /// Checks devices and shapes; returns the FLAGS constant.
+    fn validate(&self) -> Result<u32> {
+        let (op, input) = (self.op, self.input);
+        let dev = input.device();
+        let mut devices = vec![self.target.device()];
+        devices.extend(self.weight.iter().chain(&self.pos_weight).map(|t| t.device()));
+        same_device(op, dev, &devices)?;
+        if input.shape != self.target.shape {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input {:?} and target {:?} differ (nothing is broadcast)",
+                    input.shape, self.target.shape
+                ),
+            ));
+        }
+        check_u32(op, input.numel())?;
+        let (_, cols) = rows_cols(&input.shape);
+        let mut flags = 0;
+        match self.weight {
+            Some(w) if w.shape == input.shape => flags |= WEIGHT_FULL,
+            Some(w) if w.shape == [cols] => flags |= WEIGHT_COLS,
+            Some(w) => {
+                return Err(Error::shape(
+                    op,
+                    format!("weight must be {:?} or ({cols}), got {:?}", input.shape, w.shape),
+                ));
+            }
+            None => {}
+        }
+        match self.pos_weight {
+            Some(p) if p.shape == [cols] => flags |= POS_WEIGHT,
+            Some(p) => {
+                return Err(Error::shape(op, format!("pos_weight must be ({cols}), got {:?}", p.shape)));
+            }
+            None => {}
+        }
+        Ok(flags)
+    }
+
+    fn constants(&self, flags: u32, g_per_element: bool, want_dy: bool) -> Vec<(&'static str, f64)> {
+        let mut c = sum_constants().to_vec();
+        c.extend([
+            ("LOSS", self.formula as u32 as f64),
+            ("FLAGS", flags as f64),
+            ("G_PER_ELEMENT", g_per_element as u8 as f64),
+            ("WANT_DY", want_dy as u8 as f64),
+        ]);
+        c
+    }
+
+    /// The domain check (probabilities for bce), or a scratch status word.
+    fn status(&self) -> Result<(std::sync::Arc<Storage>, Option<TargetCheck>)> {
+        if self.formula == Formula::Bce {
+            let check = TargetCheck::domain(self.op, self.input, "[0, 1]")?;
+            Ok((check.status.clone(), Some(check)))
+        } else {
+            Ok((Storage::alloc(self.input.device(), 4)?, None))
+        }
+    }
+
+    fn checks(&self, own: Option<TargetCheck>) -> Vec<TargetCheck> {
+        let mut checks = self.input.checks.clone();
+        checks.extend(self.target.checks.iter().cloned());
+        for t in self.weight.iter().chain(&self.pos_weight) {
+            checks.extend(t.checks.iter().cloned());
+        }
+        checks.extend(own);
+        checks
+    }
+
+    /// Dispatches `entry` chunk by chunk. `extra` are the per-element buffers bound besides x,
+    /// y and the weight (slot, buffer); `out` is bound at slot 5 per chunk unless `partials`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        flags: u32,
+        out: &Storage,
+        partials: bool,
+        per_element: &[(u32, &wgpu::Buffer)],
+        whole: &[(u32, &wgpu::Buffer)],
+        scale: f32,
+    ) -> Result<()> {
+        let dev = self.input.device();
+        let n = self.input.numel();
+        let (_, cols) = rows_cols(&self.input.shape);
+        let (x, y) = (self.input.storage.buffer(), self.target.storage.buffer());
+        let path = dev.input_path(KernelId::Pointwise, &[(x, n), (y, n)])?;
+        let pipe = dev.pipeline_for(KernelId::Pointwise, path, entry, constants)?;
+        let full_weight =
+            (flags & WEIGHT_FULL != 0).then(|| self.weight.map(|w| w.storage.buffer())).flatten();
+        let mut row_bytes = vec![4u64; 2 + per_element.len() + full_weight.is_some() as usize];
+        if !partials {
+            row_bytes.push(4);
+        }
+        // Chunks start on whole quads (16 bytes: texel-aligned when staged), and on whole
+        // workgroup chunks when reducing, so that the partition does not depend on the chunking.
+        let multiple = if partials { EW_CHUNK } else { 4 };
+        for chunk in row_chunks(dev, "an elementwise input", n, &row_bytes, multiple)? {
+            let len = chunk.len() as u64;
+            let off = chunk.start as u64 * 4;
+            let staged = [input_at(dev, path, 1, x, off, len), input_at(dev, path, 2, y, off, len)];
+            let mut binds: Vec<Bind<'_>> = staged.iter().map(Input::bind).collect();
+            let weight = match (full_weight, self.weight) {
+                (Some(w), _) => Bind::range(3, w, off, len * 4),
+                (None, Some(w)) => Bind::all(3, w.storage.buffer()),
+                (None, None) => Bind::all(3, &dev.inner.dummy),
+            };
+            binds.push(weight);
+            binds.push(Bind::all(4, self.pos_weight.map_or(&dev.inner.dummy, |p| p.storage.buffer())));
+            binds.push(if partials {
+                Bind::all(5, out.buffer())
+            } else {
+                Bind::range(5, out.buffer(), off, len * 4)
+            });
+            for &(slot, buf) in per_element {
+                binds.push(Bind::range(slot, buf, off, len * 4));
+            }
+            binds.extend(whole.iter().map(|&(slot, buf)| Bind::all(slot, buf)));
+            let params = Params {
+                n: len as u32,
+                cols: cols.max(1) as u32,
+                first: chunk.start as u32,
+                part_base: (chunk.start as u64 / EW_CHUNK) as u32,
+                beta: self.beta,
+                scale,
+                _pad: [0; 2],
+            };
+            let groups = if partials { len.div_ceil(EW_CHUNK) } else { len.div_ceil(4 * SUM_WG as u64) };
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups)?;
+        }
+        Ok(())
+    }
+
+    /// The loss, reduced by `scale`.
+    fn forward(&self, scale: Scale) -> Result<Tensor> {
+        let flags = self.validate()?;
+        let dev: &Device = self.input.device();
+        let n = self.input.numel();
+        let (status, check) = self.status()?;
+        let checks = self.checks(check);
+        let whole = [(8, status.buffer())];
+        if let Scale::None = scale {
+            let out = Storage::alloc(dev, n as u64 * 4)?;
+            let constants = self.constants(flags, false, false);
+            self.run("forward_none", &constants, flags, &out, false, &[], &whole, 0.0)?;
+            return Ok(Tensor { storage: out, shape: self.input.shape.clone(), checks });
+        }
+        let n_parts = parts_for(n, EW_CHUNK);
+        let parts = Storage::alloc(dev, n_parts * 4)?;
+        if n == 0 {
+            dev.record(|enc| enc.clear_buffer(parts.buffer(), 0, Some(4)));
+        }
+        let constants = self.constants(flags, false, false);
+        self.run("forward_partials", &constants, flags, &parts, true, &[], &whole, 0.0)?;
+        match scale {
+            Scale::Sum => finish(dev, &parts, n_parts, false, Finish::Sum, 0.0, checks),
+            Scale::Mean(count) => finish(dev, &parts, n_parts, false, Finish::MeanCount, count, checks),
+            Scale::None => unreachable!("handled above"),
+        }
+    }
+
+    /// The gradient in the input (and in the target when `want_dy`) for upstream gradient `grad`.
+    fn backward(&self, grad: &Tensor, scale: Scale, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let flags = self.validate()?;
+        let dev: &Device = self.input.device();
+        same_device(self.op, dev, &[grad.device()])?;
+        let n = self.input.numel();
+        let per_element = matches!(scale, Scale::None);
+        if per_element && grad.shape != self.input.shape {
+            return Err(Error::shape(
+                self.op,
+                format!(
+                    "grad_output must have the input's shape {:?}, got {:?}",
+                    self.input.shape, grad.shape
+                ),
+            ));
+        }
+        if !per_element && grad.numel() != 1 {
+            return Err(Error::shape(
+                self.op,
+                format!("grad_output of a reduced loss must hold one value, got {:?}", grad.shape),
+            ));
+        }
+        let factor = match scale {
+            Scale::Mean(count) if count > 0.0 => (1.0 / count) as f32,
+            _ => 1.0,
+        };
+        let (status, check) = self.status()?;
+        let mut checks = self.checks(check);
+        checks.extend(grad.checks.iter().cloned());
+        let dx = Storage::alloc(dev, n as u64 * 4)?;
+        let dy = Storage::alloc(dev, if want_dy { n as u64 * 4 } else { 4 })?;
+        let constants = self.constants(flags, per_element, want_dy);
+        let g = grad.storage.buffer();
+        let mut pe: Vec<(u32, &wgpu::Buffer)> = Vec::new();
+        let mut whole: Vec<(u32, &wgpu::Buffer)> = vec![(8, status.buffer())];
+        if per_element {
+            pe.push((6, g));
+        } else {
+            whole.push((6, g));
+        }
+        if want_dy {
+            pe.push((7, dy.buffer()));
+        } else {
+            whole.push((7, dy.buffer()));
+        }
+        self.run("backward", &constants, flags, &dx, false, &pe, &whole, factor)?;
+        let shape = self.input.shape.clone();
+        let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });
+        Ok((Tensor { storage: dx, shape, checks }, dy))
+    }
+}
+
+/// Squared error `(x − y)²`, as PyTorch's `F.mse_loss(input, target, reduction)`.
+///
+/// ```
+/// use wgpu_loss::{Device, Mse, Reduction};
+/// let dev = Device::new()?;
+/// let x = dev.tensor(&[1.0, 2.0], &[2])?;
+/// let y = dev.tensor(&[0.0, 4.0], &[2])?;
+/// assert_eq!(Mse::default().forward(&x, &y)?.item()?, 2.5);
+/// // d/dx of the mean: 2 (x − y) / n
+/// let g = dev.tensor(&[1.0], &[])?;
+/// assert_eq!(Mse::default().backward(&x, &y, &g)?.to_vec()?, [1.0, -2.0]);
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mse {
+    /// How the per-element losses are reduced (default mean).
+    pub reduction: Reduction,
+}
+
+/// Absolute error `|x − y|`, as PyTorch's `F.l1_loss`. Its gradient is `sign(x − y)`, 0 at 0.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct L1 {
+    /// How the per-element losses are reduced (default mean).
+    pub reduction: Reduction,
+}
+
+/// `F.smooth_l1_loss(input, target, beta=1.0)`: `0.5 d² / β` where `|d| < β`, else `|d| − β/2`.
+/// `β = 0` is exactly [`L1`]; a negative `β` is an [`Error::InvalidArgument`].
+#[derive(Clone, Copy, Debug)]
+pub struct SmoothL1 {
+    /// The threshold β ≥ 0 (default 1).
+    pub beta: f32,
+    /// How the per-element losses are reduced (default mean).
+    pub reduction: Reduction,
+}
+
+impl Default for SmoothL1 {
+    fn default() -> Self {
+        SmoothL1 { beta: 1.0, reduction: Reduction::Mean }
+    }
+}
+
+/// `F.huber_loss(input, target, delta=1.0)`: `0.5 d²` where `|d| < δ`, else `δ (|d| − δ/2)`;
+/// equal to `δ · SmoothL1(β = δ)`. `δ ≤ 0` is an [`Error::InvalidArgument`].
+#[derive(Clone, Copy, Debug)]
+pub struct Huber {
+    /// The threshold δ > 0 (default 1).
+    pub delta: f32,
+    /// How the per-element losses are reduced (default mean).
+    pub reduction: Reduction,
+}
+
+impl Default for Huber {
+    fn default() -> Self {
+        Huber { delta: 1.0, reduction: Reduction::Mean }
+    }
+}
+
+/// Binary cross-entropy on probabilities, as PyTorch's `F.binary_cross_entropy(p, y, weight)`:
+/// `−w [y·log p + (1 − y)·log(1 − p)]` with each log clamped at −100, so `p = 0, y = 1` gives
+/// 100, not infinity. The gradient divides by `max((1 − p)·p, 1e-12)` as PyTorch does. An input
+/// outside [0, 1] (NaN included) makes reading the result fail with
+/// [`Error::InputOutOfRange`]. Targets may be soft (any value in [0, 1]).
+#[derive(Clone, Debug, Default)]
+pub struct Bce {
+    /// Elementwise weight (input's shape) or per-column weight `(C)`.
+    pub weight: Option<Tensor>,
+    /// How the per-element losses are reduced (default mean).
+    pub reduction: Reduction,
+}
+
+/// Binary cross-entropy on logits, as PyTorch's
+/// `F.binary_cross_entropy_with_logits(x, y, weight, pos_weight=pos_weight, reduction)`:
+///
+/// `l = w · [(1 − y)·x + (1 + (p − 1)·y)·softplus(−x)]`, which is `max(x,0) − x·y + log(1 + e^−|x|)`
+/// without `pos_weight`. Finite and accurate for every finite `x` (|x| = 1e4 included): softplus
+/// uses a series for `log(1 + z)`, not `log(1 + z)` itself. The gradient is
+/// `w · [σ(x)·(1 + (p − 1)·y) − p·y]` (σ(x) − y without `pos_weight`).
+///
+/// `weight` has the input's shape or one value per last-dim column `(C)`; `pos_weight` is `(C)`.
+#[derive(Clone, Debug, Default)]
+pub struct BceWithLogits {
+    /// Elementwise weight (input's shape) or per-column weight `(C)`.
+    pub weight: Option<Tensor>,
+    /// Weight of positive examples per column `(C)`.
+    pub pos_weight: Option<Tensor>,
+    /// How the per-element losses are reduced (default mean).
+    pub reduction: Reduction,
+}
+
+/// How [`KlDiv`] reduces: PyTorch's `none`, `mean` (over every element, PyTorch's default, which
+/// is not the true KL divergence), `sum`, and `batchmean` (the sum over the size of dim 0, the
+/// true KL divergence per example).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KlReduction {
+    /// Keep every value.
+    None,
+    /// The sum over the number of elements.
+    #[default]
+    Mean,
+    /// The sum.
+    Sum,
+    /// The sum over the size of the first dimension.
+    BatchMean,
+}
+
+/// Kullback–Leibler divergence, as PyTorch's `F.kl_div(input, target, reduction, log_target)`,
+/// with `input` holding log-probabilities: `y·(log y − x)` per element, 0 where `y = 0` (xlogy)
+/// and NaN where `y < 0`; with `log_target`, `exp(y)·(y − x)`.
+///
+/// The target gradient, `log y + 1 − x`, is NaN where `y = 0`, as PyTorch's autograd gives
+/// there; with `log_target` it is `exp(y)·(y − x + 1)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KlDiv {
+    /// Whether the target holds log-probabilities (default false).
+    pub log_target: bool,
+    /// How the per-element values are reduced (default mean, as PyTorch).
+    pub reduction: KlReduction,
+}
+
+/// What each loss struct supplies to the shared methods.
+trait Loss {
+    fn job<'a>(&'a self, input: &'a Tensor, target: &'a Tensor) -> Result<Pointwise<'a>>;
+    fn scale(&self, input: &Tensor) -> Result<Scale>;
+}
+
+/// `reduction` setters and [`Loss`] for the losses reduced by [`Reduction`].
+macro_rules! plain_loss {
+    ($($t:ty => |$s:ident, $x:ident, $y:ident| $job:expr;)+) => {$(
+        impl $t {
+            /// Sets the reduction.
+            pub fn reduction(mut self, reduction: Reduction) -> Self {
+                self.reduction = reduction;
+                self
+            }
+        }
+
+        impl Loss for $t {
+            fn job<'a>(&'a self, $x: &'a Tensor, $y: &'a Tensor) -> Result<Pointwise<'a>> {
+                let $s = self;
+                $job
+            }
+
+            fn scale(&self, input: &Tensor) -> Result<Scale> {
+                Ok(Scale::of(self.reduction, input.numel()))
+            }
+        }
+    )+};
+}
+
+plain_loss! {
+    Mse => |_l, x, y| Ok(Pointwise::new("mse", Formula::Mse, x, y));
+    L1 => |_l, x, y| Ok(Pointwise::new("l1", Formula::L1, x, y));
+    SmoothL1 => |l, x, y| {
+        if !l.beta.is_finite() || l.beta < 0.0 {
+            return Err(Error::invalid("smooth_l1", format!("beta must be finite and >= 0, got {}", l.beta)));
+        }
+        if l.beta == 0.0 {
+            return Ok(Pointwise::new("smooth_l1", Formula::L1, x, y));
+        }
+        Ok(Pointwise { beta: l.beta, ..Pointwise::new("smooth_l1", Formula::SmoothL1, x, y) })
+    };
+    Huber => |l, x, y| {
+        if !l.delta.is_finite() || l.delta <= 0.0 {
+            return Err(Error::invalid("huber", format!("delta must be finite and > 0, got {}", l.delta)));
+        }
+        Ok(Pointwise { beta: l.delta, ..Pointwise::new("huber", Formula::Huber, x, y) })
+    };
+    Bce => |l, x, y| Ok(Pointwise { weight: l.weight.as_ref(), ..Pointwise::new("bce", Formula::Bce, x, y) });
+    BceWithLogits => |l, x, y| Ok(Pointwise {
+        weight: l.weight.as_ref(),
+        pos_weight: l.pos_weight.as_ref(),
+        ..Pointwise::new("bce_with_logits", Formula::BceWithLogits, x, y)
+    });
+}
+
+impl Loss for KlDiv {
+    fn job<'a>(&'a self, x: &'a Tensor, y: &'a Tensor) -> Result<Pointwise<'a>> {
+        let formula = if self.log_target { Formula::KlDivLogTarget } else { Formula::KlDiv };
+        Ok(Pointwise::new("kl_div", formula, x, y))
+    }
+
+    fn scale(&self, input: &Tensor) -> Result<Scale> {
+        Ok(match self.reduction {
+            KlReduction::None => Scale::None,
+            KlReduction::Sum => Scale::Sum,
+            KlReduction::Mean => Scale::Mean(input.numel() as f64),
+            KlReduction::BatchMean => match input.shape.first() {
+                Some(&n) => Scale::Mean(n as f64),
+                None => {
+                    return Err(Error::shape("kl_div", "batchmean needs an input with a batch dimension"));
+                }
+            },
+        })
+    }
+}
+
+impl SmoothL1 {
+    /// Sets β.
+    pub fn beta(mut self, beta: f32) -> Self {
+        self.beta = beta;
+        self
+    }
+}
+
+impl Huber {
+    /// Sets δ.
+    pub fn delta(mut self, delta: f32) -> Self {
+        self.delta = delta;
+        self
+    }
+}
+
+impl Bce {
+    /// Sets the weight.
+    pub fn weight(mut self, weight: Tensor) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+}
+
+impl BceWithLogits {
+    /// Sets the weight.
+    pub fn weight(mut self, weight: Tensor) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Sets the positive weight per column.
+    pub fn pos_weight(mut self, pos_weight: Tensor) -> Self {
+        self.pos_weight = Some(pos_weight);
+        self
+    }
+}
+
+impl KlDiv {
+    /// Sets whether the target holds log-probabilities.
+    pub fn log_target(mut self, log_target: bool) -> Self {
+        self.log_target = log_target;
+        self
+    }
+
+    /// Sets the reduction.
+    pub fn reduction(mut self, reduction: KlReduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+/// `forward` and `backward` (and `backward_with_target`), written once for every loss.
+macro_rules! loss_methods {
+    ($($t:ty),+) => {$(
+        impl $t {
+            /// The loss: a 0-d tensor when reduced, the input's shape for `None`.
+            pub fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+                self.job(input, target)?.forward(self.scale(input)?)
+            }
+
+            /// The gradient with respect to `input`, given the upstream gradient `grad_output`
+            /// (one value for a reduced loss, the input's shape for `None`).
+            pub fn backward(&self, input: &Tensor, target: &Tensor, grad_output: &Tensor) -> Result<Tensor> {
+                Ok(self.job(input, target)?.backward(grad_output, self.scale(input)?, false)?.0)
+            }
+        }
+    )+};
+}
+
+macro_rules! target_gradient {
+    ($($t:ty),+) => {$(
+        impl $t {
+            /// The gradients with respect to `input` and to `target`, in that order.
+            pub fn backward_with_target(
+                &self,
+                input: &Tensor,
+                target: &Tensor,
+                grad_output: &Tensor,
+            ) -> Result<(Tensor, Tensor)> {
+                let (dx, dy) = self.job(input, target)?.backward(grad_output, self.scale(input)?, true)?;
+                Ok((dx, dy.expect("backward returns the target gradient when asked")))
+            }
+        }
+    )+};
+}
+
+loss_methods!(Mse, L1, SmoothL1, Huber, Bce, BceWithLogits, KlDiv);
+target_gradient!(Mse, L1, SmoothL1, Huber, KlDiv);
+
+/// `F.mse_loss(input, target, reduction=...)`.
+///
+/// ```
+/// use wgpu_loss::{Device, Reduction};
+/// let dev = Device::new()?;
+/// let x = dev.tensor(&[1.0, 2.0], &[2])?;
+/// let y = dev.tensor(&[0.0, 4.0], &[2])?;
+/// assert_eq!(wgpu_loss::mse(&x, &y, Reduction::Mean)?.item()?, 2.5);
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
+pub fn mse(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    Mse { reduction }.forward(input, target)
+}
+
+/// `F.l1_loss(input, target, reduction=...)`.
+pub fn l1(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    L1 { reduction }.forward(input, target)
+}
+
+/// `F.binary_cross_entropy(input, target, reduction=...)` on probabilities, without weights.
+pub fn bce(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    Bce::default().reduction(reduction).forward(input, target)
+}
+
+/// `F.binary_cross_entropy_with_logits(input, target, reduction=...)` without weights.
+pub fn bce_with_logits(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    BceWithLogits::default().reduction(reduction).forward(input, target)
+}
+
+/// The fraction of elements where the logit's sign agrees with the target: prediction
+/// `x > 0` (a NaN logit predicts 0) against truth `y > 0.5`. A 0-d tensor; NaN when empty.
+///
+/// ```
+/// let dev = wgpu_loss::Device::new()?;
+/// let x = dev.tensor(&[2.0, -1.0, 0.5, -3.0], &[4])?;
+/// let y = dev.tensor(&[1.0, 0.0, 0.0, 0.0], &[4])?;
+/// assert_eq!(wgpu_loss::binary_accuracy(&x, &y)?.item()?, 0.75);
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
+pub fn binary_accuracy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let job = Pointwise::new("binary_accuracy", Formula::BinaryAccuracy, logits, targets);
+    job.forward(Scale::Mean(logits.numel() as f64))
+}

@@ -1,0 +1,181 @@
+//! f64 twins of the pointwise losses and their gradients.
+//!
+//! [`Pointwise::value`] and [`Pointwise::grad`] are the per-element formulas (in f64 all the way,
+//! so that the gradients can be checked against finite differences); [`forward`] and
+//! [`backward`] apply them to f32 (or f64) data with weights and a reduction.
+
+use super::{Real, Reduction, reduce_with};
+
+/// A pointwise loss and its parameter, as the kernels know them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pointwise {
+    /// `(x − y)²`.
+    Mse,
+    /// `|x − y|`.
+    L1,
+    /// Smooth L1 with threshold β ≥ 0 (β = 0 is L1).
+    SmoothL1(f64),
+    /// Huber with threshold δ > 0.
+    Huber(f64),
+    /// Binary cross-entropy on probabilities, logs clamped at −100.
+    Bce,
+    /// Binary cross-entropy on logits with a positive weight (1 for none).
+    BceWithLogits,
+    /// KL divergence with log-probability input; `true` when the target is a log-probability.
+    KlDiv(bool),
+    /// 1 where `(x > 0) == (y > 0.5)`, else 0.
+    BinaryAccuracy,
+}
+
+fn sign0(d: f64) -> f64 {
+    if d > 0.0 {
+        1.0
+    } else if d < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+fn log_clamped(p: f64) -> f64 {
+    if p <= 0.0 { -100.0 } else { p.ln().max(-100.0) }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { x.exp() / (1.0 + x.exp()) }
+}
+
+impl Pointwise {
+    /// The loss of one element (`pw` is the positive weight of `BceWithLogits`, else ignored).
+    pub fn value(self, x: f64, y: f64, pw: f64) -> f64 {
+        let d = x - y;
+        match self {
+            Pointwise::Mse => d * d,
+            Pointwise::L1 => d.abs(),
+            Pointwise::SmoothL1(0.0) => d.abs(),
+            Pointwise::SmoothL1(b) => {
+                if d.abs() < b {
+                    0.5 * d * d / b
+                } else {
+                    d.abs() - 0.5 * b
+                }
+            }
+            Pointwise::Huber(b) => {
+                if d.abs() < b {
+                    0.5 * d * d
+                } else {
+                    b * (d.abs() - 0.5 * b)
+                }
+            }
+            Pointwise::Bce => -(y * log_clamped(x) + (1.0 - y) * log_clamped(1.0 - x)),
+            Pointwise::BceWithLogits => {
+                let softplus_neg = (-x).max(0.0) + (-x.abs()).exp().ln_1p();
+                (1.0 - y) * x + (1.0 + (pw - 1.0) * y) * softplus_neg
+            }
+            Pointwise::KlDiv(false) => {
+                let xlogy = if y == 0.0 { 0.0 } else { y * y.ln() };
+                xlogy - y * x
+            }
+            Pointwise::KlDiv(true) => y.exp() * (y - x),
+            Pointwise::BinaryAccuracy => ((x > 0.0) == (y > 0.5)) as u8 as f64,
+        }
+    }
+
+    /// The derivatives of [`Pointwise::value`] in `x` and in `y`. The y-derivative is given
+    /// where PyTorch defines one (NaN for `Bce`, `BceWithLogits` and `BinaryAccuracy`, which
+    /// have none here); for `KlDiv(false)` it is NaN at `y = 0`, as PyTorch's autograd gives.
+    pub fn grad(self, x: f64, y: f64, pw: f64) -> (f64, f64) {
+        let d = x - y;
+        let dx = match self {
+            Pointwise::Mse => 2.0 * d,
+            Pointwise::L1 => sign0(d),
+            Pointwise::SmoothL1(0.0) => sign0(d),
+            Pointwise::SmoothL1(b) => {
+                if d.abs() < b {
+                    d / b
+                } else {
+                    sign0(d)
+                }
+            }
+            Pointwise::Huber(b) => {
+                if d.abs() < b {
+                    d
+                } else {
+                    b * sign0(d)
+                }
+            }
+            Pointwise::Bce => (x - y) / ((1.0 - x) * x).max(1e-12),
+            Pointwise::BceWithLogits => (1.0 - y) * sigmoid(x) - pw * y * sigmoid(-x),
+            Pointwise::KlDiv(false) => -y,
+            Pointwise::KlDiv(true) => -y.exp(),
+            Pointwise::BinaryAccuracy => f64::NAN,
+        };
+        let dy = match self {
+            Pointwise::Mse | Pointwise::L1 | Pointwise::SmoothL1(_) | Pointwise::Huber(_) => -dx,
+            Pointwise::KlDiv(false) if y > 0.0 => y.ln() + 1.0 - x,
+            Pointwise::KlDiv(true) => y.exp() * (y - x + 1.0),
+            _ => f64::NAN,
+        };
+        (dx, dy)
+    }
+}
+
+/// Weight of element `i` of `n` in rows of `cols`: elementwise (`n` values) or per column.
+fn weight_at<T: Real>(weight: Option<&[T]>, i: usize, n: usize, cols: usize) -> f64 {
+    weight.map_or(1.0, |w| if w.len() == n { w[i].into() } else { w[i % cols].into() })
+}
+
+/// The loss per element over rows of `cols`, times the weight (elementwise or per column),
+/// reduced; `mean_divisor` is the mean's divisor (the element count, or the batch size for
+/// `batchmean`). A NaN input gives NaN, as does `y < 0` for `KlDiv(false)`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward<T: Real>(
+    loss: Pointwise,
+    x: &[T],
+    y: &[T],
+    cols: usize,
+    weight: Option<&[T]>,
+    pos_weight: Option<&[T]>,
+    reduction: Reduction,
+    mean_divisor: f64,
+) -> Vec<f64> {
+    let n = x.len();
+    let losses = (0..n)
+        .map(|i| {
+            let (xi, yi): (f64, f64) = (x[i].into(), y[i].into());
+            let pw = pos_weight.map_or(1.0, |p| p[i % cols].into());
+            loss.value(xi, yi, pw) * weight_at(weight, i, n, cols)
+        })
+        .collect();
+    reduce_with(losses, reduction, mean_divisor)
+}
+
+/// The gradients in `x` and in `y` for upstream gradient `grad` (one value per element for
+/// `Reduction::None`, else one value, divided by `mean_divisor` for the mean).
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Real>(
+    loss: Pointwise,
+    x: &[T],
+    y: &[T],
+    cols: usize,
+    weight: Option<&[T]>,
+    pos_weight: Option<&[T]>,
+    grad: &[T],
+    reduction: Reduction,
+    mean_divisor: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let n = x.len();
+    (0..n)
+        .map(|i| {
+            let s = match reduction {
+                Reduction::None => grad[i].into(),
+                Reduction::Sum => grad[0].into(),
+                Reduction::Mean => grad[0].into() / mean_divisor,
+            };
+            let pw = pos_weight.map_or(1.0, |p| p[i % cols].into());
+            let w = weight_at(weight, i, n, cols) * s;
+            let (dx, dy) = loss.grad(x[i].into(), y[i].into(), pw);
+            (dx * w, dy * w)
+        })
+        .unzip()
+}

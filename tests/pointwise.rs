@@ -1,0 +1,431 @@
+//! The pointwise losses (mse, l1, smooth_l1, huber, bce, bce_with_logits, kl_div) and binary
+//! accuracy, forward and backward, on every adapter against the f64 reference.
+
+mod common;
+
+use common::{Rng, Tol, assert_close, devices, small_binding_devices};
+use wgpu_loss::reference::pointwise::{self as reference, Pointwise};
+use wgpu_loss::{
+    Bce, BceWithLogits, Device, Error, Huber, KlDiv, KlReduction, L1, Mse, Reduction, SmoothL1, Tensor,
+};
+
+const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
+
+/// One loss with its options, built for a device.
+#[derive(Clone, Copy, Debug)]
+struct Case<'a> {
+    loss: Pointwise,
+    weight: Option<(&'a [f32], &'a [usize])>,
+    pos_weight: Option<&'a [f32]>,
+    /// kl_div's batchmean (else `reduction` as given).
+    batchmean: bool,
+}
+
+impl<'a> Case<'a> {
+    fn plain(loss: Pointwise) -> Self {
+        Case { loss, weight: None, pos_weight: None, batchmean: false }
+    }
+
+    /// forward, backward dx, backward dy (when the loss has one) on the GPU.
+    fn gpu(
+        &self,
+        dev: &Device,
+        x: &Tensor,
+        y: &Tensor,
+        g: &Tensor,
+        red: Reduction,
+    ) -> (Tensor, Tensor, Option<Tensor>) {
+        let w = self.weight.map(|(w, s)| dev.tensor(w, s).unwrap());
+        let cols = *x.shape().last().unwrap_or(&1);
+        let pw = self.pos_weight.map(|p| dev.tensor(p, &[cols]).unwrap());
+        macro_rules! with_target {
+            ($l:expr) => {{
+                let l = $l;
+                let (dx, dy) = l.backward_with_target(x, y, g).unwrap();
+                assert_eq!(l.backward(x, y, g).unwrap().to_vec().unwrap(), dx.to_vec().unwrap());
+                (l.forward(x, y).unwrap(), dx, Some(dy))
+            }};
+        }
+        match self.loss {
+            Pointwise::Mse => with_target!(Mse::default().reduction(red)),
+            Pointwise::L1 => with_target!(L1::default().reduction(red)),
+            Pointwise::SmoothL1(b) => with_target!(SmoothL1::default().beta(b as f32).reduction(red)),
+            Pointwise::Huber(d) => with_target!(Huber::default().delta(d as f32).reduction(red)),
+            Pointwise::KlDiv(log_target) => {
+                let r = match (red, self.batchmean) {
+                    (_, true) => KlReduction::BatchMean,
+                    (Reduction::None, _) => KlReduction::None,
+                    (Reduction::Mean, _) => KlReduction::Mean,
+                    (Reduction::Sum, _) => KlReduction::Sum,
+                };
+                with_target!(KlDiv::default().log_target(log_target).reduction(r))
+            }
+            Pointwise::Bce => {
+                let mut l = Bce::default().reduction(red);
+                if let Some(w) = w {
+                    l = l.weight(w);
+                }
+                (l.forward(x, y).unwrap(), l.backward(x, y, g).unwrap(), None)
+            }
+            Pointwise::BceWithLogits => {
+                let mut l = BceWithLogits::default().reduction(red);
+                if let Some(w) = w {
+                    l = l.weight(w);
+                }
+                if let Some(p) = pw {
+                    l = l.pos_weight(p);
+                }
+                (l.forward(x, y).unwrap(), l.backward(x, y, g).unwrap(), None)
+            }
+            Pointwise::BinaryAccuracy => unreachable!("not a loss"),
+        }
+    }
+
+    /// Runs forward and backward on `dev` and compares with the reference; returns the loss.
+    fn check(
+        &self,
+        dev: &Device,
+        x: &[f32],
+        y: &[f32],
+        shape: &[usize],
+        red: Reduction,
+        tol: Tol,
+    ) -> Vec<f32> {
+        let n = x.len();
+        let cols = *shape.last().unwrap_or(&1);
+        let divisor = if self.batchmean { shape[0] as f64 } else { n as f64 };
+        let mut rng = Rng::new(n as u64 + 7);
+        let g: Vec<f32> = if red == Reduction::None { rng.values(n, 2.0) } else { vec![1.5] };
+        let g_shape: &[usize] = if red == Reduction::None { shape } else { &[] };
+        let (xt, yt, gt) =
+            (dev.tensor(x, shape).unwrap(), dev.tensor(y, shape).unwrap(), dev.tensor(&g, g_shape).unwrap());
+        let (loss, dx, dy) = self.gpu(dev, &xt, &yt, &gt, red);
+        let what = format!(
+            "{} {:?} {shape:?} {red:?} batchmean={} weight={} pos_weight={}",
+            common::label(dev),
+            self.loss,
+            self.batchmean,
+            self.weight.is_some(),
+            self.pos_weight.is_some()
+        );
+        let weight = self.weight.map(|w| w.0);
+        let want = reference::forward(self.loss, x, y, cols, weight, self.pos_weight, red, divisor);
+        let got = loss.to_vec().unwrap();
+        assert_close(&format!("{what} forward"), &got, &want, tol.sum(n));
+        let (want_dx, want_dy) =
+            reference::backward(self.loss, x, y, cols, weight, self.pos_weight, &g, red, divisor);
+        assert_close(&format!("{what} dx"), &dx.to_vec().unwrap(), &want_dx, tol);
+        if let Some(dy) = dy {
+            assert_close(&format!("{what} dy"), &dy.to_vec().unwrap(), &want_dy, tol);
+        }
+        got
+    }
+}
+
+/// Inputs suited to each loss: probabilities for bce, log-probabilities and probabilities (with
+/// exact zeros) for kl_div, values of either sign elsewhere (with some exact ties x == y).
+fn data(loss: Pointwise, n: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+    match loss {
+        Pointwise::Bce => {
+            let p: Vec<f32> = (0..n).map(|_| (rng.unit() + 1.0) * 0.5).collect();
+            let y: Vec<f32> =
+                (0..n).map(|i| if i % 3 == 0 { (rng.unit() + 1.0) * 0.5 } else { (i % 2) as f32 }).collect();
+            (p, y)
+        }
+        Pointwise::KlDiv(false) => {
+            let x = rng.values(n, 3.0).into_iter().map(|v| v - 3.0).collect();
+            let y = (0..n).map(|i| if i % 5 == 0 { 0.0 } else { (rng.unit() + 1.0) * 0.5 }).collect();
+            (x, y)
+        }
+        Pointwise::BceWithLogits => {
+            let y =
+                (0..n).map(|i| if i % 3 == 0 { (rng.unit() + 1.0) * 0.5 } else { (i % 2) as f32 }).collect();
+            (rng.values(n, 6.0), y)
+        }
+        Pointwise::KlDiv(true) => {
+            (rng.values(n, 3.0), rng.values(n, 3.0).into_iter().map(|v| v - 3.0).collect())
+        }
+        _ => {
+            let x = rng.values(n, 4.0);
+            let y =
+                x.iter().enumerate().map(|(i, &v)| if i % 7 == 0 { v } else { rng.unit() * 4.0 }).collect();
+            (x, y)
+        }
+    }
+}
+
+const LOSSES: [Pointwise; 10] = [
+    Pointwise::Mse,
+    Pointwise::L1,
+    Pointwise::SmoothL1(1.0),
+    Pointwise::SmoothL1(0.0),
+    Pointwise::SmoothL1(0.5),
+    Pointwise::Huber(2.0),
+    Pointwise::Bce,
+    Pointwise::BceWithLogits,
+    Pointwise::KlDiv(false),
+    Pointwise::KlDiv(true),
+];
+
+#[test]
+fn every_loss_every_reduction_forward_and_backward() {
+    let mut rng = Rng::new(30);
+    let shapes: [&[usize]; 4] = [&[1], &[3, 7], &[4099], &[2, 3, 65]];
+    for dev in devices() {
+        for loss in LOSSES {
+            for shape in shapes {
+                let n: usize = shape.iter().product();
+                let (x, y) = data(loss, n, &mut rng);
+                for red in REDUCTIONS {
+                    Case::plain(loss).check(dev, &x, &y, shape, red, Tol::ELEMENT);
+                }
+                if let Pointwise::KlDiv(_) = loss {
+                    Case { batchmean: true, ..Case::plain(loss) }.check(
+                        dev,
+                        &x,
+                        &y,
+                        shape,
+                        Reduction::Mean,
+                        Tol::ELEMENT,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn weights_and_pos_weight() {
+    let mut rng = Rng::new(31);
+    for dev in devices() {
+        for shape in [&[5usize, 1000][..], &[3, 7]] {
+            let n: usize = shape.iter().product();
+            let cols = shape[1];
+            let full: Vec<f32> = rng.values(n, 1.0).iter().map(|v| v + 1.5).collect();
+            let per_col: Vec<f32> = rng.values(cols, 1.0).iter().map(|v| v + 1.5).collect();
+            let pw: Vec<f32> = rng.values(cols, 1.0).iter().map(|v| v * 2.0 + 2.5).collect();
+            for loss in [Pointwise::Bce, Pointwise::BceWithLogits] {
+                let (x, y) = data(loss, n, &mut rng);
+                for red in REDUCTIONS {
+                    for weight in [Some((&full[..], shape)), Some((&per_col[..], &[cols][..])), None] {
+                        let pos: &[Option<&[f32]>] =
+                            if loss == Pointwise::BceWithLogits { &[None, Some(&pw)] } else { &[None] };
+                        for &pos_weight in pos {
+                            let case = Case { loss, weight, pos_weight, batchmean: false };
+                            case.check(dev, &x, &y, shape, red, Tol::ELEMENT);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pytorch_golden_values() {
+    let ln2 = std::f64::consts::LN_2;
+    for dev in devices() {
+        let none = Reduction::None;
+        let c = |loss| Case::plain(loss);
+        // F.binary_cross_entropy_with_logits([100, -100, 0, 0], [0, 1, 0, 1], reduction='none')
+        //   = [100, 100, ln 2, ln 2]; pos_weight=[3] at x=0, y=1: 3 ln 2
+        let got = c(Pointwise::BceWithLogits).check(
+            dev,
+            &[100.0, -100.0, 0.0, 0.0],
+            &[0.0, 1.0, 0.0, 1.0],
+            &[4],
+            none,
+            Tol::scaled(100.0),
+        );
+        assert_close("bce_with_logits extremes", &got, &[100.0, 100.0, ln2, ln2], Tol::scaled(100.0));
+        let pw = Case { pos_weight: Some(&[3.0]), ..c(Pointwise::BceWithLogits) };
+        assert_close(
+            "pos_weight",
+            &pw.check(dev, &[0.0], &[1.0], &[1], none, Tol::ELEMENT),
+            &[3.0 * ln2],
+            Tol::ELEMENT,
+        );
+        // F.binary_cross_entropy([0., 1., 0.5], [1., 1., 0.]) = [100, 0, ln 2] (log clamped at -100)
+        let got =
+            c(Pointwise::Bce).check(dev, &[0.0, 1.0, 0.5], &[1.0, 1.0, 0.0], &[3], none, Tol::scaled(100.0));
+        assert_close("bce clamp", &got, &[100.0, 0.0, ln2], Tol::ELEMENT);
+        // smooth_l1(beta=1) at diffs 0.5, 2 = [0.125, 1.5]; huber(delta=2) at 0.5, 2, 3 = [0.125, 2, 4];
+        // smooth_l1(beta=2) at diff 3 = 2
+        let x = [0.5f32, 2.0, 3.0];
+        let z = [0.0f32; 3];
+        let got = c(Pointwise::SmoothL1(1.0)).check(dev, &x[..2], &z[..2], &[2], none, Tol::ELEMENT);
+        assert_close("smooth_l1", &got, &[0.125, 1.5], Tol::ELEMENT);
+        let got = c(Pointwise::Huber(2.0)).check(dev, &x, &z, &[3], none, Tol::ELEMENT);
+        assert_close("huber", &got, &[0.125, 2.0, 4.0], Tol::ELEMENT);
+        let got = c(Pointwise::SmoothL1(2.0)).check(dev, &x[2..], &z[2..], &[1], none, Tol::ELEMENT);
+        assert_close("smooth_l1 beta 2", &got, &[2.0], Tol::ELEMENT);
+        // kl_div(log [0.2, 0.3, 0.5], [0, 0.5, 0.5], reduction='none') = [0, 0.25541281, 0]; sum 0.25541281
+        let logp = [0.2f32.ln(), 0.3f32.ln(), 0.5f32.ln()];
+        let got = c(Pointwise::KlDiv(false)).check(dev, &logp, &[0.0, 0.5, 0.5], &[1, 3], none, Tol::ELEMENT);
+        assert_close("kl_div", &got, &[0.0, 0.25541281, 0.0], Tol::ELEMENT);
+        let bm = Case { batchmean: true, ..c(Pointwise::KlDiv(false)) };
+        let got = bm.check(dev, &logp, &[0.0, 0.5, 0.5], &[1, 3], Reduction::Mean, Tol::ELEMENT);
+        assert_close("kl_div batchmean", &got, &[0.25541281], Tol::ELEMENT);
+        // l1 gradient at a zero difference is 0: sign(0)
+        let dx = L1::default()
+            .backward(
+                &dev.tensor(&[1.0, 2.0], &[2]).unwrap(),
+                &dev.tensor(&[1.0, 0.0], &[2]).unwrap(),
+                &dev.tensor(&[1.0], &[]).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(dx.to_vec().unwrap(), [0.0, 0.5]);
+    }
+}
+
+#[test]
+fn nan_propagates_and_infinities_follow_pytorch() {
+    for dev in devices() {
+        let t = |v: &[f32]| dev.tensor(v, &[v.len()]).unwrap();
+        let x = t(&[1.0, f32::NAN, 3.0, 0.5, 0.25]);
+        let y = t(&[0.0, 0.0, f32::NAN, 0.5, 1.0]);
+        for red in REDUCTIONS {
+            let got = Mse::default().reduction(red).forward(&x, &y).unwrap().to_vec().unwrap();
+            match red {
+                Reduction::None => {
+                    assert!(got[1].is_nan() && got[2].is_nan(), "{got:?}");
+                    assert_eq!([got[0], got[3], got[4]], [1.0, 0.0, 0.5625]);
+                }
+                _ => assert!(got[0].is_nan(), "{red:?}: {got:?}"),
+            }
+        }
+        let g = dev.tensor(&[1.0], &[]).unwrap();
+        let dx = L1::default().reduction(Reduction::Sum).backward(&x, &y, &g).unwrap().to_vec().unwrap();
+        assert!(dx[1].is_nan() && dx[2].is_nan() && dx[0] == 1.0, "{dx:?}");
+        // Infinite differences: mse and l1 give inf, huber and smooth_l1 too; their gradients
+        // are inf (mse), ±1 (l1, smooth_l1) and ±delta (huber), as PyTorch computes them.
+        let x = t(&[f32::INFINITY, f32::NEG_INFINITY]);
+        let y = t(&[0.0, 0.0]);
+        let none = Reduction::None;
+        let g2 = t(&[1.0, 1.0]);
+        assert_eq!(Mse { reduction: none }.forward(&x, &y).unwrap().to_vec().unwrap(), [f32::INFINITY; 2]);
+        assert_eq!(L1 { reduction: none }.forward(&x, &y).unwrap().to_vec().unwrap(), [f32::INFINITY; 2]);
+        assert_eq!(
+            Huber::default().reduction(none).forward(&x, &y).unwrap().to_vec().unwrap(),
+            [f32::INFINITY; 2]
+        );
+        assert_eq!(
+            Mse { reduction: none }.backward(&x, &y, &g2).unwrap().to_vec().unwrap(),
+            [f32::INFINITY, f32::NEG_INFINITY]
+        );
+        assert_eq!(L1 { reduction: none }.backward(&x, &y, &g2).unwrap().to_vec().unwrap(), [1.0, -1.0]);
+        assert_eq!(
+            Huber::default().delta(2.0).reduction(none).backward(&x, &y, &g2).unwrap().to_vec().unwrap(),
+            [2.0, -2.0]
+        );
+        assert_eq!(
+            SmoothL1::default().reduction(none).backward(&x, &y, &g2).unwrap().to_vec().unwrap(),
+            [1.0, -1.0]
+        );
+        // bce_with_logits gives the loss's limit at infinite logits: (+inf, 0) and (-inf, 1) are
+        // +inf, (+inf, 1) and (-inf, 0) are 0. PyTorch gives +inf for the first and NaN for the
+        // other three (pytorch issue #135359).
+        let bce = BceWithLogits::default().reduction(none);
+        assert_eq!(bce.forward(&x, &t(&[0.0, 1.0])).unwrap().to_vec().unwrap(), [f32::INFINITY; 2]);
+        assert_eq!(bce.forward(&x, &t(&[1.0, 0.0])).unwrap().to_vec().unwrap(), [0.0; 2]);
+        assert_eq!(bce.backward(&x, &t(&[0.0, 1.0]), &g2).unwrap().to_vec().unwrap(), [1.0, -1.0]);
+        // kl_div: a negative target is NaN (log of a negative number)
+        let got = KlDiv::default()
+            .reduction(KlReduction::None)
+            .forward(&t(&[-1.0]), &t(&[-0.5]))
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert!(got[0].is_nan());
+    }
+}
+
+#[test]
+fn bce_rejects_inputs_outside_zero_one() {
+    let dev = &devices()[0];
+    let x = dev.tensor(&[0.5, 1.5, -0.1, 0.2], &[4]).unwrap();
+    let y = dev.tensor(&[0.0; 4], &[4]).unwrap();
+    for red in REDUCTIONS {
+        match Bce::default().reduction(red).forward(&x, &y).unwrap().to_vec() {
+            Err(Error::InputOutOfRange { op: "bce", position: 1, value, .. }) => assert_eq!(value, 1.5),
+            other => panic!("{red:?}: expected InputOutOfRange, got {other:?}"),
+        }
+    }
+    let nan = dev.tensor(&[0.5, f32::NAN], &[2]).unwrap();
+    let err = wgpu_loss::bce(&nan, &dev.tensor(&[0.0; 2], &[2]).unwrap(), Reduction::Mean).unwrap().item();
+    assert!(matches!(err, Err(Error::InputOutOfRange { position: 1, .. })), "{err:?}");
+}
+
+#[test]
+fn options_and_shapes_are_checked() {
+    let dev = &devices()[0];
+    let x = dev.tensor(&[0.5; 6], &[2, 3]).unwrap();
+    let y = dev.tensor(&[0.5; 6], &[6]).unwrap();
+    assert!(matches!(Mse::default().forward(&x, &y), Err(Error::Shape { op: "mse", .. })));
+    assert!(matches!(
+        SmoothL1::default().beta(-1.0).forward(&x, &x),
+        Err(Error::InvalidArgument { op: "smooth_l1", .. })
+    ));
+    assert!(matches!(
+        Huber::default().delta(0.0).forward(&x, &x),
+        Err(Error::InvalidArgument { op: "huber", .. })
+    ));
+    let g = dev.tensor(&[1.0; 6], &[2, 3]).unwrap();
+    assert!(
+        matches!(Mse::default().backward(&x, &x, &g), Err(Error::Shape { .. })),
+        "mean needs a one-value gradient"
+    );
+    let g1 = dev.tensor(&[1.0], &[]).unwrap();
+    assert!(matches!(Mse { reduction: Reduction::None }.backward(&x, &x, &g1), Err(Error::Shape { .. })));
+    let s = dev.tensor(&[1.0], &[]).unwrap();
+    assert!(matches!(
+        KlDiv::default().reduction(KlReduction::BatchMean).forward(&s, &s),
+        Err(Error::Shape { .. })
+    ));
+}
+
+#[test]
+fn empty_inputs() {
+    let dev = &devices()[0];
+    let e = dev.tensor(&[], &[0]).unwrap();
+    assert!(wgpu_loss::mse(&e, &e, Reduction::Mean).unwrap().item().unwrap().is_nan());
+    assert_eq!(wgpu_loss::l1(&e, &e, Reduction::Sum).unwrap().item().unwrap(), 0.0);
+    assert!(wgpu_loss::mse(&e, &e, Reduction::None).unwrap().to_vec().unwrap().is_empty());
+}
+
+#[test]
+fn chunked_equals_unchunked() {
+    // 64 KiB bindings split 70 000 elements into chunks; the fused partial sums keep their
+    // partition, so mean and sum are bitwise equal.
+    let mut rng = Rng::new(32);
+    let n = 70_000;
+    for (small, dev) in small_binding_devices().iter().zip(devices()) {
+        for loss in [Pointwise::Huber(1.0), Pointwise::BceWithLogits] {
+            let (x, y) = data(loss, n, &mut rng);
+            for red in REDUCTIONS {
+                let a = Case::plain(loss).check(small, &x, &y, &[n], red, Tol::ELEMENT);
+                let b = Case::plain(loss).check(dev, &x, &y, &[n], red, Tol::ELEMENT);
+                if red != Reduction::None && dev.texture_inputs() == small.texture_inputs() {
+                    assert_eq!(a, b, "{loss:?} {red:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn binary_accuracy_counts_sign_agreement() {
+    for dev in devices() {
+        let mut rng = Rng::new(33);
+        let n = 5000;
+        let x = rng.values(n, 2.0);
+        let y: Vec<f32> = (0..n).map(|i| (i % 3 == 0) as u8 as f32).collect();
+        let got = wgpu_loss::binary_accuracy(&dev.tensor(&x, &[n]).unwrap(), &dev.tensor(&y, &[n]).unwrap())
+            .unwrap()
+            .item()
+            .unwrap();
+        let want =
+            reference::forward(Pointwise::BinaryAccuracy, &x, &y, n, None, None, Reduction::Mean, n as f64);
+        assert_close(&common::label(dev), &[got], &want, Tol::ELEMENT.sum(n));
+    }
+}

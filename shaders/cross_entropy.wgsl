@@ -1,8 +1,42 @@
-// cross_entropy: fused log-softmax + NLL over (rows, cols) logits with class-id targets, one pass
-// over the logits (rows.wgsl), then the target step (class_rows.wgsl); log-probabilities are
-// never written.
-// bindings: 1 x (rows, cols) through ld_x, the rest as in class_rows.wgsl
+// cross_entropy: fused log-softmax + NLL, one pass over the logits (rows.wgsl), then the target
+// step (class_rows.wgsl); log-probabilities are never written. With PROBS the targets are
+// probabilities y of the input's shape (read through ld_y) and the row loss is
+//   sum_c w[c] y'[c] (lse - x[c]) = lse * sum(w y') - sum(w y' x),   y' = y (1 - eps) + eps / C.
+// cross_entropy_backward writes the gradient, softmax minus the (smoothed, weighted) target:
+//   class ids:  s * [(1 - eps) w[t] (p[c] - [c == t]) + eps / C (W p[c] - w[c])],  W = sum w
+//   PROBS:      s * (p[c] sum(w y') - w[c] y'[c]);  target gradient -s (1 - eps) w[c] (x[c] - lse)
+// with s the upstream gradient of the row (see g_mode); ignored rows get 0, NaN rows NaN.
+// accuracy counts a row as right when fewer than top_k classes have a larger logit than the
+// target's (thread per row).
+// bindings: 1 x through ld_x | 7 y through ld_y (PROBS; a stand-in otherwise) | 8 g | 9 denom |
+//           10 dx write | 11 dy write, the rest as in class_rows.wgsl
 // numerics: max-shifted online reduction; finite for |x| < 1e30.
+
+override PROBS: bool = false;
+override WANT_DY: bool = false;
+
+@group(0) @binding(8) var<storage, read> g: array<f32>;
+@group(0) @binding(9) var<storage, read> denom: array<f32>;
+@group(0) @binding(10) var<storage, read_write> dx: array<u32>;
+@group(0) @binding(11) var<storage, read_write> dy: array<u32>;
+
+fn smoothed(y: vec4<f32>) -> vec4<f32> {
+    let eps = params.smoothing;
+    return y * (1.0 - eps) + eps / f32(params.cols);
+}
+
+fn row_aux4(c: vec4<u32>, i: vec4<u32>, v: vec4<f32>, m: vec4<bool>) -> vec2<f32> {
+    var w = vec4<f32>(1.0);
+    if (params.has_weight != 0u) {
+        w = vec4<f32>(weight[c.x], weight[c.y], weight[c.z], weight[c.w]);
+    }
+    w = select(vec4<f32>(0.0), w, m);
+    if (PROBS) {
+        let wy = w * smoothed(vec4<f32>(ld_y(i.x), ld_y(i.y), ld_y(i.z), ld_y(i.w)));
+        return vec2<f32>(dot(wy, vec4<f32>(1.0)), dot(wy, select(vec4<f32>(0.0), v, m)));
+    }
+    return vec2<f32>(dot(w, select(vec4<f32>(0.0), v, m)), dot(w, vec4<f32>(1.0)));
+}
 
 @compute @workgroup_size(WG)
 fn cross_entropy(
@@ -13,9 +47,101 @@ fn cross_entropy(
     let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
     let lane = lid % TPR;
     let live = row < params.rows;
-    let base = row * params.cols;
-    let st = row_state(base, params.cols, lane, lid, live);
+    let base = row_base(row);
+    let a = row_state(base, params.inner, params.cols, lane, lid, live);
     if (live && lane == 0u) {
-        class_row(row, base, lse_value(st));
+        let lse = lse_value(a.st);
+        if (PROBS) {
+            let l = lse * a.aux.x - a.aux.y;
+            loss[row] = select(bitcast<u32>(l), NAN_BITS, row_has_nan(a));
+            wsum[row] = 1.0;
+        } else {
+            class_row(row, base, lse, a.aux, row_has_nan(a));
+        }
     }
+}
+
+@compute @workgroup_size(WG)
+fn cross_entropy_backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
+    let lane = lid % TPR;
+    let live = row < params.rows;
+    let base = row_base(row);
+    let stride = params.inner;
+    let a = row_state(base, stride, params.cols, lane, lid, live);
+    if (!live) {
+        return;
+    }
+    let lse = lse_value(a.st);
+    let nan = row_has_nan(a);
+    var s = g[0] * params.scale;
+    if (params.g_mode == 0u) {
+        s = g[row];
+    } else if (params.g_mode == 2u) {
+        s = s / denom[0];
+    }
+    let eps = params.smoothing;
+    let ce = eps / f32(params.cols);
+    var t = -1;
+    var wt = 0.0;
+    if (!PROBS) {
+        // Validated by the target pass; an invalid target is treated as ignored here.
+        let raw = targets[row];
+        if (raw != params.ignore_index && raw >= 0 && u32(raw) < params.cols) {
+            t = raw;
+            wt = class_weight(u32(raw));
+        }
+    }
+    for (var c = lane; c < params.cols; c += TPR) {
+        let i = base + c * stride;
+        let x = ld_x(i);
+        let p = exp(x - lse);
+        var d = 0.0;
+        if (PROBS) {
+            let wc = class_weight(c);
+            let y = smoothed(vec4<f32>(ld_y(i))).x;
+            d = s * (p * a.aux.x - wc * y);
+            if (WANT_DY) {
+                let e = -s * (1.0 - eps) * wc * (x - lse);
+                dy[i] = select(bitcast<u32>(e), NAN_BITS, nan);
+            }
+        } else if (t >= 0) {
+            let hit = select(0.0, 1.0, u32(t) == c);
+            d = (1.0 - eps) * wt * (p - hit);
+            if (SMOOTH) {
+                d += ce * (a.aux.y * p - class_weight(c));
+            }
+            d *= s;
+        }
+        dx[i] = select(bitcast<u32>(d), NAN_BITS, nan);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn accuracy(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = group_index(wid, nwg) * WG + lid;
+    if (row >= params.rows) {
+        return;
+    }
+    let t = checked_target(row);
+    var right = 0.0;
+    if (t >= 0) {
+        let base = row_base(row);
+        let xt = ld_x(base + u32(t) * params.inner);
+        var above = 0u;
+        for (var c = 0u; c < params.cols; c++) {
+            above += select(0u, 1u, ld_x(base + c * params.inner) > xt);
+        }
+        right = select(0.0, 1.0, above < params.top_k);
+    }
+    loss[row] = bitcast<u32>(right);
+    wsum[row] = select(0.0, 1.0, t >= 0);
 }

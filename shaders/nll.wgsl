@@ -1,10 +1,14 @@
-// nll: negative log-likelihood gather over (rows, cols) log-probabilities, one thread per row:
-// the target step of class_rows.wgsl with lse = 0, i.e. loss[r] = -w[t] * logp[r, t].
-// bindings: 1 logp (rows, cols), the rest as in class_rows.wgsl
+// nll: negative log-likelihood gather over log-probabilities, one thread per row: the target
+// step of class_rows.wgsl with lse = 0, i.e. loss[r] = -w[t] * logp[r, t]; and its gradient,
+// one thread per element: dx[r, c] = -w[t] s_r where c == t, else 0.
+// bindings: 1 logp (rows, cols) | 7 g | 8 denom | 9 dx write, the rest as in class_rows.wgsl
 
 override WG: u32 = 64u;
 
 @group(0) @binding(1) var<storage, read> logp: array<f32>;
+@group(0) @binding(7) var<storage, read> g: array<f32>;
+@group(0) @binding(8) var<storage, read> denom: array<f32>;
+@group(0) @binding(9) var<storage, read_write> dx: array<f32>;
 
 fn ld_x(i: u32) -> f32 {
     return logp[i];
@@ -18,6 +22,34 @@ fn nll(
 ) {
     let row = group_index(wid, nwg) * WG + lid;
     if (row < params.rows) {
-        class_row(row, row * params.cols, 0.0);
+        class_row(row, row_base(row), 0.0, vec2<f32>(0.0), false);
     }
+}
+
+// Element i of an (outer, C, inner) chunk; targets are validated by target_weights.
+@compute @workgroup_size(WG)
+fn nll_backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = group_index(wid, nwg) * WG + lid;
+    let inner = params.inner;
+    if (i >= params.rows * params.cols) {
+        return;
+    }
+    let c = (i / inner) % params.cols;
+    let row = (i / (inner * params.cols)) * inner + i % inner;
+    let t = targets[row];
+    var v = 0.0;
+    if (t != params.ignore_index && t >= 0 && u32(t) == c) {
+        var s = g[0] * params.scale;
+        if (params.g_mode == 0u) {
+            s = g[row];
+        } else if (params.g_mode == 2u) {
+            s = s / denom[0];
+        }
+        v = -class_weight(c) * s;
+    }
+    dx[i] = v;
 }

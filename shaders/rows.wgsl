@@ -1,31 +1,72 @@
 // rows: the online (max, sum-exp) reduction of one row, shared by log_softmax, softmax and
-// cross_entropy. The (rows, cols) input is read through ld_x (kernels.rs declares it: a storage
-// buffer, or a texture staged by the copy engine on software adapters).
+// cross_entropy. The input is read through ld_x (kernels.rs declares it: a storage buffer, or a
+// texture staged by the copy engine on software adapters).
+//
+// Layout: a row is `cols` elements `stride` apart starting at `base`. The normalised dim of an
+// (outer, cols, inner) tensor gives rows r = o * inner + d with base o * cols * inner + d and
+// stride inner; stride 1 is the usual last-dim case.
 //
 // A workgroup of WG threads handles WG / TPR rows with TPR threads per row: TPR = 1 is thread
-// per row (no barriers: best for short rows and on software adapters), TPR = WG is workgroup
-// per row (vocabulary-sized rows on GPUs), anything between is a segment per row. Thread `lane`
-// of a row folds elements lane, lane + TPR, ... (adjacent threads read adjacent elements), then
-// the TPR states merge through a fixed tree in workgroup memory, so results do not depend on
-// timing. TPR is a power of two chosen by the host.
+// per row (no barriers: best for short rows, strided rows and software adapters), TPR = WG is
+// workgroup per row (vocabulary-sized rows on GPUs), anything between is a segment per row.
+// Thread `lane` of a row folds elements lane, lane + TPR, ... then the TPR states merge through
+// a fixed tree in workgroup memory, so results do not depend on timing. TPR is a power of two.
+//
+// Besides (max, sum) a row can fold an auxiliary pair of sums (AUX): the including file defines
+// row_aux4(c, i, v, m), the pair summed over the elements at columns c, flat indices i, values
+// v where m holds.
+// NaN: `bad` is the largest |bits| seen; above 0x7f800000 the row holds a NaN.
 
 override WG: u32 = 64u;
 override TPR: u32 = 1u;
-// cols % 4 == 0: every row starts on a quad, so rows are read four elements (one texel of a
-// staged input) at a time.
+// stride 1 and cols % 4 == 0: every row starts on a quad, so rows are read four elements (one
+// texel of a staged input) at a time.
 override QUADS: bool = false;
+override AUX: bool = false;
 
-var<workgroup> row_red: array<vec2<f32>, WG>;
+const ABS_MASK: u32 = 0x7fffffffu;
+const INF_BITS: u32 = 0x7f800000u;
 
-// The (max, sum) state of the row starting at `base`, the same in every thread of the row.
-// Every thread of the workgroup must call it (it may hold barriers); `live` is false for the
-// threads past the last row.
-fn row_state(base: u32, cols: u32, lane: u32, lid: u32, live: bool) -> vec2<f32> {
-    var st = vec2<f32>(NEG_BIG, 0.0);
+struct RowAcc {
+    st: vec2<f32>,
+    aux: vec2<f32>,
+    bad: u32,
+}
+
+var<workgroup> row_red: array<vec4<f32>, WG>;
+var<workgroup> row_bad: array<u32, WG>;
+
+fn acc_push4(a: ptr<function, RowAcc>, c: vec4<u32>, i: vec4<u32>, v: vec4<f32>) {
+    (*a).st = lse_push4((*a).st, v);
+    let b = bitcast<vec4<u32>>(v) & vec4<u32>(ABS_MASK);
+    (*a).bad = max((*a).bad, max(max(b.x, b.y), max(b.z, b.w)));
+    if (AUX) {
+        (*a).aux += row_aux4(c, i, v, vec4<bool>(true));
+    }
+}
+
+// One element: lane 0 of a quad whose other lanes are masked off.
+fn acc_push1(a: ptr<function, RowAcc>, c: u32, i: u32, v: f32) {
+    (*a).st = lse_push((*a).st, v);
+    (*a).bad = max((*a).bad, bitcast<u32>(v) & ABS_MASK);
+    if (AUX) {
+        (*a).aux += row_aux4(vec4<u32>(c), vec4<u32>(i), vec4<f32>(v), vec4<bool>(true, false, false, false));
+    }
+}
+
+fn row_has_nan(a: RowAcc) -> bool {
+    return a.bad > INF_BITS;
+}
+
+// The row's accumulated state, the same in every thread of the row. Every thread of the
+// workgroup must call it (it may hold barriers); `live` is false past the last row.
+fn row_state(base: u32, stride: u32, cols: u32, lane: u32, lid: u32, live: bool) -> RowAcc {
+    var a = RowAcc(vec2<f32>(NEG_BIG, 0.0), vec2<f32>(0.0), 0u);
     if (live && QUADS) {
         let q0 = base / 4u;
         for (var q = lane; q < cols / 4u; q += TPR) {
-            st = lse_push4(st, ld4_x(q0 + q));
+            let c = 4u * q;
+            acc_push4(&a, vec4<u32>(c, c + 1u, c + 2u, c + 3u), vec4<u32>(base + c) + vec4<u32>(0u, 1u, 2u, 3u), ld4_x(q0 + q));
         }
     } else if (live) {
         var c = lane;
@@ -33,24 +74,48 @@ fn row_state(base: u32, cols: u32, lane: u32, lid: u32, live: bool) -> vec2<f32>
             if (c + 3u * TPR >= cols) {
                 break;
             }
-            let v = vec4<f32>(ld_x(base + c), ld_x(base + c + TPR), ld_x(base + c + 2u * TPR), ld_x(base + c + 3u * TPR));
-            st = lse_push4(st, v);
+            let cs = vec4<u32>(c, c + TPR, c + 2u * TPR, c + 3u * TPR);
+            let is = vec4<u32>(base) + cs * stride;
+            acc_push4(&a, cs, is, vec4<f32>(ld_x(is.x), ld_x(is.y), ld_x(is.z), ld_x(is.w)));
             c += 4u * TPR;
         }
         for (; c < cols; c += TPR) {
-            st = lse_push(st, ld_x(base + c));
+            acc_push1(&a, c, base + c * stride, ld_x(base + c * stride));
         }
     }
     if (TPR > 1u) {
-        row_red[lid] = st;
+        row_red[lid] = vec4<f32>(a.st, a.aux);
+        row_bad[lid] = a.bad;
         workgroupBarrier();
         for (var s = TPR / 2u; s > 0u; s = s / 2u) {
             if (lane < s) {
-                row_red[lid] = lse_merge(row_red[lid], row_red[lid + s]);
+                let x = row_red[lid];
+                let y = row_red[lid + s];
+                row_red[lid] = vec4<f32>(lse_merge(x.xy, y.xy), x.zw + y.zw);
+                row_bad[lid] = max(row_bad[lid], row_bad[lid + s]);
             }
             workgroupBarrier();
         }
-        st = row_red[lid - lane];
+        let r = row_red[lid - lane];
+        a = RowAcc(r.xy, r.zw, row_bad[lid - lane]);
     }
-    return st;
+    return a;
+}
+
+// The sum of `v` over the TPR threads of a row, returned to all of them (for the backward
+// passes). Call from uniform control flow.
+fn row_sum(v: f32, lane: u32, lid: u32) -> f32 {
+    if (TPR == 1u) {
+        return v;
+    }
+    workgroupBarrier();
+    row_red[lid] = vec4<f32>(v, 0.0, 0.0, 0.0);
+    workgroupBarrier();
+    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) {
+            row_red[lid].x = row_red[lid].x + row_red[lid + s].x;
+        }
+        workgroupBarrier();
+    }
+    return row_red[lid - lane].x;
 }

@@ -38,11 +38,12 @@ pub enum KernelId {
     Linear,
     /// `y = x·Wᵀ + b`, large register blocks and no barriers (software adapters).
     LinearBlocked,
-    /// `log_softmax` and `softmax` over the last dim.
+    /// `log_softmax` and `softmax` over any dim, and their gradients.
     LogSoftmax,
-    /// Fused log-softmax + NLL with class-id targets.
+    /// Fused log-softmax + NLL (class ids or probabilities, label smoothing, K-dim), its
+    /// gradient, and top-k accuracy.
     CrossEntropy,
-    /// NLL gather from log-probabilities.
+    /// NLL gather from log-probabilities, and its gradient.
     Nll,
     /// Every elementwise loss (mse, l1, smooth_l1, huber, bce, bce_with_logits, kl_div), its
     /// gradient, and binary accuracy.
@@ -107,7 +108,8 @@ impl KernelId {
     /// the large operands that software adapters stage in textures.
     pub fn staged_inputs(self) -> &'static [(&'static str, u32)] {
         match self {
-            KernelId::LogSoftmax | KernelId::CrossEntropy => &[("x", 1)],
+            KernelId::LogSoftmax => &[("x", 1), ("g", 3)],
+            KernelId::CrossEntropy => &[("x", 1), ("y", 7)],
             KernelId::Pointwise => &[("x", 1), ("y", 2)],
             _ => &[],
         }
@@ -164,9 +166,11 @@ impl KernelId {
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
             KernelId::Linear | KernelId::LinearBlocked => &["linear"],
-            KernelId::LogSoftmax => &["log_softmax", "softmax"],
-            KernelId::CrossEntropy => &["cross_entropy"],
-            KernelId::Nll => &["nll"],
+            KernelId::LogSoftmax => &["log_softmax", "softmax", "log_softmax_backward", "softmax_backward"],
+            KernelId::CrossEntropy => {
+                &["cross_entropy", "cross_entropy_backward", "accuracy", "target_weights"]
+            }
+            KernelId::Nll => &["nll", "nll_backward", "target_weights"],
             KernelId::Pointwise => &["forward_none", "forward_partials", "backward"],
             KernelId::Reduce => &["partials", "finish"],
             KernelId::Bandwidth => &["read_sum", "copy"],

@@ -19,14 +19,14 @@ fn check(dev: &Device, x: &[f32], shape: &[usize], strategy: RowStrategy, scale:
     let cols = *shape.last().unwrap();
     let t = dev.tensor(x, shape).unwrap();
     let what = format!("{} {shape:?} {strategy:?}", common::label(dev));
-    let got = LogSoftmax { strategy }.forward(&t).unwrap().to_vec().unwrap();
+    let got = LogSoftmax { strategy, dim: -1 }.forward(&t).unwrap().to_vec().unwrap();
     assert_close(
         &format!("log_softmax {what}"),
         &got,
         &reference::log_softmax(x, cols),
         Tol::scaled(scale).sum(cols),
     );
-    let sm = Softmax { strategy }.forward(&t).unwrap().to_vec().unwrap();
+    let sm = Softmax { strategy, dim: -1 }.forward(&t).unwrap().to_vec().unwrap();
     assert_close(&format!("softmax {what}"), &sm, &reference::softmax(x, cols), Tol::ELEMENT.sum(cols));
     got
 }

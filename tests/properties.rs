@@ -43,7 +43,7 @@ proptest! {
             let got = ce.forward(&logits, &dev.indices(&t, &[n]).unwrap()).unwrap().to_vec().unwrap();
             let want = reference::cross_entropy::cross_entropy(&x, c, &t, weighted.then_some(w.as_slice()), ignore, red).unwrap();
             assert_close(&format!("{} ce", common::label(dev)), &got, &want, Tol::scaled(scale as f64).sum(n * c));
-            let ls = wgpu_loss::LogSoftmax { strategy: strat }.forward(&logits).unwrap().to_vec().unwrap();
+            let ls = wgpu_loss::LogSoftmax { strategy: strat, dim: -1 }.forward(&logits).unwrap().to_vec().unwrap();
             assert_close(&format!("{} log_softmax", common::label(dev)), &ls, &reference::log_softmax::log_softmax(&x, c), Tol::scaled(scale as f64).sum(c));
         }
     }

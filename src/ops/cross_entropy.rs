@@ -1,12 +1,17 @@
-//! `cross_entropy` with class-id targets: log-softmax and NLL fused into one pass over the
-//! logits (`shaders/cross_entropy.wgsl`); the log-probabilities are never written.
+//! `cross_entropy`: log-softmax and NLL fused into one pass over the logits
+//! (`shaders/cross_entropy.wgsl`); the log-probabilities are never written. Also its gradient,
+//! and top-k [`Accuracy`] over the same rows.
+//!
+//! Shapes follow PyTorch: logits `(N, C)`, `(N, C, d1, …, dk)` (the class dim is dim 1, read in
+//! place with a stride) or unbatched `(C)`; class-id targets `(N, d1, …, dk)` (or `()`), or
+//! probability targets of the logits' own shape. Nothing is broadcast.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Reduction, RowStrategy, check_u32};
+use super::{Reduction, RowStrategy, Rows, check_u32};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, KernelId, dispatch, input as input_at, row_chunks};
+use crate::kernels::{Bind, Input, KernelId, dispatch, input as input_at};
 use crate::ops::reduce::{Finish, reduce};
 use crate::tensor::{Indices, Storage, TargetCheck, Tensor, same_device};
 
@@ -21,18 +26,31 @@ pub(crate) struct Params {
     pub(crate) ignore_index: i32,
     pub(crate) has_weight: u32,
     pub(crate) row_base: u32,
-    pub(crate) _pad: [u32; 3],
+    pub(crate) inner: u32,
+    pub(crate) smoothing: f32,
+    pub(crate) g_mode: u32,
+    pub(crate) scale: f32,
+    pub(crate) top_k: u32,
+    pub(crate) _pad: [u32; 2],
 }
-const _: () = assert!(size_of::<Params>() == 32);
+const _: () = assert!(size_of::<Params>() == 48);
 
-/// Cross-entropy between `(N, C)` logits and `(N)` class ids, as PyTorch's
-/// `F.cross_entropy(logits, targets, weight, ignore_index, reduction)`.
+/// Cross-entropy, as PyTorch's `F.cross_entropy(logits, targets, weight, ignore_index,
+/// reduction, label_smoothing)`.
 ///
-/// Per row `l = w[t] · (logsumexp(x) − x[t])`; rows whose target is `ignore_index` give 0 and
-/// are left out of the mean, whose denominator is Σ w[t] over the counted rows (the row count
-/// without weights). A mean over no counted row is NaN, a sum 0. A target that is neither a
-/// class nor `ignore_index` makes reading the result fail with
-/// [`Error::TargetOutOfRange`]; the kernel never reads out of bounds.
+/// With class ids, per row `l = w[t] · (logsumexp(x) − x[t])`; rows whose target is
+/// `ignore_index` give 0 and are left out of the mean, whose denominator is Σ w[t] over the
+/// counted rows (the row count without weights). With label smoothing ε the row loss is
+/// `(1 − ε)·l + ε/C · Σ_c w[c]·(logsumexp(x) − x[c])`, ignored rows still 0, the same mean
+/// denominator. A mean over no counted row is NaN, a sum 0. A target that is neither a class nor
+/// `ignore_index` makes reading the result fail with [`Error::TargetOutOfRange`]; the kernel
+/// never reads out of bounds.
+///
+/// With probability targets ([`CrossEntropy::forward_probs`]) the row loss is
+/// `Σ_c w[c]·y'[c]·(logsumexp(x) − x[c])` with `y' = (1 − ε)·y + ε/C`, and the mean divides by
+/// the number of rows `N·d1⋯dk` even with weights, as PyTorch does.
+///
+/// A row holding a NaN has a NaN loss (and a NaN gradient), which a mean or sum carries.
 ///
 /// ```
 /// use wgpu_loss::{CrossEntropy, Device};
@@ -41,6 +59,10 @@ const _: () = assert!(size_of::<Params>() == 32);
 /// let targets = dev.indices(&[2i64, 0], &[2])?;
 /// let loss = CrossEntropy::default().forward(&logits, &targets)?.item()?;
 /// assert!((loss - 1.40760596).abs() < 1e-5);
+/// // the gradient of the mean: (softmax − one-hot) / 2
+/// let g = dev.tensor(&[1.0], &[])?;
+/// let dx = CrossEntropy::default().backward(&logits, &targets, &g)?.to_vec()?;
+/// assert!((dx[2] - (0.66524096 - 1.0) / 2.0).abs() < 1e-6);
 /// # Ok::<(), wgpu_loss::Error>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -51,6 +73,8 @@ pub struct CrossEntropy {
     pub ignore_index: i64,
     /// How the per-row losses are reduced (default mean).
     pub reduction: Reduction,
+    /// Label smoothing ε in [0, 1] (default 0).
+    pub label_smoothing: f32,
     /// How rows are spread over threads.
     pub strategy: RowStrategy,
 }
@@ -61,27 +85,62 @@ impl Default for CrossEntropy {
             weight: None,
             ignore_index: DEFAULT_IGNORE_INDEX,
             reduction: Reduction::Mean,
+            label_smoothing: 0.0,
             strategy: RowStrategy::Auto,
         }
     }
 }
 
+/// Negative log-likelihood, as PyTorch's `F.nll_loss(logp, targets, weight, ignore_index,
+/// reduction)`: per row `l = −w[t] · logp[t]`, with the same shapes, ignore, weighting and
+/// reduction rules as [`CrossEntropy`] with class ids. `log_softmax` over dim 1 followed by
+/// `nll` equals `cross_entropy`.
+#[derive(Clone, Debug)]
+pub struct Nll {
+    /// Per-class weights, shape `(C)`.
+    pub weight: Option<Tensor>,
+    /// Targets equal to this are ignored (default −100).
+    pub ignore_index: i64,
+    /// How the per-row losses are reduced (default mean).
+    pub reduction: Reduction,
+}
+
+impl Default for Nll {
+    fn default() -> Self {
+        Nll { weight: None, ignore_index: DEFAULT_IGNORE_INDEX, reduction: Reduction::Mean }
+    }
+}
+
+/// The option setters CrossEntropy and Nll share.
+macro_rules! class_options {
+    ($($t:ty),+) => {$(
+        impl $t {
+            /// Sets per-class weights `(C)`.
+            pub fn weight(mut self, weight: Tensor) -> Self {
+                self.weight = Some(weight);
+                self
+            }
+
+            /// Sets the ignored target value.
+            pub fn ignore_index(mut self, ignore_index: i64) -> Self {
+                self.ignore_index = ignore_index;
+                self
+            }
+
+            /// Sets the reduction.
+            pub fn reduction(mut self, reduction: Reduction) -> Self {
+                self.reduction = reduction;
+                self
+            }
+        }
+    )+};
+}
+class_options!(CrossEntropy, Nll);
+
 impl CrossEntropy {
-    /// Sets per-class weights `(C)`.
-    pub fn weight(mut self, weight: Tensor) -> Self {
-        self.weight = Some(weight);
-        self
-    }
-
-    /// Sets the ignored target value.
-    pub fn ignore_index(mut self, ignore_index: i64) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
-
-    /// Sets the reduction.
-    pub fn reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
+    /// Sets label smoothing ε ∈ [0, 1].
+    pub fn label_smoothing(mut self, label_smoothing: f32) -> Self {
+        self.label_smoothing = label_smoothing;
         self
     }
 
@@ -91,22 +150,60 @@ impl CrossEntropy {
         self
     }
 
-    /// The loss: a 0-d tensor for mean and sum, `(N)` for [`Reduction::None`].
-    pub fn forward(&self, logits: &Tensor, targets: &Indices) -> Result<Tensor> {
-        let rows = logits.shape.first().copied().unwrap_or(0);
-        let cols = logits.shape.get(1).copied().unwrap_or(0);
-        let plan = self.strategy.plan("cross_entropy", logits.device(), rows, cols)?;
-        class_loss(
+    fn job<'a>(&'a self, logits: &'a Tensor, targets: Target<'a>) -> Result<ClassJob<'a>> {
+        let eps = self.label_smoothing;
+        if !(0.0..=1.0).contains(&eps) {
+            return Err(Error::invalid(
+                "cross_entropy",
+                format!("label_smoothing must be in [0, 1], got {eps}"),
+            ));
+        }
+        if matches!(targets, Target::Probs(_)) && self.ignore_index >= 0 {
+            return Err(Error::invalid(
+                "cross_entropy",
+                "ignore_index must be negative with probability targets (PyTorch does not support it)",
+            ));
+        }
+        ClassJob::new(
             "cross_entropy",
             KernelId::CrossEntropy,
-            &plan.constants(),
-            |n| plan.groups(n),
             logits,
             targets,
             self.weight.as_ref(),
             self.ignore_index,
             self.reduction,
+            eps,
+            self.strategy,
         )
+    }
+
+    /// The loss over class-id targets: a 0-d tensor for mean and sum, the targets' shape for
+    /// [`Reduction::None`].
+    pub fn forward(&self, logits: &Tensor, targets: &Indices) -> Result<Tensor> {
+        self.job(logits, Target::Ids(targets))?.forward()
+    }
+
+    /// The loss over probability targets of the logits' shape.
+    pub fn forward_probs(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        self.job(logits, Target::Probs(targets))?.forward()
+    }
+
+    /// The gradient with respect to the logits, given the upstream gradient (one value for mean
+    /// and sum, the targets' shape for `None`): softmax minus the smoothed, weighted one-hot,
+    /// scaled; ignored rows 0.
+    pub fn backward(&self, logits: &Tensor, targets: &Indices, grad_output: &Tensor) -> Result<Tensor> {
+        Ok(self.job(logits, Target::Ids(targets))?.backward(grad_output, false)?.0)
+    }
+
+    /// The gradients with respect to the logits and to the probability targets.
+    pub fn backward_probs(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        grad_output: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (dx, dy) = self.job(logits, Target::Probs(targets))?.backward(grad_output, true)?;
+        Ok((dx, dy.expect("backward returns the target gradient when asked")))
     }
 }
 
@@ -115,85 +212,454 @@ pub fn cross_entropy(logits: &Tensor, targets: &Indices) -> Result<Tensor> {
     CrossEntropy::default().forward(logits, targets)
 }
 
-/// The host side shared by `cross_entropy` and `nll`, whose kernels have the same bindings:
-/// validate, run the per-row kernel chunk by chunk, reduce.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn class_loss(
+impl Nll {
+    fn job<'a>(&'a self, logp: &'a Tensor, targets: &'a Indices) -> Result<ClassJob<'a>> {
+        ClassJob::new(
+            "nll",
+            KernelId::Nll,
+            logp,
+            Target::Ids(targets),
+            self.weight.as_ref(),
+            self.ignore_index,
+            self.reduction,
+            0.0,
+            RowStrategy::ThreadPerRow,
+        )
+    }
+
+    /// The loss: a 0-d tensor for mean and sum, the targets' shape for [`Reduction::None`].
+    pub fn forward(&self, logp: &Tensor, targets: &Indices) -> Result<Tensor> {
+        self.job(logp, targets)?.forward()
+    }
+
+    /// The gradient with respect to the log-probabilities: `−w[t]·s` at each counted row's
+    /// target, 0 elsewhere.
+    pub fn backward(&self, logp: &Tensor, targets: &Indices, grad_output: &Tensor) -> Result<Tensor> {
+        Ok(self.job(logp, targets)?.backward(grad_output, false)?.0)
+    }
+}
+
+/// `F.nll_loss(logp, targets)` with PyTorch's defaults (mean, ignore_index −100).
+pub fn nll(logp: &Tensor, targets: &Indices) -> Result<Tensor> {
+    Nll::default().forward(logp, targets)
+}
+
+/// Top-k accuracy over class-id targets, with the shapes of [`CrossEntropy`]: a row is right
+/// when fewer than `top_k` classes have a strictly larger logit than its target's (ties count
+/// for the target). Rows whose target is `ignore_index` are left out; the result is the
+/// fraction of counted rows that are right, NaN when none is counted.
+///
+/// ```
+/// use wgpu_loss::{Accuracy, Device};
+/// let dev = Device::new()?;
+/// let logits = dev.tensor(&[0.1, 0.7, 0.2, 0.5, 0.3, 0.2], &[2, 3])?;
+/// let targets = dev.indices(&[1i64, 1], &[2])?;
+/// assert_eq!(Accuracy::default().forward(&logits, &targets)?.item()?, 0.5);
+/// assert_eq!(Accuracy::default().top_k(2).forward(&logits, &targets)?.item()?, 1.0);
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Accuracy {
+    /// How many of the largest logits may hold the target (default 1).
+    pub top_k: usize,
+    /// Targets equal to this are left out (default −100).
+    pub ignore_index: i64,
+}
+
+impl Default for Accuracy {
+    fn default() -> Self {
+        Accuracy { top_k: 1, ignore_index: DEFAULT_IGNORE_INDEX }
+    }
+}
+
+impl Accuracy {
+    /// Sets k.
+    pub fn top_k(mut self, top_k: usize) -> Self {
+        self.top_k = top_k;
+        self
+    }
+
+    /// Sets the ignored target value.
+    pub fn ignore_index(mut self, ignore_index: i64) -> Self {
+        self.ignore_index = ignore_index;
+        self
+    }
+
+    /// The fraction of counted rows whose target is among the `top_k` largest logits (0-d).
+    pub fn forward(&self, logits: &Tensor, targets: &Indices) -> Result<Tensor> {
+        if self.top_k == 0 {
+            return Err(Error::invalid("accuracy", "top_k must be at least 1"));
+        }
+        let job = ClassJob::new(
+            "accuracy",
+            KernelId::CrossEntropy,
+            logits,
+            Target::Ids(targets),
+            None,
+            self.ignore_index,
+            Reduction::Mean,
+            0.0,
+            RowStrategy::ThreadPerRow,
+        )?;
+        job.run_rows("accuracy", self.top_k.min(u32::MAX as usize) as u32)
+    }
+}
+
+/// Class ids or probabilities.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Ids(&'a Indices),
+    Probs(&'a Tensor),
+}
+
+/// One validated evaluation of a class loss.
+struct ClassJob<'a> {
     op: &'static str,
     kernel: KernelId,
-    constants: &[(&'static str, f64)],
-    groups: impl Fn(usize) -> u64,
-    input: &Tensor,
-    targets: &Indices,
-    weight: Option<&Tensor>,
+    input: &'a Tensor,
+    targets: Target<'a>,
+    weight: Option<&'a Tensor>,
+    ignore: i32,
     ignore_index: i64,
     reduction: Reduction,
-) -> Result<Tensor> {
-    let dev: &Device = input.device();
-    let mut devices = vec![targets.device()];
-    devices.extend(weight.map(|w| w.device()));
-    same_device(op, dev, &devices)?;
-    let &[rows, cols] = input.shape.as_slice() else {
-        return Err(Error::shape(op, format!("expected (N, C) input, got {:?}", input.shape)));
-    };
-    if targets.shape != [rows] {
-        return Err(Error::shape(
-            op,
-            format!("input {:?} needs targets ({rows}), got {:?}", input.shape, targets.shape),
-        ));
-    }
-    if let Some(w) = weight
-        && w.shape != [cols]
-    {
-        return Err(Error::shape(op, format!("weight must be ({cols}), got {:?}", w.shape)));
-    }
-    let ignore = i32::try_from(ignore_index)
-        .map_err(|_| Error::invalid(op, format!("ignore_index {ignore_index} does not fit in i32")))?;
-    if cols == 0 && rows > 0 {
-        return Err(Error::Empty { op, what: "no classes" });
-    }
-    check_u32(op, rows)?;
-    check_u32(op, cols)?;
+    smoothing: f32,
+    rows: Rows,
+    /// The shape of the per-row losses (the targets' shape for class ids).
+    out_shape: Vec<usize>,
+    constants: Vec<(&'static str, f64)>,
+    groups_per: u32,
+}
 
-    let path = dev.input_path(kernel, &[(input.storage.buffer(), input.numel())])?;
-    let pipe = dev.pipeline_for(kernel, path, op, constants)?;
-    let check = TargetCheck::new(op, targets, cols, ignore_index)?;
-    let loss = Storage::alloc(dev, rows as u64 * 4)?;
-    let wsum = Storage::alloc(dev, rows as u64 * 4)?;
-    let row_bytes = cols as u64 * 4;
-    for chunk in row_chunks(dev, "one row", rows, &[row_bytes, 4, 4, 4], 1)? {
-        let n = chunk.len() as u64;
-        let r0 = chunk.start as u64;
-        let params = Params {
-            rows: n as u32,
-            cols: cols as u32,
-            ignore_index: ignore,
-            has_weight: weight.is_some() as u32,
-            row_base: chunk.start as u32,
-            _pad: [0; 3],
+impl<'a> ClassJob<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        op: &'static str,
+        kernel: KernelId,
+        input: &'a Tensor,
+        targets: Target<'a>,
+        weight: Option<&'a Tensor>,
+        ignore_index: i64,
+        reduction: Reduction,
+        smoothing: f32,
+        strategy: RowStrategy,
+    ) -> Result<Self> {
+        let dev: &Device = input.device();
+        let mut devices: Vec<&Device> = weight.iter().map(|w| w.device()).collect();
+        devices.push(match targets {
+            Target::Ids(t) => t.device(),
+            Target::Probs(t) => t.device(),
+        });
+        same_device(op, dev, &devices)?;
+        let shape = &input.shape;
+        let (rows, out_shape) = match shape.len() {
+            0 => return Err(Error::shape(op, "the input needs a class dimension, got a 0-d tensor")),
+            1 => (Rows { outer: 1, cols: shape[0], inner: 1 }, Vec::new()),
+            _ => {
+                let mut out = vec![shape[0]];
+                out.extend_from_slice(&shape[2..]);
+                (Rows::around(shape, 1), out)
+            }
         };
-        let weight_buf = weight.map_or(&dev.inner.dummy, |w| w.storage.buffer());
-        dispatch(
-            dev,
-            &pipe,
-            bytemuck::bytes_of(&params),
-            &[
-                input_at(dev, path, 1, input.storage.buffer(), r0 * row_bytes, n * cols as u64).bind(),
-                Bind::range(2, targets.storage.buffer(), r0 * 4, n * 4),
-                Bind::all(3, weight_buf),
+        match targets {
+            Target::Ids(t) if t.shape != out_shape => {
+                return Err(Error::shape(
+                    op,
+                    format!("input {shape:?} needs class-id targets {out_shape:?}, got {:?}", t.shape),
+                ));
+            }
+            Target::Probs(t) if t.shape != *shape => {
+                return Err(Error::shape(
+                    op,
+                    format!("probability targets must have the input's shape {shape:?}, got {:?}", t.shape),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(w) = weight
+            && w.shape != [rows.cols]
+        {
+            return Err(Error::shape(op, format!("weight must be ({}), got {:?}", rows.cols, w.shape)));
+        }
+        let ignore = i32::try_from(ignore_index)
+            .map_err(|_| Error::invalid(op, format!("ignore_index {ignore_index} does not fit in i32")))?;
+        if rows.cols == 0 && rows.rows() > 0 {
+            return Err(Error::Empty { op, what: "no classes" });
+        }
+        check_u32(op, input.numel())?;
+        let (constants, groups_per) = if kernel == KernelId::Nll {
+            (vec![("WG", 64.0)], 64)
+        } else {
+            let plan = strategy.plan_strided(op, dev, rows.rows(), rows.cols, rows.inner)?;
+            let mut c = plan.constants();
+            let probs = matches!(targets, Target::Probs(_));
+            let smooth = smoothing > 0.0 && !probs;
+            c.extend([("PROBS", probs as u8 as f64), ("SMOOTH", smooth as u8 as f64)]);
+            c.push(("AUX", (probs || smooth) as u8 as f64));
+            (c, plan.wg / plan.tpr)
+        };
+        Ok(ClassJob {
+            op,
+            kernel,
+            input,
+            targets,
+            weight,
+            ignore,
+            ignore_index,
+            reduction,
+            smoothing,
+            rows,
+            out_shape,
+            constants,
+            groups_per,
+        })
+    }
+
+    fn params(&self, rows: usize, row_base: usize) -> Params {
+        Params {
+            rows: rows as u32,
+            cols: self.rows.cols as u32,
+            ignore_index: self.ignore,
+            has_weight: self.weight.is_some() as u32,
+            row_base: row_base as u32,
+            inner: self.rows.inner as u32,
+            smoothing: self.smoothing,
+            g_mode: 0,
+            scale: 1.0,
+            top_k: 0,
+            _pad: [0; 2],
+        }
+    }
+
+    fn checks(&self) -> Vec<TargetCheck> {
+        let mut checks = self.input.checks.clone();
+        checks.extend(self.weight.iter().flat_map(|w| w.checks.iter().cloned()));
+        if let Target::Probs(t) = self.targets {
+            checks.extend(t.checks.iter().cloned());
+        }
+        checks
+    }
+
+    fn staged(&self) -> Vec<(&wgpu::Buffer, usize)> {
+        let mut staged = vec![(self.input.storage.buffer(), self.input.numel())];
+        if let Target::Probs(t) = self.targets
+            && self.kernel == KernelId::CrossEntropy
+        {
+            staged.push((t.storage.buffer(), t.numel()));
+        }
+        staged
+    }
+
+    /// Bytes per row of every buffer bound per chunk: input, targets, and `extra` more of
+    /// 4 bytes (per-row outputs) or `cols` floats (`wide`).
+    fn row_bytes(&self, per_row: usize, wide: usize) -> Vec<u64> {
+        let row = self.rows.cols as u64 * 4;
+        let target = if matches!(self.targets, Target::Probs(_)) { row } else { 4 };
+        let mut v = vec![row, target];
+        v.extend(std::iter::repeat_n(4, per_row));
+        v.extend(std::iter::repeat_n(row, wide));
+        v
+    }
+
+    /// The input's binding (and, for cross_entropy, the probability targets' or a stand-in)
+    /// for the chunk of `n` rows starting at `r0`.
+    fn inputs(&self, path: crate::kernels::InputPath, r0: u64, n: u64) -> Vec<Input<'a>> {
+        let dev = self.input.device();
+        let cols = self.rows.cols as u64;
+        let off = r0 * cols * 4;
+        let x = self.input.storage.buffer();
+        if self.kernel == KernelId::Nll {
+            return vec![Input::Buffer(Bind::range(1, x, off, n * cols * 4))];
+        }
+        let y = match self.targets {
+            Target::Probs(t) => input_at(dev, path, 7, t.storage.buffer(), off, n * cols),
+            Target::Ids(_) => input_at(dev, path, 7, x, 0, 1),
+        };
+        vec![input_at(dev, path, 1, x, off, n * cols), y]
+    }
+
+    fn ids_bind(&self, r0: u64, n: u64) -> Bind<'a> {
+        match self.targets {
+            Target::Ids(t) => Bind::range(2, t.storage.buffer(), r0 * 4, n * 4),
+            Target::Probs(_) => Bind::all(2, &self.input.device().inner.dummy),
+        }
+    }
+
+    fn weight_bind(&self) -> Bind<'a> {
+        Bind::all(3, self.weight.map_or(&self.input.device().inner.dummy, |w| w.storage.buffer()))
+    }
+
+    /// Runs a per-row entry (the loss or accuracy) writing loss and wsum, then reduces.
+    fn run_rows(&self, entry: &'static str, top_k: u32) -> Result<Tensor> {
+        let dev = self.input.device();
+        let n_rows = self.rows.rows();
+        let path = dev.input_path(self.kernel, &self.staged())?;
+        let constants = if entry == "accuracy" {
+            vec![("WG", 64.0), ("TPR", 1.0), ("QUADS", 0.0)]
+        } else {
+            self.constants.clone()
+        };
+        let per_group = if entry == "accuracy" { 64 } else { self.groups_per };
+        let pipe = dev.pipeline_for(self.kernel, path, entry, &constants)?;
+        let loss = Storage::alloc(dev, n_rows as u64 * 4)?;
+        let wsum = Storage::alloc(dev, n_rows as u64 * 4)?;
+        let check = match self.targets {
+            Target::Ids(t) => Some(TargetCheck::new(self.op, t, self.rows.cols, self.ignore_index)?),
+            Target::Probs(_) => None,
+        };
+        let status = match &check {
+            Some(c) => c.status.clone(),
+            None => Storage::alloc(dev, 4)?,
+        };
+        let inner = self.rows.inner as u64;
+        for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(2, 0))? {
+            let (r0, n) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
+            let mut params = self.params(n as usize, r0 as usize);
+            params.top_k = top_k;
+            let inputs = self.inputs(path, r0, n);
+            let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
+            binds.extend([
+                self.ids_bind(r0, n),
+                self.weight_bind(),
                 Bind::range(4, loss.buffer(), r0 * 4, n * 4),
                 Bind::range(5, wsum.buffer(), r0 * 4, n * 4),
-                Bind::range(6, check.status.buffer(), 0, 4),
-            ],
-            groups(chunk.len()),
-        )?;
+                Bind::range(6, status.buffer(), 0, 4),
+            ]);
+            if entry == "accuracy" {
+                // accuracy reads neither weights nor probability targets.
+                binds.retain(|b| b.slot != 3 && b.slot != 7);
+            }
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(per_group as u64))?;
+        }
+        let mut checks = self.checks();
+        checks.extend(check);
+        let probs = matches!(self.targets, Target::Probs(_));
+        match (self.reduction, entry == "accuracy") {
+            (Reduction::None, false) => Ok(Tensor { storage: loss, shape: self.out_shape.clone(), checks }),
+            (Reduction::Sum, false) => reduce(dev, &loss, None, n_rows, Finish::Sum, 0.0, checks),
+            (_, _) if probs => reduce(dev, &loss, None, n_rows, Finish::MeanCount, n_rows as f64, checks),
+            _ => reduce(dev, &loss, Some(&wsum), n_rows, Finish::MeanWeights, 0.0, checks),
+        }
     }
-    let mut checks = input.checks.clone();
-    checks.extend(weight.iter().flat_map(|w| w.checks.iter().cloned()));
-    checks.push(check);
-    match reduction {
-        Reduction::None => Ok(Tensor { storage: loss, shape: vec![rows], checks }),
-        Reduction::Sum => reduce(dev, &loss, None, rows, Finish::Sum, 0.0, checks),
-        Reduction::Mean => reduce(dev, &loss, Some(&wsum), rows, Finish::MeanWeights, 0.0, checks),
+
+    fn forward(&self) -> Result<Tensor> {
+        let entry = if self.kernel == KernelId::Nll { "nll" } else { "cross_entropy" };
+        self.run_rows(entry, 0)
+    }
+
+    /// The target pass: checks class ids and writes each row's target weight (0 when ignored);
+    /// returns the check and, for the weighted mean, the sum of the weights.
+    fn target_pass(&self, indices: &Indices) -> Result<(TargetCheck, Option<Tensor>)> {
+        let dev = self.input.device();
+        let n_rows = self.rows.rows();
+        let pipe = dev.pipeline(self.kernel, "target_weights", &[])?;
+        let check = TargetCheck::new(self.op, indices, self.rows.cols, self.ignore_index)?;
+        let wsum = Storage::alloc(dev, n_rows as u64 * 4)?;
+        let inner = self.rows.inner as u64;
+        for chunk in self.rows.chunks(dev, "one row", &[4, 4])? {
+            let (r0, n) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
+            let params = self.params(n as usize, r0 as usize);
+            let binds = [
+                self.ids_bind(r0, n),
+                self.weight_bind(),
+                Bind::range(5, wsum.buffer(), r0 * 4, n * 4),
+                Bind::range(6, check.status.buffer(), 0, 4),
+            ];
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(64))?;
+        }
+        let denom = match self.reduction {
+            Reduction::Mean => Some(reduce(dev, &wsum, None, n_rows, Finish::Sum, 0.0, Vec::new())?),
+            _ => None,
+        };
+        Ok((check, denom))
+    }
+
+    fn backward(&self, grad: &Tensor, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let dev = self.input.device();
+        same_device(self.op, dev, &[grad.device()])?;
+        let n_rows = self.rows.rows();
+        let per_row = self.reduction == Reduction::None;
+        if per_row && grad.shape != self.out_shape {
+            return Err(Error::shape(
+                self.op,
+                format!("grad_output must have the loss's shape {:?}, got {:?}", self.out_shape, grad.shape),
+            ));
+        }
+        if !per_row && grad.numel() != 1 {
+            return Err(Error::shape(
+                self.op,
+                format!("grad_output of a reduced loss must hold one value, got {:?}", grad.shape),
+            ));
+        }
+        let mut checks = self.checks();
+        checks.extend(grad.checks.iter().cloned());
+        let (denom, g_mode, scale) = match self.targets {
+            Target::Ids(ids) => {
+                let (check, denom) = self.target_pass(ids)?;
+                checks.push(check);
+                match self.reduction {
+                    Reduction::None => (None, 0, 1.0),
+                    Reduction::Sum => (None, 1, 1.0),
+                    Reduction::Mean => (denom, 2, 1.0),
+                }
+            }
+            Target::Probs(_) => match self.reduction {
+                Reduction::None => (None, 0, 1.0),
+                Reduction::Sum => (None, 1, 1.0),
+                Reduction::Mean => (None, 1, 1.0 / n_rows.max(1) as f32),
+            },
+        };
+        let n = self.input.numel() as u64;
+        let dx = Storage::alloc(dev, n * 4)?;
+        let dy = Storage::alloc(dev, if want_dy { n * 4 } else { 4 })?;
+        let shape = self.input.shape.clone();
+        if n_rows == 0 || self.rows.cols == 0 {
+            let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });
+            return Ok((Tensor { storage: dx, shape, checks }, dy));
+        }
+        let path = dev.input_path(self.kernel, &self.staged())?;
+        let nll = self.kernel == KernelId::Nll;
+        let entry = if nll { "nll_backward" } else { "cross_entropy_backward" };
+        let mut constants = self.constants.clone();
+        if !nll {
+            constants.push(("WANT_DY", want_dy as u8 as f64));
+        }
+        let pipe = dev.pipeline_for(self.kernel, path, entry, &constants)?;
+        let inner = self.rows.inner as u64;
+        let cols = self.rows.cols as u64;
+        let wide = 1 + want_dy as usize;
+        let denom_buf = denom.as_ref().map_or(&dev.inner.dummy, |d| d.storage.buffer());
+        // Slots of g, denom and dx differ between the two kernels (nll has no staged inputs).
+        let (g_slot, d_slot, dx_slot) = if nll { (7, 8, 9) } else { (8, 9, 10) };
+        for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(per_row as usize, wide))? {
+            let (r0, rn) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
+            let mut params = self.params(rn as usize, r0 as usize);
+            params.g_mode = g_mode;
+            params.scale = scale;
+            let inputs = self.inputs(path, r0, rn);
+            let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
+            let off = r0 * cols * 4;
+            binds.extend([
+                self.ids_bind(r0, rn),
+                self.weight_bind(),
+                if per_row {
+                    Bind::range(g_slot, grad.storage.buffer(), r0 * 4, rn * 4)
+                } else {
+                    Bind::all(g_slot, grad.storage.buffer())
+                },
+                Bind::all(d_slot, denom_buf),
+                Bind::range(dx_slot, dx.buffer(), off, rn * cols * 4),
+            ]);
+            if !nll {
+                binds.push(if want_dy {
+                    Bind::range(11, dy.buffer(), off, rn * cols * 4)
+                } else {
+                    Bind::all(11, dy.buffer())
+                });
+            }
+            let groups = if nll { (rn * cols).div_ceil(64) } else { rn.div_ceil(self.groups_per as u64) };
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups)?;
+        }
+        let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });
+        Ok((Tensor { storage: dx, shape, checks }, dy))
     }
 }

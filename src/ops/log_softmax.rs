@@ -1,50 +1,92 @@
-//! `log_softmax` and `softmax` over the last dimension.
+//! `log_softmax` and `softmax` over any dimension, and their gradients.
 //!
 //! One pass of an online (max, sum-exp) reduction per row (see `shaders/rows.wgsl`), then one
-//! pass that writes the output. Rows are spread over threads by a [`RowStrategy`]; tensors larger
-//! than the binding limit are processed in row chunks.
+//! pass that writes the output. Rows are spread over threads by a [`RowStrategy`]; a dim other
+//! than the last is read in place with a stride (no transpose); tensors larger than the binding
+//! limit are processed in chunks. A row holding a NaN gives NaN throughout, as in PyTorch.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{RowStrategy, check_u32, rows_cols};
+use super::{RowStrategy, Rows, check_u32, resolve_dim};
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, KernelId, dispatch, input, row_chunks};
-use crate::tensor::Tensor;
+use crate::kernels::{Bind, KernelId, dispatch, input};
+use crate::tensor::{Tensor, same_device};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct Params {
     pub(crate) rows: u32,
     pub(crate) cols: u32,
-    pub(crate) _pad: [u32; 2],
+    pub(crate) inner: u32,
+    pub(crate) _pad: u32,
 }
 const _: () = assert!(size_of::<Params>() == 16);
 
-/// `log_softmax` over the last dimension with a chosen [`RowStrategy`].
-#[derive(Clone, Copy, Debug, Default)]
+/// `log_softmax` over `dim` (default −1, the last) with a chosen [`RowStrategy`].
+#[derive(Clone, Copy, Debug)]
 pub struct LogSoftmax {
+    /// The dimension normalised over; negative counts from the end.
+    pub dim: isize,
     /// How rows are spread over threads.
     pub strategy: RowStrategy,
 }
 
-/// `softmax` over the last dimension with a chosen [`RowStrategy`].
-#[derive(Clone, Copy, Debug, Default)]
+/// `softmax` over `dim` (default −1, the last) with a chosen [`RowStrategy`].
+#[derive(Clone, Copy, Debug)]
 pub struct Softmax {
+    /// The dimension normalised over; negative counts from the end.
+    pub dim: isize,
     /// How rows are spread over threads.
     pub strategy: RowStrategy,
+}
+
+impl Default for LogSoftmax {
+    fn default() -> Self {
+        LogSoftmax { dim: -1, strategy: RowStrategy::Auto }
+    }
+}
+
+impl Default for Softmax {
+    fn default() -> Self {
+        Softmax { dim: -1, strategy: RowStrategy::Auto }
+    }
 }
 
 impl LogSoftmax {
-    /// `y = x − logsumexp(x)` along the last dimension; same shape as `x`.
+    /// Sets the dimension.
+    pub fn dim(mut self, dim: isize) -> Self {
+        self.dim = dim;
+        self
+    }
+
+    /// `y = x − logsumexp(x)` along `dim`; same shape as `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        run("log_softmax", "log_softmax", self.strategy, x)
+        run("log_softmax", "log_softmax", self.strategy, self.dim, x, None)
+    }
+
+    /// The gradient `g − exp(y)·Σ g` along `dim`, from the forward output `y` and the upstream
+    /// gradient `g` (same shape).
+    pub fn backward(&self, y: &Tensor, grad_output: &Tensor) -> Result<Tensor> {
+        run("log_softmax", "log_softmax_backward", self.strategy, self.dim, y, Some(grad_output))
     }
 }
 
 impl Softmax {
-    /// `y = exp(x − max) / Σ exp(x − max)` along the last dimension; same shape as `x`.
+    /// Sets the dimension.
+    pub fn dim(mut self, dim: isize) -> Self {
+        self.dim = dim;
+        self
+    }
+
+    /// `y = exp(x − max) / Σ exp(x − max)` along `dim`; same shape as `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        run("softmax", "softmax", self.strategy, x)
+        run("softmax", "softmax", self.strategy, self.dim, x, None)
+    }
+
+    /// The gradient `y·(g − Σ g·y)` along `dim`, from the forward output `y` and the upstream
+    /// gradient `g` (same shape).
+    pub fn backward(&self, y: &Tensor, grad_output: &Tensor) -> Result<Tensor> {
+        run("softmax", "softmax_backward", self.strategy, self.dim, y, Some(grad_output))
     }
 }
 
@@ -57,6 +99,10 @@ impl Softmax {
 /// let x = dev.tensor(&[1.0, 2.0, 3.0], &[1, 3])?;
 /// let y = wgpu_loss::log_softmax(&x)?.to_vec()?;
 /// assert!((y[2] - (-0.40760596)).abs() < 1e-6);
+/// // over dim 0 of a (2, 2) tensor: columns normalised
+/// let x = dev.tensor(&[0.0, 5.0, 0.0, 5.0], &[2, 2])?;
+/// let y = wgpu_loss::LogSoftmax::default().dim(0).forward(&x)?.to_vec()?;
+/// assert!((y[0] - (-std::f32::consts::LN_2)).abs() < 1e-6);
 /// # Ok::<(), wgpu_loss::Error>(())
 /// ```
 pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
@@ -68,35 +114,52 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     Softmax::default().forward(x)
 }
 
-fn run(op: &'static str, entry: &'static str, strategy: RowStrategy, x: &Tensor) -> Result<Tensor> {
+fn run(
+    op: &'static str,
+    entry: &'static str,
+    strategy: RowStrategy,
+    dim: isize,
+    x: &Tensor,
+    grad: Option<&Tensor>,
+) -> Result<Tensor> {
     let dev = x.device();
     if x.shape.is_empty() {
         return Err(Error::shape(op, "a 0-d tensor has no dimension to normalise over"));
     }
-    let (rows, cols) = rows_cols(&x.shape);
+    if let Some(g) = grad {
+        same_device(op, dev, &[g.device()])?;
+        if g.shape != x.shape {
+            return Err(Error::shape(
+                op,
+                format!("grad_output {:?} must have the output's shape {:?}", g.shape, x.shape),
+            ));
+        }
+    }
+    let rows = Rows::around(&x.shape, resolve_dim(op, dim, x.shape.len())?);
     let out = Tensor::empty(dev, x.shape.clone())?;
-    if rows == 0 || cols == 0 {
-        return Ok(out);
+    let mut checks = x.checks.clone();
+    checks.extend(grad.iter().flat_map(|g| g.checks.iter().cloned()));
+    if rows.rows() == 0 || rows.cols == 0 {
+        return Ok(Tensor { checks, ..out });
     }
-    check_u32(op, cols)?;
-    let plan = strategy.plan(op, dev, rows, cols)?;
-    let path = dev.input_path(KernelId::LogSoftmax, &[(x.storage.buffer(), x.numel())])?;
+    check_u32(op, x.numel())?;
+    let plan = strategy.plan_strided(op, dev, rows.rows(), rows.cols, rows.inner)?;
+    let mut staged = vec![(x.storage.buffer(), x.numel())];
+    staged.extend(grad.map(|g| (g.storage.buffer(), g.numel())));
+    let path = dev.input_path(KernelId::LogSoftmax, &staged)?;
     let pipe = dev.pipeline_for(KernelId::LogSoftmax, path, entry, &plan.constants())?;
-    let row_bytes = cols as u64 * 4;
-    for chunk in row_chunks(dev, "one row", rows, &[row_bytes, row_bytes], 1)? {
-        let params = Params { rows: chunk.len() as u32, cols: cols as u32, _pad: [0; 2] };
-        let off = chunk.start as u64 * row_bytes;
-        let len = chunk.len() as u64 * row_bytes;
-        dispatch(
-            dev,
-            &pipe,
-            bytemuck::bytes_of(&params),
-            &[
-                input(dev, path, 1, x.storage.buffer(), off, chunk.len() as u64 * cols as u64).bind(),
-                Bind::range(2, out.storage.buffer(), off, len),
-            ],
-            plan.groups(chunk.len()),
-        )?;
+    let row_bytes = rows.cols as u64 * 4;
+    let per_row: &[u64] = if grad.is_some() { &[row_bytes; 3] } else { &[row_bytes; 2] };
+    for chunk in rows.chunks(dev, "one row", per_row)? {
+        let n = (chunk.len() * rows.inner) as u64;
+        let params = Params { rows: n as u32, cols: rows.cols as u32, inner: rows.inner as u32, _pad: 0 };
+        let off = chunk.start as u64 * rows.inner as u64 * row_bytes;
+        let elements = n * rows.cols as u64;
+        let mut inputs = vec![input(dev, path, 1, x.storage.buffer(), off, elements)];
+        inputs.extend(grad.map(|g| input(dev, path, 3, g.storage.buffer(), off, elements)));
+        let mut binds: Vec<Bind<'_>> = inputs.iter().map(|i| i.bind()).collect();
+        binds.push(Bind::range(2, out.storage.buffer(), off, elements * 4));
+        dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, plan.groups(n as usize))?;
     }
-    Ok(Tensor { checks: x.checks.clone(), ..out })
+    Ok(Tensor { checks, ..out })
 }

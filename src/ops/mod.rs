@@ -7,7 +7,6 @@ pub mod bandwidth;
 pub mod cross_entropy;
 pub mod linear;
 pub mod log_softmax;
-pub mod nll;
 pub mod pointwise;
 pub mod reduce;
 
@@ -51,8 +50,8 @@ pub(crate) struct RowPlan {
 }
 
 impl RowPlan {
-    pub(crate) fn constants(self) -> [(&'static str, f64); 3] {
-        [("WG", self.wg as f64), ("TPR", self.tpr as f64), ("QUADS", self.quads as u8 as f64)]
+    pub(crate) fn constants(self) -> Vec<(&'static str, f64)> {
+        vec![("WG", self.wg as f64), ("TPR", self.tpr as f64), ("QUADS", self.quads as u8 as f64)]
     }
 
     /// Workgroups for `rows` rows.
@@ -67,6 +66,24 @@ pub(crate) fn is_software(dev: &Device) -> bool {
 
 impl RowStrategy {
     /// The plan for rows of `cols` elements, `rows` of them, on `dev`.
+    /// The plan for `rows` rows of `cols` elements, `stride` apart, on `dev`.
+    pub(crate) fn plan_strided(
+        self,
+        op: &'static str,
+        dev: &Device,
+        rows: usize,
+        cols: usize,
+        stride: usize,
+    ) -> Result<RowPlan> {
+        let mut plan = match (self, stride) {
+            // Strided rows: adjacent threads read adjacent rows, which is the coalesced order.
+            (RowStrategy::Auto, 2..) => RowStrategy::ThreadPerRow.plan(op, dev, rows, cols)?,
+            _ => self.plan(op, dev, rows, cols)?,
+        };
+        plan.quads &= stride == 1;
+        Ok(plan)
+    }
+
     pub(crate) fn plan(self, op: &'static str, dev: &Device, rows: usize, cols: usize) -> Result<RowPlan> {
         let software = is_software(dev);
         // Software adapters run each 8-lane slice of a workgroup as a coroutine and every
@@ -127,4 +144,50 @@ pub(crate) fn rows_cols(shape: &[usize]) -> (usize, usize) {
         Some((&c, lead)) => (lead.iter().product(), c),
         None => (1, 1),
     }
+}
+
+/// A tensor viewed as `(outer, cols, inner)` around one dim: the rows of a softmax over that dim,
+/// or the class dim of a loss. Row `r = o * inner + d` has its elements `inner` apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Rows {
+    pub(crate) outer: usize,
+    pub(crate) cols: usize,
+    pub(crate) inner: usize,
+}
+
+impl Rows {
+    /// The view of `shape` around `dim` (already checked to be in range).
+    pub(crate) fn around(shape: &[usize], dim: usize) -> Rows {
+        Rows {
+            outer: shape[..dim].iter().product(),
+            cols: shape[dim],
+            inner: shape[dim + 1..].iter().product(),
+        }
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.outer * self.inner
+    }
+
+    /// Chunks of whole outer blocks (as ranges of outer indices) such that every buffer bound
+    /// per chunk (`bytes_per_row[i]` bytes per row of the block, times `inner` rows) fits the
+    /// binding limit at an aligned offset.
+    pub(crate) fn chunks(
+        &self,
+        dev: &Device,
+        what: &'static str,
+        bytes_per_row: &[u64],
+    ) -> Result<Vec<std::ops::Range<usize>>> {
+        let per_outer: Vec<u64> = bytes_per_row.iter().map(|b| b * self.inner as u64).collect();
+        crate::kernels::row_chunks(dev, what, self.outer, &per_outer, 1)
+    }
+}
+
+/// `dim` as an index into a shape of `rank` dims, counting from the end when negative.
+pub(crate) fn resolve_dim(op: &'static str, dim: isize, rank: usize) -> Result<usize> {
+    let d = if dim < 0 { dim + rank as isize } else { dim };
+    if d < 0 || d as usize >= rank {
+        return Err(Error::invalid(op, format!("dim {dim} is out of range for {rank} dims")));
+    }
+    Ok(d as usize)
 }

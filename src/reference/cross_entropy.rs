@@ -1,29 +1,167 @@
-//! f64 twin of `cross_entropy` with class-id targets.
+//! f64 twins of `cross_entropy` (class ids or probabilities, label smoothing, K-dim) and of
+//! its gradients.
 
-use super::{Reduction, logsumexp, nll::check_target, reduce_with};
+use super::{Real, Reduction, class_dim, f64s, logsumexp, nll::check_target, reduce_with, rows_along};
 use crate::error::Result;
 
-/// Cross-entropy of `(rows, cols)` logits against `rows` targets: per row
-/// `w[t] · (logsumexp − x[t])`, ignored rows 0; the mean divides by Σ w[t] over counted rows.
-pub fn cross_entropy(
-    logits: &[f32],
-    cols: usize,
+/// Cross-entropy of logits of `shape` ((N, C, d…) or (C)) against class ids (one per row):
+/// per row `(1 − ε)·w[t]·(lse − x[t]) + ε/C·Σ_c w[c]·(lse − x[c])`, ignored rows 0; the mean
+/// divides by Σ w[t] over counted rows.
+pub fn cross_entropy_nd<T: Real>(
+    logits: &[T],
+    shape: &[usize],
     targets: &[i64],
-    weight: Option<&[f32]>,
+    weight: Option<&[T]>,
     ignore_index: i64,
+    label_smoothing: f64,
     reduction: Reduction,
 ) -> Result<Vec<f64>> {
+    let x = f64s(logits);
+    let dim = class_dim(shape);
+    let cols = shape[dim];
+    let w = |c: usize| weight.map_or(1.0, |w| w[c].into());
     let mut losses = Vec::with_capacity(targets.len());
     let mut denominator = 0.0;
-    for (i, &t) in targets.iter().enumerate() {
-        let Some(c) = check_target("cross_entropy", i, t, cols, ignore_index)? else {
+    for (r, row) in rows_along(shape, dim).iter().enumerate() {
+        let Some(t) = check_target("cross_entropy", r, targets[r], cols, ignore_index)? else {
             losses.push(0.0);
             continue;
         };
-        let row = &logits[i * cols..(i + 1) * cols];
-        let w = weight.map_or(1.0, |w| w[c] as f64);
-        losses.push(w * (logsumexp(row) - row[c] as f64));
-        denominator += w;
+        let vals: Vec<f64> = row.iter().map(|&i| x[i]).collect();
+        let lse = logsumexp(&vals);
+        let smooth: f64 = (0..cols).map(|c| w(c) * (lse - vals[c])).sum();
+        let eps = label_smoothing;
+        losses.push((1.0 - eps) * w(t) * (lse - vals[t]) + eps / cols as f64 * smooth);
+        denominator += w(t);
     }
     Ok(reduce_with(losses, reduction, denominator))
+}
+
+/// Cross-entropy of `(rows, cols)` logits against class ids, without smoothing.
+pub fn cross_entropy<T: Real>(
+    logits: &[T],
+    cols: usize,
+    targets: &[i64],
+    weight: Option<&[T]>,
+    ignore_index: i64,
+    reduction: Reduction,
+) -> Result<Vec<f64>> {
+    cross_entropy_nd(logits, &[targets.len(), cols], targets, weight, ignore_index, 0.0, reduction)
+}
+
+/// The gradient of [`cross_entropy_nd`] in the logits for upstream gradient `grad` (one value
+/// per row for `None`).
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_backward<T: Real>(
+    logits: &[T],
+    shape: &[usize],
+    targets: &[i64],
+    weight: Option<&[T]>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    reduction: Reduction,
+    grad: &[T],
+) -> Result<Vec<f64>> {
+    let x = f64s(logits);
+    let dim = class_dim(shape);
+    let cols = shape[dim];
+    let w = |c: usize| weight.map_or(1.0, |w| w[c].into());
+    let total_w: f64 = (0..cols).map(w).sum();
+    let mut denominator = 0.0;
+    for (r, &t) in targets.iter().enumerate() {
+        if let Some(c) = check_target("cross_entropy", r, t, cols, ignore_index)? {
+            denominator += w(c);
+        }
+    }
+    let eps = label_smoothing;
+    let mut out = vec![0.0; x.len()];
+    for (r, row) in rows_along(shape, dim).iter().enumerate() {
+        let vals: Vec<f64> = row.iter().map(|&i| x[i]).collect();
+        let lse = logsumexp(&vals);
+        let Some(t) = check_target("cross_entropy", r, targets[r], cols, ignore_index)? else {
+            // PyTorch: zeros, or NaN where the row holds a NaN (its softmax is NaN).
+            for &i in row {
+                out[i] = if lse.is_nan() { f64::NAN } else { 0.0 };
+            }
+            continue;
+        };
+        let s: f64 = match reduction {
+            Reduction::None => grad[r].into(),
+            Reduction::Sum => grad[0].into(),
+            Reduction::Mean => grad[0].into() / denominator,
+        };
+        for (c, &i) in row.iter().enumerate() {
+            let p = (vals[c] - lse).exp();
+            let hit = (c == t) as u8 as f64;
+            out[i] = s * ((1.0 - eps) * w(t) * (p - hit) + eps / cols as f64 * (total_w * p - w(c)));
+        }
+    }
+    Ok(out)
+}
+
+/// Cross-entropy against probability targets of the logits' shape: per row
+/// `Σ_c w[c]·y'[c]·(lse − x[c])`, `y' = (1 − ε)·y + ε/C`; the mean divides by the row count.
+pub fn cross_entropy_probs<T: Real>(
+    logits: &[T],
+    shape: &[usize],
+    targets: &[T],
+    weight: Option<&[T]>,
+    label_smoothing: f64,
+    reduction: Reduction,
+) -> Vec<f64> {
+    let (x, y) = (f64s(logits), f64s(targets));
+    let dim = class_dim(shape);
+    let cols = shape[dim] as f64;
+    let w = |c: usize| weight.map_or(1.0, |w| w[c].into());
+    let losses: Vec<f64> = rows_along(shape, dim)
+        .iter()
+        .map(|row| {
+            let vals: Vec<f64> = row.iter().map(|&i| x[i]).collect();
+            let lse = logsumexp(&vals);
+            row.iter()
+                .enumerate()
+                .map(|(c, &i)| {
+                    w(c) * (y[i] * (1.0 - label_smoothing) + label_smoothing / cols) * (lse - x[i])
+                })
+                .sum()
+        })
+        .collect();
+    let n = losses.len() as f64;
+    reduce_with(losses, reduction, n)
+}
+
+/// The gradients of [`cross_entropy_probs`] in the logits and in the targets.
+pub fn cross_entropy_probs_backward<T: Real>(
+    logits: &[T],
+    shape: &[usize],
+    targets: &[T],
+    weight: Option<&[T]>,
+    label_smoothing: f64,
+    reduction: Reduction,
+    grad: &[T],
+) -> (Vec<f64>, Vec<f64>) {
+    let (x, y) = (f64s(logits), f64s(targets));
+    let dim = class_dim(shape);
+    let cols = shape[dim] as f64;
+    let eps = label_smoothing;
+    let w = |c: usize| weight.map_or(1.0, |w| w[c].into());
+    let rows = rows_along(shape, dim);
+    let n = rows.len() as f64;
+    let (mut dx, mut dy) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    for (r, row) in rows.iter().enumerate() {
+        let s: f64 = match reduction {
+            Reduction::None => grad[r].into(),
+            Reduction::Sum => grad[0].into(),
+            Reduction::Mean => grad[0].into() / n,
+        };
+        let vals: Vec<f64> = row.iter().map(|&i| x[i]).collect();
+        let lse = logsumexp(&vals);
+        let ys = |i: usize| y[i] * (1.0 - eps) + eps / cols;
+        let k: f64 = row.iter().enumerate().map(|(c, &i)| w(c) * ys(i)).sum();
+        for (c, &i) in row.iter().enumerate() {
+            dx[i] = s * ((x[i] - lse).exp() * k - w(c) * ys(i));
+            dy[i] = -s * (1.0 - eps) * w(c) * (x[i] - lse);
+        }
+    }
+    (dx, dy)
 }

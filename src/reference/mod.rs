@@ -19,13 +19,40 @@ pub trait Real: Copy + Into<f64> {}
 impl Real for f32 {}
 impl Real for f64 {}
 
-/// log(Σ exp(v)) computed with the maximum subtracted.
-pub(crate) fn logsumexp(row: &[f32]) -> f64 {
-    let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+/// log(Σ exp(v)) computed with the maximum subtracted; NaN when a value is NaN.
+pub(crate) fn logsumexp(row: &[f64]) -> f64 {
+    if row.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
     if m == f64::NEG_INFINITY {
         return m;
     }
-    m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln()
+    m + row.iter().map(|&v| (v - m).exp()).sum::<f64>().ln()
+}
+
+/// The rows of a tensor of `shape` along `dim`: for each row, the flat indices of its elements
+/// in order. Rows come in the order (outer index, inner index).
+pub(crate) fn rows_along(shape: &[usize], dim: usize) -> Vec<Vec<usize>> {
+    let outer: usize = shape[..dim].iter().product();
+    let cols = shape[dim];
+    let inner: usize = shape[dim + 1..].iter().product();
+    let mut rows = Vec::with_capacity(outer * inner);
+    for o in 0..outer {
+        for d in 0..inner {
+            rows.push((0..cols).map(|c| (o * cols + c) * inner + d).collect());
+        }
+    }
+    rows
+}
+
+/// The class dim of a loss input: 1, or 0 for an unbatched `(C)` input.
+pub(crate) fn class_dim(shape: &[usize]) -> usize {
+    if shape.len() == 1 { 0 } else { 1 }
+}
+
+pub(crate) fn f64s<T: Real>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|&x| x.into()).collect()
 }
 
 /// Reduces per-item losses: `None` keeps them, `Sum` adds them, `Mean` divides the sum by

@@ -1,6 +1,6 @@
-//! f64 twin of `nll` (negative log-likelihood from log-probabilities).
+//! f64 twin of `nll` (negative log-likelihood from log-probabilities) and its gradient.
 
-use super::{Reduction, reduce_with};
+use super::{Real, Reduction, class_dim, f64s, reduce_with, rows_along};
 use crate::error::{Error, Result};
 
 /// `Ok(None)` for an ignored target, `Ok(Some(class))` for a valid one, an error otherwise.
@@ -20,26 +20,71 @@ pub(crate) fn check_target(
     Ok(Some(t as usize))
 }
 
-/// NLL of `(rows, cols)` log-probabilities: per row `−w[t] · logp[t]`, same rules as
-/// [`cross_entropy`](super::cross_entropy::cross_entropy).
-pub fn nll(
-    logp: &[f32],
-    cols: usize,
+/// NLL of log-probabilities of `shape` ((N, C, d…) or (C)): per row `−w[t] · logp[t]`, same
+/// rules as [`cross_entropy`](super::cross_entropy::cross_entropy_nd).
+pub fn nll_nd<T: Real>(
+    logp: &[T],
+    shape: &[usize],
     targets: &[i64],
-    weight: Option<&[f32]>,
+    weight: Option<&[T]>,
     ignore_index: i64,
     reduction: Reduction,
 ) -> Result<Vec<f64>> {
+    let logp = f64s(logp);
+    let dim = class_dim(shape);
     let mut losses = Vec::with_capacity(targets.len());
     let mut denominator = 0.0;
-    for (i, &t) in targets.iter().enumerate() {
-        let Some(c) = check_target("nll", i, t, cols, ignore_index)? else {
+    for (r, row) in rows_along(shape, dim).iter().enumerate() {
+        let Some(c) = check_target("nll", r, targets[r], shape[dim], ignore_index)? else {
             losses.push(0.0);
             continue;
         };
-        let w = weight.map_or(1.0, |w| w[c] as f64);
-        losses.push(-w * logp[i * cols + c] as f64);
+        let w = weight.map_or(1.0, |w| w[c].into());
+        losses.push(-w * logp[row[c]]);
         denominator += w;
     }
     Ok(reduce_with(losses, reduction, denominator))
+}
+
+/// NLL over `(rows, cols)` log-probabilities.
+pub fn nll<T: Real>(
+    logp: &[T],
+    cols: usize,
+    targets: &[i64],
+    weight: Option<&[T]>,
+    ignore_index: i64,
+    reduction: Reduction,
+) -> Result<Vec<f64>> {
+    nll_nd(logp, &[targets.len(), cols], targets, weight, ignore_index, reduction)
+}
+
+/// The gradient of [`nll_nd`] for upstream gradient `grad` (one value per row for `None`).
+pub fn nll_backward<T: Real>(
+    logp: &[T],
+    shape: &[usize],
+    targets: &[i64],
+    weight: Option<&[T]>,
+    ignore_index: i64,
+    reduction: Reduction,
+    grad: &[T],
+) -> Result<Vec<f64>> {
+    let dim = class_dim(shape);
+    let rows = rows_along(shape, dim);
+    let mut denominator = 0.0;
+    for (r, &t) in targets.iter().enumerate() {
+        if let Some(c) = check_target("nll", r, t, shape[dim], ignore_index)? {
+            denominator += weight.map_or(1.0, |w| w[c].into());
+        }
+    }
+    let mut out = vec![0.0; logp.len()];
+    for (r, row) in rows.iter().enumerate() {
+        let Some(c) = check_target("nll", r, targets[r], shape[dim], ignore_index)? else { continue };
+        let s: f64 = match reduction {
+            Reduction::None => grad[r].into(),
+            Reduction::Sum => grad[0].into(),
+            Reduction::Mean => grad[0].into() / denominator,
+        };
+        out[row[c]] = -weight.map_or(1.0, |w| w[c].into()) * s;
+    }
+    Ok(out)
 }

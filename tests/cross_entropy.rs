@@ -264,3 +264,354 @@ fn vocabulary_sized_logits_beyond_the_binding_limit() {
         dev.clear_pool();
     }
 }
+
+// ---- options beyond (N, C): label smoothing, probability targets, K-dim, unbatched, gradients
+
+use wgpu_loss::reference::cross_entropy as ce_ref;
+use wgpu_loss::reference::nll as nll_ref;
+use wgpu_loss::{Accuracy, Nll, Tensor};
+
+/// Options of one class-id evaluation.
+#[derive(Clone, Copy, Debug)]
+struct Opts {
+    weighted: bool,
+    smoothing: f32,
+    reduction: Reduction,
+    strategy: RowStrategy,
+}
+
+/// The targets' shape for an input shape: (N, d…) or () for (C).
+fn target_shape(shape: &[usize]) -> Vec<usize> {
+    if shape.len() == 1 { Vec::new() } else { [&shape[..1], &shape[2..]].concat() }
+}
+
+fn class_count(shape: &[usize]) -> usize {
+    if shape.len() == 1 { shape[0] } else { shape[1] }
+}
+
+/// Class ids with every fifth ignored.
+fn ids(rng: &mut Rng, n: usize, classes: usize) -> Vec<i64> {
+    (0..n).map(|i| if i % 5 == 3 { -100 } else { rng.below(classes) as i64 }).collect()
+}
+
+/// The upstream gradient for a loss with `n` per-row values under `reduction`.
+fn upstream(dev: &Device, rng: &mut Rng, reduction: Reduction, out_shape: &[usize]) -> (Vec<f32>, Tensor) {
+    let (g, shape): (Vec<f32>, &[usize]) = match reduction {
+        Reduction::None => (rng.values(out_shape.iter().product(), 2.0), out_shape),
+        _ => (vec![0.75], &[]),
+    };
+    let t = dev.tensor(&g, shape).unwrap();
+    (g, t)
+}
+
+/// Forward and backward of cross_entropy with class ids against the references.
+fn check_ids(dev: &Device, x: &[f32], shape: &[usize], t: &[i64], o: Opts, rng: &mut Rng) {
+    let c = class_count(shape);
+    let w: Vec<f32> = (0..c).map(|i| 0.5 + (i % 4) as f32 * 0.5).collect();
+    let mut loss =
+        CrossEntropy::default().reduction(o.reduction).strategy(o.strategy).label_smoothing(o.smoothing);
+    if o.weighted {
+        loss = loss.weight(dev.tensor(&w, &[c]).unwrap());
+    }
+    let ts = target_shape(shape);
+    let (xt, tt) = (dev.tensor(x, shape).unwrap(), dev.indices(t, &ts).unwrap());
+    let weight = o.weighted.then_some(w.as_slice());
+    let eps = o.smoothing as f64;
+    let what = format!("{} {shape:?} {o:?}", common::label(dev));
+    let got = loss.forward(&xt, &tt).unwrap();
+    let want = ce_ref::cross_entropy_nd(x, shape, t, weight, -100, eps, o.reduction).unwrap();
+    if o.reduction == Reduction::None {
+        assert_eq!(got.shape(), ts.as_slice(), "{what}");
+    }
+    assert_close(&format!("{what} forward"), &got.to_vec().unwrap(), &want, Tol::scaled(4.0).sum(x.len()));
+    let (g, gt) = upstream(dev, rng, o.reduction, &ts);
+    let dx = loss.backward(&xt, &tt, &gt).unwrap().to_vec().unwrap();
+    let want = ce_ref::cross_entropy_backward(x, shape, t, weight, -100, eps, o.reduction, &g).unwrap();
+    assert_close(&format!("{what} backward"), &dx, &want, Tol::ELEMENT.sum(c));
+}
+
+#[test]
+fn class_ids_every_option_forward_and_backward() {
+    let mut rng = Rng::new(40);
+    let shapes: [&[usize]; 6] = [&[7], &[1, 1], &[5, 7], &[3, 5, 4], &[2, 6, 3, 2], &[9, 1000]];
+    for dev in devices() {
+        for shape in shapes {
+            let n: usize = shape.iter().product();
+            let c = class_count(shape);
+            let x = rng.values(n, 4.0);
+            let t = ids(&mut rng, n / c, c);
+            for weighted in [false, true] {
+                for smoothing in [0.0, 0.1] {
+                    for reduction in REDUCTIONS {
+                        let o = Opts { weighted, smoothing, reduction, strategy: RowStrategy::Auto };
+                        check_ids(dev, &x, shape, &t, o, &mut rng);
+                    }
+                }
+            }
+            for strategy in [RowStrategy::ThreadPerRow, RowStrategy::Segment(4), RowStrategy::WorkgroupPerRow]
+            {
+                let o = Opts { weighted: true, smoothing: 0.2, reduction: Reduction::Mean, strategy };
+                check_ids(dev, &x, shape, &t, o, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn probability_targets_forward_and_backward() {
+    let mut rng = Rng::new(41);
+    let shapes: [&[usize]; 4] = [&[6], &[4, 7], &[3, 5, 4], &[5, 1000]];
+    for dev in devices() {
+        for shape in shapes {
+            let n: usize = shape.iter().product();
+            let c = class_count(shape);
+            let x = rng.values(n, 4.0);
+            let y: Vec<f32> = (0..n).map(|_| (rng.unit() + 1.0) * 0.5).collect();
+            let w: Vec<f32> = (0..c).map(|i| 0.5 + (i % 3) as f32).collect();
+            for weighted in [false, true] {
+                for smoothing in [0.0f32, 0.25] {
+                    for reduction in REDUCTIONS {
+                        let mut loss =
+                            CrossEntropy::default().reduction(reduction).label_smoothing(smoothing);
+                        if weighted {
+                            loss = loss.weight(dev.tensor(&w, &[c]).unwrap());
+                        }
+                        let weight = weighted.then_some(w.as_slice());
+                        let (xt, yt) = (dev.tensor(&x, shape).unwrap(), dev.tensor(&y, shape).unwrap());
+                        let what = format!(
+                            "{} {shape:?} probs weighted={weighted} eps={smoothing} {reduction:?}",
+                            common::label(dev)
+                        );
+                        let got = loss.forward_probs(&xt, &yt).unwrap().to_vec().unwrap();
+                        let want =
+                            ce_ref::cross_entropy_probs(&x, shape, &y, weight, smoothing as f64, reduction);
+                        assert_close(&format!("{what} forward"), &got, &want, Tol::scaled(4.0).sum(n));
+                        let (g, gt) = upstream(dev, &mut rng, reduction, &target_shape(shape));
+                        let (dx, dy) = loss.backward_probs(&xt, &yt, &gt).unwrap();
+                        let (wx, wy) = ce_ref::cross_entropy_probs_backward(
+                            &x,
+                            shape,
+                            &y,
+                            weight,
+                            smoothing as f64,
+                            reduction,
+                            &g,
+                        );
+                        // dx = s (p Σ w y' − w y') subtracts terms of size |s|·w·y' (up to ~5 here)
+                        // and Σ w y' is an f32 sum over C terms: a few ulp of 5, times √C.
+                        let tol = Tol { abs: 1e-6 * (c as f64).sqrt(), rel: 1e-5 };
+                        assert_close(&format!("{what} dx"), &dx.to_vec().unwrap(), &wx, tol);
+                        assert_close(&format!("{what} dy"), &dy.to_vec().unwrap(), &wy, Tol::scaled(4.0));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn smoothing_and_gradient_golden_values() {
+    // F.cross_entropy(torch.tensor([[1., 2, 3]]), torch.tensor([2]), label_smoothing=0.1) -> 0.50760596
+    // x.grad of F.cross_entropy(x, [2]) -> [0.09003057, 0.24472847, -0.33475904]
+    for dev in devices() {
+        let x = dev.tensor(&[1.0, 2.0, 3.0], &[1, 3]).unwrap();
+        let t = dev.indices(&[2i64], &[1]).unwrap();
+        let got = CrossEntropy::default().label_smoothing(0.1).forward(&x, &t).unwrap().item().unwrap();
+        assert_close("smoothing", &[got], &[0.50760596], Tol::ELEMENT);
+        let g = dev.tensor(&[1.0], &[]).unwrap();
+        let dx = CrossEntropy::default().backward(&x, &t, &g).unwrap().to_vec().unwrap();
+        assert_close("gradient", &dx, &[0.09003057, 0.24472847, -0.33475904], Tol::ELEMENT);
+        // unbatched (C) input with a 0-d target: the same value as the (1, C) row
+        let xu = dev.tensor(&[1.0, 2.0, 3.0], &[3]).unwrap();
+        let tu = dev.indices(&[2i64], &[]).unwrap();
+        let got = CrossEntropy::default().reduction(Reduction::None).forward(&xu, &tu).unwrap();
+        assert!(got.shape().is_empty());
+        assert_close("unbatched", &got.to_vec().unwrap(), &[0.40760596], Tol::ELEMENT);
+    }
+}
+
+#[test]
+fn k_dim_equals_the_permuted_two_dim_loss() {
+    // (N, C, d1, d2) with targets (N, d1, d2) equals (N·d1·d2, C) after moving C last.
+    let mut rng = Rng::new(42);
+    let (n, c, d1, d2) = (2, 5, 3, 4);
+    let x = rng.values(n * c * d1 * d2, 3.0);
+    let t = ids(&mut rng, n * d1 * d2, c);
+    let mut moved = Vec::with_capacity(x.len());
+    for i in 0..n {
+        for p in 0..d1 * d2 {
+            for k in 0..c {
+                moved.push(x[(i * c + k) * d1 * d2 + p]);
+            }
+        }
+    }
+    for dev in devices() {
+        for reduction in REDUCTIONS {
+            let loss = CrossEntropy::default().reduction(reduction).label_smoothing(0.05);
+            let a = loss
+                .forward(&dev.tensor(&x, &[n, c, d1, d2]).unwrap(), &dev.indices(&t, &[n, d1, d2]).unwrap())
+                .unwrap();
+            let b = loss
+                .forward(
+                    &dev.tensor(&moved, &[n * d1 * d2, c]).unwrap(),
+                    &dev.indices(&t, &[n * d1 * d2]).unwrap(),
+                )
+                .unwrap();
+            let want: Vec<f64> = b.to_vec().unwrap().iter().map(|&v| v as f64).collect();
+            assert_close(
+                &format!("{} {reduction:?}", common::label(dev)),
+                &a.to_vec().unwrap(),
+                &want,
+                Tol::ELEMENT.sum(x.len()),
+            );
+        }
+    }
+}
+
+#[test]
+fn nll_k_dim_forward_backward_and_log_softmax_composition() {
+    let mut rng = Rng::new(43);
+    for dev in devices() {
+        for shape in [&[6usize, 4][..], &[3, 5, 4], &[5]] {
+            let n: usize = shape.iter().product();
+            let c = class_count(shape);
+            let x = rng.values(n, 3.0);
+            let ts = target_shape(shape);
+            let t = ids(&mut rng, n / c, c);
+            let w: Vec<f32> = (0..c).map(|i| 1.0 + i as f32 * 0.25).collect();
+            for weighted in [false, true] {
+                for reduction in REDUCTIONS {
+                    let weight = weighted.then_some(w.as_slice());
+                    let mut nll = Nll::default().reduction(reduction);
+                    let mut ce = CrossEntropy::default().reduction(reduction);
+                    if weighted {
+                        nll = nll.weight(dev.tensor(&w, &[c]).unwrap());
+                        ce = ce.weight(dev.tensor(&w, &[c]).unwrap());
+                    }
+                    let what = format!("{} {shape:?} weighted={weighted} {reduction:?}", common::label(dev));
+                    let (xt, tt) = (dev.tensor(&x, shape).unwrap(), dev.indices(&t, &ts).unwrap());
+                    let dim = if shape.len() == 1 { 0 } else { 1 };
+                    let logp = wgpu_loss::LogSoftmax::default().dim(dim).forward(&xt).unwrap();
+                    let via_nll = nll.forward(&logp, &tt).unwrap().to_vec().unwrap();
+                    let fused: Vec<f64> =
+                        ce.forward(&xt, &tt).unwrap().to_vec().unwrap().iter().map(|&v| v as f64).collect();
+                    assert_close(
+                        &format!("{what} log_softmax + nll vs cross_entropy"),
+                        &via_nll,
+                        &fused,
+                        Tol::scaled(3.0).sum(n),
+                    );
+                    let lp = logp.to_vec().unwrap();
+                    let want = nll_ref::nll_nd(&lp, shape, &t, weight, -100, reduction).unwrap();
+                    assert_close(&format!("{what} nll"), &via_nll, &want, Tol::ELEMENT.sum(n));
+                    let (g, gt) = upstream(dev, &mut rng, reduction, &ts);
+                    let dx = nll.backward(&logp, &tt, &gt).unwrap().to_vec().unwrap();
+                    let want = nll_ref::nll_backward(&lp, shape, &t, weight, -100, reduction, &g).unwrap();
+                    assert_close(&format!("{what} nll backward"), &dx, &want, Tol::ELEMENT);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn top_k_accuracy_with_ignored_rows() {
+    let mut rng = Rng::new(44);
+    for dev in devices() {
+        for shape in [&[50usize, 10][..], &[4, 6, 5]] {
+            let n: usize = shape.iter().product();
+            let c = class_count(shape);
+            let x = rng.values(n, 1.0);
+            let t = ids(&mut rng, n / c, c);
+            let rows = wgpu_loss::reference::rows_along_dim(shape, 1);
+            for k in [1, 3, c] {
+                let (mut right, mut counted) = (0.0, 0.0);
+                for (r, row) in rows.iter().enumerate() {
+                    if t[r] == -100 {
+                        continue;
+                    }
+                    let xt = x[row[t[r] as usize]];
+                    let above = row.iter().filter(|&&i| x[i] > xt).count();
+                    counted += 1.0;
+                    right += (above < k) as u8 as f64;
+                }
+                let got = Accuracy::default()
+                    .top_k(k)
+                    .forward(&dev.tensor(&x, shape).unwrap(), &dev.indices(&t, &target_shape(shape)).unwrap())
+                    .unwrap()
+                    .item()
+                    .unwrap();
+                assert_close(
+                    &format!("{} top-{k} {shape:?}", common::label(dev)),
+                    &[got],
+                    &[right / counted],
+                    Tol::ELEMENT,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn nan_rows_give_nan_loss_and_gradient() {
+    for dev in devices() {
+        let x = dev.tensor(&[1.0, f32::NAN, 3.0, 1.0, 2.0, 3.0], &[2, 3]).unwrap();
+        let t = dev.indices(&[0i64, 2], &[2]).unwrap();
+        let none =
+            CrossEntropy::default().reduction(Reduction::None).forward(&x, &t).unwrap().to_vec().unwrap();
+        assert!(none[0].is_nan(), "{none:?}");
+        assert_close("clean row", &none[1..], &[0.40760596], Tol::ELEMENT);
+        assert!(wgpu_loss::cross_entropy(&x, &t).unwrap().item().unwrap().is_nan());
+        let g = dev.tensor(&[1.0], &[]).unwrap();
+        let dx = CrossEntropy::default().backward(&x, &t, &g).unwrap().to_vec().unwrap();
+        assert!(dx[..3].iter().all(|v| v.is_nan()) && dx[3..].iter().all(|v| v.is_finite()), "{dx:?}");
+    }
+}
+
+#[test]
+fn invalid_options_are_typed_errors() {
+    use wgpu_loss::Error;
+    let dev = &devices()[0];
+    let x = dev.tensor(&[0.0; 6], &[2, 3]).unwrap();
+    let t = dev.indices(&[0i64, 1], &[2]).unwrap();
+    let y = dev.tensor(&[0.0; 6], &[2, 3]).unwrap();
+    assert!(matches!(
+        CrossEntropy::default().label_smoothing(1.5).forward(&x, &t),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        CrossEntropy::default().ignore_index(0).forward_probs(&x, &y),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        CrossEntropy::default().forward_probs(&x, &dev.tensor(&[0.0; 3], &[3]).unwrap()),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        CrossEntropy::default().forward(&x, &dev.indices(&[0i64], &[1]).unwrap()),
+        Err(Error::Shape { .. })
+    ));
+    let g = dev.tensor(&[1.0, 1.0], &[2]).unwrap();
+    assert!(matches!(CrossEntropy::default().backward(&x, &t, &g), Err(Error::Shape { .. })));
+    assert!(matches!(Accuracy::default().top_k(0).forward(&x, &t), Err(Error::InvalidArgument { .. })));
+    // a bad target in the backward is reported on read, like the forward
+    let bad = dev.indices(&[0i64, 7], &[2]).unwrap();
+    let dx = CrossEntropy::default().backward(&x, &bad, &dev.tensor(&[1.0], &[]).unwrap()).unwrap();
+    assert!(matches!(dx.to_vec(), Err(Error::TargetOutOfRange { position: 1, value: 7, .. })));
+}
+
+#[test]
+fn k_dim_chunked_bindings() {
+    // 64 KiB bindings: (12, 50, 40) f32 = 96 KB is split over the batch dim.
+    let mut rng = Rng::new(45);
+    let shape = [12usize, 50, 40];
+    let n: usize = shape.iter().product();
+    let x = rng.values(n, 3.0);
+    let t = ids(&mut rng, 12 * 40, 50);
+    for dev in small_binding_devices() {
+        for reduction in REDUCTIONS {
+            let o = Opts { weighted: true, smoothing: 0.1, reduction, strategy: RowStrategy::Auto };
+            check_ids(dev, &x, &shape, &t, o, &mut rng);
+        }
+    }
+}

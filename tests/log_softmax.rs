@@ -155,3 +155,95 @@ fn vocabulary_sized_rows_beyond_the_binding_limit() {
         dev.clear_pool();
     }
 }
+
+#[test]
+fn any_dim_forward_and_backward() {
+    let mut rng = Rng::new(50);
+    let shape = [3usize, 4, 5];
+    let n: usize = shape.iter().product();
+    let x = rng.values(n, 4.0);
+    let g = rng.values(n, 1.0);
+    for dev in devices() {
+        let (xt, gt) = (dev.tensor(&x, &shape).unwrap(), dev.tensor(&g, &shape).unwrap());
+        for dim in [0isize, 1, 2, -1, -3] {
+            let d = dim.rem_euclid(3) as usize;
+            for strategy in [RowStrategy::Auto, RowStrategy::Segment(4)] {
+                let what = format!("{} dim {dim} {strategy:?}", common::label(dev));
+                let ls = LogSoftmax { strategy, dim };
+                let y = ls.forward(&xt).unwrap();
+                let yv = y.to_vec().unwrap();
+                assert_close(
+                    &format!("{what} log_softmax"),
+                    &yv,
+                    &reference::log_softmax_dim(&x, &shape, d),
+                    Tol::scaled(4.0).sum(4),
+                );
+                let dx = ls.backward(&y, &gt).unwrap().to_vec().unwrap();
+                assert_close(
+                    &format!("{what} log_softmax backward"),
+                    &dx,
+                    &reference::log_softmax_backward(&yv, &g, &shape, d),
+                    Tol::ELEMENT.sum(5),
+                );
+                let sm = Softmax { strategy, dim };
+                let p = sm.forward(&xt).unwrap();
+                let pv = p.to_vec().unwrap();
+                assert_close(
+                    &format!("{what} softmax"),
+                    &pv,
+                    &reference::softmax_dim(&x, &shape, d),
+                    Tol::ELEMENT.sum(5),
+                );
+                let dx = sm.backward(&p, &gt).unwrap().to_vec().unwrap();
+                assert_close(
+                    &format!("{what} softmax backward"),
+                    &dx,
+                    &reference::softmax_backward(&pv, &g, &shape, d),
+                    Tol::ELEMENT.sum(5),
+                );
+            }
+        }
+        assert!(LogSoftmax::default().dim(3).forward(&xt).is_err());
+    }
+}
+
+#[test]
+fn backward_on_wide_rows_and_chunks() {
+    let mut rng = Rng::new(51);
+    let shape = [40usize, 1000];
+    let n = 40_000;
+    let x = rng.values(n, 3.0);
+    let g = rng.values(n, 1.0);
+    for dev in devices().iter().chain(small_binding_devices()) {
+        for strategy in [RowStrategy::Auto, RowStrategy::WorkgroupPerRow] {
+            let ls = LogSoftmax { strategy, dim: -1 };
+            let y = ls.forward(&dev.tensor(&x, &shape).unwrap()).unwrap();
+            let yv = y.to_vec().unwrap();
+            let dx = ls.backward(&y, &dev.tensor(&g, &shape).unwrap()).unwrap().to_vec().unwrap();
+            let want = reference::log_softmax_backward(&yv, &g, &shape, 1);
+            assert_close(
+                &format!("{} {strategy:?}", common::label(dev)),
+                &dx,
+                &want,
+                Tol { abs: 1e-5, rel: 1e-5 },
+            );
+        }
+    }
+}
+
+#[test]
+fn nan_rows_are_nan_throughout() {
+    for dev in devices() {
+        let x = dev.tensor(&[1.0, f32::NAN, 3.0, 1.0, 2.0, 3.0], &[2, 3]).unwrap();
+        for y in [wgpu_loss::log_softmax(&x).unwrap(), wgpu_loss::softmax(&x).unwrap()] {
+            let v = y.to_vec().unwrap();
+            assert!(v[..3].iter().all(|v| v.is_nan()) && v[3..].iter().all(|v| v.is_finite()), "{v:?}");
+        }
+        // a NaN upstream gradient spoils its row's sum, hence the whole row of the gradient
+        let y =
+            wgpu_loss::log_softmax(&dev.tensor(&[1.0, 2.0, 3.0, 1.0, 2.0, 3.0], &[2, 3]).unwrap()).unwrap();
+        let g = dev.tensor(&[0.0, 0.0, 0.0, 1.0, f32::NAN, 1.0], &[2, 3]).unwrap();
+        let dx = LogSoftmax::default().backward(&y, &g).unwrap().to_vec().unwrap();
+        assert!(dx[..3].iter().all(|v| *v == 0.0) && dx[3..].iter().all(|v| v.is_nan()), "{dx:?}");
+    }
+}

@@ -76,4 +76,92 @@ proptest! {
             assert_close(&format!("{} mse", common::label(dev)), &got, &reference::pointwise::forward(Pointwise::Mse, &x, &y, cols, None, None, red, n as f64), Tol::ELEMENT.sum(n));
         }
     }
+
+    #[test]
+    fn class_losses_k_dim_smoothing_and_gradients(
+        n in 1usize..6, c in 1usize..40, inner in 1usize..6, seed in any::<u64>(), red in reduction(),
+        strat in strategy(), weighted in any::<bool>(), eps in prop_oneof![Just(0.0f32), 0.0f32..1.0],
+    ) {
+        let mut rng = Rng::new(seed);
+        let shape = [n, c, inner];
+        let x = rng.values(n * c * inner, 4.0);
+        let t: Vec<i64> = (0..n * inner).map(|_| if rng.below(5) == 0 { -100 } else { rng.below(c) as i64 }).collect();
+        let y: Vec<f32> = (0..n * c * inner).map(|_| (rng.unit() + 1.0) * 0.5).collect();
+        let w: Vec<f32> = (0..c).map(|i| 0.5 + (i % 3) as f32).collect();
+        let weight = weighted.then_some(w.as_slice());
+        let g: Vec<f32> = if red == Reduction::None { rng.values(n * inner, 1.0) } else { vec![1.0] };
+        let g_shape: &[usize] = if red == Reduction::None { &[n, inner] } else { &[] };
+        for dev in devices() {
+            let mut ce = CrossEntropy::default().reduction(red).strategy(strat).label_smoothing(eps);
+            if weighted {
+                ce = ce.weight(dev.tensor(&w, &[c]).unwrap());
+            }
+            let (xt, gt) = (dev.tensor(&x, &shape).unwrap(), dev.tensor(&g, g_shape).unwrap());
+            let tt = dev.indices(&t, &[n, inner]).unwrap();
+            let what = format!("{} {shape:?} {red:?} {strat:?} eps={eps} weighted={weighted}", common::label(dev));
+            let got = ce.forward(&xt, &tt).unwrap().to_vec().unwrap();
+            let want = reference::cross_entropy::cross_entropy_nd(&x, &shape, &t, weight, -100, eps as f64, red).unwrap();
+            assert_close(&format!("{what} ids"), &got, &want, Tol::scaled(4.0).sum(x.len()));
+            let dx = ce.backward(&xt, &tt, &gt).unwrap().to_vec().unwrap();
+            let want = reference::cross_entropy::cross_entropy_backward(&x, &shape, &t, weight, -100, eps as f64, red, &g).unwrap();
+            assert_close(&format!("{what} ids backward"), &dx, &want, Tol::ELEMENT.sum(c));
+            let yt = dev.tensor(&y, &shape).unwrap();
+            let got = ce.forward_probs(&xt, &yt).unwrap().to_vec().unwrap();
+            let want = reference::cross_entropy::cross_entropy_probs(&x, &shape, &y, weight, eps as f64, red);
+            assert_close(&format!("{what} probs"), &got, &want, Tol::scaled(4.0 * c as f64).sum(x.len()));
+            let (dx, dy) = ce.backward_probs(&xt, &yt, &gt).unwrap();
+            let (wx, wy) = reference::cross_entropy::cross_entropy_probs_backward(&x, &shape, &y, weight, eps as f64, red, &g);
+            let tol = Tol { abs: 1e-6 * (c as f64).sqrt() * 3.0, rel: 1e-5 };
+            assert_close(&format!("{what} probs dx"), &dx.to_vec().unwrap(), &wx, tol);
+            assert_close(&format!("{what} probs dy"), &dy.to_vec().unwrap(), &wy, Tol::scaled(12.0));
+        }
+    }
+
+    #[test]
+    fn pointwise_gradients(
+        n in 1usize..3000, seed in any::<u64>(), red in reduction(), which in 0usize..7, param in 0.1f64..3.0,
+    ) {
+        let loss = [
+            Pointwise::Mse, Pointwise::L1, Pointwise::SmoothL1(param), Pointwise::Huber(param),
+            Pointwise::Bce, Pointwise::KlDiv(false), Pointwise::KlDiv(true),
+        ][which];
+        let mut rng = Rng::new(seed);
+        let (x, y): (Vec<f32>, Vec<f32>) = match loss {
+            Pointwise::Bce => ((0..n).map(|_| (rng.unit() + 1.0) * 0.5).collect(), (0..n).map(|_| (rng.unit() + 1.0) * 0.5).collect()),
+            Pointwise::KlDiv(false) => (rng.values(n, 2.0), (0..n).map(|_| (rng.unit() + 1.0) * 0.5 + 0.01).collect()),
+            _ => (rng.values(n, 3.0), rng.values(n, 3.0)),
+        };
+        // Keep |x − y| away from the kink at param, where f32 and f64 may take different sides.
+        let y: Vec<f32> = x.iter().zip(y).map(|(&a, b)| if ((a - b).abs() as f64 - param).abs() < 1e-3 { b + 0.01 } else { b }).collect();
+        let g: Vec<f32> = if red == Reduction::None { rng.values(n, 1.0) } else { vec![0.5] };
+        let g_shape: &[usize] = if red == Reduction::None { &[n] } else { &[] };
+        for dev in devices() {
+            let (xt, yt, gt) = (dev.tensor(&x, &[n]).unwrap(), dev.tensor(&y, &[n]).unwrap(), dev.tensor(&g, g_shape).unwrap());
+            let (dx, dy) = match loss {
+                Pointwise::Mse => { let (a, b) = wgpu_loss::Mse { reduction: red }.backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
+                Pointwise::L1 => { let (a, b) = wgpu_loss::L1 { reduction: red }.backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
+                Pointwise::SmoothL1(b) => { let (a, b) = wgpu_loss::SmoothL1 { beta: b as f32, reduction: red }.backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
+                Pointwise::Huber(d) => { let (a, b) = wgpu_loss::Huber { delta: d as f32, reduction: red }.backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
+                Pointwise::Bce => (wgpu_loss::Bce::default().reduction(red).backward(&xt, &yt, &gt).unwrap(), None),
+                Pointwise::KlDiv(lt) => {
+                    let r = match red { Reduction::None => wgpu_loss::KlReduction::None, Reduction::Mean => wgpu_loss::KlReduction::Mean, Reduction::Sum => wgpu_loss::KlReduction::Sum };
+                    let (a, b) = wgpu_loss::KlDiv { log_target: lt, reduction: r }.backward_with_target(&xt, &yt, &gt).unwrap();
+                    (a, Some(b))
+                }
+                _ => unreachable!(),
+            };
+            // Parameters round to f32 on the GPU; the reference sees the same value.
+            let loss = match loss {
+                Pointwise::SmoothL1(b) => Pointwise::SmoothL1(b as f32 as f64),
+                Pointwise::Huber(d) => Pointwise::Huber(d as f32 as f64),
+                l => l,
+            };
+            let (wx, wy) = reference::pointwise::backward(loss, &x, &y, n, None, None, &g, red, n as f64);
+            let what = format!("{} {loss:?} {red:?} n={n}", common::label(dev));
+            assert_close(&format!("{what} dx"), &dx.to_vec().unwrap(), &wx, Tol::ELEMENT);
+            if let Some(dy) = dy {
+                assert_close(&format!("{what} dy"), &dy.to_vec().unwrap(), &wy, Tol::ELEMENT);
+            }
+        }
+    }
 }

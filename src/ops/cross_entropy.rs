@@ -635,7 +635,8 @@ impl<'a> ClassJob<'a> {
             let mut params = self.params(rn as usize, r0 as usize);
             params.g_mode = g_mode;
             params.scale = scale;
-            let inputs = self.inputs(path, r0, rn);
+            // nll's gradient does not read the log-probabilities.
+            let inputs = if nll { Vec::new() } else { self.inputs(path, r0, rn) };
             let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
             let off = r0 * cols * 4;
             binds.extend([

@@ -46,6 +46,11 @@ pub(crate) fn rows_along(shape: &[usize], dim: usize) -> Vec<Vec<usize>> {
     rows
 }
 
+/// The rows along `dim` (public for tests and tools): see the crate's row layout.
+pub fn rows_along_dim(shape: &[usize], dim: usize) -> Vec<Vec<usize>> {
+    rows_along(shape, dim)
+}
+
 /// The class dim of a loss input: 1, or 0 for an unbatched `(C)` input.
 pub(crate) fn class_dim(shape: &[usize]) -> usize {
     if shape.len() == 1 { 0 } else { 1 }

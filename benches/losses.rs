@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Each measurement records its operations into the pending encoder and synchronises with the
-//! device inside the timed region. Bytes are the bytes each kernel must read once (inputs, not
-//! outputs); GFLOP/s for linear counts 2·m·n·k. After criterion's report, a summary table gives
+//! device inside the timed region. Bytes are the bytes each forward kernel must read once
+//! (inputs, not outputs); for a backward case (`…_backward`) they are the inputs read once plus
+//! the gradient written once, the least traffic a gradient can cost. GFLOP/s for linear counts
+//! 2·m·n·k. After criterion's report, a summary table gives
 //! the median per-iteration time of each case and its ratio to the `read_sum` yardstick (a
 //! kernel that reads each byte once with vec4 loads and sums it: the ceiling of a loss that reads
 //! its input once).
@@ -148,6 +150,12 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
             bench_case(c, dev, "cross_entropy", label, Work::Bytes(bytes), || {
                 CrossEntropy::default().forward(&x, &t).map(drop)
             });
+            // The gradient of the mean: logits and targets read, the (N, C) gradient written.
+            let g = dev.tensor(&[1.0], &[]).unwrap();
+            let bytes = (2 * n * cl * 4 + n * 4) as u64;
+            bench_case(c, dev, "cross_entropy", &format!("{label}_backward"), Work::Bytes(bytes), || {
+                CrossEntropy::default().backward(&x, &t, &g).map(drop)
+            });
         }
     }
     if wanted("log_softmax") {
@@ -156,6 +164,22 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
             bench_case(c, dev, "log_softmax", label, Work::Bytes((n * cl * 4) as u64), || {
                 wgpu_loss::log_softmax(&x).map(drop)
             });
+            // y and the upstream gradient read, the gradient written.
+            let y = wgpu_loss::log_softmax(&x).unwrap();
+            let g = dev.tensor(&values(n * cl, 1.0), &[n, cl]).unwrap();
+            let bytes = (3 * n * cl * 4) as u64;
+            bench_case(c, dev, "log_softmax", &format!("{label}_backward"), Work::Bytes(bytes), || {
+                wgpu_loss::LogSoftmax::default().backward(&y, &g).map(drop)
+            });
+            let p = wgpu_loss::softmax(&x).unwrap();
+            bench_case(
+                c,
+                dev,
+                "log_softmax",
+                &format!("softmax_{label}_backward"),
+                Work::Bytes(bytes),
+                || wgpu_loss::Softmax::default().backward(&p, &g).map(drop),
+            );
         }
     }
     if wanted("nll") {
@@ -164,20 +188,46 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
         bench_case(c, dev, "nll", "vocab32k_1024x32000", Work::Bytes(1024 * 8), || {
             wgpu_loss::nll(&logp, &t).map(drop)
         });
+        // Targets read, the (N, C) gradient written.
+        let g = dev.tensor(&[1.0], &[]).unwrap();
+        bench_case(
+            c,
+            dev,
+            "nll",
+            "vocab32k_1024x32000_backward",
+            Work::Bytes(1024 * 4 + 1024 * 32000 * 4),
+            || wgpu_loss::Nll::default().backward(&logp, &t, &g).map(drop),
+        );
     }
-    if wanted("bce_with_logits") || wanted("mse") {
+    if wanted("pointwise") {
         let y: Vec<f32> = values(n16, 0.5).iter().map(|v| v + 0.5).collect();
         let yt = dev.tensor(&y, &[n16]).unwrap();
-        if wanted("bce_with_logits") {
-            bench_case(c, dev, "bce_with_logits", "pointwise_16M", Work::Bytes(2 * bytes16), || {
-                BceWithLogits::default().forward(&big, &yt).map(drop)
-            });
-        }
-        if wanted("mse") {
-            bench_case(c, dev, "mse", "pointwise_16M", Work::Bytes(2 * bytes16), || {
-                wgpu_loss::mse(&big, &yt, Reduction::Mean).map(drop)
-            });
-        }
+        let g = dev.tensor(&[1.0], &[]).unwrap();
+        bench_case(c, dev, "pointwise", "bce_with_logits_16M", Work::Bytes(2 * bytes16), || {
+            BceWithLogits::default().forward(&big, &yt).map(drop)
+        });
+        bench_case(c, dev, "pointwise", "mse_16M", Work::Bytes(2 * bytes16), || {
+            wgpu_loss::mse(&big, &yt, Reduction::Mean).map(drop)
+        });
+        // Input and target read, the input gradient written.
+        bench_case(c, dev, "pointwise", "bce_with_logits_16M_backward", Work::Bytes(3 * bytes16), || {
+            BceWithLogits::default().backward(&big, &yt, &g).map(drop)
+        });
+        bench_case(c, dev, "pointwise", "mse_16M_backward", Work::Bytes(3 * bytes16), || {
+            wgpu_loss::Mse::default().backward(&big, &yt, &g).map(drop)
+        });
+        bench_case(c, dev, "pointwise", "huber_16M_backward", Work::Bytes(3 * bytes16), || {
+            wgpu_loss::Huber::default().backward(&big, &yt, &g).map(drop)
+        });
+        let p: Vec<f32> = values(n16, 0.49).iter().map(|v| v + 0.5).collect();
+        let pt = dev.tensor(&p, &[n16]).unwrap();
+        bench_case(c, dev, "pointwise", "bce_16M_backward", Work::Bytes(3 * bytes16), || {
+            wgpu_loss::Bce::default().backward(&pt, &yt, &g).map(drop)
+        });
+        let logp = dev.tensor(&values(n16, 1.0).iter().map(|v| v - 2.0).collect::<Vec<_>>(), &[n16]).unwrap();
+        bench_case(c, dev, "pointwise", "kl_div_16M_backward", Work::Bytes(3 * bytes16), || {
+            wgpu_loss::KlDiv::default().backward(&logp, &yt, &g).map(drop)
+        });
     }
     if wanted("linear") {
         for s in [1024usize, 2048] {

@@ -61,6 +61,38 @@ fn cross_entropy(
     }
 }
 
+// What the backward pass needs of a row besides its elements.
+struct RowGrad {
+    lse: f32,
+    s: f32,     // the row's upstream gradient
+    t: i32,     // the target class, -1 when the row does not count
+    wt: f32,    // its weight
+    k: f32,     // PROBS: sum_c w[c] y'[c]; SMOOTH: sum_c w[c]
+}
+
+// The gradients at columns c (values v, flat indices i) of a row: (dx, dy).
+fn grad4(r: RowGrad, c: vec4<u32>, v: vec4<f32>, y: vec4<f32>) -> array<vec4<f32>, 2> {
+    let eps = params.smoothing;
+    let p = exp(v - r.lse);
+    var w = vec4<f32>(1.0);
+    if (params.has_weight != 0u) {
+        w = vec4<f32>(weight[c.x], weight[c.y], weight[c.z], weight[c.w]);
+    }
+    if (PROBS) {
+        let ys = smoothed(y);
+        return array<vec4<f32>, 2>(r.s * (p * r.k - w * ys), -r.s * (1.0 - eps) * w * (v - r.lse));
+    }
+    if (r.t < 0) {
+        return array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+    }
+    let hit = select(vec4<f32>(0.0), vec4<f32>(1.0), c == vec4<u32>(u32(r.t)));
+    var d = (1.0 - eps) * r.wt * (p - hit);
+    if (SMOOTH) {
+        d += eps / f32(params.cols) * (r.k * p - w);
+    }
+    return array<vec4<f32>, 2>(r.s * d, vec4<f32>(0.0));
+}
+
 @compute @workgroup_size(WG)
 fn cross_entropy_backward(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -76,48 +108,59 @@ fn cross_entropy_backward(
     if (!live) {
         return;
     }
-    let lse = lse_value(a.st);
     let nan = row_has_nan(a);
-    var s = g[0] * params.scale;
+    var r = RowGrad(lse_value(a.st), g[0] * params.scale, -1, 0.0, a.aux.y);
     if (params.g_mode == 0u) {
-        s = g[row];
+        r.s = g[row];
     } else if (params.g_mode == 2u) {
-        s = s / denom[0];
+        r.s = r.s / denom[0];
     }
-    let eps = params.smoothing;
-    let ce = eps / f32(params.cols);
-    var t = -1;
-    var wt = 0.0;
-    if (!PROBS) {
+    if (PROBS) {
+        r.k = a.aux.x;
+    } else {
         // Validated by the target pass; an invalid target is treated as ignored here.
         let raw = targets[row];
         if (raw != params.ignore_index && raw >= 0 && u32(raw) < params.cols) {
-            t = raw;
-            wt = class_weight(u32(raw));
+            r.t = raw;
+            r.wt = class_weight(u32(raw));
         }
     }
-    for (var c = lane; c < params.cols; c += TPR) {
-        let i = base + c * stride;
-        let x = ld_x(i);
-        let p = exp(x - lse);
-        var d = 0.0;
-        if (PROBS) {
-            let wc = class_weight(c);
-            let y = smoothed(vec4<f32>(ld_y(i))).x;
-            d = s * (p * a.aux.x - wc * y);
+    if (QUADS) {
+        for (var q = lane; q < params.cols / 4u; q += TPR) {
+            let c = 4u * q;
+            let cs = vec4<u32>(c, c + 1u, c + 2u, c + 3u);
+            var y = vec4<f32>(0.0);
+            if (PROBS) {
+                y = ld4_y(base / 4u + q);
+            }
+            let d = grad4(r, cs, ld4_x(base / 4u + q), y);
+            let bx = select(bitcast<vec4<u32>>(d[0]), vec4<u32>(NAN_BITS), nan);
+            let i = base + c;
+            dx[i] = bx.x;
+            dx[i + 1u] = bx.y;
+            dx[i + 2u] = bx.z;
+            dx[i + 3u] = bx.w;
             if (WANT_DY) {
-                let e = -s * (1.0 - eps) * wc * (x - lse);
-                dy[i] = select(bitcast<u32>(e), NAN_BITS, nan);
+                let by = select(bitcast<vec4<u32>>(d[1]), vec4<u32>(NAN_BITS), nan);
+                dy[i] = by.x;
+                dy[i + 1u] = by.y;
+                dy[i + 2u] = by.z;
+                dy[i + 3u] = by.w;
             }
-        } else if (t >= 0) {
-            let hit = select(0.0, 1.0, u32(t) == c);
-            d = (1.0 - eps) * wt * (p - hit);
-            if (SMOOTH) {
-                d += ce * (a.aux.y * p - class_weight(c));
-            }
-            d *= s;
         }
-        dx[i] = select(bitcast<u32>(d), NAN_BITS, nan);
+    } else {
+        for (var c = lane; c < params.cols; c += TPR) {
+            let i = base + c * stride;
+            var y = 0.0;
+            if (PROBS) {
+                y = ld_y(i);
+            }
+            let d = grad4(r, vec4<u32>(c), vec4<f32>(ld_x(i)), vec4<f32>(y));
+            dx[i] = select(bitcast<u32>(d[0].x), NAN_BITS, nan);
+            if (WANT_DY) {
+                dy[i] = select(bitcast<u32>(d[1].x), NAN_BITS, nan);
+            }
+        }
     }
 }
 

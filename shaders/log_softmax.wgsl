@@ -85,43 +85,67 @@ fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & ABS_MASK) > INF_BITS;
 }
 
+fn nan4(v: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(v) & vec4<u32>(ABS_MASK)) > vec4<u32>(INF_BITS);
+}
+
+// The terms of the row sum (g, or g y for softmax) of four elements, NaN ones zeroed and counted.
+fn sum_terms(gv: vec4<f32>, yv: vec4<f32>, soft: bool) -> vec2<f32> {
+    var term = gv;
+    var bad = nan4(gv);
+    if (soft) {
+        term = gv * yv;
+        bad = bad | nan4(yv);
+    }
+    let kept = select(term, vec4<f32>(0.0), bad);
+    let count = select(vec4<f32>(0.0), vec4<f32>(1.0), bad);
+    return vec2<f32>((kept.x + kept.y) + (kept.z + kept.w), dot(count, vec4<f32>(1.0)));
+}
+
+fn grad_of(gv: vec4<f32>, yv: vec4<f32>, total: f32, soft: bool) -> vec4<f32> {
+    if (soft) {
+        return yv * (gv - total);
+    }
+    return gv - exp(yv) * total;
+}
+
 fn gradient(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
     let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
     let lane = lid % TPR;
     let live = row < params.rows;
     let base = row_base(row);
     let stride = params.inner;
-    var s = 0.0;
-    var nans = 0.0;
-    if (live) {
+    var acc = vec2<f32>(0.0);
+    if (live && QUADS) {
+        for (var q = lane; q < params.cols / 4u; q += TPR) {
+            acc += sum_terms(ld4_g(base / 4u + q), ld4_x(base / 4u + q), soft);
+        }
+    } else if (live) {
         for (var c = lane; c < params.cols; c += TPR) {
             let i = base + c * stride;
-            let gv = ld_g(i);
-            var term = gv;
-            var bad = is_nan(gv);
-            if (soft) {
-                let yv = ld_x(i);
-                term = gv * yv;
-                bad = bad || is_nan(yv);
-            }
-            s += select(term, 0.0, bad);
-            nans += select(0.0, 1.0, bad);
+            acc += sum_terms(vec4<f32>(ld_g(i), 0.0, 0.0, 0.0), vec4<f32>(ld_x(i), 0.0, 0.0, 0.0), soft);
         }
     }
-    let total = row_sum(s, lane, lid);
-    let nan = row_sum(nans, lane, lid) > 0.0;
-    if (live) {
+    let total = row_sum(acc.x, lane, lid);
+    let nan = row_sum(acc.y, lane, lid) > 0.0;
+    if (live && QUADS) {
+        for (var q = lane; q < params.cols / 4u; q += TPR) {
+            let gv = ld4_g(base / 4u + q);
+            let yv = ld4_x(base / 4u + q);
+            let bad = nan4(gv) | nan4(yv) | vec4<bool>(nan);
+            let b = select(bitcast<vec4<u32>>(grad_of(gv, yv, total, soft)), vec4<u32>(NAN_BITS), bad);
+            let i = base + 4u * q;
+            out[i] = b.x;
+            out[i + 1u] = b.y;
+            out[i + 2u] = b.z;
+            out[i + 3u] = b.w;
+        }
+    } else if (live) {
         for (var c = lane; c < params.cols; c += TPR) {
             let i = base + c * stride;
             let gv = ld_g(i);
             let yv = ld_x(i);
-            var d: f32;
-            if (soft) {
-                d = yv * (gv - total);
-            } else {
-                d = gv - exp(yv) * total;
-            }
-            put(i, d, nan || is_nan(gv) || is_nan(yv));
+            put(i, grad_of(vec4<f32>(gv), vec4<f32>(yv), total, soft).x, nan || is_nan(gv) || is_nan(yv));
         }
     }
 }

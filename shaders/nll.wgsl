@@ -1,6 +1,6 @@
 // nll: negative log-likelihood gather over log-probabilities, one thread per row: the target
 // step of class_rows.wgsl with lse = 0, i.e. loss[r] = -w[t] * logp[r, t]; and its gradient,
-// one thread per element: dx[r, c] = -w[t] s_r where c == t, else 0.
+// dx[r, c] = -w[t] s_r where c == t, else 0.
 // bindings: 1 logp (rows, cols) | 7 g | 8 denom | 9 dx write, the rest as in class_rows.wgsl
 
 override WG: u32 = 64u;
@@ -26,30 +26,27 @@ fn nll(
     }
 }
 
-// Element i of an (outer, C, inner) chunk; targets are validated by target_weights.
+// One thread per row scatters the row's one nonzero, -w[t] s_r, into dx, which the host has
+// cleared with the copy engine (far cheaper than a kernel writing the zeros). Targets are
+// validated by target_weights.
 @compute @workgroup_size(WG)
 fn nll_backward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = group_index(wid, nwg) * WG + lid;
-    let inner = params.inner;
-    if (i >= params.rows * params.cols) {
+    let row = group_index(wid, nwg) * WG + lid;
+    if (row >= params.rows) {
         return;
     }
-    let c = (i / inner) % params.cols;
-    let row = (i / (inner * params.cols)) * inner + i % inner;
     let t = targets[row];
-    var v = 0.0;
-    if (t != params.ignore_index && t >= 0 && u32(t) == c) {
+    if (t != params.ignore_index && t >= 0 && u32(t) < params.cols) {
         var s = g[0] * params.scale;
         if (params.g_mode == 0u) {
             s = g[row];
         } else if (params.g_mode == 2u) {
             s = s / denom[0];
         }
-        v = -class_weight(c) * s;
+        dx[row_base(row) + u32(t) * params.inner] = -class_weight(u32(t)) * s;
     }
-    dx[i] = v;
 }

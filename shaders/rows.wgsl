@@ -16,6 +16,7 @@
 // row_aux4(c, i, v, m), the pair summed over the elements at columns c, flat indices i, values
 // v where m holds.
 // NaN: `bad` is the largest |bits| seen; above 0x7f800000 the row holds a NaN.
+// -inf elements fall below the NEG_BIG sentinel and add exp(-inf) = 0, as in PyTorch.
 
 override WG: u32 = 64u;
 override TPR: u32 = 1u;
@@ -54,8 +55,10 @@ fn acc_push1(a: ptr<function, RowAcc>, c: u32, i: u32, v: f32) {
     }
 }
 
+// Whether the row's softmax is NaN: a NaN in the row, or a +inf (its max, so x - max = inf - inf
+// for that element, as PyTorch computes it).
 fn row_has_nan(a: RowAcc) -> bool {
-    return a.bad > INF_BITS;
+    return a.bad > INF_BITS || bitcast<u32>(a.st.x) == INF_BITS;
 }
 
 // The row's accumulated state, the same in every thread of the row. Every thread of the

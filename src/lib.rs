@@ -22,10 +22,15 @@
 //!
 //! ## Numerics
 //!
-//! Inputs are assumed finite with |x| < 1e30: WGSL lets implementations assume no inf or NaN
-//! ever occurs, so kernels use finite sentinels and explicit masks. Stable formulas are used
-//! throughout (max-shifted log-sum-exp, softplus with a series `log1p`). Reductions to a scalar
-//! are two-stage and fixed-order: bitwise reproducible from run to run on one adapter.
+//! WGSL lets implementations assume no inf or NaN ever occurs, so kernels use finite sentinels
+//! and explicit masks, find NaN inputs with integer bit tests and write NaN results as bit
+//! patterns: a NaN in the input gives NaN where PyTorch gives it (the element, the row of a
+//! softmax-based loss, any mean or sum over it). Stable formulas are used throughout
+//! (max-shifted log-sum-exp, softplus with a series `log1p`). Reductions to a scalar are
+//! two-stage and fixed-order: bitwise reproducible from run to run on one adapter.
+//!
+//! Every loss has a `backward` giving the gradient in its input for an upstream gradient,
+//! computed by WGSL kernels, with f64 twins in [`reference`].
 
 pub mod device;
 pub mod error;

@@ -615,3 +615,27 @@ fn k_dim_chunked_bindings() {
         }
     }
 }
+
+#[test]
+fn infinite_logits_and_all_ignored_gradients() {
+    for dev in devices() {
+        let inf = f32::INFINITY;
+        // A +inf logit makes the row NaN (PyTorch: inf - inf); a -inf logit that is not the
+        // target adds nothing; a -inf target logit gives +inf.
+        let x = dev
+            .tensor(&[inf, 0.0, 1.0, f32::NEG_INFINITY, 1.0, 2.0, f32::NEG_INFINITY, 0.0, 0.0], &[3, 3])
+            .unwrap();
+        let t = dev.indices(&[1i64, 2, 0], &[3]).unwrap();
+        let got =
+            CrossEntropy::default().reduction(Reduction::None).forward(&x, &t).unwrap().to_vec().unwrap();
+        assert!(got[0].is_nan(), "{got:?}");
+        assert_close("-inf non-target", &got[1..2], &[0.31326169], Tol::ELEMENT);
+        assert_eq!(got[2], inf);
+        // All targets ignored: the mean is NaN and its gradient is zero (PyTorch's backward).
+        let x = dev.tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+        let t = dev.indices(&[-100i64, -100], &[2]).unwrap();
+        assert!(wgpu_loss::cross_entropy(&x, &t).unwrap().item().unwrap().is_nan());
+        let dx = CrossEntropy::default().backward(&x, &t, &dev.tensor(&[1.0], &[]).unwrap()).unwrap();
+        assert_eq!(dx.to_vec().unwrap(), [0.0; 4]);
+    }
+}

@@ -101,7 +101,7 @@ fn mse_linear_reduce_golden() {
 }
 
 /// Central finite differences in f64, step `h`, of `f` at `x`.
-fn central(f: impl Fn(f64) -> f64, x: f64, h: f64) -> f64 {
+fn central(mut f: impl FnMut(f64) -> f64, x: f64, h: f64) -> f64 {
     (f(x + h) - f(x - h)) / (2.0 * h)
 }
 
@@ -140,5 +140,101 @@ fn pointwise_gradients_match_finite_differences() {
                 }
             }
         }
+    }
+}
+
+/// The central-difference gradient of `f` at `x` (every coordinate), in f64.
+fn numeric_gradient(f: impl Fn(&[f64]) -> f64, x: &[f64]) -> Vec<f64> {
+    (0..x.len())
+        .map(|i| {
+            let mut v = x.to_vec();
+            central(
+                |t| {
+                    v[i] = t;
+                    f(&v)
+                },
+                x[i],
+                1e-6,
+            )
+        })
+        .collect()
+}
+
+fn assert_grad(what: &str, analytic: &[f64], numeric: &[f64]) {
+    for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+        assert!((a - n).abs() < 1e-6 * (1.0 + n.abs()), "{what}: element {i}: analytic {a} numeric {n}");
+    }
+}
+
+/// Seeded f64 values in [-scale, scale).
+fn data(n: usize, seed: u64, scale: f64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+#[test]
+fn class_loss_gradients_match_finite_differences() {
+    use cross_entropy::{
+        cross_entropy_backward, cross_entropy_nd, cross_entropy_probs, cross_entropy_probs_backward,
+    };
+    // (N, C, d) = (2, 4, 3) with an ignored row, class weights, smoothing, every reduction; the
+    // upstream gradient g is one value, or one per row for `None` (then the loss is Σ g·l).
+    let shape = [2usize, 4, 3];
+    let x = data(24, 1, 2.0);
+    let t = [0i64, 3, -100, 2, 1, 1];
+    let w = [0.5, 1.0, 1.5, 2.0];
+    let y: Vec<f64> = data(24, 2, 0.5).iter().map(|v| v + 0.5).collect();
+    for reduction in [Keep, Mean, Sum] {
+        let g: Vec<f64> = if reduction == Keep { data(6, 3, 1.0) } else { vec![0.7] };
+        let weigh = |l: Vec<f64>| l.iter().zip(g.iter().cycle()).map(|(a, b)| a * b).sum::<f64>();
+        for (weight, eps) in [(None, 0.0), (Some(&w[..]), 0.0), (Some(&w[..]), 0.2), (None, 0.3)] {
+            let what = format!("cross_entropy {reduction:?} weighted={} eps={eps}", weight.is_some());
+            let analytic = cross_entropy_backward(&x, &shape, &t, weight, -100, eps, reduction, &g).unwrap();
+            let numeric = numeric_gradient(
+                |v| weigh(cross_entropy_nd(v, &shape, &t, weight, -100, eps, reduction).unwrap()),
+                &x,
+            );
+            assert_grad(&what, &analytic, &numeric);
+            let (dx, dy) = cross_entropy_probs_backward(&x, &shape, &y, weight, eps, reduction, &g);
+            let nx =
+                numeric_gradient(|v| weigh(cross_entropy_probs(v, &shape, &y, weight, eps, reduction)), &x);
+            let ny =
+                numeric_gradient(|v| weigh(cross_entropy_probs(&x, &shape, v, weight, eps, reduction)), &y);
+            assert_grad(&format!("{what} probs dx"), &dx, &nx);
+            assert_grad(&format!("{what} probs dy"), &dy, &ny);
+        }
+        let what = format!("nll {reduction:?}");
+        let analytic = nll::nll_backward(&x, &shape, &t, Some(&w[..]), -100, reduction, &g).unwrap();
+        let numeric = numeric_gradient(
+            |v| weigh(nll::nll_nd(v, &shape, &t, Some(&w[..]), -100, reduction).unwrap()),
+            &x,
+        );
+        assert_grad(&what, &analytic, &numeric);
+    }
+}
+
+#[test]
+fn softmax_gradients_match_finite_differences() {
+    // d/dx of Σ g·log_softmax(x) is log_softmax_backward(y, g), likewise for softmax.
+    let shape = [3usize, 4, 2];
+    let x = data(24, 4, 2.0);
+    let g = data(24, 5, 1.0);
+    for dim in 0..3 {
+        let dot = |a: Vec<f64>| a.iter().zip(&g).map(|(p, q)| p * q).sum::<f64>();
+        let y = log_softmax::log_softmax_dim(&x, &shape, dim);
+        let analytic = log_softmax::log_softmax_backward(&y, &g, &shape, dim);
+        let numeric = numeric_gradient(|v| dot(log_softmax::log_softmax_dim(v, &shape, dim)), &x);
+        assert_grad(&format!("log_softmax dim {dim}"), &analytic, &numeric);
+        let p = log_softmax::softmax_dim(&x, &shape, dim);
+        let analytic = log_softmax::softmax_backward(&p, &g, &shape, dim);
+        let numeric = numeric_gradient(|v| dot(log_softmax::softmax_dim(v, &shape, dim)), &x);
+        assert_grad(&format!("softmax dim {dim}"), &analytic, &numeric);
     }
 }

@@ -624,6 +624,10 @@ impl<'a> ClassJob<'a> {
             constants.push(("WANT_DY", want_dy as u8 as f64));
         }
         let pipe = dev.pipeline_for(self.kernel, path, entry, &constants)?;
+        if nll {
+            // nll's kernel scatters one value per row into a cleared gradient.
+            dev.record(|enc| enc.clear_buffer(dx.buffer(), 0, Some(n * 4)));
+        }
         let inner = self.rows.inner as u64;
         let cols = self.rows.cols as u64;
         let wide = 1 + want_dy as usize;
@@ -657,7 +661,7 @@ impl<'a> ClassJob<'a> {
                     Bind::all(11, dy.buffer())
                 });
             }
-            let groups = if nll { (rn * cols).div_ceil(64) } else { rn.div_ceil(self.groups_per as u64) };
+            let groups = rn.div_ceil(self.groups_per as u64);
             dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups)?;
         }
         let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });

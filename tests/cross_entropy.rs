@@ -421,6 +421,12 @@ fn smoothing_and_gradient_golden_values() {
         let g = dev.tensor(&[1.0], &[]).unwrap();
         let dx = CrossEntropy::default().backward(&x, &t, &g).unwrap().to_vec().unwrap();
         assert_close("gradient", &dx, &[0.09003057, 0.24472847, -0.33475904], Tol::ELEMENT);
+        // F.cross_entropy(torch.tensor([[1., 2, 3]]), torch.tensor([[0.1, 0.2, 0.7]])) -> 0.80760596
+        let y = dev.tensor(&[0.1, 0.2, 0.7], &[1, 3]).unwrap();
+        let got = CrossEntropy::default().forward_probs(&x, &y).unwrap().item().unwrap();
+        assert_close("probability targets", &[got], &[0.80760596], Tol::ELEMENT);
+        let empty = dev.tensor(&[], &[0, 3]).unwrap();
+        assert!(CrossEntropy::default().forward_probs(&empty, &empty).unwrap().item().unwrap().is_nan());
         // unbatched (C) input with a 0-d target: the same value as the (1, C) row
         let xu = dev.tensor(&[1.0, 2.0, 3.0], &[3]).unwrap();
         let tu = dev.indices(&[2i64], &[]).unwrap();

@@ -249,6 +249,13 @@ fn pytorch_golden_values() {
         let got =
             c(Pointwise::Bce).check(dev, &[0.0, 1.0, 0.5], &[1.0, 1.0, 0.0], &[3], none, Tol::scaled(100.0));
         assert_close("bce clamp", &got, &[100.0, 0.0, ln2], Tol::ELEMENT);
+        // its gradient at p = 0, y = 1 divides by max((1 - p) p, 1e-12): -1e12
+        let g1 = dev.tensor(&[1.0], &[]).unwrap();
+        let dx = Bce::default()
+            .reduction(Reduction::Sum)
+            .backward(&dev.tensor(&[0.0], &[1]).unwrap(), &dev.tensor(&[1.0], &[1]).unwrap(), &g1)
+            .unwrap();
+        assert_close("bce gradient clamp", &dx.to_vec().unwrap(), &[-1e12], Tol::ELEMENT);
         // smooth_l1(beta=1) at diffs 0.5, 2 = [0.125, 1.5]; huber(delta=2) at 0.5, 2, 3 = [0.125, 2, 4];
         // smooth_l1(beta=2) at diff 3 = 2
         let x = [0.5f32, 2.0, 3.0];

@@ -187,6 +187,13 @@ impl Device {
         Self::select(None, None, options)
     }
 
+    /// Every adapter on this machine for `backends` (default: `WGPU_BACKEND`, else all) whose
+    /// name contains `name` (default: `WGPU_ADAPTER_NAME`), in the order [`Device::new`] tries
+    /// them: discrete GPUs first, software adapters last.
+    pub fn adapters(backends: Option<wgpu::Backends>, name: Option<&str>) -> Vec<wgpu::Adapter> {
+        adapters(backends, name).0
+    }
+
     /// The best adapter among `backends` whose name contains `name` (case-insensitive); `None`
     /// for either falls back to the environment variables, then to every adapter.
     pub fn select(
@@ -228,7 +235,7 @@ impl Device {
         let offered = adapter.features();
         let mut features = wgpu::Features::empty();
         // Timestamp queries time kernels in benchmarks where the adapter has them.
-        for f in [wgpu::Features::TIMESTAMP_QUERY] {
+        for f in [wgpu::Features::TIMESTAMP_QUERY, wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS] {
             if offered.contains(f) {
                 features |= f;
             }
@@ -412,6 +419,71 @@ impl Device {
             self.inner.queue.submit([encoder.finish()]);
         }
         self.check()
+    }
+
+    /// Runs `f`, which records operations, between two GPU timestamps, and returns its result
+    /// with the GPU time between them (every command `f` recorded or submitted, copies
+    /// included). The time is `None` where the adapter lacks timestamp queries inside command
+    /// encoders; the work is submitted and waited for either way.
+    ///
+    /// ```
+    /// let dev = wgpu_loss::Device::new()?;
+    /// let x = dev.tensor(&[1.0; 1024], &[1024])?;
+    /// let (sum, gpu) = dev.gpu_time(|| wgpu_loss::sum(&x))?;
+    /// assert_eq!(sum.item()?, 1024.0);
+    /// if let Some(t) = gpu {
+    ///     assert!(t.as_secs_f64() < 10.0);
+    /// }
+    /// # Ok::<(), wgpu_loss::Error>(())
+    /// ```
+    pub fn gpu_time<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, Option<Duration>)> {
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        if !self.features().contains(wanted) {
+            let r = f()?;
+            self.synchronize()?;
+            return Ok((r, None));
+        }
+        let device = &self.inner.device;
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("wgpu-loss timer"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let buffer = |usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-loss timer"),
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let resolved = buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+        let readback = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        self.flush()?;
+        self.record(|enc| enc.write_timestamp(&set, 0));
+        let r = f()?;
+        self.record(|enc| {
+            enc.write_timestamp(&set, 1);
+            enc.resolve_query_set(&set, 0..2, &resolved, 0);
+            enc.copy_buffer_to_buffer(&resolved, 0, &readback, 0, 16);
+        });
+        self.synchronize()?;
+        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
+        let sink = done.clone();
+        readback.slice(..).map_async(wgpu::MapMode::Read, move |res| *lock(&sink) = Some(res));
+        self.wait(None)?;
+        match lock(&done).take() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Map(e)),
+            None => return Err(Error::Wgpu("the timestamp readback was not mapped".into())),
+        }
+        let ticks: [u64; 2] = {
+            let view = readback.slice(..).get_mapped_range().map_err(|e| Error::Wgpu(e.to_string()))?;
+            bytemuck::pod_read_unaligned(&view[..16])
+        };
+        readback.unmap();
+        let ns = ticks[1].saturating_sub(ticks[0]) as f64 * self.inner.queue.get_timestamp_period() as f64;
+        Ok((r, Some(Duration::from_nanos(ns as u64))))
     }
 
     /// Submits the pending work and waits for the device to finish it.

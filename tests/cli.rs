@@ -1,0 +1,500 @@
+//! The `wgpu-loss` binary: every OP × eval/grad on every adapter against the references, every
+//! error case (non-zero exit, one message, no file left), info, bench --quick --json, compare.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{Rng, Tol, assert_close, devices};
+use npyz::WriterBuilder;
+use wgpu_loss::Reduction;
+use wgpu_loss::reference::pointwise::{self, Pointwise};
+use wgpu_loss::reference::{cross_entropy as ce, linear as lin, log_softmax as ls, nll as nll_ref};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgpu-loss")).args(args).output().expect("the wgpu-loss binary runs")
+}
+
+/// A fresh empty directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wgpu-loss-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write<T: npyz::AutoSerialize + Copy>(path: &Path, data: &[T], shape: &[usize]) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut f).begin_nd().unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+fn read(path: &Path) -> (Vec<f32>, Vec<usize>) {
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    let shape = npy.shape().iter().map(|&d| d as usize).collect();
+    (npy.into_vec::<f32>().unwrap(), shape)
+}
+
+/// The `--backend` value that selects `dev`.
+fn backend(dev: &wgpu_loss::Device) -> &'static str {
+    match dev.info().backend {
+        wgpu::Backend::Vulkan => "vulkan",
+        wgpu::Backend::Gl => "gl",
+        wgpu::Backend::Metal => "metal",
+        wgpu::Backend::Dx12 => "dx12",
+        b => panic!("no --backend value for {b:?}"),
+    }
+}
+
+/// The adapters to run the binary on: each backend once (the binary opens its own device).
+fn backends() -> Vec<&'static str> {
+    let mut b: Vec<&'static str> = devices().iter().map(backend).collect();
+    b.dedup();
+    b
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_op_eval_and_grad_on_every_adapter() {
+    let dir = scratch("ops");
+    let p = |name: &str| dir.join(name);
+    let mut rng = Rng::new(60);
+    let (n, c) = (6, 5);
+    let x = rng.values(n * c, 3.0);
+    let y = rng.values(n * c, 3.0);
+    let probs: Vec<f32> = (0..n * c).map(|_| (rng.unit() + 1.0) * 0.5).collect();
+    let labels: Vec<f32> = (0..n * c).map(|i| (i % 2) as f32).collect();
+    let t: Vec<i64> = vec![0, 4, -100, 2, 1, 3];
+    let w: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 * 0.25).collect();
+    let logp: Vec<f32> = ls::log_softmax(&x, c).iter().map(|&v| v as f32).collect();
+    write(&p("x.npy"), &x, &[n, c]);
+    write(&p("y.npy"), &y, &[n, c]);
+    write(&p("probs.npy"), &probs, &[n, c]);
+    write(&p("labels.npy"), &labels, &[n, c]);
+    write(&p("t.npy"), &t, &[n]);
+    write(&p("t32.npy"), &t.iter().map(|&v| v as i32).collect::<Vec<_>>(), &[n]);
+    write(&p("w.npy"), &w, &[c]);
+    write(&p("logp.npy"), &logp, &[n, c]);
+    let (k, o) = (c, 4);
+    let lw = rng.values(o * k, 1.0);
+    let lb = rng.values(o, 1.0);
+    write(&p("lw.npy"), &lw, &[o, k]);
+    write(&p("lb.npy"), &lb, &[o]);
+    let nc = (n * c) as f64;
+    let ones = vec![1.0f32; n * c];
+    let ones_rows = vec![1.0f32; n];
+    let f = |path: &str| p(path).to_str().unwrap().to_owned();
+    // (op, extra args, want eval, want grad)
+    type Case = (&'static str, Vec<String>, Vec<f64>, Vec<f64>);
+    let pw = |loss, a: &[f32], b: &[f32], red: Reduction| {
+        let g: &[f32] = if red == Reduction::None { &ones } else { &[1.0] };
+        (
+            pointwise::forward(loss, a, b, c, None, None, red, nc),
+            pointwise::backward(loss, a, b, c, None, None, g, red, nc).0,
+        )
+    };
+    let mut cases: Vec<Case> = Vec::new();
+    for (op, loss) in [("mse", Pointwise::Mse), ("l1", Pointwise::L1)] {
+        let (e, g) = pw(loss, &x, &y, Reduction::Mean);
+        cases.push((op, vec!["--input".into(), f("x.npy"), "--target".into(), f("y.npy")], e, g));
+    }
+    let (e, g) = pw(Pointwise::SmoothL1(0.5), &x, &y, Reduction::Sum);
+    cases.push((
+        "smooth-l1",
+        vec![
+            "--input".into(),
+            f("x.npy"),
+            "--target".into(),
+            f("y.npy"),
+            "--beta".into(),
+            "0.5".into(),
+            "--reduction".into(),
+            "sum".into(),
+        ],
+        e,
+        g,
+    ));
+    let (e, g) = pw(Pointwise::Huber(2.0), &x, &y, Reduction::None);
+    cases.push((
+        "huber",
+        vec![
+            "--input".into(),
+            f("x.npy"),
+            "--target".into(),
+            f("y.npy"),
+            "--delta".into(),
+            "2".into(),
+            "--reduction".into(),
+            "none".into(),
+        ],
+        e,
+        g,
+    ));
+    let (e, g) = pw(Pointwise::Bce, &probs, &labels, Reduction::Mean);
+    cases.push(("bce", vec!["--input".into(), f("probs.npy"), "--target".into(), f("labels.npy")], e, g));
+    {
+        let e = pointwise::forward(
+            Pointwise::BceWithLogits,
+            &x,
+            &labels,
+            c,
+            Some(&w),
+            Some(&w),
+            Reduction::Mean,
+            nc,
+        );
+        let g = pointwise::backward(
+            Pointwise::BceWithLogits,
+            &x,
+            &labels,
+            c,
+            Some(&w),
+            Some(&w),
+            &[1.0],
+            Reduction::Mean,
+            nc,
+        )
+        .0;
+        let args = vec![
+            "--input".into(),
+            f("x.npy"),
+            "--target".into(),
+            f("labels.npy"),
+            "--weight".into(),
+            f("w.npy"),
+            "--pos-weight".into(),
+            f("w.npy"),
+        ];
+        cases.push(("bce-with-logits", args, e, g));
+    }
+    {
+        let args = vec![
+            "--input".into(),
+            f("x.npy"),
+            "--target".into(),
+            f("t.npy"),
+            "--weight".into(),
+            f("w.npy"),
+            "--label-smoothing".into(),
+            "0.1".into(),
+            "--ignore-index".into(),
+            "-100".into(),
+        ];
+        let e = ce::cross_entropy_nd(&x, &[n, c], &t, Some(&w), -100, 0.1, Reduction::Mean).unwrap();
+        let g = ce::cross_entropy_backward(&x, &[n, c], &t, Some(&w), -100, 0.1, Reduction::Mean, &[1.0f32])
+            .unwrap();
+        cases.push(("cross-entropy", args, e, g));
+        let args = vec![
+            "--input".into(),
+            f("x.npy"),
+            "--target".into(),
+            f("probs.npy"),
+            "--reduction".into(),
+            "none".into(),
+        ];
+        let e = ce::cross_entropy_probs(&x, &[n, c], &probs, None, 0.0, Reduction::None);
+        let g =
+            ce::cross_entropy_probs_backward(&x, &[n, c], &probs, None, 0.0, Reduction::None, &ones_rows).0;
+        cases.push(("cross-entropy", args, e, g));
+        let args = vec![
+            "--input".into(),
+            f("logp.npy"),
+            "--target".into(),
+            f("t32.npy"),
+            "--reduction".into(),
+            "sum".into(),
+        ];
+        let e = nll_ref::nll_nd(&logp, &[n, c], &t, None, -100, Reduction::Sum).unwrap();
+        let g = nll_ref::nll_backward(&logp, &[n, c], &t, None, -100, Reduction::Sum, &[1.0f32]).unwrap();
+        cases.push(("nll", args, e, g));
+    }
+    {
+        let args = vec![
+            "--input".into(),
+            f("logp.npy"),
+            "--target".into(),
+            f("probs.npy"),
+            "--reduction".into(),
+            "batchmean".into(),
+        ];
+        let e = pointwise::forward(
+            Pointwise::KlDiv(false),
+            &logp,
+            &probs,
+            c,
+            None,
+            None,
+            Reduction::Mean,
+            n as f64,
+        );
+        let g = pointwise::backward(
+            Pointwise::KlDiv(false),
+            &logp,
+            &probs,
+            c,
+            None,
+            None,
+            &[1.0],
+            Reduction::Mean,
+            n as f64,
+        )
+        .0;
+        cases.push(("kl-div", args, e, g));
+        let args =
+            vec!["--input".into(), f("logp.npy"), "--target".into(), f("logp.npy"), "--log-target".into()];
+        let e = pointwise::forward(Pointwise::KlDiv(true), &logp, &logp, c, None, None, Reduction::Mean, nc);
+        let g = pointwise::backward(
+            Pointwise::KlDiv(true),
+            &logp,
+            &logp,
+            c,
+            None,
+            None,
+            &[1.0],
+            Reduction::Mean,
+            nc,
+        )
+        .0;
+        cases.push(("kl-div", args, e, g));
+    }
+    for dim in [-1isize, 0] {
+        let d = dim.rem_euclid(2) as usize;
+        let args = vec!["--input".into(), f("x.npy"), "--dim".into(), dim.to_string()];
+        let y = ls::log_softmax_dim(&x, &[n, c], d);
+        let y32: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+        cases.push(("log-softmax", args.clone(), y, ls::log_softmax_backward(&y32, &ones, &[n, c], d)));
+        let s = ls::softmax_dim(&x, &[n, c], d);
+        let s32: Vec<f32> = s.iter().map(|&v| v as f32).collect();
+        cases.push(("softmax", args, s, ls::softmax_backward(&s32, &ones, &[n, c], d)));
+    }
+    {
+        let args =
+            vec!["--input".into(), f("x.npy"), "--weight".into(), f("lw.npy"), "--bias".into(), f("lb.npy")];
+        let e = lin::linear(&x, &lw, Some(&lb), k);
+        // d(Σ y)/dx[r, i] = Σ_j W[j, i]
+        let col: Vec<f64> = (0..k).map(|i| (0..o).map(|j| lw[j * k + i] as f64).sum()).collect();
+        let g: Vec<f64> = (0..n * k).map(|e| col[e % k]).collect();
+        cases.push(("linear", args, e, g));
+    }
+    for be in backends() {
+        for (op, args, want_eval, want_grad) in &cases {
+            for (cmd, want) in [("eval", want_eval), ("grad", want_grad)] {
+                let out_path = dir.join(format!("{be}-{op}-{cmd}.npy"));
+                let mut full: Vec<&str> = vec![cmd, op];
+                full.extend(args.iter().map(String::as_str));
+                full.extend(["--backend", be, "--output", out_path.to_str().unwrap()]);
+                let out = cli(&full);
+                ok(&out, &format!("{be} {cmd} {op} {args:?}"));
+                let (got, shape) = read(&out_path);
+                let what = format!("{be} {cmd} {op} {args:?}");
+                if cmd == "grad" {
+                    assert_eq!(shape, if *op == "linear" { vec![n, k] } else { vec![n, c] }, "{what}");
+                }
+                assert_close(&what, &got, want, Tol::scaled(3.0).sum(n * c));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs a command that must fail: non-zero exit, a message containing `needle`, no output file
+/// and nothing else left in the directory.
+fn fails(dir: &Path, args: &[&str], needle: &str) {
+    let before: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let out = cli(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(stderr.contains(needle), "{args:?}: stderr {stderr:?} does not mention {needle:?}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one message, got {stderr:?}");
+    let after: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before, after, "{args:?} left files behind");
+}
+
+#[test]
+fn errors_exit_non_zero_with_one_message_and_write_nothing() {
+    let dir = scratch("errors");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    write(Path::new(&p("x.npy")), &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    write(Path::new(&p("xt.npy")), &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2]);
+    write(Path::new(&p("x64.npy")), &[1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    write(Path::new(&p("t.npy")), &[0i64, 7], &[2]);
+    write(Path::new(&p("tok.npy")), &[0i64, 2], &[2]);
+    write(Path::new(&p("tf.npy")), &[0.0f32, 2.0], &[2]);
+    write(Path::new(&p("bad_p.npy")), &[0.5f32, 1.5, 0.2, 0.1, 0.0, 1.0], &[2, 3]);
+    write(Path::new(&p("ti.npy")), &[0i64, 1, 0, 1, 0, 1], &[2, 3]);
+    std::fs::write(p("corrupt.npy"), b"this is not an npy file").unwrap();
+    let full = std::fs::read(p("x.npy")).unwrap();
+    std::fs::write(p("short.npy"), &full[..full.len() - 8]).unwrap();
+    let out = p("out.npy");
+    let o = out.as_str();
+    fails(
+        &dir,
+        &["eval", "cross-entropy", "--input", &p("x.npy"), "--target", &p("t.npy"), "--output", o],
+        "out of range",
+    );
+    fails(&dir, &["eval", "mse", "--input", &p("x.npy"), "--target", &p("xt.npy"), "--output", o], "shape");
+    fails(
+        &dir,
+        &["eval", "mse", "--input", &p("x64.npy"), "--target", &p("x.npy"), "--output", o],
+        "--input",
+    );
+    fails(
+        &dir,
+        &["eval", "nll", "--input", &p("x.npy"), "--target", &p("tf.npy"), "--output", o],
+        "--target",
+    );
+    fails(
+        &dir,
+        &["grad", "bce", "--input", &p("x.npy"), "--target", &p("ti.npy"), "--output", o],
+        "--target",
+    );
+    fails(&dir, &["eval", "mse", "--input", &p("x.npy"), "--output", o], "--target");
+    fails(
+        &dir,
+        &["eval", "mse", "--input", &p("missing.npy"), "--target", &p("x.npy"), "--output", o],
+        "missing.npy",
+    );
+    fails(&dir, &["eval", "log-softmax", "--input", &p("x.npy"), "--dim", "2", "--output", o], "dim");
+    fails(&dir, &["eval", "log-softmax", "--input", &p("x.npy"), "--dim", "-3", "--output", o], "dim");
+    fails(
+        &dir,
+        &[
+            "eval",
+            "mse",
+            "--input",
+            &p("x.npy"),
+            "--target",
+            &p("x.npy"),
+            "--reduction",
+            "batchmean",
+            "--output",
+            o,
+        ],
+        "batchmean",
+    );
+    let ls = [
+        "eval",
+        "cross-entropy",
+        "--input",
+        &p("x.npy"),
+        "--target",
+        &p("tok.npy"),
+        "--label-smoothing",
+        "1.5",
+        "--output",
+        o,
+    ];
+    fails(&dir, &ls, "label_smoothing");
+    fails(
+        &dir,
+        &["eval", "bce", "--input", &p("bad_p.npy"), "--target", &p("bad_p.npy"), "--output", o],
+        "[0, 1]",
+    );
+    fails(
+        &dir,
+        &["eval", "mse", "--input", &p("corrupt.npy"), "--target", &p("x.npy"), "--output", o],
+        "corrupt.npy",
+    );
+    fails(
+        &dir,
+        &["eval", "mse", "--input", &p("short.npy"), "--target", &p("x.npy"), "--output", o],
+        "short.npy",
+    );
+    // A failing run leaves an existing output untouched.
+    std::fs::write(&out, b"keep").unwrap();
+    let out_run =
+        cli(&["eval", "cross-entropy", "--input", &p("x.npy"), "--target", &p("t.npy"), "--output", o]);
+    assert!(!out_run.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn info_lists_every_adapter() {
+    let out = cli(&["info", "--json"]);
+    ok(&out, "info --json");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), wgpu_loss::Device::adapters(None, None).len());
+    for a in list {
+        for key in [
+            "name",
+            "backend",
+            "device_type",
+            "driver",
+            "max_storage_buffer_binding_size",
+            "subgroups",
+            "shader_f16",
+            "timestamp_query",
+        ] {
+            assert!(a.get(key).is_some(), "info --json lacks {key}: {a}");
+        }
+    }
+    let text = cli(&["info"]);
+    ok(&text, "info");
+    assert!(String::from_utf8_lossy(&text.stdout).contains("storage binding"));
+}
+
+#[test]
+fn bench_quick_json_is_complete_and_compare_merges_reports() {
+    let dir = scratch("bench");
+    let mut files = Vec::new();
+    for be in backends() {
+        let path = dir.join(format!("{be}.json"));
+        let out = cli(&["bench", "--quick", "--backend", be, "--json", path.to_str().unwrap()]);
+        ok(&out, &format!("bench --quick --backend {be}"));
+        let reports: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let r = &reports.as_array().unwrap()[0];
+        for key in ["version", "git_revision", "date", "timing", "adapter", "yardsticks", "cases"] {
+            assert!(r.get(key).is_some(), "report lacks {key}");
+        }
+        let cases = r["cases"].as_array().unwrap();
+        for kernel in [
+            "cross_entropy",
+            "log_softmax",
+            "softmax",
+            "nll",
+            "mse",
+            "l1",
+            "smooth_l1",
+            "huber",
+            "bce",
+            "bce_with_logits",
+            "kl_div",
+            "linear",
+        ] {
+            assert!(cases.iter().any(|c| c["kernel"] == kernel), "{be}: no {kernel} case");
+        }
+        for c in cases.iter().chain(r["yardsticks"].as_array().unwrap()) {
+            assert_eq!(c["status"], "ok", "{be}: {c}");
+            assert!(c["median_ms"].as_f64().unwrap() > 0.0, "{be}: {c}");
+            assert!(c["min_ms"].as_f64().unwrap() <= c["median_ms"].as_f64().unwrap());
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("cross_entropy") && stdout.contains("read_sum"), "table on stdout");
+        files.push(path);
+    }
+    let chart = dir.join("chart.svg");
+    let mut args = vec!["compare".to_owned()];
+    args.extend(files.iter().map(|f| f.to_str().unwrap().to_owned()));
+    args.extend(["--chart".to_owned(), chart.to_str().unwrap().to_owned()]);
+    let out = cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    ok(&out, "compare");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("| kernel | direction | shape |"), "{table}");
+    assert_eq!(table.lines().next().unwrap().matches(" |").count(), 3 + files.len());
+    assert!(std::fs::read_to_string(&chart).unwrap().contains("<svg"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -339,6 +339,30 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                 want: Some(Box::new(move || reference::log_softmax::log_softmax(x, c))),
                 tol: (1e-5, 1e-5),
             });
+            cases.push(Pending {
+                kernel: "softmax",
+                direction: "forward",
+                shape: s.name,
+                bytes: Some(2 * xb),
+                flops: None,
+                op: Box::new(move || Softmax::default().forward(xt)),
+                want: Some(Box::new(move || reference::log_softmax::softmax(x, c))),
+                tol: (1e-6, 1e-4),
+            });
+            // nll reads one value per row (its input is the log-softmax output).
+            cases.push(Pending {
+                kernel: "nll",
+                direction: "forward",
+                shape: s.name,
+                bytes: Some(n as u64 * 8),
+                flops: None,
+                op: Box::new(move || Nll::default().forward(ly, tt)),
+                want: Some(Box::new(move || {
+                    let logp: Vec<f32> = reference::log_softmax::log_softmax(x, c).iter().map(|&v| v as f32).collect();
+                    reference::nll::nll(&logp, c, t, None, -100, Reduction::Mean).unwrap_or_default()
+                })),
+                tol: (1e-5, 1e-4),
+            });
             // The upstream gradient of the softmax gradients is x itself (any data will do).
             cases.push(Pending {
                 kernel: "log_softmax",

@@ -358,7 +358,8 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                 flops: None,
                 op: Box::new(move || Nll::default().forward(ly, tt)),
                 want: Some(Box::new(move || {
-                    let logp: Vec<f32> = reference::log_softmax::log_softmax(x, c).iter().map(|&v| v as f32).collect();
+                    let logp: Vec<f32> =
+                        reference::log_softmax::log_softmax(x, c).iter().map(|&v| v as f32).collect();
                     reference::nll::nll(&logp, c, t, None, -100, Reduction::Mean).unwrap_or_default()
                 })),
                 tol: (1e-5, 1e-4),

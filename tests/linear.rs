@@ -77,3 +77,87 @@ fn chunked_over_rows_of_x_and_of_weight() {
         check(dev, 300, 250, 80, true, &mut rng);
     }
 }
+
+/// dX, dW, db on `dev` against the f64 reference.
+fn check_backward(dev: &Device, m: usize, n: usize, k: usize, rng: &mut Rng) {
+    let x = rng.values(m * k, 1.0);
+    let w = rng.values(n * k, 1.0);
+    let g = rng.values(m * n, 1.0);
+    let grads = Linear::default()
+        .backward(
+            &dev.tensor(&x, &[m, k]).unwrap(),
+            &dev.tensor(&w, &[n, k]).unwrap(),
+            &dev.tensor(&g, &[m, n]).unwrap(),
+        )
+        .unwrap();
+    let (dx, dw, db) = reference::linear::linear_backward(&x, &w, &g, k);
+    let what = format!("{} m={m} n={n} k={k}", common::label(dev));
+    // Sums of n (dX) or m (dW, db) terms of size ≤ 1.
+    assert_close(
+        &format!("{what} dX"),
+        &grads.input.to_vec().unwrap(),
+        &dx,
+        Tol { abs: 2e-6 * n as f64, rel: 1e-5 },
+    );
+    assert_close(
+        &format!("{what} dW"),
+        &grads.weight.to_vec().unwrap(),
+        &dw,
+        Tol { abs: 2e-6 * m as f64, rel: 1e-5 },
+    );
+    assert_close(
+        &format!("{what} db"),
+        &grads.bias.to_vec().unwrap(),
+        &db,
+        Tol { abs: 2e-6 * m as f64, rel: 1e-5 },
+    );
+}
+
+#[test]
+fn backward_ragged_shapes() {
+    let mut rng = Rng::new(41);
+    for dev in devices() {
+        for (m, n, k) in [(1, 1, 1), (3, 5, 7), (65, 63, 17), (300, 130, 33), (7, 257, 129), (0, 3, 2)] {
+            check_backward(dev, m, n, k, &mut rng);
+        }
+        // No input features: dX and dW are empty, db is still the column sums of dY.
+        let g = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let r = Linear::default()
+            .backward(
+                &dev.tensor(&[], &[2, 0]).unwrap(),
+                &dev.tensor(&[], &[3, 0]).unwrap(),
+                &dev.tensor(&g, &[2, 3]).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(r.bias.to_vec().unwrap(), [5.0, 7.0, 9.0]);
+        assert!(r.input.to_vec().unwrap().is_empty() && r.weight.to_vec().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn backward_in_row_chunks_is_bitwise_the_unchunked_result() {
+    // 64 KiB bindings: 700 rows of 40 floats split into chunks; dW and db accumulate in order.
+    let mut rng = Rng::new(42);
+    let (m, n, k) = (700, 40, 30);
+    let x = rng.values(m * k, 1.0);
+    let w = rng.values(n * k, 1.0);
+    let g = rng.values(m * n, 1.0);
+    for (small, dev) in small_binding_devices().iter().zip(devices()) {
+        check_backward(small, m, n, k, &mut rng);
+        let run = |d: &Device| {
+            let r = Linear::default()
+                .backward(
+                    &d.tensor(&x, &[m, k]).unwrap(),
+                    &d.tensor(&w, &[n, k]).unwrap(),
+                    &d.tensor(&g, &[m, n]).unwrap(),
+                )
+                .unwrap();
+            (r.input.to_vec().unwrap(), r.weight.to_vec().unwrap(), r.bias.to_vec().unwrap())
+        };
+        let (a, b) = (run(small), run(dev));
+        assert_eq!(a.0, b.0, "dX");
+        // dW and db sum the chunks' partial sums: within rounding of the unchunked sum.
+        let want: Vec<f64> = b.1.iter().map(|&v| v as f64).collect();
+        assert_close("dW chunked", &a.1, &want, Tol { abs: 1e-4, rel: 1e-5 });
+    }
+}

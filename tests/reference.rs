@@ -238,3 +238,18 @@ fn softmax_gradients_match_finite_differences() {
         assert_grad(&format!("softmax dim {dim}"), &analytic, &numeric);
     }
 }
+
+#[test]
+fn linear_gradients_match_finite_differences() {
+    // d/dθ of Σ g·linear(x, W, b) for θ = x, W, b.
+    let (m, n, k) = (3, 4, 5);
+    let x = data(m * k, 6, 1.0);
+    let w = data(n * k, 7, 1.0);
+    let b = data(n, 8, 1.0);
+    let g = data(m * n, 9, 1.0);
+    let dot = |y: Vec<f64>| y.iter().zip(&g).map(|(p, q)| p * q).sum::<f64>();
+    let (dx, dw, db) = linear::linear_backward(&x, &w, &g, k);
+    assert_grad("linear dX", &dx, &numeric_gradient(|v| dot(linear::linear(v, &w, Some(&b), k)), &x));
+    assert_grad("linear dW", &dw, &numeric_gradient(|v| dot(linear::linear(&x, v, Some(&b), k)), &w));
+    assert_grad("linear db", &db, &numeric_gradient(|v| dot(linear::linear(&x, &w, Some(v), k)), &b));
+}

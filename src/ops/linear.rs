@@ -21,6 +21,31 @@ pub(crate) struct Params {
 }
 const _: () = assert!(size_of::<Params>() == 32);
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct GradParams {
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) lda: u32,
+    pub(crate) ldb: u32,
+    pub(crate) ldc: u32,
+    pub(crate) tiles_n: u32,
+    pub(crate) accumulate: u32,
+}
+const _: () = assert!(size_of::<GradParams>() == 32);
+
+/// The gradients of `linear` with respect to its input, weight and bias.
+#[derive(Clone, Debug)]
+pub struct LinearGrads {
+    /// `dX = dY·W`, the input's shape.
+    pub input: Tensor,
+    /// `dW = dYᵀ·X`, `(out, in)`.
+    pub weight: Tensor,
+    /// `db = Σ_rows dY`, `(out)`.
+    pub bias: Tensor,
+}
+
 /// Which GEMM kernel runs `linear`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum LinearKernel {
@@ -55,6 +80,159 @@ impl Linear {
             (KernelId::Linear, (64, 64))
         };
         run(id, tile, x, weight, bias)
+    }
+}
+
+impl Linear {
+    /// The gradients of `y = x·Wᵀ + b` for the upstream gradient `grad_y` (the shape of y):
+    /// `dX = dY·W`, `dW = dYᵀ·X` and `db = Σ_rows dY`, each a GEMM (or a column sum) over the
+    /// rows in a fixed order, so the result is bitwise reproducible. Rows beyond the binding
+    /// limit are processed in chunks (dW and db accumulate chunk by chunk); W, dW and one row
+    /// of each operand must each fit in one binding.
+    ///
+    /// ```
+    /// use wgpu_loss::Linear;
+    /// let dev = wgpu_loss::Device::new()?;
+    /// let x = dev.tensor(&[1.0, 2.0], &[1, 2])?;
+    /// let w = dev.tensor(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2])?;
+    /// let g = dev.tensor(&[1.0, 1.0, 1.0], &[1, 3])?;
+    /// let grads = Linear::default().backward(&x, &w, &g)?;
+    /// assert_eq!(grads.input.to_vec()?, [2.0, 2.0]);
+    /// assert_eq!(grads.weight.to_vec()?, [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]);
+    /// assert_eq!(grads.bias.to_vec()?, [1.0, 1.0, 1.0]);
+    /// # Ok::<(), wgpu_loss::Error>(())
+    /// ```
+    pub fn backward(&self, x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<LinearGrads> {
+        const OP: &str = "linear";
+        let dev = x.device();
+        same_device(OP, dev, &[weight.device(), grad_y.device()])?;
+        let Some((&k, lead)) = x.shape.split_last() else {
+            return Err(Error::shape(OP, "x must have at least one dimension"));
+        };
+        let &[n, wk] = weight.shape.as_slice() else {
+            return Err(Error::shape(OP, format!("weight must be (out, in), got {:?}", weight.shape)));
+        };
+        let mut y_shape = lead.to_vec();
+        y_shape.push(n);
+        if wk != k || grad_y.shape != y_shape {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "x {:?}, weight {:?} and grad_y {:?} do not fit (grad_y must be {y_shape:?})",
+                    x.shape, weight.shape, grad_y.shape
+                ),
+            ));
+        }
+        let m: usize = lead.iter().product();
+        check_u32(OP, m * n.max(k))?;
+        check_u32(OP, n * k)?;
+        let dx = Tensor::empty(dev, x.shape.clone())?;
+        let dw = Tensor::empty(dev, weight.shape.clone())?;
+        let db = Tensor::empty(dev, vec![n])?;
+        let mut checks = x.checks.clone();
+        checks.extend(weight.checks.iter().chain(&grad_y.checks).cloned());
+        let done = |dx: Tensor, dw: Tensor, db: Tensor| LinearGrads {
+            input: Tensor { checks: checks.clone(), ..dx },
+            weight: Tensor { checks: checks.clone(), ..dw },
+            bias: Tensor { checks: checks.clone(), ..db },
+        };
+        let (n64, k64) = (n as u64, k as u64);
+        if m == 0 || n == 0 {
+            // Empty sums are zero.
+            dev.record(|enc| {
+                for t in [&dx, &dw, &db] {
+                    enc.clear_buffer(t.storage.buffer(), 0, Some((t.numel() as u64 * 4).div_ceil(4) * 4));
+                }
+            });
+            return Ok(done(dx, dw, db));
+        }
+        let (tile_m, tile_n) = (8 * crate::kernels::GRAD_ROWS as u64, 8 * crate::kernels::GRAD_COLS as u64);
+        let whole = |what: &'static str, rows: usize, row_bytes: u64| -> Result<()> {
+            let chunks = row_chunks(dev, what, rows, &[row_bytes], 1)?;
+            if chunks.len() > 1 {
+                return Err(Error::Limit {
+                    what,
+                    requested: rows as u64 * row_bytes,
+                    max: dev.binding_limit(),
+                });
+            }
+            Ok(())
+        };
+        whole("linear's weight in one binding", n, k64 * 4)?;
+        // dX = dY·W: rows of dY and dX in chunks, W whole (nothing to do without inputs).
+        let pipe = dev.pipeline(KernelId::LinearGradInput, "gemm", &[])?;
+        let input_chunks = if k == 0 {
+            Vec::new()
+        } else {
+            row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?
+        };
+        for mc in input_chunks {
+            let mm = mc.len() as u64;
+            let params = GradParams {
+                m: mm as u32,
+                n: k as u32,
+                k: n as u32,
+                lda: n as u32,
+                ldb: k as u32,
+                ldc: k as u32,
+                tiles_n: k64.div_ceil(tile_n) as u32,
+                accumulate: 0,
+            };
+            let m0 = mc.start as u64;
+            dispatch(
+                dev,
+                &pipe,
+                bytemuck::bytes_of(&params),
+                &[
+                    Bind::range(1, grad_y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),
+                    Bind::all(2, weight.storage.buffer()),
+                    Bind::range(3, dx.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
+                ],
+                mm.div_ceil(tile_m) * k64.div_ceil(tile_n),
+            )?;
+        }
+        // dW = dYᵀ·X and db = Σ dY: the rows are the sum's index, chunk by chunk in order.
+        let gemm = dev.pipeline(KernelId::LinearGradWeight, "gemm", &[])?;
+        let colsum = dev.pipeline(KernelId::LinearGradWeight, "colsum", &[])?;
+        for (i, mc) in
+            row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?.into_iter().enumerate()
+        {
+            let mm = mc.len() as u64;
+            let m0 = mc.start as u64;
+            let dy = Bind::range(1, grad_y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4);
+            let params = GradParams {
+                m: n as u32,
+                n: k as u32,
+                k: mm as u32,
+                lda: n as u32,
+                ldb: k as u32,
+                ldc: k as u32,
+                tiles_n: k64.div_ceil(tile_n) as u32,
+                accumulate: (i > 0) as u32,
+            };
+            if k > 0 {
+                dispatch(
+                    dev,
+                    &gemm,
+                    bytemuck::bytes_of(&params),
+                    &[
+                        dy,
+                        Bind::range(2, x.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
+                        Bind::all(3, dw.storage.buffer()),
+                    ],
+                    n64.div_ceil(tile_m) * k64.div_ceil(tile_n),
+                )?;
+            }
+            let params = GradParams { m: 1, n: n as u32, k: mm as u32, ldc: n as u32, tiles_n: 1, ..params };
+            dispatch(
+                dev,
+                &colsum,
+                bytemuck::bytes_of(&params),
+                &[dy, Bind::all(3, db.storage.buffer())],
+                n64.div_ceil(64),
+            )?;
+        }
+        Ok(done(dx, dw, db))
     }
 }
 

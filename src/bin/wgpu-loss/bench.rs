@@ -489,6 +489,21 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             want: Some(Box::new(move || reference::linear::linear(x, w, None, k))),
             tol: (1e-3, 1e-4),
         });
+        // dX = dY·W, dW = dYᵀ·X, db: two GEMMs; x stands in for dY (the shapes are square).
+        // Not at 2048³, where eleven runs take minutes on a software adapter.
+        if m > 1024 {
+            continue;
+        }
+        cases.push(Pending {
+            kernel: "linear",
+            direction: "backward",
+            shape: s.name,
+            bytes: None,
+            flops: Some(4 * (m * n * k) as u64),
+            op: Box::new(move || Ok(wgpu_loss::Linear::default().backward(xt, wt, xt)?.weight)),
+            want: Some(Box::new(move || reference::linear::linear_backward(x, w, x, k).1)),
+            tol: (1e-3, 1e-4),
+        });
     }
 
     let total = (yardsticks.len() + cases.len()) as u64;

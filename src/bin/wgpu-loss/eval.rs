@@ -330,18 +330,8 @@ fn compute(dev: &Device, a: &OpArgs, grad: bool) -> Result<(Vec<f32>, Vec<usize>
             if !grad {
                 return out(y);
             }
-            // d(Σ y)/dx = ones · W: a linear layer with Wᵀ and no bias, on the GPU.
-            let &[o, i] = ws.as_slice() else { unreachable!("linear checked W's shape") };
-            let mut w_t = vec![0.0; w.len()];
-            for r in 0..o {
-                for c in 0..i {
-                    w_t[c * o + r] = w[r * i + c];
-                }
-            }
             let g = ones(dev, false, y.shape())?;
-            let dx = wgpu_loss::linear(&g, &dev.tensor(&w_t, &[i, o])?, None)?;
-            let (v, _) = out(dx)?;
-            Ok((v, xs))
+            out(wgpu_loss::Linear::default().backward(&xt, &wt, &g)?.input)
         }
     }
 }

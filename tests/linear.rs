@@ -5,6 +5,15 @@ mod common;
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
 use wgpu_loss::{Device, Linear, LinearKernel, reference};
 
+/// The tests of this file run one at a time: the register-blocked GEMMs take seconds to compile
+/// on llvmpipe-GL, during which wgpu holds the GL context, and a second thread waiting for it
+/// longer than wgpu's 6 s lock timeout panics.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn check(dev: &Device, m: usize, n: usize, k: usize, bias: bool, rng: &mut Rng) {
     let x = rng.values(m * k, 1.0);
     let w = rng.values(n * k, 1.0);
@@ -30,6 +39,7 @@ fn check(dev: &Device, m: usize, n: usize, k: usize, bias: bool, rng: &mut Rng) 
 
 #[test]
 fn ragged_and_tiled_shapes() {
+    let _serial = serial();
     let mut rng = Rng::new(40);
     let shapes = [
         (1, 1, 1),
@@ -52,6 +62,7 @@ fn ragged_and_tiled_shapes() {
 
 #[test]
 fn leading_dimensions_flatten() {
+    let _serial = serial();
     let mut rng = Rng::new(41);
     let x = rng.values(2 * 3 * 5, 1.0);
     let w = rng.values(4 * 5, 1.0);
@@ -71,6 +82,7 @@ fn leading_dimensions_flatten() {
 
 #[test]
 fn chunked_over_rows_of_x_and_of_weight() {
+    let _serial = serial();
     // 64 KiB bindings: x (300, 80) and W (250, 80) are 96 KB and 80 KB, y (300, 250) 300 KB.
     let mut rng = Rng::new(42);
     for dev in small_binding_devices() {
@@ -115,6 +127,7 @@ fn check_backward(dev: &Device, m: usize, n: usize, k: usize, rng: &mut Rng) {
 
 #[test]
 fn backward_ragged_shapes() {
+    let _serial = serial();
     let mut rng = Rng::new(41);
     for dev in devices() {
         for (m, n, k) in [(1, 1, 1), (3, 5, 7), (65, 63, 17), (300, 130, 33), (7, 257, 129), (0, 3, 2)] {
@@ -136,6 +149,7 @@ fn backward_ragged_shapes() {
 
 #[test]
 fn backward_in_row_chunks_is_bitwise_the_unchunked_result() {
+    let _serial = serial();
     // 64 KiB bindings: 700 rows of 40 floats split into chunks; dW and db accumulate in order.
     let mut rng = Rng::new(42);
     let (m, n, k) = (700, 40, 30);

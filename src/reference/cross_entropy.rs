@@ -1,7 +1,8 @@
 //! f64 twins of `cross_entropy` (class ids or probabilities, label smoothing, K-dim) and of
 //! its gradients.
 
-use super::{Real, Reduction, class_dim, f64s, logsumexp, nll::check_target, reduce_with, rows_along};
+use super::nll::{check_target, counted_weight};
+use super::{Real, Reduction, class_dim, f64s, logsumexp, reduce_with, rows_along, upstream};
 use crate::error::Result;
 
 /// Cross-entropy of logits of `shape` ((N, C, d…) or (C)) against class ids (one per row):
@@ -67,12 +68,7 @@ pub fn cross_entropy_backward<T: Real>(
     let cols = shape[dim];
     let w = |c: usize| weight.map_or(1.0, |w| w[c].into());
     let total_w: f64 = (0..cols).map(w).sum();
-    let mut denominator = 0.0;
-    for (r, &t) in targets.iter().enumerate() {
-        if let Some(c) = check_target("cross_entropy", r, t, cols, ignore_index)? {
-            denominator += w(c);
-        }
-    }
+    let denominator = counted_weight("cross_entropy", targets, cols, weight, ignore_index)?;
     let eps = label_smoothing;
     let mut out = vec![0.0; x.len()];
     for (r, row) in rows_along(shape, dim).iter().enumerate() {
@@ -85,11 +81,7 @@ pub fn cross_entropy_backward<T: Real>(
             }
             continue;
         };
-        let s: f64 = match reduction {
-            Reduction::None => grad[r].into(),
-            Reduction::Sum => grad[0].into(),
-            Reduction::Mean => grad[0].into() / denominator,
-        };
+        let s = upstream(grad, r, reduction, denominator);
         for (c, &i) in row.iter().enumerate() {
             let p = (vals[c] - lse).exp();
             let hit = (c == t) as u8 as f64;
@@ -149,11 +141,7 @@ pub fn cross_entropy_probs_backward<T: Real>(
     let n = rows.len() as f64;
     let (mut dx, mut dy) = (vec![0.0; x.len()], vec![0.0; x.len()]);
     for (r, row) in rows.iter().enumerate() {
-        let s: f64 = match reduction {
-            Reduction::None => grad[r].into(),
-            Reduction::Sum => grad[0].into(),
-            Reduction::Mean => grad[0].into() / n,
-        };
+        let s = upstream(grad, r, reduction, n);
         let vals: Vec<f64> = row.iter().map(|&i| x[i]).collect();
         let lse = logsumexp(&vals);
         let ys = |i: usize| y[i] * (1.0 - eps) + eps / cols;

@@ -60,6 +60,16 @@ pub(crate) fn f64s<T: Real>(v: &[T]) -> Vec<f64> {
     v.iter().map(|&x| x.into()).collect()
 }
 
+/// The upstream gradient reaching item `i` of a loss: `grad[i]` for `None`, the one value for
+/// `Sum`, that value over `denominator` for `Mean`.
+pub(crate) fn upstream<T: Real>(grad: &[T], i: usize, reduction: Reduction, denominator: f64) -> f64 {
+    match reduction {
+        Reduction::None => grad[i].into(),
+        Reduction::Sum => grad[0].into(),
+        Reduction::Mean => grad[0].into() / denominator,
+    }
+}
+
 /// Reduces per-item losses: `None` keeps them, `Sum` adds them, `Mean` divides the sum by
 /// `denominator` (NaN when it is 0).
 pub(crate) fn reduce_with(losses: Vec<f64>, reduction: Reduction, denominator: f64) -> Vec<f64> {

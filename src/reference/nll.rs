@@ -1,6 +1,6 @@
 //! f64 twin of `nll` (negative log-likelihood from log-probabilities) and its gradient.
 
-use super::{Real, Reduction, class_dim, f64s, reduce_with, rows_along};
+use super::{Real, Reduction, class_dim, f64s, reduce_with, rows_along, upstream};
 use crate::error::{Error, Result};
 
 /// `Ok(None)` for an ignored target, `Ok(Some(class))` for a valid one, an error otherwise.
@@ -18,6 +18,23 @@ pub(crate) fn check_target(
         return Err(Error::TargetOutOfRange { op, position, value: t, classes, ignore_index });
     }
     Ok(Some(t as usize))
+}
+
+/// Σ w[t] over the targets that count (not `ignore_index`): the weighted mean's denominator.
+pub(crate) fn counted_weight<T: Real>(
+    op: &'static str,
+    targets: &[i64],
+    classes: usize,
+    weight: Option<&[T]>,
+    ignore_index: i64,
+) -> Result<f64> {
+    let mut sum = 0.0;
+    for (r, &t) in targets.iter().enumerate() {
+        if let Some(c) = check_target(op, r, t, classes, ignore_index)? {
+            sum += weight.map_or(1.0, |w| w[c].into());
+        }
+    }
+    Ok(sum)
 }
 
 /// NLL of log-probabilities of `shape` ((N, C, d…) or (C)): per row `−w[t] · logp[t]`, same
@@ -70,20 +87,11 @@ pub fn nll_backward<T: Real>(
 ) -> Result<Vec<f64>> {
     let dim = class_dim(shape);
     let rows = rows_along(shape, dim);
-    let mut denominator = 0.0;
-    for (r, &t) in targets.iter().enumerate() {
-        if let Some(c) = check_target("nll", r, t, shape[dim], ignore_index)? {
-            denominator += weight.map_or(1.0, |w| w[c].into());
-        }
-    }
+    let denominator = counted_weight("nll", targets, shape[dim], weight, ignore_index)?;
     let mut out = vec![0.0; logp.len()];
     for (r, row) in rows.iter().enumerate() {
         let Some(c) = check_target("nll", r, targets[r], shape[dim], ignore_index)? else { continue };
-        let s: f64 = match reduction {
-            Reduction::None => grad[r].into(),
-            Reduction::Sum => grad[0].into(),
-            Reduction::Mean => grad[0].into() / denominator,
-        };
+        let s = upstream(grad, r, reduction, denominator);
         out[row[c]] = -weight.map_or(1.0, |w| w[c].into()) * s;
     }
     Ok(out)

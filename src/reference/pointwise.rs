@@ -4,7 +4,7 @@
 //! so that the gradients can be checked against finite differences); [`forward`] and
 //! [`backward`] apply them to f32 (or f64) data with weights and a reduction.
 
-use super::{Real, Reduction, reduce_with};
+use super::{Real, Reduction, reduce_with, upstream};
 
 /// A pointwise loss and its parameter, as the kernels know them.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -167,11 +167,7 @@ pub fn backward<T: Real>(
     let n = x.len();
     (0..n)
         .map(|i| {
-            let s = match reduction {
-                Reduction::None => grad[i].into(),
-                Reduction::Sum => grad[0].into(),
-                Reduction::Mean => grad[0].into() / mean_divisor,
-            };
+            let s = upstream(grad, i, reduction, mean_divisor);
             let pw = pos_weight.map_or(1.0, |p| p[i % cols].into());
             let w = weight_at(weight, i, n, cols) * s;
             let (dx, dy) = loss.grad(x[i].into(), y[i].into(), pw);

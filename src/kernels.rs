@@ -49,6 +49,9 @@ pub enum KernelId {
     CrossEntropy,
     /// NLL gather from log-probabilities, and its gradient.
     Nll,
+    /// `linear` + `cross_entropy` fused without the N×V logits: split-V partials of the
+    /// log-sum-exp, their fixed-order merge, and the gradient of a tile of recomputed logits.
+    LinearCrossEntropy,
     /// Every elementwise loss (mse, l1, smooth_l1, huber, bce, bce_with_logits, kl_div), its
     /// gradient, and binary accuracy.
     Pointwise,
@@ -60,7 +63,7 @@ pub enum KernelId {
 
 impl KernelId {
     /// Every kernel, for validation and warm-up.
-    pub const ALL: [KernelId; 10] = [
+    pub const ALL: [KernelId; 11] = [
         KernelId::Linear,
         KernelId::LinearBlocked,
         KernelId::LinearGradInput,
@@ -68,6 +71,7 @@ impl KernelId {
         KernelId::LogSoftmax,
         KernelId::CrossEntropy,
         KernelId::Nll,
+        KernelId::LinearCrossEntropy,
         KernelId::Pointwise,
         KernelId::Reduce,
         KernelId::Bandwidth,
@@ -83,6 +87,7 @@ impl KernelId {
             KernelId::LogSoftmax => "log_softmax",
             KernelId::CrossEntropy => "cross_entropy",
             KernelId::Nll => "nll",
+            KernelId::LinearCrossEntropy => "linear_cross_entropy",
             KernelId::Pointwise => "pointwise",
             KernelId::Reduce => "reduce",
             KernelId::Bandwidth => "bandwidth",
@@ -132,6 +137,13 @@ impl KernelId {
             KernelId::LogSoftmax => shader!("rows.wgsl", "log_softmax.wgsl").into(),
             KernelId::CrossEntropy => shader!("rows.wgsl", "class_rows.wgsl", "cross_entropy.wgsl").into(),
             KernelId::Nll => shader!("class_rows.wgsl", "nll.wgsl").into(),
+            KernelId::LinearCrossEntropy => {
+                let mut s = String::from(shader!("linear_cross_entropy.wgsl"));
+                for (name, (rows, cols)) in [("partials", LCE_BLOCK), ("partials_small", LCE_BLOCK_SMALL)] {
+                    lce_partials_source(&mut s, name, rows, cols);
+                }
+                s
+            }
             KernelId::Pointwise => shader!("sum.wgsl", "pointwise.wgsl").into(),
             KernelId::Reduce => shader!("sum.wgsl", "reduce.wgsl").into(),
             KernelId::Bandwidth => shader!("bandwidth.wgsl").into(),
@@ -183,6 +195,9 @@ impl KernelId {
                 &["cross_entropy", "cross_entropy_backward", "accuracy", "target_weights"]
             }
             KernelId::Nll => &["nll", "nll_backward", "target_weights"],
+            KernelId::LinearCrossEntropy => {
+                &["target_pass", "partials", "partials_small", "fold", "tile_grad"]
+            }
             KernelId::Pointwise => &["forward_none", "forward_partials", "backward"],
             KernelId::Reduce => &["partials", "finish"],
             KernelId::Bandwidth => &["read_sum", "copy"],
@@ -272,34 +287,120 @@ fn register_block(s: &mut String, rows: u32, cols: u32, loads: &BlockLoads<'_>) 
     for i in 0..rows {
         let _ = writeln!(s, "    {}", (loads.row_setup)(i));
     }
-    for j in 0..cols {
-        let _ = writeln!(s, "    {}", (loads.col_setup)(j));
-    }
-    for r in 0..rows {
-        for c in 0..c4 {
-            let _ = writeln!(s, "    var acc{r}_{c} = vec4<f32>(0.0);");
-        }
-    }
-    s.push_str("    for (var kk = 0u; kk < params.k; kk++) {\n");
-    s.push_str(loads.step_setup);
-    for c in 0..c4 {
-        let j = 4 * c;
-        let (b0, b1, b2, b3) = ((loads.b)(j), (loads.b)(j + 1), (loads.b)(j + 2), (loads.b)(j + 3));
-        let _ = writeln!(s, "        let bv{c} = vec4<f32>({b0}, {b1}, {b2}, {b3});");
-    }
-    for r in 0..rows {
-        let _ = writeln!(s, "        let av{r} = vec4<f32>({});", (loads.a)(r));
-        for c in 0..c4 {
-            let _ = writeln!(s, "        acc{r}_{c} = fma(av{r}, bv{c}, acc{r}_{c});");
-        }
-    }
-    s.push_str("    }\n");
+    accumulate(s, rows, cols, loads, "    ");
     for r in 0..rows {
         for c in 0..c4 {
             for (j, comp) in ["x", "y", "z", "w"].iter().enumerate() {
                 let _ = writeln!(s, "    store(r0 + {r}u, c0 + {}u, acc{r}_{c}.{comp});", 4 * c + j as u32);
             }
         }
+    }
+    s.push_str("}\n");
+}
+
+/// The middle of a register-blocked GEMM, indented by `pad`: the column setup, then
+/// `acc{r}_{c}` (vec4 accumulators of the `rows` × `cols` block) summed over params.k.
+fn accumulate(s: &mut String, rows: u32, cols: u32, loads: &BlockLoads<'_>, pad: &str) {
+    let c4 = cols / 4;
+    for j in 0..cols {
+        let _ = writeln!(s, "{pad}{}", (loads.col_setup)(j));
+    }
+    for r in 0..rows {
+        for c in 0..c4 {
+            let _ = writeln!(s, "{pad}var acc{r}_{c} = vec4<f32>(0.0);");
+        }
+    }
+    let _ = writeln!(s, "{pad}for (var kk = 0u; kk < params.k; kk++) {{");
+    for line in loads.step_setup.lines() {
+        let _ = writeln!(s, "{pad}    {}", line.trim());
+    }
+    for c in 0..c4 {
+        let j = 4 * c;
+        let (b0, b1, b2, b3) = ((loads.b)(j), (loads.b)(j + 1), (loads.b)(j + 2), (loads.b)(j + 3));
+        let _ = writeln!(s, "{pad}    let bv{c} = vec4<f32>({b0}, {b1}, {b2}, {b3});");
+    }
+    for r in 0..rows {
+        let _ = writeln!(s, "{pad}    let av{r} = vec4<f32>({});", (loads.a)(r));
+        for c in 0..c4 {
+            let _ = writeln!(s, "{pad}    acc{r}_{c} = fma(av{r}, bv{c}, acc{r}_{c});");
+        }
+    }
+    let _ = writeln!(s, "{pad}}}");
+}
+
+/// Rows and columns of logits per thread in linear_cross_entropy's `partials` (software
+/// adapters: big blocks, few loads per FMA) and `partials_small` (GPUs: few registers).
+pub(crate) const LCE_BLOCK: (u32, u32) = (16, 16);
+pub(crate) const LCE_BLOCK_SMALL: (u32, u32) = (4, 8);
+
+/// Appends linear_cross_entropy's partials entry `name`: thread (row block, slice) walks its
+/// slice of the shard `cols` logits at a time, each a `rows` × `cols` register block summed over
+/// k, folded row by row into a `Run` with `push_quad`, and stores one partial per row.
+fn lce_partials_source(s: &mut String, name: &str, rows: u32, cols: u32) {
+    let _ = write!(
+        s,
+        "
+@compute @workgroup_size(64)
+fn {name}(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {{
+    let tid = group_index(wid, nwg) * 64u + lid;
+    let r0 = (tid / params.slices) * {rows}u;
+    let slice = tid % params.slices;
+    if (r0 >= params.m) {{
+        return;
+    }}
+    let c_start = slice * params.slice_w;
+    let c_end = min(c_start + params.slice_w, params.n);
+"
+    );
+    for r in 0..rows {
+        let _ = writeln!(s, "    let xr{r} = min(r0 + {r}u, params.m - 1u) * params.k;");
+        let _ = writeln!(
+            s,
+            "    let t{r} = targets[params.row_base + min(r0 + {r}u, params.m - 1u)] - i32(params.v_base);"
+        );
+        let _ = writeln!(s, "    var run{r} = run_empty();");
+    }
+    let _ = writeln!(s, "    for (var c = c_start; c < c_end; c += {cols}u) {{");
+    accumulate(
+        s,
+        rows,
+        cols,
+        &BlockLoads {
+            row_setup: &|_| String::new(),
+            col_setup: &|j| format!("let wr{j} = min(c + {j}u, params.n - 1u) * params.k;"),
+            step_setup: "",
+            a: &|r| format!("x[xr{r} + kk]"),
+            b: &|j| format!("w[wr{j} + kk]"),
+        },
+        "        ",
+    );
+    for q in 0..cols / 4 {
+        let c = 4 * q;
+        let _ = writeln!(
+            s,
+            "        let ok{q} = vec4<u32>(c + {c}u) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(c_end);\n        \
+             let bq{q} = quad_bias(c + {c}u);\n        let wq{q} = quad_weight(c + {c}u, ok{q});"
+        );
+    }
+    for r in 0..rows {
+        for q in 0..cols / 4 {
+            let _ = writeln!(
+                s,
+                "        run{r} = push_quad(run{r}, acc{r}_{q} + bq{q}, ok{q}, wq{q}, t{r}, i32(c + {}u));",
+                4 * q
+            );
+        }
+    }
+    s.push_str("    }\n");
+    for r in 0..rows {
+        let _ = writeln!(
+            s,
+            "    if (r0 + {r}u < params.m) {{\n        store_part(r0 + {r}u, slice, run{r});\n    }}"
+        );
     }
     s.push_str("}\n");
 }
@@ -702,6 +803,7 @@ pub fn uniform_size(kernel: KernelId) -> usize {
         KernelId::LinearGradInput | KernelId::LinearGradWeight => size_of::<ops::linear::GradParams>(),
         KernelId::LogSoftmax => size_of::<ops::log_softmax::Params>(),
         KernelId::CrossEntropy | KernelId::Nll => size_of::<ops::cross_entropy::Params>(),
+        KernelId::LinearCrossEntropy => size_of::<ops::linear_cross_entropy::Params>(),
         KernelId::Pointwise => size_of::<ops::pointwise::Params>(),
         KernelId::Reduce => size_of::<ops::reduce::Params>(),
         KernelId::Bandwidth => size_of::<ops::bandwidth::Params>(),

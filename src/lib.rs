@@ -45,6 +45,9 @@ pub use error::{Error, Result};
 pub use kernels::KernelId;
 pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, Nll, cross_entropy, nll};
 pub use ops::linear::{Linear, LinearGrads, LinearKernel, linear};
+pub use ops::linear_cross_entropy::{
+    DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy, LinearCrossEntropyOutput, linear_cross_entropy,
+};
 pub use ops::log_softmax::{LogSoftmax, Softmax, log_softmax, softmax};
 pub use ops::pointwise::{
     Bce, BceWithLogits, Huber, KlDiv, KlReduction, L1, Mse, SmoothL1, bce, bce_with_logits, binary_accuracy,

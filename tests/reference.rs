@@ -253,3 +253,41 @@ fn linear_gradients_match_finite_differences() {
     assert_grad("linear dW", &dw, &numeric_gradient(|v| dot(linear::linear(&x, v, Some(&b), k)), &w));
     assert_grad("linear db", &db, &numeric_gradient(|v| dot(linear::linear(&x, &w, Some(v), k)), &b));
 }
+
+#[test]
+fn linear_cross_entropy_gradients_match_finite_differences() {
+    // Every option at once (weights, smoothing, softcap, z-loss, an ignored row), each reduction.
+    use wgpu_loss::reference::linear_cross_entropy::{
+        Options, linear_cross_entropy, linear_cross_entropy_backward,
+    };
+    let (m, v, k) = (4, 5, 3);
+    let x = data(m * k, 10, 2.0);
+    let w = data(v * k, 11, 2.0);
+    let b = data(v, 12, 1.0);
+    let cw: Vec<f64> = data(v, 13, 0.5).iter().map(|c| c + 1.0).collect();
+    let t = [1, -100, 4, 0];
+    for reduction in [Mean, Sum, Keep] {
+        let o = Options {
+            class_weight: Some(&cw),
+            reduction,
+            label_smoothing: 0.2,
+            softcap: Some(1.5),
+            z_loss: 0.1,
+            ..Options::default()
+        };
+        let g = if reduction == Keep { data(m, 14, 1.0) } else { vec![0.7] };
+        let dot = |l: Vec<f64>| l.iter().zip(&g).map(|(p, q)| p * q).sum::<f64>();
+        let f =
+            |x: &[f64], w: &[f64], b: &[f64]| dot(linear_cross_entropy(x, w, Some(b), &t, k, &o).unwrap().0);
+        let (dx, dw, db) = linear_cross_entropy_backward(&x, &w, Some(&b), &t, k, &o, &g).unwrap();
+        assert_grad("lce dX", &dx, &numeric_gradient(|v| f(v, &w, &b), &x));
+        assert_grad("lce dW", &dw, &numeric_gradient(|v| f(&x, v, &b), &w));
+        assert_grad("lce db", &db, &numeric_gradient(|v| f(&x, &w, v), &b));
+    }
+    // Without softcap and z-loss it is cross_entropy(linear(x, W, b)).
+    let o = Options { label_smoothing: 0.1, ..Options::default() };
+    let fused = linear_cross_entropy(&x, &w, Some(&b), &t, k, &o).unwrap().0;
+    let logits = linear::linear(&x, &w, Some(&b), k);
+    let unfused = cross_entropy::cross_entropy_nd(&logits, &[m, v], &t, None, -100, 0.1, Mean).unwrap();
+    close(&fused, &unfused);
+}

@@ -68,18 +68,25 @@ pub struct Linear {
 impl Linear {
     /// `x·Wᵀ + b`; see [`linear`].
     pub fn forward(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let blocked = match self.kernel {
-            LinearKernel::Auto => super::is_software(x.device()),
+        let (id, tile) = self.kernel.resolve(x.device());
+        run(id, tile, x, weight, bias)
+    }
+}
+
+impl LinearKernel {
+    /// The forward kernel on `dev` and the (rows, columns) of y one workgroup computes.
+    pub(crate) fn resolve(self, dev: &crate::Device) -> (KernelId, (u64, u64)) {
+        let blocked = match self {
+            LinearKernel::Auto => super::is_software(dev),
             LinearKernel::Tiled => false,
             LinearKernel::Blocked => true,
         };
-        let (id, tile) = if blocked {
+        if blocked {
             let rows = 8 * crate::kernels::BLOCK_ROWS as u64;
             (KernelId::LinearBlocked, (rows, 8 * crate::kernels::BLOCK_COLS as u64))
         } else {
             (KernelId::Linear, (64, 64))
-        };
-        run(id, tile, x, weight, bias)
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod cross_entropy;
 pub mod linear;
+pub mod linear_cross_entropy;
 pub mod log_softmax;
 pub mod nll;
 pub mod pointwise;

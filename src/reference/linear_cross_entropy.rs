@@ -1,0 +1,161 @@
+//! f64 twin of `linear_cross_entropy`: `linear`, the optional softcap, cross-entropy with class
+//! ids and the optional z-loss, composed row by row, and its gradients in x, W and b.
+
+use super::linear::{linear, linear_backward};
+use super::nll::check_target;
+use super::{Real, Reduction, f64s, logsumexp};
+use crate::error::Result;
+
+/// The options of [`linear_cross_entropy`], as in `ops::LinearCrossEntropy`.
+#[derive(Clone, Copy, Debug)]
+pub struct Options<'a, T> {
+    /// Per-class weights `(V)`.
+    pub class_weight: Option<&'a [T]>,
+    /// Targets equal to this are ignored.
+    pub ignore_index: i64,
+    /// How the per-row losses are reduced.
+    pub reduction: Reduction,
+    /// Label smoothing ε.
+    pub label_smoothing: f64,
+    /// `s` of the softcap `s·tanh(z / s)` applied to the logits.
+    pub softcap: Option<f64>,
+    /// λ of the z-loss `λ·lse²` added to every counted row.
+    pub z_loss: f64,
+}
+
+impl<T> Default for Options<'_, T> {
+    fn default() -> Self {
+        Options {
+            class_weight: None,
+            ignore_index: crate::DEFAULT_IGNORE_INDEX,
+            reduction: Reduction::Mean,
+            label_smoothing: 0.0,
+            softcap: None,
+            z_loss: 0.0,
+        }
+    }
+}
+
+/// The per-row quantities both directions need.
+struct Rows {
+    /// Softcapped logits `(N, V)`.
+    z: Vec<f64>,
+    /// d(softcapped logit)/d(logit), `(N, V)`.
+    dcap: Vec<f64>,
+    lse: Vec<f64>,
+    /// The counted rows' class, `None` for ignored ones.
+    targets: Vec<Option<usize>>,
+    /// Σ w[t] and the number of counted rows: the means' denominators.
+    weight_sum: f64,
+    count: f64,
+}
+
+fn rows<T: Real>(
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    targets: &[i64],
+    h: usize,
+    o: &Options<T>,
+) -> Result<Rows> {
+    let v = w.len().checked_div(h).unwrap_or(0);
+    let raw = linear(x, w, b, h);
+    let cap = |z: f64| match o.softcap {
+        Some(s) => (s * (z / s).tanh(), 1.0 - (z / s).tanh().powi(2)),
+        None => (z, 1.0),
+    };
+    let (z, dcap): (Vec<f64>, Vec<f64>) = raw.iter().map(|&z| cap(z)).unzip();
+    let lse =
+        if v == 0 { vec![f64::NEG_INFINITY; targets.len()] } else { z.chunks(v).map(logsumexp).collect() };
+    let cw = |c: usize| o.class_weight.map_or(1.0, |w| w[c].into());
+    let mut checked = Vec::with_capacity(targets.len());
+    let (mut weight_sum, mut count) = (0.0, 0.0);
+    for (r, &t) in targets.iter().enumerate() {
+        let t = check_target("linear_cross_entropy", r, t, v, o.ignore_index)?;
+        if let Some(c) = t {
+            weight_sum += cw(c);
+            count += 1.0;
+        }
+        checked.push(t);
+    }
+    Ok(Rows { z, dcap, lse, targets: checked, weight_sum, count })
+}
+
+/// `cross_entropy(cap(x·Wᵀ + b), targets) + z_loss·lse²` for `x` `(N, H)`, `w` `(V, H)`:
+/// per counted row, `ce = (1 − ε)·w[t]·(lse − z[t]) + ε/V·Σ_c w[c]·(lse − z[c])` and
+/// `zl = λ·lse²`; ignored rows give 0. `Mean` is `Σ ce / Σ w[t] + Σ zl / counted rows` (NaN when
+/// no row counts). Returns the (reduced) losses and every row's log-sum-exp.
+pub fn linear_cross_entropy<T: Real>(
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    targets: &[i64],
+    h: usize,
+    o: &Options<T>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let rs = rows(x, w, b, targets, h, o)?;
+    let v = w.len().checked_div(h).unwrap_or(0);
+    let cw = |c: usize| o.class_weight.map_or(1.0, |w| w[c].into());
+    let eps = o.label_smoothing;
+    let (mut ce_all, mut zl_all) = (Vec::new(), Vec::new());
+    for (r, t) in rs.targets.iter().enumerate() {
+        let Some(t) = *t else {
+            ce_all.push(0.0);
+            zl_all.push(0.0);
+            continue;
+        };
+        let z = &rs.z[r * v..(r + 1) * v];
+        let lse = rs.lse[r];
+        let smooth: f64 = (0..v).map(|c| cw(c) * (lse - z[c])).sum();
+        ce_all.push((1.0 - eps) * cw(t) * (lse - z[t]) + eps / v as f64 * smooth);
+        zl_all.push(o.z_loss * lse * lse);
+    }
+    let loss = match o.reduction {
+        Reduction::None => ce_all.iter().zip(&zl_all).map(|(a, b)| a + b).collect(),
+        Reduction::Sum => vec![ce_all.iter().sum::<f64>() + zl_all.iter().sum::<f64>()],
+        Reduction::Mean if rs.weight_sum == 0.0 => vec![f64::NAN],
+        Reduction::Mean => {
+            vec![ce_all.iter().sum::<f64>() / rs.weight_sum + zl_all.iter().sum::<f64>() / rs.count]
+        }
+    };
+    Ok((loss, rs.lse))
+}
+
+/// The gradients `(dX, dW, db)` of [`linear_cross_entropy`] for upstream gradient `grad` (one
+/// value, or one per row for `None`).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_cross_entropy_backward<T: Real>(
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    targets: &[i64],
+    h: usize,
+    o: &Options<T>,
+    grad: &[T],
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let rs = rows(x, w, b, targets, h, o)?;
+    let v = w.len().checked_div(h).unwrap_or(0);
+    let cw = |c: usize| o.class_weight.map_or(1.0, |w| w[c].into());
+    let total_w: f64 = (0..v).map(cw).sum();
+    let eps = o.label_smoothing;
+    let grad = f64s(grad);
+    let mut dz = vec![0.0; rs.z.len()];
+    for (r, t) in rs.targets.iter().enumerate() {
+        let Some(t) = *t else { continue };
+        // The upstream gradient of the cross-entropy part and of the z-loss part.
+        let (a, zb) = match o.reduction {
+            Reduction::None => (grad[r], grad[r]),
+            Reduction::Sum => (grad[0], grad[0]),
+            Reduction::Mean => (grad[0] / rs.weight_sum, grad[0] / rs.count),
+        };
+        let lse = rs.lse[r];
+        for c in 0..v {
+            let i = r * v + c;
+            let p = (rs.z[i] - lse).exp();
+            let hit = (c == t) as u8 as f64;
+            let ce = (1.0 - eps) * cw(t) * (p - hit) + eps / v as f64 * (total_w * p - cw(c));
+            dz[i] = (a * ce + zb * 2.0 * o.z_loss * lse * p) * rs.dcap[i];
+        }
+    }
+    Ok(linear_backward(&f64s(x), &f64s(w), &dz, h))
+}

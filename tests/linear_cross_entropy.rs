@@ -1,0 +1,358 @@
+//! The fused linear + cross-entropy on every adapter: against the f64 reference of the
+//! composition for every option, against the unfused GPU composition, with W sharded, with tiny
+//! scratch budgets, and bitwise reproducible.
+
+mod common;
+
+use common::{Rng, Tol, assert_close, devices, small_binding_devices};
+use wgpu_loss::reference::linear_cross_entropy::{self as lce_ref, Options};
+use wgpu_loss::{
+    CrossEntropy, Device, Error, Linear, LinearCrossEntropy, Reduction, Tensor, cross_entropy, linear,
+};
+
+/// One at a time: the GEMMs compile for seconds on llvmpipe-GL, which holds wgpu's GL context
+/// lock (6 s timeout) meanwhile (see tests/linear.rs).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Inputs of one case: x (n, h) and W (v, h) with entries ≤ 1, so logits stay ≤ h.
+struct Case {
+    n: usize,
+    h: usize,
+    v: usize,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    cw: Vec<f32>,
+    t: Vec<i64>,
+}
+
+impl Case {
+    fn new(rng: &mut Rng, n: usize, h: usize, v: usize, ignored_every: usize) -> Case {
+        let x = rng.values(n * h, 1.0);
+        let w = rng.values(v * h, 1.0);
+        let b = rng.values(v, 1.0);
+        let cw: Vec<f32> = (0..v).map(|_| 0.25 + rng.unit()).collect();
+        let mut t = rng.classes(n, v);
+        if ignored_every > 0 {
+            for (i, t) in t.iter_mut().enumerate() {
+                if i % ignored_every == 1 {
+                    *t = -100;
+                }
+            }
+        }
+        Case { n, h, v, x, w, b, cw, t }
+    }
+
+    fn upload(&self, dev: &Device) -> (Tensor, Tensor, Tensor, wgpu_loss::Indices, Tensor) {
+        (
+            dev.tensor(&self.x, &[self.n, self.h]).unwrap(),
+            dev.tensor(&self.w, &[self.v, self.h]).unwrap(),
+            dev.tensor(&self.b, &[self.v]).unwrap(),
+            dev.indices(&self.t, &[self.n]).unwrap(),
+            dev.tensor(&self.cw, &[self.v]).unwrap(),
+        )
+    }
+}
+
+/// The options under test, for the GPU and for the reference.
+#[derive(Clone, Copy, Debug)]
+struct Opts {
+    weight: bool,
+    smoothing: f32,
+    softcap: Option<f32>,
+    z_loss: f32,
+    reduction: Reduction,
+    bias: bool,
+}
+
+fn gpu_opts(o: Opts, cw: &Tensor) -> LinearCrossEntropy {
+    let mut l =
+        LinearCrossEntropy::default().reduction(o.reduction).label_smoothing(o.smoothing).z_loss(o.z_loss);
+    if o.weight {
+        l = l.class_weight(cw.clone());
+    }
+    if let Some(s) = o.softcap {
+        l = l.softcap(s);
+    }
+    l
+}
+
+fn ref_opts<'a>(o: Opts, cw: &'a [f32]) -> Options<'a, f32> {
+    Options {
+        class_weight: o.weight.then_some(cw),
+        reduction: o.reduction,
+        label_smoothing: o.smoothing as f64,
+        softcap: o.softcap.map(|s| s as f64),
+        z_loss: o.z_loss as f64,
+        ..Options::default()
+    }
+}
+
+/// Tolerances: logits are dot products of h terms ≤ 1 (abs error ~ h·ε); the loss, lse and the
+/// gradients sum over V classes or N rows on top.
+fn tol_loss(c: &Case) -> Tol {
+    Tol::scaled(c.h as f64).sum(c.v)
+}
+
+fn tol_grad(c: &Case) -> Tol {
+    Tol { abs: 2e-6 * ((c.v.max(c.n)) as f64).sqrt() * (c.h as f64).sqrt(), rel: 2e-4 }
+}
+
+fn upstream(dev: &Device, c: &Case, o: Opts, rng: &mut Rng) -> (Vec<f32>, Tensor) {
+    match o.reduction {
+        Reduction::None => {
+            let g = rng.values(c.n, 1.0);
+            let t = dev.tensor(&g, &[c.n]).unwrap();
+            (g, t)
+        }
+        _ => (vec![0.75], dev.tensor(&[0.75], &[]).unwrap()),
+    }
+}
+
+/// Forward, backward (with and without the saved lse) and forward_backward against the
+/// reference.
+fn check_case(dev: &Device, what: &str, c: &Case, o: Opts, l: &LinearCrossEntropy, rng: &mut Rng) {
+    let (x, w, b, t, cw) = c.upload(dev);
+    let l =
+        LinearCrossEntropy { max_scratch_bytes: l.max_scratch_bytes, kernel: l.kernel, ..gpu_opts(o, &cw) };
+    let bias = o.bias.then_some(&b);
+    let rb = o.bias.then_some(c.b.as_slice());
+    let ro = ref_opts(o, &c.cw);
+    let what = format!("{} {what} {o:?} n={} h={} v={}", common::label(dev), c.n, c.h, c.v);
+    let (want_loss, want_lse) = lce_ref::linear_cross_entropy(&c.x, &c.w, rb, &c.t, c.h, &ro).unwrap();
+    let out = l.forward(&x, &w, bias, &t).unwrap();
+    assert_close(&format!("{what}: loss"), &out.loss.to_vec().unwrap(), &want_loss, tol_loss(c));
+    assert_close(&format!("{what}: lse"), &out.lse.to_vec().unwrap(), &want_lse, tol_loss(c));
+    let (g, g_t) = upstream(dev, c, o, rng);
+    let (dx, dw, db) = lce_ref::linear_cross_entropy_backward(&c.x, &c.w, rb, &c.t, c.h, &ro, &g).unwrap();
+    let grads = [
+        ("backward", l.backward(&x, &w, bias, &t, &g_t, None).unwrap()),
+        ("backward with lse", l.backward(&x, &w, bias, &t, &g_t, Some(&out.lse)).unwrap()),
+        ("forward_backward", {
+            let (fo, grads) = l.forward_backward(&x, &w, bias, &t, &g_t).unwrap();
+            assert_close(&format!("{what}: fused loss"), &fo.loss.to_vec().unwrap(), &want_loss, tol_loss(c));
+            assert_close(&format!("{what}: fused lse"), &fo.lse.to_vec().unwrap(), &want_lse, tol_loss(c));
+            grads
+        }),
+    ];
+    for (how, gr) in grads {
+        assert_close(&format!("{what} {how}: dX"), &gr.input.to_vec().unwrap(), &dx, tol_grad(c));
+        assert_close(&format!("{what} {how}: dW"), &gr.weight.to_vec().unwrap(), &dw, tol_grad(c));
+        assert_close(&format!("{what} {how}: db"), &gr.bias.to_vec().unwrap(), &db, tol_grad(c));
+    }
+}
+
+#[test]
+fn every_option_matches_the_reference() {
+    let _serial = serial();
+    let mut rng = Rng::new(50);
+    // Ragged everywhere: n, h, v are not multiples of any block.
+    let c = Case::new(&mut rng, 37, 19, 203, 5);
+    for dev in devices() {
+        for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+            for (weight, smoothing, softcap, z_loss) in [
+                (false, 0.0, None, 0.0),
+                (true, 0.0, None, 0.0),
+                (false, 0.1, None, 0.0),
+                (true, 0.2, None, 0.0),
+                (false, 0.0, Some(2.0), 0.0),
+                (false, 0.0, None, 1e-2),
+                (true, 0.1, Some(3.0), 1e-3),
+            ] {
+                let o = Opts { weight, smoothing, softcap, z_loss, reduction, bias: true };
+                check_case(dev, "options", &c, o, &LinearCrossEntropy::default(), &mut rng);
+            }
+        }
+        let o = Opts {
+            weight: false,
+            smoothing: 0.0,
+            softcap: None,
+            z_loss: 0.0,
+            reduction: Reduction::Mean,
+            bias: false,
+        };
+        check_case(dev, "no bias", &c, o, &LinearCrossEntropy::default(), &mut rng);
+    }
+}
+
+#[test]
+fn equals_the_unfused_composition() {
+    let _serial = serial();
+    let mut rng = Rng::new(51);
+    let c = Case::new(&mut rng, 45, 33, 150, 4);
+    for dev in devices() {
+        let (x, w, b, t, cw) = c.upload(dev);
+        for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+            for (weight, smoothing) in [(false, 0.0), (true, 0.0), (true, 0.15)] {
+                let what = format!("{} {reduction:?} weight={weight} eps={smoothing}", common::label(dev));
+                let mut ce = CrossEntropy::default().reduction(reduction).label_smoothing(smoothing);
+                let mut fused = LinearCrossEntropy::default().reduction(reduction).label_smoothing(smoothing);
+                if weight {
+                    ce = ce.weight(cw.clone());
+                    fused = fused.class_weight(cw.clone());
+                }
+                let logits = linear(&x, &w, Some(&b)).unwrap();
+                let want = ce.forward(&logits, &t).unwrap().to_vec().unwrap();
+                let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+                let (g, g_t) = upstream(
+                    dev,
+                    &c,
+                    Opts { weight, smoothing, softcap: None, z_loss: 0.0, reduction, bias: true },
+                    &mut rng,
+                );
+                let dlogits = ce.backward(&logits, &t, &g_t).unwrap();
+                let unfused = Linear::default().backward(&x, &w, &dlogits).unwrap();
+                let (out, grads) = fused.forward_backward(&x, &w, Some(&b), &t, &g_t).unwrap();
+                assert_close(&format!("{what}: loss"), &out.loss.to_vec().unwrap(), &want, tol_loss(&c));
+                for (name, got, want) in [
+                    ("dX", &grads.input, &unfused.input),
+                    ("dW", &grads.weight, &unfused.weight),
+                    ("db", &grads.bias, &unfused.bias),
+                ] {
+                    let want: Vec<f64> = want.to_vec().unwrap().iter().map(|&v| v as f64).collect();
+                    assert_close(&format!("{what}: {name}"), &got.to_vec().unwrap(), &want, tol_grad(&c));
+                }
+                drop(g);
+            }
+        }
+    }
+}
+
+#[test]
+fn all_ignored_rows_and_empty_inputs() {
+    let _serial = serial();
+    let mut rng = Rng::new(52);
+    let mut c = Case::new(&mut rng, 6, 8, 10, 0);
+    c.t = vec![-100; 6];
+    for dev in devices() {
+        let (x, w, b, t, _) = c.upload(dev);
+        let one = dev.tensor(&[1.0], &[]).unwrap();
+        let mean = LinearCrossEntropy::default().z_loss(1e-2);
+        let (out, grads) = mean.forward_backward(&x, &w, Some(&b), &t, &one).unwrap();
+        assert!(out.loss.item().unwrap().is_nan(), "all ignored: mean is NaN");
+        assert!(mean.forward(&x, &w, Some(&b), &t).unwrap().loss.item().unwrap().is_nan());
+        for g in [&grads.input, &grads.weight, &grads.bias] {
+            assert!(g.to_vec().unwrap().iter().all(|&v| v == 0.0), "all ignored: zero gradients");
+        }
+        let sum = LinearCrossEntropy::default().reduction(Reduction::Sum);
+        assert_eq!(sum.forward(&x, &w, Some(&b), &t).unwrap().loss.item().unwrap(), 0.0);
+        // No rows at all.
+        let x0 = dev.tensor(&[], &[0, 8]).unwrap();
+        let t0 = dev.indices::<i64>(&[], &[0]).unwrap();
+        assert!(
+            LinearCrossEntropy::default().forward(&x0, &w, None, &t0).unwrap().loss.item().unwrap().is_nan()
+        );
+        let (out, grads) = sum.forward_backward(&x0, &w, None, &t0, &one).unwrap();
+        assert_eq!(out.loss.item().unwrap(), 0.0);
+        assert!(grads.weight.to_vec().unwrap().iter().all(|&v| v == 0.0));
+    }
+}
+
+#[test]
+fn sharded_weight_and_small_scratch_budgets() {
+    let _serial = serial();
+    let mut rng = Rng::new(53);
+    // 64 KiB bindings: W rows of 40 floats give shards of 384 rows, so V = 1000 takes three;
+    // budgets from one 64-column tile to whole rows.
+    let c = Case::new(&mut rng, 70, 40, 1000, 6);
+    let o = Opts {
+        weight: true,
+        smoothing: 0.1,
+        softcap: Some(4.0),
+        z_loss: 1e-3,
+        reduction: Reduction::Mean,
+        bias: true,
+    };
+    for dev in small_binding_devices() {
+        for budget in [1 << 10, 8 << 10, 64 << 10] {
+            let l = LinearCrossEntropy::default().max_scratch_bytes(budget);
+            check_case(dev, &format!("scratch {budget} B"), &c, o, &l, &mut rng);
+        }
+        let per_row = Opts { reduction: Reduction::None, ..o };
+        check_case(
+            dev,
+            "per-row grads",
+            &c,
+            per_row,
+            &LinearCrossEntropy::default().max_scratch_bytes(8 << 10),
+            &mut rng,
+        );
+        // Whole rows of logits spanning three shards of W (rows of 200 floats: 64 per shard).
+        let wide = Case::new(&mut rng, 70, 200, 150, 6);
+        check_case(dev, "whole rows over shards", &wide, o, &LinearCrossEntropy::default(), &mut rng);
+    }
+}
+
+#[test]
+fn leading_dims_flatten_and_results_repeat_bitwise() {
+    let _serial = serial();
+    let mut rng = Rng::new(54);
+    let c = Case::new(&mut rng, 12, 16, 77, 5);
+    for dev in devices() {
+        let (x, w, b, _, _) = c.upload(dev);
+        let x3 = dev.tensor(&c.x, &[3, 4, 16]).unwrap();
+        let t3 = dev.indices(&c.t, &[3, 4]).unwrap();
+        let l = LinearCrossEntropy::default().reduction(Reduction::None).label_smoothing(0.1);
+        let out = l.forward(&x3, &w, Some(&b), &t3).unwrap();
+        assert_eq!(out.loss.shape(), [3, 4]);
+        assert_eq!(out.lse.shape(), [3, 4]);
+        let g = dev.tensor(&rng.values(12, 1.0), &[3, 4]).unwrap();
+        let run = || {
+            let (o, gr) = l.forward_backward(&x3, &w, Some(&b), &t3, &g).unwrap();
+            [o.loss, gr.input, gr.weight, gr.bias].map(|t| t.to_vec().unwrap())
+        };
+        let first = run();
+        assert_eq!(first[1].len(), 12 * 16);
+        let bits = |v: &[Vec<f32>; 4]| {
+            v.iter().map(|t| t.iter().map(|f| f.to_bits()).collect::<Vec<_>>()).collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&first), bits(&run()), "{}: two runs differ", common::label(dev));
+        let flat = l.forward(&x, &w, Some(&b), &dev.indices(&c.t, &[12]).unwrap()).unwrap();
+        assert_eq!(flat.loss.to_vec().unwrap(), out.loss.to_vec().unwrap());
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let _serial = serial();
+    let dev = &devices()[0];
+    let x = dev.tensor(&[1.0; 6], &[2, 3]).unwrap();
+    let w = dev.tensor(&[1.0; 12], &[4, 3]).unwrap();
+    let t = dev.indices(&[1i64, 3], &[2]).unwrap();
+    let l = LinearCrossEntropy::default();
+    let shape = |r: wgpu_loss::Result<_>| assert!(matches!(r, Err(Error::Shape { .. })));
+    shape(l.forward(&x, &dev.tensor(&[1.0; 8], &[4, 2]).unwrap(), None, &t).map(|_| ()));
+    shape(l.forward(&x, &w, Some(&dev.tensor(&[1.0; 3], &[3]).unwrap()), &t).map(|_| ()));
+    shape(l.forward(&x, &w, None, &dev.indices(&[1i64, 3, 0], &[3]).unwrap()).map(|_| ()));
+    shape(l.clone().class_weight(dev.tensor(&[1.0; 3], &[3]).unwrap()).forward(&x, &w, None, &t).map(|_| ()));
+    let two = dev.tensor(&[1.0, 1.0], &[2]).unwrap();
+    shape(l.backward(&x, &w, None, &t, &two, None).map(|_| ()));
+    shape(
+        l.clone()
+            .reduction(Reduction::None)
+            .backward(&x, &w, None, &t, &dev.tensor(&[1.0], &[]).unwrap(), None)
+            .map(|_| ()),
+    );
+    let invalid = |l: LinearCrossEntropy| {
+        assert!(matches!(l.forward(&x, &w, None, &t), Err(Error::InvalidArgument { .. })))
+    };
+    invalid(l.clone().softcap(0.0));
+    invalid(l.clone().softcap(f32::NAN));
+    invalid(l.clone().label_smoothing(1.5));
+    invalid(l.clone().z_loss(-1.0));
+    invalid(l.clone().max_scratch_bytes(0));
+    let bad = dev.indices(&[1i64, 4], &[2]).unwrap();
+    let err = l.forward(&x, &w, None, &bad).unwrap().loss.item().unwrap_err();
+    assert!(matches!(err, Error::TargetOutOfRange { position: 1, value: 4, classes: 4, .. }), "{err}");
+    let one = dev.tensor(&[1.0], &[]).unwrap();
+    let err = l.forward_backward(&x, &w, None, &bad, &one).unwrap().1.weight.to_vec().unwrap_err();
+    assert!(matches!(err, Error::TargetOutOfRange { .. }), "{err}");
+    // The fused loss equals the unfused one on the valid targets.
+    let fused = l.forward(&x, &w, None, &t).unwrap().loss.item().unwrap();
+    let unfused = cross_entropy(&linear(&x, &w, None).unwrap(), &t).unwrap().item().unwrap();
+    assert!((fused - unfused).abs() < 1e-6);
+}

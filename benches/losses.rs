@@ -11,7 +11,8 @@
 //! device inside the timed region. Bytes are the bytes each forward kernel must read once
 //! (inputs, not outputs); for a backward case (`…_backward`) they are the inputs read once plus
 //! the gradient written once, the least traffic a gradient can cost. GFLOP/s for linear counts
-//! 2·m·n·k. After criterion's report, a summary table gives
+//! 2·m·n·k, and for the LM head (`linear_cross_entropy`) 2·N·H·V per forward and three times
+//! that per forward + backward. After criterion's report, a summary table gives
 //! the median per-iteration time of each case and its ratio to the `read_sum` yardstick (a
 //! kernel that reads each byte once with vec4 loads and sums it: the ceiling of a loss that reads
 //! its input once).
@@ -229,7 +230,10 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
             wgpu_loss::KlDiv::default().backward(&logp, &yt, &g).map(drop)
         });
     }
-    if wanted("linear") {
+    if wanted("linear_cross_entropy") {
+        bench_lm_head(c, dev);
+    }
+    if wanted("linear") && !filter.starts_with("linear_") {
         for s in [1024usize, 2048] {
             let x = dev.tensor(&values(s * s, 1.0), &[s, s]).unwrap();
             let w = dev.tensor(&values(s * s, 1.0), &[s, s]).unwrap();
@@ -239,6 +243,49 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
                 wgpu_loss::linear(&x, &w, Some(&b)).map(drop)
             });
         }
+    }
+}
+
+/// The LM head `N × H → V`, fused and unfused, forward and forward + backward. Software
+/// adapters run N = 128 only (one forward at 2048×1024×32000 takes ~25 s on lavapipe) unless
+/// `WGPU_LOSS_BENCH_FULL` is set; `wgpu-loss bench` also reports their peak extra memory.
+fn bench_lm_head(c: &mut Criterion, dev: &Device) {
+    use wgpu_loss::{Linear, LinearCrossEntropy, cross_entropy, linear};
+    let software = dev.info().device_type == wgpu::DeviceType::Cpu;
+    let full = std::env::var_os("WGPU_LOSS_BENCH_FULL").is_some();
+    let shapes: &[(usize, usize, usize)] = if software && !full {
+        &[(128, 1024, 32000)]
+    } else {
+        &[(2048, 1024, 32000), (1024, 2048, 128256), (128, 1024, 32000)]
+    };
+    for &(n, h, v) in shapes {
+        let x = dev.tensor(&values(n * h, 1.0), &[n, h]).unwrap();
+        let w = dev.tensor(&values(v * h, 3.0 / (h as f32).sqrt()), &[v, h]).unwrap();
+        let b = dev.tensor(&values(v, 0.5), &[v]).unwrap();
+        let t = dev.indices(&classes(n, v), &[n]).unwrap();
+        let one = dev.tensor(&[1.0], &[]).unwrap();
+        let label = format!("{n}x{h}x{v}");
+        let flops = 2 * (n * h * v) as u64;
+        let lce = LinearCrossEntropy::default();
+        bench_case(c, dev, "linear_cross_entropy", &format!("fused_{label}"), Work::Flops(flops), || {
+            lce.forward(&x, &w, Some(&b), &t).map(drop)
+        });
+        let name = format!("fused_{label}_forward_backward");
+        bench_case(c, dev, "linear_cross_entropy", &name, Work::Flops(3 * flops), || {
+            lce.forward_backward(&x, &w, Some(&b), &t, &one).map(drop)
+        });
+        bench_case(c, dev, "linear_cross_entropy", &format!("unfused_{label}"), Work::Flops(flops), || {
+            cross_entropy(&linear(&x, &w, Some(&b))?, &t).map(drop)
+        });
+        let name = format!("unfused_{label}_forward_backward");
+        bench_case(c, dev, "linear_cross_entropy", &name, Work::Flops(3 * flops), || {
+            let logits = linear(&x, &w, Some(&b))?;
+            let ce = CrossEntropy::default();
+            ce.forward(&logits, &t)?;
+            let dlogits = ce.backward(&logits, &t, &one)?;
+            drop(logits);
+            Linear::default().backward(&x, &w, &dlogits).map(drop)
+        });
     }
 }
 

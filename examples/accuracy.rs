@@ -8,7 +8,8 @@
 //!
 //! Forward is the per-element (or per-row) loss, `reduction = none`; backward is the input
 //! gradient (and the target gradient where there is one) for a random upstream gradient of that
-//! shape.
+//! shape. A second table gives the fused linear + cross-entropy's errors (loss, lse, dX, dW,
+//! db) against the f64 reference of the composition.
 
 use wgpu_loss::reference::pointwise::{self, Pointwise};
 use wgpu_loss::reference::{cross_entropy as ce, log_softmax as ls, nll as nll_ref};
@@ -220,6 +221,68 @@ fn main() -> Result<()> {
                 &ls::softmax_backward(&pv, &g, &shape, d),
             );
             row("softmax", &format!("256×1000, dim {dim}"), f, b);
+        }
+    }
+    linear_cross_entropy_errors()
+}
+
+/// The fused LM-head loss against the f64 reference of the composition `linear` → softcap →
+/// cross-entropy + z-loss: loss (per row), lse, dX, dW, db, with and without every option.
+fn linear_cross_entropy_errors() -> Result<()> {
+    use wgpu_loss::LinearCrossEntropy;
+    use wgpu_loss::reference::linear_cross_entropy::{self as lce, Options};
+    let (n, h, v) = (256, 256, 4000);
+    let x = values(n * h, 1.0, 11);
+    let w = values(v * h, 3.0 / (h as f32).sqrt(), 12);
+    let b = values(v, 0.5, 13);
+    let cw: Vec<f32> = (0..v).map(|i| 0.5 + (i % 4) as f32 * 0.5).collect();
+    let mut t: Vec<i64> = (0..n).map(|i| ((i * 7919) % v) as i64).collect();
+    t[7] = -100;
+    let g = values(n, 1.0, 14);
+    println!("\n| adapter | linear_cross_entropy {n}×{h}→{v} | loss | lse | dX | dW | db |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for dev in Device::all()? {
+        let (xt, wt, bt, tt, gt) = (
+            dev.tensor(&x, &[n, h])?,
+            dev.tensor(&w, &[v, h])?,
+            dev.tensor(&b, &[v])?,
+            dev.indices(&t, &[n])?,
+            dev.tensor(&g, &[n])?,
+        );
+        let all = LinearCrossEntropy::default()
+            .class_weight(dev.tensor(&cw, &[v])?)
+            .label_smoothing(0.1)
+            .softcap(3.0)
+            .z_loss(1e-2);
+        for (case, l, o) in [
+            ("defaults", LinearCrossEntropy::default(), Options::default()),
+            (
+                "weight, smoothing 0.1, softcap 3, z-loss 0.01",
+                all,
+                Options {
+                    class_weight: Some(cw.as_slice()),
+                    label_smoothing: 0.1,
+                    softcap: Some(3.0),
+                    z_loss: 1e-2,
+                    ..Options::default()
+                },
+            ),
+        ] {
+            let l = l.reduction(Reduction::None);
+            let o = Options { reduction: Reduction::None, ..o };
+            let (loss, lse) = lce::linear_cross_entropy(&x, &w, Some(&b), &t, h, &o)?;
+            let (dx, dw, db) = lce::linear_cross_entropy_backward(&x, &w, Some(&b), &t, h, &o, &g)?;
+            let (out, grads) = l.forward_backward(&xt, &wt, Some(&bt), &tt, &gt)?;
+            let cell = |e: (f64, f64)| format!("{:.1e} ({:.1e})", e.0, e.1);
+            println!(
+                "| {} | {case} | {} | {} | {} | {} | {} |",
+                dev.name(),
+                cell(errors(&out.loss.to_vec()?, &loss)),
+                cell(errors(&out.lse.to_vec()?, &lse)),
+                cell(errors(&grads.input.to_vec()?, &dx)),
+                cell(errors(&grads.weight.to_vec()?, &dw)),
+                cell(errors(&grads.bias.to_vec()?, &db)),
+            );
         }
     }
     Ok(())

@@ -21,9 +21,12 @@
 // bindings: 0 uniform Params | 1 x (m, k) | 2 w (shard, k) | 3 bias (V) | 4 class weight (V) |
 //   5 targets (N) i32 | 6 parts (N, part_stride) vec4 as u32 | 7 loss (N) u32 | 8 lse (N) u32 |
 //   9 denoms (3) | 10 status atomic | 11 w[t] (N) | 12 counted (N) | 13 grad (1 or N) |
-//   14 scratch tile (m, ld) as u32
+//   14 scratch tile (m, ld) as u32 | 15 flags (one per 64 columns of the tile) atomic
 
 override HAVE_LSE: bool = false;
+// tile_grad with FILTER: flags[b] = 1 when some |gradient| in 64-column block b of the tile is
+// ≥ filter_eps (relative to the row's upstream scale); the gradient GEMMs skip the other blocks.
+override FILTER: bool = false;
 
 struct Params {
     m: u32,
@@ -45,7 +48,7 @@ struct Params {
     g_mode: u32,    // tile_grad: 0 one upstream value per row, 1 one value
     mean: u32,      // the reduction is a mean
     ld: u32,        // tile_grad: the scratch tile's row stride
-    _pad0: u32,
+    filter_eps: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -63,6 +66,7 @@ struct Params {
 @group(0) @binding(12) var<storage, read_write> counted: array<f32>;
 @group(0) @binding(13) var<storage, read> grad: array<f32>;
 @group(0) @binding(14) var<storage, read_write> scratch: array<u32>;
+@group(0) @binding(15) var<storage, read_write> flags: array<atomic<u32>>;
 
 // A row's running state: (max, Σ exp(z - max), Σ w[c]·z[c], target logit) and whether a
 // non-finite logit was seen.
@@ -331,13 +335,34 @@ fn tile_grad(
     let cp = a * ((1.0 - eps) * w_t + eps / classes * total_w) + b * 2.0 * params.z_loss * lse;
     let ct = a * (1.0 - eps) * w_t;
     let cc = a * eps / classes;
-    for (var j = lid; j < n; j += 64u) {
-        let i = base + j;
-        let zc = capped(bitcast<f32>(scratch[i]));
-        var d = cp * exp(zc.x - lse) - select(0.0, ct, i32(j) == tcol);
-        if (eps > 0.0) {
-            d -= cc * class_w(params.v_base + j);
+    if (FILTER) {
+        // A thread owns whole 64-column blocks, so it flags each block of this row once.
+        let limit = params.filter_eps * max(abs(a), abs(b));
+        for (var blk = lid; blk * 64u < n; blk += 64u) {
+            var big = bad;
+            for (var j = blk * 64u; j < min(blk * 64u + 64u, n); j++) {
+                let d = grad_at(base + j, j, lse, tcol, cp, ct, cc, bad);
+                big = big || abs(d) >= limit;
+            }
+            if (big) {
+                atomicOr(&flags[blk], 1u);
+            }
         }
-        scratch[i] = select(bitcast<u32>(d * zc.y), NAN_BITS, bad);
+    } else {
+        for (var j = lid; j < n; j += 64u) {
+            grad_at(base + j, j, lse, tcol, cp, ct, cc, bad);
+        }
     }
+}
+
+// Overwrites the logit at scratch[i] (tile column j) with its gradient; returns the gradient.
+fn grad_at(i: u32, j: u32, lse: f32, tcol: i32, cp: f32, ct: f32, cc: f32, bad: bool) -> f32 {
+    let zc = capped(bitcast<f32>(scratch[i]));
+    var d = cp * exp(zc.x - lse) - select(0.0, ct, i32(j) == tcol);
+    if (params.smoothing > 0.0) {
+        d -= cc * class_w(params.v_base + j);
+    }
+    d *= zc.y;
+    scratch[i] = select(bitcast<u32>(d), NAN_BITS, bad);
+    return d;
 }

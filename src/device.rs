@@ -406,6 +406,35 @@ impl Device {
         lock(&self.inner.pool).kept_bytes()
     }
 
+    /// Bytes of GPU memory the library's tensors, scratch buffers and staging textures on this
+    /// device hold now. Buffers the pool keeps free for reuse and buffers you wrapped with
+    /// `Tensor::from_buffer` are not counted.
+    pub fn memory_in_use(&self) -> u64 {
+        lock(&self.inner.pool).usage().0
+    }
+
+    /// The most [`memory_in_use`](Self::memory_in_use) has been since the device was created or
+    /// since the last [`reset_peak_memory`](Self::reset_peak_memory): with the latter, the
+    /// peak extra memory of an operation is `peak_memory() − memory_in_use()` measured before.
+    ///
+    /// ```
+    /// let dev = wgpu_loss::Device::new()?;
+    /// let x = dev.tensor(&[1.0; 1024], &[1024])?;
+    /// let before = dev.memory_in_use();
+    /// dev.reset_peak_memory();
+    /// let s = wgpu_loss::sum(&x)?;
+    /// assert!(dev.peak_memory() > before); // the reduction's partials and result
+    /// # Ok::<(), wgpu_loss::Error>(())
+    /// ```
+    pub fn peak_memory(&self) -> u64 {
+        lock(&self.inner.pool).usage().1
+    }
+
+    /// Starts a new peak at the memory in use now.
+    pub fn reset_peak_memory(&self) {
+        lock(&self.inner.pool).reset_peak();
+    }
+
     /// Frees the buffers the pool keeps.
     pub fn clear_pool(&self) {
         lock(&self.inner.pool).clear();
@@ -554,16 +583,19 @@ impl Device {
     pub(crate) fn alloc(&self, kind: BufferKind, bytes: u64) -> Result<wgpu::Buffer> {
         let class = size_class(bytes);
         let max = self.inner.limits.max_buffer_size;
-        if class > max {
+        let buffer = if class > max {
             if bytes > max {
                 return Err(Error::Limit { what: "a buffer", requested: bytes, max });
             }
-            return Ok(self.create_buffer(kind, bytes.div_ceil(4) * 4));
+            self.create_buffer(kind, bytes.div_ceil(4) * 4)
+        } else {
+            let pooled = lock(&self.inner.pool).take(kind, class);
+            pooled.unwrap_or_else(|| self.create_buffer(kind, class))
+        };
+        if kind == BufferKind::Storage {
+            lock(&self.inner.pool).lend(buffer.size());
         }
-        if let Some(b) = lock(&self.inner.pool).take(kind, class) {
-            return Ok(b);
-        }
-        Ok(self.create_buffer(kind, class))
+        Ok(buffer)
     }
 
     fn create_buffer(&self, kind: BufferKind, size: u64) -> wgpu::Buffer {
@@ -576,7 +608,11 @@ impl Device {
     }
 
     pub(crate) fn release(&self, kind: BufferKind, buffer: wgpu::Buffer) {
-        lock(&self.inner.pool).give(kind, buffer);
+        let mut pool = lock(&self.inner.pool);
+        if kind == BufferKind::Storage {
+            pool.hand_back(buffer.size());
+        }
+        pool.give(kind, buffer);
     }
 
     /// The cached pipeline for `kernel`/`entry` with `constants`, built on first use.

@@ -46,7 +46,8 @@ pub use kernels::KernelId;
 pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, Nll, cross_entropy, nll};
 pub use ops::linear::{Linear, LinearGrads, LinearKernel, linear};
 pub use ops::linear_cross_entropy::{
-    DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy, LinearCrossEntropyOutput, linear_cross_entropy,
+    CCE_FILTER_EPS, DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy, LinearCrossEntropyOutput,
+    linear_cross_entropy,
 };
 pub use ops::log_softmax::{LogSoftmax, Softmax, log_softmax, softmax};
 pub use ops::pointwise::{

@@ -46,16 +46,20 @@ pub(crate) struct Pool {
     textures: HashMap<(u32, u32), Vec<wgpu::Texture>>,
     kept: u64,
     cap: u64,
+    /// Bytes of storage buffers and staging textures lent out and not yet returned.
+    in_use: u64,
+    /// The most `in_use` has been since the last reset.
+    peak: u64,
 }
 
 /// Bytes of an rgba32float staging texture.
-fn texture_bytes(t: &wgpu::Texture) -> u64 {
+pub(crate) fn texture_bytes(t: &wgpu::Texture) -> u64 {
     t.width() as u64 * t.height() as u64 * 16
 }
 
 impl Pool {
     pub(crate) fn new(cap: u64) -> Self {
-        Pool { free: HashMap::new(), textures: HashMap::new(), kept: 0, cap }
+        Pool { free: HashMap::new(), textures: HashMap::new(), kept: 0, cap, in_use: 0, peak: 0 }
     }
 
     pub(crate) fn take_texture(&mut self, width: u32, height: u32) -> Option<wgpu::Texture> {
@@ -118,6 +122,26 @@ impl Pool {
 
     pub(crate) fn kept_bytes(&self) -> u64 {
         self.kept
+    }
+
+    /// Counts `bytes` lent out (a tensor's buffer or a staging texture).
+    pub(crate) fn lend(&mut self, bytes: u64) {
+        self.in_use += bytes;
+        self.peak = self.peak.max(self.in_use);
+    }
+
+    /// Counts `bytes` handed back.
+    pub(crate) fn hand_back(&mut self, bytes: u64) {
+        self.in_use = self.in_use.saturating_sub(bytes);
+    }
+
+    /// (bytes lent out now, the most since the last reset).
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        (self.in_use, self.peak)
+    }
+
+    pub(crate) fn reset_peak(&mut self) {
+        self.peak = self.in_use;
     }
 }
 

@@ -356,3 +356,81 @@ fn bad_inputs_are_typed_errors() {
     let unfused = cross_entropy(&linear(&x, &w, None).unwrap(), &t).unwrap().item().unwrap();
     assert!((fused - unfused).abs() < 1e-6);
 }
+
+#[test]
+fn extra_memory_stays_within_the_scratch_budget() {
+    let _serial = serial();
+    let mut rng = Rng::new(55);
+    let c = Case::new(&mut rng, 256, 32, 4000, 0);
+    let logits_bytes = (c.n * c.v * 4) as u64;
+    let budget = 64 << 10;
+    for dev in devices() {
+        let (x, w, b, t, _) = c.upload(dev);
+        let one = dev.tensor(&[1.0], &[]).unwrap();
+        let l = LinearCrossEntropy::default().max_scratch_bytes(budget);
+        // The most memory held during the call beyond what is held after it (inputs, outputs).
+        let extra = |f: &dyn Fn() -> Vec<Tensor>| {
+            dev.synchronize().unwrap();
+            dev.reset_peak_memory();
+            let outputs = f();
+            dev.synchronize().unwrap();
+            let e = dev.peak_memory() - dev.memory_in_use();
+            drop(outputs);
+            e
+        };
+        let fwd = extra(&|| {
+            let o = l.forward(&x, &w, Some(&b), &t).unwrap();
+            vec![o.loss, o.lse]
+        });
+        let step = extra(&|| {
+            let (o, g) = l.forward_backward(&x, &w, Some(&b), &t, &one).unwrap();
+            vec![o.loss, o.lse, g.input, g.weight, g.bias]
+        });
+        let unfused = extra(&|| vec![cross_entropy(&linear(&x, &w, Some(&b)).unwrap(), &t).unwrap()]);
+        // The scratch (or the partials), then 4-byte values per row and the reductions' partials.
+        let bound = budget + 16 * c.n as u64 + (16 << 10);
+        let what = common::label(dev);
+        assert!(fwd <= bound && step <= bound, "{what}: fused extra {fwd} / {step} B over {bound} B");
+        assert!(
+            unfused >= logits_bytes,
+            "{what}: unfused extra {unfused} B lacks the logits ({logits_bytes} B)"
+        );
+    }
+}
+
+#[test]
+fn gradient_filter_skips_only_small_blocks() {
+    let _serial = serial();
+    let mut rng = Rng::new(56);
+    let mut c = Case::new(&mut rng, 70, 40, 1000, 6);
+    // Peaked rows (logits spread over tens of units), where most probabilities are tiny.
+    c.w.iter_mut().for_each(|w| *w *= 8.0);
+    let ro = Options::<f32>::default();
+    let (_, dw_ref, _) =
+        lce_ref::linear_cross_entropy_backward(&c.x, &c.w, Some(&c.b), &c.t, c.h, &ro, &[1.0]).unwrap();
+    for dev in devices() {
+        let (x, w, b, t, _) = c.upload(dev);
+        let one = dev.tensor(&[1.0], &[]).unwrap();
+        for budget in [4 << 20, 8 << 10] {
+            let what = format!("{} scratch {budget} B", common::label(dev));
+            let l = LinearCrossEntropy::default().max_scratch_bytes(budget);
+            let run = |l: &LinearCrossEntropy| {
+                let (o, g) = l.forward_backward(&x, &w, Some(&b), &t, &one).unwrap();
+                [o.loss, g.input, g.weight, g.bias].map(|t| t.to_vec().unwrap())
+            };
+            let exact = run(&l);
+            assert_eq!(run(&l.clone().filter(0.0)), exact, "{what}: eps 0 keeps every block");
+            let none = run(&l.clone().filter(1e30));
+            assert_eq!(none[0], exact[0], "{what}: the filter leaves the loss alone");
+            assert!(none[1..].iter().flatten().all(|&v| v == 0.0), "{what}: eps 1e30 skips every block");
+            let cce = run(&l.clone().filter(wgpu_loss::CCE_FILTER_EPS));
+            let scale = dw_ref.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert_close(
+                &format!("{what}: filtered dW"),
+                &cce[2],
+                &dw_ref,
+                Tol { abs: 1e-5 * scale, rel: 1e-3 },
+            );
+        }
+    }
+}

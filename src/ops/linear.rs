@@ -22,7 +22,7 @@ pub(crate) struct Params {
 const _: () = assert!(size_of::<Params>() == 32);
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub(crate) struct GradParams {
     pub(crate) m: u32,
     pub(crate) n: u32,
@@ -32,8 +32,13 @@ pub(crate) struct GradParams {
     pub(crate) ldc: u32,
     pub(crate) tiles_n: u32,
     pub(crate) accumulate: u32,
+    /// Skip the 64-blocks of dY's columns whose flag (binding 4) is 0.
+    pub(crate) filter: u32,
+    /// The flag index of dY's column 0, times 64.
+    pub(crate) flag_base: u32,
+    pub(crate) _pad: [u32; 2],
 }
-const _: () = assert!(size_of::<GradParams>() == 32);
+const _: () = assert!(size_of::<GradParams>() == 48);
 
 /// The gradients of `linear` with respect to its input, weight and bias.
 #[derive(Clone, Debug)]
@@ -173,37 +178,50 @@ impl Linear {
         } else {
             row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?
         };
+        // Each thread loops over dY's columns (and dW's over rows): at most `max_k` at a time,
+        // a multiple of 64 so that every piece starts at an aligned offset.
+        let max_k = (super::max_inner_loop(dev) / 64 * 64).max(64);
         for mc in input_chunks {
             let mm = mc.len() as u64;
-            let params = GradParams {
-                m: mm as u32,
-                n: k as u32,
-                k: n as u32,
-                lda: n as u32,
-                ldb: k as u32,
-                ldc: k as u32,
-                tiles_n: k64.div_ceil(tile_n) as u32,
-                accumulate: 0,
-            };
             let m0 = mc.start as u64;
-            dispatch(
-                dev,
-                &pipe,
-                bytemuck::bytes_of(&params),
-                &[
-                    Bind::range(1, grad_y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),
-                    Bind::all(2, weight.storage.buffer()),
-                    Bind::range(3, dx.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
-                ],
-                mm.div_ceil(tile_m) * k64.div_ceil(tile_n),
-            )?;
+            for n0 in (0..n).step_by(max_k) {
+                let nn = max_k.min(n - n0) as u64;
+                let n0 = n0 as u64;
+                let params = GradParams {
+                    m: mm as u32,
+                    n: k as u32,
+                    k: nn as u32,
+                    lda: n as u32,
+                    ldb: k as u32,
+                    ldc: k as u32,
+                    tiles_n: k64.div_ceil(tile_n) as u32,
+                    accumulate: (n0 > 0) as u32,
+                    ..GradParams::default()
+                };
+                let a0 = (m0 * n64 + n0) * 4;
+                dispatch(
+                    dev,
+                    &pipe,
+                    bytemuck::bytes_of(&params),
+                    &[
+                        Bind::range(1, grad_y.storage.buffer(), a0, mm * n64 * 4 - n0 * 4),
+                        Bind::range(2, weight.storage.buffer(), n0 * k64 * 4, nn * k64 * 4),
+                        Bind::range(3, dx.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
+                        Bind::all(4, &dev.inner.dummy),
+                    ],
+                    mm.div_ceil(tile_m) * k64.div_ceil(tile_n),
+                )?;
+            }
         }
         // dW = dYᵀ·X and db = Σ dY: the rows are the sum's index, chunk by chunk in order.
         let gemm = dev.pipeline(KernelId::LinearGradWeight, "gemm", &[])?;
         let colsum = dev.pipeline(KernelId::LinearGradWeight, "colsum", &[])?;
-        for (i, mc) in
-            row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?.into_iter().enumerate()
-        {
+        let weight_chunks: Vec<std::ops::Range<usize>> =
+            row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?
+                .into_iter()
+                .flat_map(|c| (c.start..c.end).step_by(max_k).map(move |r| r..(r + max_k).min(c.end)))
+                .collect();
+        for (i, mc) in weight_chunks.into_iter().enumerate() {
             let mm = mc.len() as u64;
             let m0 = mc.start as u64;
             let dy = Bind::range(1, grad_y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4);
@@ -216,6 +234,7 @@ impl Linear {
                 ldc: k as u32,
                 tiles_n: k64.div_ceil(tile_n) as u32,
                 accumulate: (i > 0) as u32,
+                ..GradParams::default()
             };
             if k > 0 {
                 dispatch(
@@ -226,6 +245,7 @@ impl Linear {
                         dy,
                         Bind::range(2, x.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
                         Bind::all(3, dw.storage.buffer()),
+                        Bind::all(4, &dev.inner.dummy),
                     ],
                     n64.div_ceil(tile_m) * k64.div_ceil(tile_n),
                 )?;
@@ -235,7 +255,7 @@ impl Linear {
                 dev,
                 &colsum,
                 bytemuck::bytes_of(&params),
-                &[dy, Bind::all(3, db.storage.buffer())],
+                &[dy, Bind::all(3, db.storage.buffer()), Bind::all(4, &dev.inner.dummy)],
                 n64.div_ceil(64),
             )?;
         }

@@ -22,7 +22,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::linear::{GradParams, LinearGrads, LinearKernel, Params as LinearParams};
 use super::reduce::{Finish, reduce};
-use super::{Reduction, check_u32, is_software};
+use super::{Reduction, check_u32, is_software, loop_budget, max_inner_loop};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::{Bind, GRAD_COLS, GRAD_ROWS, KernelId, LCE_BLOCK, LCE_BLOCK_SMALL, dispatch};
@@ -53,7 +53,7 @@ pub(crate) struct Params {
     g_mode: u32,
     mean: u32,
     ld: u32,
-    _pad: u32,
+    filter_eps: f32,
 }
 const _: () = assert!(size_of::<Params>() == 80);
 
@@ -119,7 +119,16 @@ pub struct LinearCrossEntropy {
     pub max_scratch_bytes: u64,
     /// The GEMM that recomputes logit tiles.
     pub kernel: LinearKernel,
+    /// Cut Cross-Entropy's gradient filter (default off): a block of 64 vocabulary columns of a
+    /// backward tile whose every gradient is below `eps` times the upstream scale is skipped by
+    /// the dX, dW and db GEMMs (as if those gradients were 0). CCE uses 2⁻²⁸ for f32
+    /// ([`CCE_FILTER_EPS`]). It trades exactness for time when probabilities concentrate on few
+    /// classes; the loss is unchanged.
+    pub filter_eps: Option<f32>,
 }
+
+/// Cut Cross-Entropy's default filter threshold for f32 gradients: `f32::EPSILON / 32` = 2⁻²⁸.
+pub const CCE_FILTER_EPS: f32 = f32::EPSILON / 32.0;
 
 impl Default for LinearCrossEntropy {
     fn default() -> Self {
@@ -132,6 +141,7 @@ impl Default for LinearCrossEntropy {
             z_loss: 0.0,
             max_scratch_bytes: DEFAULT_MAX_SCRATCH_BYTES,
             kernel: LinearKernel::Auto,
+            filter_eps: None,
         }
     }
 }
@@ -192,6 +202,13 @@ impl LinearCrossEntropy {
     /// Chooses the GEMM that recomputes logit tiles.
     pub fn kernel(mut self, kernel: LinearKernel) -> Self {
         self.kernel = kernel;
+        self
+    }
+
+    /// Turns on the gradient filter with threshold `eps ≥ 0` (see
+    /// [`filter_eps`](Self::filter_eps)).
+    pub fn filter(mut self, eps: f32) -> Self {
+        self.filter_eps = Some(eps);
         self
     }
 
@@ -296,6 +313,8 @@ struct Job<'a> {
     x_rows: usize,
     budget: u64,
     software: bool,
+    /// The longest k a gradient GEMM thread may loop over (see `ops::loop_budget`).
+    max_k: usize,
 }
 
 /// A backward tiling: chunks of `rows` rows × tiles of `cols` columns, or whole rows.
@@ -401,6 +420,11 @@ impl<'a> Job<'a> {
                 max: limit,
             });
         }
+        if let Some(eps) = o.filter_eps
+            && !(eps.is_finite() && eps >= 0.0)
+        {
+            return Err(Error::invalid(OP, format!("the filter's eps must be finite and ≥ 0, got {eps}")));
+        }
         if o.max_scratch_bytes == 0 {
             return Err(Error::invalid(OP, "max_scratch_bytes must be > 0"));
         }
@@ -421,6 +445,7 @@ impl<'a> Job<'a> {
             x_rows,
             budget: o.max_scratch_bytes.min(limit),
             software: is_software(dev),
+            max_k: round_down(max_inner_loop(dev), 64).max(64),
         })
     }
 
@@ -476,12 +501,13 @@ impl<'a> Job<'a> {
         checks
     }
 
-    /// The column ranges of W's shards that `cols` covers.
+    /// The column ranges of W's shards that `cols` covers, each at most `max_k` long (the k of
+    /// the dX GEMM).
     fn pieces(&self, cols: &Range<usize>) -> Vec<Range<usize>> {
         let mut out = Vec::new();
         let mut c = cols.start;
         while c < cols.end {
-            let end = ((c / self.shard + 1) * self.shard).min(cols.end);
+            let end = ((c / self.shard + 1) * self.shard).min(cols.end).min(c + self.max_k);
             out.push(c..end);
             c = end;
         }
@@ -567,6 +593,17 @@ impl<'a> Job<'a> {
         let by_memory = (self.budget / (16 * n as u64)).max(1) as usize;
         let slices = threads.div_ceil(row_blocks).min(v.div_ceil(block_cols)).min(by_memory).max(1);
         let slice_w = v.div_ceil(slices).div_ceil(block_cols) * block_cols;
+        // A thread loops (k + 2) times per block of columns: keep it within the loop budget
+        // (which outranks the memory cap: partials are 16 bytes per row and slice).
+        let steps = loop_budget(dev) / (h as u64 + 2);
+        if steps == 0 {
+            return Err(Error::Limit {
+                what: "input features within one shader invocation's loop budget on this adapter",
+                requested: h as u64,
+                max: loop_budget(dev).saturating_sub(2),
+            });
+        }
+        let slice_w = slice_w.min((steps.min(u32::MAX as u64) as usize).saturating_mul(block_cols));
         let shards: Vec<Range<usize>> = self.pieces(&(0..v));
         let per_shard: Vec<usize> = shards.iter().map(|s| s.len().div_ceil(slice_w)).collect();
         let stride: usize = per_shard.iter().sum();
@@ -638,7 +675,10 @@ impl<'a> Job<'a> {
         let n_up = self.n.div_ceil(step).max(1) * step;
         let gemm_rows = (if self.software { 32 } else { 64 }).max(step).div_ceil(step) * step;
         if whole_rows && self.v > 0 {
-            let rows = round_down(floats / self.v, step).min(self.x_rows).min(n_up);
+            let rows = round_down(floats / self.v, step)
+                .min(self.x_rows)
+                .min(n_up)
+                .min(round_down(self.max_k, step));
             if rows > 0 && rows >= gemm_rows.min(n_up) {
                 return Ok(TilePlan { rows, cols: self.v, whole_rows: true });
             }
@@ -655,7 +695,8 @@ impl<'a> Job<'a> {
         let rows = n_up
             .min(self.x_rows)
             .min(by_budget)
-            .min(round_down((floats / max_cols.min(1024)).max(step), step));
+            .min(round_down((floats / max_cols.min(1024)).max(step), step))
+            .min(round_down(self.max_k, step).max(step));
         let cols = round_down(floats / rows, 64).min(max_cols);
         Ok(TilePlan { rows, cols, whole_rows: false })
     }
@@ -711,8 +752,13 @@ impl<'a> Job<'a> {
         let scratch = Storage::alloc(dev, (plan.rows * plan.cols) as u64 * 4)?;
         let (lin_id, (tile_m, tile_n)) = self.o.kernel.resolve(dev);
         let logits = dev.pipeline(lin_id, "linear", &[])?;
-        let tile_grad =
-            dev.pipeline(KernelId::LinearCrossEntropy, "tile_grad", &[("HAVE_LSE", (!whole) as u8 as f64)])?;
+        let filter = self.o.filter_eps.is_some();
+        let tile_grad = dev.pipeline(
+            KernelId::LinearCrossEntropy,
+            "tile_grad",
+            &[("HAVE_LSE", (!whole) as u8 as f64), ("FILTER", filter as u8 as f64)],
+        )?;
+        let flags = Storage::alloc(dev, plan.cols.div_ceil(64) as u64 * 4)?;
         let grad_input = dev.pipeline(KernelId::LinearGradInput, "gemm", &[])?;
         let grad_weight = dev.pipeline(KernelId::LinearGradWeight, "gemm", &[])?;
         let colsum = dev.pipeline(KernelId::LinearGradWeight, "colsum", &[])?;
@@ -759,7 +805,11 @@ impl<'a> Job<'a> {
                     )?;
                 }
                 // Logits to gradient in place (and, for whole rows, the loss and lse first).
+                if filter {
+                    dev.record(|enc| enc.clear_buffer(flags.buffer(), 0, Some(tl.div_ceil(64) * 4)));
+                }
                 let params = Params {
+                    filter_eps: self.o.filter_eps.unwrap_or(0.0),
                     m: rn as u32,
                     n: tl as u32,
                     row_base: r0 as u32,
@@ -780,6 +830,7 @@ impl<'a> Job<'a> {
                         Bind::all(9, prep.denoms.buffer()),
                         Bind::all(13, grad.storage.buffer()),
                         Bind::range(14, scratch.buffer(), 0, tile_bytes),
+                        Bind::all(15, flags.buffer()),
                     ],
                     rn64,
                 )?;
@@ -799,6 +850,9 @@ impl<'a> Job<'a> {
                         ldc: h as u32,
                         tiles_n: h64.div_ceil(gn) as u32,
                         accumulate: (ti > 0 || pi > 0) as u32,
+                        filter: filter as u32,
+                        flag_base: (p.start - tile.start) as u32,
+                        _pad: [0; 2],
                     };
                     dispatch(
                         dev,
@@ -808,6 +862,7 @@ impl<'a> Job<'a> {
                             g_tile,
                             w_rows,
                             Bind::range(3, dx.storage.buffer(), r0 as u64 * h64 * 4, rn64 * h64 * 4),
+                            Bind::all(4, flags.buffer()),
                         ],
                         rn64.div_ceil(gm) * h64.div_ceil(gn),
                     )?;
@@ -821,6 +876,9 @@ impl<'a> Job<'a> {
                         ldc: h as u32,
                         tiles_n: h64.div_ceil(gn) as u32,
                         accumulate: (chunk > 0) as u32,
+                        filter: filter as u32,
+                        flag_base: (p.start - tile.start) as u32,
+                        _pad: [0; 2],
                     };
                     dispatch(
                         dev,
@@ -830,6 +888,7 @@ impl<'a> Job<'a> {
                             g_tile,
                             x_rows,
                             Bind::range(3, dw.storage.buffer(), p.start as u64 * h64 * 4, pn * h64 * 4),
+                            Bind::all(4, flags.buffer()),
                         ],
                         pn.div_ceil(gm) * h64.div_ceil(gn),
                     )?;
@@ -838,7 +897,11 @@ impl<'a> Job<'a> {
                         dev,
                         &colsum,
                         bytemuck::bytes_of(&params),
-                        &[g_tile, Bind::range(3, db.storage.buffer(), p.start as u64 * 4, pn * 4)],
+                        &[
+                            g_tile,
+                            Bind::range(3, db.storage.buffer(), p.start as u64 * 4, pn * 4),
+                            Bind::all(4, flags.buffer()),
+                        ],
                         pn.div_ceil(64),
                     )?;
                 }

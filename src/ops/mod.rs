@@ -65,6 +65,22 @@ pub(crate) fn is_software(dev: &Device) -> bool {
     dev.info().device_type == wgpu::DeviceType::Cpu
 }
 
+/// The loop iterations one shader invocation may plan for on `dev`. Mesa's software adapters
+/// (lavapipe and llvmpipe, Mesa 22.3) stop an invocation after 65 535 loop iterations in all,
+/// counted over every loop it runs (gallivm's infinite-loop guard), and silently leave its work
+/// unfinished; kernels split their work so that no invocation comes near that there. Measured:
+/// a thread folding 8 000 logits over k = 1 024 (512 000 iterations) summed only the first
+/// 1 024 of them.
+pub(crate) fn loop_budget(dev: &Device) -> u64 {
+    if is_software(dev) { 60_000 } else { u64::MAX }
+}
+
+/// The longest loop over one index a GEMM thread may run on `dev` (its k, or the columns a
+/// row-kernel thread walks): half the budget, leaving room for the loops around it.
+pub(crate) fn max_inner_loop(dev: &Device) -> usize {
+    (loop_budget(dev) / 2).min(u32::MAX as u64) as usize
+}
+
 impl RowStrategy {
     /// The plan for rows of `cols` elements, `rows` of them, on `dev`.
     /// The plan for `rows` rows of `cols` elements, `stride` apart, on `dev`.
@@ -103,9 +119,12 @@ impl RowStrategy {
                 n
             }
             RowStrategy::Auto if software => {
-                // One thread per row unless there are too few rows to keep the cores busy.
+                // One thread per row unless there are too few rows to keep the cores busy, or
+                // the row is too long for one invocation's loop budget (two passes over it).
                 let want = 256usize.div_ceil(rows.max(1));
-                if want <= 1 || cols < 256 { 1 } else { (want.next_power_of_two() as u32).min(wg) }
+                let tpr = if want <= 1 || cols < 256 { 1 } else { (want.next_power_of_two() as u32).min(wg) };
+                let need = cols.div_ceil(max_inner_loop(dev)).next_power_of_two() as u32;
+                tpr.max(need).min(128)
             }
             RowStrategy::Auto => {
                 if cols <= 64 {

@@ -72,6 +72,9 @@ pub struct Case {
     /// GB/s over the read_sum yardstick of the same run.
     pub ratio_to_read_sum: Option<f64>,
     pub max_abs_err: Option<f64>,
+    /// Peak GPU memory beyond the inputs and outputs, in bytes (measured where the case says).
+    #[serde(default)]
+    pub peak_extra_bytes: Option<u64>,
 }
 
 /// A named shape and whether it belongs to the quick or the full run.
@@ -99,12 +102,22 @@ const LINEAR_SHAPES: &[Shape] = &[
     Shape { name: "linear_256", dims: &[256, 256, 256], quick: true },
 ];
 
+/// LM heads `N × H → V`: x `(N, H)`, W `(V, H)`. Software adapters run the full-size ones only
+/// when `--shapes` names them (one forward takes ~25 s on lavapipe at 2048×1024×32000).
+const LMHEAD_SHAPES: &[Shape] = &[
+    Shape { name: "lmhead_2048x1024x32000", dims: &[2048, 1024, 32000], quick: false },
+    Shape { name: "lmhead_1024x2048x128256", dims: &[1024, 2048, 128256], quick: false },
+    Shape { name: "lmhead_128x1024x32000", dims: &[128, 1024, 32000], quick: false },
+    Shape { name: "lmhead_128x128x2000", dims: &[128, 128, 2000], quick: true },
+];
+
 /// Every shape name, for `--shapes` validation.
 fn all_shape_names() -> Vec<&'static str> {
     CLASS_SHAPES
         .iter()
         .chain(POINTWISE_SHAPES)
         .chain(LINEAR_SHAPES)
+        .chain(LMHEAD_SHAPES)
         .map(|s| s.name)
         .chain(["yardstick_16M", "yardstick_1M"])
         .collect()
@@ -143,7 +156,14 @@ struct Pending<'a> {
     want: Option<Box<dyn Fn() -> Vec<f64> + 'a>>,
     /// Allowed |got − want| as abs + rel·|want|.
     tol: (f64, f64),
+    /// The case's work returning every output it makes, to measure its peak extra memory: the
+    /// most GPU memory held during the call beyond what is held once it returned (inputs and
+    /// outputs).
+    mem: Option<Op2<'a>>,
 }
+
+/// Work returning all of its outputs.
+type Op2<'a> = Box<dyn Fn() -> wgpu_loss::Result<Vec<Tensor>> + 'a>;
 
 pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let known = all_shape_names();
@@ -245,6 +265,26 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
         })
         .collect::<wgpu_loss::Result<_>>()?;
 
+    let mut skipped = Vec::new();
+    let software = dev.info().device_type == wgpu::DeviceType::Cpu;
+    let mut lm_inputs = Vec::new();
+    for s in LMHEAD_SHAPES
+        .iter()
+        .filter(|s| wanted(args, s) || (!args.quick && !s.quick && args.shapes.is_empty()))
+    {
+        if software && !s.quick && !args.shapes.iter().any(|n| n == s.name) {
+            for (kernel, direction) in LMHEAD_CASES {
+                skipped.push(skipped_case(
+                    kernel,
+                    direction,
+                    s.name,
+                    "skipped: minutes on a software adapter; name it in --shapes to run",
+                ));
+            }
+            continue;
+        }
+        lm_inputs.push(LmHead::new(dev, s)?);
+    }
     let mut yardsticks: Vec<Pending<'_>> = vec![
         Pending {
             kernel: "read_sum",
@@ -255,6 +295,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             op: Box::new(|| wgpu_loss::ops::bandwidth::read_sum(&yard)),
             want: None,
             tol: (0.0, 0.0),
+            mem: None,
         },
         Pending {
             kernel: "copy_vec4",
@@ -265,6 +306,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             op: Box::new(|| wgpu_loss::ops::bandwidth::copy(&yard)),
             want: None,
             tol: (0.0, 0.0),
+            mem: None,
         },
         Pending {
             kernel: "copy_buffer_to_buffer",
@@ -281,6 +323,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             }),
             want: None,
             tol: (0.0, 0.0),
+            mem: None,
         },
     ];
     // The forward outputs the softmax gradients start from, computed once.
@@ -305,6 +348,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                     .unwrap_or_default()
             })),
             tol: (1e-5, 1e-4),
+            mem: None,
         });
         cases.push(Pending {
             kernel: "cross_entropy",
@@ -327,6 +371,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                 .unwrap_or_default()
             })),
             tol: (1e-7, 1e-3),
+            mem: None,
         });
         if c >= 1000 {
             cases.push(Pending {
@@ -338,6 +383,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                 op: Box::new(move || LogSoftmax::default().forward(xt)),
                 want: Some(Box::new(move || reference::log_softmax::log_softmax(x, c))),
                 tol: (1e-5, 1e-5),
+                mem: None,
             });
             cases.push(Pending {
                 kernel: "softmax",
@@ -348,6 +394,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                 op: Box::new(move || Softmax::default().forward(xt)),
                 want: Some(Box::new(move || reference::log_softmax::softmax(x, c))),
                 tol: (1e-6, 1e-4),
+                mem: None,
             });
             // nll reads one value per row (its input is the log-softmax output).
             cases.push(Pending {
@@ -363,6 +410,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                     reference::nll::nll(&logp, c, t, None, -100, Reduction::Mean).unwrap_or_default()
                 })),
                 tol: (1e-5, 1e-4),
+                mem: None,
             });
             // The upstream gradient of the softmax gradients is x itself (any data will do).
             cases.push(Pending {
@@ -378,6 +426,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                     reference::log_softmax::log_softmax_backward(&y, x, shape, 1)
                 })),
                 tol: (1e-4, 1e-3),
+                mem: None,
             });
             cases.push(Pending {
                 kernel: "softmax",
@@ -392,6 +441,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                     reference::log_softmax::softmax_backward(&y, x, shape, 1)
                 })),
                 tol: (1e-5, 1e-3),
+                mem: None,
             });
             cases.push(Pending {
                 kernel: "nll",
@@ -405,6 +455,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                         .unwrap_or_default()
                 })),
                 tol: (1e-7, 1e-5),
+                mem: None,
             });
         }
     }
@@ -451,6 +502,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                     reference::pointwise::forward(loss, host, y, n, None, None, Reduction::Mean, n as f64)
                 })),
                 tol: (1e-6, 1e-4),
+                mem: None,
             });
             cases.push(Pending {
                 kernel: name,
@@ -474,6 +526,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                     .0
                 })),
                 tol: (1e-9, 1e-4),
+                mem: None,
             });
         }
     }
@@ -488,6 +541,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             op: Box::new(move || wgpu_loss::linear(xt, wt, None)),
             want: Some(Box::new(move || reference::linear::linear(x, w, None, k))),
             tol: (1e-3, 1e-4),
+            mem: None,
         });
         // dX = dY·W, dW = dYᵀ·X, db: two GEMMs; x stands in for dY (the shapes are square).
         // Not at 2048³, where eleven runs take minutes on a software adapter.
@@ -503,7 +557,12 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             op: Box::new(move || Ok(wgpu_loss::Linear::default().backward(xt, wt, xt)?.weight)),
             want: Some(Box::new(move || reference::linear::linear_backward(x, w, x, k).1)),
             tol: (1e-3, 1e-4),
+            mem: None,
         });
+    }
+
+    for lm in &lm_inputs {
+        lmhead_cases(lm, &mut cases)?;
     }
 
     let total = (yardsticks.len() + cases.len()) as u64;
@@ -527,6 +586,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    done.extend(skipped);
     Ok(Report {
         tool: "wgpu-loss".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -538,6 +598,182 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
         yardsticks: done_yard,
         cases: done,
     })
+}
+
+/// The (kernel, direction) pairs of every LM-head shape.
+const LMHEAD_CASES: [(&str, &str); 4] = [
+    ("linear_cross_entropy", "forward"),
+    ("linear_cross_entropy", "forward+backward"),
+    ("linear+cross_entropy", "forward"),
+    ("linear+cross_entropy", "forward+backward"),
+];
+
+fn skipped_case(kernel: &str, direction: &str, shape: &str, why: &str) -> Case {
+    Case {
+        kernel: kernel.into(),
+        direction: direction.into(),
+        shape: shape.into(),
+        status: why.into(),
+        median_ms: None,
+        min_ms: None,
+        bytes: None,
+        flops: None,
+        gbs: None,
+        gflops: None,
+        ratio_to_read_sum: None,
+        max_abs_err: None,
+        peak_extra_bytes: None,
+    }
+}
+
+/// An LM head's host x, W, b and targets.
+type LmHost = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<i64>);
+
+/// An LM head's inputs: x `(N, H)`, W `(V, H)` scaled so logits have a spread of a few units,
+/// b, targets, the upstream gradient 1, and the host copies (for the f64 reference on small
+/// shapes).
+struct LmHead {
+    shape: &'static Shape,
+    host: Option<LmHost>,
+    x: Tensor,
+    w: Tensor,
+    b: Tensor,
+    t: wgpu_loss::Indices,
+    one: Tensor,
+}
+
+impl LmHead {
+    fn new(dev: &Device, shape: &'static Shape) -> wgpu_loss::Result<LmHead> {
+        let (n, h, v) = (shape.dims[0], shape.dims[1], shape.dims[2]);
+        let x = values(n * h, 1.0, 8);
+        let w = values(v * h, 3.0 / (h as f32).sqrt(), 9);
+        let b = values(v, 0.5, 10);
+        let t: Vec<i64> = (0..n).map(|i| if i % 17 == 3 { -100 } else { ((i * 7919) % v) as i64 }).collect();
+        let lm = LmHead {
+            shape,
+            x: dev.tensor(&x, &[n, h])?,
+            w: dev.tensor(&w, &[v, h])?,
+            b: dev.tensor(&b, &[v])?,
+            t: dev.indices(&t, &[n])?,
+            one: dev.tensor(&[1.0], &[])?,
+            host: None,
+        };
+        // The f64 reference costs N·H·V multiply-adds on the CPU: only for small shapes.
+        let small = n * h * v <= 64 << 20;
+        Ok(LmHead { host: small.then_some((x, w, b, t)), ..lm })
+    }
+
+    fn fused_forward(&self) -> wgpu_loss::Result<Vec<Tensor>> {
+        let o = wgpu_loss::LinearCrossEntropy::default().forward(&self.x, &self.w, Some(&self.b), &self.t)?;
+        Ok(vec![o.loss, o.lse])
+    }
+
+    fn fused_step(&self) -> wgpu_loss::Result<Vec<Tensor>> {
+        let (o, g) = wgpu_loss::LinearCrossEntropy::default().forward_backward(
+            &self.x,
+            &self.w,
+            Some(&self.b),
+            &self.t,
+            &self.one,
+        )?;
+        Ok(vec![g.weight, g.input, g.bias, o.loss, o.lse])
+    }
+
+    fn unfused_forward(&self) -> wgpu_loss::Result<Vec<Tensor>> {
+        let logits = wgpu_loss::linear(&self.x, &self.w, Some(&self.b))?;
+        Ok(vec![wgpu_loss::cross_entropy(&logits, &self.t)?])
+    }
+
+    fn unfused_step(&self) -> wgpu_loss::Result<Vec<Tensor>> {
+        let logits = wgpu_loss::linear(&self.x, &self.w, Some(&self.b))?;
+        let ce = CrossEntropy::default();
+        let loss = ce.forward(&logits, &self.t)?;
+        let dlogits = ce.backward(&logits, &self.t, &self.one)?;
+        drop(logits);
+        let g = wgpu_loss::Linear::default().backward(&self.x, &self.w, &dlogits)?;
+        Ok(vec![g.weight, g.input, g.bias, loss])
+    }
+}
+
+fn first(outputs: wgpu_loss::Result<Vec<Tensor>>) -> wgpu_loss::Result<Tensor> {
+    outputs?.into_iter().next().ok_or_else(|| wgpu_loss::Error::Wgpu("no output".into()))
+}
+
+/// The four cases of an LM head. Each is checked before timing: against the f64 reference
+/// where the shape is small, else fused against unfused (both are tested against the
+/// reference in tests/linear_cross_entropy.rs). dW is checked relative to its largest value.
+fn lmhead_cases<'a>(lm: &'a LmHead, cases: &mut Vec<Pending<'a>>) -> Result<(), CliError> {
+    let (n, h, v) = (lm.shape.dims[0], lm.shape.dims[1], lm.shape.dims[2]);
+    let f64s =
+        |t: Tensor| -> wgpu_loss::Result<Vec<f64>> { Ok(t.to_vec()?.iter().map(|&v| v as f64).collect()) };
+    let ((loss_fused, dw_fused), (loss_unfused, dw_unfused)) = match &lm.host {
+        Some((x, w, b, t)) => {
+            use reference::linear_cross_entropy as r;
+            let o = r::Options::default();
+            let loss = r::linear_cross_entropy(x, w, Some(b), t, h, &o)?.0;
+            let dw = r::linear_cross_entropy_backward(x, w, Some(b), t, h, &o, &[1.0f32])?.1;
+            ((loss.clone(), dw.clone()), (loss, dw))
+        }
+        None => {
+            let u = lm.unfused_step()?;
+            let f = lm.fused_step()?;
+            let mut u = u.into_iter();
+            let mut f = f.into_iter();
+            let (uw, fw) = (u.next(), f.next());
+            let (ul, fl) = (u.nth(2), f.nth(2));
+            let pick = |t: Option<Tensor>| f64s(t.ok_or_else(|| wgpu_loss::Error::Wgpu("no output".into()))?);
+            ((pick(ul)?, pick(uw)?), (pick(fl)?, pick(fw)?))
+        }
+    };
+    let dw_tol = 1e-3 * dw_fused.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let fwd_flops = Some(2 * (n * h * v) as u64);
+    let step_flops = Some(6 * (n * h * v) as u64);
+    let (lf, wf, lu, wu) = (loss_fused, dw_fused, loss_unfused, dw_unfused);
+    cases.push(Pending {
+        kernel: "linear_cross_entropy",
+        direction: "forward",
+        shape: lm.shape.name,
+        bytes: None,
+        flops: fwd_flops,
+        op: Box::new(move || first(lm.fused_forward())),
+        want: Some(Box::new(move || lf.clone())),
+        tol: (1e-5, 1e-4),
+        mem: Some(Box::new(move || lm.fused_forward())),
+    });
+    cases.push(Pending {
+        kernel: "linear_cross_entropy",
+        direction: "forward+backward",
+        shape: lm.shape.name,
+        bytes: None,
+        flops: step_flops,
+        op: Box::new(move || first(lm.fused_step())),
+        want: Some(Box::new(move || wf.clone())),
+        tol: (dw_tol, 1e-3),
+        mem: Some(Box::new(move || lm.fused_step())),
+    });
+    cases.push(Pending {
+        kernel: "linear+cross_entropy",
+        direction: "forward",
+        shape: lm.shape.name,
+        bytes: None,
+        flops: fwd_flops,
+        op: Box::new(move || first(lm.unfused_forward())),
+        want: Some(Box::new(move || lu.clone())),
+        tol: (1e-5, 1e-4),
+        mem: Some(Box::new(move || lm.unfused_forward())),
+    });
+    cases.push(Pending {
+        kernel: "linear+cross_entropy",
+        direction: "forward+backward",
+        shape: lm.shape.name,
+        bytes: None,
+        flops: step_flops,
+        op: Box::new(move || first(lm.unfused_step())),
+        want: Some(Box::new(move || wu.clone())),
+        tol: (dw_tol, 1e-3),
+        mem: Some(Box::new(move || lm.unfused_step())),
+    });
+    Ok(())
 }
 
 /// Checks the case against its reference, then times it `repeats` times.
@@ -555,7 +791,25 @@ fn measure(dev: &Device, p: &Pending<'_>, repeats: usize, read_sum: Option<f64>)
         gflops: None,
         ratio_to_read_sum: None,
         max_abs_err: None,
+        peak_extra_bytes: None,
     };
+    if let Some(mem) = &p.mem {
+        let extra = dev.synchronize().and_then(|_| {
+            dev.reset_peak_memory();
+            let outputs = mem()?;
+            dev.synchronize()?;
+            let extra = dev.peak_memory().saturating_sub(dev.memory_in_use());
+            drop(outputs);
+            Ok(extra)
+        });
+        match extra {
+            Ok(b) => case.peak_extra_bytes = Some(b),
+            Err(e) => {
+                case.status = format!("error: {e}");
+                return case;
+            }
+        }
+    }
     // The first run compiles pipelines and fills the pool; its result is checked.
     let got = match (p.op)().and_then(|t| {
         dev.synchronize()?;
@@ -621,7 +875,17 @@ fn ms(d: Duration) -> f64 {
 fn print_table(r: &Report) {
     let mut table = comfy_table::Table::new();
     table.load_style(comfy_table::presets::ASCII_MARKDOWN);
-    table.set_header(["kernel", "direction", "shape", "status", "median ms", "min ms", "rate", "/ read_sum"]);
+    table.set_header([
+        "kernel",
+        "direction",
+        "shape",
+        "status",
+        "median ms",
+        "min ms",
+        "rate",
+        "/ read_sum",
+        "peak extra MiB",
+    ]);
     for c in r.yardsticks.iter().chain(&r.cases) {
         let rate = match (c.gbs, c.gflops) {
             (Some(g), _) => format!("{g:.2} GB/s"),
@@ -638,6 +902,7 @@ fn print_table(r: &Report) {
             f(c.min_ms, 3),
             rate,
             f(c.ratio_to_read_sum, 2),
+            f(c.peak_extra_bytes.map(|b| b as f64 / (1 << 20) as f64), 2),
         ]);
     }
     println!(

@@ -5,7 +5,7 @@ use bytemuck::{Pod, Zeroable};
 use super::check_u32;
 use crate::error::{Error, Result};
 use crate::kernels::{Bind, KernelId, dispatch, row_chunks};
-use crate::tensor::{Tensor, same_device};
+use crate::tensor::{TargetCheck, Tensor, same_device};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -49,6 +49,23 @@ pub struct LinearGrads {
     pub weight: Tensor,
     /// `db = Σ_rows dY`, `(out)`.
     pub bias: Tensor,
+}
+
+impl LinearGrads {
+    /// The three gradients, each carrying `checks` (validations of the inputs they came from).
+    pub(crate) fn with_checks(input: Tensor, weight: Tensor, bias: Tensor, checks: &[TargetCheck]) -> Self {
+        let mark = |t: Tensor| Tensor { checks: checks.to_vec(), ..t };
+        LinearGrads { input: mark(input), weight: mark(weight), bias: mark(bias) }
+    }
+
+    /// Records zeroing all three: the gradients of an empty sum.
+    pub(crate) fn record_zero(&self) {
+        self.input.device().record(|enc| {
+            for t in [&self.input, &self.weight, &self.bias] {
+                enc.clear_buffer(t.storage.buffer(), 0, Some((t.numel() as u64 * 4).div_ceil(4) * 4));
+            }
+        });
+    }
 }
 
 /// Which GEMM kernel runs `linear`.
@@ -143,20 +160,12 @@ impl Linear {
         let db = Tensor::empty(dev, vec![n])?;
         let mut checks = x.checks.clone();
         checks.extend(weight.checks.iter().chain(&grad_y.checks).cloned());
-        let done = |dx: Tensor, dw: Tensor, db: Tensor| LinearGrads {
-            input: Tensor { checks: checks.clone(), ..dx },
-            weight: Tensor { checks: checks.clone(), ..dw },
-            bias: Tensor { checks: checks.clone(), ..db },
-        };
         let (n64, k64) = (n as u64, k as u64);
         if m == 0 || n == 0 {
             // Empty sums are zero.
-            dev.record(|enc| {
-                for t in [&dx, &dw, &db] {
-                    enc.clear_buffer(t.storage.buffer(), 0, Some((t.numel() as u64 * 4).div_ceil(4) * 4));
-                }
-            });
-            return Ok(done(dx, dw, db));
+            let grads = LinearGrads::with_checks(dx, dw, db, &checks);
+            grads.record_zero();
+            return Ok(grads);
         }
         let (tile_m, tile_n) = (8 * crate::kernels::GRAD_ROWS as u64, 8 * crate::kernels::GRAD_COLS as u64);
         let whole = |what: &'static str, rows: usize, row_bytes: u64| -> Result<()> {
@@ -259,7 +268,7 @@ impl Linear {
                 n64.div_ceil(64),
             )?;
         }
-        Ok(done(dx, dw, db))
+        Ok(LinearGrads::with_checks(dx, dw, db, &checks))
     }
 }
 

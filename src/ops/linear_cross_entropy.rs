@@ -25,7 +25,7 @@ use super::reduce::{Finish, reduce};
 use super::{Reduction, check_u32, is_software, loop_budget, max_inner_loop};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, GRAD_COLS, GRAD_ROWS, KernelId, LCE_BLOCK, LCE_BLOCK_SMALL, dispatch};
+use crate::kernels::{Bind, GRAD_COLS, GRAD_ROWS, KernelId, LCE_BLOCK, LCE_BLOCK_SMALL, dispatch, gcd};
 use crate::ops::cross_entropy::DEFAULT_IGNORE_INDEX;
 use crate::tensor::{Indices, Storage, TargetCheck, Tensor, same_device};
 
@@ -333,10 +333,6 @@ struct Prep {
 
 fn round_down(a: usize, m: usize) -> usize {
     a / m * m
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 impl<'a> Job<'a> {
@@ -731,18 +727,10 @@ impl<'a> Job<'a> {
         let dx = Tensor::empty(dev, self.x.shape.clone())?;
         let dw = Tensor::empty(dev, self.w.shape.clone())?;
         let db = Tensor::empty(dev, vec![v])?;
-        let done = |dx: Tensor, dw: Tensor, db: Tensor| LinearGrads {
-            input: Tensor { checks: checks.clone(), ..dx },
-            weight: Tensor { checks: checks.clone(), ..dw },
-            bias: Tensor { checks: checks.clone(), ..db },
-        };
         if n == 0 || v == 0 {
-            dev.record(|enc| {
-                for t in [&dx, &dw, &db] {
-                    enc.clear_buffer(t.storage.buffer(), 0, Some((t.numel() as u64 * 4).div_ceil(4) * 4));
-                }
-            });
-            return Ok((done(dx, dw, db), None));
+            let grads = LinearGrads::with_checks(dx, dw, db, &checks);
+            grads.record_zero();
+            return Ok((grads, None));
         }
         let whole = lse.is_none();
         let (loss_rows, lse_buf) = match lse {
@@ -908,6 +896,6 @@ impl<'a> Job<'a> {
             }
         }
         let out = if whole { Some(self.finish_loss(prep, loss_rows, lse_buf)?) } else { None };
-        Ok((done(dx, dw, db), out))
+        Ok((LinearGrads::with_checks(dx, dw, db, &checks), out))
     }
 }

@@ -57,7 +57,8 @@ pub(crate) struct Params {
 }
 const _: () = assert!(size_of::<Params>() == 80);
 
-/// The default cap on the scratch buffer of logits (and on the forward's partials): 4 MiB.
+/// The default cap on the scratch buffer of logits (and on the forward's partials, unless a
+/// software adapter's loop budget needs more slices): 4 MiB.
 pub const DEFAULT_MAX_SCRATCH_BYTES: u64 = 4 << 20;
 
 /// The fused LM-head loss: `cross_entropy(cap(x·Wᵀ + b), targets) + z_loss·logsumexp²`, as

@@ -7,7 +7,7 @@
 //   PROBS:      s * (p[c] sum(w y') - w[c] y'[c]);  target gradient -s (1 - eps) w[c] (x[c] - lse)
 // with s the upstream gradient of the row (see g_mode); ignored rows get 0, NaN rows NaN.
 // accuracy counts a row as right when fewer than top_k classes have a larger logit than the
-// target's (thread per row).
+// target's (TPR threads count a share of the row's classes each, then add their counts).
 // bindings: 1 x through ld_x | 7 y through ld_y (PROBS; a stand-in otherwise) | 8 g | 9 denom |
 //           10 dx write | 11 dy write, the rest as in class_rows.wgsl
 // numerics: max-shifted online reduction; finite for |x| < 1e30.
@@ -170,21 +170,24 @@ fn accuracy(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * WG + lid;
-    if (row >= params.rows) {
-        return;
-    }
-    let t = checked_target(row);
-    var right = 0.0;
-    if (t >= 0) {
-        let base = row_base(row);
-        let xt = ld_x(base + u32(t) * params.inner);
-        var above = 0u;
-        for (var c = 0u; c < params.cols; c++) {
-            above += select(0u, 1u, ld_x(base + c * params.inner) > xt);
+    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
+    let lane = lid % TPR;
+    let live = row < params.rows;
+    var t = -1;
+    var above = 0u;
+    if (live) {
+        t = checked_target(row);
+        if (t >= 0) {
+            let base = row_base(row);
+            let xt = ld_x(base + u32(t) * params.inner);
+            for (var c = lane; c < params.cols; c += TPR) {
+                above += select(0u, 1u, ld_x(base + c * params.inner) > xt);
+            }
         }
-        right = select(0.0, 1.0, above < params.top_k);
     }
-    loss[row] = bitcast<u32>(right);
-    wsum[row] = select(0.0, 1.0, t >= 0);
+    let total = row_count(above, lane, lid);
+    if (live && lane == 0u) {
+        loss[row] = bitcast<u32>(select(0.0, 1.0, t >= 0 && total < params.top_k));
+        wsum[row] = select(0.0, 1.0, t >= 0);
+    }
 }

@@ -4,6 +4,9 @@
 // memory (2 x 4 KiB, K-major so the inner loop reads rows of 4 contiguous values), then every
 // thread accumulates 16 rank-1 updates. Loads past the edges read 0 and stores are masked, so any
 // shape works. y may be a column slice of a wider matrix: y[m * ldy + n_base + n].
+// k may be one piece of the in-features (rows of x and W are ldk apart, bound from the piece's
+// first column): the first piece writes y and the bias, the others (accumulate) add to it, in
+// order. The host keeps each piece within the software adapters' loop budget.
 // (Software adapters use linear_blocked, generated in kernels.rs: no barriers, bigger blocks.)
 // bindings: 0 uniform Params | 1 x (m, k) | 2 w (n, k) | 3 bias (n_base + n) | 4 y write
 
@@ -15,7 +18,11 @@ struct Params {
     ldy: u32,
     n_base: u32,
     tiles_n: u32,
+    accumulate: u32,
+    ldk: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -37,11 +44,14 @@ fn store_row(row: u32, c0: u32, acc: vec4<f32>) {
     for (var j = 0u; j < 4u; j++) {
         let col = c0 + j;
         if (col < params.n) {
-            var v = acc[j];
-            if (params.has_bias != 0u) {
-                v += bias[params.n_base + col];
+            let i = row * params.ldy + params.n_base + col;
+            if (params.accumulate != 0u) {
+                y[i] = y[i] + acc[j];
+            } else if (params.has_bias != 0u) {
+                y[i] = acc[j] + bias[params.n_base + col];
+            } else {
+                y[i] = acc[j];
             }
-            y[row * params.ldy + params.n_base + col] = v;
         }
     }
 }
@@ -74,12 +84,12 @@ fn linear(
             let gk = k0 + kk;
             var xv = 0.0;
             if (row_base + r < params.m && gk < k) {
-                xv = x[(row_base + r) * k + gk];
+                xv = x[(row_base + r) * params.ldk + gk];
             }
             xs[kk][r] = xv;
             var wv = 0.0;
             if (col_base + r < params.n && gk < k) {
-                wv = w[(col_base + r) * k + gk];
+                wv = w[(col_base + r) * params.ldk + gk];
             }
             ws[kk][r] = wv;
         }

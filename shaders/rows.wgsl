@@ -122,3 +122,21 @@ fn row_sum(v: f32, lane: u32, lid: u32) -> f32 {
     }
     return row_red[lid - lane].x;
 }
+
+// The exact sum of the counts `v` over the TPR threads of a row, returned to all of them.
+// Call from uniform control flow.
+fn row_count(v: u32, lane: u32, lid: u32) -> u32 {
+    if (TPR == 1u) {
+        return v;
+    }
+    workgroupBarrier();
+    row_bad[lid] = v;
+    workgroupBarrier();
+    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) {
+            row_bad[lid] = row_bad[lid] + row_bad[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return row_bad[lid - lane];
+}

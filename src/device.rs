@@ -1,8 +1,9 @@
 //! [`Device`]: one adapter's device and queue, with the pipeline cache, the buffer pool and the
-//! pending command encoder that every operation records into.
+//! queue of finished operations' commands.
 //!
-//! Operations never submit on their own: they record compute passes into one pending encoder,
-//! and reading a result (or [`Device::flush`]) submits it. A chain such as forward → loss →
+//! Operations never submit on their own: each records its compute passes into an encoder of its
+//! own (see `recording.rs`) and, once it has succeeded, queues the commands; reading a result (or
+//! [`Device::flush`]) submits everything queued, in order. A chain such as forward → loss →
 //! reduction is therefore one submission, and reading a scalar loss maps 4 bytes.
 
 use std::collections::HashMap;
@@ -32,6 +33,11 @@ pub struct DeviceOptions {
     /// Stage large kernel inputs in textures ([`InputPath::Texture`]); `None` does so on
     /// software adapters, where it is several times faster, and not on GPUs.
     pub texture_inputs: Option<bool>,
+    /// Cap on the loop iterations one shader invocation may run, below the adapter's own
+    /// budget ([`Device::loop_budget`]); at least [`MIN_LOOP_BUDGET`]. Kernels split their work
+    /// (more threads per row, more reduction stages, pieces of a GEMM's k) to stay within it;
+    /// lowering it exercises that splitting with small shapes. `None` uses the adapter's budget.
+    pub max_loop_trips: Option<u64>,
 }
 
 impl Default for DeviceOptions {
@@ -41,6 +47,7 @@ impl Default for DeviceOptions {
             max_storage_binding_size: None,
             pool_bytes: 1 << 30,
             texture_inputs: None,
+            max_loop_trips: None,
         }
     }
 }
@@ -55,6 +62,12 @@ impl DeviceOptions {
     /// Sets [`DeviceOptions::texture_inputs`].
     pub fn with_texture_inputs(mut self, on: bool) -> Self {
         self.texture_inputs = Some(on);
+        self
+    }
+
+    /// Sets [`DeviceOptions::max_loop_trips`] (raised to [`MIN_LOOP_BUDGET`] if lower).
+    pub fn with_max_loop_trips(mut self, trips: u64) -> Self {
+        self.max_loop_trips = Some(trips);
         self
     }
 
@@ -87,19 +100,37 @@ pub(crate) struct Inner {
     /// The binding size the kernels plan with: the device limit, capped by the options (and by
     /// a staging texture's capacity when inputs are staged).
     pub(crate) binding_limit: u64,
+    /// The loop iterations one invocation may run (see [`Device::loop_budget`]).
+    loop_budget: u64,
     /// Whether large inputs are staged in textures, and the textures' width in texels.
     texture_inputs: bool,
     texture_width: u32,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     pub(crate) pool: Mutex<Pool>,
-    pending: Mutex<Option<wgpu::CommandEncoder>>,
-    /// Whether the pending encoder holds copies into staging textures.
-    staged_pending: std::sync::atomic::AtomicBool,
+    /// Finished operations' commands, submitted together in order by the next read or flush.
+    pending: Mutex<Pending>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     /// Bound in place of an absent optional input.
     pub(crate) dummy: wgpu::Buffer,
 }
+
+/// Command buffers waiting for the next submission.
+#[derive(Default)]
+struct Pending {
+    buffers: Vec<wgpu::CommandBuffer>,
+    /// Whether one of them copies inputs into staging textures.
+    staged: bool,
+}
+
+/// The loop budget of Mesa's software adapters (lavapipe, llvmpipe): gallivm ends an invocation
+/// after 65 535 loop iterations, counted over all its loops, without any error, leaving its
+/// work silently unfinished. Kernels plan for 60 000 there, a margin below it.
+pub const SOFTWARE_LOOP_BUDGET: u64 = 60_000;
+
+/// The lowest loop budget [`DeviceOptions::max_loop_trips`] may set: every kernel's fixed loops
+/// (a reduction thread's 64 items, a 64-wide tree) fit in it.
+pub const MIN_LOOP_BUDGET: u64 = 1024;
 
 /// Ranks device types: discrete first, software last.
 fn type_rank(t: wgpu::DeviceType, power: Option<wgpu::PowerPreference>) -> u8 {
@@ -280,7 +311,11 @@ impl Device {
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
         let flag = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *lock(&flag) = Some(format!("{reason:?}: {message}"));
+            *lock(&flag) = Some(if message.is_empty() {
+                format!("{reason:?}")
+            } else {
+                format!("{reason:?}: {message}")
+            });
         });
         let limits = device.limits();
         let features = device.features();
@@ -297,6 +332,9 @@ impl Device {
             // Kernels index with u32 and chunk offsets are planned in 256-byte units.
             .clamp(256, u32::MAX as u64)
             & !255;
+        let own_budget = if software { SOFTWARE_LOOP_BUDGET } else { u64::MAX };
+        let loop_budget =
+            options.max_loop_trips.map_or(own_budget, |cap| cap.max(MIN_LOOP_BUDGET).min(own_budget));
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-loss absent input"),
             size: 16,
@@ -313,12 +351,12 @@ impl Device {
                 features,
                 options,
                 binding_limit,
+                loop_budget,
                 texture_inputs,
                 texture_width,
                 pipelines: Mutex::default(),
                 pool,
-                pending: Mutex::new(None),
-                staged_pending: Default::default(),
+                pending: Mutex::default(),
                 errors,
                 lost,
                 dummy,
@@ -376,14 +414,10 @@ impl Device {
         if !ok {
             return Ok(InputPath::Storage);
         }
-        if self.inner.staged_pending.load(std::sync::atomic::Ordering::Relaxed) {
+        if lock(&self.inner.pending).staged {
             self.flush()?;
         }
         Ok(InputPath::Texture)
-    }
-
-    pub(crate) fn mark_staged(&self) {
-        self.inner.staged_pending.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The underlying wgpu device, for interop.
@@ -396,9 +430,37 @@ impl Device {
         &self.inner.queue
     }
 
-    /// Whether the device has been lost.
+    /// Whether the device has been lost (destroyed, reset by the driver, or removed). Asks
+    /// the device first, so a loss is seen without waiting for other work.
     pub fn is_lost(&self) -> bool {
-        lock(&self.inner.lost).is_some()
+        self.check_lost().is_err()
+    }
+
+    /// [`Error::DeviceLost`] once the device is gone. Polls without blocking, which runs
+    /// wgpu's lost callback when the loss has not been reported yet.
+    pub(crate) fn check_lost(&self) -> Result<()> {
+        if lock(&self.inner.lost).is_none() {
+            // The poll's own result says nothing the lost flag does not.
+            let _ = self.inner.device.poll(wgpu::PollType::Poll);
+        }
+        match lock(&self.inner.lost).clone() {
+            Some(msg) => Err(Error::DeviceLost(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// The most loop iterations, summed over all its loops, that one shader invocation may run
+    /// on this device: [`SOFTWARE_LOOP_BUDGET`] on Mesa's software adapters, which silently
+    /// stop an invocation past 65 535, unlimited on GPUs, and lowered by
+    /// [`DeviceOptions::max_loop_trips`]. Every kernel plans its dispatches within it.
+    ///
+    /// ```
+    /// let dev = wgpu_loss::Device::new()?;
+    /// assert!(dev.loop_budget() >= wgpu_loss::MIN_LOOP_BUDGET);
+    /// # Ok::<(), wgpu_loss::Error>(())
+    /// ```
+    pub fn loop_budget(&self) -> u64 {
+        self.inner.loop_budget
     }
 
     /// Bytes of free buffers the pool keeps for reuse.
@@ -442,12 +504,7 @@ impl Device {
 
     /// Submits everything recorded so far without waiting for it.
     pub fn flush(&self) -> Result<()> {
-        self.check()?;
-        if let Some(encoder) = lock(&self.inner.pending).take() {
-            self.inner.staged_pending.store(false, std::sync::atomic::Ordering::Relaxed);
-            self.inner.queue.submit([encoder.finish()]);
-        }
-        self.check()
+        self.submit_with(|_| {}).map(|_| ())
     }
 
     /// Runs `f`, which records operations, between two GPU timestamps, and returns its result
@@ -521,11 +578,9 @@ impl Device {
         self.wait(None)
     }
 
-    /// Returns the first recorded wgpu error or device loss, if any.
+    /// Returns the device loss or the first wgpu error reported outside our error scopes.
     pub(crate) fn check(&self) -> Result<()> {
-        if let Some(msg) = lock(&self.inner.lost).clone() {
-            return Err(Error::DeviceLost(msg));
-        }
+        self.check_lost()?;
         let mut errors = lock(&self.inner.errors);
         if !errors.is_empty() {
             let all = std::mem::take(&mut *errors);
@@ -534,49 +589,72 @@ impl Device {
         Ok(())
     }
 
+    /// Waits (at most the device's timeout) for submission `index`, or for everything.
     pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         let timeout = self.inner.options.timeout;
         match self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: Some(timeout) })
         {
             Ok(_) => self.check(),
             Err(wgpu::PollError::Timeout) => Err(Error::Timeout(timeout)),
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                self.check()?;
+                Err(e.into())
+            }
         }
     }
 
-    /// Runs `f` on the pending encoder (created on first use).
+    /// Runs `f` on the encoder of the operation running on this thread, or, outside any
+    /// operation, on an encoder of its own queued for the next submission.
     pub(crate) fn record<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
-        let mut pending = lock(&self.inner.pending);
-        let encoder = pending.get_or_insert_with(|| {
-            self.inner
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-loss") })
-        });
-        f(encoder)
+        match crate::recording::with_frame(self, |enc| f(enc)) {
+            Ok(r) => r,
+            Err(f) => {
+                let mut encoder = self.new_encoder();
+                let r = f(&mut encoder);
+                lock(&self.inner.pending).buffers.push(encoder.finish());
+                r
+            }
+        }
     }
 
-    /// Takes the pending encoder (or a new one), lets `f` append to it, submits it.
+    pub(crate) fn new_encoder(&self) -> wgpu::CommandEncoder {
+        self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-loss") })
+    }
+
+    /// Queues a finished operation's commands for the next submission.
+    pub(crate) fn enqueue(&self, buffer: wgpu::CommandBuffer, staged: bool) {
+        let mut pending = lock(&self.inner.pending);
+        pending.buffers.push(buffer);
+        pending.staged |= staged;
+    }
+
+    /// Submits the pending commands followed by what `f` records, inside error scopes: an error
+    /// in the submission is this call's, returned with the device's state intact. Submitting
+    /// under the pending lock keeps the order in which operations finished.
     pub(crate) fn submit_with(
         &self,
         f: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> Result<wgpu::SubmissionIndex> {
         self.check()?;
-        let mut pending = lock(&self.inner.pending);
-        self.inner.staged_pending.store(false, std::sync::atomic::Ordering::Relaxed);
-        let mut encoder = pending.take().unwrap_or_else(|| {
-            self.inner
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-loss") })
-        });
+        let scopes = crate::recording::Scopes::push(&self.inner.device);
+        let mut encoder = self.new_encoder();
         f(&mut encoder);
-        let index = self.inner.queue.submit([encoder.finish()]);
+        let mut pending = lock(&self.inner.pending);
+        pending.staged = false;
+        let mut buffers = std::mem::take(&mut pending.buffers);
+        buffers.push(encoder.finish());
+        let index = self.inner.queue.submit(buffers);
         drop(pending);
+        if let Some(message) = scopes.pop() {
+            self.check_lost()?;
+            return Err(Error::Wgpu(format!("submitting the recorded work failed: {message}")));
+        }
         Ok(index)
     }
 
-    /// Whether commands are waiting in the pending encoder.
+    /// Whether commands are waiting for a submission.
     pub(crate) fn has_pending(&self) -> bool {
-        lock(&self.inner.pending).is_some()
+        !lock(&self.inner.pending).buffers.is_empty()
     }
 
     /// A buffer of at least `bytes` bytes from the pool (or new).
@@ -585,11 +663,12 @@ impl Device {
         let max = self.inner.limits.max_buffer_size;
         let buffer = if class > max {
             if bytes > max {
-                return Err(Error::Limit { what: "a buffer", requested: bytes, max });
+                return Err(Error::limit("a buffer", bytes, max));
             }
             self.create_buffer(kind, bytes.div_ceil(4) * 4)
         } else {
-            let pooled = lock(&self.inner.pool).take(kind, class);
+            let pooled = crate::recording::take_released(self, kind, class)
+                .or_else(|| lock(&self.inner.pool).take(kind, class));
             pooled.unwrap_or_else(|| self.create_buffer(kind, class))
         };
         if kind == BufferKind::Storage {
@@ -607,7 +686,16 @@ impl Device {
         })
     }
 
+    /// Returns a buffer to the pool. Inside an operation the return waits for the operation's
+    /// commands to be queued, so that no other thread's later commands can come before the
+    /// last commands that use the buffer.
     pub(crate) fn release(&self, kind: BufferKind, buffer: wgpu::Buffer) {
+        if let Err((kind, buffer)) = crate::recording::defer_release(self, kind, buffer) {
+            self.give_back(kind, buffer);
+        }
+    }
+
+    pub(crate) fn give_back(&self, kind: BufferKind, buffer: wgpu::Buffer) {
         let mut pool = lock(&self.inner.pool);
         if kind == BufferKind::Storage {
             pool.hand_back(buffer.size());
@@ -646,8 +734,60 @@ impl Device {
         Ok(built)
     }
 
+    /// Checks that an application's `buffer` can be bound on this device: a buffer of another
+    /// device is [`Error::DeviceMismatch`], a destroyed one [`Error::InvalidArgument`].
+    pub(crate) fn check_own_buffer(&self, buffer: &wgpu::Buffer, op: &'static str) -> Result<()> {
+        if buffer.size() < 4 {
+            // Too small to bind; an empty tensor is never bound.
+            return Ok(());
+        }
+        let device = &self.inner.device;
+        let scopes = crate::recording::Scopes::push(device);
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("wgpu-loss buffer check"),
+            entries: &[wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: true },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            }],
+        });
+        let _probe = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("wgpu-loss buffer check"),
+            layout: &layout,
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(4),
+                }),
+            }],
+        });
+        match scopes.pop() {
+            None => Ok(()),
+            Some(message) => {
+                self.check_lost()?;
+                if message.contains("doesn't match Device") {
+                    Err(Error::DeviceMismatch { op })
+                } else {
+                    Err(Error::invalid(op, format!("the buffer cannot be bound: {message}")))
+                }
+            }
+        }
+    }
+
     pub(crate) fn same(&self, other: &Device) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// An identity for this device's shared state, the same for every clone.
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 }
 

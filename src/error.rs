@@ -100,8 +100,8 @@ pub enum Error {
     /// A size the adapter cannot handle.
     #[error("{what} needs {requested} but the adapter allows at most {max}")]
     Limit {
-        /// The limit that would be exceeded.
-        what: &'static str,
+        /// What would exceed the limit (the operation and shape where one is involved).
+        what: String,
         /// What the operation needs.
         requested: u64,
         /// What the adapter allows.
@@ -131,5 +131,9 @@ impl Error {
 
     pub(crate) fn invalid(op: &'static str, message: impl Into<String>) -> Self {
         Error::InvalidArgument { op, message: message.into() }
+    }
+
+    pub(crate) fn limit(what: impl Into<String>, requested: u64, max: u64) -> Self {
+        Error::Limit { what: what.into(), requested, max }
     }
 }

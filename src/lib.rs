@@ -37,10 +37,11 @@ pub mod error;
 pub mod kernels;
 pub mod ops;
 mod pool;
+mod recording;
 pub mod reference;
 pub mod tensor;
 
-pub use device::{Device, DeviceOptions, INSTALL_HELP};
+pub use device::{Device, DeviceOptions, INSTALL_HELP, MIN_LOOP_BUDGET, SOFTWARE_LOOP_BUDGET};
 pub use error::{Error, Result};
 pub use kernels::KernelId;
 pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, Nll, cross_entropy, nll};
@@ -56,4 +57,4 @@ pub use ops::pointwise::{
 };
 pub use ops::reduce::{mean, sum};
 pub use ops::{Reduction, RowStrategy};
-pub use tensor::{ClassId, Indices, Tensor};
+pub use tensor::{ClassId, INPUT_USAGES, Indices, Tensor};

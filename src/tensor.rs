@@ -32,6 +32,7 @@ impl Storage {
 
     /// A new pooled storage buffer holding `data`.
     pub(crate) fn upload(dev: &Device, data: &[u8]) -> Result<Arc<Storage>> {
+        dev.check_lost()?;
         let s = Self::alloc(dev, data.len() as u64)?;
         // `write_buffer` lands before the *next* submission; a recycled buffer may still be used
         // by recorded commands, so those go out first.
@@ -140,8 +141,16 @@ impl TargetCheck {
 }
 
 /// Copies `bytes` bytes of each `(storage, bytes)` into one readback buffer, submits the pending
-/// work with it, waits (with the device's timeout) and returns the bytes of each.
+/// work with it, waits (with the device's timeout) and returns the bytes of each. A failure on a
+/// lost device is [`Error::DeviceLost`].
 async fn read_many(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8>>> {
+    read_parts(dev, parts).await.map_err(|e| match e {
+        Error::DeviceLost(_) => e,
+        e => dev.check_lost().err().unwrap_or(e),
+    })
+}
+
+async fn read_parts(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8>>> {
     let mut offsets = Vec::with_capacity(parts.len());
     let mut total = 0u64;
     for (_, bytes) in parts {
@@ -159,11 +168,14 @@ async fn read_many(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8
     })?;
     let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
     let slice = staging.slice(0..total.max(8));
+    let scopes = crate::recording::Scopes::push(dev.wgpu_device());
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });
-    let waited = dev.wait(Some(index));
-    if let Err(e) = waited {
+    if let Some(message) = scopes.pop() {
+        return Err(Error::Wgpu(format!("reading back: {message}")));
+    }
+    if let Err(e) = dev.wait(Some(index)) {
         staging.unmap();
         return Err(e);
     }
@@ -185,7 +197,12 @@ async fn read_many(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8
     Ok(out)
 }
 
+/// The element count of `shape`: 0 when a dim is 0 (whatever the others), else their product,
+/// which must fit in `usize`.
 fn numel(shape: &[usize]) -> Result<usize> {
+    if shape.contains(&0) {
+        return Ok(0);
+    }
     shape.iter().try_fold(1usize, |acc, &d| {
         acc.checked_mul(d).ok_or_else(|| Error::invalid("tensor", format!("shape {shape:?} overflows")))
     })
@@ -224,10 +241,12 @@ impl Tensor {
         Ok(Tensor::new(Storage::alloc(dev, n as u64 * 4)?, shape))
     }
 
-    /// Wraps an application's buffer (created on this device with `STORAGE` usage, holding
-    /// at least `shape`'s elements as f32 from offset 0). The buffer is not returned to the pool.
+    /// Wraps an application's buffer, created on this device with [`INPUT_USAGES`]
+    /// (`STORAGE | COPY_SRC`) and holding at least `shape`'s elements as f32 from offset 0. The
+    /// buffer is not returned to the pool. A buffer without those usages, too small, destroyed,
+    /// or from another device is an error here, not in a later operation.
     pub fn from_buffer(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Tensor> {
-        Ok(Tensor::new(wrap(dev, buffer, shape)?, shape.to_vec()))
+        Ok(Tensor::new(wrap(dev, buffer, shape, "Tensor::from_buffer")?, shape.to_vec()))
     }
 
     /// The device the tensor lives on.
@@ -242,7 +261,8 @@ impl Tensor {
 
     /// The number of elements.
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        // Checked when the tensor was made.
+        numel(&self.shape).unwrap_or(usize::MAX)
     }
 
     /// The underlying buffer (f32 from offset 0; it may be longer than the tensor).
@@ -277,50 +297,52 @@ impl Tensor {
 
 /// Adopts an application's buffer holding `shape`'s elements (4 bytes each) from offset 0; it
 /// never goes to the pool.
-fn wrap(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Arc<Storage>> {
-    wrap_check(&buffer, numel(shape)? as u64 * 4)?;
+fn wrap(dev: &Device, buffer: wgpu::Buffer, shape: &[usize], op: &'static str) -> Result<Arc<Storage>> {
+    dev.check_lost()?;
+    wrap_check(&buffer, numel(shape)? as u64 * 4, op)?;
+    dev.check_own_buffer(&buffer, op)?;
     Ok(Arc::new(Storage { buffer: Some(buffer), pooled: false, dev: dev.clone() }))
 }
 
-fn wrap_check(buffer: &wgpu::Buffer, bytes: u64) -> Result<()> {
-    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-        return Err(Error::invalid("from_buffer", "the buffer lacks STORAGE usage"));
+/// The usages every operation may need of an input: binding it (STORAGE), and copying from it
+/// (COPY_SRC), to read it back or to stage it in a texture on software adapters.
+pub const INPUT_USAGES: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC);
+
+fn wrap_check(buffer: &wgpu::Buffer, bytes: u64, op: &'static str) -> Result<()> {
+    let missing = INPUT_USAGES - buffer.usage();
+    if !missing.is_empty() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "the buffer lacks {missing:?} usage (inputs need STORAGE | COPY_SRC: binding, read-back, staging)"
+            ),
+        ));
     }
     if buffer.size() < bytes {
         return Err(Error::shape(
-            "from_buffer",
+            op,
             format!("the buffer holds {} bytes, the shape needs {bytes}", buffer.size()),
         ));
     }
     Ok(())
 }
 
-/// A class id accepted by [`Device::indices`].
-pub trait ClassId: Copy {
-    /// The id as i64.
-    fn to_i64(self) -> i64;
+/// A class id accepted by [`Device::indices`]: any integer type; ids are stored as i32.
+pub trait ClassId: Copy + std::fmt::Display {
+    /// The id as i32, or `None` when it does not fit.
+    fn to_i32(self) -> Option<i32>;
 }
 
-impl ClassId for i64 {
-    fn to_i64(self) -> i64 {
-        self
-    }
+macro_rules! class_id {
+    ($($t:ty),+) => {$(
+        impl ClassId for $t {
+            fn to_i32(self) -> Option<i32> {
+                i32::try_from(self).ok()
+            }
+        }
+    )+};
 }
-impl ClassId for i32 {
-    fn to_i64(self) -> i64 {
-        self as i64
-    }
-}
-impl ClassId for u32 {
-    fn to_i64(self) -> i64 {
-        self as i64
-    }
-}
-impl ClassId for usize {
-    fn to_i64(self) -> i64 {
-        self as i64
-    }
-}
+class_id!(i64, i32, i16, i8, u64, u32, u16, u8, usize, isize);
 
 /// Class ids (stored as i32 on the device) with a shape. Cheap to clone.
 #[derive(Clone)]
@@ -336,9 +358,10 @@ impl std::fmt::Debug for Indices {
 }
 
 impl Indices {
-    /// Wraps an application's buffer of i32 class ids (STORAGE usage, from offset 0).
+    /// Wraps an application's buffer of i32 class ids from offset 0, with the same requirements
+    /// as [`Tensor::from_buffer`].
     pub fn from_buffer(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Indices> {
-        Ok(Indices { storage: wrap(dev, buffer, shape)?, shape: shape.to_vec() })
+        Ok(Indices { storage: wrap(dev, buffer, shape, "Indices::from_buffer")?, shape: shape.to_vec() })
     }
 
     /// The device the ids live on.
@@ -353,7 +376,7 @@ impl Indices {
 
     /// The number of ids.
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        numel(&self.shape).unwrap_or(usize::MAX)
     }
 
     /// The underlying buffer (i32 from offset 0).
@@ -383,14 +406,15 @@ impl Device {
         Ok(Tensor::new(Storage::upload(self, bytemuck::cast_slice(data))?, shape.to_vec()))
     }
 
-    /// Uploads class ids (i64, i32, u32 or usize) as [`Indices`] of `shape`. Ids must fit in
-    /// i32; whether they are valid classes is checked by the loss that uses them.
+    /// Uploads class ids (any integer type: i64, i32, u32, usize, …) as [`Indices`] of `shape`.
+    /// Ids must fit in i32 (anything else, `usize::MAX` included, is an
+    /// [`Error::InvalidArgument`] naming its position); whether they are valid classes is
+    /// checked by the loss that uses them.
     pub fn indices<T: ClassId>(&self, data: &[T], shape: &[usize]) -> Result<Indices> {
         check_len("indices", data.len(), shape)?;
         let mut ids = Vec::with_capacity(data.len());
         for (position, v) in data.iter().enumerate() {
-            let v = v.to_i64();
-            let id = i32::try_from(v).map_err(|_| {
+            let id = v.to_i32().ok_or_else(|| {
                 Error::invalid("indices", format!("class id {v} at position {position} does not fit in i32"))
             })?;
             ids.push(id);

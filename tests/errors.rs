@@ -123,7 +123,7 @@ fn wrapped_buffers_are_checked() {
     let small = dev.wgpu_device().create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: 16,
-        usage: wgpu::BufferUsages::STORAGE,
+        usage: wgpu_loss::INPUT_USAGES,
         mapped_at_creation: false,
     });
     assert!(matches!(Tensor::from_buffer(dev, small, &[5]), Err(Error::Shape { .. })));

@@ -18,6 +18,8 @@ const _: () = assert!(size_of::<Params>() == 16);
 
 const WG: u64 = 64;
 const ITEMS: u64 = 64;
+/// `read_sum`'s one loop, over its ITEMS vec4s (`copy` has none).
+const READ_SUM_TRIPS: u64 = ITEMS;
 
 fn vec4_count(op: &'static str, x: &Tensor) -> Result<u64> {
     let n = x.numel() as u64;
@@ -30,6 +32,10 @@ fn vec4_count(op: &'static str, x: &Tensor) -> Result<u64> {
 /// Reads every element of `x` once and sums it; returns the per-thread partial sums (a
 /// 64th of `x`'s size). The number of elements must be a multiple of 4.
 pub fn read_sum(x: &Tensor) -> Result<Tensor> {
+    x.device().op("read_sum", || read_sum_op(x))
+}
+
+fn read_sum_op(x: &Tensor) -> Result<Tensor> {
     let dev = x.device();
     let n4 = vec4_count("read_sum", x)?;
     let chunk = WG * ITEMS;
@@ -50,6 +56,7 @@ pub fn read_sum(x: &Tensor) -> Result<Tensor> {
                 Bind::range(2, out.buffer(), g0 * WG * 16, groups * WG * 16),
             ],
             groups,
+            READ_SUM_TRIPS,
         )?;
     }
     Ok(Tensor::new(out, vec![(groups_total * WG * 4) as usize]))
@@ -57,6 +64,10 @@ pub fn read_sum(x: &Tensor) -> Result<Tensor> {
 
 /// Copies `x` with vec4 loads and stores. The number of elements must be a multiple of 4.
 pub fn copy(x: &Tensor) -> Result<Tensor> {
+    x.device().op("copy", || copy_op(x))
+}
+
+fn copy_op(x: &Tensor) -> Result<Tensor> {
     let dev = x.device();
     let n4 = vec4_count("copy", x)?;
     let out = Tensor::empty(dev, x.shape.clone())?;
@@ -73,6 +84,7 @@ pub fn copy(x: &Tensor) -> Result<Tensor> {
                 Bind::range(2, out.storage.buffer(), off, len * 16),
             ],
             len.div_ceil(WG),
+            0,
         )?;
     }
     Ok(out)

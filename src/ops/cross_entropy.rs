@@ -8,7 +8,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{Reduction, RowStrategy, Rows, check_u32};
+use super::{Reduction, RowLoops, RowStrategy, Rows, check_u32};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::{Bind, Input, KernelId, dispatch, input as input_at};
@@ -286,6 +286,7 @@ impl Accuracy {
     }
 
     /// The fraction of counted rows whose target is among the `top_k` largest logits (0-d).
+    /// `top_k` must be in `1..=C`.
     pub fn forward(&self, logits: &Tensor, targets: &Indices) -> Result<Tensor> {
         if self.top_k == 0 {
             return Err(Error::invalid("accuracy", "top_k must be at least 1"));
@@ -299,9 +300,17 @@ impl Accuracy {
             self.ignore_index,
             Reduction::Mean,
             0.0,
-            RowStrategy::ThreadPerRow,
+            RowStrategy::Auto,
         )?;
-        job.run_rows("accuracy", self.top_k.min(u32::MAX as usize) as u32)
+        let classes = job.rows.cols;
+        if self.top_k > classes {
+            // As PyTorch's topk: k may not exceed the size of the class dim.
+            return Err(Error::invalid(
+                "accuracy",
+                format!("top_k {} exceeds the number of classes {classes}", self.top_k),
+            ));
+        }
+        job.run_rows("accuracy", self.top_k as u32)
     }
 }
 
@@ -326,8 +335,21 @@ struct ClassJob<'a> {
     rows: Rows,
     /// The shape of the per-row losses (the targets' shape for class ids).
     out_shape: Vec<usize>,
+    strategy: RowStrategy,
+}
+
+/// The loops of each row entry point (`shaders/cross_entropy.wgsl` over `rows.wgsl`): the
+/// forward folds the row once; the backward folds it, then writes its gradient; accuracy counts
+/// the larger logits one element a step.
+const FORWARD_LOOPS: RowLoops = RowLoops { wide: 1, plain: 0, trees: 1, quads: true };
+const BACKWARD_LOOPS: RowLoops = RowLoops { wide: 1, plain: 1, trees: 1, quads: true };
+const ACCURACY_LOOPS: RowLoops = RowLoops { wide: 0, plain: 1, trees: 1, quads: false };
+
+/// A row plan and the pipeline constants that go with it.
+struct Planned {
     constants: Vec<(&'static str, f64)>,
-    groups_per: u32,
+    rows_per_group: u64,
+    trips: u64,
 }
 
 impl<'a> ClassJob<'a> {
@@ -386,17 +408,6 @@ impl<'a> ClassJob<'a> {
             return Err(Error::Empty { op, what: "no classes" });
         }
         check_u32(op, input.numel())?;
-        let (constants, groups_per) = if kernel == KernelId::Nll {
-            (vec![("WG", 64.0)], 64)
-        } else {
-            let plan = strategy.plan_strided(op, dev, rows.rows(), rows.cols, rows.inner)?;
-            let mut c = plan.constants();
-            let probs = matches!(targets, Target::Probs(_));
-            let smooth = smoothing > 0.0 && !probs;
-            c.extend([("PROBS", probs as u8 as f64), ("SMOOTH", smooth as u8 as f64)]);
-            c.push(("AUX", (probs || smooth) as u8 as f64));
-            (c, plan.wg / plan.tpr)
-        };
         Ok(ClassJob {
             op,
             kernel,
@@ -409,9 +420,24 @@ impl<'a> ClassJob<'a> {
             smoothing,
             rows,
             out_shape,
-            constants,
-            groups_per,
+            strategy,
         })
+    }
+
+    /// The plan of the row kernel for an entry point with `loops` (nll's kernels: one thread
+    /// per row and no loop).
+    fn plan(&self, loops: RowLoops) -> Result<Planned> {
+        if self.kernel == KernelId::Nll {
+            return Ok(Planned { constants: vec![("WG", 64.0)], rows_per_group: 64, trips: 0 });
+        }
+        let dev = self.input.device();
+        let plan = self.strategy.plan(self.op, dev, &self.input.shape, &self.rows, loops)?;
+        let mut c = plan.constants();
+        let probs = matches!(self.targets, Target::Probs(_));
+        let smooth = self.smoothing > 0.0 && !probs;
+        c.extend([("PROBS", probs as u8 as f64), ("SMOOTH", smooth as u8 as f64)]);
+        c.push(("AUX", (probs || smooth) as u8 as f64));
+        Ok(Planned { constants: c, rows_per_group: (plan.wg / plan.tpr) as u64, trips: plan.trips })
     }
 
     fn params(&self, rows: usize, row_base: usize) -> Params {
@@ -490,16 +516,18 @@ impl<'a> ClassJob<'a> {
 
     /// Runs a per-row entry (the loss or accuracy) writing loss and wsum, then reduces.
     fn run_rows(&self, entry: &'static str, top_k: u32) -> Result<Tensor> {
+        self.input.device().op(self.op, || self.record_rows(entry, top_k))
+    }
+
+    fn record_rows(&self, entry: &'static str, top_k: u32) -> Result<Tensor> {
         let dev = self.input.device();
         let n_rows = self.rows.rows();
+        if self.rows.is_empty() {
+            return self.empty_loss(entry);
+        }
         let path = dev.input_path(self.kernel, &self.staged())?;
-        let constants = if entry == "accuracy" {
-            vec![("WG", 64.0), ("TPR", 1.0), ("QUADS", 0.0)]
-        } else {
-            self.constants.clone()
-        };
-        let per_group = if entry == "accuracy" { 64 } else { self.groups_per };
-        let pipe = dev.pipeline_for(self.kernel, path, entry, &constants)?;
+        let plan = self.plan(if entry == "accuracy" { ACCURACY_LOOPS } else { FORWARD_LOOPS })?;
+        let pipe = dev.pipeline_for(self.kernel, path, entry, &plan.constants)?;
         let loss = Storage::alloc(dev, n_rows as u64 * 4)?;
         let wsum = Storage::alloc(dev, n_rows as u64 * 4)?;
         let check = match self.targets {
@@ -528,7 +556,14 @@ impl<'a> ClassJob<'a> {
                 // accuracy reads neither weights nor probability targets.
                 binds.retain(|b| b.slot != 3 && b.slot != 7);
             }
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(per_group as u64))?;
+            dispatch(
+                dev,
+                &pipe,
+                bytemuck::bytes_of(&params),
+                &binds,
+                n.div_ceil(plan.rows_per_group),
+                plan.trips,
+            )?;
         }
         let mut checks = self.checks();
         checks.extend(check);
@@ -544,6 +579,18 @@ impl<'a> ClassJob<'a> {
     fn forward(&self) -> Result<Tensor> {
         let entry = if self.kernel == KernelId::Nll { "nll" } else { "cross_entropy" };
         self.run_rows(entry, 0)
+    }
+
+    /// The loss over no element: an empty tensor, a sum of 0, a mean (or accuracy) of NaN.
+    fn empty_loss(&self, entry: &'static str) -> Result<Tensor> {
+        let dev = self.input.device();
+        let checks = self.checks();
+        let loss = Storage::alloc(dev, 4)?;
+        match (self.reduction, entry == "accuracy") {
+            (Reduction::None, false) => Ok(Tensor { storage: loss, shape: self.out_shape.clone(), checks }),
+            (Reduction::Sum, false) => reduce(dev, &loss, None, 0, Finish::Sum, 0.0, checks),
+            _ => reduce(dev, &loss, None, 0, Finish::MeanCount, 0.0, checks),
+        }
     }
 
     /// The target pass: checks class ids and writes each row's target weight (0 when ignored);
@@ -564,7 +611,7 @@ impl<'a> ClassJob<'a> {
                 Bind::range(5, wsum.buffer(), r0 * 4, n * 4),
                 Bind::range(6, check.status.buffer(), 0, 4),
             ];
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(64))?;
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(64), 0)?;
         }
         let denom = match self.reduction {
             Reduction::Mean => Some(reduce(dev, &wsum, None, n_rows, Finish::Sum, 0.0, Vec::new())?),
@@ -574,6 +621,10 @@ impl<'a> ClassJob<'a> {
     }
 
     fn backward(&self, grad: &Tensor, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
+        self.input.device().op(self.op, || self.record_backward(grad, want_dy))
+    }
+
+    fn record_backward(&self, grad: &Tensor, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
         let dev = self.input.device();
         same_device(self.op, dev, &[grad.device()])?;
         let n_rows = self.rows.rows();
@@ -592,6 +643,12 @@ impl<'a> ClassJob<'a> {
         }
         let mut checks = self.checks();
         checks.extend(grad.checks.iter().cloned());
+        let shape = self.input.shape.clone();
+        if self.rows.is_empty() {
+            // No element: empty gradients (nothing to check either).
+            let empty = || Tensor::empty(dev, shape.clone()).map(|t| Tensor { checks: checks.clone(), ..t });
+            return Ok((empty()?, if want_dy { Some(empty()?) } else { None }));
+        }
         let (denom, g_mode, scale) = match self.targets {
             Target::Ids(ids) => {
                 let (check, denom) = self.target_pass(ids)?;
@@ -611,15 +668,11 @@ impl<'a> ClassJob<'a> {
         let n = self.input.numel() as u64;
         let dx = Storage::alloc(dev, n * 4)?;
         let dy = Storage::alloc(dev, if want_dy { n * 4 } else { 4 })?;
-        let shape = self.input.shape.clone();
-        if n_rows == 0 || self.rows.cols == 0 {
-            let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });
-            return Ok((Tensor { storage: dx, shape, checks }, dy));
-        }
         let path = dev.input_path(self.kernel, &self.staged())?;
         let nll = self.kernel == KernelId::Nll;
         let entry = if nll { "nll_backward" } else { "cross_entropy_backward" };
-        let mut constants = self.constants.clone();
+        let plan = self.plan(BACKWARD_LOOPS)?;
+        let mut constants = plan.constants;
         if !nll {
             constants.push(("WANT_DY", want_dy as u8 as f64));
         }
@@ -661,8 +714,8 @@ impl<'a> ClassJob<'a> {
                     Bind::all(11, dy.buffer())
                 });
             }
-            let groups = rn.div_ceil(self.groups_per as u64);
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups)?;
+            let groups = rn.div_ceil(plan.rows_per_group);
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, plan.trips)?;
         }
         let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });
         Ok((Tensor { storage: dx, shape, checks }, dy))

@@ -17,9 +17,105 @@ pub(crate) struct Params {
     pub(crate) ldy: u32,
     pub(crate) n_base: u32,
     pub(crate) tiles_n: u32,
-    pub(crate) _pad: u32,
+    /// Add to y (a later piece of k) instead of writing it and the bias.
+    pub(crate) accumulate: u32,
+    /// The distance between rows of x and of W (the full in-features).
+    pub(crate) ldk: u32,
+    pub(crate) _pad: [u32; 3],
 }
-const _: () = assert!(size_of::<Params>() == 32);
+const _: () = assert!(size_of::<Params>() == 48);
+
+/// The loop iterations of one `linear` (tiled) invocation over `k`: per 16-wide step the step
+/// itself, four staging loads and sixteen rank-1 updates; then four stores of four columns.
+fn tiled_trips(k: u64) -> u64 {
+    k.div_ceil(16) * 21 + 20
+}
+
+/// `linear_blocked`: one loop over k (the register block and its stores are unrolled).
+fn blocked_trips(k: u64) -> u64 {
+    k + 1
+}
+
+/// The gradient GEMMs: one loop over k; dW's threads whose rows the filter skips write their
+/// block of zeros in a GRAD_ROWS × GRAD_COLS loop instead.
+pub(crate) fn grad_trips(k: u64) -> u64 {
+    let (rows, cols) = (crate::kernels::GRAD_ROWS as u64, crate::kernels::GRAD_COLS as u64);
+    k + 1 + rows * (cols + 1)
+}
+
+/// The most k one gradient-GEMM (or column-sum) invocation may loop over on `dev`: a multiple
+/// of 64, so that pieces of k start at aligned offsets.
+pub(crate) fn grad_max_k(dev: &crate::Device) -> usize {
+    let k = super::budget::largest_fitting(dev, 64, u32::MAX as u64, grad_trips);
+    // The minimum budget always fits 64 (checked by a unit test).
+    k.unwrap_or(64) as usize
+}
+
+/// One `linear` GEMM, `y (=|+=) x·Wᵀ (+ b)`, over `m` rows of x and `n` rows of W (both `k`
+/// wide, `ldk` apart) bound from the given byte offsets, writing `y` (bound at slot 4) at
+/// columns `n_base..` of rows `ldy` apart. k goes in pieces that fit the loop budget, added
+/// into y in order (the first writes the bias).
+pub(crate) struct Gemm<'a> {
+    pub(crate) x: &'a wgpu::Buffer,
+    pub(crate) x_offset: u64,
+    pub(crate) w: &'a wgpu::Buffer,
+    pub(crate) w_offset: u64,
+    pub(crate) bias: Bind<'a>,
+    pub(crate) has_bias: bool,
+    pub(crate) y: Bind<'a>,
+    pub(crate) m: u64,
+    pub(crate) n: u64,
+    pub(crate) k: u64,
+    pub(crate) ldy: u64,
+    pub(crate) n_base: u64,
+}
+
+impl Gemm<'_> {
+    pub(crate) fn record(
+        &self,
+        dev: &crate::Device,
+        kernel: LinearKernel,
+        op: &'static str,
+        shape: &[usize],
+    ) -> Result<()> {
+        let (id, (tile_m, tile_n)) = kernel.resolve(dev);
+        let trips = if id == KernelId::Linear { tiled_trips } else { blocked_trips };
+        let piece = super::budget::largest_fitting(dev, 64, self.k, trips)
+            .ok_or_else(|| super::budget::exceeded(dev, op, shape, trips(64)))?;
+        let pipe = dev.pipeline(id, "linear", &[])?;
+        let tiles_n = self.n.div_ceil(tile_n);
+        for k0 in (0..self.k).step_by(piece as usize) {
+            let kk = piece.min(self.k - k0);
+            let params = Params {
+                m: self.m as u32,
+                n: self.n as u32,
+                k: kk as u32,
+                has_bias: self.has_bias as u32,
+                ldy: self.ldy as u32,
+                n_base: self.n_base as u32,
+                tiles_n: tiles_n as u32,
+                accumulate: (k0 > 0) as u32,
+                ldk: self.k as u32,
+                _pad: [0; 3],
+            };
+            let (x_len, w_len) = (self.m * self.k * 4 - k0 * 4, self.n * self.k * 4 - k0 * 4);
+            dispatch(
+                dev,
+                &pipe,
+                bytemuck::bytes_of(&params),
+                &[
+                    Bind::range(1, self.x, self.x_offset + k0 * 4, x_len),
+                    Bind::range(2, self.w, self.w_offset + k0 * 4, w_len),
+                    self.bias,
+                    self.y,
+                ],
+                self.m.div_ceil(tile_m) * tiles_n,
+                trips(kk),
+            )?;
+        }
+        Ok(())
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -90,8 +186,7 @@ pub struct Linear {
 impl Linear {
     /// `x·Wᵀ + b`; see [`linear`].
     pub fn forward(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let (id, tile) = self.kernel.resolve(x.device());
-        run(id, tile, x, weight, bias)
+        x.device().op("linear", || run(self.kernel, x, weight, bias))
     }
 }
 
@@ -132,144 +227,147 @@ impl Linear {
     /// # Ok::<(), wgpu_loss::Error>(())
     /// ```
     pub fn backward(&self, x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<LinearGrads> {
-        const OP: &str = "linear";
-        let dev = x.device();
-        same_device(OP, dev, &[weight.device(), grad_y.device()])?;
-        let Some((&k, lead)) = x.shape.split_last() else {
-            return Err(Error::shape(OP, "x must have at least one dimension"));
-        };
-        let &[n, wk] = weight.shape.as_slice() else {
-            return Err(Error::shape(OP, format!("weight must be (out, in), got {:?}", weight.shape)));
-        };
-        let mut y_shape = lead.to_vec();
-        y_shape.push(n);
-        if wk != k || grad_y.shape != y_shape {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "x {:?}, weight {:?} and grad_y {:?} do not fit (grad_y must be {y_shape:?})",
-                    x.shape, weight.shape, grad_y.shape
-                ),
-            ));
+        x.device().op("linear", || record_backward(x, weight, grad_y))
+    }
+}
+
+fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<LinearGrads> {
+    const OP: &str = "linear";
+    let dev = x.device();
+    same_device(OP, dev, &[weight.device(), grad_y.device()])?;
+    let Some((&k, lead)) = x.shape.split_last() else {
+        return Err(Error::shape(OP, "x must have at least one dimension"));
+    };
+    let &[n, wk] = weight.shape.as_slice() else {
+        return Err(Error::shape(OP, format!("weight must be (out, in), got {:?}", weight.shape)));
+    };
+    let mut y_shape = lead.to_vec();
+    y_shape.push(n);
+    if wk != k || grad_y.shape != y_shape {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "x {:?}, weight {:?} and grad_y {:?} do not fit (grad_y must be {y_shape:?})",
+                x.shape, weight.shape, grad_y.shape
+            ),
+        ));
+    }
+    let m: usize = lead.iter().product();
+    check_u32(OP, m.saturating_mul(n.max(k)))?;
+    check_u32(OP, n.saturating_mul(k))?;
+    let dx = Tensor::empty(dev, x.shape.clone())?;
+    let dw = Tensor::empty(dev, weight.shape.clone())?;
+    let db = Tensor::empty(dev, vec![n])?;
+    let mut checks = x.checks.clone();
+    checks.extend(weight.checks.iter().chain(&grad_y.checks).cloned());
+    let (n64, k64) = (n as u64, k as u64);
+    if m == 0 || n == 0 {
+        // Empty sums are zero.
+        let grads = LinearGrads::with_checks(dx, dw, db, &checks);
+        grads.record_zero();
+        return Ok(grads);
+    }
+    let (tile_m, tile_n) = (8 * crate::kernels::GRAD_ROWS as u64, 8 * crate::kernels::GRAD_COLS as u64);
+    let whole = |what: &'static str, rows: usize, row_bytes: u64| -> Result<()> {
+        let chunks = row_chunks(dev, what, rows, &[row_bytes], 1)?;
+        if chunks.len() > 1 {
+            return Err(Error::limit(what, rows as u64 * row_bytes, dev.binding_limit()));
         }
-        let m: usize = lead.iter().product();
-        check_u32(OP, m * n.max(k))?;
-        check_u32(OP, n * k)?;
-        let dx = Tensor::empty(dev, x.shape.clone())?;
-        let dw = Tensor::empty(dev, weight.shape.clone())?;
-        let db = Tensor::empty(dev, vec![n])?;
-        let mut checks = x.checks.clone();
-        checks.extend(weight.checks.iter().chain(&grad_y.checks).cloned());
-        let (n64, k64) = (n as u64, k as u64);
-        if m == 0 || n == 0 {
-            // Empty sums are zero.
-            let grads = LinearGrads::with_checks(dx, dw, db, &checks);
-            grads.record_zero();
-            return Ok(grads);
-        }
-        let (tile_m, tile_n) = (8 * crate::kernels::GRAD_ROWS as u64, 8 * crate::kernels::GRAD_COLS as u64);
-        let whole = |what: &'static str, rows: usize, row_bytes: u64| -> Result<()> {
-            let chunks = row_chunks(dev, what, rows, &[row_bytes], 1)?;
-            if chunks.len() > 1 {
-                return Err(Error::Limit {
-                    what,
-                    requested: rows as u64 * row_bytes,
-                    max: dev.binding_limit(),
-                });
-            }
-            Ok(())
-        };
-        whole("linear's weight in one binding", n, k64 * 4)?;
-        // dX = dY·W: rows of dY and dX in chunks, W whole (nothing to do without inputs).
-        let pipe = dev.pipeline(KernelId::LinearGradInput, "gemm", &[])?;
-        let input_chunks = if k == 0 {
-            Vec::new()
-        } else {
-            row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?
-        };
-        // Each thread loops over dY's columns (and dW's over rows): at most `max_k` at a time,
-        // a multiple of 64 so that every piece starts at an aligned offset.
-        let max_k = (super::max_inner_loop(dev) / 64 * 64).max(64);
-        for mc in input_chunks {
-            let mm = mc.len() as u64;
-            let m0 = mc.start as u64;
-            for n0 in (0..n).step_by(max_k) {
-                let nn = max_k.min(n - n0) as u64;
-                let n0 = n0 as u64;
-                let params = GradParams {
-                    m: mm as u32,
-                    n: k as u32,
-                    k: nn as u32,
-                    lda: n as u32,
-                    ldb: k as u32,
-                    ldc: k as u32,
-                    tiles_n: k64.div_ceil(tile_n) as u32,
-                    accumulate: (n0 > 0) as u32,
-                    ..GradParams::default()
-                };
-                let a0 = (m0 * n64 + n0) * 4;
-                dispatch(
-                    dev,
-                    &pipe,
-                    bytemuck::bytes_of(&params),
-                    &[
-                        Bind::range(1, grad_y.storage.buffer(), a0, mm * n64 * 4 - n0 * 4),
-                        Bind::range(2, weight.storage.buffer(), n0 * k64 * 4, nn * k64 * 4),
-                        Bind::range(3, dx.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
-                        Bind::all(4, &dev.inner.dummy),
-                    ],
-                    mm.div_ceil(tile_m) * k64.div_ceil(tile_n),
-                )?;
-            }
-        }
-        // dW = dYᵀ·X and db = Σ dY: the rows are the sum's index, chunk by chunk in order.
-        let gemm = dev.pipeline(KernelId::LinearGradWeight, "gemm", &[])?;
-        let colsum = dev.pipeline(KernelId::LinearGradWeight, "colsum", &[])?;
-        let weight_chunks: Vec<std::ops::Range<usize>> =
-            row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?
-                .into_iter()
-                .flat_map(|c| (c.start..c.end).step_by(max_k).map(move |r| r..(r + max_k).min(c.end)))
-                .collect();
-        for (i, mc) in weight_chunks.into_iter().enumerate() {
-            let mm = mc.len() as u64;
-            let m0 = mc.start as u64;
-            let dy = Bind::range(1, grad_y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4);
+        Ok(())
+    };
+    whole("linear's weight in one binding", n, k64 * 4)?;
+    // dX = dY·W: rows of dY and dX in chunks, W whole (nothing to do without inputs).
+    let pipe = dev.pipeline(KernelId::LinearGradInput, "gemm", &[])?;
+    let input_chunks = if k == 0 {
+        Vec::new()
+    } else {
+        row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?
+    };
+    // Each thread loops over dY's columns (and dW's over rows): at most `max_k` at a time,
+    // within the loop budget, a multiple of 64 so that every piece starts at an aligned offset.
+    let max_k = grad_max_k(dev);
+    for mc in input_chunks {
+        let mm = mc.len() as u64;
+        let m0 = mc.start as u64;
+        for n0 in (0..n).step_by(max_k) {
+            let nn = max_k.min(n - n0) as u64;
+            let n0 = n0 as u64;
             let params = GradParams {
-                m: n as u32,
+                m: mm as u32,
                 n: k as u32,
-                k: mm as u32,
+                k: nn as u32,
                 lda: n as u32,
                 ldb: k as u32,
                 ldc: k as u32,
                 tiles_n: k64.div_ceil(tile_n) as u32,
-                accumulate: (i > 0) as u32,
+                accumulate: (n0 > 0) as u32,
                 ..GradParams::default()
             };
-            if k > 0 {
-                dispatch(
-                    dev,
-                    &gemm,
-                    bytemuck::bytes_of(&params),
-                    &[
-                        dy,
-                        Bind::range(2, x.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
-                        Bind::all(3, dw.storage.buffer()),
-                        Bind::all(4, &dev.inner.dummy),
-                    ],
-                    n64.div_ceil(tile_m) * k64.div_ceil(tile_n),
-                )?;
-            }
-            let params = GradParams { m: 1, n: n as u32, k: mm as u32, ldc: n as u32, tiles_n: 1, ..params };
+            let a0 = (m0 * n64 + n0) * 4;
             dispatch(
                 dev,
-                &colsum,
+                &pipe,
                 bytemuck::bytes_of(&params),
-                &[dy, Bind::all(3, db.storage.buffer()), Bind::all(4, &dev.inner.dummy)],
-                n64.div_ceil(64),
+                &[
+                    Bind::range(1, grad_y.storage.buffer(), a0, mm * n64 * 4 - n0 * 4),
+                    Bind::range(2, weight.storage.buffer(), n0 * k64 * 4, nn * k64 * 4),
+                    Bind::range(3, dx.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
+                    Bind::all(4, &dev.inner.dummy),
+                ],
+                mm.div_ceil(tile_m) * k64.div_ceil(tile_n),
+                grad_trips(nn),
             )?;
         }
-        Ok(LinearGrads::with_checks(dx, dw, db, &checks))
     }
+    // dW = dYᵀ·X and db = Σ dY: the rows are the sum's index, chunk by chunk in order.
+    let gemm = dev.pipeline(KernelId::LinearGradWeight, "gemm", &[])?;
+    let colsum = dev.pipeline(KernelId::LinearGradWeight, "colsum", &[])?;
+    let weight_chunks: Vec<std::ops::Range<usize>> =
+        row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?
+            .into_iter()
+            .flat_map(|c| (c.start..c.end).step_by(max_k).map(move |r| r..(r + max_k).min(c.end)))
+            .collect();
+    for (i, mc) in weight_chunks.into_iter().enumerate() {
+        let mm = mc.len() as u64;
+        let m0 = mc.start as u64;
+        let dy = Bind::range(1, grad_y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4);
+        let params = GradParams {
+            m: n as u32,
+            n: k as u32,
+            k: mm as u32,
+            lda: n as u32,
+            ldb: k as u32,
+            ldc: k as u32,
+            tiles_n: k64.div_ceil(tile_n) as u32,
+            accumulate: (i > 0) as u32,
+            ..GradParams::default()
+        };
+        if k > 0 {
+            dispatch(
+                dev,
+                &gemm,
+                bytemuck::bytes_of(&params),
+                &[
+                    dy,
+                    Bind::range(2, x.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
+                    Bind::all(3, dw.storage.buffer()),
+                    Bind::all(4, &dev.inner.dummy),
+                ],
+                n64.div_ceil(tile_m) * k64.div_ceil(tile_n),
+                grad_trips(mm),
+            )?;
+        }
+        let params = GradParams { m: 1, n: n as u32, k: mm as u32, ldc: n as u32, tiles_n: 1, ..params };
+        dispatch(
+            dev,
+            &colsum,
+            bytemuck::bytes_of(&params),
+            &[dy, Bind::all(3, db.storage.buffer()), Bind::all(4, &dev.inner.dummy)],
+            n64.div_ceil(64),
+            mm + 1,
+        )?;
+    }
+    Ok(LinearGrads::with_checks(dx, dw, db, &checks))
 }
 
 /// `F.linear(x, weight, bias)`: `x` is `(.., in)`, `weight` `(out, in)`, `bias` `(out)`; the
@@ -288,13 +386,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     Linear::default().forward(x, weight, bias)
 }
 
-fn run(
-    id: KernelId,
-    (tile_m, tile_n): (u64, u64),
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-) -> Result<Tensor> {
+fn run(kernel: LinearKernel, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear";
     let dev = x.device();
     let mut devices = vec![weight.device()];
@@ -330,36 +422,27 @@ fn run(
         // An empty sum: y is the bias (or zeros).
         return Err(Error::Empty { op: OP, what: "zero input features" });
     }
-    let pipe = dev.pipeline(id, "linear", &[])?;
     let (k64, n64) = (k as u64, n as u64);
     let bias_buf = bias.map_or(&dev.inner.dummy, |b| b.storage.buffer());
     for mc in row_chunks(dev, "one row of x or y", m, &[k64 * 4, n64 * 4], 1)? {
         for nc in row_chunks(dev, "one row of weight", n, &[k64 * 4], 1)? {
             let (mm, nn) = (mc.len() as u64, nc.len() as u64);
-            let tiles_n = nn.div_ceil(tile_n);
-            let params = Params {
-                m: mm as u32,
-                n: nn as u32,
-                k: k as u32,
-                has_bias: bias.is_some() as u32,
-                ldy: n as u32,
-                n_base: nc.start as u32,
-                tiles_n: tiles_n as u32,
-                _pad: 0,
-            };
             let m0 = mc.start as u64;
-            dispatch(
-                dev,
-                &pipe,
-                bytemuck::bytes_of(&params),
-                &[
-                    Bind::range(1, x.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
-                    Bind::range(2, weight.storage.buffer(), nc.start as u64 * k64 * 4, nn * k64 * 4),
-                    Bind::all(3, bias_buf),
-                    Bind::range(4, y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),
-                ],
-                mm.div_ceil(tile_m) * tiles_n,
-            )?;
+            Gemm {
+                x: x.storage.buffer(),
+                x_offset: m0 * k64 * 4,
+                w: weight.storage.buffer(),
+                w_offset: nc.start as u64 * k64 * 4,
+                bias: Bind::all(3, bias_buf),
+                has_bias: bias.is_some(),
+                y: Bind::range(4, y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),
+                m: mm,
+                n: nn,
+                k: k64,
+                ldy: n64,
+                n_base: nc.start as u64,
+            }
+            .record(dev, kernel, OP, &x.shape)?;
         }
     }
     let mut checks = x.checks.clone();

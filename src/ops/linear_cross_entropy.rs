@@ -20,9 +20,10 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::linear::{GradParams, LinearGrads, LinearKernel, Params as LinearParams};
+use super::budget::{exceeded, fits, largest_fitting};
+use super::linear::{Gemm, GradParams, LinearGrads, LinearKernel, grad_trips};
 use super::reduce::{Finish, reduce};
-use super::{Reduction, check_u32, is_software, loop_budget, max_inner_loop};
+use super::{Reduction, check_u32, is_software};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::{Bind, GRAD_COLS, GRAD_ROWS, KernelId, LCE_BLOCK, LCE_BLOCK_SMALL, dispatch, gcd};
@@ -221,15 +222,29 @@ impl LinearCrossEntropy {
         bias: Option<&Tensor>,
         targets: &Indices,
     ) -> Result<LinearCrossEntropyOutput> {
-        let job = Job::new(self, x, weight, bias, targets)?;
-        let prep = job.prepare()?;
-        job.forward(&prep)
+        x.device().op(OP, || {
+            let job = Job::new(self, x, weight, bias, targets)?;
+            let prep = job.prepare()?;
+            job.forward(&prep)
+        })
     }
 
     /// The gradients `dX`, `dW` and `db` for `grad_output` (one value, or the targets' shape for
     /// `Reduction::None`). `lse` is the forward's [`LinearCrossEntropyOutput::lse`] for these
     /// inputs; without it the forward's partials run again to find it.
     pub fn backward(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        targets: &Indices,
+        grad_output: &Tensor,
+        lse: Option<&Tensor>,
+    ) -> Result<LinearGrads> {
+        x.device().op(OP, || self.record_backward(x, weight, bias, targets, grad_output, lse))
+    }
+
+    fn record_backward(
         &self,
         x: &Tensor,
         weight: &Tensor,
@@ -259,6 +274,17 @@ impl LinearCrossEntropy {
     /// scratch (at least one GEMM block of rows), each chunk's logits are computed once and give
     /// the loss, the log-sum-exp and the gradient; otherwise this is `forward` then `backward`.
     pub fn forward_backward(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        targets: &Indices,
+        grad_output: &Tensor,
+    ) -> Result<(LinearCrossEntropyOutput, LinearGrads)> {
+        x.device().op(OP, || self.record_forward_backward(x, weight, bias, targets, grad_output))
+    }
+
+    fn record_forward_backward(
         &self,
         x: &Tensor,
         weight: &Tensor,
@@ -314,7 +340,7 @@ struct Job<'a> {
     x_rows: usize,
     budget: u64,
     software: bool,
-    /// The longest k a gradient GEMM thread may loop over (see `ops::loop_budget`).
+    /// The longest k a gradient GEMM thread may loop over (within the loop budget).
     max_k: usize,
 }
 
@@ -334,6 +360,21 @@ struct Prep {
 
 fn round_down(a: usize, m: usize) -> usize {
     a / m * m
+}
+
+/// The loop iterations of one `partials` invocation walking `steps` blocks of columns over
+/// k = `h`: per block, the k steps of its register-blocked GEMM and the block step itself.
+fn partials_trips(steps: u64, h: u64) -> u64 {
+    steps * (h + 2) + 1
+}
+
+/// `tile_grad`, a workgroup per row of an `n`-column tile: with `whole` rows it first folds the
+/// row, a quad per thread a step, and merges the 64 states in a tree; then each thread writes
+/// every 64th gradient (with the filter, whole 64-column blocks, every 64th block).
+fn tile_grad_trips(n: u64, whole: bool, filter: bool) -> u64 {
+    let fold = if whole { n.div_ceil(256) + 7 } else { 0 };
+    let grad = if filter { n.div_ceil(64 * 64) * 66 } else { n.div_ceil(64) };
+    fold + grad + 2
 }
 
 impl<'a> Job<'a> {
@@ -411,11 +452,7 @@ impl<'a> Job<'a> {
         let row_step = (align / gcd(row_bytes, align)) as usize;
         let x_rows = round_down(x_rows_max, row_step);
         if shard == 0 || x_rows == 0 {
-            return Err(Error::Limit {
-                what: "64 rows of W in one binding",
-                requested: 64 * row_bytes,
-                max: limit,
-            });
+            return Err(Error::limit("64 rows of W in one binding", 64 * row_bytes, limit));
         }
         if let Some(eps) = o.filter_eps
             && !(eps.is_finite() && eps >= 0.0)
@@ -442,7 +479,7 @@ impl<'a> Job<'a> {
             x_rows,
             budget: o.max_scratch_bytes.min(limit),
             software: is_software(dev),
-            max_k: round_down(max_inner_loop(dev), 64).max(64),
+            max_k: crate::ops::linear::grad_max_k(dev),
         })
     }
 
@@ -532,6 +569,7 @@ impl<'a> Job<'a> {
                 Bind::all(12, counted.buffer()),
             ],
             (n as u64).div_ceil(64),
+            0,
         )?;
         let weight_sum = reduce(dev, &wt, None, n, Finish::Sum, 0.0, Vec::new())?;
         let count = reduce(dev, &counted, None, n, Finish::Sum, 0.0, Vec::new())?;
@@ -592,22 +630,21 @@ impl<'a> Job<'a> {
         let slice_w = v.div_ceil(slices).div_ceil(block_cols) * block_cols;
         // A thread loops (k + 2) times per block of columns: keep it within the loop budget
         // (which outranks the memory cap: partials are 16 bytes per row and slice).
-        let steps = loop_budget(dev) / (h as u64 + 2);
-        if steps == 0 {
-            return Err(Error::Limit {
-                what: "input features within one shader invocation's loop budget on this adapter",
-                requested: h as u64,
-                max: loop_budget(dev).saturating_sub(2),
-            });
-        }
-        let slice_w = slice_w.min((steps.min(u32::MAX as u64) as usize).saturating_mul(block_cols));
+        let h64 = h as u64;
+        let steps = largest_fitting(dev, 1, u32::MAX as u64, |steps| partials_trips(steps, h64))
+            .ok_or_else(|| exceeded(dev, OP, &self.x.shape, partials_trips(1, h64)))?;
+        let slice_w = slice_w.min((steps as usize).saturating_mul(block_cols));
         let shards: Vec<Range<usize>> = self.pieces(&(0..v));
         let per_shard: Vec<usize> = shards.iter().map(|s| s.len().div_ceil(slice_w)).collect();
         let stride: usize = per_shard.iter().sum();
         check_u32(OP, n * stride * 4)?;
         let parts = Storage::alloc(dev, (n * stride) as u64 * 16)?;
         let pipe = dev.pipeline(KernelId::LinearCrossEntropy, entry, &[])?;
-        let h64 = h as u64;
+        let steps_run = (slice_w / block_cols) as u64;
+        let fold_trips = stride as u64 + 1;
+        if !fits(dev, fold_trips) {
+            return Err(exceeded(dev, OP, &self.x.shape, fold_trips));
+        }
         for r0 in (0..n).step_by(self.x_rows) {
             let rn = self.x_rows.min(n - r0);
             let mut part_base = 0;
@@ -642,6 +679,7 @@ impl<'a> Job<'a> {
                         Bind::all(6, parts.buffer()),
                     ],
                     (rn.div_ceil(block_rows) * sl).div_ceil(64) as u64,
+                    partials_trips(steps_run, h64),
                 )?;
             }
         }
@@ -660,6 +698,7 @@ impl<'a> Job<'a> {
                 Bind::all(9, prep.denoms.buffer()),
             ],
             (n as u64).div_ceil(64),
+            fold_trips,
         )?;
         self.finish_loss(prep, rows, lse)
     }
@@ -676,25 +715,29 @@ impl<'a> Job<'a> {
                 .min(self.x_rows)
                 .min(n_up)
                 .min(round_down(self.max_k, step));
-            if rows > 0 && rows >= gemm_rows.min(n_up) {
+            let trips_fit = fits(self.dev, tile_grad_trips(self.v as u64, true, self.o.filter_eps.is_some()));
+            if rows > 0 && rows >= gemm_rows.min(n_up) && trips_fit {
                 return Ok(TilePlan { rows, cols: self.v, whole_rows: true });
             }
         }
         let max_cols = self.shard.min(self.v.div_ceil(64).max(1) * 64);
         let by_budget = round_down(floats / 64, step);
         if by_budget == 0 {
-            return Err(Error::Limit {
-                what: "linear_cross_entropy's scratch (max_scratch_bytes) for 64 columns of aligned rows",
-                requested: (step * 64 * 4) as u64,
-                max: self.budget,
-            });
+            return Err(Error::limit(
+                "linear_cross_entropy's scratch (max_scratch_bytes) for 64 columns of aligned rows",
+                (step * 64 * 4) as u64,
+                self.budget,
+            ));
         }
         let rows = n_up
             .min(self.x_rows)
             .min(by_budget)
             .min(round_down((floats / max_cols.min(1024)).max(step), step))
             .min(round_down(self.max_k, step).max(step));
-        let cols = round_down(floats / rows, 64).min(max_cols);
+        let filter = self.o.filter_eps.is_some();
+        let by_trips = largest_fitting(self.dev, 64, max_cols as u64, |c| tile_grad_trips(c, false, filter))
+            .ok_or_else(|| exceeded(self.dev, OP, &self.x.shape, tile_grad_trips(64, false, filter)))?;
+        let cols = round_down(floats / rows, 64).min(max_cols).min(by_trips as usize);
         Ok(TilePlan { rows, cols, whole_rows: false })
     }
 
@@ -739,8 +782,6 @@ impl<'a> Job<'a> {
             None => (Storage::alloc(dev, n as u64 * 4)?, Storage::alloc(dev, n as u64 * 4)?),
         };
         let scratch = Storage::alloc(dev, (plan.rows * plan.cols) as u64 * 4)?;
-        let (lin_id, (tile_m, tile_n)) = self.o.kernel.resolve(dev);
-        let logits = dev.pipeline(lin_id, "linear", &[])?;
         let filter = self.o.filter_eps.is_some();
         let tile_grad = dev.pipeline(
             KernelId::LinearCrossEntropy,
@@ -765,33 +806,25 @@ impl<'a> Job<'a> {
                 // The tile's logits, shard by shard.
                 for p in &pieces {
                     let pn = p.len() as u64;
-                    let tiles_n = pn.div_ceil(tile_n);
-                    let params = LinearParams {
-                        m: rn as u32,
-                        n: pn as u32,
-                        k: h as u32,
-                        has_bias: self.bias.is_some() as u32,
-                        ldy: tl as u32,
-                        n_base: (p.start - tile.start) as u32,
-                        tiles_n: tiles_n as u32,
-                        _pad: 0,
-                    };
                     let bias = match self.bias {
                         Some(b) => Bind::range(3, b.storage.buffer(), tile.start as u64 * 4, tl * 4),
                         None => Bind::all(3, self.dummy()),
                     };
-                    dispatch(
-                        dev,
-                        &logits,
-                        bytemuck::bytes_of(&params),
-                        &[
-                            Bind { slot: 1, ..x_rows },
-                            Bind::range(2, self.w.storage.buffer(), p.start as u64 * h64 * 4, pn * h64 * 4),
-                            bias,
-                            Bind::range(4, scratch.buffer(), 0, tile_bytes),
-                        ],
-                        rn64.div_ceil(tile_m) * tiles_n,
-                    )?;
+                    Gemm {
+                        x: self.x.storage.buffer(),
+                        x_offset: r0 as u64 * h64 * 4,
+                        w: self.w.storage.buffer(),
+                        w_offset: p.start as u64 * h64 * 4,
+                        bias,
+                        has_bias: self.bias.is_some(),
+                        y: Bind::range(4, scratch.buffer(), 0, tile_bytes),
+                        m: rn64,
+                        n: pn,
+                        k: h64,
+                        ldy: tl,
+                        n_base: (p.start - tile.start) as u64,
+                    }
+                    .record(dev, self.o.kernel, OP, &self.x.shape)?;
                 }
                 // Logits to gradient in place (and, for whole rows, the loss and lse first).
                 if filter {
@@ -822,6 +855,7 @@ impl<'a> Job<'a> {
                         Bind::all(15, flags.buffer()),
                     ],
                     rn64,
+                    tile_grad_trips(tl, whole, filter),
                 )?;
                 for (pi, p) in pieces.iter().enumerate() {
                     let pn = p.len() as u64;
@@ -854,6 +888,7 @@ impl<'a> Job<'a> {
                             Bind::all(4, flags.buffer()),
                         ],
                         rn64.div_ceil(gm) * h64.div_ceil(gn),
+                        grad_trips(pn),
                     )?;
                     // dW (+)= Gᵀ·X and db (+)= Σ_rows G over the row chunks in order.
                     let params = GradParams {
@@ -880,6 +915,7 @@ impl<'a> Job<'a> {
                             Bind::all(4, flags.buffer()),
                         ],
                         pn.div_ceil(gm) * h64.div_ceil(gn),
+                        grad_trips(rn64),
                     )?;
                     let params = GradParams { m: 1, n: pn as u32, ldc: pn as u32, tiles_n: 1, ..params };
                     dispatch(
@@ -892,6 +928,7 @@ impl<'a> Job<'a> {
                             Bind::all(4, flags.buffer()),
                         ],
                         pn.div_ceil(64),
+                        rn64 + 1,
                     )?;
                 }
             }

@@ -7,7 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{RowStrategy, Rows, check_u32, resolve_dim};
+use super::{RowLoops, RowStrategy, Rows, check_u32, resolve_dim};
 use crate::error::{Error, Result};
 use crate::kernels::{Bind, KernelId, dispatch, input};
 use crate::tensor::{Tensor, same_device};
@@ -114,7 +114,23 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     Softmax::default().forward(x)
 }
 
+/// The forward's loops: the online state, then the writing pass; the backward's: the row sum
+/// of g (or g·y), then the writing pass, with two merges across the row's threads.
+const FORWARD_LOOPS: RowLoops = RowLoops { wide: 1, plain: 1, trees: 1, quads: true };
+const BACKWARD_LOOPS: RowLoops = RowLoops { wide: 0, plain: 2, trees: 2, quads: true };
+
 fn run(
+    op: &'static str,
+    entry: &'static str,
+    strategy: RowStrategy,
+    dim: isize,
+    x: &Tensor,
+    grad: Option<&Tensor>,
+) -> Result<Tensor> {
+    x.device().op(op, || record(op, entry, strategy, dim, x, grad))
+}
+
+fn record(
     op: &'static str,
     entry: &'static str,
     strategy: RowStrategy,
@@ -139,11 +155,12 @@ fn run(
     let out = Tensor::empty(dev, x.shape.clone())?;
     let mut checks = x.checks.clone();
     checks.extend(grad.iter().flat_map(|g| g.checks.iter().cloned()));
-    if rows.rows() == 0 || rows.cols == 0 {
+    if rows.is_empty() {
         return Ok(Tensor { checks, ..out });
     }
     check_u32(op, x.numel())?;
-    let plan = strategy.plan_strided(op, dev, rows.rows(), rows.cols, rows.inner)?;
+    let loops = if grad.is_some() { BACKWARD_LOOPS } else { FORWARD_LOOPS };
+    let plan = strategy.plan(op, dev, &x.shape, &rows, loops)?;
     let mut staged = vec![(x.storage.buffer(), x.numel())];
     staged.extend(grad.map(|g| (g.storage.buffer(), g.numel())));
     let path = dev.input_path(KernelId::LogSoftmax, &staged)?;
@@ -159,7 +176,7 @@ fn run(
         inputs.extend(grad.map(|g| input(dev, path, 3, g.storage.buffer(), off, elements)));
         let mut binds: Vec<Bind<'_>> = inputs.iter().map(|i| i.bind()).collect();
         binds.push(Bind::range(2, out.storage.buffer(), off, elements * 4));
-        dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, plan.groups(n as usize))?;
+        dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, plan.groups(n as usize), plan.trips)?;
     }
     Ok(Tensor { checks, ..out })
 }

@@ -4,6 +4,7 @@
 //! same name in `shaders/`.
 
 pub mod bandwidth;
+pub(crate) mod budget;
 pub mod cross_entropy;
 pub mod linear;
 pub mod linear_cross_entropy;
@@ -46,8 +47,10 @@ pub enum RowStrategy {
 pub(crate) struct RowPlan {
     pub(crate) wg: u32,
     pub(crate) tpr: u32,
-    /// Rows are read four elements at a time (cols % 4 == 0).
+    /// Rows are read four elements at a time (contiguous and cols % 4 == 0).
     pub(crate) quads: bool,
+    /// The most loop iterations one invocation runs.
+    pub(crate) trips: u64,
 }
 
 impl RowPlan {
@@ -61,52 +64,61 @@ impl RowPlan {
     }
 }
 
+/// The loops a row entry point runs over its row (`shaders/rows.wgsl` and its users), for its
+/// trip count.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowLoops {
+    /// Passes that fold four elements a step whatever the layout (the online state).
+    pub(crate) wide: u64,
+    /// Passes that take four elements a step when rows are quads, else one.
+    pub(crate) plain: u64,
+    /// Merges across the row's threads (a tree of log2(TPR) steps each).
+    pub(crate) trees: u64,
+    /// Whether the plain passes read quads when rows allow it.
+    pub(crate) quads: bool,
+}
+
+impl RowLoops {
+    /// The most loop iterations one invocation runs for rows of `cols` elements spread over
+    /// `tpr` threads: a wide pass is ⌈cols / 4·tpr⌉ steps and a tail of at most four, a plain
+    /// pass ⌈cols / tpr⌉ (a quarter of that over quads).
+    pub(crate) fn trips(self, cols: usize, tpr: u32, quads: bool) -> u64 {
+        let (cols, tpr) = (cols as u64, tpr as u64);
+        let per = if quads && self.quads { 4 } else { 1 };
+        self.wide * (cols.div_ceil(4 * tpr) + 5)
+            + self.plain * (cols.div_ceil(per * tpr) + 1)
+            + self.trees * budget::log2_ceil(tpr)
+            + 4
+    }
+}
+
+/// The most threads a row kernel spreads one row over (a workgroup that wide).
+pub(crate) const MAX_TPR: u32 = 256;
+
 pub(crate) fn is_software(dev: &Device) -> bool {
     dev.info().device_type == wgpu::DeviceType::Cpu
 }
 
-/// The loop iterations one shader invocation may plan for on `dev`. Mesa's software adapters
-/// (lavapipe and llvmpipe, Mesa 22.3) stop an invocation after 65 535 loop iterations in all,
-/// counted over every loop it runs (gallivm's infinite-loop guard), and silently leave its work
-/// unfinished; kernels split their work so that no invocation comes near that there. Measured:
-/// a thread folding 8 000 logits over k = 1 024 (512 000 iterations) summed only the first
-/// 1 024 of them.
-pub(crate) fn loop_budget(dev: &Device) -> u64 {
-    if is_software(dev) { 60_000 } else { u64::MAX }
-}
-
-/// The longest loop over one index a GEMM thread may run on `dev` (its k, or the columns a
-/// row-kernel thread walks): half the budget, leaving room for the loops around it.
-pub(crate) fn max_inner_loop(dev: &Device) -> usize {
-    (loop_budget(dev) / 2).min(u32::MAX as u64) as usize
-}
-
 impl RowStrategy {
-    /// The plan for rows of `cols` elements, `rows` of them, on `dev`.
-    /// The plan for `rows` rows of `cols` elements, `stride` apart, on `dev`.
-    pub(crate) fn plan_strided(
+    /// The plan for the rows of `rows` (of a tensor of `shape`, for errors) on `dev`, for an
+    /// entry point whose loops are `loops`. Where the strategy's threads per row would each
+    /// loop past the device's loop budget, the row gets more threads (up to [`MAX_TPR`]);
+    /// beyond that the shape is an [`Error::Limit`].
+    pub(crate) fn plan(
         self,
         op: &'static str,
         dev: &Device,
-        rows: usize,
-        cols: usize,
-        stride: usize,
+        shape: &[usize],
+        rows: &Rows,
+        loops: RowLoops,
     ) -> Result<RowPlan> {
-        let mut plan = match (self, stride) {
-            // Strided rows: adjacent threads read adjacent rows, which is the coalesced order.
-            (RowStrategy::Auto, 2..) => RowStrategy::ThreadPerRow.plan(op, dev, rows, cols)?,
-            _ => self.plan(op, dev, rows, cols)?,
-        };
-        plan.quads &= stride == 1;
-        Ok(plan)
-    }
-
-    pub(crate) fn plan(self, op: &'static str, dev: &Device, rows: usize, cols: usize) -> Result<RowPlan> {
         let software = is_software(dev);
+        let (n_rows, cols) = (rows.rows(), rows.cols);
+        let quads = rows.inner == 1 && cols.is_multiple_of(4);
         // Software adapters run each 8-lane slice of a workgroup as a coroutine and every
         // barrier switches through all of them: small workgroups, few barriers.
         let wg = if software { 64 } else { 256 };
-        let tpr = match self {
+        let mut tpr = match self {
             RowStrategy::ThreadPerRow => 1,
             RowStrategy::WorkgroupPerRow => wg,
             RowStrategy::Segment(n) => {
@@ -118,13 +130,12 @@ impl RowStrategy {
                 }
                 n
             }
+            // Strided rows: adjacent threads read adjacent rows, which is the coalesced order.
+            RowStrategy::Auto if rows.inner > 1 => 1,
             RowStrategy::Auto if software => {
-                // One thread per row unless there are too few rows to keep the cores busy, or
-                // the row is too long for one invocation's loop budget (two passes over it).
-                let want = 256usize.div_ceil(rows.max(1));
-                let tpr = if want <= 1 || cols < 256 { 1 } else { (want.next_power_of_two() as u32).min(wg) };
-                let need = cols.div_ceil(max_inner_loop(dev)).next_power_of_two() as u32;
-                tpr.max(need).min(128)
+                // One thread per row unless there are too few rows to keep the cores busy.
+                let want = 256usize.div_ceil(n_rows.max(1));
+                if want <= 1 || cols < 256 { 1 } else { (want.next_power_of_two() as u32).min(wg) }
             }
             RowStrategy::Auto => {
                 if cols <= 64 {
@@ -134,8 +145,15 @@ impl RowStrategy {
                 }
             }
         };
+        while !budget::fits(dev, loops.trips(cols, tpr, quads)) && tpr < MAX_TPR {
+            tpr *= 2;
+        }
+        let trips = loops.trips(cols, tpr, quads);
+        if !budget::fits(dev, trips) {
+            return Err(budget::exceeded(dev, op, shape, trips));
+        }
         // A segment wider than the default workgroup gets a workgroup of its own width.
-        Ok(RowPlan { wg: wg.max(tpr), tpr, quads: cols.is_multiple_of(4) })
+        Ok(RowPlan { wg: wg.max(tpr), tpr, quads, trips })
     }
 }
 
@@ -151,11 +169,8 @@ pub(crate) fn sum_constants() -> [(&'static str, f64); 2] {
 
 /// Checks that `n` elements can be indexed with u32 inside kernels.
 pub(crate) fn check_u32(op: &'static str, n: usize) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::Limit {
-        what: if op.is_empty() { "elements" } else { op },
-        requested: n as u64,
-        max: u32::MAX as u64,
-    })
+    u32::try_from(n)
+        .map_err(|_| Error::limit(format!("{op}: elements indexed in one kernel"), n as u64, u32::MAX as u64))
 }
 
 /// The rows and columns of a tensor viewed as (rows, last dim).
@@ -177,16 +192,21 @@ pub(crate) struct Rows {
 
 impl Rows {
     /// The view of `shape` around `dim` (already checked to be in range).
+    /// Products saturate: a tensor's element count is checked when it is made, but the sizes
+    /// around a dim of an empty tensor (`[0, 2^40, 2^40]`) need not fit; ops return early on
+    /// empty inputs before using them.
     pub(crate) fn around(shape: &[usize], dim: usize) -> Rows {
-        Rows {
-            outer: shape[..dim].iter().product(),
-            cols: shape[dim],
-            inner: shape[dim + 1..].iter().product(),
-        }
+        let product = |dims: &[usize]| dims.iter().fold(1usize, |a, &d| a.saturating_mul(d));
+        Rows { outer: product(&shape[..dim]), cols: shape[dim], inner: product(&shape[dim + 1..]) }
     }
 
     pub(crate) fn rows(&self) -> usize {
-        self.outer * self.inner
+        self.outer.saturating_mul(self.inner)
+    }
+
+    /// Whether there is no element at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.outer == 0 || self.cols == 0 || self.inner == 0
     }
 
     /// Chunks of whole outer blocks (as ranges of outer indices) such that every buffer bound

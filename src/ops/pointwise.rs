@@ -15,7 +15,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::reduce::{Finish, finish, parts_for};
-use super::{Reduction, SUM_CHUNK, SUM_WG, check_u32, rows_cols, sum_constants};
+use super::{Reduction, SUM_CHUNK, SUM_ITEMS, SUM_WG, check_u32, rows_cols, sum_constants};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::{Bind, Input, KernelId, dispatch, input as input_at, row_chunks};
@@ -37,6 +37,11 @@ const _: () = assert!(size_of::<Params>() == 32);
 /// Elements in one workgroup's chunk of the fused partial sums (each thread takes four elements
 /// at a time).
 const EW_CHUNK: u64 = 4 * SUM_CHUNK;
+
+/// The loop iterations of one invocation: `forward_partials` loops over its ITEMS quads, the
+/// other entries over the four lanes of one quad. Fixed, whatever the size.
+const TRIPS: u64 = SUM_ITEMS as u64 + 8;
+const _: () = assert!(TRIPS <= crate::device::MIN_LOOP_BUDGET);
 
 /// The formula: the `LOSS` constant of `shaders/pointwise.wgsl`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,13 +226,17 @@ impl<'a> Pointwise<'a> {
                 _pad: [0; 2],
             };
             let groups = if partials { len.div_ceil(EW_CHUNK) } else { len.div_ceil(4 * SUM_WG as u64) };
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups)?;
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, TRIPS)?;
         }
         Ok(())
     }
 
     /// The loss, reduced by `scale`.
     fn forward(&self, scale: Scale) -> Result<Tensor> {
+        self.input.device().op(self.op, || self.record_forward(scale))
+    }
+
+    fn record_forward(&self, scale: Scale) -> Result<Tensor> {
         let flags = self.validate()?;
         let dev: &Device = self.input.device();
         let n = self.input.numel();
@@ -256,6 +265,15 @@ impl<'a> Pointwise<'a> {
 
     /// The gradient in the input (and in the target when `want_dy`) for upstream gradient `grad`.
     fn backward(&self, grad: &Tensor, scale: Scale, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
+        self.input.device().op(self.op, || self.record_backward(grad, scale, want_dy))
+    }
+
+    fn record_backward(
+        &self,
+        grad: &Tensor,
+        scale: Scale,
+        want_dy: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let flags = self.validate()?;
         let dev: &Device = self.input.device();
         same_device(self.op, dev, &[grad.device()])?;

@@ -2,14 +2,16 @@
 //! shared by every loss with [`Reduction::Mean`](super::Reduction::Mean) or `Sum`.
 //!
 //! Stage one gives each thread 64 elements of a fixed 4096-element chunk (strided by 64) and
-//! writes one partial per thread, with no barrier; stage two adds the partials in index order
-//! in one workgroup. The partition and the order depend only on
-//! the element count, so a result is bitwise the same from run to run on one adapter. There are
-//! no float atomics.
+//! writes one partial per thread, with no barrier; the finishing stages add the partials the
+//! same way, 4096 per workgroup through a fixed tree, until one workgroup takes them all (one
+//! stage up to 262 144 elements, two up to 1 G). No thread ever loops more than 64 times, so
+//! no input size can run into a software adapter's loop budget. The partition and the order
+//! depend only on the element count, so a result is bitwise the same from run to run on one
+//! adapter, and the same on every adapter's partition. There are no float atomics.
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{SUM_CHUNK, SUM_WG, check_u32, sum_constants};
+use super::{SUM_CHUNK, SUM_ITEMS, SUM_WG, check_u32, sum_constants};
 use crate::device::Device;
 use crate::error::Result;
 use crate::kernels::{Bind, KernelId, dispatch, row_chunks};
@@ -38,13 +40,34 @@ pub(crate) enum Finish {
     MeanWeights = 2,
 }
 
+/// The `mode` of an intermediate stage: each workgroup's sum becomes one partial.
+const STAGE: u32 = 3;
+
+/// The loop iterations of one invocation of either entry: ITEMS items, then (finish) two
+/// trees over the workgroup. Fixed: more data means more workgroups and stages, never longer
+/// loops.
+const TRIPS: u64 = SUM_ITEMS as u64 + 2 * super::budget::log2_ceil(SUM_WG as u64) + 2;
+const _: () = assert!(TRIPS <= crate::device::MIN_LOOP_BUDGET);
+
 /// The number of stage-one partials for `n` elements in workgroup chunks of `chunk` elements
 /// (one per thread; a single cleared one for an empty input).
 pub(crate) fn parts_for(n: usize, chunk: u64) -> u64 {
     if n == 0 { 1 } else { (n as u64).div_ceil(chunk) * SUM_WG as u64 }
 }
 
-/// Stage two: `n_parts` partials (pairs when `has_b`) to a 0-d tensor.
+/// The partials of each finishing stage: `n_parts`, then one per workgroup of SUM_CHUNK
+/// partials until one workgroup takes them all. The partition depends on the count only.
+fn stages(n_parts: u64) -> Vec<u64> {
+    let mut sizes = vec![n_parts];
+    let mut n = n_parts;
+    while n > SUM_CHUNK {
+        n = n.div_ceil(SUM_CHUNK);
+        sizes.push(n);
+    }
+    sizes
+}
+
+/// The finishing stages: `n_parts` partials (pairs when `has_b`) to a 0-d tensor.
 pub(crate) fn finish(
     dev: &Device,
     parts: &Storage,
@@ -54,22 +77,50 @@ pub(crate) fn finish(
     count: f64,
     checks: Vec<TargetCheck>,
 ) -> Result<Tensor> {
+    let width = if has_b { 2 } else { 1 };
+    let pipe = dev.pipeline(KernelId::Reduce, "finish", &sum_constants())?;
+    let sizes = stages(n_parts);
+    let mut level: Option<std::sync::Arc<Storage>> = None;
+    for pair in sizes.windows(2) {
+        let (n, groups) = (pair[0], pair[1]);
+        let next = Storage::alloc(dev, groups * 4 * width)?;
+        let input = level.as_deref().unwrap_or(parts);
+        let params = Params {
+            n: check_u32("partials", n as usize)?,
+            part_base: 0,
+            has_b: has_b as u32,
+            mode: STAGE,
+            count: 0.0,
+            _pad: [0; 3],
+        };
+        dispatch(
+            dev,
+            &pipe,
+            bytemuck::bytes_of(&params),
+            &[Bind::all(4, input.buffer()), Bind::range(5, next.buffer(), 0, groups * 4 * width)],
+            groups,
+            TRIPS,
+        )?;
+        level = Some(next);
+    }
     let out = Storage::alloc(dev, 4)?;
+    let last = *sizes.last().unwrap_or(&n_parts);
     let params = Params {
-        n: check_u32("partials", n_parts as usize)?,
+        n: check_u32("partials", last as usize)?,
         part_base: 0,
         has_b: has_b as u32,
         mode: mode as u32,
         count: count as f32,
         _pad: [0; 3],
     };
-    let pipe = dev.pipeline(KernelId::Reduce, "finish", &sum_constants())?;
+    let input = level.as_deref().unwrap_or(parts);
     dispatch(
         dev,
         &pipe,
         bytemuck::bytes_of(&params),
-        &[Bind::all(4, parts.buffer()), Bind::range(5, out.buffer(), 0, 4)],
+        &[Bind::all(4, input.buffer()), Bind::range(5, out.buffer(), 0, 4)],
         1,
+        TRIPS,
     )?;
     Ok(Tensor { storage: out, shape: Vec::new(), checks })
 }
@@ -115,6 +166,7 @@ pub(crate) fn reduce(
                 Bind::all(3, parts.buffer()),
             ],
             (len as u64).div_ceil(SUM_CHUNK),
+            TRIPS,
         )?;
     }
     finish(dev, &parts, n_parts, b.is_some(), mode, count, checks)
@@ -129,11 +181,27 @@ pub(crate) fn reduce(
 /// # Ok::<(), wgpu_loss::Error>(())
 /// ```
 pub fn sum(x: &Tensor) -> Result<Tensor> {
-    reduce(x.device(), &x.storage, None, x.numel(), Finish::Sum, 0.0, x.checks.clone())
+    let dev = x.device();
+    dev.op("sum", || reduce(dev, &x.storage, None, x.numel(), Finish::Sum, 0.0, x.checks.clone()))
 }
 
 /// The mean of every element, as a 0-d tensor; NaN for an empty tensor, as in PyTorch.
 pub fn mean(x: &Tensor) -> Result<Tensor> {
-    let n = x.numel();
-    reduce(x.device(), &x.storage, None, n, Finish::MeanCount, n as f64, x.checks.clone())
+    let (dev, n) = (x.device(), x.numel());
+    dev.op("mean", || reduce(dev, &x.storage, None, n, Finish::MeanCount, n as f64, x.checks.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stages;
+
+    #[test]
+    fn finishing_stages_take_4096_partials_a_workgroup_until_one_is_left() {
+        assert_eq!(stages(1), [1]);
+        assert_eq!(stages(4096), [4096]);
+        assert_eq!(stages(4097), [4097, 2]);
+        // 268.5 M elements: 4 195 328 stage-one partials, then 1025, then the last workgroup.
+        assert_eq!(stages(268_500_000u64.div_ceil(4096) * 64), [4_195_328, 1025]);
+        assert_eq!(stages(u32::MAX as u64), [u32::MAX as u64, 1_048_576, 256]);
+    }
 }

@@ -1,0 +1,66 @@
+//! Planning within the loop budget ([`Device::loop_budget`]).
+//!
+//! Mesa's software adapters end a shader invocation after 65 535 loop iterations, summed over
+//! all of its loops, and report nothing: the invocation's results are simply short. So every
+//! kernel's host side knows, for the shape it dispatches, the most loop iterations ("trips") one
+//! invocation runs, and splits its work (more threads per row, more reduction stages, pieces of
+//! a GEMM's k) until that fits the budget, or returns [`Error::Limit`] naming the shape.
+//! [`crate::kernels::dispatch`] refuses any dispatch whose stated trips exceed the budget, so a
+//! planning mistake is an error, never a wrong number.
+//!
+//! Trip counts are upper bounds: every loop counts, including those over compile-time
+//! constants, whose back-edges the compiler may or may not remove.
+
+use crate::device::Device;
+use crate::error::Error;
+
+/// Whether `trips` loop iterations fit one invocation on `dev`.
+pub(crate) fn fits(dev: &Device, trips: u64) -> bool {
+    trips <= dev.loop_budget()
+}
+
+/// The largest multiple of `step`, at most `cap` (rounded up to a multiple of `step`), whose
+/// `trips` fit the budget; `None` when not even `step` does. `trips` must not decrease as its
+/// argument grows. Unlimited budgets give `cap`.
+pub(crate) fn largest_fitting(dev: &Device, step: u64, cap: u64, trips: impl Fn(u64) -> u64) -> Option<u64> {
+    let step = step.max(1);
+    let top = cap.max(1).div_ceil(step);
+    if !fits(dev, trips(step)) {
+        return None;
+    }
+    if fits(dev, trips(top.saturating_mul(step))) {
+        return Some(top.saturating_mul(step));
+    }
+    // The largest multiple m in [1, top) with trips(m·step) within the budget.
+    let (mut lo, mut hi) = (1u64, top);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(dev, trips(mid * step)) { lo = mid } else { hi = mid }
+    }
+    Some(lo * step)
+}
+
+/// The error for `op` at `shape` needing `trips` loop iterations in one invocation.
+pub(crate) fn exceeded(dev: &Device, op: &str, shape: &[usize], trips: u64) -> Error {
+    Error::limit(
+        format!("{op} on shape {shape:?}: loop iterations of one shader invocation"),
+        trips,
+        dev.loop_budget(),
+    )
+}
+
+/// ⌈log2 n⌉ for n ≥ 1: the trips of a tree reduction over n lanes.
+pub(crate) const fn log2_ceil(n: u64) -> u64 {
+    let n = if n == 0 { 1 } else { n };
+    64 - (n - 1).leading_zeros() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log2_ceil;
+
+    #[test]
+    fn log2_ceil_counts_tree_levels() {
+        assert_eq!([1, 2, 3, 4, 64, 65, 256].map(log2_ceil), [0, 1, 2, 2, 6, 7, 8]);
+    }
+}

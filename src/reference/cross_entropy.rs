@@ -153,3 +153,28 @@ pub fn cross_entropy_probs_backward<T: Real>(
     }
     (dx, dy)
 }
+
+/// Top-k accuracy of logits of `shape` ((N, C, d…) or (C)) against class ids: the fraction of
+/// counted rows (target ≠ `ignore_index`) where fewer than `top_k` logits exceed the target's;
+/// NaN when no row counts.
+pub fn accuracy<T: Real>(
+    logits: &[T],
+    shape: &[usize],
+    targets: &[i64],
+    top_k: usize,
+    ignore_index: i64,
+) -> Result<f64> {
+    let x = f64s(logits);
+    let dim = class_dim(shape);
+    let (mut right, mut counted) = (0.0, 0.0);
+    for (r, row) in rows_along(shape, dim).iter().enumerate() {
+        let Some(t) = check_target("accuracy", r, targets[r], shape[dim], ignore_index)? else {
+            continue;
+        };
+        let xt = x[row[t]];
+        let above = row.iter().filter(|&&i| x[i] > xt).count();
+        counted += 1.0;
+        right += (above < top_k) as u8 as f64;
+    }
+    Ok(if counted == 0.0 { f64::NAN } else { right / counted })
+}

@@ -36,6 +36,31 @@ pub fn small_binding_devices() -> &'static [Device] {
     })
 }
 
+/// The same adapters with the loop budget narrowed to its minimum, so that small shapes take
+/// the splits (more threads per row, pieces of k, more slices) that the software adapters'
+/// 60 000-iteration budget forces on large ones.
+pub fn narrow_budget_devices() -> &'static [Device] {
+    static DEVICES: OnceLock<Vec<Device>> = OnceLock::new();
+    DEVICES.get_or_init(|| {
+        let options = DeviceOptions::default().with_max_loop_trips(wgpu_loss::MIN_LOOP_BUDGET);
+        open(options, "loop budget narrowed to 1024")
+    })
+}
+
+/// One device per adapter (the default input path), for tests too large to repeat per path.
+pub fn one_per_adapter() -> Vec<&'static Device> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for dev in devices() {
+        let key = (dev.info().name.clone(), dev.info().backend);
+        if !seen.contains(&key) {
+            seen.push(key);
+            out.push(dev);
+        }
+    }
+    out
+}
+
 fn open(options: DeviceOptions, what: &str) -> Vec<Device> {
     let devices = Device::all_with_options(options).unwrap_or_else(|e| {
         panic!("no GPU adapter for the tests: {e}\n(hint: apt-get install mesa-vulkan-drivers)")

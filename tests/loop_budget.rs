@@ -1,0 +1,403 @@
+//! Every kernel family at the edge of the loop budget, against the f64 references.
+//!
+//! Mesa's software adapters end a shader invocation after 65 535 loop iterations, summed over
+//! all its loops, without any error; the kernels plan for 60 000 there
+//! (`wgpu_loss::SOFTWARE_LOOP_BUDGET`). For each loop that grows with the shape (a GEMM's k, a
+//! row's columns, a strided dim, a reduction's element and partial counts), the tests run one
+//! shape just inside the planned budget (whose invocations really run close to 60 000 trips:
+//! an undercounted trip rule would be cut short there) and shapes just past it (which must be
+//! split), on the adapters' real budgets. Then the same families on devices whose budget is
+//! narrowed to 1 024 (`DeviceOptions::max_loop_trips`), where small shapes take every split:
+//! pieces of k added in order, wider rows, more LM-head slices. On GPUs the real budget is
+//! unlimited and only the narrowed tests split anything; the results must match everywhere.
+
+mod common;
+
+use common::{Rng, Tol, assert_close, devices, f64s, narrow_budget_devices, one_per_adapter};
+use wgpu_loss::reference::cross_entropy as ce_ref;
+use wgpu_loss::reference::linear_cross_entropy::{self as lce_ref, Options};
+use wgpu_loss::reference::log_softmax as ls_ref;
+use wgpu_loss::{
+    Accuracy, CrossEntropy, Device, Error, Linear, LinearCrossEntropy, LinearKernel, LogSoftmax, Reduction,
+    RowStrategy, Softmax, reference,
+};
+
+/// One test at a time: the GEMMs compile for seconds on llvmpipe-GL, which holds wgpu's GL
+/// context lock (6 s timeout) meanwhile (see tests/linear.rs).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `linear` forward of x `(m, k)` and W `(n, k)` with a bias, by `kernel`.
+fn check_linear(dev: &Device, kernel: LinearKernel, m: usize, n: usize, k: usize, rng: &mut Rng) {
+    let (x, w, b) = (rng.values(m * k, 1.0), rng.values(n * k, 1.0), rng.values(n, 1.0));
+    let got = Linear { kernel }
+        .forward(
+            &dev.tensor(&x, &[m, k]).unwrap(),
+            &dev.tensor(&w, &[n, k]).unwrap(),
+            Some(&dev.tensor(&b, &[n]).unwrap()),
+        )
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let want = reference::linear::linear(&x, &w, Some(&b), k);
+    // A dot product of k terms of size ≤ 1: the absolute error grows like √k·ε to k·ε.
+    let tol = Tol { abs: 2e-6 * (k as f64).sqrt() * 8.0, rel: 1e-5 };
+    assert_close(&format!("{} linear {kernel:?} m={m} n={n} k={k}", common::label(dev)), &got, &want, tol);
+}
+
+/// `linear` backward for x `(m, k)`, W `(n, k)`: dX sums over n, dW and db over m.
+fn check_linear_backward(dev: &Device, m: usize, n: usize, k: usize, rng: &mut Rng) {
+    let (x, w, g) = (rng.values(m * k, 1.0), rng.values(n * k, 1.0), rng.values(m * n, 1.0));
+    let grads = Linear::default()
+        .backward(
+            &dev.tensor(&x, &[m, k]).unwrap(),
+            &dev.tensor(&w, &[n, k]).unwrap(),
+            &dev.tensor(&g, &[m, n]).unwrap(),
+        )
+        .unwrap();
+    let (dx, dw, db) = reference::linear::linear_backward(&x, &w, &g, k);
+    let what = format!("{} linear backward m={m} n={n} k={k}", common::label(dev));
+    let tol = |terms: usize| Tol { abs: 2e-6 * (terms as f64).sqrt() * 8.0, rel: 1e-5 };
+    assert_close(&format!("{what}: dX"), &grads.input.to_vec().unwrap(), &dx, tol(n));
+    assert_close(&format!("{what}: dW"), &grads.weight.to_vec().unwrap(), &dw, tol(m));
+    assert_close(&format!("{what}: db"), &grads.bias.to_vec().unwrap(), &db, tol(m));
+}
+
+/// log_softmax and softmax over `dim` of `shape`, forward and backward, with `strategy`.
+fn check_rows(dev: &Device, shape: &[usize], dim: usize, strategy: RowStrategy, rng: &mut Rng) {
+    let n: usize = shape.iter().product();
+    let cols = shape[dim];
+    let (x, g) = (rng.values(n, 4.0), rng.values(n, 1.0));
+    let (xt, gt) = (dev.tensor(&x, shape).unwrap(), dev.tensor(&g, shape).unwrap());
+    let what = format!("{} {shape:?} dim {dim} {strategy:?}", common::label(dev));
+    let ls = LogSoftmax { dim: dim as isize, strategy };
+    let y = ls.forward(&xt).unwrap();
+    let yv = y.to_vec().unwrap();
+    let tol = Tol::scaled(4.0).sum(cols);
+    assert_close(&format!("log_softmax {what}"), &yv, &ls_ref::log_softmax_dim(&x, shape, dim), tol);
+    let dx = ls.backward(&y, &gt).unwrap().to_vec().unwrap();
+    let want = ls_ref::log_softmax_backward(&yv, &g, shape, dim);
+    assert_close(&format!("log_softmax backward {what}"), &dx, &want, Tol::ELEMENT.sum(cols));
+    let sm = Softmax { dim: dim as isize, strategy };
+    let p = sm.forward(&xt).unwrap();
+    let pv = p.to_vec().unwrap();
+    let tol = Tol::ELEMENT.sum(cols);
+    assert_close(&format!("softmax {what}"), &pv, &ls_ref::softmax_dim(&x, shape, dim), tol);
+    let dx = sm.backward(&p, &gt).unwrap().to_vec().unwrap();
+    let want = ls_ref::softmax_backward(&pv, &g, shape, dim);
+    assert_close(&format!("softmax backward {what}"), &dx, &want, Tol::ELEMENT.sum(cols));
+}
+
+/// The shape's class-id targets' shape: dims other than 1.
+fn target_shape(shape: &[usize]) -> Vec<usize> {
+    let mut t = vec![shape[0]];
+    t.extend_from_slice(&shape[2..]);
+    t
+}
+
+/// cross_entropy over the class dim 1 of `shape`: class ids (weighted, smoothed, ignored rows)
+/// and probabilities, forward (`forward`) and backward (`backward`).
+fn check_cross_entropy(dev: &Device, shape: &[usize], forward: bool, backward: bool, rng: &mut Rng) {
+    let n: usize = shape.iter().product();
+    let c = shape[1];
+    let ts = target_shape(shape);
+    let rows: usize = ts.iter().product();
+    let x = rng.values(n, 4.0);
+    let mut t = rng.classes(rows, c);
+    t[0] = -100;
+    let w: Vec<f32> = (0..c).map(|i| 0.5 + (i % 3) as f32 * 0.25).collect();
+    let (xt, tt, wt) =
+        (dev.tensor(&x, shape).unwrap(), dev.indices(&t, &ts).unwrap(), dev.tensor(&w, &[c]).unwrap());
+    let what = format!("{} cross_entropy {shape:?}", common::label(dev));
+    let ce = CrossEntropy::default().weight(wt).label_smoothing(0.1);
+    let one = dev.tensor(&[1.0], &[]).unwrap();
+    if forward {
+        let got = ce.forward(&xt, &tt).unwrap().item().unwrap();
+        let want = ce_ref::cross_entropy_nd(&x, shape, &t, Some(&w), -100, 0.1, Reduction::Mean).unwrap();
+        assert_close(&format!("{what} ids forward"), &[got], &want, Tol::scaled(4.0).sum(n));
+    }
+    if backward {
+        let dx = ce.backward(&xt, &tt, &one).unwrap().to_vec().unwrap();
+        let want =
+            ce_ref::cross_entropy_backward(&x, shape, &t, Some(&w), -100, 0.1, Reduction::Mean, &[1.0f32])
+                .unwrap();
+        assert_close(&format!("{what} ids backward"), &dx, &want, Tol::ELEMENT.sum(c));
+    }
+    // Probability targets: a softmax of random values along the class dim.
+    let y: Vec<f32> = ls_ref::softmax_dim(&rng.values(n, 2.0), shape, 1).iter().map(|&v| v as f32).collect();
+    let yt = dev.tensor(&y, shape).unwrap();
+    let ce = CrossEntropy::default().reduction(Reduction::Sum);
+    if forward {
+        let got = ce.forward_probs(&xt, &yt).unwrap().item().unwrap();
+        let want = ce_ref::cross_entropy_probs(&x, shape, &y, None, 0.0, Reduction::Sum);
+        assert_close(&format!("{what} probs forward"), &[got], &want, Tol::scaled(4.0).sum(n));
+    }
+    if backward {
+        let (dx, dy) = ce.backward_probs(&xt, &yt, &one).unwrap();
+        let (want_dx, want_dy) =
+            ce_ref::cross_entropy_probs_backward(&x, shape, &y, None, 0.0, Reduction::Sum, &[1.0f32]);
+        assert_close(
+            &format!("{what} probs backward dx"),
+            &dx.to_vec().unwrap(),
+            &want_dx,
+            Tol::ELEMENT.sum(c),
+        );
+        assert_close(
+            &format!("{what} probs backward dy"),
+            &dy.to_vec().unwrap(),
+            &want_dy,
+            Tol::scaled(8.0).sum(c),
+        );
+    }
+}
+
+/// Top-k accuracy over class dim 1 of `shape`.
+fn check_accuracy(dev: &Device, shape: &[usize], rng: &mut Rng) {
+    let n: usize = shape.iter().product();
+    let c = shape[1];
+    let ts = target_shape(shape);
+    let x = rng.values(n, 1.0);
+    let t = rng.classes(ts.iter().product(), c);
+    let (xt, tt) = (dev.tensor(&x, shape).unwrap(), dev.indices(&t, &ts).unwrap());
+    for k in [1, c / 2] {
+        let got = Accuracy::default().top_k(k).forward(&xt, &tt).unwrap().item().unwrap();
+        let want = ce_ref::accuracy(&x, shape, &t, k, -100).unwrap();
+        let what = format!("{} top-{k} accuracy {shape:?}", common::label(dev));
+        assert_close(&what, &[got], &[want], Tol::ELEMENT);
+    }
+}
+
+#[test]
+fn linear_forward_k_at_the_budget() {
+    let _serial = serial();
+    let mut rng = Rng::new(70);
+    for dev in devices() {
+        // Tiled: ⌈k/16⌉·21 + 20 trips, within 60 000 up to k = 45 696. Blocked: k + 1, up to
+        // 59 968 in one piece (a multiple of 64). 70 000 and 100 000 were cut short before.
+        for (kernel, ks) in [
+            (LinearKernel::Tiled, [45_696, 45_760, 70_000]),
+            (LinearKernel::Blocked, [59_968, 60_032, 100_000]),
+        ] {
+            for k in ks {
+                check_linear(dev, kernel, 2, 3, k, &mut rng);
+            }
+        }
+        // All ones: every output is exactly k (was 65 535 for k = 70 000).
+        let k = 70_000;
+        let x = dev.tensor(&vec![1.0; 2 * k], &[2, k]).unwrap();
+        let w = dev.tensor(&vec![1.0; 3 * k], &[3, k]).unwrap();
+        for kernel in [LinearKernel::Tiled, LinearKernel::Blocked] {
+            let y = Linear { kernel }.forward(&x, &w, None).unwrap().to_vec().unwrap();
+            assert_eq!(y, [k as f32; 6], "{} {kernel:?}", common::label(dev));
+        }
+    }
+}
+
+#[test]
+fn linear_backward_long_sums_at_the_budget() {
+    let _serial = serial();
+    let mut rng = Rng::new(71);
+    for dev in devices() {
+        // The gradient GEMMs loop k + 145 times: 59 840 is the longest piece of the budget.
+        for long in [59_840, 59_904, 70_000] {
+            check_linear_backward(dev, 2, long, 3, &mut rng); // dX sums over n
+            check_linear_backward(dev, long, 2, 3, &mut rng); // dW and db sum over m
+        }
+    }
+}
+
+#[test]
+fn rows_at_the_budget() {
+    let _serial = serial();
+    let mut rng = Rng::new(72);
+    for dev in devices() {
+        // A strided row, one thread per row: the forward runs ⌈c/4⌉ + c + 10 trips (within the
+        // budget up to c = 47 992), the backward 2c + 6 (up to 29 997). softmax --dim 0 of
+        // [60 000, 2] summed to 0.84 before.
+        for c in [29_990, 30_010, 47_990, 48_000, 70_000] {
+            check_rows(dev, &[c, 2], 0, RowStrategy::Auto, &mut rng);
+        }
+        // Contiguous rows with the strategy asked for: quads (c/2 + 10 trips forward) and a
+        // row of odd length, each widened as far as the budget needs.
+        check_rows(dev, &[1, 119_976], 1, RowStrategy::ThreadPerRow, &mut rng);
+        check_rows(dev, &[1, 120_000], 1, RowStrategy::ThreadPerRow, &mut rng);
+        for strategy in [RowStrategy::ThreadPerRow, RowStrategy::Segment(2), RowStrategy::WorkgroupPerRow] {
+            check_rows(dev, &[2, 300_001], 1, strategy, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_strided_class_dim_at_the_budget() {
+    let _serial = serial();
+    let mut rng = Rng::new(73);
+    for dev in devices() {
+        // The forward folds a strided row once: ⌈c/4⌉ + 9 trips, within the budget up to
+        // c = 239 964; the backward also writes it: ⌈c/4⌉ + c + 10, up to 47 992.
+        for c in [239_960, 240_000] {
+            check_cross_entropy(dev, &[1, c, 2], true, false, &mut rng);
+        }
+        for c in [47_990, 48_000, 70_000] {
+            check_cross_entropy(dev, &[1, c, 2], false, true, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn accuracy_at_the_budget() {
+    let _serial = serial();
+    let mut rng = Rng::new(74);
+    for dev in devices() {
+        // One element a step: c + 5 trips per thread, within the budget up to c = 59 995.
+        for c in [59_990, 60_010, 70_000] {
+            check_accuracy(dev, &[1, c, 2], &mut rng);
+        }
+        check_accuracy(dev, &[3, 70_001], &mut rng);
+    }
+}
+
+#[test]
+fn reductions_over_many_partials() {
+    let _serial = serial();
+    let mut rng = Rng::new(75);
+    for dev in devices() {
+        // 262 144 elements give 4 096 partials, one finishing stage; one more element, two.
+        for n in [262_144, 262_145, 5_000_000] {
+            let x = rng.values(n, 1.0);
+            let xt = dev.tensor(&x, &[n]).unwrap();
+            let what = format!("{} n={n}", common::label(dev));
+            let tol = Tol::ELEMENT.sum(n);
+            let sum_tol = Tol { abs: 1e-6 * (n as f64).sqrt(), ..tol };
+            assert_close(
+                &format!("sum {what}"),
+                &[wgpu_loss::sum(&xt).unwrap().item().unwrap()],
+                &[reference::reduce::sum(&x)],
+                sum_tol,
+            );
+            assert_close(
+                &format!("mean {what}"),
+                &[wgpu_loss::mean(&xt).unwrap().item().unwrap()],
+                &[reference::reduce::mean(&x)],
+                tol,
+            );
+        }
+        // mse's fused partials: 64 per 16 384 elements, past 4 096 partials above 1 M elements.
+        let n = 1_048_577;
+        let (x, y) = (rng.values(n, 1.0), rng.values(n, 1.0));
+        let got =
+            wgpu_loss::mse(&dev.tensor(&x, &[n]).unwrap(), &dev.tensor(&y, &[n]).unwrap(), Reduction::Mean)
+                .unwrap()
+                .item()
+                .unwrap();
+        let want = reference::pointwise::forward(
+            reference::pointwise::Pointwise::Mse,
+            &x,
+            &y,
+            n,
+            None,
+            None,
+            Reduction::Mean,
+            n as f64,
+        );
+        assert_close(&format!("{} mse n={n}", common::label(dev)), &[got], &want, Tol::ELEMENT.sum(n));
+    }
+}
+
+#[test]
+fn sum_of_268_5_million_halves() {
+    let _serial = serial();
+    // The last stage used to loop over every partial: 268 500 000 halves summed to 4 194 240.
+    let n = 268_500_000;
+    for dev in one_per_adapter() {
+        let xt = dev.tensor(&vec![0.5; n], &[n]).unwrap();
+        let what = common::label(dev);
+        assert_eq!(wgpu_loss::sum(&xt).unwrap().item().unwrap(), 134_250_000.0, "{what}");
+        assert_eq!(wgpu_loss::mean(&xt).unwrap().item().unwrap(), 0.5, "{what}");
+    }
+}
+
+#[test]
+fn narrowed_budget_splits_every_family() {
+    let _serial = serial();
+    let mut rng = Rng::new(76);
+    for dev in narrow_budget_devices() {
+        assert_eq!(dev.loop_budget(), wgpu_loss::MIN_LOOP_BUDGET);
+        for kernel in [LinearKernel::Tiled, LinearKernel::Blocked] {
+            check_linear(dev, kernel, 37, 19, 3_000, &mut rng);
+        }
+        check_linear_backward(dev, 300, 2_000, 7, &mut rng);
+        check_linear_backward(dev, 2_000, 300, 7, &mut rng);
+        check_rows(dev, &[3_000, 3], 0, RowStrategy::Auto, &mut rng);
+        for strategy in [RowStrategy::Auto, RowStrategy::ThreadPerRow, RowStrategy::Segment(4)] {
+            check_rows(dev, &[2, 5_001], 1, strategy, &mut rng);
+            check_rows(dev, &[3, 8_000], 1, strategy, &mut rng);
+        }
+        check_cross_entropy(dev, &[2, 5_000, 3], true, true, &mut rng);
+        check_cross_entropy(dev, &[4, 5_001], true, true, &mut rng);
+        check_accuracy(dev, &[2, 5_000, 3], &mut rng);
+    }
+}
+
+#[test]
+fn narrowed_budget_lm_head() {
+    let _serial = serial();
+    let mut rng = Rng::new(77);
+    let (n, h, v) = (37, 300, 2_000);
+    let (x, w, b) = (rng.values(n * h, 1.0), rng.values(v * h, 1.0), rng.values(v, 1.0));
+    let mut t = rng.classes(n, v);
+    t[3] = -100;
+    let o = Options { label_smoothing: 0.1, z_loss: 1e-3, ..Options::default() };
+    let (want_loss, want_lse) = lce_ref::linear_cross_entropy(&x, &w, Some(&b), &t, h, &o).unwrap();
+    let (dx, dw, db) =
+        lce_ref::linear_cross_entropy_backward(&x, &w, Some(&b), &t, h, &o, &[1.0f32]).unwrap();
+    let tol_loss = Tol::scaled(h as f64).sum(v);
+    let tol_grad = Tol { abs: 2e-6 * (v as f64).sqrt() * (h as f64).sqrt(), rel: 2e-4 };
+    for dev in narrow_budget_devices() {
+        let what = common::label(dev);
+        let (xt, wt, bt) = (
+            dev.tensor(&x, &[n, h]).unwrap(),
+            dev.tensor(&w, &[v, h]).unwrap(),
+            dev.tensor(&b, &[v]).unwrap(),
+        );
+        let tt = dev.indices(&t, &[n]).unwrap();
+        let one = dev.tensor(&[1.0], &[]).unwrap();
+        // Slices of 16 columns (h + 2 trips each) and a fold over 125 of them per row.
+        let l = LinearCrossEntropy::default().label_smoothing(0.1).z_loss(1e-3);
+        let out = l.forward(&xt, &wt, Some(&bt), &tt).unwrap();
+        assert_close(&format!("{what} loss"), &out.loss.to_vec().unwrap(), &want_loss, tol_loss);
+        assert_close(&format!("{what} lse"), &out.lse.to_vec().unwrap(), &want_lse, tol_loss);
+        let (_, grads) = l.forward_backward(&xt, &wt, Some(&bt), &tt, &one).unwrap();
+        assert_close(&format!("{what} dX"), &grads.input.to_vec().unwrap(), &dx, tol_grad);
+        assert_close(&format!("{what} dW"), &grads.weight.to_vec().unwrap(), &dw, tol_grad);
+        assert_close(&format!("{what} db"), &grads.bias.to_vec().unwrap(), &db, tol_grad);
+        // Past every split: one block of columns over k = 1 100 is 1 102 trips.
+        let wide = dev.tensor(&vec![0.0; 2 * 1_100], &[2, 1_100]).unwrap();
+        let w_wide = dev.tensor(&vec![0.0; 3 * 1_100], &[3, 1_100]).unwrap();
+        let err = l.forward(&wide, &w_wide, None, &dev.indices(&[0i64, 1], &[2]).unwrap()).unwrap_err();
+        assert!(matches!(&err, Error::Limit { what, .. } if what.contains("[2, 1100]")), "{what}: {err}");
+    }
+}
+
+#[test]
+fn shapes_past_every_split_are_limit_errors_naming_the_shape() {
+    let _serial = serial();
+    for dev in narrow_budget_devices() {
+        // 256 threads per row cannot bring a strided row of 300 000 under 1 024 trips.
+        let x = dev.tensor(&vec![0.0; 600_000], &[300_000, 2]).unwrap();
+        for result in [LogSoftmax::default().dim(0).forward(&x), Softmax::default().dim(0).forward(&x)] {
+            let err = result.unwrap_err();
+            assert!(matches!(&err, Error::Limit { what, .. } if what.contains("[300000, 2]")), "{err}");
+        }
+        // The device still works.
+        let y = LogSoftmax::default().dim(0).forward(&dev.tensor(&[0.0; 4], &[2, 2]).unwrap()).unwrap();
+        assert_close(
+            "after a limit error",
+            &y.to_vec().unwrap(),
+            &f64s(&[-std::f32::consts::LN_2; 4]),
+            Tol::ELEMENT,
+        );
+    }
+}

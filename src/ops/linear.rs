@@ -252,7 +252,7 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
             ),
         ));
     }
-    let m: usize = lead.iter().product();
+    let m = super::saturating_product(lead);
     check_u32(OP, m.saturating_mul(n.max(k)))?;
     check_u32(OP, n.saturating_mul(k))?;
     let dx = Tensor::empty(dev, x.shape.clone())?;
@@ -409,7 +409,7 @@ fn run(kernel: LinearKernel, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>)
     {
         return Err(Error::shape(OP, format!("bias must be ({n}), got {:?}", b.shape)));
     }
-    let m: usize = lead.iter().product();
+    let m = super::saturating_product(lead);
     let mut shape = lead.to_vec();
     shape.push(n);
     let y = Tensor::empty(dev, shape)?;

@@ -435,7 +435,7 @@ impl<'a> Job<'a> {
         let ignore = i32::try_from(o.ignore_index).map_err(|_| {
             Error::invalid(OP, format!("ignore_index {} does not fit in i32", o.ignore_index))
         })?;
-        let n: usize = lead.iter().product();
+        let n = super::saturating_product(lead);
         if h == 0 {
             return Err(Error::Empty { op: OP, what: "zero input features" });
         }

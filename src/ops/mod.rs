@@ -173,10 +173,19 @@ pub(crate) fn check_u32(op: &'static str, n: usize) -> Result<u32> {
         .map_err(|_| Error::limit(format!("{op}: elements indexed in one kernel"), n as u64, u32::MAX as u64))
 }
 
+/// The product of `dims`, saturating: shapes are checked when tensors are made, but sub-shapes
+/// of an empty tensor (`[2^40, 2^40, 0]`) need not fit, and ops return early on empty inputs.
+pub(crate) fn saturating_product(dims: &[usize]) -> usize {
+    if dims.contains(&0) {
+        return 0;
+    }
+    dims.iter().fold(1usize, |a, &d| a.saturating_mul(d))
+}
+
 /// The rows and columns of a tensor viewed as (rows, last dim).
 pub(crate) fn rows_cols(shape: &[usize]) -> (usize, usize) {
     match shape.split_last() {
-        Some((&c, lead)) => (lead.iter().product(), c),
+        Some((&c, lead)) => (saturating_product(lead), c),
         None => (1, 1),
     }
 }
@@ -196,8 +205,8 @@ impl Rows {
     /// around a dim of an empty tensor (`[0, 2^40, 2^40]`) need not fit; ops return early on
     /// empty inputs before using them.
     pub(crate) fn around(shape: &[usize], dim: usize) -> Rows {
-        let product = |dims: &[usize]| dims.iter().fold(1usize, |a, &d| a.saturating_mul(d));
-        Rows { outer: product(&shape[..dim]), cols: shape[dim], inner: product(&shape[dim + 1..]) }
+        let (outer, inner) = (saturating_product(&shape[..dim]), saturating_product(&shape[dim + 1..]));
+        Rows { outer, cols: shape[dim], inner }
     }
 
     pub(crate) fn rows(&self) -> usize {

@@ -153,16 +153,27 @@ fn backend_rank(b: wgpu::Backend) -> u8 {
     }
 }
 
+/// The process's one wgpu instance (every backend), from which every device this crate opens
+/// comes. wgpu identifies resources per instance: a buffer of one instance used with a device of
+/// another is looked up in the wrong table (wgpu-core panics, or finds an unrelated buffer),
+/// while within one instance a buffer of another device is a validation error, which
+/// [`crate::Tensor::from_buffer`] turns into [`Error::DeviceMismatch`].
+fn instance() -> &'static wgpu::Instance {
+    static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = wgpu::Backends::all();
+        wgpu::Instance::new(desc)
+    })
+}
+
 /// The adapters that the environment allows (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`), best first,
 /// and a description of the filter for error messages.
 fn adapters(backends: Option<wgpu::Backends>, name: Option<&str>) -> (Vec<wgpu::Adapter>, String) {
     let backends = backends.or_else(wgpu::Backends::from_env).unwrap_or(wgpu::Backends::all());
     let name =
         name.map(str::to_owned).or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok()).filter(|n| !n.is_empty());
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    desc.backends = backends;
-    let instance = wgpu::Instance::new(desc);
-    let mut list: Vec<wgpu::Adapter> = pollster::block_on(instance.enumerate_adapters(backends));
+    let mut list: Vec<wgpu::Adapter> = pollster::block_on(instance().enumerate_adapters(backends));
     if let Some(name) = &name {
         let want = name.to_lowercase();
         list.retain(|a| a.get_info().name.to_lowercase().contains(&want));
@@ -449,6 +460,19 @@ impl Device {
         }
     }
 
+    /// After a GPU error: [`Error::DeviceLost`] if the device is lost. A destroyed device is
+    /// reported lost by wgpu only once the work it had in flight has drained (and meanwhile
+    /// ignores what it is given), so this waits for that, at most the device's timeout.
+    pub(crate) fn lost_after_error(&self) -> Option<Error> {
+        if let Err(lost) = self.check_lost() {
+            return Some(lost);
+        }
+        let timeout = self.inner.options.timeout;
+        let _ =
+            self.inner.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) });
+        self.check_lost().err()
+    }
+
     /// The most loop iterations, summed over all its loops, that one shader invocation may run
     /// on this device: [`SOFTWARE_LOOP_BUDGET`] on Mesa's software adapters, which silently
     /// stop an invocation past 65 535, unlimited on GPUs, and lowered by
@@ -596,10 +620,8 @@ impl Device {
         {
             Ok(_) => self.check(),
             Err(wgpu::PollError::Timeout) => Err(Error::Timeout(timeout)),
-            Err(e) => {
-                self.check()?;
-                Err(e.into())
-            }
+            // A submission that did not go through: a destroyed device drops it silently.
+            Err(e) => Err(self.lost_after_error().unwrap_or(e.into())),
         }
     }
 
@@ -646,8 +668,8 @@ impl Device {
         let index = self.inner.queue.submit(buffers);
         drop(pending);
         if let Some(message) = scopes.pop() {
-            self.check_lost()?;
-            return Err(Error::Wgpu(format!("submitting the recorded work failed: {message}")));
+            let failed = Error::Wgpu(format!("submitting the recorded work failed: {message}"));
+            return Err(self.lost_after_error().unwrap_or(failed));
         }
         Ok(index)
     }

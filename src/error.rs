@@ -133,6 +133,12 @@ impl Error {
         Error::InvalidArgument { op, message: message.into() }
     }
 
+    /// Whether the error came from the GPU or wgpu (and so may mean the device was lost), not
+    /// from checking the caller's arguments.
+    pub(crate) fn from_gpu(&self) -> bool {
+        matches!(self, Error::Wgpu(_) | Error::Shader { .. } | Error::Map(_) | Error::Poll(_))
+    }
+
     pub(crate) fn limit(what: impl Into<String>, requested: u64, max: u64) -> Self {
         Error::Limit { what: what.into(), requested, max }
     }

@@ -593,7 +593,9 @@ impl Pipeline {
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            dev.check_lost()?;
+            if let Some(lost) = dev.lost_after_error() {
+                return Err(lost);
+            }
             return Err(Error::Shader {
                 kernel: kernel.label(),
                 message: crate::recording::one_line(&e.to_string()),
@@ -791,7 +793,7 @@ pub(crate) fn dispatch(
     });
     {
         let mut view = uniform.get_mapped_range_mut(..).map_err(|e| {
-            dev.check_lost().err().unwrap_or_else(|| Error::Wgpu(format!("{}: {e}", pipeline.label)))
+            dev.lost_after_error().unwrap_or_else(|| Error::Wgpu(format!("{}: {e}", pipeline.label)))
         })?;
         let mut contents = params.to_vec();
         contents.resize(size as usize, 0);

@@ -144,10 +144,9 @@ impl TargetCheck {
 /// work with it, waits (with the device's timeout) and returns the bytes of each. A failure on a
 /// lost device is [`Error::DeviceLost`].
 async fn read_many(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8>>> {
-    read_parts(dev, parts).await.map_err(|e| match e {
-        Error::DeviceLost(_) => e,
-        e => dev.check_lost().err().unwrap_or(e),
-    })
+    read_parts(dev, parts)
+        .await
+        .map_err(|e| if e.from_gpu() { dev.lost_after_error().unwrap_or(e) } else { e })
 }
 
 async fn read_parts(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8>>> {

@@ -1,6 +1,8 @@
 //! Shared test helpers: the adapters to run on, one tolerance rule, seeded data.
 #![allow(dead_code)]
 
+pub mod mixed;
+
 use std::io::Write;
 use std::sync::OnceLock;
 

@@ -135,7 +135,7 @@ impl Error {
 
     /// Whether the error came from the GPU or wgpu (and so may mean the device was lost), not
     /// from checking the caller's arguments.
-    pub(crate) fn from_gpu(&self) -> bool {
+    pub(crate) fn is_gpu_error(&self) -> bool {
         matches!(self, Error::Wgpu(_) | Error::Shader { .. } | Error::Map(_) | Error::Poll(_))
     }
 

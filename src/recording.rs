@@ -248,7 +248,7 @@ impl Device {
         give_back(self, frame.released);
         match outcome {
             // An error that came from losing the device is reported as that.
-            Err(e) if e.from_gpu() => Err(self.lost_after_error().unwrap_or(e)),
+            Err(e) if e.is_gpu_error() => Err(self.lost_after_error().unwrap_or(e)),
             outcome => outcome,
         }
     }

@@ -146,7 +146,7 @@ impl TargetCheck {
 async fn read_many(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8>>> {
     read_parts(dev, parts)
         .await
-        .map_err(|e| if e.from_gpu() { dev.lost_after_error().unwrap_or(e) } else { e })
+        .map_err(|e| if e.is_gpu_error() { dev.lost_after_error().unwrap_or(e) } else { e })
 }
 
 async fn read_parts(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8>>> {

@@ -8,7 +8,6 @@
 //! ```
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::mixed::{self, Inputs, KINDS};

@@ -32,6 +32,9 @@
 //! Every loss has a `backward` giving the gradient in its input for an upstream gradient,
 //! computed by WGSL kernels, with f64 twins in [`reference`].
 
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 pub mod device;
 pub mod error;
 pub mod kernels;

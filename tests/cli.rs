@@ -498,3 +498,102 @@ fn bench_quick_json_is_complete_and_compare_merges_reports() {
     assert!(std::fs::read_to_string(&chart).unwrap().contains("<svg"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `eval mse` of two small arrays in `dir`, writing to `output`.
+fn mse_to(dir: &Path, output: &str) -> Output {
+    let (x, y) = (dir.join("x.npy"), dir.join("y.npy"));
+    write(&x, &[1.0f32, 2.0, 3.0], &[3]);
+    write(&y, &[0.0f32, 2.0, 5.0], &[3]);
+    cli(&["eval", "mse", "--input", x.to_str().unwrap(), "--target", y.to_str().unwrap(), "--output", output])
+}
+
+#[test]
+fn special_outputs_are_written_through_and_links_followed() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = scratch("outputs");
+    // A device node stays a device node.
+    ok(&mse_to(&dir, "/dev/null"), "--output /dev/null");
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null was replaced");
+    // A symbolic link stays a link; its target gets the result.
+    let target = dir.join("target.npy");
+    std::fs::write(&target, b"old").unwrap();
+    let link = dir.join("link.npy");
+    std::os::unix::fs::symlink("target.npy", &link).unwrap();
+    ok(&mse_to(&dir, link.to_str().unwrap()), "--output link");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert_eq!(read(&target), (vec![5.0 / 3.0], vec![]));
+    // A dangling link: its target is created.
+    let dangling = dir.join("dangling.npy");
+    std::os::unix::fs::symlink("created.npy", &dangling).unwrap();
+    ok(&mse_to(&dir, dangling.to_str().unwrap()), "--output dangling link");
+    assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+    assert_eq!(read(&dir.join("created.npy")).0, [5.0 / 3.0]);
+    // A FIFO stays a FIFO; its reader gets a whole .npy file.
+    let fifo = dir.join("fifo.npy");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    ok(&mse_to(&dir, fifo.to_str().unwrap()), "--output fifo");
+    let bytes = reader.join().unwrap();
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    assert_eq!(npy.into_vec::<f32>().unwrap(), [5.0 / 3.0]);
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+    // A directory is an error.
+    let sub = dir.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let out = mse_to(&dir, sub.to_str().unwrap());
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn one_message_without_a_runtime_dir_and_without_doubled_prefixes() {
+    let dir = scratch("one-message");
+    let (x, t) = (dir.join("x.npy"), dir.join("t.npy"));
+    write(&x, &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    write(&t, &[0i64, 7], &[2]);
+    for be in backends() {
+        let out = Command::new(env!("CARGO_BIN_EXE_wgpu-loss"))
+            .env_remove("XDG_RUNTIME_DIR")
+            .args(["eval", "cross-entropy", "--backend", be, "--input", x.to_str().unwrap()])
+            .args(["--target", t.to_str().unwrap(), "--output", dir.join("o.npy").to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{be}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{be}: one message without XDG_RUNTIME_DIR, got {stderr:?}"
+        );
+        assert!(
+            stderr.contains("out of range") && !stderr.contains("cross-entropy: cross_entropy"),
+            "{be}: {stderr}"
+        );
+    }
+    // Malformed headers: one line each.
+    let good = std::fs::read(&x).unwrap();
+    let text_end = good.iter().position(|&b| b == b'\n').unwrap();
+    for (name, header) in [
+        ("no_dict.npy", "'descr': '<f4'"),
+        ("bad_shape.npy", "{'descr': '<f4', 'fortran_order': False, 'shape': (2, -3), }"),
+        ("bad_descr.npy", "{'descr': 5, 'fortran_order': False, 'shape': (6,), }"),
+        ("no_order.npy", "{'descr': '<f4', 'shape': (6,), }"),
+    ] {
+        let mut text = header.as_bytes().to_vec();
+        text.resize(text_end - 10, b' ');
+        let mut bytes = good[..10].to_vec();
+        bytes.extend(&text);
+        bytes.push(b'\n');
+        bytes.extend(&good[text_end + 1..]);
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = cli(&["eval", "softmax", "--input", path.to_str().unwrap(), "--output", "/dev/null"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(name), "{name}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{name}: one message, got {stderr:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

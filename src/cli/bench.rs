@@ -5,16 +5,16 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use clap::Args;
-use serde::{Deserialize, Serialize};
-use wgpu_loss::reference::{self, pointwise::Pointwise};
-use wgpu_loss::{
+use crate::reference::{self, pointwise::Pointwise};
+use crate::{
     Bce, BceWithLogits, CrossEntropy, Device, DeviceOptions, Huber, KlDiv, L1, LogSoftmax, Mse, Nll,
     Reduction, SmoothL1, Softmax, Tensor,
 };
+use clap::Args;
+use serde::{Deserialize, Serialize};
 
-use crate::info::AdapterReport;
-use crate::{AdapterArgs, CliError};
+use super::info::AdapterReport;
+use super::{AdapterArgs, CliError};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -136,14 +136,14 @@ fn values(n: usize, scale: f32, seed: u64) -> Vec<f32> {
 }
 
 /// A class-loss shape's host logits and targets and their GPU copies.
-type ClassInput = (&'static Shape, Vec<f32>, Vec<i64>, Tensor, wgpu_loss::Indices);
+type ClassInput = (&'static Shape, Vec<f32>, Vec<i64>, Tensor, crate::Indices);
 /// A pointwise shape's host x, probabilities p and targets y, and their GPU copies.
 type PointInput = (&'static Shape, Vec<f32>, Vec<f32>, Vec<f32>, Tensor, Tensor, Tensor);
 /// A linear shape's host x and W and their GPU copies.
 type LinearInput = (&'static Shape, Vec<f32>, Vec<f32>, Tensor, Tensor);
 
 /// The work of one case: it records its operations and returns the tensor to check.
-type Op<'a> = Box<dyn Fn() -> wgpu_loss::Result<Tensor> + 'a>;
+type Op<'a> = Box<dyn Fn() -> crate::Result<Tensor> + 'a>;
 
 struct Pending<'a> {
     kernel: &'static str,
@@ -163,7 +163,7 @@ struct Pending<'a> {
 }
 
 /// Work returning all of its outputs.
-type Op2<'a> = Box<dyn Fn() -> wgpu_loss::Result<Vec<Tensor>> + 'a>;
+type Op2<'a> = Box<dyn Fn() -> crate::Result<Vec<Tensor>> + 'a>;
 
 pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let known = all_shape_names();
@@ -177,7 +177,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         let devs: Vec<Device> =
             list.iter().filter_map(|a| Device::from_adapter(a, DeviceOptions::default()).ok()).collect();
         if devs.is_empty() {
-            return Err(CliError(format!("no GPU adapter found; {}", wgpu_loss::INSTALL_HELP)));
+            return Err(CliError(format!("no GPU adapter found; {}", crate::INSTALL_HELP)));
         }
         devs
     } else {
@@ -234,7 +234,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             let tt = dev.indices(&t, &[n])?;
             Ok((s, x, t, xt, tt))
         })
-        .collect::<wgpu_loss::Result<_>>()?;
+        .collect::<crate::Result<_>>()?;
     let point_inputs: Vec<PointInput> = POINTWISE_SHAPES
         .iter()
         .filter(|s| wanted(args, s))
@@ -253,7 +253,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
                 dev.tensor(&y, &[n])?,
             ))
         })
-        .collect::<wgpu_loss::Result<_>>()?;
+        .collect::<crate::Result<_>>()?;
     let linear_inputs: Vec<LinearInput> = LINEAR_SHAPES
         .iter()
         .filter(|s| wanted(args, s))
@@ -263,7 +263,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             let w = values(n * k, 1.0, 7);
             Ok((s, x.clone(), w.clone(), dev.tensor(&x, &[m, k])?, dev.tensor(&w, &[n, k])?))
         })
-        .collect::<wgpu_loss::Result<_>>()?;
+        .collect::<crate::Result<_>>()?;
 
     let mut skipped = Vec::new();
     let software = dev.info().device_type == wgpu::DeviceType::Cpu;
@@ -292,7 +292,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             shape: yard_name,
             bytes: Some(yard_n as u64 * 4),
             flops: None,
-            op: Box::new(|| wgpu_loss::ops::bandwidth::read_sum(&yard)),
+            op: Box::new(|| crate::ops::bandwidth::read_sum(&yard)),
             want: None,
             tol: (0.0, 0.0),
             mem: None,
@@ -303,7 +303,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             shape: yard_name,
             bytes: Some(yard_n as u64 * 8),
             flops: None,
-            op: Box::new(|| wgpu_loss::ops::bandwidth::copy(&yard)),
+            op: Box::new(|| crate::ops::bandwidth::copy(&yard)),
             want: None,
             tol: (0.0, 0.0),
             mem: None,
@@ -330,7 +330,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
     let outputs: Vec<(Tensor, Tensor)> = class_inputs
         .iter()
         .map(|(_, _, _, xt, _)| Ok((LogSoftmax::default().forward(xt)?, Softmax::default().forward(xt)?)))
-        .collect::<wgpu_loss::Result<_>>()?;
+        .collect::<crate::Result<_>>()?;
     let mut cases: Vec<Pending<'_>> = Vec::new();
     for ((s, x, t, xt, tt), (ly, sy)) in class_inputs.iter().zip(&outputs) {
         let (n, c) = (s.dims[0], s.dims[1]);
@@ -472,7 +472,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             ("kl_div", Pointwise::KlDiv(false), xt, x),
         ];
         for (name, loss, input, host) in losses {
-            let run = move |backward: bool| -> wgpu_loss::Result<Tensor> {
+            let run = move |backward: bool| -> crate::Result<Tensor> {
                 let r = Reduction::Mean;
                 macro_rules! go {
                     ($l:expr) => {
@@ -538,7 +538,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             shape: s.name,
             bytes: None,
             flops: Some(2 * (m * n * k) as u64),
-            op: Box::new(move || wgpu_loss::linear(xt, wt, None)),
+            op: Box::new(move || crate::linear(xt, wt, None)),
             want: Some(Box::new(move || reference::linear::linear(x, w, None, k))),
             tol: (1e-3, 1e-4),
             mem: None,
@@ -554,7 +554,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             shape: s.name,
             bytes: None,
             flops: Some(4 * (m * n * k) as u64),
-            op: Box::new(move || Ok(wgpu_loss::Linear::default().backward(xt, wt, xt)?.weight)),
+            op: Box::new(move || Ok(crate::Linear::default().backward(xt, wt, xt)?.weight)),
             want: Some(Box::new(move || reference::linear::linear_backward(x, w, x, k).1)),
             tol: (1e-3, 1e-4),
             mem: None,
@@ -638,12 +638,12 @@ struct LmHead {
     x: Tensor,
     w: Tensor,
     b: Tensor,
-    t: wgpu_loss::Indices,
+    t: crate::Indices,
     one: Tensor,
 }
 
 impl LmHead {
-    fn new(dev: &Device, shape: &'static Shape) -> wgpu_loss::Result<LmHead> {
+    fn new(dev: &Device, shape: &'static Shape) -> crate::Result<LmHead> {
         let (n, h, v) = (shape.dims[0], shape.dims[1], shape.dims[2]);
         let x = values(n * h, 1.0, 8);
         let w = values(v * h, 3.0 / (h as f32).sqrt(), 9);
@@ -663,13 +663,13 @@ impl LmHead {
         Ok(LmHead { host: small.then_some((x, w, b, t)), ..lm })
     }
 
-    fn fused_forward(&self) -> wgpu_loss::Result<Vec<Tensor>> {
-        let o = wgpu_loss::LinearCrossEntropy::default().forward(&self.x, &self.w, Some(&self.b), &self.t)?;
+    fn fused_forward(&self) -> crate::Result<Vec<Tensor>> {
+        let o = crate::LinearCrossEntropy::default().forward(&self.x, &self.w, Some(&self.b), &self.t)?;
         Ok(vec![o.loss, o.lse])
     }
 
-    fn fused_step(&self) -> wgpu_loss::Result<Vec<Tensor>> {
-        let (o, g) = wgpu_loss::LinearCrossEntropy::default().forward_backward(
+    fn fused_step(&self) -> crate::Result<Vec<Tensor>> {
+        let (o, g) = crate::LinearCrossEntropy::default().forward_backward(
             &self.x,
             &self.w,
             Some(&self.b),
@@ -679,24 +679,24 @@ impl LmHead {
         Ok(vec![g.weight, g.input, g.bias, o.loss, o.lse])
     }
 
-    fn unfused_forward(&self) -> wgpu_loss::Result<Vec<Tensor>> {
-        let logits = wgpu_loss::linear(&self.x, &self.w, Some(&self.b))?;
-        Ok(vec![wgpu_loss::cross_entropy(&logits, &self.t)?])
+    fn unfused_forward(&self) -> crate::Result<Vec<Tensor>> {
+        let logits = crate::linear(&self.x, &self.w, Some(&self.b))?;
+        Ok(vec![crate::cross_entropy(&logits, &self.t)?])
     }
 
-    fn unfused_step(&self) -> wgpu_loss::Result<Vec<Tensor>> {
-        let logits = wgpu_loss::linear(&self.x, &self.w, Some(&self.b))?;
+    fn unfused_step(&self) -> crate::Result<Vec<Tensor>> {
+        let logits = crate::linear(&self.x, &self.w, Some(&self.b))?;
         let ce = CrossEntropy::default();
         let loss = ce.forward(&logits, &self.t)?;
         let dlogits = ce.backward(&logits, &self.t, &self.one)?;
         drop(logits);
-        let g = wgpu_loss::Linear::default().backward(&self.x, &self.w, &dlogits)?;
+        let g = crate::Linear::default().backward(&self.x, &self.w, &dlogits)?;
         Ok(vec![g.weight, g.input, g.bias, loss])
     }
 }
 
-fn first(outputs: wgpu_loss::Result<Vec<Tensor>>) -> wgpu_loss::Result<Tensor> {
-    outputs?.into_iter().next().ok_or_else(|| wgpu_loss::Error::Wgpu("no output".into()))
+fn first(outputs: crate::Result<Vec<Tensor>>) -> crate::Result<Tensor> {
+    outputs?.into_iter().next().ok_or_else(|| crate::Error::Wgpu("no output".into()))
 }
 
 /// The four cases of an LM head. Each is checked before timing: against the f64 reference
@@ -704,8 +704,7 @@ fn first(outputs: wgpu_loss::Result<Vec<Tensor>>) -> wgpu_loss::Result<Tensor> {
 /// reference in tests/linear_cross_entropy.rs). dW is checked relative to its largest value.
 fn lmhead_cases<'a>(lm: &'a LmHead, cases: &mut Vec<Pending<'a>>) -> Result<(), CliError> {
     let (n, h, v) = (lm.shape.dims[0], lm.shape.dims[1], lm.shape.dims[2]);
-    let f64s =
-        |t: Tensor| -> wgpu_loss::Result<Vec<f64>> { Ok(t.to_vec()?.iter().map(|&v| v as f64).collect()) };
+    let f64s = |t: Tensor| -> crate::Result<Vec<f64>> { Ok(t.to_vec()?.iter().map(|&v| v as f64).collect()) };
     let ((loss_fused, dw_fused), (loss_unfused, dw_unfused)) = match &lm.host {
         Some((x, w, b, t)) => {
             use reference::linear_cross_entropy as r;
@@ -721,7 +720,7 @@ fn lmhead_cases<'a>(lm: &'a LmHead, cases: &mut Vec<Pending<'a>>) -> Result<(), 
             let mut f = f.into_iter();
             let (uw, fw) = (u.next(), f.next());
             let (ul, fl) = (u.nth(2), f.nth(2));
-            let pick = |t: Option<Tensor>| f64s(t.ok_or_else(|| wgpu_loss::Error::Wgpu("no output".into()))?);
+            let pick = |t: Option<Tensor>| f64s(t.ok_or_else(|| crate::Error::Wgpu("no output".into()))?);
             ((pick(ul)?, pick(uw)?), (pick(fl)?, pick(fw)?))
         }
     };

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use clap::Args;
 use plotters::prelude::*;
 
-use crate::CliError;
-use crate::bench::{Case, Report};
+use super::CliError;
+use super::bench::{Case, Report};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {

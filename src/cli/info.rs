@@ -1,9 +1,9 @@
 //! `wgpu-loss info`: every adapter, its limits and its optional features.
 
+use crate::Device;
 use serde::Serialize;
-use wgpu_loss::Device;
 
-use crate::CliError;
+use super::CliError;
 
 /// What `info` reports of one adapter (also embedded in bench reports).
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -56,7 +56,7 @@ pub fn run(json: bool) -> Result<(), CliError> {
         .map(|a| AdapterReport::of(&a.get_info(), &a.limits(), a.features()))
         .collect();
     if adapters.is_empty() {
-        return Err(CliError(format!("no GPU adapter found; {}", wgpu_loss::INSTALL_HELP)));
+        return Err(CliError(format!("no GPU adapter found; {}", crate::INSTALL_HELP)));
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&adapters).map_err(|e| CliError(e.to_string()))?);

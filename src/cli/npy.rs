@@ -1,19 +1,21 @@
 //! Reading and writing `.npy` files: float32 values and int64/int32 class ids, C order.
 //!
-//! Reading checks the header against the data before allocating anything, so a header that
-//! claims more elements than the file holds is an error, not an allocation of that size.
+//! Reading parses the header here rather than through `npyz`, whose parser overflows (a panic
+//! in debug builds, a wrong element count in release) on shapes such as
+//! `(5, 7, 18446744073709551615)`, found by fuzzing; the shape is checked against the data
+//! before anything is allocated, so a header that claims more than the file holds is an error,
+//! not an allocation of that size. `npyz` still writes the output.
 //! Writing goes to a temporary file in the target's directory, renamed over the target only on
 //! success; a target that exists and is not a regular file (a device such as `/dev/null`, a
 //! FIFO) is written through instead, and a symbolic link is followed, never replaced.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use npyz::{DType, Order, TypeChar, WriterBuilder};
+use npyz::WriterBuilder;
 
 use super::CliError;
-use crate::recording::one_line;
 
 /// The contents of one `.npy` file.
 #[derive(Debug, PartialEq)]
@@ -22,81 +24,262 @@ pub enum Array {
     Ids(Vec<i64>, Vec<usize>),
 }
 
-/// Counts the bytes read through it (to find where a header ends).
-struct Counted<R> {
-    inner: R,
-    read: u64,
+/// The fields of an `.npy` header that matter here.
+#[derive(Debug, PartialEq)]
+struct Header {
+    /// `f` or `i`, and the item size in bytes.
+    kind: char,
+    size: usize,
+    big_endian: bool,
+    fortran: bool,
+    shape: Vec<u64>,
 }
 
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read += n as u64;
-        Ok(n)
+/// A token of the header's Python literal.
+#[derive(Debug, PartialEq)]
+enum Token {
+    Str(String),
+    Int(String),
+    Word(String),
+    Punct(char),
+}
+
+fn tokens(text: &str) -> Result<Vec<Token>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        match c {
+            c if c.is_whitespace() => {
+                chars.next();
+            }
+            '{' | '}' | '(' | ')' | '[' | ']' | ':' | ',' => {
+                out.push(Token::Punct(c));
+                chars.next();
+            }
+            '\'' | '"' => {
+                chars.next();
+                let mut s = String::new();
+                loop {
+                    match chars.next() {
+                        Some(q) if q == c => break,
+                        Some(ch) => s.push(ch),
+                        None => return Err("an unterminated string in the header".into()),
+                    }
+                }
+                out.push(Token::Str(s));
+            }
+            c if c.is_ascii_digit() || c == '-' => {
+                let mut s = String::new();
+                while let Some(&d) =
+                    chars.peek().filter(|d| d.is_ascii_alphanumeric() || **d == '-' || **d == '.')
+                {
+                    s.push(d);
+                    chars.next();
+                }
+                out.push(Token::Int(s));
+            }
+            c if c.is_ascii_alphabetic() => {
+                let mut s = String::new();
+                while let Some(&d) = chars.peek().filter(|d| d.is_ascii_alphanumeric() || **d == '_') {
+                    s.push(d);
+                    chars.next();
+                }
+                out.push(Token::Word(s));
+            }
+            c => return Err(format!("an unexpected character {c:?} in the header")),
+        }
     }
+    Ok(out)
 }
 
-/// Parses an `.npy` file of `total` bytes from `reader`; the error is one line.
-fn parse_from(reader: impl Read, total: u64) -> Result<Array, String> {
-    let mut counted = Counted { inner: reader, read: 0 };
-    let header = npyz::NpyHeader::from_reader(&mut counted)
-        .map_err(|e| format!("not a valid .npy file: {}", one_line(&e.to_string())))?;
-    let data_bytes = total.saturating_sub(counted.read);
-    let shape: Vec<usize> = header
-        .shape()
+/// The value of a header key: a string, a boolean, a tuple of dimensions, or something else.
+enum Value {
+    Str(String),
+    Bool(bool),
+    Dims(Vec<u64>),
+    Other,
+}
+
+/// Parses `{'descr': ..., 'fortran_order': ..., 'shape': (...), }`.
+fn header_dict(text: &str) -> Result<Vec<(String, Value)>, String> {
+    let bad = |what: &str| format!("not a valid .npy header: {what}");
+    let toks = tokens(text)?;
+    let mut it = toks.iter().peekable();
+    if it.next() != Some(&Token::Punct('{')) {
+        return Err(bad("it is not a dictionary"));
+    }
+    let mut entries = Vec::new();
+    loop {
+        match it.next() {
+            Some(Token::Punct('}')) => break,
+            Some(Token::Str(key)) => {
+                if it.next() != Some(&Token::Punct(':')) {
+                    return Err(bad("a key without ':'"));
+                }
+                let value = match it.next() {
+                    Some(Token::Str(s)) => Value::Str(s.clone()),
+                    Some(Token::Word(w)) if w == "True" => Value::Bool(true),
+                    Some(Token::Word(w)) if w == "False" => Value::Bool(false),
+                    Some(Token::Punct('(')) => {
+                        let mut dims = Vec::new();
+                        loop {
+                            match it.next() {
+                                Some(Token::Punct(')')) => break,
+                                Some(Token::Int(n)) => {
+                                    dims.push(
+                                        n.parse::<u64>().map_err(|_| bad(&format!("the dimension {n}")))?,
+                                    );
+                                    match it.next() {
+                                        Some(Token::Punct(',')) => {}
+                                        Some(Token::Punct(')')) => break,
+                                        _ => return Err(bad("a malformed shape")),
+                                    }
+                                }
+                                _ => return Err(bad("a malformed shape")),
+                            }
+                        }
+                        Value::Dims(dims)
+                    }
+                    Some(Token::Punct('[')) => {
+                        // A structured dtype's field list: skip to its end.
+                        let mut depth = 1;
+                        while depth > 0 {
+                            match it.next() {
+                                Some(Token::Punct('[' | '(')) => depth += 1,
+                                Some(Token::Punct(']' | ')')) => depth -= 1,
+                                Some(_) => {}
+                                None => return Err(bad("an unterminated list")),
+                            }
+                        }
+                        Value::Other
+                    }
+                    Some(_) => Value::Other,
+                    None => return Err(bad("a key without a value")),
+                };
+                entries.push((key.clone(), value));
+                match it.next() {
+                    Some(Token::Punct(',')) => {}
+                    Some(Token::Punct('}')) => break,
+                    _ => return Err(bad("entries not separated by ','")),
+                }
+            }
+            _ => return Err(bad("a malformed dictionary")),
+        }
+    }
+    if it.next().is_some() {
+        return Err(bad("text after the dictionary"));
+    }
+    Ok(entries)
+}
+
+/// The header at the start of `bytes` and the offset of the data after it.
+fn header(bytes: &[u8]) -> Result<(Header, usize), String> {
+    let bad = |what: &str| format!("not a valid .npy file: {what}");
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("no .npy magic string"));
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 if bytes.len() >= 12 => {
+            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+        }
+        v => return Err(bad(&format!("unsupported format version {v}"))),
+    };
+    let end =
+        start.checked_add(len).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("the header is cut short"))?;
+    let text = if bytes[6] == 3 {
+        std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("the header is not UTF-8"))?.to_owned()
+    } else {
+        // Latin-1.
+        bytes[start..end].iter().map(|&b| b as char).collect()
+    };
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    for (key, value) in header_dict(&text)? {
+        match (key.as_str(), value) {
+            ("descr", Value::Str(s)) => descr = Some(s),
+            ("descr", _) => return Err("structured arrays are not supported".into()),
+            ("fortran_order", Value::Bool(b)) => fortran = Some(b),
+            ("shape", Value::Dims(d)) => shape = Some(d),
+            (k @ ("fortran_order" | "shape"), _) => {
+                return Err(format!("not a valid .npy header: a malformed '{k}'"));
+            }
+            _ => {}
+        }
+    }
+    let (Some(descr), Some(fortran), Some(shape)) = (descr, fortran, shape) else {
+        return Err("not a valid .npy header: it needs 'descr', 'fortran_order' and 'shape'".into());
+    };
+    let unsupported = || {
+        format!("dtype {} is not supported (float32 values, int64 or int32 class ids)", descr.escape_debug())
+    };
+    let mut chars = descr.chars();
+    let big_endian = match chars.next() {
+        Some('<' | '=') => false,
+        Some('>') => true,
+        _ => return Err(unsupported()),
+    };
+    let (kind, size) = match chars.as_str() {
+        "f4" => ('f', 4),
+        "i4" => ('i', 4),
+        "i8" => ('i', 8),
+        _ => return Err(unsupported()),
+    };
+    Ok((Header { kind, size, big_endian, fortran, shape }, end))
+}
+
+/// Parses an `.npy` file from its bytes; the error is one line.
+fn parse_bytes(bytes: &[u8]) -> Result<Array, String> {
+    let (h, start) = header(bytes)?;
+    let shape: Vec<usize> = h
+        .shape
         .iter()
         .map(|&d| usize::try_from(d))
         .collect::<Result<_, _>>()
         .map_err(|_| "a dimension does not fit in memory".to_owned())?;
-    if header.order() == Order::Fortran && shape.len() > 1 {
+    if h.fortran && shape.len() > 1 {
         return Err("Fortran-order arrays are not supported (save np.ascontiguousarray(a))".into());
     }
-    let DType::Plain(ts) = header.dtype() else {
-        return Err("structured arrays are not supported".into());
-    };
-    let item = match (ts.type_char(), ts.size_field()) {
-        (TypeChar::Float, 4) | (TypeChar::Int, 4) => 4u64,
-        (TypeChar::Int, 8) => 8,
-        _ => return Err(format!("dtype {ts} is not supported (float32 values, int64 or int32 class ids)")),
-    };
-    let elements = if shape.contains(&0) {
-        Some(0)
-    } else {
-        shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64))
-    };
-    let needed = elements.and_then(|n| n.checked_mul(item));
-    if needed != Some(data_bytes) {
+    let data = &bytes[start..];
+    let elements =
+        if shape.contains(&0) { Some(0) } else { shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) };
+    let needed = elements.and_then(|n| n.checked_mul(h.size));
+    if needed != Some(data.len()) {
         let needed = needed.map_or("more than 2^64".to_owned(), |b| b.to_string());
         return Err(format!(
-            "truncated or corrupt data: the header's shape {shape:?} needs {needed} bytes of data, the file holds {data_bytes}"
+            "truncated or corrupt data: the header's shape {shape:?} needs {needed} bytes of data, the file holds {}",
+            data.len()
         ));
     }
-    let file = npyz::NpyFile::with_header(header, counted.inner);
-    let corrupt = |e: std::io::Error| format!("truncated or corrupt data: {}", one_line(&e.to_string()));
-    match (ts.type_char(), item) {
-        (TypeChar::Float, _) => Ok(Array::F32(file.into_vec::<f32>().map_err(corrupt)?, shape)),
-        (_, 8) => Ok(Array::Ids(file.into_vec::<i64>().map_err(corrupt)?, shape)),
-        _ => {
-            let v = file.into_vec::<i32>().map_err(corrupt)?;
-            Ok(Array::Ids(v.into_iter().map(i64::from).collect(), shape))
-        }
+    macro_rules! values {
+        ($t:ty) => {
+            data.chunks_exact(size_of::<$t>())
+                .map(|c| {
+                    let b = c.try_into().expect("chunks of the item size");
+                    if h.big_endian { <$t>::from_be_bytes(b) } else { <$t>::from_le_bytes(b) }
+                })
+                .collect::<Vec<$t>>()
+        };
     }
+    Ok(match (h.kind, h.size) {
+        ('f', _) => Array::F32(values!(f32), shape),
+        (_, 8) => Array::Ids(values!(i64), shape),
+        _ => Array::Ids(values!(i32).into_iter().map(i64::from).collect(), shape),
+    })
 }
 
 /// Parses the bytes of an `.npy` file. The error is one line, without the file's name.
 pub fn parse(bytes: &[u8]) -> Result<Array, String> {
-    parse_from(bytes, bytes.len() as u64)
+    parse_bytes(bytes)
 }
 
 /// Reads `path`, given for the option `option` (named in every error).
 pub fn read(option: &str, path: &Path) -> Result<Array, CliError> {
     let at = |msg: String| CliError(format!("{option} {}: {msg}", path.display()));
-    let file = File::open(path).map_err(|e| at(format!("cannot open: {e}")))?;
-    let meta = file.metadata().map_err(|e| at(format!("cannot open: {e}")))?;
-    if meta.is_dir() {
+    if path.is_dir() {
         return Err(at("is a directory".into()));
     }
-    parse_from(BufReader::new(file), meta.len()).map_err(at)
+    let bytes = std::fs::read(path).map_err(|e| at(format!("cannot open: {e}")))?;
+    parse_bytes(&bytes).map_err(at)
 }
 
 /// Reads a float32 array.

@@ -301,8 +301,11 @@ impl Device {
     /// Adopts an application's own device and queue, so that losses run next to the
     /// application's buffers (see [`crate::Tensor::from_buffer`]).
     ///
-    /// The application keeps its own uncaptured-error handler; errors in our pipelines are
-    /// still caught by error scopes when they are built.
+    /// The application keeps its own uncaptured-error handler: every operation records inside
+    /// wgpu error scopes of its own, so its errors come back as [`Error`]s, not to the handler.
+    /// The device's lost callback is replaced by ours (reported as [`Error::DeviceLost`]).
+    /// Wrap only buffers of this device: wgpu cannot tell a buffer of another instance's device
+    /// apart (a buffer of another device of the same instance is [`Error::DeviceMismatch`]).
     pub fn from_wgpu(
         info: wgpu::AdapterInfo,
         device: wgpu::Device,

@@ -3,7 +3,7 @@
 //! Machine-learning losses evaluated on any GPU through [wgpu] and WGSL compute shaders —
 //! Vulkan, Metal, DX12, GL, and the Mesa software adapters (lavapipe, llvmpipe) where there is
 //! no GPU — with PyTorch's semantics, deterministic reductions, and a CPU f64 reference for
-//! every kernel ([`reference`]).
+//! every kernel ([`reference`](mod@reference)).
 //!
 //! ```
 //! use wgpu_loss::{CrossEntropy, Device};
@@ -16,9 +16,16 @@
 //! # Ok::<(), wgpu_loss::Error>(())
 //! ```
 //!
-//! Operations record into the device's pending command encoder; reading a result (or
-//! [`Device::flush`]) submits, so a chain of operations is one submission and reading a scalar
-//! loss maps 4 bytes.
+//! Each operation records into an encoder of its own and queues it once it has succeeded;
+//! reading a result (or [`Device::flush`]) submits everything queued, so a chain of operations
+//! is one submission and reading a scalar loss maps 4 bytes. A failed operation reports its own
+//! error and queues nothing; a lost device is [`Error::DeviceLost`] everywhere.
+//!
+//! ## The loop budget
+//!
+//! Mesa's software adapters end a shader invocation after 65 535 loop iterations without an
+//! error. Every kernel plans within [`Device::loop_budget`] (splitting rows, k, reductions) or
+//! returns [`Error::Limit`] naming the shape; no dispatch ever runs past it.
 //!
 //! ## Numerics
 //!
@@ -27,10 +34,10 @@
 //! patterns: a NaN in the input gives NaN where PyTorch gives it (the element, the row of a
 //! softmax-based loss, any mean or sum over it). Stable formulas are used throughout
 //! (max-shifted log-sum-exp, softplus with a series `log1p`). Reductions to a scalar are
-//! two-stage and fixed-order: bitwise reproducible from run to run on one adapter.
+//! staged and fixed-order: bitwise reproducible from run to run on one adapter.
 //!
 //! Every loss has a `backward` giving the gradient in its input for an upstream gradient,
-//! computed by WGSL kernels, with f64 twins in [`reference`].
+//! computed by WGSL kernels, with f64 twins in [`reference`](mod@reference).
 
 #[cfg(feature = "cli")]
 #[doc(hidden)]

@@ -52,7 +52,7 @@ pub struct OpArgs {
     /// layer's W [out, in].
     #[arg(long)]
     pub weight: Option<PathBuf>,
-    /// The linear layer's bias [out].
+    /// The linear layer's bias `[out]`.
     #[arg(long)]
     pub bias: Option<PathBuf>,
     /// bce-with-logits' weight of positive examples.

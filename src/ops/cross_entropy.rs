@@ -39,7 +39,7 @@ const _: () = assert!(size_of::<Params>() == 48);
 /// reduction, label_smoothing)`.
 ///
 /// With class ids, per row `l = w[t] · (logsumexp(x) − x[t])`; rows whose target is
-/// `ignore_index` give 0 and are left out of the mean, whose denominator is Σ w[t] over the
+/// `ignore_index` give 0 and are left out of the mean, whose denominator is `Σ w[t]` over the
 /// counted rows (the row count without weights). With label smoothing ε the row loss is
 /// `(1 − ε)·l + ε/C · Σ_c w[c]·(logsumexp(x) − x[c])`, ignored rows still 0, the same mean
 /// denominator. A mean over no counted row is NaN, a sum 0. A target that is neither a class nor

@@ -74,7 +74,7 @@ pub const DEFAULT_MAX_SCRATCH_BYTES: u64 = 4 << 20;
 /// `(1 − ε)·w[t]·(lse − z[t]) + ε/V·Σ_c w[c]·(lse − z[c]) + λ·lse²`
 ///
 /// (ε the label smoothing, w the class weights, λ the z-loss); ignored rows give 0. `Mean`
-/// divides the cross-entropy part by Σ w[t] over counted rows (as PyTorch) and the z-loss part by
+/// divides the cross-entropy part by `Σ w[t]` over counted rows (as PyTorch) and the z-loss part by
 /// the number of counted rows (as Liger Kernel; the same thing without class weights); a mean
 /// over no counted row is NaN. A row whose logits hold a NaN or an infinity has a NaN loss and
 /// gradient. A target outside `0..V` that is not `ignore_index` makes reading any result fail

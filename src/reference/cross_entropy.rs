@@ -7,7 +7,7 @@ use crate::error::Result;
 
 /// Cross-entropy of logits of `shape` ((N, C, d…) or (C)) against class ids (one per row):
 /// per row `(1 − ε)·w[t]·(lse − x[t]) + ε/C·Σ_c w[c]·(lse − x[c])`, ignored rows 0; the mean
-/// divides by Σ w[t] over counted rows.
+/// divides by `Σ w[t]` over counted rows.
 pub fn cross_entropy_nd<T: Real>(
     logits: &[T],
     shape: &[usize],

@@ -111,6 +111,10 @@ pub(crate) struct Inner {
     pending: Mutex<Pending>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
+    /// Held while polling: wgpu-core's poll is not safe to run on two threads of one device at
+    /// once (one thread's poll can retire the submission another is waiting for between that
+    /// one's fence read and its queue check, and wgpu-core then fails an assertion).
+    polling: Mutex<()>,
     /// Bound in place of an absent optional input.
     pub(crate) dummy: wgpu::Buffer,
 }
@@ -127,6 +131,9 @@ struct Pending {
 /// after 65 535 loop iterations, counted over all its loops, without any error, leaving its
 /// work silently unfinished. Kernels plan for 60 000 there, a margin below it.
 pub const SOFTWARE_LOOP_BUDGET: u64 = 60_000;
+
+/// The longest single wait for the GPU: reads wait in slices this long (see `Device::wait`).
+pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// The lowest loop budget [`DeviceOptions::max_loop_trips`] may set: every kernel's fixed loops
 /// (a reduction thread's 64 items, a 64-wide tree) fit in it.
@@ -167,13 +174,26 @@ fn instance() -> &'static wgpu::Instance {
     })
 }
 
+/// Every adapter of [`instance`], enumerated once per process. Devices opened on one adapter
+/// share it: wgpu's GL backend guards the adapter's one EGL context with a lock that lives in
+/// the adapter, so two adapters enumerated separately for the same GPU would make the same
+/// context current on two threads at once (an EGL error, a panic inside wgpu).
+fn every_adapter() -> &'static [wgpu::Adapter] {
+    static ADAPTERS: std::sync::OnceLock<Vec<wgpu::Adapter>> = std::sync::OnceLock::new();
+    ADAPTERS.get_or_init(|| pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all())))
+}
+
 /// The adapters that the environment allows (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`), best first,
 /// and a description of the filter for error messages.
 fn adapters(backends: Option<wgpu::Backends>, name: Option<&str>) -> (Vec<wgpu::Adapter>, String) {
     let backends = backends.or_else(wgpu::Backends::from_env).unwrap_or(wgpu::Backends::all());
     let name =
         name.map(str::to_owned).or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok()).filter(|n| !n.is_empty());
-    let mut list: Vec<wgpu::Adapter> = pollster::block_on(instance().enumerate_adapters(backends));
+    let mut list: Vec<wgpu::Adapter> = every_adapter()
+        .iter()
+        .filter(|a| backends.contains(wgpu::Backends::from(a.get_info().backend)))
+        .cloned()
+        .collect();
     if let Some(name) = &name {
         let want = name.to_lowercase();
         list.retain(|a| a.get_info().name.to_lowercase().contains(&want));
@@ -373,6 +393,7 @@ impl Device {
                 pending: Mutex::default(),
                 errors,
                 lost,
+                polling: Mutex::new(()),
                 dummy,
             }),
         }
@@ -444,19 +465,23 @@ impl Device {
         &self.inner.queue
     }
 
-    /// Whether the device has been lost (destroyed, reset by the driver, or removed). Asks
-    /// the device first, so a loss is seen without waiting for other work.
+    /// Whether the device has been lost (destroyed, reset by the driver, or removed). Polls
+    /// the device first (without blocking), so a loss is seen without waiting for other work;
+    /// a device destroyed while work is in flight is reported lost once that work has drained.
     pub fn is_lost(&self) -> bool {
+        if lock(&self.inner.lost).is_none() {
+            // The poll's own result says nothing the lost flag does not.
+            let _polling = lock(&self.inner.polling);
+            let _ = self.inner.device.poll(wgpu::PollType::Poll);
+        }
         self.check_lost().is_err()
     }
 
-    /// [`Error::DeviceLost`] once the device is gone. Polls without blocking, which runs
-    /// wgpu's lost callback when the loss has not been reported yet.
+    /// [`Error::DeviceLost`] once wgpu has reported the loss (its callback runs in polls: every
+    /// read polls, and every GPU error is followed by [`Device::lost_after_error`]). Operations
+    /// check this before recording; they do not poll, which on wgpu's GL backend would take the
+    /// adapter's context lock for every operation on every thread.
     pub(crate) fn check_lost(&self) -> Result<()> {
-        if lock(&self.inner.lost).is_none() {
-            // The poll's own result says nothing the lost flag does not.
-            let _ = self.inner.device.poll(wgpu::PollType::Poll);
-        }
         match lock(&self.inner.lost).clone() {
             Some(msg) => Err(Error::DeviceLost(msg)),
             None => Ok(()),
@@ -467,12 +492,10 @@ impl Device {
     /// reported lost by wgpu only once the work it had in flight has drained (and meanwhile
     /// ignores what it is given), so this waits for that, at most the device's timeout.
     pub(crate) fn lost_after_error(&self) -> Option<Error> {
-        if let Err(lost) = self.check_lost() {
-            return Some(lost);
+        if self.is_lost() {
+            return self.check_lost().err();
         }
-        let timeout = self.inner.options.timeout;
-        let _ =
-            self.inner.device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(timeout) });
+        let _ = self.poll_until(None, self.inner.options.timeout);
         self.check_lost().err()
     }
 
@@ -617,14 +640,40 @@ impl Device {
     }
 
     /// Waits (at most the device's timeout) for submission `index`, or for everything.
+    ///
+    /// The wait goes in slices of at most [`WAIT_SLICE`]: wgpu's GL backend holds the adapter's
+    /// context lock while it waits, and another thread that cannot take the lock within 6 s
+    /// panics inside wgpu, so no single wait may hold it long.
     pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         let timeout = self.inner.options.timeout;
-        match self.inner.device.poll(wgpu::PollType::Wait { submission_index: index, timeout: Some(timeout) })
-        {
-            Ok(_) => self.check(),
+        match self.poll_until(index, timeout) {
+            Ok(()) => self.check(),
             Err(wgpu::PollError::Timeout) => Err(Error::Timeout(timeout)),
             // A submission that did not go through: a destroyed device drops it silently.
             Err(e) => Err(self.lost_after_error().unwrap_or(e.into())),
+        }
+    }
+
+    /// Polls in slices until submission `index` (or everything) is done or `timeout` passes.
+    fn poll_until(
+        &self,
+        index: Option<wgpu::SubmissionIndex>,
+        timeout: Duration,
+    ) -> std::result::Result<(), wgpu::PollError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let slice = left.min(WAIT_SLICE);
+            let wait = wgpu::PollType::Wait { submission_index: index.clone(), timeout: Some(slice) };
+            let polled = {
+                let _polling = lock(&self.inner.polling);
+                self.inner.device.poll(wait)
+            };
+            match polled {
+                Err(wgpu::PollError::Timeout) if !left.is_zero() && left > slice => continue,
+                Err(e) => return Err(e),
+                Ok(_) => return Ok(()),
+            }
         }
     }
 
@@ -660,14 +709,19 @@ impl Device {
         &self,
         f: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> Result<wgpu::SubmissionIndex> {
-        self.check()?;
-        let scopes = crate::recording::Scopes::push(&self.inner.device);
         let mut encoder = self.new_encoder();
         f(&mut encoder);
+        self.submit_with_buffer(encoder.finish())
+    }
+
+    /// Submits the pending commands followed by `last`, as [`Device::submit_with`].
+    pub(crate) fn submit_with_buffer(&self, last: wgpu::CommandBuffer) -> Result<wgpu::SubmissionIndex> {
+        self.check()?;
+        let scopes = crate::recording::Scopes::push(&self.inner.device);
         let mut pending = lock(&self.inner.pending);
         pending.staged = false;
         let mut buffers = std::mem::take(&mut pending.buffers);
-        buffers.push(encoder.finish());
+        buffers.push(last);
         let index = self.inner.queue.submit(buffers);
         drop(pending);
         if let Some(message) = scopes.pop() {

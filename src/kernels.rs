@@ -812,11 +812,17 @@ pub(crate) fn dispatch(
         };
         entries.push(wgpu::BindGroupEntry { binding: b.slot, resource });
     }
+    // A binding wgpu refuses (a destroyed buffer, say) fails this dispatch before anything of it
+    // is recorded.
+    let scopes = crate::recording::Scopes::push(device);
     let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(pipeline.label),
         layout: &pipeline.layout,
         entries: &entries,
     });
+    if let Some(message) = scopes.pop() {
+        return Err(dev.lost_after_error().unwrap_or(Error::Wgpu(message)));
+    }
     dev.record(|enc| {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(pipeline.label),
@@ -826,6 +832,9 @@ pub(crate) fn dispatch(
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(gx, gy, 1);
     });
+    if dev.info().backend == wgpu::Backend::Gl {
+        crate::recording::submit_so_far(dev)?;
+    }
     Ok(())
 }
 

@@ -29,6 +29,13 @@ fn fresh(like: &Device, options: DeviceOptions) -> Device {
     Device::select(Some(backends), Some(&like.info().name), options).unwrap()
 }
 
+/// Asserts that `dev` computes the loss of LOGITS right.
+fn answers(dev: &Device, what: &str) {
+    let (x, t) = inputs(dev);
+    let loss = CrossEntropy::default().forward(&x, &t).unwrap().item().unwrap();
+    assert_close(what, &[loss], &want(), Tol::ELEMENT);
+}
+
 fn wrapped(dev: &Device, usage: wgpu::BufferUsages) -> wgpu::Buffer {
     dev.wgpu_device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("app"),
@@ -54,8 +61,7 @@ fn a_destroyed_wrapped_buffer_fails_only_its_own_operation() {
         assert!(!message.starts_with("cross_entropy: cross_entropy"), "{what}: {message}");
         assert_close(&format!("{what}: recorded before"), &[before.item().unwrap()], &want(), Tol::ELEMENT);
         for attempt in 0..3 {
-            let loss = CrossEntropy::default().forward(&x, &t).unwrap().item().unwrap();
-            assert_close(&format!("{what}: valid op #{attempt} after"), &[loss], &want(), Tol::ELEMENT);
+            answers(dev, &format!("{what}: valid op #{attempt} after"));
         }
     }
 }
@@ -133,14 +139,7 @@ fn a_lost_device_is_device_lost_everywhere_then_a_fresh_one_works() {
             "from_buffer",
         );
         // A new device on the same adapter.
-        let again = fresh(like, DeviceOptions::default());
-        let (x, t) = inputs(&again);
-        assert_close(
-            &what,
-            &[CrossEntropy::default().forward(&x, &t).unwrap().item().unwrap()],
-            &want(),
-            Tol::ELEMENT,
-        );
+        answers(&fresh(like, DeviceOptions::default()), &format!("{what}: fresh device"));
     }
 }
 
@@ -186,13 +185,6 @@ fn a_one_millisecond_timeout_then_valid_operations() {
             Tol::ELEMENT,
         );
         // And a fresh device with the default timeout.
-        let again = fresh(like, DeviceOptions::default());
-        let (x, t) = inputs(&again);
-        assert_close(
-            &format!("{what}: fresh device"),
-            &[CrossEntropy::default().forward(&x, &t).unwrap().item().unwrap()],
-            &want(),
-            Tol::ELEMENT,
-        );
+        answers(&fresh(like, DeviceOptions::default()), &format!("{what}: fresh device"));
     }
 }

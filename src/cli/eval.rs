@@ -343,6 +343,13 @@ impl Job {
             }
             Op::CrossEntropy | Op::Nll => {
                 let weight = upload(&self.weight)?;
+                let ce = CrossEntropy {
+                    weight: weight.clone(),
+                    ignore_index: self.ignore_index,
+                    reduction: plain,
+                    label_smoothing: self.label_smoothing,
+                    ..Default::default()
+                };
                 match &self.target {
                     Some(Target::Ids(t, ts, path)) => {
                         let tt = dev
@@ -357,24 +364,10 @@ impl Job {
                                 out(l.forward(&xt, &tt)?)
                             };
                         }
-                        let l = CrossEntropy {
-                            weight,
-                            ignore_index: self.ignore_index,
-                            reduction: plain,
-                            label_smoothing: self.label_smoothing,
-                            ..Default::default()
-                        };
-                        if grad { out(l.backward(&xt, &tt, &g)?) } else { out(l.forward(&xt, &tt)?) }
+                        if grad { out(ce.backward(&xt, &tt, &g)?) } else { out(ce.forward(&xt, &tt)?) }
                     }
                     _ => {
-                        let yt = values_target()?;
-                        let l = CrossEntropy {
-                            weight,
-                            ignore_index: self.ignore_index,
-                            reduction: plain,
-                            label_smoothing: self.label_smoothing,
-                            ..Default::default()
-                        };
+                        let (yt, l) = (values_target()?, ce);
                         if grad {
                             // The per-row loss's shape: the input's without the class dim.
                             let mut gs = xs.clone();

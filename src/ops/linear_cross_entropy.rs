@@ -241,33 +241,23 @@ impl LinearCrossEntropy {
         grad_output: &Tensor,
         lse: Option<&Tensor>,
     ) -> Result<LinearGrads> {
-        x.device().op(OP, || self.record_backward(x, weight, bias, targets, grad_output, lse))
-    }
-
-    fn record_backward(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        targets: &Indices,
-        grad_output: &Tensor,
-        lse: Option<&Tensor>,
-    ) -> Result<LinearGrads> {
-        let job = Job::new(self, x, weight, bias, targets)?;
-        job.check_grad(grad_output)?;
-        if let Some(l) = lse {
-            same_device(OP, job.dev, &[l.device()])?;
-            if l.shape != job.lead {
-                return Err(Error::shape(OP, format!("lse must be {:?}, got {:?}", job.lead, l.shape)));
+        x.device().op(OP, || {
+            let job = Job::new(self, x, weight, bias, targets)?;
+            job.check_grad(grad_output)?;
+            if let Some(l) = lse {
+                same_device(OP, job.dev, &[l.device()])?;
+                if l.shape != job.lead {
+                    return Err(Error::shape(OP, format!("lse must be {:?}, got {:?}", job.lead, l.shape)));
+                }
             }
-        }
-        let prep = job.prepare()?;
-        let plan = job.tile_plan(false)?;
-        let lse = match lse {
-            Some(l) => l.clone(),
-            None => job.forward(&prep)?.lse,
-        };
-        Ok(job.grads(&prep, grad_output, Some(&lse), plan)?.0)
+            let prep = job.prepare()?;
+            let plan = job.tile_plan(false)?;
+            let lse = match lse {
+                Some(l) => l.clone(),
+                None => job.forward(&prep)?.lse,
+            };
+            Ok(job.grads(&prep, grad_output, Some(&lse), plan)?.0)
+        })
     }
 
     /// The forward and the backward of one training step. When whole rows of logits fit the
@@ -281,29 +271,20 @@ impl LinearCrossEntropy {
         targets: &Indices,
         grad_output: &Tensor,
     ) -> Result<(LinearCrossEntropyOutput, LinearGrads)> {
-        x.device().op(OP, || self.record_forward_backward(x, weight, bias, targets, grad_output))
-    }
-
-    fn record_forward_backward(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        targets: &Indices,
-        grad_output: &Tensor,
-    ) -> Result<(LinearCrossEntropyOutput, LinearGrads)> {
-        let job = Job::new(self, x, weight, bias, targets)?;
-        job.check_grad(grad_output)?;
-        let prep = job.prepare()?;
-        let plan = job.tile_plan(true)?;
-        if plan.whole_rows && job.n > 0 {
-            let (grads, out) = job.grads(&prep, grad_output, None, plan)?;
-            let out = out.ok_or_else(|| Error::Wgpu("the one-pass plan returned no loss".into()))?;
-            return Ok((out, grads));
-        }
-        let out = job.forward(&prep)?;
-        let (grads, _) = job.grads(&prep, grad_output, Some(&out.lse), plan)?;
-        Ok((out, grads))
+        x.device().op(OP, || {
+            let job = Job::new(self, x, weight, bias, targets)?;
+            job.check_grad(grad_output)?;
+            let prep = job.prepare()?;
+            let plan = job.tile_plan(true)?;
+            if plan.whole_rows && job.n > 0 {
+                let (grads, out) = job.grads(&prep, grad_output, None, plan)?;
+                let out = out.ok_or_else(|| Error::Wgpu("the one-pass plan returned no loss".into()))?;
+                return Ok((out, grads));
+            }
+            let out = job.forward(&prep)?;
+            let (grads, _) = job.grads(&prep, grad_output, Some(&out.lse), plan)?;
+            Ok((out, grads))
+        })
     }
 }
 

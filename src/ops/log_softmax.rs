@@ -127,56 +127,47 @@ fn run(
     x: &Tensor,
     grad: Option<&Tensor>,
 ) -> Result<Tensor> {
-    x.device().op(op, || record(op, entry, strategy, dim, x, grad))
-}
-
-fn record(
-    op: &'static str,
-    entry: &'static str,
-    strategy: RowStrategy,
-    dim: isize,
-    x: &Tensor,
-    grad: Option<&Tensor>,
-) -> Result<Tensor> {
-    let dev = x.device();
-    if x.shape.is_empty() {
-        return Err(Error::shape(op, "a 0-d tensor has no dimension to normalise over"));
-    }
-    if let Some(g) = grad {
-        same_device(op, dev, &[g.device()])?;
-        if g.shape != x.shape {
-            return Err(Error::shape(
-                op,
-                format!("grad_output {:?} must have the output's shape {:?}", g.shape, x.shape),
-            ));
+    x.device().op(op, || {
+        let dev = x.device();
+        if x.shape.is_empty() {
+            return Err(Error::shape(op, "a 0-d tensor has no dimension to normalise over"));
         }
-    }
-    let rows = Rows::around(&x.shape, resolve_dim(op, dim, x.shape.len())?);
-    let out = Tensor::empty(dev, x.shape.clone())?;
-    let mut checks = x.checks.clone();
-    checks.extend(grad.iter().flat_map(|g| g.checks.iter().cloned()));
-    if rows.is_empty() {
-        return Ok(Tensor { checks, ..out });
-    }
-    check_u32(op, x.numel())?;
-    let loops = if grad.is_some() { BACKWARD_LOOPS } else { FORWARD_LOOPS };
-    let plan = strategy.plan(op, dev, &x.shape, &rows, loops)?;
-    let mut staged = vec![(x.storage.buffer(), x.numel())];
-    staged.extend(grad.map(|g| (g.storage.buffer(), g.numel())));
-    let path = dev.input_path(KernelId::LogSoftmax, &staged)?;
-    let pipe = dev.pipeline_for(KernelId::LogSoftmax, path, entry, &plan.constants())?;
-    let row_bytes = rows.cols as u64 * 4;
-    let per_row: &[u64] = if grad.is_some() { &[row_bytes; 3] } else { &[row_bytes; 2] };
-    for chunk in rows.chunks(dev, "one row", per_row)? {
-        let n = (chunk.len() * rows.inner) as u64;
-        let params = Params { rows: n as u32, cols: rows.cols as u32, inner: rows.inner as u32, _pad: 0 };
-        let off = chunk.start as u64 * rows.inner as u64 * row_bytes;
-        let elements = n * rows.cols as u64;
-        let mut inputs = vec![input(dev, path, 1, x.storage.buffer(), off, elements)];
-        inputs.extend(grad.map(|g| input(dev, path, 3, g.storage.buffer(), off, elements)));
-        let mut binds: Vec<Bind<'_>> = inputs.iter().map(|i| i.bind()).collect();
-        binds.push(Bind::range(2, out.storage.buffer(), off, elements * 4));
-        dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, plan.groups(n as usize), plan.trips)?;
-    }
-    Ok(Tensor { checks, ..out })
+        if let Some(g) = grad {
+            same_device(op, dev, &[g.device()])?;
+            if g.shape != x.shape {
+                return Err(Error::shape(
+                    op,
+                    format!("grad_output {:?} must have the output's shape {:?}", g.shape, x.shape),
+                ));
+            }
+        }
+        let rows = Rows::around(&x.shape, resolve_dim(op, dim, x.shape.len())?);
+        let out = Tensor::empty(dev, x.shape.clone())?;
+        let mut checks = x.checks.clone();
+        checks.extend(grad.iter().flat_map(|g| g.checks.iter().cloned()));
+        if rows.is_empty() {
+            return Ok(Tensor { checks, ..out });
+        }
+        check_u32(op, x.numel())?;
+        let loops = if grad.is_some() { BACKWARD_LOOPS } else { FORWARD_LOOPS };
+        let plan = strategy.plan(op, dev, &x.shape, &rows, loops)?;
+        let mut staged = vec![(x.storage.buffer(), x.numel())];
+        staged.extend(grad.map(|g| (g.storage.buffer(), g.numel())));
+        let path = dev.input_path(KernelId::LogSoftmax, &staged)?;
+        let pipe = dev.pipeline_for(KernelId::LogSoftmax, path, entry, &plan.constants())?;
+        let row_bytes = rows.cols as u64 * 4;
+        let per_row: &[u64] = if grad.is_some() { &[row_bytes; 3] } else { &[row_bytes; 2] };
+        for chunk in rows.chunks(dev, "one row", per_row)? {
+            let n = (chunk.len() * rows.inner) as u64;
+            let params = Params { rows: n as u32, cols: rows.cols as u32, inner: rows.inner as u32, _pad: 0 };
+            let off = chunk.start as u64 * rows.inner as u64 * row_bytes;
+            let elements = n * rows.cols as u64;
+            let mut inputs = vec![input(dev, path, 1, x.storage.buffer(), off, elements)];
+            inputs.extend(grad.map(|g| input(dev, path, 3, g.storage.buffer(), off, elements)));
+            let mut binds: Vec<Bind<'_>> = inputs.iter().map(|i| i.bind()).collect();
+            binds.push(Bind::range(2, out.storage.buffer(), off, elements * 4));
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, plan.groups(n as usize), plan.trips)?;
+        }
+        Ok(Tensor { checks, ..out })
+    })
 }

@@ -23,19 +23,23 @@ pub(crate) fn fits(dev: &Device, trips: u64) -> bool {
 /// `trips` fit the budget; `None` when not even `step` does. `trips` must not decrease as its
 /// argument grows. Unlimited budgets give `cap`.
 pub(crate) fn largest_fitting(dev: &Device, step: u64, cap: u64, trips: impl Fn(u64) -> u64) -> Option<u64> {
+    largest_within(dev.loop_budget(), step, cap, trips)
+}
+
+fn largest_within(budget: u64, step: u64, cap: u64, trips: impl Fn(u64) -> u64) -> Option<u64> {
     let step = step.max(1);
     let top = cap.max(1).div_ceil(step);
-    if !fits(dev, trips(step)) {
+    if trips(step) > budget {
         return None;
     }
-    if fits(dev, trips(top.saturating_mul(step))) {
+    if trips(top.saturating_mul(step)) <= budget {
         return Some(top.saturating_mul(step));
     }
     // The largest multiple m in [1, top) with trips(m·step) within the budget.
     let (mut lo, mut hi) = (1u64, top);
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if fits(dev, trips(mid * step)) { lo = mid } else { hi = mid }
+        if trips(mid * step) <= budget { lo = mid } else { hi = mid }
     }
     Some(lo * step)
 }
@@ -57,7 +61,22 @@ pub(crate) const fn log2_ceil(n: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::log2_ceil;
+    use super::{largest_within, log2_ceil};
+
+    #[test]
+    fn largest_fitting_pieces() {
+        // linear_blocked (k + 1 trips) in pieces of 64 within 60 000: 59 968.
+        assert_eq!(largest_within(60_000, 64, 100_000, |k| k + 1), Some(59_968));
+        // The tiled GEMM: ⌈k/16⌉·21 + 20 trips.
+        assert_eq!(largest_within(60_000, 64, 100_000, |k| k.div_ceil(16) * 21 + 20), Some(45_696));
+        // Everything fits: the cap, rounded up to the step.
+        assert_eq!(largest_within(u64::MAX, 64, 1_000, |k| k), Some(1_024));
+        // Not even one step fits.
+        assert_eq!(largest_within(100, 64, 1_000, |k| k * 2), None);
+        // The smallest budget a device may have fits a 64-piece of every GEMM.
+        let min = crate::device::MIN_LOOP_BUDGET;
+        assert!(largest_within(min, 64, u32::MAX as u64, crate::ops::linear::grad_trips).is_some());
+    }
 
     #[test]
     fn log2_ceil_counts_tree_levels() {

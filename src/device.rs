@@ -477,10 +477,21 @@ impl Device {
         self.check_lost().is_err()
     }
 
+    /// [`Error::DeviceLost`] if the device is lost, after a poll that does not block (what
+    /// every operation, upload and wrap checks first). The poll is skipped while another thread
+    /// polls this device: that poll reports a loss as well, and threads need not queue here.
+    pub(crate) fn ensure_alive(&self) -> Result<()> {
+        self.check_lost()?;
+        if let Ok(_polling) = self.inner.polling.try_lock() {
+            // The poll's own result says nothing the lost flag does not.
+            let _ = self.inner.device.poll(wgpu::PollType::Poll);
+        }
+        self.check_lost()
+    }
+
     /// [`Error::DeviceLost`] once wgpu has reported the loss (its callback runs in polls: every
-    /// read polls, and every GPU error is followed by [`Device::lost_after_error`]). Operations
-    /// check this before recording; they do not poll, which on wgpu's GL backend would take the
-    /// adapter's context lock for every operation on every thread.
+    /// read polls, every operation starts with one, and every GPU error is followed by
+    /// [`Device::lost_after_error`]).
     pub(crate) fn check_lost(&self) -> Result<()> {
         match lock(&self.inner.lost).clone() {
             Some(msg) => Err(Error::DeviceLost(msg)),

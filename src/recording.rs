@@ -242,7 +242,7 @@ impl Device {
         if nested {
             return f();
         }
-        self.check_lost()?;
+        self.ensure_alive()?;
         let scopes = Scopes::push(self.wgpu_device());
         let guard = FrameGuard::open(self);
         let result = f();

@@ -32,7 +32,7 @@ impl Storage {
 
     /// A new pooled storage buffer holding `data`.
     pub(crate) fn upload(dev: &Device, data: &[u8]) -> Result<Arc<Storage>> {
-        dev.check_lost()?;
+        dev.ensure_alive()?;
         let s = Self::alloc(dev, data.len() as u64)?;
         // `write_buffer` lands before the *next* submission; a recycled buffer may still be used
         // by recorded commands, so those go out first.
@@ -297,7 +297,7 @@ impl Tensor {
 /// Adopts an application's buffer holding `shape`'s elements (4 bytes each) from offset 0; it
 /// never goes to the pool.
 fn wrap(dev: &Device, buffer: wgpu::Buffer, shape: &[usize], op: &'static str) -> Result<Arc<Storage>> {
-    dev.check_lost()?;
+    dev.ensure_alive()?;
     wrap_check(&buffer, numel(shape)? as u64 * 4, op)?;
     dev.check_own_buffer(&buffer, op)?;
     Ok(Arc::new(Storage { buffer: Some(buffer), pooled: false, dev: dev.clone() }))

@@ -138,6 +138,20 @@ fn a_lost_device_is_device_lost_everywhere_then_a_fresh_one_works() {
             Tensor::from_buffer(&dev, wrapped(&dev, wgpu_loss::INPUT_USAGES), &[6]).map(drop),
             "from_buffer",
         );
+        // Destroyed with nothing in flight: the very next call of each kind says so (the
+        // reproduction of the old panics inside wgpu).
+        let idle = fresh(like, DeviceOptions::default());
+        let (x, t) = inputs(&idle);
+        idle.synchronize().unwrap();
+        idle.wgpu_device().destroy();
+        for (call, r) in [
+            ("cross_entropy", CrossEntropy::default().forward(&x, &t).map(drop)),
+            ("sum", wgpu_loss::sum(&x).map(drop)),
+            ("tensor", idle.tensor(&[1.0], &[1]).map(drop)),
+        ] {
+            assert!(matches!(r, Err(Error::DeviceLost(_))), "{what}: {call} right after destroy gave {r:?}");
+        }
+        assert!(idle.is_lost(), "{what}");
         // A new device on the same adapter.
         answers(&fresh(like, DeviceOptions::default()), &format!("{what}: fresh device"));
     }

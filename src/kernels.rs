@@ -832,9 +832,6 @@ pub(crate) fn dispatch(
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(gx, gy, 1);
     });
-    if dev.info().backend == wgpu::Backend::Gl {
-        crate::recording::submit_so_far(dev)?;
-    }
     Ok(())
 }
 

@@ -87,23 +87,6 @@ pub(crate) fn with_frame<R, F: FnOnce(&mut wgpu::CommandEncoder) -> R>(dev: &Dev
     })
 }
 
-/// Submits what `dev`'s operation open on this thread has recorded so far (after everything
-/// queued before it), and goes on recording into a new encoder. wgpu's GL backend runs the
-/// commands of a submission while it holds the adapter's context lock, and llvmpipe runs each
-/// dispatch to completion inside the call, so one long submission would keep every other
-/// thread of the adapter (waiting at most 6 s before wgpu panics) out; submitting dispatch by
-/// dispatch there bounds each hold by one dispatch.
-pub(crate) fn submit_so_far(dev: &Device) -> crate::error::Result<()> {
-    let encoder = frame_of(dev, |frame| frame.and_then(|f| f.encoder.take()));
-    let Some(encoder) = encoder else { return Ok(()) };
-    // Other operations' commands go first, in a submission of their own: a failure in this
-    // part must not take them down with it.
-    if dev.has_pending() {
-        dev.flush()?;
-    }
-    dev.submit_with_buffer(encoder.finish()).map(drop)
-}
-
 /// Marks `dev`'s open operation as staging inputs in textures (no-op outside one).
 pub(crate) fn mark_staged(dev: &Device) {
     frame_of(dev, |frame| {

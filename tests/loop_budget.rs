@@ -373,6 +373,13 @@ fn narrowed_budget_lm_head() {
         assert_close(&format!("{what} dX"), &grads.input.to_vec().unwrap(), &dx, tol_grad);
         assert_close(&format!("{what} dW"), &grads.weight.to_vec().unwrap(), &dw, tol_grad);
         assert_close(&format!("{what} db"), &grads.bias.to_vec().unwrap(), &db, tol_grad);
+        // The fold merges a row's partials in one loop: with one 16-column block per slice at
+        // k = 1 000, 16 400 classes make 1 025 slices, past the budget: a typed error.
+        let (h, v) = (1_000, 16_400);
+        let xs = dev.tensor(&vec![0.0; 2 * h], &[2, h]).unwrap();
+        let ws = dev.tensor(&vec![0.0; v * h], &[v, h]).unwrap();
+        let err = l.forward(&xs, &ws, None, &dev.indices(&[0i64, 1], &[2]).unwrap()).unwrap_err();
+        assert!(matches!(&err, Error::Limit { what, .. } if what.contains("[2, 1000]")), "{what}: {err}");
         // Past every split: one block of columns over k = 1 100 is 1 102 trips.
         let wide = dev.tensor(&vec![0.0; 2 * 1_100], &[2, 1_100]).unwrap();
         let w_wide = dev.tensor(&vec![0.0; 3 * 1_100], &[3, 1_100]).unwrap();

@@ -469,12 +469,7 @@ impl Device {
     /// the device first (without blocking), so a loss is seen without waiting for other work;
     /// a device destroyed while work is in flight is reported lost once that work has drained.
     pub fn is_lost(&self) -> bool {
-        if lock(&self.inner.lost).is_none() {
-            // The poll's own result says nothing the lost flag does not.
-            let _polling = lock(&self.inner.polling);
-            let _ = self.inner.device.poll(wgpu::PollType::Poll);
-        }
-        self.check_lost().is_err()
+        self.ensure_alive().is_err()
     }
 
     /// [`Error::DeviceLost`] if the device is lost, after a poll that does not block (what
@@ -681,7 +676,7 @@ impl Device {
                 self.inner.device.poll(wait)
             };
             match polled {
-                Err(wgpu::PollError::Timeout) if !left.is_zero() && left > slice => continue,
+                Err(wgpu::PollError::Timeout) if left > slice => continue,
                 Err(e) => return Err(e),
                 Ok(_) => return Ok(()),
             }

@@ -132,9 +132,6 @@ struct Pending {
 /// work silently unfinished. Kernels plan for 60 000 there, a margin below it.
 pub const SOFTWARE_LOOP_BUDGET: u64 = 60_000;
 
-/// The longest single wait for the GPU: reads wait in slices this long (see `Device::wait`).
-pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(50);
-
 /// The lowest loop budget [`DeviceOptions::max_loop_trips`] may set: every kernel's fixed loops
 /// (a reduction thread's 64 items, a 64-wide tree) fit in it.
 pub const MIN_LOOP_BUDGET: u64 = 1024;
@@ -501,7 +498,7 @@ impl Device {
         if self.is_lost() {
             return self.check_lost().err();
         }
-        let _ = self.poll_until(None, self.inner.options.timeout);
+        let _ = self.poll_wait(None, self.inner.options.timeout);
         self.check_lost().err()
     }
 
@@ -560,6 +557,9 @@ impl Device {
 
     /// Submits everything recorded so far without waiting for it.
     pub fn flush(&self) -> Result<()> {
+        if !self.has_pending() {
+            return self.check();
+        }
         self.submit_with(|_| {}).map(|_| ())
     }
 
@@ -646,13 +646,9 @@ impl Device {
     }
 
     /// Waits (at most the device's timeout) for submission `index`, or for everything.
-    ///
-    /// The wait goes in slices of at most [`WAIT_SLICE`]: wgpu's GL backend holds the adapter's
-    /// context lock while it waits, and another thread that cannot take the lock within 6 s
-    /// panics inside wgpu, so no single wait may hold it long.
     pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         let timeout = self.inner.options.timeout;
-        match self.poll_until(index, timeout) {
+        match self.poll_wait(index, timeout) {
             Ok(()) => self.check(),
             Err(wgpu::PollError::Timeout) => Err(Error::Timeout(timeout)),
             // A submission that did not go through: a destroyed device drops it silently.
@@ -660,27 +656,21 @@ impl Device {
         }
     }
 
-    /// Polls in slices until submission `index` (or everything) is done or `timeout` passes.
-    fn poll_until(
+    /// One blocking poll for submission `index` (or everything), one thread at a time.
+    ///
+    /// One wait, not a loop of short ones: wgpu-core asserts that a wait which finds the queue
+    /// empty has seen its submission finish, which a short wait that times out on a submission
+    /// wgpu does not track (an empty one) fails.
+    fn poll_wait(
         &self,
         index: Option<wgpu::SubmissionIndex>,
         timeout: Duration,
     ) -> std::result::Result<(), wgpu::PollError> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let slice = left.min(WAIT_SLICE);
-            let wait = wgpu::PollType::Wait { submission_index: index.clone(), timeout: Some(slice) };
-            let polled = {
-                let _polling = lock(&self.inner.polling);
-                self.inner.device.poll(wait)
-            };
-            match polled {
-                Err(wgpu::PollError::Timeout) if left > slice => continue,
-                Err(e) => return Err(e),
-                Ok(_) => return Ok(()),
-            }
-        }
+        let _polling = lock(&self.inner.polling);
+        self.inner
+            .device
+            .poll(wgpu::PollType::Wait { submission_index: index, timeout: Some(timeout) })
+            .map(drop)
     }
 
     /// Runs `f` on the encoder of the operation running on this thread, or, outside any

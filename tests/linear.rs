@@ -90,39 +90,10 @@ fn chunked_over_rows_of_x_and_of_weight() {
     }
 }
 
-/// dX, dW, db on `dev` against the f64 reference.
+/// dX, dW, db on `dev` against the f64 reference: sums of n (dX) or m (dW, db) terms of size
+/// ≤ 1.
 fn check_backward(dev: &Device, m: usize, n: usize, k: usize, rng: &mut Rng) {
-    let x = rng.values(m * k, 1.0);
-    let w = rng.values(n * k, 1.0);
-    let g = rng.values(m * n, 1.0);
-    let grads = Linear::default()
-        .backward(
-            &dev.tensor(&x, &[m, k]).unwrap(),
-            &dev.tensor(&w, &[n, k]).unwrap(),
-            &dev.tensor(&g, &[m, n]).unwrap(),
-        )
-        .unwrap();
-    let (dx, dw, db) = reference::linear::linear_backward(&x, &w, &g, k);
-    let what = format!("{} m={m} n={n} k={k}", common::label(dev));
-    // Sums of n (dX) or m (dW, db) terms of size ≤ 1.
-    assert_close(
-        &format!("{what} dX"),
-        &grads.input.to_vec().unwrap(),
-        &dx,
-        Tol { abs: 2e-6 * n as f64, rel: 1e-5 },
-    );
-    assert_close(
-        &format!("{what} dW"),
-        &grads.weight.to_vec().unwrap(),
-        &dw,
-        Tol { abs: 2e-6 * m as f64, rel: 1e-5 },
-    );
-    assert_close(
-        &format!("{what} db"),
-        &grads.bias.to_vec().unwrap(),
-        &db,
-        Tol { abs: 2e-6 * m as f64, rel: 1e-5 },
-    );
+    common::check_linear_backward(dev, (m, n, k), rng, |terms| Tol { abs: 2e-6 * terms as f64, rel: 1e-5 });
 }
 
 #[test]

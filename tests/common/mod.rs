@@ -191,6 +191,30 @@ impl Rng {
     }
 }
 
+/// `linear`'s backward for x `(m, k)`, W `(n, k)` and a random upstream gradient on `dev`,
+/// against the f64 reference: dX sums n terms and dW, db sum m terms, each checked with
+/// `tol(terms)`.
+pub fn check_linear_backward(
+    dev: &wgpu_loss::Device,
+    (m, n, k): (usize, usize, usize),
+    rng: &mut Rng,
+    tol: impl Fn(usize) -> Tol,
+) {
+    let (x, w, g) = (rng.values(m * k, 1.0), rng.values(n * k, 1.0), rng.values(m * n, 1.0));
+    let grads = wgpu_loss::Linear::default()
+        .backward(
+            &dev.tensor(&x, &[m, k]).unwrap(),
+            &dev.tensor(&w, &[n, k]).unwrap(),
+            &dev.tensor(&g, &[m, n]).unwrap(),
+        )
+        .unwrap();
+    let (dx, dw, db) = wgpu_loss::reference::linear::linear_backward(&x, &w, &g, k);
+    let what = format!("{} linear backward m={m} n={n} k={k}", label(dev));
+    assert_close(&format!("{what}: dX"), &grads.input.to_vec().unwrap(), &dx, tol(n));
+    assert_close(&format!("{what}: dW"), &grads.weight.to_vec().unwrap(), &dw, tol(m));
+    assert_close(&format!("{what}: db"), &grads.bias.to_vec().unwrap(), &db, tol(m));
+}
+
 pub fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }

@@ -42,14 +42,14 @@
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
-pub mod device;
 pub mod error;
+pub mod gpu;
 pub mod kernels;
 pub mod ops;
-mod pool;
-mod recording;
 pub mod reference;
 pub mod tensor;
+
+pub use gpu::device;
 
 pub use device::{Device, DeviceOptions, INSTALL_HELP, MIN_LOOP_BUDGET, SOFTWARE_LOOP_BUDGET};
 pub use error::{Error, Result};

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::pool::BufferKind;
+use crate::gpu::device::Device;
+use crate::gpu::pool::BufferKind;
 
 /// A GPU buffer owned by one or more tensors; returns to the pool when the last one drops.
 pub(crate) struct Storage {
@@ -167,7 +167,7 @@ async fn read_parts(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u
     })?;
     let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
     let slice = staging.slice(0..total.max(8));
-    let scopes = crate::recording::Scopes::push(dev.wgpu_device());
+    let scopes = crate::gpu::recording::Scopes::push(dev.wgpu_device());
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);
     });

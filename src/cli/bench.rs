@@ -13,8 +13,8 @@ use crate::{
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use super::common::{AdapterArgs, CliError};
 use super::info::AdapterReport;
-use super::{AdapterArgs, CliError};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {

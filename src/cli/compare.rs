@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use clap::Args;
 use plotters::prelude::*;
 
-use super::CliError;
 use super::bench::{Case, Report};
+use super::common::CliError;
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {

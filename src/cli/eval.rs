@@ -9,8 +9,8 @@ use crate::{
 };
 use clap::{Args, ValueEnum};
 
+use super::common::{AdapterArgs, CliError};
 use super::npy::{self, Array};
-use super::{AdapterArgs, CliError};
 
 /// The functions `eval` and `grad` know, named as in PyTorch with dashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

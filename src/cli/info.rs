@@ -3,7 +3,7 @@
 use crate::Device;
 use serde::Serialize;
 
-use super::CliError;
+use super::common::CliError;
 
 /// What `info` reports of one adapter (also embedded in bench reports).
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]

@@ -6,6 +6,7 @@
 //! [`eval::Job`].
 
 pub mod bench;
+pub mod common;
 pub mod compare;
 pub mod eval;
 pub mod info;
@@ -14,32 +15,9 @@ mod runtime_dir;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::{Device, DeviceOptions};
-
-/// One clear message for stderr; the process exits non-zero.
-#[derive(Debug)]
-pub struct CliError(pub String);
-
-impl CliError {
-    /// Prefixes the message with the operation (`cross-entropy`) unless it already names an
-    /// option, a file or the operation, in either spelling (`cross_entropy` in the library's
-    /// messages).
-    fn context(self, op: &str) -> CliError {
-        let named = self.0.starts_with("--")
-            || self.0.starts_with(op)
-            || self.0.starts_with(&op.replace('-', "_"))
-            || self.0.starts_with("wgpu reported an error: ");
-        if named { self } else { CliError(format!("{op}: {}", self.0)) }
-    }
-}
-
-impl From<crate::Error> for CliError {
-    fn from(e: crate::Error) -> Self {
-        CliError(e.to_string())
-    }
-}
+pub use common::{AdapterArgs, BackendArg, CliError};
 
 /// The parsed command line.
 #[derive(Parser, Debug)]
@@ -71,40 +49,6 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Merge bench reports from several machines into one table (and a chart).
     Compare(compare::CompareArgs),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    Vulkan,
-    Metal,
-    Dx12,
-    Gl,
-}
-
-/// Adapter choice; without it WGPU_BACKEND / WGPU_ADAPTER_NAME apply, then the default.
-#[derive(Args, Debug, Clone)]
-pub struct AdapterArgs {
-    /// The graphics API.
-    #[arg(long, value_enum)]
-    pub backend: Option<BackendArg>,
-    /// A part of the adapter's name (case-insensitive).
-    #[arg(long)]
-    pub adapter: Option<String>,
-}
-
-impl AdapterArgs {
-    pub fn backends(&self) -> Option<wgpu::Backends> {
-        self.backend.map(|b| match b {
-            BackendArg::Vulkan => wgpu::Backends::VULKAN,
-            BackendArg::Metal => wgpu::Backends::METAL,
-            BackendArg::Dx12 => wgpu::Backends::DX12,
-            BackendArg::Gl => wgpu::Backends::GL,
-        })
-    }
-
-    pub fn device(&self) -> Result<Device, CliError> {
-        Ok(Device::select(self.backends(), self.adapter.as_deref(), DeviceOptions::default())?)
-    }
 }
 
 /// Parses `args` (the program name first) as the command line; `Err` holds clap's message
@@ -141,7 +85,7 @@ pub fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError(msg)) => {
-            eprintln!("wgpu-loss: error: {}", crate::recording::one_line(&msg));
+            eprintln!("wgpu-loss: error: {}", crate::gpu::recording::one_line(&msg));
             ExitCode::FAILURE
         }
     }

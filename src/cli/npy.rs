@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use npyz::WriterBuilder;
 
-use super::CliError;
+use super::common::CliError;
 
 /// The contents of one `.npy` file.
 #[derive(Debug, PartialEq)]

@@ -2,24 +2,11 @@
 //! (`shaders/bandwidth.wgsl`): a kernel that reads each byte once with vec4 loads and sums it
 //! (the ceiling of a memory-bound loss, which reads its input once), and a vec4 copy.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, KernelId, dispatch, row_chunks};
+use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
+use crate::kernels::KernelId;
+use crate::kernels::bandwidth::{DST, ITEMS, Params, SRC, WG};
 use crate::tensor::{Storage, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) n4: u32,
-    pub(crate) _pad: [u32; 3],
-}
-const _: () = assert!(size_of::<Params>() == 16);
-
-const WG: u64 = 64;
-const ITEMS: u64 = 64;
-/// `read_sum`'s one loop, over its ITEMS vec4s (`copy` has none).
-const READ_SUM_TRIPS: u64 = ITEMS;
 
 fn vec4_count(op: &'static str, x: &Tensor) -> Result<u64> {
     let n = x.numel() as u64;
@@ -42,7 +29,7 @@ fn read_sum_op(x: &Tensor) -> Result<Tensor> {
     let groups_total = n4.div_ceil(chunk);
     let out = Storage::alloc(dev, groups_total * WG * 16)?;
     let pipe =
-        dev.pipeline(KernelId::Bandwidth, "read_sum", &[("WG", WG as f64), ("ITEMS", ITEMS as f64)])?;
+        KernelId::Bandwidth.pipeline(dev, "read_sum", &[("WG", WG as f64), ("ITEMS", ITEMS as f64)])?;
     for c in row_chunks(dev, "read_sum input", n4 as usize, &[16, 16 / ITEMS], chunk)? {
         let len = c.len() as u64;
         let groups = len.div_ceil(chunk);
@@ -52,11 +39,11 @@ fn read_sum_op(x: &Tensor) -> Result<Tensor> {
             &pipe,
             bytemuck::bytes_of(&Params { n4: len as u32, _pad: [0; 3] }),
             &[
-                Bind::range(1, x.storage.buffer(), c.start as u64 * 16, len * 16),
-                Bind::range(2, out.buffer(), g0 * WG * 16, groups * WG * 16),
+                Bind::range(SRC, x.storage.buffer(), c.start as u64 * 16, len * 16),
+                Bind::range(DST, out.buffer(), g0 * WG * 16, groups * WG * 16),
             ],
             groups,
-            READ_SUM_TRIPS,
+            &[],
         )?;
     }
     Ok(Tensor::new(out, vec![(groups_total * WG * 4) as usize]))
@@ -71,7 +58,7 @@ fn copy_op(x: &Tensor) -> Result<Tensor> {
     let dev = x.device();
     let n4 = vec4_count("copy", x)?;
     let out = Tensor::empty(dev, x.shape.clone())?;
-    let pipe = dev.pipeline(KernelId::Bandwidth, "copy", &[("WG", WG as f64), ("ITEMS", ITEMS as f64)])?;
+    let pipe = KernelId::Bandwidth.pipeline(dev, "copy", &[("WG", WG as f64), ("ITEMS", ITEMS as f64)])?;
     for c in row_chunks(dev, "copy input", n4 as usize, &[16, 16], 1)? {
         let len = c.len() as u64;
         let off = c.start as u64 * 16;
@@ -80,11 +67,11 @@ fn copy_op(x: &Tensor) -> Result<Tensor> {
             &pipe,
             bytemuck::bytes_of(&Params { n4: len as u32, _pad: [0; 3] }),
             &[
-                Bind::range(1, x.storage.buffer(), off, len * 16),
-                Bind::range(2, out.storage.buffer(), off, len * 16),
+                Bind::range(SRC, x.storage.buffer(), off, len * 16),
+                Bind::range(DST, out.storage.buffer(), off, len * 16),
             ],
             len.div_ceil(WG),
-            0,
+            &[],
         )?;
     }
     Ok(out)

@@ -5,14 +5,14 @@
 //! kernel's host side knows, for the shape it dispatches, the most loop iterations ("trips") one
 //! invocation runs, and splits its work (more threads per row, more reduction stages, pieces of
 //! a GEMM's k) until that fits the budget, or returns [`Error::Limit`] naming the shape.
-//! [`crate::kernels::dispatch`] refuses any dispatch whose stated trips exceed the budget, so a
+//! `gpu::dispatch::dispatch` refuses any dispatch whose stated trips exceed the budget, so a
 //! planning mistake is an error, never a wrong number.
 //!
 //! Trip counts are upper bounds: every loop counts, including those over compile-time
 //! constants, whose back-edges the compiler may or may not remove.
 
-use crate::device::Device;
 use crate::error::Error;
+use crate::gpu::device::Device;
 
 /// Whether `trips` loop iterations fit one invocation on `dev`.
 pub(crate) fn fits(dev: &Device, trips: u64) -> bool {
@@ -53,15 +53,10 @@ pub(crate) fn exceeded(dev: &Device, op: &str, shape: &[usize], trips: u64) -> E
     )
 }
 
-/// ⌈log2 n⌉ for n ≥ 1: the trips of a tree reduction over n lanes.
-pub(crate) const fn log2_ceil(n: u64) -> u64 {
-    let n = if n == 0 { 1 } else { n };
-    64 - (n - 1).leading_zeros() as u64
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{largest_within, log2_ceil};
+    use super::largest_within;
+    use crate::kernels::log2_ceil;
 
     #[test]
     fn largest_fitting_pieces() {
@@ -74,8 +69,8 @@ mod tests {
         // Not even one step fits.
         assert_eq!(largest_within(100, 64, 1_000, |k| k * 2), None);
         // The smallest budget a device may have fits a 64-piece of every GEMM.
-        let min = crate::device::MIN_LOOP_BUDGET;
-        assert!(largest_within(min, 64, u32::MAX as u64, crate::ops::linear::grad_trips).is_some());
+        let min = crate::gpu::device::MIN_LOOP_BUDGET;
+        assert!(largest_within(min, 64, u32::MAX as u64, crate::kernels::linear::grad_trips).is_some());
     }
 
     #[test]

@@ -6,34 +6,19 @@
 //! place with a stride) or unbatched `(C)`; class-id targets `(N, d1, …, dk)` (or `()`), or
 //! probability targets of the logits' own shape. Nothing is broadcast.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::{Reduction, RowLoops, RowStrategy, Rows, check_u32};
-use crate::device::Device;
+use super::{Reduction, RowStrategy, Rows, check_u32};
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, Input, KernelId, dispatch, input as input_at};
+use crate::gpu::device::Device;
+use crate::gpu::dispatch::{Bind, dispatch};
+use crate::gpu::spec::InputPath;
+use crate::gpu::staging::{Input, input as input_at};
+use crate::kernels::class_rows::{LOSS, Params, STATUS, TARGETS, WEIGHT, WSUM};
+use crate::kernels::{KernelId, cross_entropy as ce, nll};
 use crate::ops::reduce::{Finish, reduce};
 use crate::tensor::{Indices, Storage, TargetCheck, Tensor, same_device};
 
 /// PyTorch's default `ignore_index`.
 pub const DEFAULT_IGNORE_INDEX: i64 = -100;
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) rows: u32,
-    pub(crate) cols: u32,
-    pub(crate) ignore_index: i32,
-    pub(crate) has_weight: u32,
-    pub(crate) row_base: u32,
-    pub(crate) inner: u32,
-    pub(crate) smoothing: f32,
-    pub(crate) g_mode: u32,
-    pub(crate) scale: f32,
-    pub(crate) top_k: u32,
-    pub(crate) _pad: [u32; 2],
-}
-const _: () = assert!(size_of::<Params>() == 48);
 
 /// Cross-entropy, as PyTorch's `F.cross_entropy(logits, targets, weight, ignore_index,
 /// reduction, label_smoothing)`.
@@ -338,18 +323,12 @@ struct ClassJob<'a> {
     strategy: RowStrategy,
 }
 
-/// The loops of each row entry point (`shaders/cross_entropy.wgsl` over `rows.wgsl`): the
-/// forward folds the row once; the backward folds it, then writes its gradient; accuracy counts
-/// the larger logits one element a step.
-const FORWARD_LOOPS: RowLoops = RowLoops { wide: 1, plain: 0, trees: 1, quads: true };
-const BACKWARD_LOOPS: RowLoops = RowLoops { wide: 1, plain: 1, trees: 1, quads: true };
-const ACCURACY_LOOPS: RowLoops = RowLoops { wide: 0, plain: 1, trees: 1, quads: false };
-
 /// A row plan and the pipeline constants that go with it.
 struct Planned {
     constants: Vec<(&'static str, f64)>,
     rows_per_group: u64,
-    trips: u64,
+    /// What the entry's loop bound is evaluated at (nothing for nll's loop-free kernels).
+    extents: Vec<u64>,
 }
 
 impl<'a> ClassJob<'a> {
@@ -424,20 +403,24 @@ impl<'a> ClassJob<'a> {
         })
     }
 
-    /// The plan of the row kernel for an entry point with `loops` (nll's kernels: one thread
-    /// per row and no loop).
-    fn plan(&self, loops: RowLoops) -> Result<Planned> {
+    /// The plan of the row kernel for `entry` (nll's kernels: one thread per row and no loop).
+    fn plan(&self, entry: &str) -> Result<Planned> {
         if self.kernel == KernelId::Nll {
-            return Ok(Planned { constants: vec![("WG", 64.0)], rows_per_group: 64, trips: 0 });
+            return Ok(Planned { constants: vec![("WG", 64.0)], rows_per_group: 64, extents: Vec::new() });
         }
         let dev = self.input.device();
-        let plan = self.strategy.plan(self.op, dev, &self.input.shape, &self.rows, loops)?;
+        let bound = ce::KERNEL.entry(entry).map(|e| e.trips).ok_or_else(|| Error::invalid(self.op, entry))?;
+        let plan = self.strategy.plan(self.op, dev, &self.input.shape, &self.rows, bound)?;
         let mut c = plan.constants();
         let probs = matches!(self.targets, Target::Probs(_));
         let smooth = self.smoothing > 0.0 && !probs;
         c.extend([("PROBS", probs as u8 as f64), ("SMOOTH", smooth as u8 as f64)]);
         c.push(("AUX", (probs || smooth) as u8 as f64));
-        Ok(Planned { constants: c, rows_per_group: (plan.wg / plan.tpr) as u64, trips: plan.trips })
+        Ok(Planned {
+            constants: c,
+            rows_per_group: (plan.wg / plan.tpr) as u64,
+            extents: plan.extents().to_vec(),
+        })
     }
 
     fn params(&self, rows: usize, row_base: usize) -> Params {
@@ -488,30 +471,30 @@ impl<'a> ClassJob<'a> {
 
     /// The input's binding (and, for cross_entropy, the probability targets' or a stand-in)
     /// for the chunk of `n` rows starting at `r0`.
-    fn inputs(&self, path: crate::kernels::InputPath, r0: u64, n: u64) -> Vec<Input<'a>> {
+    fn inputs(&self, path: InputPath, r0: u64, n: u64) -> Vec<Input<'a>> {
         let dev = self.input.device();
         let cols = self.rows.cols as u64;
         let off = r0 * cols * 4;
         let x = self.input.storage.buffer();
         if self.kernel == KernelId::Nll {
-            return vec![Input::Buffer(Bind::range(1, x, off, n * cols * 4))];
+            return vec![Input::Buffer(Bind::range(nll::LOGP, x, off, n * cols * 4))];
         }
         let y = match self.targets {
-            Target::Probs(t) => input_at(dev, path, 7, t.storage.buffer(), off, n * cols),
-            Target::Ids(_) => input_at(dev, path, 7, x, 0, 1),
+            Target::Probs(t) => input_at(dev, path, ce::Y, t.storage.buffer(), off, n * cols),
+            Target::Ids(_) => input_at(dev, path, ce::Y, x, 0, 1),
         };
-        vec![input_at(dev, path, 1, x, off, n * cols), y]
+        vec![input_at(dev, path, ce::X, x, off, n * cols), y]
     }
 
     fn ids_bind(&self, r0: u64, n: u64) -> Bind<'a> {
         match self.targets {
-            Target::Ids(t) => Bind::range(2, t.storage.buffer(), r0 * 4, n * 4),
-            Target::Probs(_) => Bind::all(2, &self.input.device().inner.dummy),
+            Target::Ids(t) => Bind::range(TARGETS, t.storage.buffer(), r0 * 4, n * 4),
+            Target::Probs(_) => Bind::all(TARGETS, &self.input.device().inner.dummy),
         }
     }
 
     fn weight_bind(&self) -> Bind<'a> {
-        Bind::all(3, self.weight.map_or(&self.input.device().inner.dummy, |w| w.storage.buffer()))
+        Bind::all(WEIGHT, self.weight.map_or(&self.input.device().inner.dummy, |w| w.storage.buffer()))
     }
 
     /// Runs a per-row entry (the loss or accuracy) writing loss and wsum, then reduces.
@@ -525,9 +508,9 @@ impl<'a> ClassJob<'a> {
         if self.rows.is_empty() {
             return self.empty_loss(entry);
         }
-        let path = dev.input_path(self.kernel, &self.staged())?;
-        let plan = self.plan(if entry == "accuracy" { ACCURACY_LOOPS } else { FORWARD_LOOPS })?;
-        let pipe = dev.pipeline_for(self.kernel, path, entry, &plan.constants)?;
+        let path = self.kernel.input_path(dev, &self.staged())?;
+        let plan = self.plan(entry)?;
+        let pipe = self.kernel.pipeline_for(dev, path, entry, &plan.constants)?;
         let loss = Storage::alloc(dev, n_rows as u64 * 4)?;
         let wsum = Storage::alloc(dev, n_rows as u64 * 4)?;
         let check = match self.targets {
@@ -548,22 +531,12 @@ impl<'a> ClassJob<'a> {
             binds.extend([
                 self.ids_bind(r0, n),
                 self.weight_bind(),
-                Bind::range(4, loss.buffer(), r0 * 4, n * 4),
-                Bind::range(5, wsum.buffer(), r0 * 4, n * 4),
-                Bind::range(6, status.buffer(), 0, 4),
+                Bind::range(LOSS, loss.buffer(), r0 * 4, n * 4),
+                Bind::range(WSUM, wsum.buffer(), r0 * 4, n * 4),
+                Bind::range(STATUS, status.buffer(), 0, 4),
             ]);
-            if entry == "accuracy" {
-                // accuracy reads neither weights nor probability targets.
-                binds.retain(|b| b.slot != 3 && b.slot != 7);
-            }
-            dispatch(
-                dev,
-                &pipe,
-                bytemuck::bytes_of(&params),
-                &binds,
-                n.div_ceil(plan.rows_per_group),
-                plan.trips,
-            )?;
+            let groups = n.div_ceil(plan.rows_per_group);
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &plan.extents)?;
         }
         let mut checks = self.checks();
         checks.extend(check);
@@ -598,7 +571,7 @@ impl<'a> ClassJob<'a> {
     fn target_pass(&self, indices: &Indices) -> Result<(TargetCheck, Option<Tensor>)> {
         let dev = self.input.device();
         let n_rows = self.rows.rows();
-        let pipe = dev.pipeline(self.kernel, "target_weights", &[])?;
+        let pipe = self.kernel.pipeline(dev, "target_weights", &[])?;
         let check = TargetCheck::new(self.op, indices, self.rows.cols, self.ignore_index)?;
         let wsum = Storage::alloc(dev, n_rows as u64 * 4)?;
         let inner = self.rows.inner as u64;
@@ -608,10 +581,10 @@ impl<'a> ClassJob<'a> {
             let binds = [
                 self.ids_bind(r0, n),
                 self.weight_bind(),
-                Bind::range(5, wsum.buffer(), r0 * 4, n * 4),
-                Bind::range(6, check.status.buffer(), 0, 4),
+                Bind::range(WSUM, wsum.buffer(), r0 * 4, n * 4),
+                Bind::range(STATUS, check.status.buffer(), 0, 4),
             ];
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(64), 0)?;
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(64), &[])?;
         }
         let denom = match self.reduction {
             Reduction::Mean => Some(reduce(dev, &wsum, None, n_rows, Finish::Sum, 0.0, Vec::new())?),
@@ -668,15 +641,15 @@ impl<'a> ClassJob<'a> {
         let n = self.input.numel() as u64;
         let dx = Storage::alloc(dev, n * 4)?;
         let dy = Storage::alloc(dev, if want_dy { n * 4 } else { 4 })?;
-        let path = dev.input_path(self.kernel, &self.staged())?;
+        let path = self.kernel.input_path(dev, &self.staged())?;
         let nll = self.kernel == KernelId::Nll;
         let entry = if nll { "nll_backward" } else { "cross_entropy_backward" };
-        let plan = self.plan(BACKWARD_LOOPS)?;
+        let plan = self.plan(entry)?;
         let mut constants = plan.constants;
         if !nll {
             constants.push(("WANT_DY", want_dy as u8 as f64));
         }
-        let pipe = dev.pipeline_for(self.kernel, path, entry, &constants)?;
+        let pipe = self.kernel.pipeline_for(dev, path, entry, &constants)?;
         if nll {
             // nll's kernel scatters one value per row into a cleared gradient.
             dev.record(|enc| enc.clear_buffer(dx.buffer(), 0, Some(n * 4)));
@@ -685,8 +658,9 @@ impl<'a> ClassJob<'a> {
         let cols = self.rows.cols as u64;
         let wide = 1 + want_dy as usize;
         let denom_buf = denom.as_ref().map_or(&dev.inner.dummy, |d| d.storage.buffer());
-        // Slots of g, denom and dx differ between the two kernels (nll has no staged inputs).
-        let (g_slot, d_slot, dx_slot) = if nll { (7, 8, 9) } else { (8, 9, 10) };
+        // The bindings of g, denom and dx differ between the two kernels.
+        let (g_bind, denom_bind, dx_bind) =
+            if nll { (nll::G, nll::DENOM, nll::DX) } else { (ce::G, ce::DENOM, ce::DX) };
         for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(per_row as usize, wide))? {
             let (r0, rn) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
             let mut params = self.params(rn as usize, r0 as usize);
@@ -700,22 +674,22 @@ impl<'a> ClassJob<'a> {
                 self.ids_bind(r0, rn),
                 self.weight_bind(),
                 if per_row {
-                    Bind::range(g_slot, grad.storage.buffer(), r0 * 4, rn * 4)
+                    Bind::range(g_bind, grad.storage.buffer(), r0 * 4, rn * 4)
                 } else {
-                    Bind::all(g_slot, grad.storage.buffer())
+                    Bind::all(g_bind, grad.storage.buffer())
                 },
-                Bind::all(d_slot, denom_buf),
-                Bind::range(dx_slot, dx.buffer(), off, rn * cols * 4),
+                Bind::all(denom_bind, denom_buf),
+                Bind::range(dx_bind, dx.buffer(), off, rn * cols * 4),
             ]);
             if !nll {
                 binds.push(if want_dy {
-                    Bind::range(11, dy.buffer(), off, rn * cols * 4)
+                    Bind::range(ce::DY, dy.buffer(), off, rn * cols * 4)
                 } else {
-                    Bind::all(11, dy.buffer())
+                    Bind::all(ce::DY, dy.buffer())
                 });
             }
             let groups = rn.div_ceil(plan.rows_per_group);
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, plan.trips)?;
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &plan.extents)?;
         }
         let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });
         Ok((Tensor { storage: dx, shape, checks }, dy))

@@ -1,58 +1,24 @@
 //! `linear`: `y = x·Wᵀ + b` with W stored `(out, in)` as in PyTorch (`shaders/linear.wgsl`).
 
-use bytemuck::{Pod, Zeroable};
-
 use super::check_u32;
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, KernelId, dispatch, row_chunks};
+use crate::gpu::device::Device;
+use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
+use crate::kernels::KernelId;
+use crate::kernels::gemm::{BLOCK_COLS, BLOCK_ROWS, GRAD_COLS, GRAD_ROWS};
+use crate::kernels::linear::{A, B, BIAS, C, FLAGS, GradParams, Params, W, X, Y, grad_trips};
 use crate::tensor::{TargetCheck, Tensor, same_device};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) m: u32,
-    pub(crate) n: u32,
-    pub(crate) k: u32,
-    pub(crate) has_bias: u32,
-    pub(crate) ldy: u32,
-    pub(crate) n_base: u32,
-    pub(crate) tiles_n: u32,
-    /// Add to y (a later piece of k) instead of writing it and the bias.
-    pub(crate) accumulate: u32,
-    /// The distance between rows of x and of W (the full in-features).
-    pub(crate) ldk: u32,
-    pub(crate) _pad: [u32; 3],
-}
-const _: () = assert!(size_of::<Params>() == 48);
-
-/// The loop iterations of one `linear` (tiled) invocation over `k`: per 16-wide step the step
-/// itself, four staging loads and sixteen rank-1 updates; then four stores of four columns.
-fn tiled_trips(k: u64) -> u64 {
-    k.div_ceil(16) * 21 + 20
-}
-
-/// `linear_blocked`: one loop over k (the register block and its stores are unrolled).
-fn blocked_trips(k: u64) -> u64 {
-    k + 1
-}
-
-/// The gradient GEMMs: one loop over k; dW's threads whose rows the filter skips write their
-/// block of zeros in a GRAD_ROWS × GRAD_COLS loop instead.
-pub(crate) fn grad_trips(k: u64) -> u64 {
-    let (rows, cols) = (crate::kernels::GRAD_ROWS as u64, crate::kernels::GRAD_COLS as u64);
-    k + 1 + rows * (cols + 1)
-}
 
 /// The most k one gradient-GEMM (or column-sum) invocation may loop over on `dev`: a multiple
 /// of 64, so that pieces of k start at aligned offsets.
-pub(crate) fn grad_max_k(dev: &crate::Device) -> usize {
+pub(crate) fn grad_max_k(dev: &Device) -> usize {
     let k = super::budget::largest_fitting(dev, 64, u32::MAX as u64, grad_trips);
     // The minimum budget always fits 64 (checked by a unit test).
     k.unwrap_or(64) as usize
 }
 
 /// One `linear` GEMM, `y (=|+=) x·Wᵀ (+ b)`, over `m` rows of x and `n` rows of W (both `k`
-/// wide, `ldk` apart) bound from the given byte offsets, writing `y` (bound at slot 4) at
+/// wide, `ldk` apart) bound from the given byte offsets, writing `y` (bound as [`Y`]) at
 /// columns `n_base..` of rows `ldy` apart. k goes in pieces that fit the loop budget, added
 /// into y in order (the first writes the bias).
 pub(crate) struct Gemm<'a> {
@@ -73,16 +39,16 @@ pub(crate) struct Gemm<'a> {
 impl Gemm<'_> {
     pub(crate) fn record(
         &self,
-        dev: &crate::Device,
+        dev: &Device,
         kernel: LinearKernel,
         op: &'static str,
         shape: &[usize],
     ) -> Result<()> {
         let (id, (tile_m, tile_n)) = kernel.resolve(dev);
-        let trips = if id == KernelId::Linear { tiled_trips } else { blocked_trips };
+        let pipe = id.pipeline(dev, "linear", &[])?;
+        let trips = |k: u64| pipe.entry.trips.at(&[k]);
         let piece = super::budget::largest_fitting(dev, 64, self.k, trips)
             .ok_or_else(|| super::budget::exceeded(dev, op, shape, trips(64)))?;
-        let pipe = dev.pipeline(id, "linear", &[])?;
         let tiles_n = self.n.div_ceil(tile_n);
         for k0 in (0..self.k).step_by(piece as usize) {
             let kk = piece.min(self.k - k0);
@@ -104,37 +70,18 @@ impl Gemm<'_> {
                 &pipe,
                 bytemuck::bytes_of(&params),
                 &[
-                    Bind::range(1, self.x, self.x_offset + k0 * 4, x_len),
-                    Bind::range(2, self.w, self.w_offset + k0 * 4, w_len),
+                    Bind::range(X, self.x, self.x_offset + k0 * 4, x_len),
+                    Bind::range(W, self.w, self.w_offset + k0 * 4, w_len),
                     self.bias,
                     self.y,
                 ],
                 self.m.div_ceil(tile_m) * tiles_n,
-                trips(kk),
+                &[kk],
             )?;
         }
         Ok(())
     }
 }
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub(crate) struct GradParams {
-    pub(crate) m: u32,
-    pub(crate) n: u32,
-    pub(crate) k: u32,
-    pub(crate) lda: u32,
-    pub(crate) ldb: u32,
-    pub(crate) ldc: u32,
-    pub(crate) tiles_n: u32,
-    pub(crate) accumulate: u32,
-    /// Skip the 64-blocks of dY's columns whose flag (binding 4) is 0.
-    pub(crate) filter: u32,
-    /// The flag index of dY's column 0, times 64.
-    pub(crate) flag_base: u32,
-    pub(crate) _pad: [u32; 2],
-}
-const _: () = assert!(size_of::<GradParams>() == 48);
 
 /// The gradients of `linear` with respect to its input, weight and bias.
 #[derive(Clone, Debug)]
@@ -192,15 +139,15 @@ impl Linear {
 
 impl LinearKernel {
     /// The forward kernel on `dev` and the (rows, columns) of y one workgroup computes.
-    pub(crate) fn resolve(self, dev: &crate::Device) -> (KernelId, (u64, u64)) {
+    pub(crate) fn resolve(self, dev: &Device) -> (KernelId, (u64, u64)) {
         let blocked = match self {
             LinearKernel::Auto => super::is_software(dev),
             LinearKernel::Tiled => false,
             LinearKernel::Blocked => true,
         };
         if blocked {
-            let rows = 8 * crate::kernels::BLOCK_ROWS as u64;
-            (KernelId::LinearBlocked, (rows, 8 * crate::kernels::BLOCK_COLS as u64))
+            let rows = 8 * BLOCK_ROWS as u64;
+            (KernelId::LinearBlocked, (rows, 8 * BLOCK_COLS as u64))
         } else {
             (KernelId::Linear, (64, 64))
         }
@@ -267,7 +214,7 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
         grads.record_zero();
         return Ok(grads);
     }
-    let (tile_m, tile_n) = (8 * crate::kernels::GRAD_ROWS as u64, 8 * crate::kernels::GRAD_COLS as u64);
+    let (tile_m, tile_n) = (8 * GRAD_ROWS as u64, 8 * GRAD_COLS as u64);
     let whole = |what: &'static str, rows: usize, row_bytes: u64| -> Result<()> {
         let chunks = row_chunks(dev, what, rows, &[row_bytes], 1)?;
         if chunks.len() > 1 {
@@ -277,7 +224,7 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
     };
     whole("linear's weight in one binding", n, k64 * 4)?;
     // dX = dY·W: rows of dY and dX in chunks, W whole (nothing to do without inputs).
-    let pipe = dev.pipeline(KernelId::LinearGradInput, "gemm", &[])?;
+    let pipe = KernelId::LinearGradInput.pipeline(dev, "gemm", &[])?;
     let input_chunks = if k == 0 {
         Vec::new()
     } else {
@@ -309,19 +256,19 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
                 &pipe,
                 bytemuck::bytes_of(&params),
                 &[
-                    Bind::range(1, grad_y.storage.buffer(), a0, mm * n64 * 4 - n0 * 4),
-                    Bind::range(2, weight.storage.buffer(), n0 * k64 * 4, nn * k64 * 4),
-                    Bind::range(3, dx.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
-                    Bind::all(4, &dev.inner.dummy),
+                    Bind::range(A, grad_y.storage.buffer(), a0, mm * n64 * 4 - n0 * 4),
+                    Bind::range(B, weight.storage.buffer(), n0 * k64 * 4, nn * k64 * 4),
+                    Bind::range(C, dx.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
+                    Bind::all(FLAGS, &dev.inner.dummy),
                 ],
                 mm.div_ceil(tile_m) * k64.div_ceil(tile_n),
-                grad_trips(nn),
+                &[nn],
             )?;
         }
     }
     // dW = dYᵀ·X and db = Σ dY: the rows are the sum's index, chunk by chunk in order.
-    let gemm = dev.pipeline(KernelId::LinearGradWeight, "gemm", &[])?;
-    let colsum = dev.pipeline(KernelId::LinearGradWeight, "colsum", &[])?;
+    let gemm = KernelId::LinearGradWeight.pipeline(dev, "gemm", &[])?;
+    let colsum = KernelId::LinearGradWeight.pipeline(dev, "colsum", &[])?;
     let weight_chunks: Vec<std::ops::Range<usize>> =
         row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?
             .into_iter()
@@ -330,7 +277,7 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
     for (i, mc) in weight_chunks.into_iter().enumerate() {
         let mm = mc.len() as u64;
         let m0 = mc.start as u64;
-        let dy = Bind::range(1, grad_y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4);
+        let dy = Bind::range(A, grad_y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4);
         let params = GradParams {
             m: n as u32,
             n: k as u32,
@@ -349,12 +296,12 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
                 bytemuck::bytes_of(&params),
                 &[
                     dy,
-                    Bind::range(2, x.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
-                    Bind::all(3, dw.storage.buffer()),
-                    Bind::all(4, &dev.inner.dummy),
+                    Bind::range(B, x.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
+                    Bind::all(C, dw.storage.buffer()),
+                    Bind::all(FLAGS, &dev.inner.dummy),
                 ],
                 n64.div_ceil(tile_m) * k64.div_ceil(tile_n),
-                grad_trips(mm),
+                &[mm],
             )?;
         }
         let params = GradParams { m: 1, n: n as u32, k: mm as u32, ldc: n as u32, tiles_n: 1, ..params };
@@ -362,9 +309,9 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
             dev,
             &colsum,
             bytemuck::bytes_of(&params),
-            &[dy, Bind::all(3, db.storage.buffer()), Bind::all(4, &dev.inner.dummy)],
+            &[dy, Bind::all(C, db.storage.buffer()), Bind::all(FLAGS, &dev.inner.dummy)],
             n64.div_ceil(64),
-            mm + 1,
+            &[mm],
         )?;
     }
     Ok(LinearGrads::with_checks(dx, dw, db, &checks))
@@ -433,9 +380,9 @@ fn run(kernel: LinearKernel, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>)
                 x_offset: m0 * k64 * 4,
                 w: weight.storage.buffer(),
                 w_offset: nc.start as u64 * k64 * 4,
-                bias: Bind::all(3, bias_buf),
+                bias: Bind::all(BIAS, bias_buf),
                 has_bias: bias.is_some(),
-                y: Bind::range(4, y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),
+                y: Bind::range(Y, y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),
                 m: mm,
                 n: nn,
                 k: k64,

@@ -18,45 +18,24 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytemuck::{Pod, Zeroable};
-
 use super::budget::{exceeded, fits, largest_fitting};
-use super::linear::{Gemm, GradParams, LinearGrads, LinearKernel, grad_trips};
+use super::linear::{Gemm, LinearGrads, LinearKernel};
 use super::reduce::{Finish, reduce};
 use super::{Reduction, check_u32, is_software};
-use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, GRAD_COLS, GRAD_ROWS, KernelId, LCE_BLOCK, LCE_BLOCK_SMALL, dispatch, gcd};
+use crate::gpu::device::Device;
+use crate::gpu::dispatch::{Bind, dispatch, gcd};
+use crate::kernels::KernelId;
+use crate::kernels::gemm::{GRAD_COLS, GRAD_ROWS, LCE_BLOCK, LCE_BLOCK_SMALL};
+use crate::kernels::linear::{self as gemm_bindings, GradParams};
+use crate::kernels::linear_cross_entropy::{
+    BIAS, COUNTED, DENOMS, FLAGS, GRAD, LOSS, LSE, PARTS, Params, SCRATCH, STATUS, TARGETS, W, WEIGHT, WT, X,
+    fold_trips, partials_trips, tile_grad_trips,
+};
 use crate::ops::cross_entropy::DEFAULT_IGNORE_INDEX;
 use crate::tensor::{Indices, Storage, TargetCheck, Tensor, same_device};
 
 const OP: &str = "linear_cross_entropy";
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub(crate) struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    has_bias: u32,
-    row_base: u32,
-    v_base: u32,
-    classes: u32,
-    has_weight: u32,
-    ignore_index: i32,
-    smoothing: f32,
-    softcap: f32,
-    z_loss: f32,
-    slices: u32,
-    slice_w: u32,
-    part_stride: u32,
-    part_base: u32,
-    g_mode: u32,
-    mean: u32,
-    ld: u32,
-    filter_eps: f32,
-}
-const _: () = assert!(size_of::<Params>() == 80);
 
 /// The default cap on the scratch buffer of logits (and on the forward's partials, unless a
 /// software adapter's loop budget needs more slices): 4 MiB.
@@ -343,21 +322,6 @@ fn round_down(a: usize, m: usize) -> usize {
     a / m * m
 }
 
-/// The loop iterations of one `partials` invocation walking `steps` blocks of columns over
-/// k = `h`: per block, the k steps of its register-blocked GEMM and the block step itself.
-fn partials_trips(steps: u64, h: u64) -> u64 {
-    steps * (h + 2) + 1
-}
-
-/// `tile_grad`, a workgroup per row of an `n`-column tile: with `whole` rows it first folds the
-/// row, a quad per thread a step, and merges the 64 states in a tree; then each thread writes
-/// every 64th gradient (with the filter, whole 64-column blocks, every 64th block).
-fn tile_grad_trips(n: u64, whole: bool, filter: bool) -> u64 {
-    let fold = if whole { n.div_ceil(256) + 7 } else { 0 };
-    let grad = if filter { n.div_ceil(64 * 64) * 66 } else { n.div_ceil(64) };
-    fold + grad + 2
-}
-
 impl<'a> Job<'a> {
     fn new(
         o: &'a LinearCrossEntropy,
@@ -504,7 +468,7 @@ impl<'a> Job<'a> {
     }
 
     fn class_weight_bind(&self) -> Bind<'a> {
-        Bind::all(4, self.o.class_weight.as_ref().map_or(self.dummy(), |c| c.storage.buffer()))
+        Bind::all(WEIGHT, self.o.class_weight.as_ref().map_or(self.dummy(), |c| c.storage.buffer()))
     }
 
     fn checks(&self, prep: &Prep) -> Vec<TargetCheck> {
@@ -536,7 +500,7 @@ impl<'a> Job<'a> {
         let check = TargetCheck::new(OP, self.targets, self.v, self.o.ignore_index)?;
         let wt = Storage::alloc(dev, n as u64 * 4)?;
         let counted = Storage::alloc(dev, n as u64 * 4)?;
-        let pipe = dev.pipeline(KernelId::LinearCrossEntropy, "target_pass", &[])?;
+        let pipe = KernelId::LinearCrossEntropy.pipeline(dev, "target_pass", &[])?;
         let params = Params { m: n as u32, ..self.params() };
         dispatch(
             dev,
@@ -544,13 +508,13 @@ impl<'a> Job<'a> {
             bytemuck::bytes_of(&params),
             &[
                 self.class_weight_bind(),
-                Bind::all(5, self.targets.storage.buffer()),
-                Bind::range(10, check.status.buffer(), 0, 4),
-                Bind::all(11, wt.buffer()),
-                Bind::all(12, counted.buffer()),
+                Bind::all(TARGETS, self.targets.storage.buffer()),
+                Bind::range(STATUS, check.status.buffer(), 0, 4),
+                Bind::all(WT, wt.buffer()),
+                Bind::all(COUNTED, counted.buffer()),
             ],
             (n as u64).div_ceil(64),
-            0,
+            &[],
         )?;
         let weight_sum = reduce(dev, &wt, None, n, Finish::Sum, 0.0, Vec::new())?;
         let count = reduce(dev, &counted, None, n, Finish::Sum, 0.0, Vec::new())?;
@@ -620,11 +584,10 @@ impl<'a> Job<'a> {
         let stride: usize = per_shard.iter().sum();
         check_u32(OP, n * stride * 4)?;
         let parts = Storage::alloc(dev, (n * stride) as u64 * 16)?;
-        let pipe = dev.pipeline(KernelId::LinearCrossEntropy, entry, &[])?;
+        let pipe = KernelId::LinearCrossEntropy.pipeline(dev, entry, &[])?;
         let steps_run = (slice_w / block_cols) as u64;
-        let fold_trips = stride as u64 + 1;
-        if !fits(dev, fold_trips) {
-            return Err(exceeded(dev, OP, &self.x.shape, fold_trips));
+        if !fits(dev, fold_trips(stride as u64)) {
+            return Err(exceeded(dev, OP, &self.x.shape, fold_trips(stride as u64)));
         }
         for r0 in (0..n).step_by(self.x_rows) {
             let rn = self.x_rows.min(n - r0);
@@ -647,24 +610,24 @@ impl<'a> Job<'a> {
                     &pipe,
                     bytemuck::bytes_of(&params),
                     &[
-                        Bind::range(1, self.x.storage.buffer(), r0 as u64 * h64 * 4, rn as u64 * h64 * 4),
+                        Bind::range(X, self.x.storage.buffer(), r0 as u64 * h64 * 4, rn as u64 * h64 * 4),
                         Bind::range(
-                            2,
+                            W,
                             self.w.storage.buffer(),
                             shard.start as u64 * h64 * 4,
                             shard.len() as u64 * h64 * 4,
                         ),
-                        Bind::all(3, self.bias_buf()),
+                        Bind::all(BIAS, self.bias_buf()),
                         self.class_weight_bind(),
-                        Bind::all(5, self.targets.storage.buffer()),
-                        Bind::all(6, parts.buffer()),
+                        Bind::all(TARGETS, self.targets.storage.buffer()),
+                        Bind::all(PARTS, parts.buffer()),
                     ],
                     (rn.div_ceil(block_rows) * sl).div_ceil(64) as u64,
-                    partials_trips(steps_run, h64),
+                    &[steps_run, h64],
                 )?;
             }
         }
-        let fold = dev.pipeline(KernelId::LinearCrossEntropy, "fold", &[])?;
+        let fold = KernelId::LinearCrossEntropy.pipeline(dev, "fold", &[])?;
         let params = Params { m: n as u32, part_stride: stride as u32, ..self.params() };
         dispatch(
             dev,
@@ -672,14 +635,14 @@ impl<'a> Job<'a> {
             bytemuck::bytes_of(&params),
             &[
                 self.class_weight_bind(),
-                Bind::all(5, self.targets.storage.buffer()),
-                Bind::all(6, parts.buffer()),
-                Bind::all(7, rows.buffer()),
-                Bind::all(8, lse.buffer()),
-                Bind::all(9, prep.denoms.buffer()),
+                Bind::all(TARGETS, self.targets.storage.buffer()),
+                Bind::all(PARTS, parts.buffer()),
+                Bind::all(LOSS, rows.buffer()),
+                Bind::all(LSE, lse.buffer()),
+                Bind::all(DENOMS, prep.denoms.buffer()),
             ],
             (n as u64).div_ceil(64),
-            fold_trips,
+            &[stride as u64],
         )?;
         self.finish_loss(prep, rows, lse)
     }
@@ -764,22 +727,23 @@ impl<'a> Job<'a> {
         };
         let scratch = Storage::alloc(dev, (plan.rows * plan.cols) as u64 * 4)?;
         let filter = self.o.filter_eps.is_some();
-        let tile_grad = dev.pipeline(
-            KernelId::LinearCrossEntropy,
+        let tile_grad = KernelId::LinearCrossEntropy.pipeline(
+            dev,
             "tile_grad",
             &[("HAVE_LSE", (!whole) as u8 as f64), ("FILTER", filter as u8 as f64)],
         )?;
         let flags = Storage::alloc(dev, plan.cols.div_ceil(64) as u64 * 4)?;
-        let grad_input = dev.pipeline(KernelId::LinearGradInput, "gemm", &[])?;
-        let grad_weight = dev.pipeline(KernelId::LinearGradWeight, "gemm", &[])?;
-        let colsum = dev.pipeline(KernelId::LinearGradWeight, "colsum", &[])?;
+        let grad_input = KernelId::LinearGradInput.pipeline(dev, "gemm", &[])?;
+        let grad_weight = KernelId::LinearGradWeight.pipeline(dev, "gemm", &[])?;
+        let colsum = KernelId::LinearGradWeight.pipeline(dev, "colsum", &[])?;
         let (gm, gn) = (8 * GRAD_ROWS as u64, 8 * GRAD_COLS as u64);
         let g_mode = (self.o.reduction != Reduction::None) as u32;
         let tiles = self.tiles(plan);
         for (chunk, r0) in (0..n).step_by(plan.rows).enumerate() {
             let rn = plan.rows.min(n - r0);
             let rn64 = rn as u64;
-            let x_rows = Bind::range(2, self.x.storage.buffer(), r0 as u64 * h64 * 4, rn64 * h64 * 4);
+            let x_rows =
+                Bind::range(gemm_bindings::B, self.x.storage.buffer(), r0 as u64 * h64 * 4, rn64 * h64 * 4);
             for (ti, tile) in tiles.iter().enumerate() {
                 let tl = tile.len() as u64;
                 let tile_bytes = rn64 * tl * 4;
@@ -788,8 +752,13 @@ impl<'a> Job<'a> {
                 for p in &pieces {
                     let pn = p.len() as u64;
                     let bias = match self.bias {
-                        Some(b) => Bind::range(3, b.storage.buffer(), tile.start as u64 * 4, tl * 4),
-                        None => Bind::all(3, self.dummy()),
+                        Some(b) => Bind::range(
+                            gemm_bindings::BIAS,
+                            b.storage.buffer(),
+                            tile.start as u64 * 4,
+                            tl * 4,
+                        ),
+                        None => Bind::all(gemm_bindings::BIAS, self.dummy()),
                     };
                     Gemm {
                         x: self.x.storage.buffer(),
@@ -798,7 +767,7 @@ impl<'a> Job<'a> {
                         w_offset: p.start as u64 * h64 * 4,
                         bias,
                         has_bias: self.bias.is_some(),
-                        y: Bind::range(4, scratch.buffer(), 0, tile_bytes),
+                        y: Bind::range(gemm_bindings::Y, scratch.buffer(), 0, tile_bytes),
                         m: rn64,
                         n: pn,
                         k: h64,
@@ -827,23 +796,27 @@ impl<'a> Job<'a> {
                     bytemuck::bytes_of(&params),
                     &[
                         self.class_weight_bind(),
-                        Bind::all(5, self.targets.storage.buffer()),
-                        Bind::all(7, loss_rows.buffer()),
-                        Bind::all(8, lse_buf.buffer()),
-                        Bind::all(9, prep.denoms.buffer()),
-                        Bind::all(13, grad.storage.buffer()),
-                        Bind::range(14, scratch.buffer(), 0, tile_bytes),
-                        Bind::all(15, flags.buffer()),
+                        Bind::all(TARGETS, self.targets.storage.buffer()),
+                        Bind::all(LOSS, loss_rows.buffer()),
+                        Bind::all(LSE, lse_buf.buffer()),
+                        Bind::all(DENOMS, prep.denoms.buffer()),
+                        Bind::all(GRAD, grad.storage.buffer()),
+                        Bind::range(SCRATCH, scratch.buffer(), 0, tile_bytes),
+                        Bind::all(FLAGS, flags.buffer()),
                     ],
                     rn64,
-                    tile_grad_trips(tl, whole, filter),
+                    &[tl, whole as u64, filter as u64],
                 )?;
                 for (pi, p) in pieces.iter().enumerate() {
                     let pn = p.len() as u64;
                     let off = (p.start - tile.start) as u64 * 4;
-                    let g_tile = Bind::range(1, scratch.buffer(), off, tile_bytes - off);
-                    let w_rows =
-                        Bind::range(2, self.w.storage.buffer(), p.start as u64 * h64 * 4, pn * h64 * 4);
+                    let g_tile = Bind::range(gemm_bindings::A, scratch.buffer(), off, tile_bytes - off);
+                    let w_rows = Bind::range(
+                        gemm_bindings::B,
+                        self.w.storage.buffer(),
+                        p.start as u64 * h64 * 4,
+                        pn * h64 * 4,
+                    );
                     // dX (+)= G·W over the tiles (and shards) in order.
                     let params = GradParams {
                         m: rn as u32,
@@ -865,11 +838,16 @@ impl<'a> Job<'a> {
                         &[
                             g_tile,
                             w_rows,
-                            Bind::range(3, dx.storage.buffer(), r0 as u64 * h64 * 4, rn64 * h64 * 4),
-                            Bind::all(4, flags.buffer()),
+                            Bind::range(
+                                gemm_bindings::C,
+                                dx.storage.buffer(),
+                                r0 as u64 * h64 * 4,
+                                rn64 * h64 * 4,
+                            ),
+                            Bind::all(gemm_bindings::FLAGS, flags.buffer()),
                         ],
                         rn64.div_ceil(gm) * h64.div_ceil(gn),
-                        grad_trips(pn),
+                        &[pn],
                     )?;
                     // dW (+)= Gᵀ·X and db (+)= Σ_rows G over the row chunks in order.
                     let params = GradParams {
@@ -892,11 +870,16 @@ impl<'a> Job<'a> {
                         &[
                             g_tile,
                             x_rows,
-                            Bind::range(3, dw.storage.buffer(), p.start as u64 * h64 * 4, pn * h64 * 4),
-                            Bind::all(4, flags.buffer()),
+                            Bind::range(
+                                gemm_bindings::C,
+                                dw.storage.buffer(),
+                                p.start as u64 * h64 * 4,
+                                pn * h64 * 4,
+                            ),
+                            Bind::all(gemm_bindings::FLAGS, flags.buffer()),
                         ],
                         pn.div_ceil(gm) * h64.div_ceil(gn),
-                        grad_trips(rn64),
+                        &[rn64],
                     )?;
                     let params = GradParams { m: 1, n: pn as u32, ldc: pn as u32, tiles_n: 1, ..params };
                     dispatch(
@@ -905,11 +888,11 @@ impl<'a> Job<'a> {
                         bytemuck::bytes_of(&params),
                         &[
                             g_tile,
-                            Bind::range(3, db.storage.buffer(), p.start as u64 * 4, pn * 4),
-                            Bind::all(4, flags.buffer()),
+                            Bind::range(gemm_bindings::C, db.storage.buffer(), p.start as u64 * 4, pn * 4),
+                            Bind::all(gemm_bindings::FLAGS, flags.buffer()),
                         ],
                         pn.div_ceil(64),
-                        rn64 + 1,
+                        &[rn64],
                     )?;
                 }
             }

@@ -5,22 +5,13 @@
 //! than the last is read in place with a stride (no transpose); tensors larger than the binding
 //! limit are processed in chunks. A row holding a NaN gives NaN throughout, as in PyTorch.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::{RowLoops, RowStrategy, Rows, check_u32, resolve_dim};
+use super::{RowStrategy, Rows, check_u32, resolve_dim};
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, KernelId, dispatch, input};
+use crate::gpu::dispatch::{Bind, dispatch};
+use crate::gpu::staging::input;
+use crate::kernels::KernelId;
+use crate::kernels::log_softmax::{G, KERNEL, OUT, Params, X};
 use crate::tensor::{Tensor, same_device};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) rows: u32,
-    pub(crate) cols: u32,
-    pub(crate) inner: u32,
-    pub(crate) _pad: u32,
-}
-const _: () = assert!(size_of::<Params>() == 16);
 
 /// `log_softmax` over `dim` (default −1, the last) with a chosen [`RowStrategy`].
 #[derive(Clone, Copy, Debug)]
@@ -114,11 +105,6 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     Softmax::default().forward(x)
 }
 
-/// The forward's loops: the online state, then the writing pass; the backward's: the row sum
-/// of g (or g·y), then the writing pass, with two merges across the row's threads.
-const FORWARD_LOOPS: RowLoops = RowLoops { wide: 1, plain: 1, trees: 1, quads: true };
-const BACKWARD_LOOPS: RowLoops = RowLoops { wide: 0, plain: 2, trees: 2, quads: true };
-
 fn run(
     op: &'static str,
     entry: &'static str,
@@ -149,12 +135,12 @@ fn run(
             return Ok(Tensor { checks, ..out });
         }
         check_u32(op, x.numel())?;
-        let loops = if grad.is_some() { BACKWARD_LOOPS } else { FORWARD_LOOPS };
-        let plan = strategy.plan(op, dev, &x.shape, &rows, loops)?;
+        let bound = KERNEL.entry(entry).map(|e| e.trips).ok_or_else(|| Error::invalid(op, entry))?;
+        let plan = strategy.plan(op, dev, &x.shape, &rows, bound)?;
         let mut staged = vec![(x.storage.buffer(), x.numel())];
         staged.extend(grad.map(|g| (g.storage.buffer(), g.numel())));
-        let path = dev.input_path(KernelId::LogSoftmax, &staged)?;
-        let pipe = dev.pipeline_for(KernelId::LogSoftmax, path, entry, &plan.constants())?;
+        let path = KernelId::LogSoftmax.input_path(dev, &staged)?;
+        let pipe = KernelId::LogSoftmax.pipeline_for(dev, path, entry, &plan.constants())?;
         let row_bytes = rows.cols as u64 * 4;
         let per_row: &[u64] = if grad.is_some() { &[row_bytes; 3] } else { &[row_bytes; 2] };
         for chunk in rows.chunks(dev, "one row", per_row)? {
@@ -162,11 +148,12 @@ fn run(
             let params = Params { rows: n as u32, cols: rows.cols as u32, inner: rows.inner as u32, _pad: 0 };
             let off = chunk.start as u64 * rows.inner as u64 * row_bytes;
             let elements = n * rows.cols as u64;
-            let mut inputs = vec![input(dev, path, 1, x.storage.buffer(), off, elements)];
-            inputs.extend(grad.map(|g| input(dev, path, 3, g.storage.buffer(), off, elements)));
+            let mut inputs = vec![input(dev, path, X, x.storage.buffer(), off, elements)];
+            inputs.extend(grad.map(|g| input(dev, path, G, g.storage.buffer(), off, elements)));
             let mut binds: Vec<Bind<'_>> = inputs.iter().map(|i| i.bind()).collect();
-            binds.push(Bind::range(2, out.storage.buffer(), off, elements * 4));
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, plan.groups(n as usize), plan.trips)?;
+            binds.push(Bind::range(OUT, out.storage.buffer(), off, elements * 4));
+            let groups = plan.groups(n as usize);
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &plan.extents())?;
         }
         Ok(Tensor { checks, ..out })
     })

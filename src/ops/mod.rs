@@ -12,8 +12,11 @@ pub mod log_softmax;
 pub mod pointwise;
 pub mod reduce;
 
-use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::gpu::device::Device;
+use crate::gpu::dispatch::row_chunks;
+use crate::gpu::spec::LoopBound;
+pub(crate) use crate::kernels::sum::{SUM_CHUNK, SUM_WG, sum_constants};
 
 /// How a per-element (or per-row) loss is reduced, as in PyTorch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -49,8 +52,8 @@ pub(crate) struct RowPlan {
     pub(crate) tpr: u32,
     /// Rows are read four elements at a time (contiguous and cols % 4 == 0).
     pub(crate) quads: bool,
-    /// The most loop iterations one invocation runs.
-    pub(crate) trips: u64,
+    /// The rows' length, for the entry's loop bound.
+    pub(crate) cols: u64,
 }
 
 impl RowPlan {
@@ -58,37 +61,14 @@ impl RowPlan {
         vec![("WG", self.wg as f64), ("TPR", self.tpr as f64), ("QUADS", self.quads as u8 as f64)]
     }
 
+    /// The values the entry's loop bound is evaluated at (`kernels::rows::ROW_EXTENTS`).
+    pub(crate) fn extents(self) -> [u64; 3] {
+        [self.cols, self.tpr as u64, self.quads as u64]
+    }
+
     /// Workgroups for `rows` rows.
     pub(crate) fn groups(self, rows: usize) -> u64 {
         (rows as u64).div_ceil((self.wg / self.tpr) as u64)
-    }
-}
-
-/// The loops a row entry point runs over its row (`shaders/rows.wgsl` and its users), for its
-/// trip count.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RowLoops {
-    /// Passes that fold four elements a step whatever the layout (the online state).
-    pub(crate) wide: u64,
-    /// Passes that take four elements a step when rows are quads, else one.
-    pub(crate) plain: u64,
-    /// Merges across the row's threads (a tree of log2(TPR) steps each).
-    pub(crate) trees: u64,
-    /// Whether the plain passes read quads when rows allow it.
-    pub(crate) quads: bool,
-}
-
-impl RowLoops {
-    /// The most loop iterations one invocation runs for rows of `cols` elements spread over
-    /// `tpr` threads: a wide pass is ⌈cols / 4·tpr⌉ steps and a tail of at most four, a plain
-    /// pass ⌈cols / tpr⌉ (a quarter of that over quads).
-    pub(crate) fn trips(self, cols: usize, tpr: u32, quads: bool) -> u64 {
-        let (cols, tpr) = (cols as u64, tpr as u64);
-        let per = if quads && self.quads { 4 } else { 1 };
-        self.wide * (cols.div_ceil(4 * tpr) + 5)
-            + self.plain * (cols.div_ceil(per * tpr) + 1)
-            + self.trees * budget::log2_ceil(tpr)
-            + 4
     }
 }
 
@@ -101,7 +81,7 @@ pub(crate) fn is_software(dev: &Device) -> bool {
 
 impl RowStrategy {
     /// The plan for the rows of `rows` (of a tensor of `shape`, for errors) on `dev`, for an
-    /// entry point whose loops are `loops`. Where the strategy's threads per row would each
+    /// an entry point whose loop bound is `bound` (over `kernels::rows::ROW_EXTENTS`). Where the strategy's threads per row would each
     /// loop past the device's loop budget, the row gets more threads (up to [`MAX_TPR`]);
     /// beyond that the shape is an [`Error::Limit`].
     pub(crate) fn plan(
@@ -110,7 +90,7 @@ impl RowStrategy {
         dev: &Device,
         shape: &[usize],
         rows: &Rows,
-        loops: RowLoops,
+        bound: LoopBound,
     ) -> Result<RowPlan> {
         let software = is_software(dev);
         let (n_rows, cols) = (rows.rows(), rows.cols);
@@ -145,26 +125,16 @@ impl RowStrategy {
                 }
             }
         };
-        while !budget::fits(dev, loops.trips(cols, tpr, quads)) && tpr < MAX_TPR {
+        let trips = |tpr: u32| bound.at(&[cols as u64, tpr as u64, quads as u64]);
+        while !budget::fits(dev, trips(tpr)) && tpr < MAX_TPR {
             tpr *= 2;
         }
-        let trips = loops.trips(cols, tpr, quads);
-        if !budget::fits(dev, trips) {
-            return Err(budget::exceeded(dev, op, shape, trips));
+        if !budget::fits(dev, trips(tpr)) {
+            return Err(budget::exceeded(dev, op, shape, trips(tpr)));
         }
         // A segment wider than the default workgroup gets a workgroup of its own width.
-        Ok(RowPlan { wg: wg.max(tpr), tpr, quads, trips })
+        Ok(RowPlan { wg: wg.max(tpr), tpr, quads, cols: cols as u64 })
     }
-}
-
-/// Elements in one workgroup's chunk of a reduction to a scalar (64 threads × 64 items), the same
-/// on every adapter, so the partition of a sum does not depend on the hardware.
-pub(crate) const SUM_WG: u32 = 64;
-pub(crate) const SUM_ITEMS: u32 = 64;
-pub(crate) const SUM_CHUNK: u64 = (SUM_WG * SUM_ITEMS) as u64;
-
-pub(crate) fn sum_constants() -> [(&'static str, f64); 2] {
-    [("WG", SUM_WG as f64), ("ITEMS", SUM_ITEMS as f64)]
 }
 
 /// Checks that `n` elements can be indexed with u32 inside kernels.
@@ -228,7 +198,7 @@ impl Rows {
         bytes_per_row: &[u64],
     ) -> Result<Vec<std::ops::Range<usize>>> {
         let per_outer: Vec<u64> = bytes_per_row.iter().map(|b| b * self.inner as u64).collect();
-        crate::kernels::row_chunks(dev, what, self.outer, &per_outer, 1)
+        row_chunks(dev, what, self.outer, &per_outer, 1)
     }
 }
 

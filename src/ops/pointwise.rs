@@ -12,36 +12,20 @@
 //! mean and sum, a tensor of the input's shape for [`Reduction::None`]). Losses whose target
 //! gradient PyTorch defines also have `backward_with_target`, which returns both.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::reduce::{Finish, finish, parts_for};
-use super::{Reduction, SUM_CHUNK, SUM_ITEMS, SUM_WG, check_u32, rows_cols, sum_constants};
-use crate::device::Device;
+use super::{Reduction, SUM_CHUNK, SUM_WG, check_u32, rows_cols, sum_constants};
 use crate::error::{Error, Result};
-use crate::kernels::{Bind, Input, KernelId, dispatch, input as input_at, row_chunks};
+use crate::gpu::device::Device;
+use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
+use crate::gpu::spec::Binding;
+use crate::gpu::staging::{Input, input as input_at};
+use crate::kernels::KernelId;
+use crate::kernels::pointwise::{DY, G, OUT, POS_WEIGHT, Params, STATUS, WEIGHT, X, Y};
 use crate::tensor::{Storage, TargetCheck, Tensor, same_device};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) n: u32,
-    pub(crate) cols: u32,
-    pub(crate) first: u32,
-    pub(crate) part_base: u32,
-    pub(crate) beta: f32,
-    pub(crate) scale: f32,
-    pub(crate) _pad: [u32; 2],
-}
-const _: () = assert!(size_of::<Params>() == 32);
 
 /// Elements in one workgroup's chunk of the fused partial sums (each thread takes four elements
 /// at a time).
 const EW_CHUNK: u64 = 4 * SUM_CHUNK;
-
-/// The loop iterations of one invocation: `forward_partials` loops over its ITEMS quads, the
-/// other entries over the four lanes of one quad. Fixed, whatever the size.
-const TRIPS: u64 = SUM_ITEMS as u64 + 8;
-const _: () = assert!(TRIPS <= crate::device::MIN_LOOP_BUDGET);
 
 /// The formula: the `LOSS` constant of `shaders/pointwise.wgsl`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +43,7 @@ enum Formula {
 
 const WEIGHT_FULL: u32 = 1;
 const WEIGHT_COLS: u32 = 2;
-const POS_WEIGHT: u32 = 4;
+const HAS_POS_WEIGHT: u32 = 4;
 
 /// How per-element values are combined: kept, summed, or summed and divided by a count.
 #[derive(Clone, Copy, Debug)]
@@ -126,7 +110,7 @@ impl<'a> Pointwise<'a> {
             None => {}
         }
         match self.pos_weight {
-            Some(p) if p.shape == [cols] => flags |= POS_WEIGHT,
+            Some(p) if p.shape == [cols] => flags |= HAS_POS_WEIGHT,
             Some(p) => {
                 return Err(Error::shape(op, format!("pos_weight must be ({cols}), got {:?}", p.shape)));
             }
@@ -176,16 +160,16 @@ impl<'a> Pointwise<'a> {
         flags: u32,
         out: &Storage,
         partials: bool,
-        per_element: &[(u32, &wgpu::Buffer)],
-        whole: &[(u32, &wgpu::Buffer)],
+        per_element: &[(Binding, &wgpu::Buffer)],
+        whole: &[(Binding, &wgpu::Buffer)],
         scale: f32,
     ) -> Result<()> {
         let dev = self.input.device();
         let n = self.input.numel();
         let (_, cols) = rows_cols(&self.input.shape);
         let (x, y) = (self.input.storage.buffer(), self.target.storage.buffer());
-        let path = dev.input_path(KernelId::Pointwise, &[(x, n), (y, n)])?;
-        let pipe = dev.pipeline_for(KernelId::Pointwise, path, entry, constants)?;
+        let path = KernelId::Pointwise.input_path(dev, &[(x, n), (y, n)])?;
+        let pipe = KernelId::Pointwise.pipeline_for(dev, path, entry, constants)?;
         let full_weight =
             (flags & WEIGHT_FULL != 0).then(|| self.weight.map(|w| w.storage.buffer())).flatten();
         let mut row_bytes = vec![4u64; 2 + per_element.len() + full_weight.is_some() as usize];
@@ -198,24 +182,27 @@ impl<'a> Pointwise<'a> {
         for chunk in row_chunks(dev, "an elementwise input", n, &row_bytes, multiple)? {
             let len = chunk.len() as u64;
             let off = chunk.start as u64 * 4;
-            let staged = [input_at(dev, path, 1, x, off, len), input_at(dev, path, 2, y, off, len)];
+            let staged = [input_at(dev, path, X, x, off, len), input_at(dev, path, Y, y, off, len)];
             let mut binds: Vec<Bind<'_>> = staged.iter().map(Input::bind).collect();
             let weight = match (full_weight, self.weight) {
-                (Some(w), _) => Bind::range(3, w, off, len * 4),
-                (None, Some(w)) => Bind::all(3, w.storage.buffer()),
-                (None, None) => Bind::all(3, &dev.inner.dummy),
+                (Some(w), _) => Bind::range(WEIGHT, w, off, len * 4),
+                (None, Some(w)) => Bind::all(WEIGHT, w.storage.buffer()),
+                (None, None) => Bind::all(WEIGHT, &dev.inner.dummy),
             };
             binds.push(weight);
-            binds.push(Bind::all(4, self.pos_weight.map_or(&dev.inner.dummy, |p| p.storage.buffer())));
+            binds.push(Bind::all(
+                POS_WEIGHT,
+                self.pos_weight.map_or(&dev.inner.dummy, |p| p.storage.buffer()),
+            ));
             binds.push(if partials {
-                Bind::all(5, out.buffer())
+                Bind::all(OUT, out.buffer())
             } else {
-                Bind::range(5, out.buffer(), off, len * 4)
+                Bind::range(OUT, out.buffer(), off, len * 4)
             });
-            for &(slot, buf) in per_element {
-                binds.push(Bind::range(slot, buf, off, len * 4));
+            for &(binding, buf) in per_element {
+                binds.push(Bind::range(binding, buf, off, len * 4));
             }
-            binds.extend(whole.iter().map(|&(slot, buf)| Bind::all(slot, buf)));
+            binds.extend(whole.iter().map(|&(binding, buf)| Bind::all(binding, buf)));
             let params = Params {
                 n: len as u32,
                 cols: cols.max(1) as u32,
@@ -226,7 +213,7 @@ impl<'a> Pointwise<'a> {
                 _pad: [0; 2],
             };
             let groups = if partials { len.div_ceil(EW_CHUNK) } else { len.div_ceil(4 * SUM_WG as u64) };
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, TRIPS)?;
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &[])?;
         }
         Ok(())
     }
@@ -242,7 +229,7 @@ impl<'a> Pointwise<'a> {
         let n = self.input.numel();
         let (status, check) = self.status()?;
         let checks = self.checks(check);
-        let whole = [(8, status.buffer())];
+        let whole = [(STATUS, status.buffer())];
         if let Scale::None = scale {
             let out = Storage::alloc(dev, n as u64 * 4)?;
             let constants = self.constants(flags, false, false);
@@ -305,17 +292,17 @@ impl<'a> Pointwise<'a> {
         let dy = Storage::alloc(dev, if want_dy { n as u64 * 4 } else { 4 })?;
         let constants = self.constants(flags, per_element, want_dy);
         let g = grad.storage.buffer();
-        let mut pe: Vec<(u32, &wgpu::Buffer)> = Vec::new();
-        let mut whole: Vec<(u32, &wgpu::Buffer)> = vec![(8, status.buffer())];
+        let mut pe: Vec<(Binding, &wgpu::Buffer)> = Vec::new();
+        let mut whole: Vec<(Binding, &wgpu::Buffer)> = vec![(STATUS, status.buffer())];
         if per_element {
-            pe.push((6, g));
+            pe.push((G, g));
         } else {
-            whole.push((6, g));
+            whole.push((G, g));
         }
         if want_dy {
-            pe.push((7, dy.buffer()));
+            pe.push((DY, dy.buffer()));
         } else {
-            whole.push((7, dy.buffer()));
+            whole.push((DY, dy.buffer()));
         }
         self.run("backward", &constants, flags, &dx, false, &pe, &whole, factor)?;
         let shape = self.input.shape.clone();

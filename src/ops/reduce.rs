@@ -9,25 +9,13 @@
 //! depend only on the element count, so a result is bitwise the same from run to run on one
 //! adapter, and the same on every adapter's partition. There are no float atomics.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::{SUM_CHUNK, SUM_ITEMS, SUM_WG, check_u32, sum_constants};
-use crate::device::Device;
+use super::{SUM_CHUNK, SUM_WG, check_u32, sum_constants};
 use crate::error::Result;
-use crate::kernels::{Bind, KernelId, dispatch, row_chunks};
+use crate::gpu::device::Device;
+use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
+use crate::kernels::KernelId;
+use crate::kernels::reduce::{A, B, PARTS, PARTS_IN, Params, RESULT};
 use crate::tensor::{Storage, TargetCheck, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub(crate) struct Params {
-    pub(crate) n: u32,
-    pub(crate) part_base: u32,
-    pub(crate) has_b: u32,
-    pub(crate) mode: u32,
-    pub(crate) count: f32,
-    pub(crate) _pad: [u32; 3],
-}
-const _: () = assert!(size_of::<Params>() == 32);
 
 /// What the finishing stage writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,12 +30,6 @@ pub(crate) enum Finish {
 
 /// The `mode` of an intermediate stage: each workgroup's sum becomes one partial.
 const STAGE: u32 = 3;
-
-/// The loop iterations of one invocation of either entry: ITEMS items, then (finish) two
-/// trees over the workgroup. Fixed: more data means more workgroups and stages, never longer
-/// loops.
-const TRIPS: u64 = SUM_ITEMS as u64 + 2 * super::budget::log2_ceil(SUM_WG as u64) + 2;
-const _: () = assert!(TRIPS <= crate::device::MIN_LOOP_BUDGET);
 
 /// The number of stage-one partials for `n` elements in workgroup chunks of `chunk` elements
 /// (one per thread; a single cleared one for an empty input).
@@ -78,7 +60,7 @@ pub(crate) fn finish(
     checks: Vec<TargetCheck>,
 ) -> Result<Tensor> {
     let width = if has_b { 2 } else { 1 };
-    let pipe = dev.pipeline(KernelId::Reduce, "finish", &sum_constants())?;
+    let pipe = KernelId::Reduce.pipeline(dev, "finish", &sum_constants())?;
     let sizes = stages(n_parts);
     let mut level: Option<std::sync::Arc<Storage>> = None;
     for pair in sizes.windows(2) {
@@ -97,9 +79,9 @@ pub(crate) fn finish(
             dev,
             &pipe,
             bytemuck::bytes_of(&params),
-            &[Bind::all(4, input.buffer()), Bind::range(5, next.buffer(), 0, groups * 4 * width)],
+            &[Bind::all(PARTS_IN, input.buffer()), Bind::range(RESULT, next.buffer(), 0, groups * 4 * width)],
             groups,
-            TRIPS,
+            &[],
         )?;
         level = Some(next);
     }
@@ -118,9 +100,9 @@ pub(crate) fn finish(
         dev,
         &pipe,
         bytemuck::bytes_of(&params),
-        &[Bind::all(4, input.buffer()), Bind::range(5, out.buffer(), 0, 4)],
+        &[Bind::all(PARTS_IN, input.buffer()), Bind::range(RESULT, out.buffer(), 0, 4)],
         1,
-        TRIPS,
+        &[],
     )?;
     Ok(Tensor { storage: out, shape: Vec::new(), checks })
 }
@@ -142,7 +124,7 @@ pub(crate) fn reduce(
         // Nothing to add: a zero partial makes the sum 0 and the means NaN.
         dev.record(|enc| enc.clear_buffer(parts.buffer(), 0, Some(4 * width)));
     }
-    let pipe = dev.pipeline(KernelId::Reduce, "partials", &sum_constants())?;
+    let pipe = KernelId::Reduce.pipeline(dev, "partials", &sum_constants())?;
     let row_bytes: &[u64] = if b.is_some() { &[4, 4] } else { &[4] };
     for chunk in row_chunks(dev, "a reduction's input", n, row_bytes, SUM_CHUNK)? {
         let len = chunk.len();
@@ -161,12 +143,12 @@ pub(crate) fn reduce(
             &pipe,
             bytemuck::bytes_of(&params),
             &[
-                Bind::range(1, a.buffer(), off, len as u64 * 4),
-                Bind::range(2, b_buf, off, len as u64 * 4),
-                Bind::all(3, parts.buffer()),
+                Bind::range(A, a.buffer(), off, len as u64 * 4),
+                Bind::range(B, b_buf, off, len as u64 * 4),
+                Bind::all(PARTS, parts.buffer()),
             ],
             (len as u64).div_ceil(SUM_CHUNK),
-            TRIPS,
+            &[],
         )?;
     }
     finish(dev, &parts, n_parts, b.is_some(), mode, count, checks)

@@ -27,7 +27,7 @@ impl<T> Default for Options<'_, T> {
     fn default() -> Self {
         Options {
             class_weight: None,
-            ignore_index: crate::DEFAULT_IGNORE_INDEX,
+            ignore_index: crate::ops::cross_entropy::DEFAULT_IGNORE_INDEX,
             reduction: Reduction::Mean,
             label_smoothing: 0.0,
             softcap: None,

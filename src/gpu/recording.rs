@@ -1,6 +1,6 @@
 //! How one library operation records its GPU work so that a failure stays its own.
 //!
-//! [`Device::op`] runs an operation with a *frame* on the calling thread: an encoder of its
+//! `Device::op` (in `operation.rs`) runs an operation with a *frame* on the calling thread: an encoder of its
 //! own, wgpu error scopes (which wgpu keeps per thread, so threads sharing a device do not see
 //! each other's errors), and a list of buffers and textures the operation dropped. When the
 //! operation succeeds, its commands are finished and queued for the next submission, then the
@@ -15,20 +15,30 @@
 
 use std::cell::RefCell;
 
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::pool::BufferKind;
+use std::sync::Mutex;
 
-/// One operation's recording on this thread.
-struct Frame {
-    device: usize,
-    encoder: Option<wgpu::CommandEncoder>,
-    /// Whether it copies inputs into staging textures.
-    staged: bool,
-    released: Vec<Released>,
+use super::lock::lock;
+use super::pool::{BufferKind, Pool};
+
+/// What the frames of one device need of it: its identity (the same for every clone), the wgpu
+/// device that makes encoders and error scopes, and the pool that takes back what a frame kept.
+#[derive(Clone, Copy)]
+pub(crate) struct Owner<'a> {
+    pub(crate) id: usize,
+    pub(crate) device: &'a wgpu::Device,
+    pub(crate) pool: &'a Mutex<Pool>,
 }
 
-enum Released {
+/// One operation's recording on this thread.
+pub(crate) struct Frame {
+    device: usize,
+    pub(crate) encoder: Option<wgpu::CommandEncoder>,
+    /// Whether it copies inputs into staging textures.
+    pub(crate) staged: bool,
+    pub(crate) released: Vec<Released>,
+}
+
+pub(crate) enum Released {
     Buffer(BufferKind, wgpu::Buffer),
     Texture(wgpu::Texture),
 }
@@ -71,24 +81,24 @@ pub(crate) fn one_line(text: &str) -> String {
 
 /// Runs `f` on `dev`'s frame on this thread, or on `None` when there is none (or while the frame
 /// list is borrowed, which our own code never does when it records or drops).
-fn frame_of<R>(dev: &Device, f: impl FnOnce(Option<&mut Frame>) -> R) -> R {
+fn frame_of<R>(dev: Owner<'_>, f: impl FnOnce(Option<&mut Frame>) -> R) -> R {
     FRAMES.with(|frames| match frames.try_borrow_mut() {
-        Ok(mut frames) => f(frames.iter_mut().rev().find(|fr| fr.device == dev.id())),
+        Ok(mut frames) => f(frames.iter_mut().rev().find(|fr| fr.device == dev.id)),
         Err(_) => f(None),
     })
 }
 
 /// Runs `f` on the encoder of `dev`'s operation open on this thread; gives `f` back when there
 /// is none.
-pub(crate) fn with_frame<R, F: FnOnce(&mut wgpu::CommandEncoder) -> R>(dev: &Device, f: F) -> Result<R, F> {
+pub(crate) fn with_frame<R, F: FnOnce(&mut wgpu::CommandEncoder) -> R>(dev: Owner<'_>, f: F) -> Result<R, F> {
     frame_of(dev, |frame| match frame {
-        Some(frame) => Ok(f(frame.encoder.get_or_insert_with(|| dev.new_encoder()))),
+        Some(frame) => Ok(f(frame.encoder.get_or_insert_with(|| new_encoder(dev.device)))),
         None => Err(f),
     })
 }
 
 /// Marks `dev`'s open operation as staging inputs in textures (no-op outside one).
-pub(crate) fn mark_staged(dev: &Device) {
+pub(crate) fn mark_staged(dev: Owner<'_>) {
     frame_of(dev, |frame| {
         if let Some(frame) = frame {
             frame.staged = true;
@@ -100,7 +110,7 @@ pub(crate) fn mark_staged(dev: &Device) {
 /// is none. The buffer counts as free at once: the same operation may take it again
 /// ([`take_released`]), since its own commands are recorded in order.
 pub(crate) fn defer_release(
-    dev: &Device,
+    dev: Owner<'_>,
     kind: BufferKind,
     buffer: wgpu::Buffer,
 ) -> Result<(), (BufferKind, wgpu::Buffer)> {
@@ -113,13 +123,13 @@ pub(crate) fn defer_release(
         None => Err((kind, buffer)),
     })?;
     if kind == BufferKind::Storage {
-        crate::device::lock(&dev.inner.pool).hand_back(size);
+        lock(dev.pool).hand_back(size);
     }
     Ok(())
 }
 
 /// The same for a staging texture of `bytes` bytes.
-pub(crate) fn defer_texture(dev: &Device, texture: wgpu::Texture, bytes: u64) -> Result<(), wgpu::Texture> {
+pub(crate) fn defer_texture(dev: Owner<'_>, texture: wgpu::Texture, bytes: u64) -> Result<(), wgpu::Texture> {
     frame_of(dev, |frame| match frame {
         Some(frame) => {
             frame.released.push(Released::Texture(texture));
@@ -127,13 +137,13 @@ pub(crate) fn defer_texture(dev: &Device, texture: wgpu::Texture, bytes: u64) ->
         }
         None => Err(texture),
     })?;
-    crate::device::lock(&dev.inner.pool).hand_back(bytes);
+    lock(dev.pool).hand_back(bytes);
     Ok(())
 }
 
 /// A buffer of `kind` and exactly `size` bytes that `dev`'s operation open on this thread
 /// dropped earlier, to reuse inside the same operation.
-pub(crate) fn take_released(dev: &Device, kind: BufferKind, size: u64) -> Option<wgpu::Buffer> {
+pub(crate) fn take_released(dev: Owner<'_>, kind: BufferKind, size: u64) -> Option<wgpu::Buffer> {
     frame_of(dev, |frame| {
         let released = &mut frame?.released;
         let at = released
@@ -147,7 +157,7 @@ pub(crate) fn take_released(dev: &Device, kind: BufferKind, size: u64) -> Option
 }
 
 /// The same for a staging texture of `width` × `height` texels.
-pub(crate) fn take_released_texture(dev: &Device, width: u32, height: u32) -> Option<wgpu::Texture> {
+pub(crate) fn take_released_texture(dev: Owner<'_>, width: u32, height: u32) -> Option<wgpu::Texture> {
     frame_of(dev, |frame| {
         let released = &mut frame?.released;
         let at = released
@@ -161,16 +171,16 @@ pub(crate) fn take_released_texture(dev: &Device, width: u32, height: u32) -> Op
 }
 
 /// Pops this thread's frame for `dev` when dropped (also on unwinding), returning what it held.
-struct FrameGuard<'a> {
-    dev: &'a Device,
+pub(crate) struct FrameGuard<'a> {
+    dev: Owner<'a>,
     done: bool,
 }
 
-impl FrameGuard<'_> {
-    fn open(dev: &Device) -> FrameGuard<'_> {
+impl<'a> FrameGuard<'a> {
+    pub(crate) fn open(dev: Owner<'a>) -> FrameGuard<'a> {
         FRAMES.with(|frames| {
             frames.borrow_mut().push(Frame {
-                device: dev.id(),
+                device: dev.id,
                 encoder: None,
                 staged: false,
                 released: Vec::new(),
@@ -179,7 +189,7 @@ impl FrameGuard<'_> {
         FrameGuard { dev, done: false }
     }
 
-    fn close(mut self) -> Frame {
+    pub(crate) fn close(mut self) -> Frame {
         self.done = true;
         self.take()
     }
@@ -187,10 +197,10 @@ impl FrameGuard<'_> {
     fn take(&self) -> Frame {
         let frame = FRAMES.with(|frames| {
             let mut frames = frames.borrow_mut();
-            let at = frames.iter().rposition(|fr| fr.device == self.dev.id());
+            let at = frames.iter().rposition(|fr| fr.device == self.dev.id);
             at.map(|i| frames.remove(i))
         });
-        frame.unwrap_or(Frame { device: self.dev.id(), encoder: None, staged: false, released: Vec::new() })
+        frame.unwrap_or(Frame { device: self.dev.id, encoder: None, staged: false, released: Vec::new() })
     }
 }
 
@@ -203,57 +213,23 @@ impl Drop for FrameGuard<'_> {
     }
 }
 
+/// Whether an operation of device `id` is open on this thread (a nested call joins it).
+pub(crate) fn is_open(id: usize) -> bool {
+    FRAMES.with(|frames| frames.borrow().iter().any(|fr| fr.device == id))
+}
+
+/// A new command encoder on `device`.
+pub(crate) fn new_encoder(device: &wgpu::Device) -> wgpu::CommandEncoder {
+    device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-loss") })
+}
+
 /// Puts what a closed frame kept into the pool (already counted as handed back).
-fn give_back(dev: &Device, released: Vec<Released>) {
-    let mut pool = crate::device::lock(&dev.inner.pool);
+pub(crate) fn give_back(dev: Owner<'_>, released: Vec<Released>) {
+    let mut pool = lock(dev.pool);
     for r in released {
         match r {
             Released::Buffer(kind, buffer) => pool.give(kind, buffer),
             Released::Texture(texture) => pool.give_texture(texture),
-        }
-    }
-}
-
-impl Device {
-    /// Runs the operation `name`: `f` records into an encoder of its own inside error scopes.
-    /// On success the commands are queued for the next submission; if `f` fails, or wgpu
-    /// reports an error in what it recorded, they are discarded and the error returned, named
-    /// after the operation. Nested calls on the same device and thread join the outer frame.
-    /// A lost device is [`Error::DeviceLost`] before anything is recorded.
-    pub(crate) fn op<R>(&self, name: &'static str, f: impl FnOnce() -> Result<R>) -> Result<R> {
-        let nested = FRAMES.with(|frames| frames.borrow().iter().any(|fr| fr.device == self.id()));
-        if nested {
-            return f();
-        }
-        self.ensure_alive()?;
-        let scopes = Scopes::push(self.wgpu_device());
-        let guard = FrameGuard::open(self);
-        let result = f();
-        let frame = guard.close();
-        let commands = match result {
-            Ok(_) => frame.encoder.map(|e| e.finish()),
-            Err(_) => None,
-        };
-        let caught = scopes.pop();
-        let outcome = match (result, caught) {
-            // wgpu's messages name the call, not the operation.
-            (Err(Error::Wgpu(message)), _) if !message.starts_with(name) => {
-                Err(Error::Wgpu(format!("{name}: {message}")))
-            }
-            (Err(e), _) => Err(e),
-            (Ok(_), Some(message)) => Err(Error::Wgpu(format!("{name}: {message}"))),
-            (Ok(r), None) => {
-                if let Some(commands) = commands {
-                    self.enqueue(commands, frame.staged);
-                }
-                Ok(r)
-            }
-        };
-        give_back(self, frame.released);
-        match outcome {
-            // An error that came from losing the device is reported as that.
-            Err(e) if e.is_gpu_error() => Err(self.lost_after_error().unwrap_or(e)),
-            outcome => outcome,
         }
     }
 }

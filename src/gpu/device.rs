@@ -7,12 +7,15 @@
 //! reduction is therefore one submission, and reading a scalar loss maps 4 bytes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::lock::lock;
+use super::pipeline::{Pipeline, PipelineKey};
+use super::pool::{BufferKind, Pool, size_class};
+use super::recording::{self, Owner, Scopes};
+use super::spec::{InputPath, KernelSpec};
 use crate::error::{Error, Result};
-use crate::kernels::{InputPath, KernelId, Pipeline, PipelineKey};
-use crate::pool::{BufferKind, Pool, size_class};
 
 /// How to install Mesa's software adapters, quoted by errors and tests.
 pub const INSTALL_HELP: &str = "install a Vulkan or GL driver; on Debian or Ubuntu without a GPU, \
@@ -430,28 +433,6 @@ impl Device {
         self.inner.texture_width
     }
 
-    /// The input path for `kernel` given the buffers (and their element counts) it would stage.
-    ///
-    /// An operation that stages inputs starts a new submission when the pending one already
-    /// holds staged copies: on lavapipe ten mse calls recorded into one submission took 81 ms
-    /// each, against 50 ms submitted one by one.
-    pub(crate) fn input_path(
-        &self,
-        kernel: KernelId,
-        staged: &[(&wgpu::Buffer, usize)],
-    ) -> Result<InputPath> {
-        let ok = self.inner.texture_inputs
-            && !kernel.staged_inputs().is_empty()
-            && staged.iter().all(|(b, n)| crate::kernels::stageable(b, *n));
-        if !ok {
-            return Ok(InputPath::Storage);
-        }
-        if lock(&self.inner.pending).staged {
-            self.flush()?;
-        }
-        Ok(InputPath::Texture)
-    }
-
     /// The underlying wgpu device, for interop.
     pub fn wgpu_device(&self) -> &wgpu::Device {
         &self.inner.device
@@ -676,7 +657,7 @@ impl Device {
     /// Runs `f` on the encoder of the operation running on this thread, or, outside any
     /// operation, on an encoder of its own queued for the next submission.
     pub(crate) fn record<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
-        match crate::recording::with_frame(self, |enc| f(enc)) {
+        match recording::with_frame(self.owner(), |enc| f(enc)) {
             Ok(r) => r,
             Err(f) => {
                 let mut encoder = self.new_encoder();
@@ -688,7 +669,12 @@ impl Device {
     }
 
     pub(crate) fn new_encoder(&self) -> wgpu::CommandEncoder {
-        self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("wgpu-loss") })
+        recording::new_encoder(&self.inner.device)
+    }
+
+    /// What this device's recording frames need of it.
+    pub(crate) fn owner(&self) -> Owner<'_> {
+        Owner { id: self.id(), device: &self.inner.device, pool: &self.inner.pool }
     }
 
     /// Queues a finished operation's commands for the next submission.
@@ -713,7 +699,7 @@ impl Device {
     /// Submits the pending commands followed by `last`, as [`Device::submit_with`].
     pub(crate) fn submit_with_buffer(&self, last: wgpu::CommandBuffer) -> Result<wgpu::SubmissionIndex> {
         self.check()?;
-        let scopes = crate::recording::Scopes::push(&self.inner.device);
+        let scopes = Scopes::push(&self.inner.device);
         let mut pending = lock(&self.inner.pending);
         pending.staged = false;
         let mut buffers = std::mem::take(&mut pending.buffers);
@@ -728,6 +714,11 @@ impl Device {
     }
 
     /// Whether commands are waiting for a submission.
+    /// Whether the pending submission already copies inputs into staging textures.
+    pub(crate) fn pending_staged(&self) -> bool {
+        lock(&self.inner.pending).staged
+    }
+
     pub(crate) fn has_pending(&self) -> bool {
         !lock(&self.inner.pending).buffers.is_empty()
     }
@@ -742,7 +733,7 @@ impl Device {
             }
             self.create_buffer(kind, bytes.div_ceil(4) * 4)
         } else {
-            let pooled = crate::recording::take_released(self, kind, class)
+            let pooled = recording::take_released(self.owner(), kind, class)
                 .or_else(|| lock(&self.inner.pool).take(kind, class));
             pooled.unwrap_or_else(|| self.create_buffer(kind, class))
         };
@@ -765,7 +756,7 @@ impl Device {
     /// commands to be queued, so that no other thread's later commands can come before the
     /// last commands that use the buffer.
     pub(crate) fn release(&self, kind: BufferKind, buffer: wgpu::Buffer) {
-        if let Err((kind, buffer)) = crate::recording::defer_release(self, kind, buffer) {
+        if let Err((kind, buffer)) = recording::defer_release(self.owner(), kind, buffer) {
             self.give_back(kind, buffer);
         }
     }
@@ -778,33 +769,39 @@ impl Device {
         pool.give(kind, buffer);
     }
 
-    /// The cached pipeline for `kernel`/`entry` with `constants`, built on first use.
+    /// The cached pipeline of `kernel`'s entry point `entry`, reading its staged inputs
+    /// through `path`, with the override `constants`; built on first use.
     pub(crate) fn pipeline(
         &self,
-        kernel: KernelId,
-        entry: &'static str,
-        constants: &[(&'static str, f64)],
-    ) -> Result<Arc<Pipeline>> {
-        self.pipeline_for(kernel, InputPath::Storage, entry, constants)
-    }
-
-    /// The cached pipeline of `kernel` reading its staged inputs through `path`.
-    pub(crate) fn pipeline_for(
-        &self,
-        kernel: KernelId,
+        kernel: &'static KernelSpec,
         path: InputPath,
-        entry: &'static str,
+        entry: &str,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<Pipeline>> {
+        let Some(spec) = kernel.entry(entry) else {
+            return Err(Error::Shader {
+                kernel: kernel.name,
+                message: format!("no entry point `{entry}` in the kernel table"),
+            });
+        };
         let mut constants = constants.to_vec();
         if path == InputPath::Texture {
             constants.push(("TEX_W", self.inner.texture_width as f64));
         }
-        let key = PipelineKey::new(kernel, path, entry, &constants);
+        let key = PipelineKey::new(kernel, path, spec, &constants);
         if let Some(p) = lock(&self.inner.pipelines).get(&key) {
             return Ok(p.clone());
         }
-        let built = Arc::new(Pipeline::build(self, kernel, path, entry, &constants)?);
+        // Built inside a validation error scope, so a bad shader is a typed error, not a panic.
+        let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let built = Pipeline::build(&self.inner.device, kernel, path, spec, &constants);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            if let Some(lost) = self.lost_after_error() {
+                return Err(lost);
+            }
+            return Err(Error::Shader { kernel: kernel.name, message: recording::one_line(&e.to_string()) });
+        }
+        let built = Arc::new(built);
         lock(&self.inner.pipelines).insert(key, built.clone());
         Ok(built)
     }
@@ -817,7 +814,7 @@ impl Device {
             return Ok(());
         }
         let device = &self.inner.device;
-        let scopes = crate::recording::Scopes::push(device);
+        let scopes = Scopes::push(device);
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("wgpu-loss buffer check"),
             entries: &[wgpu::BindGroupLayoutEntry {
@@ -864,9 +861,4 @@ impl Device {
     pub(crate) fn id(&self) -> usize {
         Arc::as_ptr(&self.inner) as usize
     }
-}
-
-/// Locks a mutex, recovering from poisoning: our critical sections leave no broken state.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,0 +1,126 @@
+//! `shaders/linear_cross_entropy.wgsl` and its generated logit blocks: the LM-head loss without
+//! the N×V logits (split-V partials, their fixed-order fold, and the gradient of a tile of
+//! recomputed logits).
+
+use bytemuck::{Pod, Zeroable};
+
+use super::gemm::{LCE_BLOCK, LCE_BLOCK_SMALL, lce_partials_source};
+use super::source::{cached, shader};
+use crate::gpu::spec::{Binding, EntrySpec, InputPath, KernelSpec, LoopBound};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub(crate) struct Params {
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) has_bias: u32,
+    pub(crate) row_base: u32,
+    pub(crate) v_base: u32,
+    pub(crate) classes: u32,
+    pub(crate) has_weight: u32,
+    pub(crate) ignore_index: i32,
+    pub(crate) smoothing: f32,
+    pub(crate) softcap: f32,
+    pub(crate) z_loss: f32,
+    pub(crate) slices: u32,
+    pub(crate) slice_w: u32,
+    pub(crate) part_stride: u32,
+    pub(crate) part_base: u32,
+    pub(crate) g_mode: u32,
+    pub(crate) mean: u32,
+    pub(crate) ld: u32,
+    pub(crate) filter_eps: f32,
+}
+const _: () = assert!(size_of::<Params>() == 80);
+
+/// Hidden states (N, H).
+pub const X: Binding = Binding::read("x", 1);
+/// The classifier (V, H), or a V-shard of it.
+pub const W: Binding = Binding::read("w", 2);
+/// The bias (V), read when `has_bias`.
+pub const BIAS: Binding = Binding::read("bias", 3);
+/// Class weights (V), read when `has_weight`.
+pub const WEIGHT: Binding = Binding::read("cweight", 4);
+/// Class ids (i32), one per row.
+pub const TARGETS: Binding = Binding::read("targets", 5);
+/// The split-V partials of each row's online log-sum-exp.
+pub const PARTS: Binding = Binding::read_write("parts", 6);
+/// Per-row losses (f32 bits).
+pub const LOSS: Binding = Binding::read_write("loss", 7);
+/// Per-row log-sum-exp, written by the fold and read by the gradient tiles.
+pub const LSE: Binding = Binding::read_write("lse_io", 8);
+/// The mean's denominators.
+pub const DENOMS: Binding = Binding::read("denoms", 9);
+/// The status word: bit flags for out-of-range targets.
+pub const STATUS: Binding = Binding::read_write("status", 10);
+/// Per-row target weights (the target pass).
+pub const WT: Binding = Binding::read_write("wt", 11);
+/// Per-row counted flags (the target pass).
+pub const COUNTED: Binding = Binding::read_write("counted", 12);
+/// The upstream gradient.
+pub const GRAD: Binding = Binding::read("grad", 13);
+/// The tile of logits, turned into its gradient in place.
+pub const SCRATCH: Binding = Binding::read_write("scratch", 14);
+/// One flag per 64 columns of the tile: whether any gradient there passes the filter.
+pub const FLAGS: Binding = Binding::read_write("flags", 15);
+
+/// One `partials` invocation walking `steps` blocks of columns over k = `h`: per block, the k
+/// steps of its register-blocked GEMM and the block step itself.
+pub(crate) fn partials_trips(steps: u64, h: u64) -> u64 {
+    steps * (h + 2) + 1
+}
+
+/// `fold`: one pass over a row's `stride` partials.
+pub(crate) fn fold_trips(stride: u64) -> u64 {
+    stride + 1
+}
+
+/// `tile_grad`, a workgroup per row of an `n`-column tile: with `whole` rows it first folds the
+/// row, a quad per thread a step, and merges the 64 states in a tree; then each thread writes
+/// every 64th gradient (with the filter, whole 64-column blocks, every 64th block).
+pub(crate) fn tile_grad_trips(n: u64, whole: bool, filter: bool) -> u64 {
+    let fold = if whole { n.div_ceil(256) + 7 } else { 0 };
+    let grad = if filter { n.div_ceil(64 * 64) * 66 } else { n.div_ceil(64) };
+    fold + grad + 2
+}
+
+const PARTIALS: LoopBound = LoopBound { over: &["steps", "h"], rule: |e| partials_trips(e[0], e[1]) };
+const PARTIALS_BINDINGS: &[Binding] = &[X, W, BIAS, WEIGHT, TARGETS, PARTS];
+
+pub static KERNEL: KernelSpec = KernelSpec {
+    name: "linear_cross_entropy",
+    entries: &[
+        EntrySpec {
+            name: "target_pass",
+            bindings: &[WEIGHT, TARGETS, STATUS, WT, COUNTED],
+            trips: LoopBound::fixed(|_| 0),
+        },
+        EntrySpec { name: "partials", bindings: PARTIALS_BINDINGS, trips: PARTIALS },
+        EntrySpec { name: "partials_small", bindings: PARTIALS_BINDINGS, trips: PARTIALS },
+        EntrySpec {
+            name: "fold",
+            bindings: &[WEIGHT, TARGETS, PARTS, LOSS, LSE, DENOMS],
+            trips: LoopBound { over: &["stride"], rule: |e| fold_trips(e[0]) },
+        },
+        EntrySpec {
+            name: "tile_grad",
+            bindings: &[WEIGHT, TARGETS, LOSS, LSE, DENOMS, GRAD, SCRATCH, FLAGS],
+            trips: LoopBound {
+                over: &["cols", "whole_rows", "filter"],
+                rule: |e| tile_grad_trips(e[0], e[1] != 0, e[2] != 0),
+            },
+        },
+    ],
+    uniform_size: size_of::<Params>(),
+    source: |path: InputPath| cached(&KERNEL, path, body),
+};
+
+/// The hand-written module and the two generated logit-block entry points.
+fn body() -> String {
+    let mut s = String::from(shader!("linear_cross_entropy.wgsl"));
+    for (name, (rows, cols)) in [("partials", LCE_BLOCK), ("partials_small", LCE_BLOCK_SMALL)] {
+        lce_partials_source(&mut s, name, rows, cols);
+    }
+    s
+}

@@ -1,0 +1,158 @@
+//! The kernel layer: the table of every WGSL kernel, with its bindings and loop bounds.
+//!
+//! Every kernel is a WGSL file in `shaders/` (or WGSL written by [`gemm`]), embedded at compile
+//! time behind a small prelude (WGSL has no `#include`, so shared pieces are concatenated).
+//! Each has one [`KernelSpec`] in a module of the same name here, next to the `Params` struct
+//! its host side packs into the uniform: its entry points, each entry's bindings by name, slot
+//! and access (ops bind with these constants, never a bare slot), and the [`LoopBound`] that
+//! the software adapters' loop budget is planned and checked with. Pipelines are built from the
+//! spec with explicit bind group layouts, and a test compares every spec with naga's
+//! reflection of the shader. Shapes and scalar options travel in the per-dispatch uniform, so
+//! one pipeline serves every shape; `override` constants pick the workgroup size and code paths.
+
+pub mod bandwidth;
+pub mod class_rows;
+pub mod cross_entropy;
+pub(crate) mod gemm;
+pub mod linear;
+pub mod linear_cross_entropy;
+pub mod log_softmax;
+pub mod nll;
+pub mod pointwise;
+pub mod reduce;
+pub mod rows;
+pub(crate) mod source;
+pub mod sum;
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::gpu::device::Device;
+use crate::gpu::pipeline::Pipeline;
+pub use crate::gpu::spec::{Binding, BindingKind, EntrySpec, InputPath, KernelSpec, LoopBound, log2_ceil};
+
+/// A kernel family: one WGSL module with one or more entry points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KernelId {
+    /// `y = x·Wᵀ + b`, shared-memory tiles (GPUs).
+    Linear,
+    /// `y = x·Wᵀ + b`, large register blocks and no barriers (software adapters).
+    LinearBlocked,
+    /// `linear`'s input gradient `dX = dY·W`, large register blocks, no barriers.
+    LinearGradInput,
+    /// `linear`'s weight gradient `dW = dYᵀ·X` and bias gradient (column sums of dY).
+    LinearGradWeight,
+    /// `log_softmax` and `softmax` over any dim, and their gradients.
+    LogSoftmax,
+    /// Fused log-softmax + NLL (class ids or probabilities, label smoothing, K-dim), its
+    /// gradient, and top-k accuracy.
+    CrossEntropy,
+    /// NLL gather from log-probabilities, and its gradient.
+    Nll,
+    /// `linear` + `cross_entropy` fused without the N×V logits: split-V partials of the
+    /// log-sum-exp, their fixed-order merge, and the gradient of a tile of recomputed logits.
+    LinearCrossEntropy,
+    /// Every elementwise loss (mse, l1, smooth_l1, huber, bce, bce_with_logits, kl_div), its
+    /// gradient, and binary accuracy.
+    Pointwise,
+    /// Two-stage fixed-order reductions to a scalar.
+    Reduce,
+    /// The read-once and copy yardsticks for benchmarks.
+    Bandwidth,
+}
+
+impl KernelId {
+    /// Every kernel, for validation and warm-up.
+    pub const ALL: [KernelId; 11] = [
+        KernelId::Linear,
+        KernelId::LinearBlocked,
+        KernelId::LinearGradInput,
+        KernelId::LinearGradWeight,
+        KernelId::LogSoftmax,
+        KernelId::CrossEntropy,
+        KernelId::Nll,
+        KernelId::LinearCrossEntropy,
+        KernelId::Pointwise,
+        KernelId::Reduce,
+        KernelId::Bandwidth,
+    ];
+
+    /// The kernel's spec: entry points, bindings, loop bounds, uniform size.
+    pub fn spec(self) -> &'static KernelSpec {
+        match self {
+            KernelId::Linear => &linear::TILED,
+            KernelId::LinearBlocked => &linear::BLOCKED,
+            KernelId::LinearGradInput => &linear::GRAD_INPUT,
+            KernelId::LinearGradWeight => &linear::GRAD_WEIGHT,
+            KernelId::LogSoftmax => &log_softmax::KERNEL,
+            KernelId::CrossEntropy => &cross_entropy::KERNEL,
+            KernelId::Nll => &nll::KERNEL,
+            KernelId::LinearCrossEntropy => &linear_cross_entropy::KERNEL,
+            KernelId::Pointwise => &pointwise::KERNEL,
+            KernelId::Reduce => &reduce::KERNEL,
+            KernelId::Bandwidth => &bandwidth::KERNEL,
+        }
+    }
+
+    /// The kernel's name: its shader file and its kernel module.
+    pub fn label(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The complete WGSL source (prelude and shared pieces included), reading its staged
+    /// inputs from storage buffers.
+    pub fn source(self) -> &'static str {
+        self.source_for(InputPath::Storage)
+    }
+
+    /// The complete WGSL source with the staged inputs read through `path`.
+    pub fn source_for(self, path: InputPath) -> &'static str {
+        (self.spec().source)(path)
+    }
+
+    /// The inputs this kernel reads through `ld_<name>(i)` (one element) and `ld4_<name>(q)`
+    /// (elements 4q .. 4q + 3) accessors, by name and binding slot: the large operands that
+    /// software adapters stage in textures.
+    pub fn staged_inputs(self) -> Vec<(&'static str, u32)> {
+        self.spec().staged().iter().map(|b| (b.name, b.slot)).collect()
+    }
+
+    /// The entry points of the module.
+    pub fn entry_points(self) -> Vec<&'static str> {
+        self.spec().entries.iter().map(|e| e.name).collect()
+    }
+
+    /// The cached pipeline of `entry` reading its staged inputs from storage buffers.
+    pub(crate) fn pipeline(
+        self,
+        dev: &Device,
+        entry: &str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<Pipeline>> {
+        dev.pipeline(self.spec(), InputPath::Storage, entry, constants)
+    }
+
+    /// The cached pipeline of `entry` reading its staged inputs through `path`.
+    pub(crate) fn pipeline_for(
+        self,
+        dev: &Device,
+        path: InputPath,
+        entry: &str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<Pipeline>> {
+        dev.pipeline(self.spec(), path, entry, constants)
+    }
+
+    /// The input path for this kernel given the buffers (and element counts) it would stage.
+    pub(crate) fn input_path(self, dev: &Device, staged: &[(&wgpu::Buffer, usize)]) -> Result<InputPath> {
+        dev.input_path(self.spec(), staged)
+    }
+}
+
+/// The size in bytes of the uniform each kernel's host side packs (its spec's `uniform_size`),
+/// for the layout test that compares it with the WGSL `Params` struct.
+#[doc(hidden)]
+pub fn uniform_size(kernel: KernelId) -> usize {
+    kernel.spec().uniform_size
+}

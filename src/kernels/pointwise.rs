@@ -1,0 +1,64 @@
+//! `shaders/pointwise.wgsl`: every elementwise loss, its gradient, and binary accuracy.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::source::{cached, shader};
+use super::sum::SUM_ITEMS;
+use crate::gpu::spec::{Binding, EntrySpec, InputPath, KernelSpec, LoopBound};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) cols: u32,
+    pub(crate) first: u32,
+    pub(crate) part_base: u32,
+    pub(crate) beta: f32,
+    pub(crate) scale: f32,
+    pub(crate) _pad: [u32; 2],
+}
+const _: () = assert!(size_of::<Params>() == 32);
+
+/// The input.
+pub const X: Binding = Binding::staged("x", 1);
+/// The target.
+pub const Y: Binding = Binding::staged("y", 2);
+/// The elementwise (or broadcast last-dim) weight.
+pub const WEIGHT: Binding = Binding::read("weight", 3);
+/// `pos_weight` of bce_with_logits, along the last dim.
+pub const POS_WEIGHT: Binding = Binding::read("pos_weight", 4);
+/// The output: per-element losses, or the workgroups' partial sums.
+pub const OUT: Binding = Binding::read_write("out", 5);
+/// The upstream gradient.
+pub const G: Binding = Binding::read("g", 6);
+/// The gradient in the target (kl_div, the BCE family).
+pub const DY: Binding = Binding::read_write("dy", 7);
+/// The status word: bit flags for inputs out of the loss's domain.
+pub const STATUS: Binding = Binding::read_write("status", 8);
+
+/// The loop iterations of one invocation: `forward_partials` loops over its ITEMS quads, the
+/// other entries over the four lanes of one quad. Fixed, whatever the size.
+pub(crate) const TRIPS: u64 = SUM_ITEMS as u64 + 8;
+const _: () = assert!(TRIPS <= crate::gpu::device::MIN_LOOP_BUDGET);
+const FIXED: LoopBound = LoopBound::fixed(|_| TRIPS);
+
+const FORWARD_BINDINGS: &[Binding] = &[X, Y, WEIGHT, POS_WEIGHT, OUT, STATUS];
+
+pub static KERNEL: KernelSpec = KernelSpec {
+    name: "pointwise",
+    entries: &[
+        EntrySpec { name: "forward_none", bindings: FORWARD_BINDINGS, trips: FIXED },
+        EntrySpec { name: "forward_partials", bindings: FORWARD_BINDINGS, trips: FIXED },
+        EntrySpec {
+            name: "backward",
+            bindings: &[X, Y, WEIGHT, POS_WEIGHT, OUT, G, DY, STATUS],
+            trips: FIXED,
+        },
+    ],
+    uniform_size: size_of::<Params>(),
+    source: |path: InputPath| cached(&KERNEL, path, body),
+};
+
+fn body() -> String {
+    shader!("sum.wgsl", "pointwise.wgsl").into()
+}

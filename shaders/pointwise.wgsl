@@ -11,7 +11,7 @@
 //   backward:         out[i] = dloss/dx[i] * s[i], dy[i] = dloss/dy[i] * s[i] (when WANT_DY),
 //                     s = the upstream gradient (per element, or g[0] * params.scale).
 //
-// NaN: kernels may not rely on NaN arithmetic (DESIGN.md), so NaN inputs are found with bit tests
+// NaN: kernels may not rely on NaN arithmetic (ARCHITECTURE.md), so NaN inputs are found with bit tests
 // and NaN outputs are written as bit patterns: outputs are u32 views of f32 values.
 // bindings: 0 uniform Params | 1 x, 2 y through ld_x, ld_y | 3 weight | 4 pos_weight |
 //           5 out (loss, partials or dx) | 6 g (upstream gradient) | 7 dy | 8 status (domain)
@@ -30,6 +30,7 @@ const BCE_WITH_LOGITS: u32 = 5u;
 const KL_DIV: u32 = 6u;       // x log-probabilities, y probabilities
 const KL_DIV_LOG_TARGET: u32 = 7u;
 const BINARY_ACCURACY: u32 = 8u; // 1 where (x > 0) == (y > 0.5), else 0
+const SOFT_MARGIN: u32 = 9u;     // log(1 + exp(-y x)), y usually +-1
 
 struct Params {
     n: u32,
@@ -171,6 +172,16 @@ fn eval(q: u32) -> Eval {
         e.loss = et * (t - v);
         e.dx = -et;
         e.dy = et * (t - v + 1.0);
+    } else if (LOSS == SOFT_MARGIN) {
+        // softplus(z), z = -y x, as max(z, 0) + log1p(e^-|z|): exact where PyTorch's
+        // log1p(exp(z)) overflows (z > 88.7). d/dx = -y sigmoid(z), the sigmoid taken on the
+        // side where it does not cancel. No target gradient.
+        let z = -t * v;
+        let ez = exp(-abs(z));
+        let sig = select(ez / (1.0 + ez), 1.0 / (1.0 + ez), z >= vec4<f32>(0.0));
+        e.loss = max(z, vec4<f32>(0.0)) + log1p_01v(ez);
+        e.dx = -t * sig;
+        e.dy_nan = vec4<bool>(true);
     } else if (LOSS == BINARY_ACCURACY) {
         // A NaN logit predicts 0, as (x > 0) does in PyTorch.
         let pred = (v > vec4<f32>(0.0)) & !is_nan4(v);

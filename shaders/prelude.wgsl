@@ -1,6 +1,6 @@
 // prelude: constants and helpers shared by every kernel (concatenated in front of each file).
 //
-// Numerics contract (DESIGN.md): kernels never produce or test for inf/NaN in float arithmetic,
+// Numerics contract (ARCHITECTURE.md): kernels never produce or test for inf/NaN in float arithmetic,
 // because WGSL lets implementations assume they never occur. A finite sentinel stands for -inf,
 // masks are explicit, and NaN results (a mean over nothing) are written as integer bit patterns.
 

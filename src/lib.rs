@@ -39,9 +39,11 @@
 //! Every loss has a `backward` giving the gradient in its input for an upstream gradient,
 //! computed by WGSL kernels, with f64 twins in [`reference`](mod@reference).
 
+pub mod catalogue;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
@@ -62,8 +64,8 @@ pub use ops::linear_cross_entropy::{
 };
 pub use ops::log_softmax::{LogSoftmax, Softmax, log_softmax, softmax};
 pub use ops::pointwise::{
-    Bce, BceWithLogits, Huber, KlDiv, KlReduction, L1, Mse, SmoothL1, bce, bce_with_logits, binary_accuracy,
-    l1, mse,
+    Bce, BceWithLogits, Huber, KlDiv, KlReduction, L1, Mse, SmoothL1, SoftMargin, bce, bce_with_logits,
+    binary_accuracy, l1, mse,
 };
 pub use ops::reduce::{mean, sum};
 pub use ops::{Reduction, RowStrategy};

@@ -39,6 +39,7 @@ enum Formula {
     KlDiv = 6,
     KlDivLogTarget = 7,
     BinaryAccuracy = 8,
+    SoftMargin = 9,
 }
 
 const WEIGHT_FULL: u32 = 1;
@@ -401,6 +402,28 @@ pub struct BceWithLogits {
     pub reduction: Reduction,
 }
 
+/// Soft margin `log(1 + exp(−y·x))`, as PyTorch's `F.soft_margin_loss(input, target,
+/// reduction)`, for targets that are usually ±1 (any value is accepted, as in PyTorch). The
+/// gradient in the input is `−y·σ(−y·x)`; there is none in the target.
+///
+/// Computed as a stable softplus, so the loss stays exact where PyTorch's float32
+/// `log1p(exp(−y·x))` overflows to `inf` (and its gradient to NaN), for `−y·x > 88.7`.
+///
+/// ```
+/// use wgpu_loss::{Device, SoftMargin};
+/// let dev = Device::new()?;
+/// let x = dev.tensor(&[0.0, 3.0], &[2])?;
+/// let y = dev.tensor(&[1.0, -1.0], &[2])?;
+/// // F.soft_margin_loss(torch.tensor([0., 3.]), torch.tensor([1., -1.])) = 1.8708672523
+/// assert!((SoftMargin::default().forward(&x, &y)?.item()? - 1.8708672523).abs() < 1e-6);
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SoftMargin {
+    /// How the per-element losses are reduced (default mean).
+    pub reduction: Reduction,
+}
+
 /// How [`KlDiv`] reduces: PyTorch's `none`, `mean` (over every element, PyTorch's default, which
 /// is not the true KL divergence), `sum`, and `batchmean` (the sum over the size of dim 0, the
 /// true KL divergence per example).
@@ -480,6 +503,7 @@ plain_loss! {
         Ok(Pointwise { beta: l.delta, ..Pointwise::new("huber", Formula::Huber, x, y) })
     };
     Bce => |l, x, y| Ok(Pointwise { weight: l.weight.as_ref(), ..Pointwise::new("bce", Formula::Bce, x, y) });
+    SoftMargin => |_l, x, y| Ok(Pointwise::new("soft_margin", Formula::SoftMargin, x, y));
     BceWithLogits => |l, x, y| Ok(Pointwise {
         weight: l.weight.as_ref(),
         pos_weight: l.pos_weight.as_ref(),
@@ -595,7 +619,7 @@ macro_rules! target_gradient {
     )+};
 }
 
-loss_methods!(Mse, L1, SmoothL1, Huber, Bce, BceWithLogits, KlDiv);
+loss_methods!(Mse, L1, SmoothL1, Huber, Bce, BceWithLogits, KlDiv, SoftMargin);
 target_gradient!(Mse, L1, SmoothL1, Huber, KlDiv);
 
 /// `F.mse_loss(input, target, reduction=...)`.

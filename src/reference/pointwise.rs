@@ -25,6 +25,8 @@ pub enum Pointwise {
     KlDiv(bool),
     /// 1 where `(x > 0) == (y > 0.5)`, else 0.
     BinaryAccuracy,
+    /// `log(1 + exp(−y·x))`, as a stable softplus.
+    SoftMargin,
 }
 
 fn sign0(d: f64) -> f64 {
@@ -39,6 +41,10 @@ fn sign0(d: f64) -> f64 {
 
 fn log_clamped(p: f64) -> f64 {
     if p <= 0.0 { -100.0 } else { p.ln().max(-100.0) }
+}
+
+fn softplus(z: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -78,12 +84,13 @@ impl Pointwise {
             }
             Pointwise::KlDiv(true) => y.exp() * (y - x),
             Pointwise::BinaryAccuracy => ((x > 0.0) == (y > 0.5)) as u8 as f64,
+            Pointwise::SoftMargin => softplus(-y * x),
         }
     }
 
     /// The derivatives of [`Pointwise::value`] in `x` and in `y`. The y-derivative is given
     /// where PyTorch defines one (NaN for `Bce`, `BceWithLogits` and `BinaryAccuracy`, which
-    /// have none here); for `KlDiv(false)` it is NaN at `y = 0`, as PyTorch's autograd gives.
+    /// have none here, nor `SoftMargin`); for `KlDiv(false)` it is NaN at `y = 0`, as PyTorch's autograd gives.
     pub fn grad(self, x: f64, y: f64, pw: f64) -> (f64, f64) {
         let d = x - y;
         let dx = match self {
@@ -109,6 +116,7 @@ impl Pointwise {
             Pointwise::KlDiv(false) => -y,
             Pointwise::KlDiv(true) => -y.exp(),
             Pointwise::BinaryAccuracy => f64::NAN,
+            Pointwise::SoftMargin => -y * sigmoid(-y * x),
         };
         let dy = match self {
             Pointwise::Mse | Pointwise::L1 | Pointwise::SmoothL1(_) | Pointwise::Huber(_) => -dx,

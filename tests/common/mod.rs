@@ -156,40 +156,8 @@ pub fn max_rel_err(got: &[f32], want: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// A small deterministic generator (no `rand` dependency).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [-1, 1).
-    pub fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// `n` values uniform in [-scale, scale).
-    pub fn values(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.unit() * scale).collect()
-    }
-
-    /// `n` class ids in 0..classes.
-    pub fn classes(&mut self, n: usize, classes: usize) -> Vec<i64> {
-        (0..n).map(|_| self.below(classes) as i64).collect()
-    }
-}
+/// The project's one seeded generator.
+pub use wgpu_loss::data::Rng;
 
 /// `linear`'s backward for x `(m, k)`, W `(n, k)` and a random upstream gradient on `dev`,
 /// against the f64 reference: dX sums n terms and dW, db sum m terms, each checked with

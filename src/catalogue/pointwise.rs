@@ -1,0 +1,291 @@
+//! The elementwise losses: one input, one float target of the same shape, optional weights.
+
+use super::{
+    Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, Options, Target, TargetKind,
+    Tolerance, Variant, WeightKind, Work, numel,
+};
+use crate::data::Rng;
+use crate::error::{Error, Result};
+use crate::ops::pointwise::{Bce, BceWithLogits, Huber, KlDiv, KlReduction, L1, Mse, SmoothL1, SoftMargin};
+use crate::reference::pointwise::{self as reference, Pointwise};
+use crate::tensor::Tensor;
+
+const PLAIN: &[LossReduction] = &[LossReduction::None, LossReduction::Mean, LossReduction::Sum];
+const SHAPES: &[&[usize]] = &[&[7, 13], &[2, 3, 5], &[9]];
+const BENCH: &[BenchShape] = &[
+    BenchShape { name: "pointwise_16M", dims: &[16 << 20], quick: false, backward: true },
+    BenchShape { name: "pointwise_1M", dims: &[1 << 20], quick: true, backward: true },
+];
+const TOLERANCE: Tolerance = Tolerance { forward: (1e-5, 1e-4), backward: (1e-6, 1e-4) };
+
+/// An input and a target read once; the backward also writes the gradient.
+fn bytes(dims: &[usize]) -> (Work, Work) {
+    let nb = numel(dims) as u64 * 4;
+    (Work::Bytes(2 * nb), Work::Bytes(3 * nb))
+}
+
+/// The reduction of a loss that has no `batchmean`.
+fn plain(op: &'static str, r: LossReduction) -> Result<crate::ops::Reduction> {
+    if r == LossReduction::BatchMean {
+        return Err(Error::invalid(op, "batchmean is only for kl_div"));
+    }
+    Ok(r.plain())
+}
+
+/// The columns of a shape (its last dim), which per-column weights run along.
+fn cols(shape: &[usize]) -> usize {
+    *shape.last().unwrap_or(&1)
+}
+
+/// The formula of `op` with its options, as the reference knows it.
+fn formula(op: &str, o: &Options) -> Pointwise {
+    match op {
+        "mse" => Pointwise::Mse,
+        "l1" => Pointwise::L1,
+        "smooth_l1" => Pointwise::SmoothL1(o.beta as f64),
+        "huber" => Pointwise::Huber(o.delta as f64),
+        "bce" => Pointwise::Bce,
+        "bce_with_logits" => Pointwise::BceWithLogits,
+        "kl_div" => Pointwise::KlDiv(o.log_target),
+        _ => Pointwise::SoftMargin,
+    }
+}
+
+/// The mean's divisor: the element count, or the batch size for `batchmean`.
+fn divisor(a: &Args) -> f64 {
+    match a.options.reduction {
+        LossReduction::BatchMean => a.input.shape.first().copied().unwrap_or(1) as f64,
+        _ => a.input.data.len() as f64,
+    }
+}
+
+fn reference_forward(op: &'static str, a: &Args) -> Result<Vec<f64>> {
+    let y = a.values_target(op)?;
+    let (w, pw) = (a.weight.as_ref().map(|w| &w.data[..]), a.pos_weight.as_ref().map(|p| &p.data[..]));
+    let (f, r) = (formula(op, &a.options), a.options.reduction.plain());
+    Ok(reference::forward(f, &a.input.data, &y.data, cols(&a.input.shape), w, pw, r, divisor(a)))
+}
+
+fn reference_backward(op: &'static str, a: &Args, g: &[f64]) -> Result<Vec<f64>> {
+    let y = a.values_target(op)?;
+    let (w, pw) = (a.weight.as_ref().map(|w| &w.data[..]), a.pos_weight.as_ref().map(|p| &p.data[..]));
+    let (f, r) = (formula(op, &a.options), a.options.reduction.plain());
+    Ok(reference::backward(f, &a.input.data, &y.data, cols(&a.input.shape), w, pw, g, r, divisor(a)).0)
+}
+
+/// Inputs with values in [−scale, scale) and targets drawn by `target`.
+fn pair(
+    rng: &mut Rng,
+    shape: &[usize],
+    input: (f32, f32),
+    target: impl Fn(&mut Rng, usize) -> Vec<f32>,
+) -> Args {
+    let n = numel(shape);
+    let x = rng.uniform(n, input.0, input.1);
+    let y = target(rng, n);
+    let mut a = Args::new(Array::from_f32(&x, shape));
+    a.target = Some(Target::Values(Array::from_f32(&y, shape)));
+    a
+}
+
+fn regression(rng: &mut Rng, shape: &[usize], _: &Options, _: &Variant) -> Args {
+    pair(rng, shape, (-2.0, 2.0), |r, n| r.values(n, 2.0))
+}
+
+/// Element weights (the input's shape) and `pos_weight` per column, when the variant asks.
+fn weights(rng: &mut Rng, a: &mut Args, v: &Variant) {
+    let shape = a.input.shape.clone();
+    if v.has(Extra::Weight) {
+        a.weight = Some(Array::from_f32(&rng.uniform(numel(&shape), 0.5, 1.5), &shape));
+    }
+    if v.has(Extra::PosWeight) {
+        a.pos_weight = Some(Array::from_f32(&rng.uniform(cols(&shape), 0.5, 2.0), &[cols(&shape)]));
+    }
+}
+
+fn probabilities(rng: &mut Rng, shape: &[usize], _: &Options, v: &Variant) -> Args {
+    let mut a = pair(rng, shape, (0.02, 0.98), |r, n| r.uniform(n, 0.0, 1.0));
+    weights(rng, &mut a, v);
+    a
+}
+
+fn logits(rng: &mut Rng, shape: &[usize], _: &Options, v: &Variant) -> Args {
+    let mut a = pair(rng, shape, (-3.0, 3.0), |r, n| r.uniform(n, 0.0, 1.0));
+    weights(rng, &mut a, v);
+    a
+}
+
+fn distribution(rng: &mut Rng, shape: &[usize], o: &Options, _: &Variant) -> Args {
+    if o.log_target {
+        pair(rng, shape, (-3.0, 0.0), |r, n| r.uniform(n, -3.0, 0.0))
+    } else {
+        pair(rng, shape, (-3.0, 0.0), |r, n| r.uniform(n, 0.0, 1.0))
+    }
+}
+
+fn margins(rng: &mut Rng, shape: &[usize], _: &Options, _: &Variant) -> Args {
+    pair(rng, shape, (-3.0, 3.0), |r, n| r.signs(n))
+}
+
+/// Forward and backward of a library loss built from the inputs' options.
+macro_rules! gpu {
+    ($forward:ident, $backward:ident, $op:literal, |$i:ident| $make:expr) => {
+        fn $forward($i: &Inputs) -> Result<Tensor> {
+            let loss = $make;
+            loss.forward(&$i.input, $i.values_target($op)?)
+        }
+
+        fn $backward($i: &Inputs, _: &Tensor, g: &Tensor) -> Result<Tensor> {
+            let loss = $make;
+            loss.backward(&$i.input, $i.values_target($op)?, g)
+        }
+    };
+}
+
+gpu!(mse_forward, mse_backward, "mse", |i| Mse { reduction: plain("mse", i.options.reduction)? });
+gpu!(l1_forward, l1_backward, "l1", |i| L1 { reduction: plain("l1", i.options.reduction)? });
+gpu!(smooth_l1_forward, smooth_l1_backward, "smooth_l1", |i| SmoothL1 {
+    beta: i.options.beta,
+    reduction: plain("smooth_l1", i.options.reduction)?
+});
+gpu!(huber_forward, huber_backward, "huber", |i| Huber {
+    delta: i.options.delta,
+    reduction: plain("huber", i.options.reduction)?
+});
+gpu!(bce_forward, bce_backward, "bce", |i| Bce {
+    weight: i.weight.clone(),
+    reduction: plain("bce", i.options.reduction)?
+});
+gpu!(bce_with_logits_forward, bce_with_logits_backward, "bce_with_logits", |i| BceWithLogits {
+    weight: i.weight.clone(),
+    pos_weight: i.pos_weight.clone(),
+    reduction: plain("bce_with_logits", i.options.reduction)?
+});
+gpu!(kl_div_forward, kl_div_backward, "kl_div", |i| KlDiv {
+    log_target: i.options.log_target,
+    reduction: match i.options.reduction {
+        LossReduction::None => KlReduction::None,
+        LossReduction::Mean => KlReduction::Mean,
+        LossReduction::Sum => KlReduction::Sum,
+        LossReduction::BatchMean => KlReduction::BatchMean,
+    }
+});
+gpu!(soft_margin_forward, soft_margin_backward, "soft_margin", |i| SoftMargin {
+    reduction: plain("soft_margin", i.options.reduction)?
+});
+
+/// A pointwise catalogue entry; `$name` is a literal, the rest differ per loss.
+macro_rules! entry {
+    ($name:literal, $forward:ident, $backward:ident, {$($field:ident: $value:expr),* $(,)?}) => {
+        Loss {
+            name: $name,
+            forward: $forward,
+            backward: $backward,
+            reference: |a| reference_forward($name, a),
+            reference_backward: |a, g| reference_backward($name, a, g),
+            test_shapes: SHAPES,
+            tolerance: TOLERANCE,
+            bench: BENCH,
+            bench_work: bytes,
+            bias: false,
+            $($field: $value),*
+        }
+    };
+}
+
+pub(super) static MSE: Loss = entry!("mse", mse_forward, mse_backward, {
+    pytorch: "torch.nn.functional.mse_loss",
+    target: TargetKind::Values { what: "targets" },
+    weight: WeightKind::None,
+    pos_weight: false,
+    options: &[],
+    reductions: PLAIN,
+    variants: &[DEFAULTS],
+    generate: regression,
+});
+
+pub(super) static L1: Loss = entry!("l1", l1_forward, l1_backward, {
+    pytorch: "torch.nn.functional.l1_loss",
+    target: TargetKind::Values { what: "targets" },
+    weight: WeightKind::None,
+    pos_weight: false,
+    options: &[],
+    reductions: PLAIN,
+    variants: &[DEFAULTS],
+    generate: regression,
+});
+
+pub(super) static SMOOTH_L1: Loss = entry!("smooth_l1", smooth_l1_forward, smooth_l1_backward, {
+    pytorch: "torch.nn.functional.smooth_l1_loss",
+    target: TargetKind::Values { what: "targets" },
+    weight: WeightKind::None,
+    pos_weight: false,
+    options: &[Opt::Beta],
+    reductions: PLAIN,
+    variants: &[
+        DEFAULTS,
+        Variant { name: "beta=0.5", options: |o| o.beta = 0.5, extras: &[] },
+        Variant { name: "beta=0", options: |o| o.beta = 0.0, extras: &[] },
+    ],
+    generate: regression,
+});
+
+pub(super) static HUBER: Loss = entry!("huber", huber_forward, huber_backward, {
+    pytorch: "torch.nn.functional.huber_loss",
+    target: TargetKind::Values { what: "targets" },
+    weight: WeightKind::None,
+    pos_weight: false,
+    options: &[Opt::Delta],
+    reductions: PLAIN,
+    variants: &[DEFAULTS, Variant { name: "delta=0.5", options: |o| o.delta = 0.5, extras: &[] }],
+    generate: regression,
+});
+
+pub(super) static BCE: Loss = entry!("bce", bce_forward, bce_backward, {
+    pytorch: "torch.nn.functional.binary_cross_entropy",
+    target: TargetKind::Values { what: "targets" },
+    weight: WeightKind::Elements,
+    pos_weight: false,
+    options: &[],
+    reductions: PLAIN,
+    variants: &[DEFAULTS, Variant { name: "weight", options: |_| {}, extras: &[Extra::Weight] }],
+    generate: probabilities,
+});
+
+pub(super) static BCE_WITH_LOGITS: Loss = entry!("bce_with_logits", bce_with_logits_forward, bce_with_logits_backward, {
+    pytorch: "torch.nn.functional.binary_cross_entropy_with_logits",
+    target: TargetKind::Values { what: "targets" },
+    weight: WeightKind::Elements,
+    pos_weight: true,
+    options: &[],
+    reductions: PLAIN,
+    variants: &[
+        DEFAULTS,
+        Variant { name: "weight", options: |_| {}, extras: &[Extra::Weight] },
+        Variant { name: "pos_weight", options: |_| {}, extras: &[Extra::PosWeight] },
+        Variant { name: "weight+pos_weight", options: |_| {}, extras: &[Extra::Weight, Extra::PosWeight] },
+    ],
+    generate: logits,
+});
+
+pub(super) static KL_DIV: Loss = entry!("kl_div", kl_div_forward, kl_div_backward, {
+    pytorch: "torch.nn.functional.kl_div",
+    target: TargetKind::Distribution,
+    weight: WeightKind::None,
+    pos_weight: false,
+    options: &[Opt::LogTarget],
+    reductions: &[LossReduction::None, LossReduction::Mean, LossReduction::Sum, LossReduction::BatchMean],
+    variants: &[DEFAULTS, Variant { name: "log_target", options: |o| o.log_target = true, extras: &[] }],
+    generate: distribution,
+});
+
+pub(super) static SOFT_MARGIN: Loss = entry!("soft_margin", soft_margin_forward, soft_margin_backward, {
+    pytorch: "torch.nn.functional.soft_margin_loss",
+    target: TargetKind::Values { what: "targets" },
+    weight: WeightKind::None,
+    pos_weight: false,
+    options: &[],
+    reductions: PLAIN,
+    variants: &[DEFAULTS],
+    generate: margins,
+});

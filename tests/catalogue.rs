@@ -1,0 +1,237 @@
+//! The generic test of the loss catalogue: every loss × reduction × variant × test shape, on
+//! every adapter, forward and backward against its f64 reference; every reference gradient
+//! against finite differences of the reference forward; and PyTorch's own values for each loss.
+//! A loss added to the catalogue is tested here with nothing else to write.
+
+mod common;
+
+use common::{devices, label};
+use wgpu_loss::catalogue::{self, Args, Array, LOSSES, Loss, LossReduction, Target, Variant};
+use wgpu_loss::data::Rng;
+
+/// Every (loss, reduction, variant, shape) with its seed.
+fn cases() -> Vec<(&'static Loss, LossReduction, &'static Variant, &'static [usize], u64)> {
+    let mut out = Vec::new();
+    for (l, loss) in LOSSES.iter().enumerate() {
+        for (r, &reduction) in loss.reductions.iter().enumerate() {
+            for (v, variant) in loss.variants.iter().enumerate() {
+                for (s, &shape) in loss.test_shapes.iter().enumerate() {
+                    let seed = ((l * 16 + r) * 16 + v) as u64 * 16 + s as u64;
+                    out.push((*loss, reduction, variant, shape, seed));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `|got − want| ≤ abs + rel·|want|` for each value (NaN matches NaN); the worst miss, if any.
+fn miss(got: &[f32], want: &[f64], (abs, rel): (f64, f64)) -> Option<String> {
+    if got.len() != want.len() {
+        return Some(format!("{} values, the reference has {}", got.len(), want.len()));
+    }
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let g = g as f64;
+        let bad = if w.is_nan() || g.is_nan() {
+            w.is_nan() != g.is_nan()
+        } else if w.is_infinite() {
+            g != w
+        } else {
+            (g - w).abs() > abs + rel * w.abs()
+        };
+        if bad {
+            let excess =
+                if g.is_finite() && w.is_finite() { (g - w).abs() / (abs + rel * w.abs()) } else { f64::MAX };
+            if worst.is_none_or(|(_, e)| excess > e) {
+                worst = Some((i, excess));
+            }
+        }
+    }
+    worst.map(|(i, _)| format!("element {i}: got {}, want {}", got[i], want[i]))
+}
+
+#[test]
+fn every_loss_matches_its_reference_on_every_adapter() {
+    let mut failures = Vec::new();
+    let mut runs = 0;
+    for dev in devices() {
+        for (loss, reduction, variant, shape, seed) in cases() {
+            let what = format!(
+                "{} reduction={} {} shape {:?} on {}",
+                loss.name,
+                reduction.name(),
+                variant.name,
+                shape,
+                label(dev)
+            );
+            let args = loss.sample(seed, shape, variant, reduction);
+            let inputs = args.upload(dev).unwrap_or_else(|e| panic!("{what}: upload: {e}"));
+            let out = (loss.forward)(&inputs).unwrap_or_else(|e| panic!("{what}: forward: {e}"));
+            let want = (loss.reference)(&args).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
+            if let Some(m) = miss(&out.to_vec().unwrap(), &want, loss.tolerance.forward) {
+                failures.push(format!("{what}: forward {m}"));
+            }
+            let g = Rng::new(seed ^ 0x5eed).values(out.numel(), 1.0);
+            let gt = dev.tensor(&g, out.shape()).unwrap();
+            let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
+            let grad =
+                (loss.backward)(&inputs, &out, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
+            assert_eq!(grad.shape(), &args.input.shape[..], "{what}: the gradient has the input's shape");
+            let want =
+                (loss.reference_backward)(&args, &g64).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
+            if let Some(m) = miss(&grad.to_vec().unwrap(), &want, loss.tolerance.backward) {
+                failures.push(format!("{what}: backward {m}"));
+            }
+            runs += 1;
+        }
+    }
+    assert!(failures.is_empty(), "{} of {runs} cases differ:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "catalogue: {runs} cases (loss × reduction × variant × shape × adapter) match their references"
+    );
+}
+
+/// Σ reference(args)·g for the input `x`.
+fn objective(loss: &Loss, args: &Args, x: &[f64], g: &[f64]) -> f64 {
+    let mut a = args.clone();
+    a.input.data = x.to_vec();
+    let out = (loss.reference)(&a).unwrap();
+    out.iter().zip(g).map(|(o, g)| o * g).sum()
+}
+
+#[test]
+fn every_reference_gradient_matches_finite_differences() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (loss, reduction, variant, shape, seed) in cases() {
+        let args = loss.sample(seed, shape, variant, reduction);
+        let out = (loss.reference)(&args).unwrap();
+        let g = Rng::new(seed ^ 0x5eed).values(out.len(), 1.0);
+        let g: Vec<f64> = g.iter().map(|&v| v as f64).collect();
+        let grad = (loss.reference_backward)(&args, &g).unwrap();
+        let x = args.input.data.clone();
+        let h = 1e-6;
+        // A spread of elements, at most 16 per case.
+        let step = x.len().div_ceil(16).max(1);
+        for i in (0..x.len()).step_by(step) {
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up[i] += h;
+            down[i] -= h;
+            let fd = (objective(loss, &args, &up, &g) - objective(loss, &args, &down, &g)) / (2.0 * h);
+            if (fd - grad[i]).abs() > 1e-6 + 1e-5 * grad[i].abs() {
+                failures.push(format!(
+                    "{} reduction={} {} shape {shape:?}: element {i}: analytic {}, finite difference {fd}",
+                    loss.name,
+                    reduction.name(),
+                    variant.name,
+                    grad[i]
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} derivatives differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_catalogue_is_whole() {
+    let mut names = std::collections::BTreeSet::new();
+    for loss in LOSSES {
+        assert!(names.insert(loss.name), "{} twice", loss.name);
+        assert_eq!(catalogue::find(&loss.cli_name()).map(|l| l.name), Some(loss.name));
+        assert!(!loss.reductions.is_empty() && !loss.variants.is_empty() && !loss.test_shapes.is_empty());
+        assert!(loss.pytorch.starts_with("torch.nn.functional."), "{}", loss.pytorch);
+        let mut bench = std::collections::BTreeSet::new();
+        for b in loss.bench {
+            assert!(bench.insert(b.name), "{}: bench shape {} twice", loss.name, b.name);
+        }
+        assert!(loss.bench.iter().any(|b| b.quick), "{}: no quick bench shape", loss.name);
+    }
+    assert!(catalogue::find("no-such-loss").is_none());
+}
+
+/// PyTorch's own values, one call per loss: (loss, reduction, input, target, want).
+///
+/// Produced with torch 2.15 (CPU), e.g. for soft_margin:
+/// ```python
+/// import torch, torch.nn.functional as F
+/// torch.set_printoptions(precision=10)
+/// x = torch.tensor([0., 3., 1e-3, 20., -20., -50.], requires_grad=True)
+/// y = torch.tensor([-1., -1., 1., -1., -1., 1.])
+/// print(F.soft_margin_loss(x, y, reduction='none'))
+/// loss = F.soft_margin_loss(x, y, reduction='sum'); print(loss)
+/// loss.backward(); print(x.grad)
+/// print(F.soft_margin_loss(x, y))
+/// ```
+#[allow(clippy::type_complexity)]
+const GOLDEN: &[(&str, LossReduction, &[f32], &[f32], &[f64], Option<&[f64]>)] = &[
+    (
+        "soft_margin",
+        LossReduction::None,
+        &[0.0, 3.0, 1e-3, 20.0, -20.0, -50.0],
+        &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0],
+        &[6.9314718246e-01, 3.0485873222, 6.9264727831e-01, 2.0e+01, 2.0611536922e-09, 5.0e+01],
+        None,
+    ),
+    (
+        "soft_margin",
+        LossReduction::Sum,
+        &[0.0, 3.0, 1e-3, 20.0, -20.0, -50.0],
+        &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0],
+        &[74.4343795776],
+        Some(&[5.0e-01, 9.5257413387e-01, -4.9974998832e-01, 1.0, 2.0611536922e-09, -1.0]),
+    ),
+    (
+        "soft_margin",
+        LossReduction::Mean,
+        &[0.0, 3.0, 1e-3, 20.0, -20.0, -50.0],
+        &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0],
+        &[12.4057302475],
+        None,
+    ),
+];
+
+#[test]
+fn pytorch_golden_values() {
+    for dev in devices() {
+        for &(name, reduction, x, y, want, grad) in GOLDEN {
+            let loss = catalogue::find(name).unwrap();
+            let mut args = Args::new(Array::from_f32(x, &[x.len()]));
+            args.target = Some(Target::Values(Array::from_f32(y, &[y.len()])));
+            args.options.reduction = reduction;
+            let inputs = args.upload(dev).unwrap();
+            let out = (loss.forward)(&inputs).unwrap();
+            let what = format!("{name} {} on {}", reduction.name(), label(dev));
+            assert!(miss(&out.to_vec().unwrap(), want, (1e-6, 1e-6)).is_none(), "{what}: {:?}", out.to_vec());
+            if let Some(grad) = grad {
+                let ones = catalogue::ones(dev, out.shape()).unwrap();
+                let got = (loss.backward)(&inputs, &out, &ones).unwrap().to_vec().unwrap();
+                assert!(miss(&got, grad, (1e-7, 1e-6)).is_none(), "{what} gradient: {got:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn soft_margin_stays_finite_where_pytorch_overflows() {
+    // PyTorch float32 gives inf (and a NaN gradient) at y·x = −100; the stable softplus gives
+    // the exact 100 and gradient −y.
+    let loss = catalogue::find("soft_margin").unwrap();
+    for dev in devices() {
+        let mut args = Args::new(Array::from_f32(&[-100.0, 100.0], &[2]));
+        args.target = Some(Target::Values(Array::from_f32(&[1.0, -1.0], &[2])));
+        args.options.reduction = LossReduction::None;
+        let inputs = args.upload(dev).unwrap();
+        let out = (loss.forward)(&inputs).unwrap();
+        assert_eq!(out.to_vec().unwrap(), [100.0, 100.0], "{}", label(dev));
+        let ones = catalogue::ones(dev, &[2]).unwrap();
+        let grad = (loss.backward)(&inputs, &out, &ones).unwrap().to_vec().unwrap();
+        assert_eq!(grad, [-1.0, 1.0], "{}", label(dev));
+    }
+}

@@ -290,21 +290,6 @@ fn file_pool(dir: &Path, rng: &mut Rng) -> Vec<PathBuf> {
     pool
 }
 
-const OPS: [&str; 12] = [
-    "mse",
-    "l1",
-    "smooth-l1",
-    "huber",
-    "bce",
-    "bce-with-logits",
-    "cross-entropy",
-    "nll",
-    "kl-div",
-    "log-softmax",
-    "softmax",
-    "linear",
-];
-
 const NUMBERS: [&str; 22] = [
     "0",
     "1",
@@ -357,7 +342,9 @@ fn command_line(rng: &mut Rng, pool: &[PathBuf]) -> Vec<String> {
     let op = if rng.below(15) == 0 {
         pick(rng, &["cross_entropy", "MSE", "", "-", "linear2"])
     } else {
-        pick(rng, &OPS)
+        // Every op of the catalogue, by its CLI name.
+        let ops: Vec<String> = wgpu_loss::catalogue::LOSSES.iter().map(|l| l.cli_name()).collect();
+        ops[rng.below(ops.len())].clone()
     };
     args.push(op.clone());
     if rng.below(4) > 0 {

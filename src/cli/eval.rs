@@ -1,32 +1,49 @@
-//! `wgpu-loss eval <OP>` and `wgpu-loss grad <OP>`: a `torch.nn.functional` function on saved
-//! arrays, or its gradient for an upstream gradient of ones.
+//! `wgpu-loss eval <OP>` and `wgpu-loss grad <OP>`: a function of the loss catalogue on saved
+//! arrays, or its gradient in the input for an upstream gradient of ones.
+//!
+//! The ops are the catalogue's (`crate::catalogue::LOSSES`), named with dashes; what each reads
+//! from which file follows its entry (target kind, weight kind, options, reductions).
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use crate::{
-    Bce, BceWithLogits, CrossEntropy, Device, Huber, KlDiv, KlReduction, L1, LogSoftmax, Mse, Nll, Reduction,
-    SmoothL1, Softmax, Tensor,
-};
+use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 
 use super::common::{AdapterArgs, CliError};
-use super::npy::{self, Array};
+use super::npy::{self, Array as NpyArray};
+use crate::catalogue::{self, Array, Loss, LossReduction, Opt, Target, TargetKind, WeightKind};
+use crate::error::Error;
+use crate::gpu::device::Device;
 
-/// The functions `eval` and `grad` know, named as in PyTorch with dashes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Op {
-    Mse,
-    L1,
-    SmoothL1,
-    Huber,
-    Bce,
-    BceWithLogits,
-    CrossEntropy,
-    Nll,
-    KlDiv,
-    LogSoftmax,
-    Softmax,
-    Linear,
+/// A function of the catalogue, by its CLI name.
+#[derive(Clone, Copy, Debug)]
+pub struct Op(pub &'static Loss);
+
+impl Op {
+    fn name(self) -> &'static str {
+        cli_name(self.0)
+    }
+}
+
+/// The CLI name of `loss` (its name with dashes), made once.
+fn cli_name(loss: &'static Loss) -> &'static str {
+    static NAMES: OnceLock<Vec<(&'static str, &'static str)>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        catalogue::LOSSES.iter().map(|l| (l.name, &*Box::leak(l.cli_name().into_boxed_str()))).collect()
+    });
+    names.iter().find(|(n, _)| *n == loss.name).map_or(loss.name, |(_, cli)| cli)
+}
+
+impl ValueEnum for Op {
+    fn value_variants<'a>() -> &'a [Self] {
+        static OPS: OnceLock<Vec<Op>> = OnceLock::new();
+        OPS.get_or_init(|| catalogue::LOSSES.iter().map(|&l| Op(l)).collect())
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.0.pytorch))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -35,6 +52,17 @@ pub enum ReductionArg {
     Mean,
     Sum,
     Batchmean,
+}
+
+impl ReductionArg {
+    fn catalogue(self) -> LossReduction {
+        match self {
+            ReductionArg::None => LossReduction::None,
+            ReductionArg::Mean => LossReduction::Mean,
+            ReductionArg::Sum => LossReduction::Sum,
+            ReductionArg::Batchmean => LossReduction::BatchMean,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -81,25 +109,6 @@ pub struct OpArgs {
     pub output: PathBuf,
 }
 
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::Mse => "mse",
-            Op::L1 => "l1",
-            Op::SmoothL1 => "smooth-l1",
-            Op::Huber => "huber",
-            Op::Bce => "bce",
-            Op::BceWithLogits => "bce-with-logits",
-            Op::CrossEntropy => "cross-entropy",
-            Op::Nll => "nll",
-            Op::KlDiv => "kl-div",
-            Op::LogSoftmax => "log-softmax",
-            Op::Softmax => "softmax",
-            Op::Linear => "linear",
-        }
-    }
-}
-
 /// Runs `eval` (`grad = false`) or `grad` and writes the output.
 pub fn run(args: &OpArgs, grad: bool) -> Result<(), CliError> {
     let op = args.op.name();
@@ -113,15 +122,10 @@ fn required<'a>(option: &str, path: &'a Option<PathBuf>, op: Op) -> Result<&'a P
     path.as_deref().ok_or_else(|| CliError(format!("{}: {option} FILE is required", op.name())))
 }
 
-fn plain_reduction(args: &OpArgs) -> Result<Reduction, CliError> {
-    match args.reduction {
-        ReductionArg::None => Ok(Reduction::None),
-        ReductionArg::Mean => Ok(Reduction::Mean),
-        ReductionArg::Sum => Ok(Reduction::Sum),
-        ReductionArg::Batchmean => {
-            Err(CliError(format!("--reduction batchmean is only for kl-div, not {}", args.op.name())))
-        }
-    }
+/// The CLI names of the ops that accept `what`, for messages.
+fn ops_with(what: impl Fn(&Loss) -> bool) -> String {
+    let names: Vec<&str> = catalogue::LOSSES.iter().filter(|l| what(l)).map(|&l| cli_name(l)).collect();
+    names.join(", ")
 }
 
 /// `data` of `from` broadcast to `to` (numpy's rules), or an error naming `option`.
@@ -155,267 +159,142 @@ fn broadcast(option: &str, data: &[f32], from: &[usize], to: &[usize]) -> Result
     Ok(out)
 }
 
-/// The upstream gradient of ones: one value for a reduced output, else `shape`.
-fn ones(dev: &Device, reduced: bool, shape: &[usize]) -> crate::Result<Tensor> {
-    if reduced {
-        dev.tensor(&[1.0], &[])
-    } else {
-        dev.tensor(&vec![1.0; crate::ops::saturating_product(shape)], shape)
-    }
-}
-
-/// A float32 array and its shape.
-type Values = (Vec<f32>, Vec<usize>);
-
-/// What the target file holds: values (or probabilities), or class ids read from `path`.
-enum Target {
-    Values(Values),
-    Ids(Vec<i64>, Vec<usize>, PathBuf),
-}
-
 /// One `eval` or `grad`, loaded from its files and checked, before any device is involved.
 pub struct Job {
     op: Op,
-    reduction: ReductionArg,
-    ignore_index: i64,
-    label_smoothing: f32,
-    beta: f32,
-    delta: f32,
-    log_target: bool,
-    dim: isize,
-    input: Values,
-    target: Option<Target>,
-    /// Class weights (cross-entropy, nll), element weights broadcast to the input (bce, bce with
-    /// logits), or the linear layer's W.
-    weight: Option<Values>,
-    bias: Option<Values>,
-    /// bce-with-logits' pos_weight, one value per column.
-    pos_weight: Option<Vec<f32>>,
+    args: catalogue::Args,
+    /// Where the class ids came from, for messages about them.
+    target_path: Option<PathBuf>,
 }
 
 impl Job {
     /// Reads the files `args` names and checks them and the options against the operation.
     pub fn load(a: &OpArgs) -> Result<Job, CliError> {
-        let input = npy::read_f32("--input", &a.input)?;
-        let xs = input.1.clone();
-        let mut job = Job {
-            op: a.op,
-            reduction: a.reduction,
-            ignore_index: a.ignore_index,
-            label_smoothing: a.label_smoothing,
-            beta: a.beta,
-            delta: a.delta,
-            log_target: a.log_target,
-            dim: a.dim,
-            input,
-            target: None,
-            weight: None,
-            bias: None,
-            pos_weight: None,
-        };
-        let float_target = |what: &str| -> Result<Target, CliError> {
-            let path = required("--target", &a.target, a.op)?;
-            match npy::read("--target", path)? {
-                Array::F32(v, s) => Ok(Target::Values((v, s))),
-                Array::Ids(..) => Err(CliError(format!(
-                    "--target {}: {} needs float32 {what}, got integer class ids",
-                    path.display(),
-                    a.op.name()
-                ))),
-            }
-        };
-        match a.op {
-            Op::Mse | Op::L1 | Op::SmoothL1 | Op::Huber => {
-                plain_reduction(a)?;
-                job.target = Some(float_target("targets")?);
-            }
-            Op::Bce | Op::BceWithLogits => {
-                plain_reduction(a)?;
-                job.target = Some(float_target("targets")?);
-                if let Some(p) = &a.weight {
-                    let (w, ws) = npy::read_f32("--weight", p)?;
-                    job.weight = Some((broadcast("--weight", &w, &ws, &xs)?, xs.clone()));
-                }
-                match (&a.pos_weight, a.op) {
-                    (Some(_), Op::Bce) => {
-                        return Err(CliError("--pos-weight is only for bce-with-logits".into()));
-                    }
-                    (Some(p), _) => job.pos_weight = Some(pos_weight_per_column(p, &xs)?),
-                    (None, _) => {}
-                }
-            }
-            Op::CrossEntropy | Op::Nll => {
-                plain_reduction(a)?;
-                let path = required("--target", &a.target, a.op)?;
-                if let Some(p) = &a.weight {
-                    job.weight = Some(npy::read_f32("--weight", p)?);
-                }
-                job.target = Some(match (npy::read("--target", path)?, a.op) {
-                    (Array::F32(..), Op::Nll) => {
-                        return Err(CliError(format!(
-                            "--target {}: nll needs int64 or int32 class ids, got float32",
-                            path.display()
-                        )));
-                    }
-                    (Array::F32(y, ys), _) => {
-                        if ys != xs {
-                            return Err(CliError(format!(
-                                "--target {}: float32 targets are probabilities and must have the input's shape \
-                                 {xs:?}, got {ys:?} (class ids must be int64 or int32)",
-                                path.display()
-                            )));
-                        }
-                        Target::Values((y, ys))
-                    }
-                    (Array::Ids(t, ts), _) => Target::Ids(t, ts, path.to_path_buf()),
-                });
-            }
-            Op::KlDiv => {
-                job.target =
-                    Some(float_target(if a.log_target { "log-probabilities" } else { "probabilities" })?);
-            }
-            Op::LogSoftmax | Op::Softmax => {}
-            Op::Linear => {
-                job.weight = Some(npy::read_f32("--weight", required("--weight", &a.weight, a.op)?)?);
-                if let Some(p) = &a.bias {
-                    job.bias = Some(npy::read_f32("--bias", p)?);
-                }
-            }
+        let loss = a.op.0;
+        let (x, xs) = npy::read_f32("--input", &a.input)?;
+        let mut args = catalogue::Args::new(Array::from_f32(&x, &xs));
+        let o = &mut args.options;
+        o.reduction = a.reduction.catalogue();
+        if loss.reads(Opt::IgnoreIndex) {
+            o.ignore_index = a.ignore_index;
         }
-        Ok(job)
+        if loss.reads(Opt::LabelSmoothing) {
+            o.label_smoothing = a.label_smoothing;
+        }
+        if loss.reads(Opt::Beta) {
+            o.beta = a.beta;
+        }
+        if loss.reads(Opt::Delta) {
+            o.delta = a.delta;
+        }
+        if loss.reads(Opt::LogTarget) {
+            o.log_target = a.log_target;
+        }
+        if loss.reads(Opt::Dim) {
+            o.dim = a.dim;
+        }
+        let takes_reduction = loss.reductions != [LossReduction::None];
+        if takes_reduction && !loss.reductions.contains(&o.reduction) {
+            let name = o.reduction.name();
+            let with = ops_with(|l| l.reductions.contains(&o.reduction));
+            return Err(CliError(format!("--reduction {name} is only for {with}, not {}", a.op.name())));
+        }
+        if !takes_reduction {
+            o.reduction = LossReduction::None;
+        }
+        let target_path = a.target.clone();
+        args.target = load_target(a, loss, &xs)?;
+        args.weight = match (loss.weight, &a.weight) {
+            (WeightKind::Elements, Some(p)) => {
+                let (w, ws) = npy::read_f32("--weight", p)?;
+                Some(Array::from_f32(&broadcast("--weight", &w, &ws, &xs)?, &xs))
+            }
+            (WeightKind::Classes, Some(p)) => {
+                let (w, ws) = npy::read_f32("--weight", p)?;
+                Some(Array::from_f32(&w, &ws))
+            }
+            (WeightKind::Matrix, p) => {
+                let (w, ws) = npy::read_f32("--weight", required("--weight", p, a.op)?)?;
+                Some(Array::from_f32(&w, &ws))
+            }
+            (_, _) => None,
+        };
+        if loss.bias
+            && let Some(p) = &a.bias
+        {
+            let (b, bs) = npy::read_f32("--bias", p)?;
+            args.bias = Some(Array::from_f32(&b, &bs));
+        }
+        match (&a.pos_weight, loss.pos_weight) {
+            (Some(_), false) => {
+                return Err(CliError(format!("--pos-weight is only for {}", ops_with(|l| l.pos_weight))));
+            }
+            (Some(p), true) => {
+                let per_column = pos_weight_per_column(p, &xs)?;
+                let cols = per_column.len();
+                args.pos_weight = Some(Array::from_f32(&per_column, &[cols]));
+            }
+            (None, _) => {}
+        }
+        Ok(Job { op: a.op, args, target_path })
     }
 
     /// Runs the job on `dev`: the output's values and shape (`grad`: the input's gradient for an
     /// upstream gradient of ones).
     pub fn run(&self, dev: &Device, grad: bool) -> Result<(Vec<f32>, Vec<usize>), CliError> {
-        let (x, xs) = &self.input;
-        let xt = dev.tensor(x, xs)?;
-        let out = |t: Tensor| -> Result<(Vec<f32>, Vec<usize>), CliError> {
-            let shape = t.shape().to_vec();
-            Ok((t.to_vec()?, shape))
-        };
-        let upload = |v: &Option<Values>| -> crate::Result<Option<Tensor>> {
-            v.as_ref().map(|(d, s)| dev.tensor(d, s)).transpose()
-        };
-        let values_target = || -> Result<Tensor, CliError> {
-            match &self.target {
-                Some(Target::Values((y, ys))) => Ok(dev.tensor(y, ys)?),
-                _ => Err(CliError("a float32 target is required".into())),
+        let loss = self.op.0;
+        let inputs = self.args.upload(dev).map_err(|e| match (&self.args.target, &self.target_path) {
+            // Class ids that do not fit the kernels' i32 are the target file's fault.
+            (Some(Target::Ids { .. }), Some(path))
+                if matches!(e, Error::InvalidArgument { op: "indices", .. }) =>
+            {
+                CliError(format!("--target {}: {e}", path.display()))
             }
-        };
-        let plain = match self.reduction {
-            ReductionArg::None => Reduction::None,
-            ReductionArg::Sum => Reduction::Sum,
-            _ => Reduction::Mean,
-        };
-        let reduced = plain != Reduction::None;
-        match self.op {
-            Op::Mse | Op::L1 | Op::SmoothL1 | Op::Huber => {
-                let yt = values_target()?;
-                let g = ones(dev, reduced, xs)?;
-                macro_rules! go {
-                    ($l:expr) => {{
-                        let l = $l;
-                        if grad { out(l.backward(&xt, &yt, &g)?) } else { out(l.forward(&xt, &yt)?) }
-                    }};
-                }
-                match self.op {
-                    Op::Mse => go!(Mse { reduction: plain }),
-                    Op::L1 => go!(L1 { reduction: plain }),
-                    Op::SmoothL1 => go!(SmoothL1 { beta: self.beta, reduction: plain }),
-                    _ => go!(Huber { delta: self.delta, reduction: plain }),
-                }
-            }
-            Op::Bce | Op::BceWithLogits => {
-                let yt = values_target()?;
-                let weight = upload(&self.weight)?;
-                let g = ones(dev, reduced, xs)?;
-                if self.op == Op::Bce {
-                    let l = Bce { weight, reduction: plain };
-                    return if grad { out(l.backward(&xt, &yt, &g)?) } else { out(l.forward(&xt, &yt)?) };
-                }
-                let pos_weight = match &self.pos_weight {
-                    Some(p) => Some(dev.tensor(p, &[p.len()])?),
-                    None => None,
-                };
-                let l = BceWithLogits { weight, pos_weight, reduction: plain };
-                if grad { out(l.backward(&xt, &yt, &g)?) } else { out(l.forward(&xt, &yt)?) }
-            }
-            Op::CrossEntropy | Op::Nll => {
-                let weight = upload(&self.weight)?;
-                let ce = CrossEntropy {
-                    weight: weight.clone(),
-                    ignore_index: self.ignore_index,
-                    reduction: plain,
-                    label_smoothing: self.label_smoothing,
-                    ..Default::default()
-                };
-                match &self.target {
-                    Some(Target::Ids(t, ts, path)) => {
-                        let tt = dev
-                            .indices(t, ts)
-                            .map_err(|e| CliError(format!("--target {}: {e}", path.display())))?;
-                        let g = ones(dev, reduced, ts)?;
-                        if self.op == Op::Nll {
-                            let l = Nll { weight, ignore_index: self.ignore_index, reduction: plain };
-                            return if grad {
-                                out(l.backward(&xt, &tt, &g)?)
-                            } else {
-                                out(l.forward(&xt, &tt)?)
-                            };
-                        }
-                        if grad { out(ce.backward(&xt, &tt, &g)?) } else { out(ce.forward(&xt, &tt)?) }
+            _ => CliError::from(e),
+        })?;
+        let out = (loss.forward)(&inputs)?;
+        let result =
+            if grad { (loss.backward)(&inputs, &out, &catalogue::ones(dev, out.shape())?)? } else { out };
+        let shape = result.shape().to_vec();
+        Ok((result.to_vec()?, shape))
+    }
+}
+
+/// The target file read as `loss` takes it, with one message for each wrong kind.
+fn load_target(a: &OpArgs, loss: &Loss, xs: &[usize]) -> Result<Option<Target>, CliError> {
+    let op = a.op.name();
+    let float = |what: &str| -> Result<Option<Target>, CliError> {
+        let path = required("--target", &a.target, a.op)?;
+        match npy::read("--target", path)? {
+            NpyArray::F32(v, s) => Ok(Some(Target::Values(Array::from_f32(&v, &s)))),
+            NpyArray::Ids(..) => Err(CliError(format!(
+                "--target {}: {op} needs float32 {what}, got integer class ids",
+                path.display()
+            ))),
+        }
+    };
+    match loss.target {
+        TargetKind::None => Ok(None),
+        TargetKind::Values { what } => float(what),
+        TargetKind::Distribution => float(if a.log_target { "log-probabilities" } else { "probabilities" }),
+        TargetKind::Ids | TargetKind::IdsOrProbabilities => {
+            let path = required("--target", &a.target, a.op)?;
+            match npy::read("--target", path)? {
+                NpyArray::F32(..) if loss.target == TargetKind::Ids => Err(CliError(format!(
+                    "--target {}: {op} needs int64 or int32 class ids, got float32",
+                    path.display()
+                ))),
+                NpyArray::F32(y, ys) => {
+                    if ys != xs {
+                        return Err(CliError(format!(
+                            "--target {}: float32 targets are probabilities and must have the input's shape \
+                             {xs:?}, got {ys:?} (class ids must be int64 or int32)",
+                            path.display()
+                        )));
                     }
-                    _ => {
-                        let (yt, l) = (values_target()?, ce);
-                        if grad {
-                            // The per-row loss's shape: the input's without the class dim.
-                            let mut gs = xs.clone();
-                            if gs.len() > 1 {
-                                gs.remove(1);
-                            } else {
-                                gs.clear();
-                            }
-                            out(l.backward_probs(&xt, &yt, &ones(dev, reduced, &gs)?)?.0)
-                        } else {
-                            out(l.forward_probs(&xt, &yt)?)
-                        }
-                    }
+                    Ok(Some(Target::Values(Array::from_f32(&y, &ys))))
                 }
-            }
-            Op::KlDiv => {
-                let reduction = match self.reduction {
-                    ReductionArg::None => KlReduction::None,
-                    ReductionArg::Mean => KlReduction::Mean,
-                    ReductionArg::Sum => KlReduction::Sum,
-                    ReductionArg::Batchmean => KlReduction::BatchMean,
-                };
-                let yt = values_target()?;
-                let l = KlDiv { log_target: self.log_target, reduction };
-                let g = ones(dev, reduction != KlReduction::None, xs)?;
-                if grad { out(l.backward(&xt, &yt, &g)?) } else { out(l.forward(&xt, &yt)?) }
-            }
-            Op::LogSoftmax | Op::Softmax => {
-                let g = ones(dev, false, xs)?;
-                if self.op == Op::LogSoftmax {
-                    let l = LogSoftmax::default().dim(self.dim);
-                    let y = l.forward(&xt)?;
-                    if grad { out(l.backward(&y, &g)?) } else { out(y) }
-                } else {
-                    let l = Softmax::default().dim(self.dim);
-                    let y = l.forward(&xt)?;
-                    if grad { out(l.backward(&y, &g)?) } else { out(y) }
-                }
-            }
-            Op::Linear => {
-                let wt = upload(&self.weight)?.ok_or_else(|| CliError("--weight FILE is required".into()))?;
-                let bias = upload(&self.bias)?;
-                let y = crate::linear(&xt, &wt, bias.as_ref())?;
-                if !grad {
-                    return out(y);
-                }
-                let g = ones(dev, false, y.shape())?;
-                out(crate::Linear::default().backward(&xt, &wt, &g)?.input)
+                NpyArray::Ids(t, ts) => Ok(Some(Target::Ids { data: t, shape: ts })),
             }
         }
     }

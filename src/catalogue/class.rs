@@ -212,6 +212,7 @@ pub(super) static CROSS_ENTROPY: Loss = Loss {
     reference: cross_entropy_reference,
     reference_backward: cross_entropy_reference_backward,
     tolerance: TOLERANCE,
+    bench_tolerance: Tolerance { forward: (1e-5, 1e-4), backward: (1e-7, 1e-3) },
     bench: CLASS_SHAPES,
     // Logits and targets read once; the backward writes the gradient too.
     bench_work: |d| {
@@ -249,6 +250,7 @@ pub(super) static NLL: Loss = Loss {
         reference::nll::nll_backward(&x.data, &x.shape, host_ids(a)?, weight(a), o.ignore_index, r, g)
     },
     tolerance: TOLERANCE,
+    bench_tolerance: Tolerance { forward: (1e-5, 1e-4), backward: (1e-7, 1e-5) },
     bench: WIDE_SHAPES,
     // The forward reads one log-probability and one target per row; the backward writes the
     // whole gradient.

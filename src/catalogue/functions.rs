@@ -68,6 +68,7 @@ pub(super) static LOG_SOFTMAX: Loss = Loss {
         Ok(reference::log_softmax::log_softmax_backward(&y, g, &a.input.shape, dim))
     },
     tolerance: TOLERANCE,
+    bench_tolerance: Tolerance { forward: (1e-5, 1e-5), backward: (1e-4, 1e-3) },
     bench: super::class::WIDE_SHAPES,
     bench_work: row_bytes,
 };
@@ -93,6 +94,7 @@ pub(super) static SOFTMAX: Loss = Loss {
         Ok(reference::log_softmax::softmax_backward(&y, g, &a.input.shape, dim))
     },
     tolerance: TOLERANCE,
+    bench_tolerance: Tolerance { forward: (1e-6, 1e-4), backward: (1e-5, 1e-3) },
     bench: super::class::WIDE_SHAPES,
     bench_work: row_bytes,
 };
@@ -142,6 +144,7 @@ pub(super) static LINEAR: Loss = Loss {
         Ok(reference::linear::linear_backward(&a.input.data, &w.data, g, k).0)
     },
     tolerance: Tolerance { forward: (1e-5, 1e-4), backward: (1e-5, 1e-4) },
+    bench_tolerance: Tolerance { forward: (1e-3, 1e-4), backward: (1e-3, 1e-4) },
     bench: &[
         BenchShape { name: "linear_2048", dims: &[2048, 2048, 2048], quick: false, backward: false },
         BenchShape { name: "linear_1024", dims: &[1024, 1024, 1024], quick: false, backward: true },

@@ -326,6 +326,8 @@ pub struct Loss {
     /// The f64 reference of `backward` for an upstream gradient.
     pub reference_backward: fn(&Args, &[f64]) -> Result<Vec<f64>>,
     pub tolerance: Tolerance,
+    /// The same at its benchmark shapes, where reductions run over millions of terms.
+    pub bench_tolerance: Tolerance,
     /// Its benchmark shapes (the `shape` given to `generate`), and the work of a forward and a
     /// backward at a shape.
     pub bench: &'static [BenchShape],

@@ -185,6 +185,7 @@ macro_rules! entry {
             reference_backward: |a, g| reference_backward($name, a, g),
             test_shapes: SHAPES,
             tolerance: TOLERANCE,
+            bench_tolerance: Tolerance { forward: (1e-6, 1e-4), backward: (1e-9, 1e-4) },
             bench: BENCH,
             bench_work: bytes,
             bias: false,

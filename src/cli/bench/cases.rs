@@ -1,0 +1,124 @@
+//! The cases of a run: the adapter's yardsticks, and every catalogue loss at each of its
+//! benchmark shapes, forward and backward.
+
+use super::measure::{Pending, measure};
+use super::report::Case;
+use crate::catalogue::{self, BenchShape, DEFAULTS, Loss, LossReduction, Work};
+use crate::data::values;
+use crate::gpu::device::Device;
+use crate::ops::bandwidth;
+use crate::tensor::Tensor;
+
+/// The yardstick shapes: a quick run reads 1 Mi floats, a full one 16 Mi.
+pub(super) const YARDSTICKS: [(&str, usize, bool); 2] =
+    [("yardstick_16M", 16 << 20, false), ("yardstick_1M", 1 << 20, true)];
+
+/// The adapter's own rates in this run: a read-once sum, a vec4 copy kernel and the copy
+/// engine's buffer copy, over `n` floats.
+pub(super) fn yardsticks(
+    dev: &Device,
+    name: &'static str,
+    n: usize,
+    repeats: usize,
+) -> crate::error::Result<Vec<Case>> {
+    let yard = dev.tensor(&values(n, 1.0, 1), &[n])?;
+    let yard_dst = dev.tensor(&vec![0.0; n], &[n])?;
+    let case = |kernel, bytes, op| Pending {
+        kernel,
+        direction: "yardstick",
+        shape: name,
+        bytes: Some(bytes),
+        flops: None,
+        op,
+        want: None,
+        tol: (0.0, 0.0),
+        mem: None,
+    };
+    let cases = [
+        case("read_sum", n as u64 * 4, Box::new(|| bandwidth::read_sum(&yard))),
+        case("copy_vec4", n as u64 * 8, Box::new(|| bandwidth::copy(&yard))),
+        case(
+            "copy_buffer_to_buffer",
+            n as u64 * 8,
+            Box::new(|| {
+                let mut enc = dev.wgpu_device().create_command_encoder(&Default::default());
+                enc.copy_buffer_to_buffer(yard.buffer(), 0, yard_dst.buffer(), 0, n as u64 * 4);
+                dev.flush()?;
+                dev.wgpu_queue().submit([enc.finish()]);
+                Ok(yard_dst.clone())
+            }),
+        ),
+    ];
+    Ok(cases.iter().map(|p| measure(dev, p, repeats, None)).collect())
+}
+
+/// How many cases `loss` has at `shape`.
+pub(super) fn count(shape: &BenchShape) -> usize {
+    1 + shape.backward as usize
+}
+
+/// `loss` at `shape` with PyTorch's defaults: its inputs made from `seed` and uploaded, checked
+/// and timed forward, then backward for an upstream gradient of ones (the forward's output is
+/// computed once, outside the timing). Inputs are dropped when it returns.
+pub(super) fn loss_cases(
+    dev: &Device,
+    loss: &'static Loss,
+    shape: &'static BenchShape,
+    seed: u64,
+    repeats: usize,
+    read_sum: Option<f64>,
+) -> crate::error::Result<Vec<Case>> {
+    let reduction = if loss.reductions.contains(&LossReduction::Mean) {
+        LossReduction::Mean
+    } else {
+        LossReduction::None
+    };
+    let args = loss.sample(seed, shape.dims, &DEFAULTS, reduction);
+    let inputs = args.upload(dev)?;
+    let (forward_work, backward_work) = (loss.bench_work)(shape.dims);
+    let split = |w: Work| match w {
+        Work::Bytes(b) => (Some(b), None),
+        Work::Flops(f) => (None, Some(f)),
+    };
+    let tol = loss.bench_tolerance;
+    let (bytes, flops) = split(forward_work);
+    let mut cases = vec![measure(
+        dev,
+        &Pending {
+            kernel: loss.name,
+            direction: "forward",
+            shape: shape.name,
+            bytes,
+            flops,
+            op: Box::new(|| (loss.forward)(&inputs)),
+            want: Some(Box::new(|| (loss.reference)(&args).unwrap_or_default())),
+            tol: tol.forward,
+            mem: None,
+        },
+        repeats,
+        read_sum,
+    )];
+    if shape.backward {
+        let out = (loss.forward)(&inputs)?;
+        let ones: Tensor = catalogue::ones(dev, out.shape())?;
+        let g = vec![1.0; out.numel()];
+        let (bytes, flops) = split(backward_work);
+        cases.push(measure(
+            dev,
+            &Pending {
+                kernel: loss.name,
+                direction: "backward",
+                shape: shape.name,
+                bytes,
+                flops,
+                op: Box::new(|| (loss.backward)(&inputs, &out, &ones)),
+                want: Some(Box::new(|| (loss.reference_backward)(&args, &g).unwrap_or_default())),
+                tol: tol.backward,
+                mem: None,
+            },
+            repeats,
+            read_sum,
+        ));
+    }
+    Ok(cases)
+}

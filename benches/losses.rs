@@ -1,10 +1,10 @@
-//! Criterion benchmarks: every kernel at named real-world shapes, next to the adapter's own
-//! yardsticks measured in the same run.
+//! Criterion benchmarks: every loss of the catalogue at its benchmark shapes, forward and
+//! backward, and the LM head, next to the adapter's own yardsticks measured in the same run.
 //!
 //! ```text
 //! cargo bench                                   # every adapter found
 //! WGPU_BACKEND=vulkan cargo bench               # one adapter
-//! cargo bench -- cross_entropy                  # one group
+//! cargo bench -- cross_entropy                  # one loss (a group per catalogue name)
 //! ```
 //!
 //! Each measurement records its operations into the pending encoder and synchronises with the
@@ -22,7 +22,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wgpu_loss::{BceWithLogits, CrossEntropy, Device, Indices, Reduction, Tensor, ops};
+use wgpu_loss::catalogue::{self, LOSSES, Work};
+use wgpu_loss::data::values;
+use wgpu_loss::{CrossEntropy, Device, ops};
 
 /// (adapter, group, case).
 type Key = (String, String, String);
@@ -33,24 +35,6 @@ static TIMES: Mutex<BTreeMap<Key, (Vec<f64>, Work)>> = Mutex::new(BTreeMap::new(
 /// The read_sum yardstick of each adapter in GB/s, measured before its cases (also when a filter
 /// skips criterion's own `bandwidth` group).
 static YARDSTICK: Mutex<BTreeMap<String, f64>> = Mutex::new(BTreeMap::new());
-
-#[derive(Clone, Copy, Debug)]
-enum Work {
-    Bytes(u64),
-    Flops(u64),
-}
-
-fn values(n: usize, scale: f32) -> Vec<f32> {
-    let mut s = 0x2545_f491_4f6c_dd1du64;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
-        })
-        .collect()
-}
 
 fn classes(n: usize, c: usize) -> Vec<i64> {
     (0..n).map(|i| ((i * 7919) % c) as i64).collect()
@@ -93,10 +77,6 @@ fn bench_case(
     g.finish();
 }
 
-fn class_inputs(dev: &Device, n: usize, c: usize) -> (Tensor, Indices) {
-    (dev.tensor(&values(n * c, 4.0), &[n, c]).unwrap(), dev.indices(&classes(n, c), &[n]).unwrap())
-}
-
 fn benches(c: &mut Criterion) {
     let devices = Device::all().unwrap_or_else(|e| panic!("{e}"));
     for dev in &devices {
@@ -111,7 +91,7 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
     let wanted = |group: &str| filter.is_empty() || group.contains(&filter) || "bandwidth".contains(&filter);
     // Yardsticks: 16 M f32 (64 MiB), always measured.
     let n16 = 16 << 20;
-    let big = dev.tensor(&values(n16, 1.0), &[n16]).unwrap();
+    let big = dev.tensor(&values(n16, 1.0, 1), &[n16]).unwrap();
     let bytes16 = n16 as u64 * 4;
     ops::bandwidth::read_sum(&big).unwrap();
     dev.synchronize().unwrap();
@@ -139,110 +119,26 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
         Ok(())
     });
 
-    if wanted("cross_entropy") {
-        for (label, n, cl) in [
-            ("vocab32k_4096x32000", 4096, 32000),
-            ("vocab32k_1024x32000", 1024, 32000),
-            ("imagenet_1024x1000", 1024, 1000),
-            ("tabular_65536x10", 65536, 10),
-        ] {
-            let (x, t) = class_inputs(dev, n, cl);
-            let bytes = (n * cl * 4 + n * 4) as u64;
-            bench_case(c, dev, "cross_entropy", label, Work::Bytes(bytes), || {
-                CrossEntropy::default().forward(&x, &t).map(drop)
-            });
-            // The gradient of the mean: logits and targets read, the (N, C) gradient written.
-            let g = dev.tensor(&[1.0], &[]).unwrap();
-            let bytes = (2 * n * cl * 4 + n * 4) as u64;
-            bench_case(c, dev, "cross_entropy", &format!("{label}_backward"), Work::Bytes(bytes), || {
-                CrossEntropy::default().backward(&x, &t, &g).map(drop)
-            });
+    for (l, loss) in LOSSES.iter().enumerate() {
+        if !wanted(loss.name) {
+            continue;
         }
-    }
-    if wanted("log_softmax") {
-        for (label, n, cl) in [("vocab32k_1024x32000", 1024, 32000), ("imagenet_1024x1000", 1024, 1000)] {
-            let x = dev.tensor(&values(n * cl, 4.0), &[n, cl]).unwrap();
-            bench_case(c, dev, "log_softmax", label, Work::Bytes((n * cl * 4) as u64), || {
-                wgpu_loss::log_softmax(&x).map(drop)
-            });
-            // y and the upstream gradient read, the gradient written.
-            let y = wgpu_loss::log_softmax(&x).unwrap();
-            let g = dev.tensor(&values(n * cl, 1.0), &[n, cl]).unwrap();
-            let bytes = (3 * n * cl * 4) as u64;
-            bench_case(c, dev, "log_softmax", &format!("{label}_backward"), Work::Bytes(bytes), || {
-                wgpu_loss::LogSoftmax::default().backward(&y, &g).map(drop)
-            });
-            let p = wgpu_loss::softmax(&x).unwrap();
-            bench_case(
-                c,
-                dev,
-                "log_softmax",
-                &format!("softmax_{label}_backward"),
-                Work::Bytes(bytes),
-                || wgpu_loss::Softmax::default().backward(&p, &g).map(drop),
-            );
+        for (s, shape) in loss.bench.iter().enumerate() {
+            let inputs = loss.bench_args((l * 64 + s) as u64 + 2, shape).upload(dev).unwrap();
+            let (forward, backward) = (loss.bench_work)(shape.dims);
+            bench_case(c, dev, loss.name, shape.name, forward, || (loss.forward)(&inputs).map(drop));
+            if shape.backward {
+                let out = (loss.forward)(&inputs).unwrap();
+                let ones = catalogue::ones(dev, out.shape()).unwrap();
+                let name = format!("{}_backward", shape.name);
+                bench_case(c, dev, loss.name, &name, backward, || {
+                    (loss.backward)(&inputs, &out, &ones).map(drop)
+                });
+            }
         }
-    }
-    if wanted("nll") {
-        let (x, t) = class_inputs(dev, 1024, 32000);
-        let logp = wgpu_loss::log_softmax(&x).unwrap();
-        bench_case(c, dev, "nll", "vocab32k_1024x32000", Work::Bytes(1024 * 8), || {
-            wgpu_loss::nll(&logp, &t).map(drop)
-        });
-        // Targets read, the (N, C) gradient written.
-        let g = dev.tensor(&[1.0], &[]).unwrap();
-        bench_case(
-            c,
-            dev,
-            "nll",
-            "vocab32k_1024x32000_backward",
-            Work::Bytes(1024 * 4 + 1024 * 32000 * 4),
-            || wgpu_loss::Nll::default().backward(&logp, &t, &g).map(drop),
-        );
-    }
-    if wanted("pointwise") {
-        let y: Vec<f32> = values(n16, 0.5).iter().map(|v| v + 0.5).collect();
-        let yt = dev.tensor(&y, &[n16]).unwrap();
-        let g = dev.tensor(&[1.0], &[]).unwrap();
-        bench_case(c, dev, "pointwise", "bce_with_logits_16M", Work::Bytes(2 * bytes16), || {
-            BceWithLogits::default().forward(&big, &yt).map(drop)
-        });
-        bench_case(c, dev, "pointwise", "mse_16M", Work::Bytes(2 * bytes16), || {
-            wgpu_loss::mse(&big, &yt, Reduction::Mean).map(drop)
-        });
-        // Input and target read, the input gradient written.
-        bench_case(c, dev, "pointwise", "bce_with_logits_16M_backward", Work::Bytes(3 * bytes16), || {
-            BceWithLogits::default().backward(&big, &yt, &g).map(drop)
-        });
-        bench_case(c, dev, "pointwise", "mse_16M_backward", Work::Bytes(3 * bytes16), || {
-            wgpu_loss::Mse::default().backward(&big, &yt, &g).map(drop)
-        });
-        bench_case(c, dev, "pointwise", "huber_16M_backward", Work::Bytes(3 * bytes16), || {
-            wgpu_loss::Huber::default().backward(&big, &yt, &g).map(drop)
-        });
-        let p: Vec<f32> = values(n16, 0.49).iter().map(|v| v + 0.5).collect();
-        let pt = dev.tensor(&p, &[n16]).unwrap();
-        bench_case(c, dev, "pointwise", "bce_16M_backward", Work::Bytes(3 * bytes16), || {
-            wgpu_loss::Bce::default().backward(&pt, &yt, &g).map(drop)
-        });
-        let logp = dev.tensor(&values(n16, 1.0).iter().map(|v| v - 2.0).collect::<Vec<_>>(), &[n16]).unwrap();
-        bench_case(c, dev, "pointwise", "kl_div_16M_backward", Work::Bytes(3 * bytes16), || {
-            wgpu_loss::KlDiv::default().backward(&logp, &yt, &g).map(drop)
-        });
     }
     if wanted("linear_cross_entropy") {
         bench_lm_head(c, dev);
-    }
-    if wanted("linear") && !filter.starts_with("linear_") {
-        for s in [1024usize, 2048] {
-            let x = dev.tensor(&values(s * s, 1.0), &[s, s]).unwrap();
-            let w = dev.tensor(&values(s * s, 1.0), &[s, s]).unwrap();
-            let b = dev.tensor(&values(s, 1.0), &[s]).unwrap();
-            let flops = 2 * (s as u64).pow(3);
-            bench_case(c, dev, "linear", &format!("{s}x{s}x{s}"), Work::Flops(flops), || {
-                wgpu_loss::linear(&x, &w, Some(&b)).map(drop)
-            });
-        }
     }
 }
 
@@ -259,9 +155,9 @@ fn bench_lm_head(c: &mut Criterion, dev: &Device) {
         &[(2048, 1024, 32000), (1024, 2048, 128256), (128, 1024, 32000)]
     };
     for &(n, h, v) in shapes {
-        let x = dev.tensor(&values(n * h, 1.0), &[n, h]).unwrap();
-        let w = dev.tensor(&values(v * h, 3.0 / (h as f32).sqrt()), &[v, h]).unwrap();
-        let b = dev.tensor(&values(v, 0.5), &[v]).unwrap();
+        let x = dev.tensor(&values(n * h, 1.0, 8), &[n, h]).unwrap();
+        let w = dev.tensor(&values(v * h, 3.0 / (h as f32).sqrt(), 9), &[v, h]).unwrap();
+        let b = dev.tensor(&values(v, 0.5, 10), &[v]).unwrap();
         let t = dev.indices(&classes(n, v), &[n]).unwrap();
         let one = dev.tensor(&[1.0], &[]).unwrap();
         let label = format!("{n}x{h}x{v}");

@@ -76,14 +76,14 @@ impl Drop for Storage {
 
 /// A flag written by a kernel that validates its inputs; read along with the result.
 #[derive(Clone)]
-pub(crate) struct TargetCheck {
+pub(crate) struct ValueCheck {
     /// One u32: 0 when every value was valid, else `u32::MAX - first bad position`.
     pub(crate) status: Arc<Storage>,
     pub(crate) op: &'static str,
     pub(crate) kind: CheckKind,
 }
 
-/// What a [`TargetCheck`] validates.
+/// What a [`ValueCheck`] validates.
 #[derive(Clone)]
 pub(crate) enum CheckKind {
     /// Class ids in `0..classes` or equal to `ignore_index`.
@@ -92,28 +92,28 @@ pub(crate) enum CheckKind {
     Domain { input: Arc<Storage>, expected: &'static str },
 }
 
-impl TargetCheck {
+impl ValueCheck {
     /// A zeroed status word, cleared inside the pending encoder so it is ordered with the kernel.
     pub(crate) fn new(
         op: &'static str,
         targets: &Indices,
         classes: usize,
         ignore_index: i64,
-    ) -> Result<TargetCheck> {
+    ) -> Result<ValueCheck> {
         let kind = CheckKind::Classes { targets: targets.clone(), classes, ignore_index };
         Self::with_kind(op, targets.device(), kind)
     }
 
     /// A check that `input` holds values in the range `expected` names.
-    pub(crate) fn domain(op: &'static str, input: &Tensor, expected: &'static str) -> Result<TargetCheck> {
+    pub(crate) fn domain(op: &'static str, input: &Tensor, expected: &'static str) -> Result<ValueCheck> {
         let kind = CheckKind::Domain { input: input.storage.clone(), expected };
         Self::with_kind(op, input.device(), kind)
     }
 
-    fn with_kind(op: &'static str, dev: &Device, kind: CheckKind) -> Result<TargetCheck> {
+    fn with_kind(op: &'static str, dev: &Device, kind: CheckKind) -> Result<ValueCheck> {
         let status = Storage::alloc(dev, 4)?;
         dev.record(|enc| enc.clear_buffer(status.buffer(), 0, Some(4)));
-        Ok(TargetCheck { status, op, kind })
+        Ok(ValueCheck { status, op, kind })
     }
 
     fn error(&self, word: u32) -> Result<()> {
@@ -220,7 +220,7 @@ fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<usize> {
 pub struct Tensor {
     pub(crate) storage: Arc<Storage>,
     pub(crate) shape: Vec<usize>,
-    pub(crate) checks: Vec<TargetCheck>,
+    pub(crate) checks: Vec<ValueCheck>,
 }
 
 impl std::fmt::Debug for Tensor {

@@ -73,7 +73,7 @@ fn gpu_opts(o: Opts, cw: &Tensor) -> LinearCrossEntropy {
     let mut l =
         LinearCrossEntropy::default().reduction(o.reduction).label_smoothing(o.smoothing).z_loss(o.z_loss);
     if o.weight {
-        l = l.class_weight(cw.clone());
+        l = l.weight(cw.clone());
     }
     if let Some(s) = o.softcap {
         l = l.softcap(s);
@@ -83,7 +83,7 @@ fn gpu_opts(o: Opts, cw: &Tensor) -> LinearCrossEntropy {
 
 fn ref_opts<'a>(o: Opts, cw: &'a [f32]) -> Options<'a, f32> {
     Options {
-        class_weight: o.weight.then_some(cw),
+        weight: o.weight.then_some(cw),
         reduction: o.reduction,
         label_smoothing: o.smoothing as f64,
         softcap: o.softcap.map(|s| s as f64),
@@ -193,7 +193,7 @@ fn equals_the_unfused_composition() {
                 let mut fused = LinearCrossEntropy::default().reduction(reduction).label_smoothing(smoothing);
                 if weight {
                     ce = ce.weight(cw.clone());
-                    fused = fused.class_weight(cw.clone());
+                    fused = fused.weight(cw.clone());
                 }
                 let logits = linear(&x, &w, Some(&b)).unwrap();
                 let want = ce.forward(&logits, &t).unwrap().to_vec().unwrap();
@@ -328,7 +328,7 @@ fn bad_inputs_are_typed_errors() {
     shape(l.forward(&x, &dev.tensor(&[1.0; 8], &[4, 2]).unwrap(), None, &t).map(|_| ()));
     shape(l.forward(&x, &w, Some(&dev.tensor(&[1.0; 3], &[3]).unwrap()), &t).map(|_| ()));
     shape(l.forward(&x, &w, None, &dev.indices(&[1i64, 3, 0], &[3]).unwrap()).map(|_| ()));
-    shape(l.clone().class_weight(dev.tensor(&[1.0; 3], &[3]).unwrap()).forward(&x, &w, None, &t).map(|_| ()));
+    shape(l.clone().weight(dev.tensor(&[1.0; 3], &[3]).unwrap()).forward(&x, &w, None, &t).map(|_| ()));
     let two = dev.tensor(&[1.0, 1.0], &[2]).unwrap();
     shape(l.backward(&x, &w, None, &t, &two, None).map(|_| ()));
     shape(

@@ -268,7 +268,7 @@ fn linear_cross_entropy_gradients_match_finite_differences() {
     let t = [1, -100, 4, 0];
     for reduction in [Mean, Sum, Keep] {
         let o = Options {
-            class_weight: Some(&cw),
+            weight: Some(&cw),
             reduction,
             label_smoothing: 0.2,
             softcap: Some(1.5),

@@ -355,6 +355,18 @@ impl Loss {
     }
 }
 
+impl Loss {
+    /// Its inputs at a benchmark shape: PyTorch's defaults (the mean where it has one).
+    pub fn bench_args(&self, seed: u64, shape: &BenchShape) -> Args {
+        let reduction = if self.reductions.contains(&LossReduction::Mean) {
+            LossReduction::Mean
+        } else {
+            LossReduction::None
+        };
+        self.sample(seed, shape.dims, &DEFAULTS, reduction)
+    }
+}
+
 impl std::fmt::Debug for Loss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Loss({})", self.name)

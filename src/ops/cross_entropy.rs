@@ -15,7 +15,7 @@ use crate::gpu::staging::{Input, input as input_at};
 use crate::kernels::class_rows::{LOSS, Params, STATUS, TARGETS, WEIGHT, WSUM};
 use crate::kernels::{KernelId, cross_entropy as ce, nll};
 use crate::ops::reduce::{Finish, reduce};
-use crate::tensor::{Indices, Storage, TargetCheck, Tensor, same_device};
+use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
 
 /// PyTorch's default `ignore_index`.
 pub const DEFAULT_IGNORE_INDEX: i64 = -100;
@@ -439,7 +439,7 @@ impl<'a> ClassJob<'a> {
         }
     }
 
-    fn checks(&self) -> Vec<TargetCheck> {
+    fn checks(&self) -> Vec<ValueCheck> {
         let mut checks = self.input.checks.clone();
         checks.extend(self.weight.iter().flat_map(|w| w.checks.iter().cloned()));
         if let Target::Probs(t) = self.targets {
@@ -514,7 +514,7 @@ impl<'a> ClassJob<'a> {
         let loss = Storage::alloc(dev, n_rows as u64 * 4)?;
         let wsum = Storage::alloc(dev, n_rows as u64 * 4)?;
         let check = match self.targets {
-            Target::Ids(t) => Some(TargetCheck::new(self.op, t, self.rows.cols, self.ignore_index)?),
+            Target::Ids(t) => Some(ValueCheck::new(self.op, t, self.rows.cols, self.ignore_index)?),
             Target::Probs(_) => None,
         };
         let status = match &check {
@@ -568,11 +568,11 @@ impl<'a> ClassJob<'a> {
 
     /// The target pass: checks class ids and writes each row's target weight (0 when ignored);
     /// returns the check and, for the weighted mean, the sum of the weights.
-    fn target_pass(&self, indices: &Indices) -> Result<(TargetCheck, Option<Tensor>)> {
+    fn target_pass(&self, indices: &Indices) -> Result<(ValueCheck, Option<Tensor>)> {
         let dev = self.input.device();
         let n_rows = self.rows.rows();
         let pipe = self.kernel.pipeline(dev, "target_weights", &[])?;
-        let check = TargetCheck::new(self.op, indices, self.rows.cols, self.ignore_index)?;
+        let check = ValueCheck::new(self.op, indices, self.rows.cols, self.ignore_index)?;
         let wsum = Storage::alloc(dev, n_rows as u64 * 4)?;
         let inner = self.rows.inner as u64;
         for chunk in self.rows.chunks(dev, "one row", &[4, 4])? {

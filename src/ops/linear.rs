@@ -7,7 +7,7 @@ use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
 use crate::kernels::KernelId;
 use crate::kernels::gemm::{BLOCK_COLS, BLOCK_ROWS, GRAD_COLS, GRAD_ROWS};
 use crate::kernels::linear::{A, B, BIAS, C, FLAGS, GradParams, Params, W, X, Y, grad_trips};
-use crate::tensor::{TargetCheck, Tensor, same_device};
+use crate::tensor::{Tensor, ValueCheck, same_device};
 
 /// The most k one gradient-GEMM (or column-sum) invocation may loop over on `dev`: a multiple
 /// of 64, so that pieces of k start at aligned offsets.
@@ -96,7 +96,7 @@ pub struct LinearGrads {
 
 impl LinearGrads {
     /// The three gradients, each carrying `checks` (validations of the inputs they came from).
-    pub(crate) fn with_checks(input: Tensor, weight: Tensor, bias: Tensor, checks: &[TargetCheck]) -> Self {
+    pub(crate) fn with_checks(input: Tensor, weight: Tensor, bias: Tensor, checks: &[ValueCheck]) -> Self {
         let mark = |t: Tensor| Tensor { checks: checks.to_vec(), ..t };
         LinearGrads { input: mark(input), weight: mark(weight), bias: mark(bias) }
     }

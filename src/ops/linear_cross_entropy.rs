@@ -33,7 +33,7 @@ use crate::kernels::linear_cross_entropy::{
     fold_trips, partials_trips, tile_grad_trips,
 };
 use crate::ops::cross_entropy::DEFAULT_IGNORE_INDEX;
-use crate::tensor::{Indices, Storage, TargetCheck, Tensor, same_device};
+use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
 
 const OP: &str = "linear_cross_entropy";
 
@@ -83,7 +83,7 @@ pub const DEFAULT_MAX_SCRATCH_BYTES: u64 = 4 << 20;
 #[derive(Clone, Debug)]
 pub struct LinearCrossEntropy {
     /// Per-class weights `(V)`.
-    pub class_weight: Option<Tensor>,
+    pub weight: Option<Tensor>,
     /// Targets equal to this are ignored (default −100).
     pub ignore_index: i64,
     /// How the per-row losses are reduced (default mean).
@@ -114,7 +114,7 @@ pub const CCE_FILTER_EPS: f32 = f32::EPSILON / 32.0;
 impl Default for LinearCrossEntropy {
     fn default() -> Self {
         LinearCrossEntropy {
-            class_weight: None,
+            weight: None,
             ignore_index: DEFAULT_IGNORE_INDEX,
             reduction: Reduction::Mean,
             label_smoothing: 0.0,
@@ -138,10 +138,16 @@ pub struct LinearCrossEntropyOutput {
 }
 
 impl LinearCrossEntropy {
-    /// Sets per-class weights `(V)`.
-    pub fn class_weight(mut self, weight: Tensor) -> Self {
-        self.class_weight = Some(weight);
+    /// Sets per-class weights `(V)`, as [`CrossEntropy::weight`](crate::CrossEntropy::weight).
+    pub fn weight(mut self, weight: Tensor) -> Self {
+        self.weight = Some(weight);
         self
+    }
+
+    /// Sets per-class weights `(V)`: the old name of [`LinearCrossEntropy::weight`].
+    #[deprecated(since = "0.1.0", note = "renamed `weight`, as in `CrossEntropy` and `Nll`")]
+    pub fn class_weight(self, weight: Tensor) -> Self {
+        self.weight(weight)
     }
 
     /// Sets the ignored target value.
@@ -314,7 +320,7 @@ struct TilePlan {
 
 /// What every pass needs: the target check and the denominators `[Σ w[t], counted rows, Σ w]`.
 struct Prep {
-    check: TargetCheck,
+    check: ValueCheck,
     denoms: Arc<Storage>,
 }
 
@@ -333,7 +339,7 @@ impl<'a> Job<'a> {
         let dev = x.device();
         let mut devices = vec![w.device(), targets.device()];
         devices.extend(bias.map(|b| b.device()));
-        devices.extend(o.class_weight.as_ref().map(|c| c.device()));
+        devices.extend(o.weight.as_ref().map(|c| c.device()));
         same_device(OP, dev, &devices)?;
         let Some((&h, lead)) = x.shape.split_last() else {
             return Err(Error::shape(OP, "x must be (.., H), got a 0-d tensor"));
@@ -352,10 +358,10 @@ impl<'a> Job<'a> {
         {
             return Err(Error::shape(OP, format!("bias must be ({v}), got {:?}", b.shape)));
         }
-        if let Some(c) = &o.class_weight
+        if let Some(c) = &o.weight
             && c.shape != [v]
         {
-            return Err(Error::shape(OP, format!("class_weight must be ({v}), got {:?}", c.shape)));
+            return Err(Error::shape(OP, format!("weight must be ({v}), got {:?}", c.shape)));
         }
         if targets.shape != lead {
             return Err(Error::shape(
@@ -449,7 +455,7 @@ impl<'a> Job<'a> {
             k: self.h as u32,
             has_bias: self.bias.is_some() as u32,
             classes: self.v as u32,
-            has_weight: self.o.class_weight.is_some() as u32,
+            has_weight: self.o.weight.is_some() as u32,
             ignore_index: self.ignore,
             smoothing: self.o.label_smoothing,
             softcap: self.o.softcap.unwrap_or(0.0),
@@ -467,15 +473,15 @@ impl<'a> Job<'a> {
         self.bias.map_or(self.dummy(), |b| b.storage.buffer())
     }
 
-    fn class_weight_bind(&self) -> Bind<'a> {
-        Bind::all(WEIGHT, self.o.class_weight.as_ref().map_or(self.dummy(), |c| c.storage.buffer()))
+    fn weight_bind(&self) -> Bind<'a> {
+        Bind::all(WEIGHT, self.o.weight.as_ref().map_or(self.dummy(), |c| c.storage.buffer()))
     }
 
-    fn checks(&self, prep: &Prep) -> Vec<TargetCheck> {
+    fn checks(&self, prep: &Prep) -> Vec<ValueCheck> {
         let mut checks = self.x.checks.clone();
         checks.extend(self.w.checks.iter().cloned());
         checks.extend(self.bias.iter().flat_map(|b| b.checks.iter().cloned()));
-        checks.extend(self.o.class_weight.iter().flat_map(|c| c.checks.iter().cloned()));
+        checks.extend(self.o.weight.iter().flat_map(|c| c.checks.iter().cloned()));
         checks.push(prep.check.clone());
         checks
     }
@@ -497,7 +503,7 @@ impl<'a> Job<'a> {
     fn prepare(&self) -> Result<Prep> {
         let dev = self.dev;
         let n = self.n;
-        let check = TargetCheck::new(OP, self.targets, self.v, self.o.ignore_index)?;
+        let check = ValueCheck::new(OP, self.targets, self.v, self.o.ignore_index)?;
         let wt = Storage::alloc(dev, n as u64 * 4)?;
         let counted = Storage::alloc(dev, n as u64 * 4)?;
         let pipe = KernelId::LinearCrossEntropy.pipeline(dev, "target_pass", &[])?;
@@ -507,7 +513,7 @@ impl<'a> Job<'a> {
             &pipe,
             bytemuck::bytes_of(&params),
             &[
-                self.class_weight_bind(),
+                self.weight_bind(),
                 Bind::all(TARGETS, self.targets.storage.buffer()),
                 Bind::range(STATUS, check.status.buffer(), 0, 4),
                 Bind::all(WT, wt.buffer()),
@@ -518,7 +524,7 @@ impl<'a> Job<'a> {
         )?;
         let weight_sum = reduce(dev, &wt, None, n, Finish::Sum, 0.0, Vec::new())?;
         let count = reduce(dev, &counted, None, n, Finish::Sum, 0.0, Vec::new())?;
-        let total = match &self.o.class_weight {
+        let total = match &self.o.weight {
             Some(c) => Some(reduce(dev, &c.storage, None, self.v, Finish::Sum, 0.0, Vec::new())?),
             None => None,
         };
@@ -618,7 +624,7 @@ impl<'a> Job<'a> {
                             shard.len() as u64 * h64 * 4,
                         ),
                         Bind::all(BIAS, self.bias_buf()),
-                        self.class_weight_bind(),
+                        self.weight_bind(),
                         Bind::all(TARGETS, self.targets.storage.buffer()),
                         Bind::all(PARTS, parts.buffer()),
                     ],
@@ -634,7 +640,7 @@ impl<'a> Job<'a> {
             &fold,
             bytemuck::bytes_of(&params),
             &[
-                self.class_weight_bind(),
+                self.weight_bind(),
                 Bind::all(TARGETS, self.targets.storage.buffer()),
                 Bind::all(PARTS, parts.buffer()),
                 Bind::all(LOSS, rows.buffer()),
@@ -795,7 +801,7 @@ impl<'a> Job<'a> {
                     &tile_grad,
                     bytemuck::bytes_of(&params),
                     &[
-                        self.class_weight_bind(),
+                        self.weight_bind(),
                         Bind::all(TARGETS, self.targets.storage.buffer()),
                         Bind::all(LOSS, loss_rows.buffer()),
                         Bind::all(LSE, lse_buf.buffer()),

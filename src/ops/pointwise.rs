@@ -21,7 +21,7 @@ use crate::gpu::spec::Binding;
 use crate::gpu::staging::{Input, input as input_at};
 use crate::kernels::KernelId;
 use crate::kernels::pointwise::{DY, G, OUT, POS_WEIGHT, Params, STATUS, WEIGHT, X, Y};
-use crate::tensor::{Storage, TargetCheck, Tensor, same_device};
+use crate::tensor::{Storage, Tensor, ValueCheck, same_device};
 
 /// Elements in one workgroup's chunk of the fused partial sums (each thread takes four elements
 /// at a time).
@@ -132,16 +132,16 @@ impl<'a> Pointwise<'a> {
     }
 
     /// The domain check (probabilities for bce), or a scratch status word.
-    fn status(&self) -> Result<(std::sync::Arc<Storage>, Option<TargetCheck>)> {
+    fn status(&self) -> Result<(std::sync::Arc<Storage>, Option<ValueCheck>)> {
         if self.formula == Formula::Bce {
-            let check = TargetCheck::domain(self.op, self.input, "[0, 1]")?;
+            let check = ValueCheck::domain(self.op, self.input, "[0, 1]")?;
             Ok((check.status.clone(), Some(check)))
         } else {
             Ok((Storage::alloc(self.input.device(), 4)?, None))
         }
     }
 
-    fn checks(&self, own: Option<TargetCheck>) -> Vec<TargetCheck> {
+    fn checks(&self, own: Option<ValueCheck>) -> Vec<ValueCheck> {
         let mut checks = self.input.checks.clone();
         checks.extend(self.target.checks.iter().cloned());
         for t in self.weight.iter().chain(&self.pos_weight) {

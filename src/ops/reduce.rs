@@ -15,7 +15,7 @@ use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
 use crate::kernels::KernelId;
 use crate::kernels::reduce::{A, B, PARTS, PARTS_IN, Params, RESULT};
-use crate::tensor::{Storage, TargetCheck, Tensor};
+use crate::tensor::{Storage, Tensor, ValueCheck};
 
 /// What the finishing stage writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +57,7 @@ pub(crate) fn finish(
     has_b: bool,
     mode: Finish,
     count: f64,
-    checks: Vec<TargetCheck>,
+    checks: Vec<ValueCheck>,
 ) -> Result<Tensor> {
     let width = if has_b { 2 } else { 1 };
     let pipe = KernelId::Reduce.pipeline(dev, "finish", &sum_constants())?;
@@ -115,7 +115,7 @@ pub(crate) fn reduce(
     n: usize,
     mode: Finish,
     count: f64,
-    checks: Vec<TargetCheck>,
+    checks: Vec<ValueCheck>,
 ) -> Result<Tensor> {
     let n_parts = parts_for(n, SUM_CHUNK);
     let width = if b.is_some() { 2 } else { 1 };

@@ -10,7 +10,7 @@ use crate::error::Result;
 #[derive(Clone, Copy, Debug)]
 pub struct Options<'a, T> {
     /// Per-class weights `(V)`.
-    pub class_weight: Option<&'a [T]>,
+    pub weight: Option<&'a [T]>,
     /// Targets equal to this are ignored.
     pub ignore_index: i64,
     /// How the per-row losses are reduced.
@@ -26,7 +26,7 @@ pub struct Options<'a, T> {
 impl<T> Default for Options<'_, T> {
     fn default() -> Self {
         Options {
-            class_weight: None,
+            weight: None,
             ignore_index: crate::ops::cross_entropy::DEFAULT_IGNORE_INDEX,
             reduction: Reduction::Mean,
             label_smoothing: 0.0,
@@ -67,7 +67,7 @@ fn rows<T: Real>(
     let (z, dcap): (Vec<f64>, Vec<f64>) = raw.iter().map(|&z| cap(z)).unzip();
     let lse =
         if v == 0 { vec![f64::NEG_INFINITY; targets.len()] } else { z.chunks(v).map(logsumexp).collect() };
-    let cw = |c: usize| o.class_weight.map_or(1.0, |w| w[c].into());
+    let cw = |c: usize| o.weight.map_or(1.0, |w| w[c].into());
     let mut checked = Vec::with_capacity(targets.len());
     let (mut weight_sum, mut count) = (0.0, 0.0);
     for (r, &t) in targets.iter().enumerate() {
@@ -95,7 +95,7 @@ pub fn linear_cross_entropy<T: Real>(
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let rs = rows(x, w, b, targets, h, o)?;
     let v = w.len().checked_div(h).unwrap_or(0);
-    let cw = |c: usize| o.class_weight.map_or(1.0, |w| w[c].into());
+    let cw = |c: usize| o.weight.map_or(1.0, |w| w[c].into());
     let eps = o.label_smoothing;
     let (mut ce_all, mut zl_all) = (Vec::new(), Vec::new());
     for (r, t) in rs.targets.iter().enumerate() {
@@ -135,7 +135,7 @@ pub fn linear_cross_entropy_backward<T: Real>(
 ) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     let rs = rows(x, w, b, targets, h, o)?;
     let v = w.len().checked_div(h).unwrap_or(0);
-    let cw = |c: usize| o.class_weight.map_or(1.0, |w| w[c].into());
+    let cw = |c: usize| o.weight.map_or(1.0, |w| w[c].into());
     let total_w: f64 = (0..v).map(cw).sum();
     let eps = o.label_smoothing;
     let grad = f64s(grad);

@@ -3,7 +3,7 @@
 
 use super::measure::{Pending, measure};
 use super::report::Case;
-use crate::catalogue::{self, BenchShape, DEFAULTS, Loss, LossReduction, Work};
+use crate::catalogue::{self, BenchShape, Loss, Work};
 use crate::data::values;
 use crate::gpu::device::Device;
 use crate::ops::bandwidth;
@@ -68,12 +68,7 @@ pub(super) fn loss_cases(
     repeats: usize,
     read_sum: Option<f64>,
 ) -> crate::error::Result<Vec<Case>> {
-    let reduction = if loss.reductions.contains(&LossReduction::Mean) {
-        LossReduction::Mean
-    } else {
-        LossReduction::None
-    };
-    let args = loss.sample(seed, shape.dims, &DEFAULTS, reduction);
+    let args = loss.bench_args(seed, shape);
     let inputs = args.upload(dev)?;
     let (forward_work, backward_work) = (loss.bench_work)(shape.dims);
     let split = |w: Work| match w {

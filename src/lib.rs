@@ -56,13 +56,14 @@ pub use gpu::device;
 pub use device::{Device, DeviceOptions, INSTALL_HELP, MIN_LOOP_BUDGET, SOFTWARE_LOOP_BUDGET};
 pub use error::{Error, Result};
 pub use kernels::KernelId;
-pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, Nll, cross_entropy, nll};
+pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, cross_entropy};
 pub use ops::linear::{Linear, LinearGrads, LinearKernel, linear};
 pub use ops::linear_cross_entropy::{
     CCE_FILTER_EPS, DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy, LinearCrossEntropyOutput,
     linear_cross_entropy,
 };
 pub use ops::log_softmax::{LogSoftmax, Softmax, log_softmax, softmax};
+pub use ops::nll::{Nll, nll};
 pub use ops::pointwise::{
     Bce, BceWithLogits, Huber, KlDiv, KlReduction, L1, Mse, SmoothL1, SoftMargin, bce, bce_with_logits,
     binary_accuracy, l1, mse,

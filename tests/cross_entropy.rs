@@ -268,8 +268,7 @@ fn vocabulary_sized_logits_beyond_the_binding_limit() {
 // ---- options beyond (N, C): label smoothing, probability targets, K-dim, unbatched, gradients
 
 use wgpu_loss::reference::cross_entropy as ce_ref;
-use wgpu_loss::reference::nll as nll_ref;
-use wgpu_loss::{Accuracy, Nll, Tensor};
+use wgpu_loss::{Accuracy, Tensor};
 
 /// Options of one class-id evaluation.
 #[derive(Clone, Copy, Debug)]
@@ -470,52 +469,6 @@ fn k_dim_equals_the_permuted_two_dim_loss() {
                 &want,
                 Tol::ELEMENT.sum(x.len()),
             );
-        }
-    }
-}
-
-#[test]
-fn nll_k_dim_forward_backward_and_log_softmax_composition() {
-    let mut rng = Rng::new(43);
-    for dev in devices() {
-        for shape in [&[6usize, 4][..], &[3, 5, 4], &[5]] {
-            let n: usize = shape.iter().product();
-            let c = class_count(shape);
-            let x = rng.values(n, 3.0);
-            let ts = target_shape(shape);
-            let t = ids(&mut rng, n / c, c);
-            let w: Vec<f32> = (0..c).map(|i| 1.0 + i as f32 * 0.25).collect();
-            for weighted in [false, true] {
-                for reduction in REDUCTIONS {
-                    let weight = weighted.then_some(w.as_slice());
-                    let mut nll = Nll::default().reduction(reduction);
-                    let mut ce = CrossEntropy::default().reduction(reduction);
-                    if weighted {
-                        nll = nll.weight(dev.tensor(&w, &[c]).unwrap());
-                        ce = ce.weight(dev.tensor(&w, &[c]).unwrap());
-                    }
-                    let what = format!("{} {shape:?} weighted={weighted} {reduction:?}", common::label(dev));
-                    let (xt, tt) = (dev.tensor(&x, shape).unwrap(), dev.indices(&t, &ts).unwrap());
-                    let dim = if shape.len() == 1 { 0 } else { 1 };
-                    let logp = wgpu_loss::LogSoftmax::default().dim(dim).forward(&xt).unwrap();
-                    let via_nll = nll.forward(&logp, &tt).unwrap().to_vec().unwrap();
-                    let fused: Vec<f64> =
-                        ce.forward(&xt, &tt).unwrap().to_vec().unwrap().iter().map(|&v| v as f64).collect();
-                    assert_close(
-                        &format!("{what} log_softmax + nll vs cross_entropy"),
-                        &via_nll,
-                        &fused,
-                        Tol::scaled(3.0).sum(n),
-                    );
-                    let lp = logp.to_vec().unwrap();
-                    let want = nll_ref::nll_nd(&lp, shape, &t, weight, -100, reduction).unwrap();
-                    assert_close(&format!("{what} nll"), &via_nll, &want, Tol::ELEMENT.sum(n));
-                    let (g, gt) = upstream(dev, &mut rng, reduction, &ts);
-                    let dx = nll.backward(&logp, &tt, &gt).unwrap().to_vec().unwrap();
-                    let want = nll_ref::nll_backward(&lp, shape, &t, weight, -100, reduction, &g).unwrap();
-                    assert_close(&format!("{what} nll backward"), &dx, &want, Tol::ELEMENT);
-                }
-            }
         }
     }
 }

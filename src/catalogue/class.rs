@@ -1,14 +1,15 @@
 //! The class losses: logits (or log-probabilities) `(N, C, d…)` or `(C)` against class ids of
 //! the shape without the class dim, or against probabilities of the input's own shape.
 
-use super::{
+use super::loss::{
     Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, Options, Target, TargetKind,
     Targets, Tolerance, Variant, WeightKind, Work, numel,
 };
 use crate::data::Rng;
 use crate::error::{Error, Result};
 use crate::ops::Reduction;
-use crate::ops::cross_entropy::{CrossEntropy, Nll};
+use crate::ops::cross_entropy::CrossEntropy;
+use crate::ops::nll::Nll;
 use crate::reference;
 use crate::tensor::Tensor;
 

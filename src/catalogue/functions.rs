@@ -1,7 +1,7 @@
 //! Functions without a target or a reduction: `log_softmax` and `softmax` over a dim, and the
 //! `linear` layer.
 
-use super::{
+use super::loss::{
     Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, TargetKind, Tolerance,
     Variant, WeightKind, Work, numel,
 };

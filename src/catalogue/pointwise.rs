@@ -1,6 +1,6 @@
 //! The elementwise losses: one input, one float target of the same shape, optional weights.
 
-use super::{
+use super::loss::{
     Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, Options, Target, TargetKind,
     Tolerance, Variant, WeightKind, Work, numel,
 };

@@ -5,10 +5,12 @@
 
 pub mod bandwidth;
 pub(crate) mod budget;
+pub(crate) mod class_rows;
 pub mod cross_entropy;
 pub mod linear;
 pub mod linear_cross_entropy;
 pub mod log_softmax;
+pub mod nll;
 pub mod pointwise;
 pub mod reduce;
 

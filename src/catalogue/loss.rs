@@ -1,0 +1,358 @@
+//! The catalogue's vocabulary: a [`Loss`] and the host and device data it is called with.
+
+use crate::data::Rng;
+use crate::error::{Error, Result};
+use crate::gpu::device::Device;
+use crate::ops::Reduction;
+use crate::tensor::{Indices, Tensor};
+
+/// A float array on the host: f64 values (f32 data widened exactly, so that the references and
+/// finite differences share it) and a shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array {
+    pub data: Vec<f64>,
+    pub shape: Vec<usize>,
+}
+
+impl Array {
+    pub fn new(data: Vec<f64>, shape: Vec<usize>) -> Array {
+        Array { data, shape }
+    }
+
+    /// f32 values widened.
+    pub fn from_f32(data: &[f32], shape: &[usize]) -> Array {
+        Array { data: data.iter().map(|&v| v as f64).collect(), shape: shape.to_vec() }
+    }
+
+    /// The values as f32 (exact for data that came from f32).
+    pub fn f32s(&self) -> Vec<f32> {
+        self.data.iter().map(|&v| v as f32).collect()
+    }
+
+    fn upload(&self, dev: &Device) -> Result<Tensor> {
+        dev.tensor(&self.f32s(), &self.shape)
+    }
+}
+
+/// A target: float values (or probabilities, or ±1), or class ids.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    Values(Array),
+    Ids { data: Vec<i64>, shape: Vec<usize> },
+}
+
+/// A reduction as PyTorch spells them; `BatchMean` is only kl_div's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LossReduction {
+    None,
+    Mean,
+    Sum,
+    BatchMean,
+}
+
+impl LossReduction {
+    /// The name PyTorch and the CLI use.
+    pub fn name(self) -> &'static str {
+        match self {
+            LossReduction::None => "none",
+            LossReduction::Mean => "mean",
+            LossReduction::Sum => "sum",
+            LossReduction::BatchMean => "batchmean",
+        }
+    }
+
+    /// The plain reduction (`BatchMean` is a mean with another divisor).
+    pub fn plain(self) -> Reduction {
+        match self {
+            LossReduction::None => Reduction::None,
+            LossReduction::Sum => Reduction::Sum,
+            LossReduction::Mean | LossReduction::BatchMean => Reduction::Mean,
+        }
+    }
+}
+
+/// The scalar options, with PyTorch's defaults; each loss reads those it lists in
+/// [`Loss::options`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Options {
+    pub reduction: LossReduction,
+    pub ignore_index: i64,
+    pub label_smoothing: f32,
+    /// smooth_l1's β.
+    pub beta: f32,
+    /// huber's δ.
+    pub delta: f32,
+    /// kl_div: the target holds log-probabilities.
+    pub log_target: bool,
+    /// log_softmax and softmax: the dimension (negative counts from the end).
+    pub dim: isize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            reduction: LossReduction::Mean,
+            ignore_index: crate::ops::cross_entropy::DEFAULT_IGNORE_INDEX,
+            label_smoothing: 0.0,
+            beta: 1.0,
+            delta: 1.0,
+            log_target: false,
+            dim: -1,
+        }
+    }
+}
+
+/// A scalar option a loss reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opt {
+    IgnoreIndex,
+    LabelSmoothing,
+    Beta,
+    Delta,
+    LogTarget,
+    Dim,
+}
+
+/// One call's host data.
+#[derive(Clone, Debug)]
+pub struct Args {
+    pub input: Array,
+    pub target: Option<Target>,
+    /// Element weights broadcast to the input (bce), class weights `(C)` (cross_entropy, nll), or
+    /// the linear layer's W `(out, in)`.
+    pub weight: Option<Array>,
+    /// The linear layer's bias `(out)`.
+    pub bias: Option<Array>,
+    /// bce_with_logits' weight of positive examples, one per column `(C)`.
+    pub pos_weight: Option<Array>,
+    pub options: Options,
+}
+
+impl Args {
+    /// `input` alone, default options.
+    pub fn new(input: Array) -> Args {
+        Args { input, target: None, weight: None, bias: None, pos_weight: None, options: Options::default() }
+    }
+
+    /// The data on `dev`.
+    pub fn upload(&self, dev: &Device) -> Result<Inputs> {
+        let opt = |a: &Option<Array>| a.as_ref().map(|a| a.upload(dev)).transpose();
+        Ok(Inputs {
+            input: self.input.upload(dev)?,
+            target: match &self.target {
+                Some(Target::Values(a)) => Some(Targets::Values(a.upload(dev)?)),
+                Some(Target::Ids { data, shape }) => Some(Targets::Ids(dev.indices(data, shape)?)),
+                None => None,
+            },
+            weight: opt(&self.weight)?,
+            bias: opt(&self.bias)?,
+            pos_weight: opt(&self.pos_weight)?,
+            options: self.options,
+        })
+    }
+
+    /// The float target, or an error naming `op`.
+    pub fn values_target(&self, op: &'static str) -> Result<&Array> {
+        match &self.target {
+            Some(Target::Values(a)) => Ok(a),
+            _ => Err(Error::invalid(op, "a float target is required")),
+        }
+    }
+}
+
+/// A call's data on a device.
+pub struct Inputs {
+    pub input: Tensor,
+    pub target: Option<Targets>,
+    pub weight: Option<Tensor>,
+    pub bias: Option<Tensor>,
+    pub pos_weight: Option<Tensor>,
+    pub options: Options,
+}
+
+/// A target on a device.
+pub enum Targets {
+    Values(Tensor),
+    Ids(Indices),
+}
+
+impl Inputs {
+    /// The float target, or an error naming `op`.
+    pub fn values_target(&self, op: &'static str) -> Result<&Tensor> {
+        match &self.target {
+            Some(Targets::Values(t)) => Ok(t),
+            _ => Err(Error::invalid(op, "a float target is required")),
+        }
+    }
+}
+
+/// What a loss takes as its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// None (a function of the input alone).
+    None,
+    /// Float values of the input's shape; `what` names them in messages ("targets").
+    Values { what: &'static str },
+    /// Float probabilities, or log-probabilities with `log_target` (kl_div).
+    Distribution,
+    /// Class ids (int64 or int32) with the input's shape less its class dim.
+    Ids,
+    /// Class ids, or probabilities of the input's shape.
+    IdsOrProbabilities,
+}
+
+/// What a loss's `weight` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightKind {
+    None,
+    /// Element weights, broadcast to the input's shape (numpy's rules).
+    Elements,
+    /// One weight per class `(C)`.
+    Classes,
+    /// The linear layer's weight `(out, in)`, required.
+    Matrix,
+}
+
+/// An extra input or target form a variant adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extra {
+    Weight,
+    PosWeight,
+    Bias,
+    /// Some class-id targets equal to `ignore_index`.
+    Ignored,
+    /// Probability targets in place of class ids.
+    Probabilities,
+}
+
+/// A named set of options and extras the generic test runs (besides the reductions).
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub name: &'static str,
+    pub options: fn(&mut Options),
+    pub extras: &'static [Extra],
+}
+
+impl Variant {
+    pub fn has(&self, extra: Extra) -> bool {
+        self.extras.contains(&extra)
+    }
+}
+
+/// The variant with PyTorch's defaults and no extra.
+pub const DEFAULTS: Variant = Variant { name: "defaults", options: |_| {}, extras: &[] };
+
+/// A named benchmark shape; `quick` ones make up `wgpu-loss bench --quick`. `backward: false`
+/// times only the forward (where a backward would take minutes on a software adapter).
+#[derive(Clone, Copy, Debug)]
+pub struct BenchShape {
+    pub name: &'static str,
+    pub dims: &'static [usize],
+    pub quick: bool,
+    pub backward: bool,
+}
+
+/// What a benchmark case must do at least, to turn its time into a rate: bytes moved (each
+/// input read once, each output written once) or floating-point operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    Bytes(u64),
+    Flops(u64),
+}
+
+/// Allowed `|got − want| ≤ abs + rel·|want|`, forward and backward.
+#[derive(Clone, Copy, Debug)]
+pub struct Tolerance {
+    pub forward: (f64, f64),
+    pub backward: (f64, f64),
+}
+
+/// One loss (or function) of the catalogue.
+pub struct Loss {
+    /// The name of its kernel's op, bench cases and tests (`soft_margin`); the CLI op is this
+    /// with dashes.
+    pub name: &'static str,
+    /// The PyTorch function it follows.
+    pub pytorch: &'static str,
+    pub target: TargetKind,
+    pub weight: WeightKind,
+    /// Whether it takes bce_with_logits' `pos_weight`.
+    pub pos_weight: bool,
+    /// Whether it takes a bias.
+    pub bias: bool,
+    /// The scalar options it reads.
+    pub options: &'static [Opt],
+    /// The reductions it accepts (`[None]` for functions without one).
+    pub reductions: &'static [LossReduction],
+    /// The option sets the generic test runs, each with every reduction.
+    pub variants: &'static [Variant],
+    /// Shapes of the generic test's inputs.
+    pub test_shapes: &'static [&'static [usize]],
+    /// Valid inputs for `shape` with `options` and the variant's extras.
+    pub generate: fn(&mut Rng, &[usize], &Options, &Variant) -> Args,
+    /// The output on a device.
+    pub forward: fn(&Inputs) -> Result<Tensor>,
+    /// The gradient in the input, given the forward's output (which functions such as softmax
+    /// differentiate through; losses ignore it) and an upstream gradient of its shape.
+    pub backward: fn(&Inputs, &Tensor, &Tensor) -> Result<Tensor>,
+    /// The f64 reference of `forward`.
+    pub reference: fn(&Args) -> Result<Vec<f64>>,
+    /// The f64 reference of `backward` for an upstream gradient.
+    pub reference_backward: fn(&Args, &[f64]) -> Result<Vec<f64>>,
+    pub tolerance: Tolerance,
+    /// The same at its benchmark shapes, where reductions run over millions of terms.
+    pub bench_tolerance: Tolerance,
+    /// Its benchmark shapes (the `shape` given to `generate`), and the work of a forward and a
+    /// backward at a shape.
+    pub bench: &'static [BenchShape],
+    pub bench_work: fn(&[usize]) -> (Work, Work),
+}
+
+impl Loss {
+    /// The CLI op: the name with dashes (`soft-margin`).
+    pub fn cli_name(&self) -> String {
+        self.name.replace('_', "-")
+    }
+
+    /// Whether it reads `opt`.
+    pub fn reads(&self, opt: Opt) -> bool {
+        self.options.contains(&opt)
+    }
+
+    /// Valid inputs for `shape` with the variant applied, from `seed`.
+    pub fn sample(&self, seed: u64, shape: &[usize], variant: &Variant, reduction: LossReduction) -> Args {
+        let mut options = Options { reduction, ..Options::default() };
+        (variant.options)(&mut options);
+        let mut args = (self.generate)(&mut Rng::new(seed), shape, &options, variant);
+        args.options = options;
+        args
+    }
+}
+
+impl Loss {
+    /// Its inputs at a benchmark shape: PyTorch's defaults (the mean where it has one).
+    pub fn bench_args(&self, seed: u64, shape: &BenchShape) -> Args {
+        let reduction = if self.reductions.contains(&LossReduction::Mean) {
+            LossReduction::Mean
+        } else {
+            LossReduction::None
+        };
+        self.sample(seed, shape.dims, &DEFAULTS, reduction)
+    }
+}
+
+impl std::fmt::Debug for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Loss({})", self.name)
+    }
+}
+
+/// The upstream gradient of ones for an output of `shape`.
+pub fn ones(dev: &Device, shape: &[usize]) -> Result<Tensor> {
+    dev.tensor(&vec![1.0; crate::ops::saturating_product(shape)], shape)
+}
+
+/// The element count of `shape`.
+pub(crate) fn numel(shape: &[usize]) -> usize {
+    crate::ops::saturating_product(shape)
+}

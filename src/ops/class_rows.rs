@@ -1,0 +1,440 @@
+//! The host side that `cross_entropy` and `nll` share (`shaders/class_rows.wgsl`): a class loss
+//! over the rows of `(N, C, d…)` or `(C)` inputs, its target pass, its reduction and its
+//! gradient, for class ids or probability targets.
+
+use super::{Reduction, RowStrategy, Rows, check_u32};
+use crate::error::{Error, Result};
+use crate::gpu::device::Device;
+use crate::gpu::dispatch::{Bind, dispatch};
+use crate::gpu::spec::InputPath;
+use crate::gpu::staging::{Input, input as input_at};
+use crate::kernels::class_rows::{LOSS, Params, STATUS, TARGETS, WEIGHT, WSUM};
+use crate::kernels::{KernelId, cross_entropy as ce, nll};
+use crate::ops::reduce::{Finish, reduce};
+use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
+
+/// PyTorch's default `ignore_index`.
+pub const DEFAULT_IGNORE_INDEX: i64 = -100;
+
+/// The option setters CrossEntropy and Nll share.
+macro_rules! class_options {
+    ($($t:ty),+) => {$(
+        impl $t {
+            /// Sets per-class weights `(C)`.
+            pub fn weight(mut self, weight: Tensor) -> Self {
+                self.weight = Some(weight);
+                self
+            }
+
+            /// Sets the ignored target value.
+            pub fn ignore_index(mut self, ignore_index: i64) -> Self {
+                self.ignore_index = ignore_index;
+                self
+            }
+
+            /// Sets the reduction.
+            pub fn reduction(mut self, reduction: Reduction) -> Self {
+                self.reduction = reduction;
+                self
+            }
+        }
+    )+};
+}
+pub(super) use class_options;
+
+/// Class ids or probabilities.
+#[derive(Clone, Copy)]
+pub(super) enum Target<'a> {
+    Ids(&'a Indices),
+    Probs(&'a Tensor),
+}
+
+/// One validated evaluation of a class loss.
+pub(super) struct ClassJob<'a> {
+    op: &'static str,
+    kernel: KernelId,
+    input: &'a Tensor,
+    targets: Target<'a>,
+    weight: Option<&'a Tensor>,
+    ignore: i32,
+    ignore_index: i64,
+    reduction: Reduction,
+    smoothing: f32,
+    pub(super) rows: Rows,
+    /// The shape of the per-row losses (the targets' shape for class ids).
+    out_shape: Vec<usize>,
+    strategy: RowStrategy,
+}
+
+/// A row plan and the pipeline constants that go with it.
+struct Planned {
+    constants: Vec<(&'static str, f64)>,
+    rows_per_group: u64,
+    /// What the entry's loop bound is evaluated at (nothing for nll's loop-free kernels).
+    extents: Vec<u64>,
+}
+
+impl<'a> ClassJob<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        op: &'static str,
+        kernel: KernelId,
+        input: &'a Tensor,
+        targets: Target<'a>,
+        weight: Option<&'a Tensor>,
+        ignore_index: i64,
+        reduction: Reduction,
+        smoothing: f32,
+        strategy: RowStrategy,
+    ) -> Result<Self> {
+        let dev: &Device = input.device();
+        let mut devices: Vec<&Device> = weight.iter().map(|w| w.device()).collect();
+        devices.push(match targets {
+            Target::Ids(t) => t.device(),
+            Target::Probs(t) => t.device(),
+        });
+        same_device(op, dev, &devices)?;
+        let shape = &input.shape;
+        let (rows, out_shape) = match shape.len() {
+            0 => return Err(Error::shape(op, "the input needs a class dimension, got a 0-d tensor")),
+            1 => (Rows { outer: 1, cols: shape[0], inner: 1 }, Vec::new()),
+            _ => {
+                let mut out = vec![shape[0]];
+                out.extend_from_slice(&shape[2..]);
+                (Rows::around(shape, 1), out)
+            }
+        };
+        match targets {
+            Target::Ids(t) if t.shape != out_shape => {
+                return Err(Error::shape(
+                    op,
+                    format!("input {shape:?} needs class-id targets {out_shape:?}, got {:?}", t.shape),
+                ));
+            }
+            Target::Probs(t) if t.shape != *shape => {
+                return Err(Error::shape(
+                    op,
+                    format!("probability targets must have the input's shape {shape:?}, got {:?}", t.shape),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(w) = weight
+            && w.shape != [rows.cols]
+        {
+            return Err(Error::shape(op, format!("weight must be ({}), got {:?}", rows.cols, w.shape)));
+        }
+        let ignore = i32::try_from(ignore_index)
+            .map_err(|_| Error::invalid(op, format!("ignore_index {ignore_index} does not fit in i32")))?;
+        if rows.cols == 0 && rows.rows() > 0 {
+            return Err(Error::Empty { op, what: "no classes" });
+        }
+        check_u32(op, input.numel())?;
+        Ok(ClassJob {
+            op,
+            kernel,
+            input,
+            targets,
+            weight,
+            ignore,
+            ignore_index,
+            reduction,
+            smoothing,
+            rows,
+            out_shape,
+            strategy,
+        })
+    }
+
+    /// The plan of the row kernel for `entry` (nll's kernels: one thread per row and no loop).
+    fn plan(&self, entry: &str) -> Result<Planned> {
+        if self.kernel == KernelId::Nll {
+            return Ok(Planned { constants: vec![("WG", 64.0)], rows_per_group: 64, extents: Vec::new() });
+        }
+        let dev = self.input.device();
+        let bound = ce::KERNEL.entry(entry).map(|e| e.trips).ok_or_else(|| Error::invalid(self.op, entry))?;
+        let plan = self.strategy.plan(self.op, dev, &self.input.shape, &self.rows, bound)?;
+        let mut c = plan.constants();
+        let probs = matches!(self.targets, Target::Probs(_));
+        let smooth = self.smoothing > 0.0 && !probs;
+        c.extend([("PROBS", probs as u8 as f64), ("SMOOTH", smooth as u8 as f64)]);
+        c.push(("AUX", (probs || smooth) as u8 as f64));
+        Ok(Planned {
+            constants: c,
+            rows_per_group: (plan.wg / plan.tpr) as u64,
+            extents: plan.extents().to_vec(),
+        })
+    }
+
+    fn params(&self, rows: usize, row_base: usize) -> Params {
+        Params {
+            rows: rows as u32,
+            cols: self.rows.cols as u32,
+            ignore_index: self.ignore,
+            has_weight: self.weight.is_some() as u32,
+            row_base: row_base as u32,
+            inner: self.rows.inner as u32,
+            smoothing: self.smoothing,
+            g_mode: 0,
+            scale: 1.0,
+            top_k: 0,
+            _pad: [0; 2],
+        }
+    }
+
+    fn checks(&self) -> Vec<ValueCheck> {
+        let mut checks = self.input.checks.clone();
+        checks.extend(self.weight.iter().flat_map(|w| w.checks.iter().cloned()));
+        if let Target::Probs(t) = self.targets {
+            checks.extend(t.checks.iter().cloned());
+        }
+        checks
+    }
+
+    fn staged(&self) -> Vec<(&wgpu::Buffer, usize)> {
+        let mut staged = vec![(self.input.storage.buffer(), self.input.numel())];
+        if let Target::Probs(t) = self.targets
+            && self.kernel == KernelId::CrossEntropy
+        {
+            staged.push((t.storage.buffer(), t.numel()));
+        }
+        staged
+    }
+
+    /// Bytes per row of every buffer bound per chunk: input, targets, and `extra` more of
+    /// 4 bytes (per-row outputs) or `cols` floats (`wide`).
+    fn row_bytes(&self, per_row: usize, wide: usize) -> Vec<u64> {
+        let row = self.rows.cols as u64 * 4;
+        let target = if matches!(self.targets, Target::Probs(_)) { row } else { 4 };
+        let mut v = vec![row, target];
+        v.extend(std::iter::repeat_n(4, per_row));
+        v.extend(std::iter::repeat_n(row, wide));
+        v
+    }
+
+    /// The input's binding (and, for cross_entropy, the probability targets' or a stand-in)
+    /// for the chunk of `n` rows starting at `r0`.
+    fn inputs(&self, path: InputPath, r0: u64, n: u64) -> Vec<Input<'a>> {
+        let dev = self.input.device();
+        let cols = self.rows.cols as u64;
+        let off = r0 * cols * 4;
+        let x = self.input.storage.buffer();
+        if self.kernel == KernelId::Nll {
+            return vec![Input::Buffer(Bind::range(nll::LOGP, x, off, n * cols * 4))];
+        }
+        let y = match self.targets {
+            Target::Probs(t) => input_at(dev, path, ce::Y, t.storage.buffer(), off, n * cols),
+            Target::Ids(_) => input_at(dev, path, ce::Y, x, 0, 1),
+        };
+        vec![input_at(dev, path, ce::X, x, off, n * cols), y]
+    }
+
+    fn ids_bind(&self, r0: u64, n: u64) -> Bind<'a> {
+        match self.targets {
+            Target::Ids(t) => Bind::range(TARGETS, t.storage.buffer(), r0 * 4, n * 4),
+            Target::Probs(_) => Bind::all(TARGETS, &self.input.device().inner.dummy),
+        }
+    }
+
+    fn weight_bind(&self) -> Bind<'a> {
+        Bind::all(WEIGHT, self.weight.map_or(&self.input.device().inner.dummy, |w| w.storage.buffer()))
+    }
+
+    /// Runs a per-row entry (the loss or accuracy) writing loss and wsum, then reduces.
+    pub(super) fn run_rows(&self, entry: &'static str, top_k: u32) -> Result<Tensor> {
+        self.input.device().op(self.op, || self.record_rows(entry, top_k))
+    }
+
+    fn record_rows(&self, entry: &'static str, top_k: u32) -> Result<Tensor> {
+        let dev = self.input.device();
+        let n_rows = self.rows.rows();
+        if self.rows.is_empty() {
+            return self.empty_loss(entry);
+        }
+        let path = self.kernel.input_path(dev, &self.staged())?;
+        let plan = self.plan(entry)?;
+        let pipe = self.kernel.pipeline_for(dev, path, entry, &plan.constants)?;
+        let loss = Storage::alloc(dev, n_rows as u64 * 4)?;
+        let wsum = Storage::alloc(dev, n_rows as u64 * 4)?;
+        let check = match self.targets {
+            Target::Ids(t) => Some(ValueCheck::new(self.op, t, self.rows.cols, self.ignore_index)?),
+            Target::Probs(_) => None,
+        };
+        let status = match &check {
+            Some(c) => c.status.clone(),
+            None => Storage::alloc(dev, 4)?,
+        };
+        let inner = self.rows.inner as u64;
+        for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(2, 0))? {
+            let (r0, n) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
+            let mut params = self.params(n as usize, r0 as usize);
+            params.top_k = top_k;
+            let inputs = self.inputs(path, r0, n);
+            let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
+            binds.extend([
+                self.ids_bind(r0, n),
+                self.weight_bind(),
+                Bind::range(LOSS, loss.buffer(), r0 * 4, n * 4),
+                Bind::range(WSUM, wsum.buffer(), r0 * 4, n * 4),
+                Bind::range(STATUS, status.buffer(), 0, 4),
+            ]);
+            let groups = n.div_ceil(plan.rows_per_group);
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &plan.extents)?;
+        }
+        let mut checks = self.checks();
+        checks.extend(check);
+        let probs = matches!(self.targets, Target::Probs(_));
+        match (self.reduction, entry == "accuracy") {
+            (Reduction::None, false) => Ok(Tensor { storage: loss, shape: self.out_shape.clone(), checks }),
+            (Reduction::Sum, false) => reduce(dev, &loss, None, n_rows, Finish::Sum, 0.0, checks),
+            (_, _) if probs => reduce(dev, &loss, None, n_rows, Finish::MeanCount, n_rows as f64, checks),
+            _ => reduce(dev, &loss, Some(&wsum), n_rows, Finish::MeanWeights, 0.0, checks),
+        }
+    }
+
+    pub(super) fn forward(&self) -> Result<Tensor> {
+        let entry = if self.kernel == KernelId::Nll { "nll" } else { "cross_entropy" };
+        self.run_rows(entry, 0)
+    }
+
+    /// The loss over no element: an empty tensor, a sum of 0, a mean (or accuracy) of NaN.
+    fn empty_loss(&self, entry: &'static str) -> Result<Tensor> {
+        let dev = self.input.device();
+        let checks = self.checks();
+        let loss = Storage::alloc(dev, 4)?;
+        match (self.reduction, entry == "accuracy") {
+            (Reduction::None, false) => Ok(Tensor { storage: loss, shape: self.out_shape.clone(), checks }),
+            (Reduction::Sum, false) => reduce(dev, &loss, None, 0, Finish::Sum, 0.0, checks),
+            _ => reduce(dev, &loss, None, 0, Finish::MeanCount, 0.0, checks),
+        }
+    }
+
+    /// The target pass: checks class ids and writes each row's target weight (0 when ignored);
+    /// returns the check and, for the weighted mean, the sum of the weights.
+    fn target_pass(&self, indices: &Indices) -> Result<(ValueCheck, Option<Tensor>)> {
+        let dev = self.input.device();
+        let n_rows = self.rows.rows();
+        let pipe = self.kernel.pipeline(dev, "target_weights", &[])?;
+        let check = ValueCheck::new(self.op, indices, self.rows.cols, self.ignore_index)?;
+        let wsum = Storage::alloc(dev, n_rows as u64 * 4)?;
+        let inner = self.rows.inner as u64;
+        for chunk in self.rows.chunks(dev, "one row", &[4, 4])? {
+            let (r0, n) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
+            let params = self.params(n as usize, r0 as usize);
+            let binds = [
+                self.ids_bind(r0, n),
+                self.weight_bind(),
+                Bind::range(WSUM, wsum.buffer(), r0 * 4, n * 4),
+                Bind::range(STATUS, check.status.buffer(), 0, 4),
+            ];
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(64), &[])?;
+        }
+        let denom = match self.reduction {
+            Reduction::Mean => Some(reduce(dev, &wsum, None, n_rows, Finish::Sum, 0.0, Vec::new())?),
+            _ => None,
+        };
+        Ok((check, denom))
+    }
+
+    pub(super) fn backward(&self, grad: &Tensor, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
+        self.input.device().op(self.op, || self.record_backward(grad, want_dy))
+    }
+
+    fn record_backward(&self, grad: &Tensor, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let dev = self.input.device();
+        same_device(self.op, dev, &[grad.device()])?;
+        let n_rows = self.rows.rows();
+        let per_row = self.reduction == Reduction::None;
+        if per_row && grad.shape != self.out_shape {
+            return Err(Error::shape(
+                self.op,
+                format!("grad_output must have the loss's shape {:?}, got {:?}", self.out_shape, grad.shape),
+            ));
+        }
+        if !per_row && grad.numel() != 1 {
+            return Err(Error::shape(
+                self.op,
+                format!("grad_output of a reduced loss must hold one value, got {:?}", grad.shape),
+            ));
+        }
+        let mut checks = self.checks();
+        checks.extend(grad.checks.iter().cloned());
+        let shape = self.input.shape.clone();
+        if self.rows.is_empty() {
+            // No element: empty gradients (nothing to check either).
+            let empty = || Tensor::empty(dev, shape.clone()).map(|t| Tensor { checks: checks.clone(), ..t });
+            return Ok((empty()?, if want_dy { Some(empty()?) } else { None }));
+        }
+        let (denom, g_mode, scale) = match self.targets {
+            Target::Ids(ids) => {
+                let (check, denom) = self.target_pass(ids)?;
+                checks.push(check);
+                match self.reduction {
+                    Reduction::None => (None, 0, 1.0),
+                    Reduction::Sum => (None, 1, 1.0),
+                    Reduction::Mean => (denom, 2, 1.0),
+                }
+            }
+            Target::Probs(_) => match self.reduction {
+                Reduction::None => (None, 0, 1.0),
+                Reduction::Sum => (None, 1, 1.0),
+                Reduction::Mean => (None, 1, 1.0 / n_rows.max(1) as f32),
+            },
+        };
+        let n = self.input.numel() as u64;
+        let dx = Storage::alloc(dev, n * 4)?;
+        let dy = Storage::alloc(dev, if want_dy { n * 4 } else { 4 })?;
+        let path = self.kernel.input_path(dev, &self.staged())?;
+        let nll = self.kernel == KernelId::Nll;
+        let entry = if nll { "nll_backward" } else { "cross_entropy_backward" };
+        let plan = self.plan(entry)?;
+        let mut constants = plan.constants;
+        if !nll {
+            constants.push(("WANT_DY", want_dy as u8 as f64));
+        }
+        let pipe = self.kernel.pipeline_for(dev, path, entry, &constants)?;
+        if nll {
+            // nll's kernel scatters one value per row into a cleared gradient.
+            dev.record(|enc| enc.clear_buffer(dx.buffer(), 0, Some(n * 4)));
+        }
+        let inner = self.rows.inner as u64;
+        let cols = self.rows.cols as u64;
+        let wide = 1 + want_dy as usize;
+        let denom_buf = denom.as_ref().map_or(&dev.inner.dummy, |d| d.storage.buffer());
+        // The bindings of g, denom and dx differ between the two kernels.
+        let (g_bind, denom_bind, dx_bind) =
+            if nll { (nll::G, nll::DENOM, nll::DX) } else { (ce::G, ce::DENOM, ce::DX) };
+        for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(per_row as usize, wide))? {
+            let (r0, rn) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
+            let mut params = self.params(rn as usize, r0 as usize);
+            params.g_mode = g_mode;
+            params.scale = scale;
+            // nll's gradient does not read the log-probabilities.
+            let inputs = if nll { Vec::new() } else { self.inputs(path, r0, rn) };
+            let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
+            let off = r0 * cols * 4;
+            binds.extend([
+                self.ids_bind(r0, rn),
+                self.weight_bind(),
+                if per_row {
+                    Bind::range(g_bind, grad.storage.buffer(), r0 * 4, rn * 4)
+                } else {
+                    Bind::all(g_bind, grad.storage.buffer())
+                },
+                Bind::all(denom_bind, denom_buf),
+                Bind::range(dx_bind, dx.buffer(), off, rn * cols * 4),
+            ]);
+            if !nll {
+                binds.push(if want_dy {
+                    Bind::range(ce::DY, dy.buffer(), off, rn * cols * 4)
+                } else {
+                    Bind::all(ce::DY, dy.buffer())
+                });
+            }
+            let groups = rn.div_ceil(plan.rows_per_group);
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &plan.extents)?;
+        }
+        let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });
+        Ok((Tensor { storage: dx, shape, checks }, dy))
+    }
+}

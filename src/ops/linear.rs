@@ -207,14 +207,12 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
     let db = Tensor::empty(dev, vec![n])?;
     let mut checks = x.checks.clone();
     checks.extend(weight.checks.iter().chain(&grad_y.checks).cloned());
-    let (n64, k64) = (n as u64, k as u64);
     if m == 0 || n == 0 {
         // Empty sums are zero.
         let grads = LinearGrads::with_checks(dx, dw, db, &checks);
         grads.record_zero();
         return Ok(grads);
     }
-    let (tile_m, tile_n) = (8 * GRAD_ROWS as u64, 8 * GRAD_COLS as u64);
     let whole = |what: &'static str, rows: usize, row_bytes: u64| -> Result<()> {
         let chunks = row_chunks(dev, what, rows, &[row_bytes], 1)?;
         if chunks.len() > 1 {
@@ -222,18 +220,44 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
         }
         Ok(())
     };
-    whole("linear's weight in one binding", n, k64 * 4)?;
-    // dX = dY·W: rows of dY and dX in chunks, W whole (nothing to do without inputs).
+    whole("linear's weight in one binding", n, k as u64 * 4)?;
+    let shape = GradShape { m, n, k };
+    record_grad_input(dev, grad_y, weight, &dx, shape)?;
+    record_grad_weight(dev, grad_y, x, &dw, &db, shape)?;
+    Ok(LinearGrads::with_checks(dx, dw, db, &checks))
+}
+
+/// The sizes of a linear backward: `m` rows, `n` out features, `k` in features.
+#[derive(Clone, Copy)]
+struct GradShape {
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+/// The blocks of C one gradient-GEMM workgroup computes.
+const GRAD_TILE: (u64, u64) = (8 * GRAD_ROWS as u64, 8 * GRAD_COLS as u64);
+
+/// `dX = dY·W`: rows of dY and dX in chunks, W whole; each thread loops over dY's columns at
+/// most `grad_max_k` at a time (within the loop budget, a multiple of 64 so that every piece
+/// starts at an aligned offset), pieces added in order.
+fn record_grad_input(
+    dev: &Device,
+    grad_y: &Tensor,
+    weight: &Tensor,
+    dx: &Tensor,
+    s: GradShape,
+) -> Result<()> {
+    let GradShape { m, n, k } = s;
+    let (n64, k64) = (n as u64, k as u64);
+    let (tile_m, tile_n) = GRAD_TILE;
+    // Nothing to do without inputs.
+    if k == 0 {
+        return Ok(());
+    }
     let pipe = KernelId::LinearGradInput.pipeline(dev, "gemm", &[])?;
-    let input_chunks = if k == 0 {
-        Vec::new()
-    } else {
-        row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?
-    };
-    // Each thread loops over dY's columns (and dW's over rows): at most `max_k` at a time,
-    // within the loop budget, a multiple of 64 so that every piece starts at an aligned offset.
     let max_k = grad_max_k(dev);
-    for mc in input_chunks {
+    for mc in row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)? {
         let mm = mc.len() as u64;
         let m0 = mc.start as u64;
         for n0 in (0..n).step_by(max_k) {
@@ -266,7 +290,23 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
             )?;
         }
     }
-    // dW = dYᵀ·X and db = Σ dY: the rows are the sum's index, chunk by chunk in order.
+    Ok(())
+}
+
+/// `dW = dYᵀ·X` and `db = Σ dY`: the rows are the sum's index, in chunks of at most
+/// `grad_max_k` rows added in order.
+fn record_grad_weight(
+    dev: &Device,
+    grad_y: &Tensor,
+    x: &Tensor,
+    dw: &Tensor,
+    db: &Tensor,
+    s: GradShape,
+) -> Result<()> {
+    let GradShape { m, n, k } = s;
+    let (n64, k64) = (n as u64, k as u64);
+    let (tile_m, tile_n) = GRAD_TILE;
+    let max_k = grad_max_k(dev);
     let gemm = KernelId::LinearGradWeight.pipeline(dev, "gemm", &[])?;
     let colsum = KernelId::LinearGradWeight.pipeline(dev, "colsum", &[])?;
     let weight_chunks: Vec<std::ops::Range<usize>> =
@@ -314,7 +354,7 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
             &[mm],
         )?;
     }
-    Ok(LinearGrads::with_checks(dx, dw, db, &checks))
+    Ok(())
 }
 
 /// `F.linear(x, weight, bias)`: `x` is `(.., in)`, `weight` `(out, in)`, `bias` `(out)`; the

@@ -1,0 +1,274 @@
+//! The backward by tiles of recomputed logits: each tile's logits are recomputed into one
+//! scratch buffer, turned into their gradient in place, and fed to the gradient GEMMs of
+//! `linear` (dX over tiles, dW and db over row chunks, always in the same order).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::options::OP;
+use super::output::LinearCrossEntropyOutput;
+use super::plan::{Job, Prep, TilePlan};
+use crate::error::Result;
+use crate::gpu::dispatch::{Bind, dispatch};
+use crate::gpu::pipeline::Pipeline;
+use crate::gpu::spec::Binding;
+use crate::kernels::KernelId;
+use crate::kernels::gemm::{GRAD_COLS, GRAD_ROWS};
+use crate::kernels::linear::{self as gemm_bindings, GradParams};
+use crate::kernels::linear_cross_entropy::{DENOMS, FLAGS, GRAD, LOSS, LSE, Params, SCRATCH, TARGETS};
+use crate::ops::Reduction;
+use crate::ops::linear::{Gemm, LinearGrads};
+use crate::tensor::{Storage, Tensor};
+
+/// What every tile of one backward shares: its buffers and pipelines.
+struct Tiles<'t> {
+    prep: &'t Prep,
+    grad: &'t Tensor,
+    /// Per-row losses and log-sum-exps: written by whole-row tiles, read otherwise.
+    loss_rows: Arc<Storage>,
+    lse: Arc<Storage>,
+    scratch: Arc<Storage>,
+    /// One flag per 64 columns of a tile (the gradient filter).
+    flags: Arc<Storage>,
+    whole: bool,
+    filter: bool,
+    tile_grad: Arc<Pipeline>,
+    grad_input: Arc<Pipeline>,
+    grad_weight: Arc<Pipeline>,
+    colsum: Arc<Pipeline>,
+    grads: &'t LinearGrads,
+}
+
+/// One tile: rows `r0..r0 + rn` (the `chunk`-th chunk of rows) × vocabulary columns `cols`
+/// (the `index`-th tile of the chunk).
+#[derive(Clone)]
+struct Tile {
+    chunk: usize,
+    index: usize,
+    r0: usize,
+    rn: usize,
+    cols: Range<usize>,
+}
+
+impl Tile {
+    fn bytes(&self) -> u64 {
+        (self.rn * self.cols.len()) as u64 * 4
+    }
+}
+
+/// `bytes` of `buf` bound at `binding`.
+fn range<'b>(binding: Binding, buf: &'b Storage, bytes: &Range<u64>) -> Bind<'b> {
+    Bind::range(binding, buf.buffer(), bytes.start, bytes.end - bytes.start)
+}
+
+/// The grid of the gradient GEMMs' blocks.
+const GEMM_BLOCK: (u64, u64) = (8 * GRAD_ROWS as u64, 8 * GRAD_COLS as u64);
+
+impl Job<'_> {
+    /// dX, dW, db by tiles of recomputed logits; with `lse` absent (whole rows) also the loss.
+    pub(super) fn grads(
+        &self,
+        prep: &Prep,
+        grad: &Tensor,
+        lse: Option<&Tensor>,
+        plan: TilePlan,
+    ) -> Result<(LinearGrads, Option<LinearCrossEntropyOutput>)> {
+        let dev = self.dev;
+        let (n, v) = (self.n, self.v);
+        let mut checks = self.checks(prep);
+        checks.extend(grad.checks.iter().cloned());
+        let grads = LinearGrads::with_checks(
+            Tensor::empty(dev, self.x.shape.clone())?,
+            Tensor::empty(dev, self.w.shape.clone())?,
+            Tensor::empty(dev, vec![v])?,
+            &checks,
+        );
+        if n == 0 || v == 0 {
+            grads.record_zero();
+            return Ok((grads, None));
+        }
+        let tiles = self.tile_run(prep, grad, lse, plan, &grads)?;
+        let columns = self.tiles(plan);
+        for (chunk, r0) in (0..n).step_by(plan.rows).enumerate() {
+            let rn = plan.rows.min(n - r0);
+            for (index, cols) in columns.iter().enumerate() {
+                let tile = Tile { chunk, index, r0, rn, cols: cols.clone() };
+                self.tile_logits(&tiles, &tile)?;
+                self.tile_gradient(&tiles, &tile)?;
+                for (piece, p) in self.pieces(&tile.cols).iter().enumerate() {
+                    self.accumulate(&tiles, &tile, piece, p)?;
+                }
+            }
+        }
+        let out = if tiles.whole { Some(self.finish_loss(prep, tiles.loss_rows, tiles.lse)?) } else { None };
+        Ok((grads, out))
+    }
+
+    /// The buffers and pipelines of a backward.
+    fn tile_run<'t>(
+        &self,
+        prep: &'t Prep,
+        grad: &'t Tensor,
+        lse: Option<&Tensor>,
+        plan: TilePlan,
+        grads: &'t LinearGrads,
+    ) -> Result<Tiles<'t>> {
+        let (dev, n) = (self.dev, self.n as u64);
+        let whole = lse.is_none();
+        let filter = self.o.filter_eps.is_some();
+        let (loss_rows, lse) = match lse {
+            Some(l) => (Storage::alloc(dev, 4)?, l.storage.clone()),
+            None => (Storage::alloc(dev, n * 4)?, Storage::alloc(dev, n * 4)?),
+        };
+        let constants = [("HAVE_LSE", (!whole) as u8 as f64), ("FILTER", filter as u8 as f64)];
+        Ok(Tiles {
+            prep,
+            grad,
+            loss_rows,
+            lse,
+            scratch: Storage::alloc(dev, (plan.rows * plan.cols) as u64 * 4)?,
+            flags: Storage::alloc(dev, plan.cols.div_ceil(64) as u64 * 4)?,
+            whole,
+            filter,
+            tile_grad: KernelId::LinearCrossEntropy.pipeline(dev, "tile_grad", &constants)?,
+            grad_input: KernelId::LinearGradInput.pipeline(dev, "gemm", &[])?,
+            grad_weight: KernelId::LinearGradWeight.pipeline(dev, "gemm", &[])?,
+            colsum: KernelId::LinearGradWeight.pipeline(dev, "colsum", &[])?,
+            grads,
+        })
+    }
+
+    /// The tile's logits into the scratch, shard by shard of W.
+    fn tile_logits(&self, t: &Tiles<'_>, tile: &Tile) -> Result<()> {
+        let (h64, tl) = (self.h as u64, tile.cols.len() as u64);
+        for p in &self.pieces(&tile.cols) {
+            let bias = match self.bias {
+                Some(b) => {
+                    Bind::range(gemm_bindings::BIAS, b.storage.buffer(), tile.cols.start as u64 * 4, tl * 4)
+                }
+                None => Bind::all(gemm_bindings::BIAS, self.dummy()),
+            };
+            Gemm {
+                x: self.x.storage.buffer(),
+                x_offset: tile.r0 as u64 * h64 * 4,
+                w: self.w.storage.buffer(),
+                w_offset: p.start as u64 * h64 * 4,
+                bias,
+                has_bias: self.bias.is_some(),
+                y: Bind::range(gemm_bindings::Y, t.scratch.buffer(), 0, tile.bytes()),
+                m: tile.rn as u64,
+                n: p.len() as u64,
+                k: h64,
+                ldy: tl,
+                n_base: (p.start - tile.cols.start) as u64,
+            }
+            .record(self.dev, self.o.kernel, OP, &self.x.shape)?;
+        }
+        Ok(())
+    }
+
+    /// The tile's logits turned into their gradient in place (and, for whole rows, the loss and
+    /// log-sum-exp of each row first), with the filter's flags.
+    fn tile_gradient(&self, t: &Tiles<'_>, tile: &Tile) -> Result<()> {
+        let tl = tile.cols.len() as u64;
+        if t.filter {
+            self.dev.record(|enc| enc.clear_buffer(t.flags.buffer(), 0, Some(tl.div_ceil(64) * 4)));
+        }
+        let params = Params {
+            filter_eps: self.o.filter_eps.unwrap_or(0.0),
+            m: tile.rn as u32,
+            n: tl as u32,
+            row_base: tile.r0 as u32,
+            v_base: tile.cols.start as u32,
+            g_mode: (self.o.reduction != Reduction::None) as u32,
+            ld: tl as u32,
+            ..self.params()
+        };
+        dispatch(
+            self.dev,
+            &t.tile_grad,
+            bytemuck::bytes_of(&params),
+            &[
+                self.weight_bind(),
+                Bind::all(TARGETS, self.targets.storage.buffer()),
+                Bind::all(LOSS, t.loss_rows.buffer()),
+                Bind::all(LSE, t.lse.buffer()),
+                Bind::all(DENOMS, t.prep.denoms.buffer()),
+                Bind::all(GRAD, t.grad.storage.buffer()),
+                Bind::range(SCRATCH, t.scratch.buffer(), 0, tile.bytes()),
+                Bind::all(FLAGS, t.flags.buffer()),
+            ],
+            tile.rn as u64,
+            &[tl, t.whole as u64, t.filter as u64],
+        )
+    }
+
+    /// The tile's gradient G over the columns `p` (one shard of W) into the gradients:
+    /// dX (+)= G·W over the tiles and shards in order, dW (+)= Gᵀ·X and db (+)= Σ_rows G over
+    /// the row chunks in order.
+    fn accumulate(&self, t: &Tiles<'_>, tile: &Tile, piece: usize, p: &Range<usize>) -> Result<()> {
+        let (dev, h, h64) = (self.dev, self.h as u32, self.h as u64);
+        let (rn64, pn, tl) = (tile.rn as u64, p.len() as u64, tile.cols.len() as u64);
+        let (gm, gn) = GEMM_BLOCK;
+        let off = (p.start - tile.cols.start) as u64 * 4;
+        let g_tile = Bind::range(gemm_bindings::A, t.scratch.buffer(), off, tile.bytes() - off);
+        let flags = Bind::all(gemm_bindings::FLAGS, t.flags.buffer());
+        let shape = GradParams {
+            n: h,
+            lda: tl as u32,
+            ldb: h,
+            ldc: h,
+            tiles_n: h64.div_ceil(gn) as u32,
+            filter: t.filter as u32,
+            flag_base: (p.start - tile.cols.start) as u32,
+            ..GradParams::default()
+        };
+        let params = GradParams {
+            m: tile.rn as u32,
+            k: pn as u32,
+            accumulate: (tile.index > 0 || piece > 0) as u32,
+            ..shape
+        };
+        let x_rows = tile.r0 as u64 * h64 * 4..(tile.r0 + tile.rn) as u64 * h64 * 4;
+        let w_rows = p.start as u64 * h64 * 4..p.end as u64 * h64 * 4;
+        let (dx, dw, db) = (&t.grads.input.storage, &t.grads.weight.storage, &t.grads.bias.storage);
+        dispatch(
+            dev,
+            &t.grad_input,
+            bytemuck::bytes_of(&params),
+            &[
+                g_tile,
+                range(gemm_bindings::B, &self.w.storage, &w_rows),
+                range(gemm_bindings::C, dx, &x_rows),
+                flags,
+            ],
+            rn64.div_ceil(gm) * h64.div_ceil(gn),
+            &[pn],
+        )?;
+        let params =
+            GradParams { m: pn as u32, k: tile.rn as u32, accumulate: (tile.chunk > 0) as u32, ..shape };
+        dispatch(
+            dev,
+            &t.grad_weight,
+            bytemuck::bytes_of(&params),
+            &[
+                g_tile,
+                range(gemm_bindings::B, &self.x.storage, &x_rows),
+                range(gemm_bindings::C, dw, &w_rows),
+                flags,
+            ],
+            pn.div_ceil(gm) * h64.div_ceil(gn),
+            &[rn64],
+        )?;
+        let params = GradParams { m: 1, n: pn as u32, ldc: pn as u32, tiles_n: 1, ..params };
+        let db_cols = p.start as u64 * 4..p.end as u64 * 4;
+        dispatch(
+            dev,
+            &t.colsum,
+            bytemuck::bytes_of(&params),
+            &[g_tile, range(gemm_bindings::C, db, &db_cols), flags],
+            pn.div_ceil(64),
+            &[rn64],
+        )
+    }
+}

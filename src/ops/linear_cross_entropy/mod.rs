@@ -1,0 +1,121 @@
+//! `linear_cross_entropy`: the LM-head loss `cross_entropy(x·Wᵀ + b, targets)` and its gradients
+//! in x, W and b without ever holding the N×V logits (`shaders/linear_cross_entropy.wgsl`).
+//!
+//! - **Forward, split-V:** threads own (a block of rows, a slice of the vocabulary), compute their
+//!   logits with a register-blocked GEMM and fold them straight into per-row online
+//!   log-sum-exp partials; a second kernel merges the partials of each row in slice order. Only
+//!   `N × slices` partials are stored.
+//! - **Backward, chunked recompute:** tiles of `rows × columns` logits are recomputed into one
+//!   reusable scratch buffer (at most [`LinearCrossEntropy::max_scratch_bytes`]), turned into the
+//!   gradient in place, and fed to the same GEMMs as [`Linear::backward`](crate::Linear::backward):
+//!   dX accumulates over column tiles, dW and db over row chunks, always in the same order, so
+//!   the gradients are bitwise reproducible.
+//! - **Forward and backward together** ([`LinearCrossEntropy::forward_backward`]): when whole
+//!   rows of logits fit the scratch, each chunk's logits are computed once and give the loss,
+//!   the log-sum-exp and the gradient in one pass over the vocabulary.
+//! - W larger than a storage binding is bound in V-shards of whole 64-row blocks.
+//!
+//! `options.rs` holds the loss's options, `plan.rs` the validated call and its tiling,
+//! `forward.rs` the split-V forward, `backward.rs` the gradient by tiles.
+
+mod backward;
+mod forward;
+mod options;
+mod output;
+mod plan;
+
+pub use options::{CCE_FILTER_EPS, DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy};
+pub use output::LinearCrossEntropyOutput;
+
+use options::OP;
+use plan::Job;
+
+use crate::error::{Error, Result};
+use crate::ops::linear::LinearGrads;
+use crate::tensor::{Indices, Tensor, same_device};
+
+impl LinearCrossEntropy {
+    /// The loss and every row's log-sum-exp, from split-V partials (no logits stored).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        targets: &Indices,
+    ) -> Result<LinearCrossEntropyOutput> {
+        x.device().op(OP, || {
+            let job = Job::new(self, x, weight, bias, targets)?;
+            let prep = job.prepare()?;
+            job.forward(&prep)
+        })
+    }
+
+    /// The gradients `dX`, `dW` and `db` for `grad_output` (one value, or the targets' shape for
+    /// `Reduction::None`). `lse` is the forward's [`LinearCrossEntropyOutput::lse`] for these
+    /// inputs; without it the forward's partials run again to find it.
+    pub fn backward(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        targets: &Indices,
+        grad_output: &Tensor,
+        lse: Option<&Tensor>,
+    ) -> Result<LinearGrads> {
+        x.device().op(OP, || {
+            let job = Job::new(self, x, weight, bias, targets)?;
+            job.check_grad(grad_output)?;
+            if let Some(l) = lse {
+                same_device(OP, job.dev, &[l.device()])?;
+                if l.shape != job.lead {
+                    return Err(Error::shape(OP, format!("lse must be {:?}, got {:?}", job.lead, l.shape)));
+                }
+            }
+            let prep = job.prepare()?;
+            let plan = job.tile_plan(false)?;
+            let lse = match lse {
+                Some(l) => l.clone(),
+                None => job.forward(&prep)?.lse,
+            };
+            Ok(job.grads(&prep, grad_output, Some(&lse), plan)?.0)
+        })
+    }
+
+    /// The forward and the backward of one training step. When whole rows of logits fit the
+    /// scratch (at least one GEMM block of rows), each chunk's logits are computed once and give
+    /// the loss, the log-sum-exp and the gradient; otherwise this is `forward` then `backward`.
+    pub fn forward_backward(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        targets: &Indices,
+        grad_output: &Tensor,
+    ) -> Result<(LinearCrossEntropyOutput, LinearGrads)> {
+        x.device().op(OP, || {
+            let job = Job::new(self, x, weight, bias, targets)?;
+            job.check_grad(grad_output)?;
+            let prep = job.prepare()?;
+            let plan = job.tile_plan(true)?;
+            if plan.whole_rows && job.n > 0 {
+                let (grads, out) = job.grads(&prep, grad_output, None, plan)?;
+                let out = out.ok_or_else(|| Error::Wgpu("the one-pass plan returned no loss".into()))?;
+                return Ok((out, grads));
+            }
+            let out = job.forward(&prep)?;
+            let (grads, _) = job.grads(&prep, grad_output, Some(&out.lse), plan)?;
+            Ok((out, grads))
+        })
+    }
+}
+
+/// `LinearCrossEntropy::default().forward(x, weight, bias, targets)`'s mean loss: the fused
+/// `F.cross_entropy(F.linear(x, weight, bias), targets)`.
+pub fn linear_cross_entropy(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    targets: &Indices,
+) -> Result<Tensor> {
+    Ok(LinearCrossEntropy::default().forward(x, weight, bias, targets)?.loss)
+}

@@ -1,0 +1,344 @@
+//! One validated call of the LM-head loss: its inputs, the layout of its bindings, the target
+//! pass and the backward's tiling.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::options::{LinearCrossEntropy, OP};
+use crate::error::{Error, Result};
+use crate::gpu::device::Device;
+use crate::gpu::dispatch::{Bind, dispatch, gcd};
+use crate::kernels::KernelId;
+use crate::kernels::linear_cross_entropy::{COUNTED, Params, STATUS, TARGETS, WEIGHT, WT, tile_grad_trips};
+use crate::ops::budget::{exceeded, fits, largest_fitting};
+use crate::ops::reduce::{Finish, reduce};
+use crate::ops::{Reduction, check_u32, is_software};
+use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
+
+/// Validated inputs and the layout of one call.
+pub(super) struct Job<'a> {
+    pub(super) o: &'a LinearCrossEntropy,
+    pub(super) dev: &'a Device,
+    pub(super) x: &'a Tensor,
+    pub(super) w: &'a Tensor,
+    pub(super) bias: Option<&'a Tensor>,
+    pub(super) targets: &'a Indices,
+    pub(super) n: usize,
+    pub(super) h: usize,
+    pub(super) v: usize,
+    /// The targets' shape (and the loss's for `None`).
+    pub(super) lead: Vec<usize>,
+    pub(super) ignore: i32,
+    /// Rows of W bound at once: a multiple of 64, so shard offsets are aligned.
+    pub(super) shard: usize,
+    /// Rows of x between aligned offsets.
+    pub(super) row_step: usize,
+    /// The most rows of x one binding holds (a multiple of `row_step`).
+    pub(super) x_rows: usize,
+    pub(super) budget: u64,
+    pub(super) software: bool,
+    /// The longest k a gradient GEMM thread may loop over (within the loop budget).
+    pub(super) max_k: usize,
+}
+
+/// A backward tiling: chunks of `rows` rows × tiles of `cols` columns, or whole rows.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TilePlan {
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) whole_rows: bool,
+}
+
+/// What every pass needs: the target check and the denominators `[Σ w[t], counted rows, Σ w]`.
+pub(super) struct Prep {
+    pub(super) check: ValueCheck,
+    pub(super) denoms: Arc<Storage>,
+}
+
+fn round_down(a: usize, m: usize) -> usize {
+    a / m * m
+}
+
+impl<'a> Job<'a> {
+    pub(super) fn new(
+        o: &'a LinearCrossEntropy,
+        x: &'a Tensor,
+        w: &'a Tensor,
+        bias: Option<&'a Tensor>,
+        targets: &'a Indices,
+    ) -> Result<Self> {
+        let dev = x.device();
+        let (h, v, lead) = check_shapes(o, x, w, bias, targets)?;
+        check_options(o)?;
+        let ignore = i32::try_from(o.ignore_index).map_err(|_| {
+            Error::invalid(OP, format!("ignore_index {} does not fit in i32", o.ignore_index))
+        })?;
+        let n = crate::ops::saturating_product(lead);
+        if h == 0 {
+            return Err(Error::Empty { op: OP, what: "zero input features" });
+        }
+        if v == 0 && n > 0 {
+            return Err(Error::Empty { op: OP, what: "no classes" });
+        }
+        check_u32(OP, n)?;
+        check_u32(OP, v)?;
+        let limit = dev.binding_limit();
+        let row_bytes = h as u64 * 4;
+        let shard = round_down((limit / row_bytes).min(u32::MAX as u64) as usize, 64);
+        let x_rows_max = (limit / row_bytes) as usize;
+        let align = dev.limits().min_storage_buffer_offset_alignment as u64;
+        let row_step = (align / gcd(row_bytes, align)) as usize;
+        let x_rows = round_down(x_rows_max, row_step);
+        if shard == 0 || x_rows == 0 {
+            return Err(Error::limit("64 rows of W in one binding", 64 * row_bytes, limit));
+        }
+        Ok(Job {
+            o,
+            dev,
+            x,
+            w,
+            bias,
+            targets,
+            n,
+            h,
+            v,
+            lead: lead.to_vec(),
+            ignore,
+            shard,
+            row_step,
+            x_rows,
+            budget: o.max_scratch_bytes.min(limit),
+            software: is_software(dev),
+            max_k: crate::ops::linear::grad_max_k(dev),
+        })
+    }
+
+    pub(super) fn check_grad(&self, grad: &Tensor) -> Result<()> {
+        same_device(OP, self.dev, &[grad.device()])?;
+        match self.o.reduction {
+            Reduction::None if grad.shape != self.lead => Err(Error::shape(
+                OP,
+                format!("grad_output must have the loss's shape {:?}, got {:?}", self.lead, grad.shape),
+            )),
+            Reduction::Mean | Reduction::Sum if grad.numel() != 1 => Err(Error::shape(
+                OP,
+                format!("grad_output of a reduced loss must hold one value, got {:?}", grad.shape),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The uniform's fields that every entry shares.
+    pub(super) fn params(&self) -> Params {
+        Params {
+            k: self.h as u32,
+            has_bias: self.bias.is_some() as u32,
+            classes: self.v as u32,
+            has_weight: self.o.weight.is_some() as u32,
+            ignore_index: self.ignore,
+            smoothing: self.o.label_smoothing,
+            softcap: self.o.softcap.unwrap_or(0.0),
+            z_loss: self.o.z_loss,
+            mean: (self.o.reduction == Reduction::Mean) as u32,
+            ..Params::default()
+        }
+    }
+
+    pub(super) fn dummy(&self) -> &'a wgpu::Buffer {
+        &self.dev.inner.dummy
+    }
+
+    pub(super) fn bias_buf(&self) -> &'a wgpu::Buffer {
+        self.bias.map_or(self.dummy(), |b| b.storage.buffer())
+    }
+
+    pub(super) fn weight_bind(&self) -> Bind<'a> {
+        Bind::all(WEIGHT, self.o.weight.as_ref().map_or(self.dummy(), |c| c.storage.buffer()))
+    }
+
+    pub(super) fn checks(&self, prep: &Prep) -> Vec<ValueCheck> {
+        let mut checks = self.x.checks.clone();
+        checks.extend(self.w.checks.iter().cloned());
+        checks.extend(self.bias.iter().flat_map(|b| b.checks.iter().cloned()));
+        checks.extend(self.o.weight.iter().flat_map(|c| c.checks.iter().cloned()));
+        checks.push(prep.check.clone());
+        checks
+    }
+
+    /// The column ranges of W's shards that `cols` covers, each at most `max_k` long (the k of
+    /// the dX GEMM).
+    pub(super) fn pieces(&self, cols: &Range<usize>) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        let mut c = cols.start;
+        while c < cols.end {
+            let end = ((c / self.shard + 1) * self.shard).min(cols.end).min(c + self.max_k);
+            out.push(c..end);
+            c = end;
+        }
+        out
+    }
+
+    /// The target pass (checks ids, per-row w[t] and counted) and the denominators.
+    pub(super) fn prepare(&self) -> Result<Prep> {
+        let dev = self.dev;
+        let n = self.n;
+        let check = ValueCheck::new(OP, self.targets, self.v, self.o.ignore_index)?;
+        let wt = Storage::alloc(dev, n as u64 * 4)?;
+        let counted = Storage::alloc(dev, n as u64 * 4)?;
+        let pipe = KernelId::LinearCrossEntropy.pipeline(dev, "target_pass", &[])?;
+        let params = Params { m: n as u32, ..self.params() };
+        dispatch(
+            dev,
+            &pipe,
+            bytemuck::bytes_of(&params),
+            &[
+                self.weight_bind(),
+                Bind::all(TARGETS, self.targets.storage.buffer()),
+                Bind::range(STATUS, check.status.buffer(), 0, 4),
+                Bind::all(WT, wt.buffer()),
+                Bind::all(COUNTED, counted.buffer()),
+            ],
+            (n as u64).div_ceil(64),
+            &[],
+        )?;
+        let weight_sum = reduce(dev, &wt, None, n, Finish::Sum, 0.0, Vec::new())?;
+        let count = reduce(dev, &counted, None, n, Finish::Sum, 0.0, Vec::new())?;
+        let total = match &self.o.weight {
+            Some(c) => Some(reduce(dev, &c.storage, None, self.v, Finish::Sum, 0.0, Vec::new())?),
+            None => None,
+        };
+        let denoms = Storage::alloc(dev, 16)?;
+        dev.record(|enc| {
+            enc.clear_buffer(denoms.buffer(), 0, Some(16));
+            enc.copy_buffer_to_buffer(weight_sum.storage.buffer(), 0, denoms.buffer(), 0, 4);
+            enc.copy_buffer_to_buffer(count.storage.buffer(), 0, denoms.buffer(), 4, 4);
+            if let Some(t) = &total {
+                enc.copy_buffer_to_buffer(t.storage.buffer(), 0, denoms.buffer(), 8, 4);
+            }
+        });
+        Ok(Prep { check, denoms })
+    }
+
+    /// The backward tiling for the scratch budget. With `whole_rows` asked, whole rows of
+    /// logits if at least one GEMM block of rows fits; else `rows × cols` tiles inside shards.
+    pub(super) fn tile_plan(&self, whole_rows: bool) -> Result<TilePlan> {
+        let floats = (self.budget / 4) as usize;
+        let step = self.row_step;
+        let n_up = self.n.div_ceil(step).max(1) * step;
+        let gemm_rows = (if self.software { 32 } else { 64 }).max(step).div_ceil(step) * step;
+        if whole_rows && self.v > 0 {
+            let rows = round_down(floats / self.v, step)
+                .min(self.x_rows)
+                .min(n_up)
+                .min(round_down(self.max_k, step));
+            let trips_fit = fits(self.dev, tile_grad_trips(self.v as u64, true, self.o.filter_eps.is_some()));
+            if rows > 0 && rows >= gemm_rows.min(n_up) && trips_fit {
+                return Ok(TilePlan { rows, cols: self.v, whole_rows: true });
+            }
+        }
+        let max_cols = self.shard.min(self.v.div_ceil(64).max(1) * 64);
+        let by_budget = round_down(floats / 64, step);
+        if by_budget == 0 {
+            return Err(Error::limit(
+                "linear_cross_entropy's scratch (max_scratch_bytes) for 64 columns of aligned rows",
+                (step * 64 * 4) as u64,
+                self.budget,
+            ));
+        }
+        let rows = n_up
+            .min(self.x_rows)
+            .min(by_budget)
+            .min(round_down((floats / max_cols.min(1024)).max(step), step))
+            .min(round_down(self.max_k, step).max(step));
+        let filter = self.o.filter_eps.is_some();
+        let by_trips = largest_fitting(self.dev, 64, max_cols as u64, |c| tile_grad_trips(c, false, filter))
+            .ok_or_else(|| exceeded(self.dev, OP, &self.x.shape, tile_grad_trips(64, false, filter)))?;
+        let cols = round_down(floats / rows, 64).min(max_cols).min(by_trips as usize);
+        Ok(TilePlan { rows, cols, whole_rows: false })
+    }
+
+    /// The column tiles of a plan: the whole vocabulary, or `cols`-wide tiles inside each shard.
+    pub(super) fn tiles(&self, plan: TilePlan) -> Vec<Range<usize>> {
+        if plan.whole_rows {
+            return std::iter::once(0..self.v).collect();
+        }
+        let mut out = Vec::new();
+        for shard in self.pieces(&(0..self.v)) {
+            for c in shard.clone().step_by(plan.cols) {
+                out.push(c..(c + plan.cols).min(shard.end));
+            }
+        }
+        out
+    }
+}
+
+/// Checks devices and shapes: x `(.., H)`, W `(V, H)`, b and class weights `(V)`, targets the
+/// leading shape; returns H, V and the leading shape.
+fn check_shapes<'x>(
+    o: &LinearCrossEntropy,
+    x: &'x Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    targets: &Indices,
+) -> Result<(usize, usize, &'x [usize])> {
+    let mut devices = vec![w.device(), targets.device()];
+    devices.extend(bias.map(|b| b.device()));
+    devices.extend(o.weight.as_ref().map(|c| c.device()));
+    same_device(OP, x.device(), &devices)?;
+    let Some((&h, lead)) = x.shape.split_last() else {
+        return Err(Error::shape(OP, "x must be (.., H), got a 0-d tensor"));
+    };
+    let &[v, wh] = w.shape.as_slice() else {
+        return Err(Error::shape(OP, format!("weight must be (V, H), got {:?}", w.shape)));
+    };
+    if wh != h {
+        return Err(Error::shape(
+            OP,
+            format!("x {:?} has {h} features, weight {:?} expects {wh}", x.shape, w.shape),
+        ));
+    }
+    if let Some(b) = bias
+        && b.shape != [v]
+    {
+        return Err(Error::shape(OP, format!("bias must be ({v}), got {:?}", b.shape)));
+    }
+    if let Some(c) = &o.weight
+        && c.shape != [v]
+    {
+        return Err(Error::shape(OP, format!("weight must be ({v}), got {:?}", c.shape)));
+    }
+    if targets.shape != lead {
+        return Err(Error::shape(
+            OP,
+            format!("x {:?} needs targets {lead:?}, got {:?}", x.shape, targets.shape),
+        ));
+    }
+    Ok((h, v, lead))
+}
+
+/// Checks the scalar options against their domains.
+fn check_options(o: &LinearCrossEntropy) -> Result<()> {
+    if !(0.0..=1.0).contains(&o.label_smoothing) {
+        return Err(Error::invalid(
+            OP,
+            format!("label_smoothing must be in [0, 1], got {}", o.label_smoothing),
+        ));
+    }
+    if let Some(s) = o.softcap
+        && !(s.is_finite() && s > 0.0)
+    {
+        return Err(Error::invalid(OP, format!("softcap must be finite and > 0, got {s}")));
+    }
+    if !(o.z_loss.is_finite() && o.z_loss >= 0.0) {
+        return Err(Error::invalid(OP, format!("z_loss must be finite and ≥ 0, got {}", o.z_loss)));
+    }
+    if let Some(eps) = o.filter_eps
+        && !(eps.is_finite() && eps >= 0.0)
+    {
+        return Err(Error::invalid(OP, format!("the filter's eps must be finite and ≥ 0, got {eps}")));
+    }
+    if o.max_scratch_bytes == 0 {
+        return Err(Error::invalid(OP, "max_scratch_bytes must be > 0"));
+    }
+    Ok(())
+}

@@ -24,6 +24,16 @@ impl Rng {
         (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
 
+    /// Uniform in [−1, 1) with the full f64 mantissa (for f64 data: finite-difference checks).
+    pub fn unit_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+
+    /// `n` f64 values uniform in [−scale, scale).
+    pub fn values_f64(&mut self, n: usize, scale: f64) -> Vec<f64> {
+        (0..n).map(|_| self.unit_f64() * scale).collect()
+    }
+
     /// Uniform in `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize

@@ -166,17 +166,9 @@ fn assert_grad(what: &str, analytic: &[f64], numeric: &[f64]) {
     }
 }
 
-/// Seeded f64 values in [-scale, scale).
+/// Seeded f64 values in [-scale, scale), from the project's one generator.
 fn data(n: usize, seed: u64, scale: f64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
-        })
-        .collect()
+    wgpu_loss::data::Rng::new(seed).values_f64(n, scale)
 }
 
 #[test]

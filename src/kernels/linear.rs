@@ -1,6 +1,6 @@
 //! `linear` (`shaders/linear.wgsl`, tiled, for GPUs), `linear_blocked` (register blocks, for the
 //! software adapters) and the gradient GEMMs `linear_grad_input` / `linear_grad_weight`, the
-//! last three written by [`gemm`](super::gemm).
+//! last three written by `kernels/gemm.rs`.
 
 use bytemuck::{Pod, Zeroable};
 

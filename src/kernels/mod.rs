@@ -1,6 +1,6 @@
 //! The kernel layer: the table of every WGSL kernel, with its bindings and loop bounds.
 //!
-//! Every kernel is a WGSL file in `shaders/` (or WGSL written by [`gemm`]), embedded at compile
+//! Every kernel is a WGSL file in `shaders/` (or WGSL written by `gemm.rs`), embedded at compile
 //! time behind a small prelude (WGSL has no `#include`, so shared pieces are concatenated).
 //! Each has one [`KernelSpec`] in a module of the same name here, next to the `Params` struct
 //! its host side packs into the uniform: its entry points, each entry's bindings by name, slot

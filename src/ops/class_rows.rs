@@ -50,7 +50,7 @@ pub(super) enum Target<'a> {
 }
 
 /// One validated evaluation of a class loss.
-pub(super) struct ClassJob<'a> {
+pub(super) struct Job<'a> {
     op: &'static str,
     kernel: KernelId,
     input: &'a Tensor,
@@ -74,7 +74,7 @@ struct Planned {
     extents: Vec<u64>,
 }
 
-impl<'a> ClassJob<'a> {
+impl<'a> Job<'a> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         op: &'static str,
@@ -130,7 +130,7 @@ impl<'a> ClassJob<'a> {
             return Err(Error::Empty { op, what: "no classes" });
         }
         check_u32(op, input.numel())?;
-        Ok(ClassJob {
+        Ok(Job {
             op,
             kernel,
             input,

@@ -6,7 +6,7 @@
 //! place with a stride) or unbatched `(C)`; class-id targets `(N, d1, …, dk)` (or `()`), or
 //! probability targets of the logits' own shape. Nothing is broadcast.
 
-use super::class_rows::{ClassJob, Target, class_options};
+use super::class_rows::{Job, Target, class_options};
 use super::{Reduction, RowStrategy};
 use crate::error::{Error, Result};
 use crate::kernels::KernelId;
@@ -87,7 +87,7 @@ impl CrossEntropy {
         self
     }
 
-    fn job<'a>(&'a self, logits: &'a Tensor, targets: Target<'a>) -> Result<ClassJob<'a>> {
+    fn job<'a>(&'a self, logits: &'a Tensor, targets: Target<'a>) -> Result<Job<'a>> {
         let eps = self.label_smoothing;
         if !(0.0..=1.0).contains(&eps) {
             return Err(Error::invalid(
@@ -101,7 +101,7 @@ impl CrossEntropy {
                 "ignore_index must be negative with probability targets (PyTorch does not support it)",
             ));
         }
-        ClassJob::new(
+        Job::new(
             "cross_entropy",
             KernelId::CrossEntropy,
             logits,
@@ -196,7 +196,7 @@ impl Accuracy {
         if self.top_k == 0 {
             return Err(Error::invalid("accuracy", "top_k must be at least 1"));
         }
-        let job = ClassJob::new(
+        let job = Job::new(
             "accuracy",
             KernelId::CrossEntropy,
             logits,

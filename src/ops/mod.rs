@@ -1,7 +1,9 @@
 //! The host side of every kernel: validate the inputs, pack the uniform, bind, dispatch.
 //!
-//! Each module here has a CPU twin of the same name in [`crate::reference`] and a shader of the
-//! same name in `shaders/`.
+//! Each kernel's module here has a CPU twin of the same name in [`crate::reference`], a spec of
+//! the same name in [`crate::kernels`] and a shader of the same name in `shaders/` (the GEMMs of
+//! `linear` are written by `kernels/gemm.rs`). `class_rows` is what `cross_entropy` and `nll`
+//! share; `budget` plans within the software adapters' loop budget.
 
 pub mod bandwidth;
 pub(crate) mod budget;

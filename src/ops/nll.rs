@@ -3,14 +3,14 @@
 
 use super::Reduction;
 use super::RowStrategy;
-use super::class_rows::{ClassJob, DEFAULT_IGNORE_INDEX, Target, class_options};
+use super::class_rows::{DEFAULT_IGNORE_INDEX, Job, Target, class_options};
 use crate::error::Result;
 use crate::kernels::KernelId;
 use crate::tensor::{Indices, Tensor};
 
 /// Negative log-likelihood, as PyTorch's `F.nll_loss(logp, targets, weight, ignore_index,
 /// reduction)`: per row `l = −w[t] · logp[t]`, with the same shapes, ignore, weighting and
-/// reduction rules as [`CrossEntropy`] with class ids. `log_softmax` over dim 1 followed by
+/// reduction rules as [`CrossEntropy`](crate::CrossEntropy) with class ids. `log_softmax` over dim 1 followed by
 /// `nll` equals `cross_entropy`.
 #[derive(Clone, Debug)]
 pub struct Nll {
@@ -31,8 +31,8 @@ impl Default for Nll {
 class_options!(Nll);
 
 impl Nll {
-    fn job<'a>(&'a self, logp: &'a Tensor, targets: &'a Indices) -> Result<ClassJob<'a>> {
-        ClassJob::new(
+    fn job<'a>(&'a self, logp: &'a Tensor, targets: &'a Indices) -> Result<Job<'a>> {
+        Job::new(
             "nll",
             KernelId::Nll,
             logp,

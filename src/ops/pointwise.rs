@@ -64,8 +64,9 @@ impl Scale {
     }
 }
 
-/// One evaluation: the formula, its parameter, and its operands.
-struct Pointwise<'a> {
+/// One validated call (a job, as in every ops module): the formula, its parameter, and its
+/// operands.
+struct Job<'a> {
     op: &'static str,
     formula: Formula,
     beta: f32,
@@ -75,9 +76,9 @@ struct Pointwise<'a> {
     pos_weight: Option<&'a Tensor>,
 }
 
-impl<'a> Pointwise<'a> {
+impl<'a> Job<'a> {
     fn new(op: &'static str, formula: Formula, input: &'a Tensor, target: &'a Tensor) -> Self {
-        Pointwise { op, formula, beta: 0.0, input, target, weight: None, pos_weight: None }
+        Job { op, formula, beta: 0.0, input, target, weight: None, pos_weight: None }
     }
 
     /// Checks devices and shapes; returns the FLAGS constant.
@@ -456,7 +457,7 @@ pub struct KlDiv {
 
 /// What each loss struct supplies to the shared methods.
 trait Loss {
-    fn job<'a>(&'a self, input: &'a Tensor, target: &'a Tensor) -> Result<Pointwise<'a>>;
+    fn job<'a>(&'a self, input: &'a Tensor, target: &'a Tensor) -> Result<Job<'a>>;
     fn scale(&self, input: &Tensor) -> Result<Scale>;
 }
 
@@ -472,7 +473,7 @@ macro_rules! plain_loss {
         }
 
         impl Loss for $t {
-            fn job<'a>(&'a self, $x: &'a Tensor, $y: &'a Tensor) -> Result<Pointwise<'a>> {
+            fn job<'a>(&'a self, $x: &'a Tensor, $y: &'a Tensor) -> Result<Job<'a>> {
                 let $s = self;
                 $job
             }
@@ -485,36 +486,36 @@ macro_rules! plain_loss {
 }
 
 plain_loss! {
-    Mse => |_l, x, y| Ok(Pointwise::new("mse", Formula::Mse, x, y));
-    L1 => |_l, x, y| Ok(Pointwise::new("l1", Formula::L1, x, y));
+    Mse => |_l, x, y| Ok(Job::new("mse", Formula::Mse, x, y));
+    L1 => |_l, x, y| Ok(Job::new("l1", Formula::L1, x, y));
     SmoothL1 => |l, x, y| {
         if !l.beta.is_finite() || l.beta < 0.0 {
             return Err(Error::invalid("smooth_l1", format!("beta must be finite and >= 0, got {}", l.beta)));
         }
         if l.beta == 0.0 {
-            return Ok(Pointwise::new("smooth_l1", Formula::L1, x, y));
+            return Ok(Job::new("smooth_l1", Formula::L1, x, y));
         }
-        Ok(Pointwise { beta: l.beta, ..Pointwise::new("smooth_l1", Formula::SmoothL1, x, y) })
+        Ok(Job { beta: l.beta, ..Job::new("smooth_l1", Formula::SmoothL1, x, y) })
     };
     Huber => |l, x, y| {
         if !l.delta.is_finite() || l.delta <= 0.0 {
             return Err(Error::invalid("huber", format!("delta must be finite and > 0, got {}", l.delta)));
         }
-        Ok(Pointwise { beta: l.delta, ..Pointwise::new("huber", Formula::Huber, x, y) })
+        Ok(Job { beta: l.delta, ..Job::new("huber", Formula::Huber, x, y) })
     };
-    Bce => |l, x, y| Ok(Pointwise { weight: l.weight.as_ref(), ..Pointwise::new("bce", Formula::Bce, x, y) });
-    SoftMargin => |_l, x, y| Ok(Pointwise::new("soft_margin", Formula::SoftMargin, x, y));
-    BceWithLogits => |l, x, y| Ok(Pointwise {
+    Bce => |l, x, y| Ok(Job { weight: l.weight.as_ref(), ..Job::new("bce", Formula::Bce, x, y) });
+    SoftMargin => |_l, x, y| Ok(Job::new("soft_margin", Formula::SoftMargin, x, y));
+    BceWithLogits => |l, x, y| Ok(Job {
         weight: l.weight.as_ref(),
         pos_weight: l.pos_weight.as_ref(),
-        ..Pointwise::new("bce_with_logits", Formula::BceWithLogits, x, y)
+        ..Job::new("bce_with_logits", Formula::BceWithLogits, x, y)
     });
 }
 
 impl Loss for KlDiv {
-    fn job<'a>(&'a self, x: &'a Tensor, y: &'a Tensor) -> Result<Pointwise<'a>> {
+    fn job<'a>(&'a self, x: &'a Tensor, y: &'a Tensor) -> Result<Job<'a>> {
         let formula = if self.log_target { Formula::KlDivLogTarget } else { Formula::KlDiv };
-        Ok(Pointwise::new("kl_div", formula, x, y))
+        Ok(Job::new("kl_div", formula, x, y))
     }
 
     fn scale(&self, input: &Tensor) -> Result<Scale> {
@@ -662,6 +663,6 @@ pub fn bce_with_logits(input: &Tensor, target: &Tensor, reduction: Reduction) ->
 /// # Ok::<(), wgpu_loss::Error>(())
 /// ```
 pub fn binary_accuracy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let job = Pointwise::new("binary_accuracy", Formula::BinaryAccuracy, logits, targets);
+    let job = Job::new("binary_accuracy", Formula::BinaryAccuracy, logits, targets);
     job.forward(Scale::Mean(logits.numel() as f64))
 }

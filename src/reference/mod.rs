@@ -1,9 +1,11 @@
-//! CPU references in f64, one module per kernel with the same name as in [`crate::ops`].
+//! CPU references in f64: a module for each kernel of [`crate::ops`], with the same name
+//! (`class_rows` is shared by `cross_entropy` and `nll`, which have their own).
 //!
 //! They compute with the same stable formulas as the kernels, in f64 and plain loops, so that
 //! they are easy to compare with the WGSL. They are public: check your own adapter with them.
 //! Results of reduced losses are one-element vectors.
 
+pub mod bandwidth;
 pub mod cross_entropy;
 pub mod linear;
 pub mod linear_cross_entropy;

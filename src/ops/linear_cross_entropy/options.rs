@@ -28,7 +28,7 @@ pub const DEFAULT_MAX_SCRATCH_BYTES: u64 = 4 << 20;
 /// the number of counted rows (as Liger Kernel; the same thing without class weights); a mean
 /// over no counted row is NaN. A row whose logits hold a NaN or an infinity has a NaN loss and
 /// gradient. A target outside `0..V` that is not `ignore_index` makes reading any result fail
-/// with [`Error::TargetOutOfRange`].
+/// with [`Error::TargetOutOfRange`](crate::Error::TargetOutOfRange).
 ///
 /// Extra GPU memory is the scratch (at most [`max_scratch_bytes`](Self::max_scratch_bytes),
 /// 4 MiB by default) and a few values per row; results do not depend on the scratch size

@@ -8,6 +8,6 @@ pub struct LinearCrossEntropyOutput {
     /// The loss: 0-d for `Mean` and `Sum`, the targets' shape for `None`.
     pub loss: Tensor,
     /// Each row's `logsumexp(z)` (the targets' shape): pass it to
-    /// [`LinearCrossEntropy::backward`] to skip recomputing it.
+    /// [`LinearCrossEntropy::backward`](super::LinearCrossEntropy::backward) to skip recomputing it.
     pub lse: Tensor,
 }

@@ -71,66 +71,11 @@ pub(crate) fn dispatch(
     if groups == 0 {
         return Ok(());
     }
-    if let Some(b) =
-        binds.iter().find(|b| !pipeline.kernel.entries.iter().any(|e| e.bindings.contains(&b.binding)))
-    {
-        return Err(unbound(
-            pipeline,
-            &format!("`{}` (slot {}) is not one of its bindings", b.binding.name, b.binding.slot),
-        ));
-    }
-    if extents.len() != pipeline.entry.trips.over.len() {
-        return Err(unbound(pipeline, &format!("its loop bound takes {:?}", pipeline.entry.trips.over)));
-    }
-    let trips = pipeline.entry.trips.at(extents);
-    if trips > dev.loop_budget() {
-        return Err(Error::limit(
-            format!(
-                "`{}` ({}): loop iterations of one shader invocation",
-                pipeline.kernel.name, pipeline.entry.name
-            ),
-            trips,
-            dev.loop_budget(),
-        ));
-    }
+    check_bindings_and_trips(dev, pipeline, binds, extents)?;
     let (gx, gy) = grid(dev, groups)?;
     let device = dev.wgpu_device();
-    let size = params.len().div_ceil(16).max(1) as u64 * 16;
-    // Written through a mapping at creation rather than `create_buffer_init`, whose failure
-    // on a lost device is a panic: here it is an error.
-    let uniform = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("wgpu-loss params"),
-        size,
-        usage: wgpu::BufferUsages::UNIFORM,
-        mapped_at_creation: true,
-    });
-    {
-        let mut view = uniform.get_mapped_range_mut(..).map_err(|e| {
-            dev.lost_after_error().unwrap_or_else(|| Error::Wgpu(format!("{}: {e}", pipeline.kernel.name)))
-        })?;
-        let mut contents = params.to_vec();
-        contents.resize(size as usize, 0);
-        view.copy_from_slice(&contents);
-    }
-    uniform.unmap();
-    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-    for binding in pipeline.entry.bindings {
-        let Some(b) = binds.iter().find(|b| b.binding == *binding) else {
-            return Err(unbound(
-                pipeline,
-                &format!("`{}` (slot {}) is not bound", binding.name, binding.slot),
-            ));
-        };
-        let resource = match b.res {
-            Res::Buffer { buffer, offset, size } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer,
-                offset,
-                size: size.and_then(wgpu::BufferSize::new),
-            }),
-            Res::Texture(view) => wgpu::BindingResource::TextureView(view),
-        };
-        entries.push(wgpu::BindGroupEntry { binding: binding.slot, resource });
-    }
+    let uniform = uniform(dev, pipeline, params)?;
+    let entries = entries(pipeline, &uniform, binds)?;
     // A binding wgpu refuses (a destroyed buffer, say) fails this dispatch before anything of it
     // is recorded.
     let scopes = Scopes::push(device);
@@ -191,6 +136,90 @@ pub(crate) fn row_chunks(
     }
     let chunk = chunk as usize;
     Ok((0..rows).step_by(chunk).map(|r| r..(r + chunk).min(rows)).collect())
+}
+
+/// Refuses a bind that is none of the kernel's bindings, extents that do not fit the entry's
+/// loop bound, and a dispatch whose loop bound exceeds the device's loop budget.
+fn check_bindings_and_trips(
+    dev: &Device,
+    pipeline: &Pipeline,
+    binds: &[Bind<'_>],
+    extents: &[u64],
+) -> Result<()> {
+    if let Some(b) =
+        binds.iter().find(|b| !pipeline.kernel.entries.iter().any(|e| e.bindings.contains(&b.binding)))
+    {
+        return Err(unbound(
+            pipeline,
+            &format!("`{}` (slot {}) is not one of its bindings", b.binding.name, b.binding.slot),
+        ));
+    }
+    if extents.len() != pipeline.entry.trips.over.len() {
+        return Err(unbound(pipeline, &format!("its loop bound takes {:?}", pipeline.entry.trips.over)));
+    }
+    let trips = pipeline.entry.trips.at(extents);
+    if trips > dev.loop_budget() {
+        return Err(Error::limit(
+            format!(
+                "`{}` ({}): loop iterations of one shader invocation",
+                pipeline.kernel.name, pipeline.entry.name
+            ),
+            trips,
+            dev.loop_budget(),
+        ));
+    }
+    Ok(())
+}
+
+/// The uniform buffer holding `params`, written through a mapping at creation rather than
+/// `create_buffer_init`, whose failure on a lost device is a panic: here it is an error.
+fn uniform(dev: &Device, pipeline: &Pipeline, params: &[u8]) -> Result<wgpu::Buffer> {
+    let device = dev.wgpu_device();
+    let size = params.len().div_ceil(16).max(1) as u64 * 16;
+    let uniform = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgpu-loss params"),
+        size,
+        usage: wgpu::BufferUsages::UNIFORM,
+        mapped_at_creation: true,
+    });
+    {
+        let mut view = uniform.get_mapped_range_mut(..).map_err(|e| {
+            dev.lost_after_error().unwrap_or_else(|| Error::Wgpu(format!("{}: {e}", pipeline.kernel.name)))
+        })?;
+        let mut contents = params.to_vec();
+        contents.resize(size as usize, 0);
+        view.copy_from_slice(&contents);
+    }
+    uniform.unmap();
+    Ok(uniform)
+}
+
+/// The bind group entries: the uniform at slot 0, then for each binding of the entry point the
+/// bind given for it (binds of the kernel's other entry points are left out).
+fn entries<'b>(
+    pipeline: &Pipeline,
+    uniform: &'b wgpu::Buffer,
+    binds: &[Bind<'b>],
+) -> Result<Vec<wgpu::BindGroupEntry<'b>>> {
+    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+    for binding in pipeline.entry.bindings {
+        let Some(b) = binds.iter().find(|b| b.binding == *binding) else {
+            return Err(unbound(
+                pipeline,
+                &format!("`{}` (slot {}) is not bound", binding.name, binding.slot),
+            ));
+        };
+        let resource = match b.res {
+            Res::Buffer { buffer, offset, size } => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer,
+                offset,
+                size: size.and_then(wgpu::BufferSize::new),
+            }),
+            Res::Texture(view) => wgpu::BindingResource::TextureView(view),
+        };
+        entries.push(wgpu::BindGroupEntry { binding: binding.slot, resource });
+    }
+    Ok(entries)
 }
 
 /// A binding mistake of the library's own: a bug, reported rather than left to wgpu.

@@ -2,6 +2,7 @@
 //! pipeline cache, input staging, dispatch and timing. It knows no loss and no kernel by name:
 //! kernels reach it as [`KernelSpec`]s declared by the kernel layer above.
 
+mod adapter;
 pub mod device;
 pub(crate) mod dispatch;
 mod lock;

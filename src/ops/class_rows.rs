@@ -340,10 +340,10 @@ impl<'a> Job<'a> {
         self.input.device().op(self.op, || self.record_backward(grad, want_dy))
     }
 
-    fn record_backward(&self, grad: &Tensor, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let dev = self.input.device();
-        same_device(self.op, dev, &[grad.device()])?;
-        let n_rows = self.rows.rows();
+    /// Checks the upstream gradient's device and shape: the loss's shape for `None`, one value
+    /// for a reduced loss.
+    fn check_grad(&self, grad: &Tensor) -> Result<()> {
+        same_device(self.op, self.input.device(), &[grad.device()])?;
         let per_row = self.reduction == Reduction::None;
         if per_row && grad.shape != self.out_shape {
             return Err(Error::shape(
@@ -357,15 +357,15 @@ impl<'a> Job<'a> {
                 format!("grad_output of a reduced loss must hold one value, got {:?}", grad.shape),
             ));
         }
-        let mut checks = self.checks();
-        checks.extend(grad.checks.iter().cloned());
-        let shape = self.input.shape.clone();
-        if self.rows.is_empty() {
-            // No element: empty gradients (nothing to check either).
-            let empty = || Tensor::empty(dev, shape.clone()).map(|t| Tensor { checks: checks.clone(), ..t });
-            return Ok((empty()?, if want_dy { Some(empty()?) } else { None }));
-        }
-        let (denom, g_mode, scale) = match self.targets {
+        Ok(())
+    }
+
+    /// How the upstream gradient reaches each row: the mean's denominator (class ids: Σ w[t]
+    /// from the target pass, whose check joins `checks`), the kernel's `g_mode` (0 per row,
+    /// 1 one value, 2 one value over the denominator) and a scale (probabilities' mean: 1/rows).
+    fn upstream_scale(&self, checks: &mut Vec<ValueCheck>) -> Result<(Option<Tensor>, u32, f32)> {
+        let n_rows = self.rows.rows();
+        Ok(match self.targets {
             Target::Ids(ids) => {
                 let (check, denom) = self.target_pass(ids)?;
                 checks.push(check);
@@ -380,7 +380,22 @@ impl<'a> Job<'a> {
                 Reduction::Sum => (None, 1, 1.0),
                 Reduction::Mean => (None, 1, 1.0 / n_rows.max(1) as f32),
             },
-        };
+        })
+    }
+
+    fn record_backward(&self, grad: &Tensor, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let dev = self.input.device();
+        self.check_grad(grad)?;
+        let per_row = self.reduction == Reduction::None;
+        let mut checks = self.checks();
+        checks.extend(grad.checks.iter().cloned());
+        let shape = self.input.shape.clone();
+        if self.rows.is_empty() {
+            // No element: empty gradients (nothing to check either).
+            let empty = || Tensor::empty(dev, shape.clone()).map(|t| Tensor { checks: checks.clone(), ..t });
+            return Ok((empty()?, if want_dy { Some(empty()?) } else { None }));
+        }
+        let (denom, g_mode, scale) = self.upstream_scale(&mut checks)?;
         let n = self.input.numel() as u64;
         let dx = Storage::alloc(dev, n * 4)?;
         let dy = Storage::alloc(dev, if want_dy { n * 4 } else { 4 })?;

@@ -47,69 +47,23 @@ pub(super) fn measure(dev: &Device, p: &Pending<'_>, repeats: usize, read_sum: O
         max_abs_err: None,
         peak_extra_bytes: None,
     };
-    if let Some(mem) = &p.mem {
-        let extra = dev.synchronize().and_then(|_| {
-            dev.reset_peak_memory();
-            let outputs = mem()?;
-            dev.synchronize()?;
-            let extra = dev.peak_memory().saturating_sub(dev.memory_in_use());
-            drop(outputs);
-            Ok(extra)
+    let outcome = peak_extra(dev, p)
+        .and_then(|extra| {
+            case.peak_extra_bytes = extra;
+            check(dev, p)
+        })
+        .and_then(|worst| {
+            case.max_abs_err = worst;
+            time(dev, p, repeats)
         });
-        match extra {
-            Ok(b) => case.peak_extra_bytes = Some(b),
-            Err(e) => {
-                case.status = format!("error: {e}");
-                return case;
-            }
-        }
-    }
-    // The first run compiles pipelines and fills the pool; its result is checked.
-    let got = match (p.op)().and_then(|t| {
-        dev.synchronize()?;
-        if p.want.is_some() { t.to_vec() } else { Ok(Vec::new()) }
-    }) {
-        Ok(v) => v,
-        Err(e) => {
-            case.status = format!("error: {e}");
+    let times = match outcome {
+        Ok(times) => times,
+        Err(status) => {
+            case.status = status;
             return case;
         }
     };
-    if let Some(want) = &p.want {
-        let want = want();
-        if want.len() != got.len() {
-            case.status = format!("wrong: {} values, the reference has {}", got.len(), want.len());
-            return case;
-        }
-        let (abs, rel) = p.tol;
-        let mut worst = 0.0f64;
-        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-            let d = (g as f64 - w).abs();
-            let within = d <= abs + rel * w.abs();
-            let bad = if w.is_nan() { !g.is_nan() } else { !within };
-            if bad {
-                case.status = format!("wrong: element {i} is {g}, the reference {w}");
-                return case;
-            }
-            worst = worst.max(d);
-        }
-        case.max_abs_err = Some(worst);
-    }
-    let mut times = Vec::with_capacity(repeats);
-    for _ in 0..repeats {
-        let start = Instant::now();
-        match dev.gpu_time(|| (p.op)().map(drop)) {
-            Ok((_, Some(gpu))) => times.push(gpu),
-            Ok((_, None)) => times.push(start.elapsed()),
-            Err(e) => {
-                case.status = format!("error: {e}");
-                return case;
-            }
-        }
-    }
-    times.sort();
-    let median = times[times.len() / 2];
-    let min = times[0];
+    let (median, min) = (times[times.len() / 2], times[0]);
     case.median_ms = Some(ms(median));
     case.min_ms = Some(ms(min));
     let secs = median.as_secs_f64().max(1e-12);
@@ -120,6 +74,64 @@ pub(super) fn measure(dev: &Device, p: &Pending<'_>, repeats: usize, read_sum: O
         _ => None,
     };
     case
+}
+
+/// The case's peak GPU memory beyond what it holds once it returned, where it says how; an
+/// error is the case's status.
+fn peak_extra(dev: &Device, p: &Pending<'_>) -> Result<Option<u64>, String> {
+    let Some(mem) = &p.mem else { return Ok(None) };
+    let extra = dev.synchronize().and_then(|_| {
+        dev.reset_peak_memory();
+        let outputs = mem()?;
+        dev.synchronize()?;
+        let extra = dev.peak_memory().saturating_sub(dev.memory_in_use());
+        drop(outputs);
+        Ok(extra)
+    });
+    extra.map(Some).map_err(|e| format!("error: {e}"))
+}
+
+/// The first run (which compiles pipelines and fills the pool), checked against the reference:
+/// the largest absolute error, or why the case is wrong.
+fn check(dev: &Device, p: &Pending<'_>) -> Result<Option<f64>, String> {
+    let got = (p.op)()
+        .and_then(|t| {
+            dev.synchronize()?;
+            if p.want.is_some() { t.to_vec() } else { Ok(Vec::new()) }
+        })
+        .map_err(|e| format!("error: {e}"))?;
+    let Some(want) = &p.want else { return Ok(None) };
+    let want = want();
+    if want.len() != got.len() {
+        return Err(format!("wrong: {} values, the reference has {}", got.len(), want.len()));
+    }
+    let (abs, rel) = p.tol;
+    let mut worst = 0.0f64;
+    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        let d = (g as f64 - w).abs();
+        let bad = if w.is_nan() { !g.is_nan() } else { d > abs + rel * w.abs() };
+        if bad {
+            return Err(format!("wrong: element {i} is {g}, the reference {w}"));
+        }
+        worst = worst.max(d);
+    }
+    Ok(Some(worst))
+}
+
+/// `repeats` timed runs, sorted: GPU timestamps where the adapter has them, else wall clock with
+/// a synchronisation.
+fn time(dev: &Device, p: &Pending<'_>, repeats: usize) -> Result<Vec<Duration>, String> {
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        match dev.gpu_time(|| (p.op)().map(drop)) {
+            Ok((_, Some(gpu))) => times.push(gpu),
+            Ok((_, None)) => times.push(start.elapsed()),
+            Err(e) => return Err(format!("error: {e}")),
+        }
+    }
+    times.sort();
+    Ok(times)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -45,77 +45,18 @@ impl Job<'_> {
     /// Split-V forward: partials per (row, slice), then the fixed-order fold.
     pub(super) fn forward(&self, prep: &Prep) -> Result<LinearCrossEntropyOutput> {
         let dev = self.dev;
-        let (n, v, h) = (self.n, self.v, self.h);
+        let n = self.n;
         let rows = Storage::alloc(dev, n as u64 * 4)?;
         let lse = Storage::alloc(dev, n as u64 * 4)?;
         if n == 0 {
             return self.finish_loss(prep, rows, lse);
         }
-        let ((block_rows, block_cols), entry) =
-            if self.software { (LCE_BLOCK, "partials") } else { (LCE_BLOCK_SMALL, "partials_small") };
-        let (block_rows, block_cols) = (block_rows as usize, block_cols as usize);
-        // Enough threads to fill the adapter, no more partials than the scratch budget.
-        let row_blocks = n.div_ceil(block_rows);
-        let threads: usize = if self.software { 512 } else { 1 << 17 };
-        let by_memory = (self.budget / (16 * n as u64)).max(1) as usize;
-        let slices = threads.div_ceil(row_blocks).min(v.div_ceil(block_cols)).min(by_memory).max(1);
-        let slice_w = v.div_ceil(slices).div_ceil(block_cols) * block_cols;
-        // A thread loops (k + 2) times per block of columns: keep it within the loop budget
-        // (which outranks the memory cap: partials are 16 bytes per row and slice).
-        let h64 = h as u64;
-        let steps = largest_fitting(dev, 1, u32::MAX as u64, |steps| partials_trips(steps, h64))
-            .ok_or_else(|| exceeded(dev, OP, &self.x.shape, partials_trips(1, h64)))?;
-        let slice_w = slice_w.min((steps as usize).saturating_mul(block_cols));
-        let shards: Vec<Range<usize>> = self.pieces(&(0..v));
-        let per_shard: Vec<usize> = shards.iter().map(|s| s.len().div_ceil(slice_w)).collect();
-        let stride: usize = per_shard.iter().sum();
-        check_u32(OP, n * stride * 4)?;
-        let parts = Storage::alloc(dev, (n * stride) as u64 * 16)?;
-        let pipe = KernelId::LinearCrossEntropy.pipeline(dev, entry, &[])?;
-        let steps_run = (slice_w / block_cols) as u64;
-        if !fits(dev, fold_trips(stride as u64)) {
-            return Err(exceeded(dev, OP, &self.x.shape, fold_trips(stride as u64)));
-        }
-        for r0 in (0..n).step_by(self.x_rows) {
-            let rn = self.x_rows.min(n - r0);
-            let mut part_base = 0;
-            for (shard, &sl) in shards.iter().zip(&per_shard) {
-                let params = Params {
-                    m: rn as u32,
-                    n: shard.len() as u32,
-                    row_base: r0 as u32,
-                    v_base: shard.start as u32,
-                    slices: sl as u32,
-                    slice_w: slice_w as u32,
-                    part_stride: stride as u32,
-                    part_base: part_base as u32,
-                    ..self.params()
-                };
-                part_base += sl;
-                dispatch(
-                    dev,
-                    &pipe,
-                    bytemuck::bytes_of(&params),
-                    &[
-                        Bind::range(X, self.x.storage.buffer(), r0 as u64 * h64 * 4, rn as u64 * h64 * 4),
-                        Bind::range(
-                            W,
-                            self.w.storage.buffer(),
-                            shard.start as u64 * h64 * 4,
-                            shard.len() as u64 * h64 * 4,
-                        ),
-                        Bind::all(BIAS, self.bias_buf()),
-                        self.weight_bind(),
-                        Bind::all(TARGETS, self.targets.storage.buffer()),
-                        Bind::all(PARTS, parts.buffer()),
-                    ],
-                    (rn.div_ceil(block_rows) * sl).div_ceil(64) as u64,
-                    &[steps_run, h64],
-                )?;
-            }
-        }
+        let s = self.slicing()?;
+        check_u32(OP, n * s.stride * 4)?;
+        let parts = Storage::alloc(dev, (n * s.stride) as u64 * 16)?;
+        self.record_partials(&s, &parts)?;
         let fold = KernelId::LinearCrossEntropy.pipeline(dev, "fold", &[])?;
-        let params = Params { m: n as u32, part_stride: stride as u32, ..self.params() };
+        let params = Params { m: n as u32, part_stride: s.stride as u32, ..self.params() };
         dispatch(
             dev,
             &fold,
@@ -129,8 +70,91 @@ impl Job<'_> {
                 Bind::all(DENOMS, prep.denoms.buffer()),
             ],
             (n as u64).div_ceil(64),
-            &[stride as u64],
+            &[s.stride as u64],
         )?;
         self.finish_loss(prep, rows, lse)
     }
+
+    /// How the vocabulary is sliced: enough threads to fill the adapter, no more partials than
+    /// the scratch budget, and no thread looping past the loop budget (which outranks the
+    /// memory cap: partials are 16 bytes per row and slice).
+    fn slicing(&self) -> Result<Slicing> {
+        let (dev, n, v, h64) = (self.dev, self.n, self.v, self.h as u64);
+        let (block, entry) =
+            if self.software { (LCE_BLOCK, "partials") } else { (LCE_BLOCK_SMALL, "partials_small") };
+        let (block_rows, block_cols) = (block.0 as usize, block.1 as usize);
+        let row_blocks = n.div_ceil(block_rows);
+        let threads: usize = if self.software { 512 } else { 1 << 17 };
+        let by_memory = (self.budget / (16 * n as u64)).max(1) as usize;
+        let slices = threads.div_ceil(row_blocks).min(v.div_ceil(block_cols)).min(by_memory).max(1);
+        let slice_w = v.div_ceil(slices).div_ceil(block_cols) * block_cols;
+        // A thread loops (k + 2) times per block of columns.
+        let steps = largest_fitting(dev, 1, u32::MAX as u64, |steps| partials_trips(steps, h64))
+            .ok_or_else(|| exceeded(dev, OP, &self.x.shape, partials_trips(1, h64)))?;
+        let slice_w = slice_w.min((steps as usize).saturating_mul(block_cols));
+        let shards: Vec<Range<usize>> = self.pieces(&(0..v));
+        let per_shard: Vec<usize> = shards.iter().map(|s| s.len().div_ceil(slice_w)).collect();
+        let stride: usize = per_shard.iter().sum();
+        if !fits(dev, fold_trips(stride as u64)) {
+            return Err(exceeded(dev, OP, &self.x.shape, fold_trips(stride as u64)));
+        }
+        Ok(Slicing { entry, block_rows, block_cols, slice_w, shards, per_shard, stride })
+    }
+
+    /// The partials of every (row, slice), row chunk by row chunk and shard by shard of W.
+    fn record_partials(&self, s: &Slicing, parts: &Storage) -> Result<()> {
+        let (dev, n, h64) = (self.dev, self.n, self.h as u64);
+        let pipe = KernelId::LinearCrossEntropy.pipeline(dev, s.entry, &[])?;
+        let steps_run = (s.slice_w / s.block_cols) as u64;
+        for r0 in (0..n).step_by(self.x_rows) {
+            let rn = self.x_rows.min(n - r0);
+            let mut part_base = 0;
+            for (shard, &sl) in s.shards.iter().zip(&s.per_shard) {
+                let params = Params {
+                    m: rn as u32,
+                    n: shard.len() as u32,
+                    row_base: r0 as u32,
+                    v_base: shard.start as u32,
+                    slices: sl as u32,
+                    slice_w: s.slice_w as u32,
+                    part_stride: s.stride as u32,
+                    part_base: part_base as u32,
+                    ..self.params()
+                };
+                part_base += sl;
+                let w_rows = shard.start as u64 * h64 * 4..shard.end as u64 * h64 * 4;
+                dispatch(
+                    dev,
+                    &pipe,
+                    bytemuck::bytes_of(&params),
+                    &[
+                        Bind::range(X, self.x.storage.buffer(), r0 as u64 * h64 * 4, rn as u64 * h64 * 4),
+                        Bind::range(W, self.w.storage.buffer(), w_rows.start, w_rows.end - w_rows.start),
+                        Bind::all(BIAS, self.bias_buf()),
+                        self.weight_bind(),
+                        Bind::all(TARGETS, self.targets.storage.buffer()),
+                        Bind::all(PARTS, parts.buffer()),
+                    ],
+                    (rn.div_ceil(s.block_rows) * sl).div_ceil(64) as u64,
+                    &[steps_run, h64],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The split-V forward's slicing of the vocabulary.
+struct Slicing {
+    /// The partials entry point (its register block).
+    entry: &'static str,
+    block_rows: usize,
+    block_cols: usize,
+    /// Columns per slice, a multiple of `block_cols`.
+    slice_w: usize,
+    /// W's shards and their slices.
+    shards: Vec<Range<usize>>,
+    per_shard: Vec<usize>,
+    /// Slices per row, over all shards.
+    stride: usize,
 }

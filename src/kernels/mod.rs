@@ -24,12 +24,16 @@ pub mod rows;
 pub(crate) mod source;
 pub mod sum;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::Result;
 use crate::gpu::device::Device;
 use crate::gpu::pipeline::Pipeline;
 pub use crate::gpu::spec::{Binding, BindingKind, EntrySpec, InputPath, KernelSpec, LoopBound, log2_ceil};
+
+/// A list per kernel, made on first use and kept for the process.
+type Listed<T> = OnceLock<Mutex<HashMap<KernelId, &'static [T]>>>;
 
 /// A kernel family: one WGSL module with one or more entry points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -114,13 +118,25 @@ impl KernelId {
     /// The inputs this kernel reads through `ld_<name>(i)` (one element) and `ld4_<name>(q)`
     /// (elements 4q .. 4q + 3) accessors, by name and binding slot: the large operands that
     /// software adapters stage in textures.
-    pub fn staged_inputs(self) -> Vec<(&'static str, u32)> {
-        self.spec().staged().iter().map(|b| (b.name, b.slot)).collect()
+    pub fn staged_inputs(self) -> &'static [(&'static str, u32)] {
+        static STAGED: Listed<(&'static str, u32)> = OnceLock::new();
+        let mut map = STAGED.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(self).or_insert_with(|| {
+            let staged: Vec<(&'static str, u32)> =
+                self.spec().staged().iter().map(|b| (b.name, b.slot)).collect();
+            // One small list per kernel, made once and kept for the process.
+            Box::leak(staged.into_boxed_slice())
+        })
     }
 
     /// The entry points of the module.
-    pub fn entry_points(self) -> Vec<&'static str> {
-        self.spec().entries.iter().map(|e| e.name).collect()
+    pub fn entry_points(self) -> &'static [&'static str] {
+        static ENTRIES: Listed<&'static str> = OnceLock::new();
+        let mut map = ENTRIES.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(self).or_insert_with(|| {
+            let names: Vec<&'static str> = self.spec().entries.iter().map(|e| e.name).collect();
+            Box::leak(names.into_boxed_slice())
+        })
     }
 
     /// The cached pipeline of `entry` reading its staged inputs from storage buffers.

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::classes::{class_count, ids, target_shape, upstream};
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
 use wgpu_loss::reference::cross_entropy::cross_entropy as reference;
 use wgpu_loss::{CrossEntropy, Device, Reduction, RowStrategy};
@@ -267,8 +268,8 @@ fn vocabulary_sized_logits_beyond_the_binding_limit() {
 
 // ---- options beyond (N, C): label smoothing, probability targets, K-dim, unbatched, gradients
 
+use wgpu_loss::Accuracy;
 use wgpu_loss::reference::cross_entropy as ce_ref;
-use wgpu_loss::{Accuracy, Tensor};
 
 /// Options of one class-id evaluation.
 #[derive(Clone, Copy, Debug)]
@@ -277,30 +278,6 @@ struct Opts {
     smoothing: f32,
     reduction: Reduction,
     strategy: RowStrategy,
-}
-
-/// The targets' shape for an input shape: (N, d…) or () for (C).
-fn target_shape(shape: &[usize]) -> Vec<usize> {
-    if shape.len() == 1 { Vec::new() } else { [&shape[..1], &shape[2..]].concat() }
-}
-
-fn class_count(shape: &[usize]) -> usize {
-    if shape.len() == 1 { shape[0] } else { shape[1] }
-}
-
-/// Class ids with every fifth ignored.
-fn ids(rng: &mut Rng, n: usize, classes: usize) -> Vec<i64> {
-    (0..n).map(|i| if i % 5 == 3 { -100 } else { rng.below(classes) as i64 }).collect()
-}
-
-/// The upstream gradient for a loss with `n` per-row values under `reduction`.
-fn upstream(dev: &Device, rng: &mut Rng, reduction: Reduction, out_shape: &[usize]) -> (Vec<f32>, Tensor) {
-    let (g, shape): (Vec<f32>, &[usize]) = match reduction {
-        Reduction::None => (rng.values(out_shape.iter().product(), 2.0), out_shape),
-        _ => (vec![0.75], &[]),
-    };
-    let t = dev.tensor(&g, shape).unwrap();
-    (g, t)
 }
 
 /// Forward and backward of cross_entropy with class ids against the references.

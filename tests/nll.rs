@@ -3,35 +3,12 @@
 
 mod common;
 
+use common::classes::{class_count, ids, target_shape, upstream};
 use common::{Rng, Tol, assert_close, devices};
 use wgpu_loss::reference::nll as nll_ref;
-use wgpu_loss::{CrossEntropy, Device, Nll, Reduction, Tensor};
+use wgpu_loss::{CrossEntropy, Nll, Reduction};
 
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
-
-/// The targets' shape for an input shape: (N, d…) or () for (C).
-fn target_shape(shape: &[usize]) -> Vec<usize> {
-    if shape.len() == 1 { Vec::new() } else { [&shape[..1], &shape[2..]].concat() }
-}
-
-fn class_count(shape: &[usize]) -> usize {
-    if shape.len() == 1 { shape[0] } else { shape[1] }
-}
-
-/// Class ids with every fifth ignored.
-fn ids(rng: &mut Rng, n: usize, classes: usize) -> Vec<i64> {
-    (0..n).map(|i| if i % 5 == 3 { -100 } else { rng.below(classes) as i64 }).collect()
-}
-
-/// The upstream gradient for a loss with per-row values of `out_shape` under `reduction`.
-fn upstream(dev: &Device, rng: &mut Rng, reduction: Reduction, out_shape: &[usize]) -> (Vec<f32>, Tensor) {
-    let (g, shape): (Vec<f32>, &[usize]) = match reduction {
-        Reduction::None => (rng.values(out_shape.iter().product(), 2.0), out_shape),
-        _ => (vec![0.75], &[]),
-    };
-    let t = dev.tensor(&g, shape).unwrap();
-    (g, t)
-}
 
 #[test]
 fn pytorch_golden_values() {

@@ -1,6 +1,7 @@
 //! Shared test helpers: the adapters to run on, one tolerance rule, seeded data.
 #![allow(dead_code)]
 
+pub mod classes;
 pub mod mixed;
 
 use std::io::Write;

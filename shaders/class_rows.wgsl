@@ -60,7 +60,9 @@ fn checked_target(row: u32) -> i32 {
 }
 
 // `aux` = (sum_c w[c] x[c], sum_c w[c]) when SMOOTH; `nan`: the row holds a NaN.
-fn class_row(row: u32, base: u32, lse: f32, aux: vec2<f32>, nan: bool) {
+// The row's loss w[t]·(log sum − (x[t] − max)) from its online state (max, log sum): x[t] − max
+// is exact where the row's values are close, so large magnitudes cost no digits.
+fn class_row(row: u32, base: u32, m: f32, log_sum: f32, aux: vec2<f32>, nan: bool) {
     let t = checked_target(row);
     var l = 0.0;
     var w = 0.0;
@@ -68,9 +70,10 @@ fn class_row(row: u32, base: u32, lse: f32, aux: vec2<f32>, nan: bool) {
     if (t >= 0) {
         w = class_weight(u32(t));
         let xt = ld_x(base + u32(t) * params.inner);
-        l = w * (lse - xt);
+        l = w * (log_sum - (xt - m));
         if (SMOOTH) {
             let eps = params.smoothing;
+            let lse = m + log_sum;
             l = (1.0 - eps) * l + eps / f32(params.cols) * (lse * aux.y - aux.x);
         }
         bad = nan || (bitcast<u32>(xt) & 0x7fffffffu) > 0x7f800000u;

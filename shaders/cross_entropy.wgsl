@@ -50,20 +50,20 @@ fn cross_entropy(
     let base = row_base(row);
     let a = row_state(base, params.inner, params.cols, lane, lid, live);
     if (live && lane == 0u) {
-        let lse = lse_value(a.st);
         if (PROBS) {
-            let l = lse * a.aux.x - a.aux.y;
+            let l = lse_value(a.st) * a.aux.x - a.aux.y;
             loss[row] = select(bitcast<u32>(l), NAN_BITS, row_has_nan(a));
             wsum[row] = 1.0;
         } else {
-            class_row(row, base, lse, a.aux, row_has_nan(a));
+            class_row(row, base, a.st.x, log(a.st.y), a.aux, row_has_nan(a));
         }
     }
 }
 
 // What the backward pass needs of a row besides its elements.
 struct RowGrad {
-    lse: f32,
+    m: f32,         // the row's max
+    log_sum: f32,   // log sum exp(x - m)
     s: f32,     // the row's upstream gradient
     t: i32,     // the target class, -1 when the row does not count
     wt: f32,    // its weight
@@ -73,14 +73,15 @@ struct RowGrad {
 // The gradients at columns c (values v, flat indices i) of a row: (dx, dy).
 fn grad4(r: RowGrad, c: vec4<u32>, v: vec4<f32>, y: vec4<f32>) -> array<vec4<f32>, 2> {
     let eps = params.smoothing;
-    let p = exp(v - r.lse);
+    let shifted = (v - vec4<f32>(r.m)) - r.log_sum;   // x - lse, exact at large magnitudes
+    let p = exp(shifted);
     var w = vec4<f32>(1.0);
     if (params.has_weight != 0u) {
         w = vec4<f32>(weight[c.x], weight[c.y], weight[c.z], weight[c.w]);
     }
     if (PROBS) {
         let ys = smoothed(y);
-        return array<vec4<f32>, 2>(r.s * (p * r.k - w * ys), -r.s * (1.0 - eps) * w * (v - r.lse));
+        return array<vec4<f32>, 2>(r.s * (p * r.k - w * ys), -r.s * (1.0 - eps) * w * shifted);
     }
     if (r.t < 0) {
         return array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
@@ -109,7 +110,7 @@ fn cross_entropy_backward(
         return;
     }
     let nan = row_has_nan(a);
-    var r = RowGrad(lse_value(a.st), g[0] * params.scale, -1, 0.0, a.aux.y);
+    var r = RowGrad(a.st.x, log(a.st.y), g[0] * params.scale, -1, 0.0, a.aux.y);
     if (params.g_mode == 0u) {
         r.s = g[row];
     } else if (params.g_mode == 2u) {

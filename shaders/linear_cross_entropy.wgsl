@@ -177,13 +177,17 @@ fn counted_target(row: u32) -> i32 {
     return t;
 }
 
-// Writes a global row's lse and loss from its merged state.
-fn finish_row(row: u32, lse: f32, run: Run) {
+// Writes a global row's lse and loss from its merged state (max, sum, Σw·z, z[t]). The target
+// term is log sum − (z[t] − max): z[t] − max is exact where the row's logits are close, so large
+// magnitudes cost no digits (lse − z[t] would round at the max's magnitude first).
+fn finish_row(row: u32, run: Run) {
+    let log_sum = log(run.st.y);
+    let lse = run.st.x + log_sum;
     lse_io[row] = select(bitcast<u32>(lse), NAN_BITS, run.bad);
     let t = counted_target(row);
     var l = 0.0;
     if (t >= 0) {
-        var ce = class_w(u32(t)) * (lse - run.st.w);
+        var ce = class_w(u32(t)) * (log_sum - (run.st.w - run.st.x));
         if (params.smoothing > 0.0) {
             let eps = params.smoothing;
             let total_w = select(f32(params.classes), denoms[2], params.has_weight != 0u);
@@ -250,7 +254,7 @@ fn fold(
         let bad = (m_bits & 0x7fffffffu) > 0x7f800000u;
         run = run_merge(run, Run(select(part, vec4<f32>(NEG_BIG, 0.0, 0.0, 0.0), bad), bad));
     }
-    finish_row(row, lse_value(run.st.xy), run);
+    finish_row(row, run);
 }
 
 var<workgroup> red: array<vec4<f32>, 64>;
@@ -271,11 +275,14 @@ fn tile_grad(
     let n = params.n;
     let t = counted_target(row);
     let tcol = t - i32(params.v_base);
-    var lse = 0.0;
+    // p[c] = exp((z[c] - shift) - log_sum): the row's (max, log sum) when the whole row is here,
+    // else (lse, 0) from the forward.
+    var shift = 0.0;
+    var log_sum = 0.0;
     var bad = false;
     if (HAVE_LSE) {
         let bits = lse_io[row];
-        lse = bitcast<f32>(bits);
+        shift = bitcast<f32>(bits);
         bad = (bits & 0x7fffffffu) > 0x7f800000u;
     } else {
         // The whole row is in the tile: its state, merged over the workgroup in a fixed tree.
@@ -304,10 +311,11 @@ fn tile_grad(
             workgroupBarrier();
         }
         let total = Run(red[0], red_bad[0] != 0u);
-        lse = lse_value(total.st.xy);
+        shift = total.st.x;
+        log_sum = log(total.st.y);
         bad = total.bad;
         if (lid == 0u) {
-            finish_row(row, lse, total);
+            finish_row(row, total);
         }
     }
     if (t < 0) {
@@ -332,6 +340,7 @@ fn tile_grad(
     let classes = f32(params.classes);
     let total_w = select(classes, denoms[2], params.has_weight != 0u);
     let w_t = class_w(u32(t));
+    let lse = shift + log_sum;
     let cp = a * ((1.0 - eps) * w_t + eps / classes * total_w) + b * 2.0 * params.z_loss * lse;
     let ct = a * (1.0 - eps) * w_t;
     let cc = a * eps / classes;
@@ -341,7 +350,7 @@ fn tile_grad(
         for (var blk = lid; blk * 64u < n; blk += 64u) {
             var big = bad;
             for (var j = blk * 64u; j < min(blk * 64u + 64u, n); j++) {
-                let d = grad_at(base + j, j, lse, tcol, cp, ct, cc, bad);
+                let d = grad_at(base + j, j, vec2<f32>(shift, log_sum), tcol, cp, ct, cc, bad);
                 big = big || abs(d) >= limit;
             }
             if (big) {
@@ -350,15 +359,15 @@ fn tile_grad(
         }
     } else {
         for (var j = lid; j < n; j += 64u) {
-            grad_at(base + j, j, lse, tcol, cp, ct, cc, bad);
+            grad_at(base + j, j, vec2<f32>(shift, log_sum), tcol, cp, ct, cc, bad);
         }
     }
 }
 
 // Overwrites the logit at scratch[i] (tile column j) with its gradient; returns the gradient.
-fn grad_at(i: u32, j: u32, lse: f32, tcol: i32, cp: f32, ct: f32, cc: f32, bad: bool) -> f32 {
+fn grad_at(i: u32, j: u32, norm: vec2<f32>, tcol: i32, cp: f32, ct: f32, cc: f32, bad: bool) -> f32 {
     let zc = capped(bitcast<f32>(scratch[i]));
-    var d = cp * exp(zc.x - lse) - select(0.0, ct, i32(j) == tcol);
+    var d = cp * exp((zc.x - norm.x) - norm.y) - select(0.0, ct, i32(j) == tcol);
     if (params.smoothing > 0.0) {
         d -= cc * class_w(params.v_base + j);
     }

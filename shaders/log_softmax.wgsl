@@ -1,5 +1,7 @@
 // log_softmax and softmax over one dim of an (outer, cols, inner) view, and their gradients.
-//   log_softmax: y[c] = x[c] - lse(x)        softmax: y[c] = exp(x[c] - max) / sum
+//   log_softmax: y[c] = (x[c] - max) - log(sum)   softmax: y[c] = exp(x[c] - max) / sum
+// (x - max is exact where the row's values are close, as at large magnitudes; x - (max + log sum)
+// would round at the magnitude of the max first.)
 //   log_softmax_backward: dx[c] = g[c] - exp(y[c]) sum(g)      (x holds y, the forward output)
 //   softmax_backward:     dx[c] = y[c] (g[c] - sum(g y))
 // A row holding a NaN gives NaN throughout (as PyTorch, whose max and sum then are NaN).
@@ -28,7 +30,8 @@ fn put(i: u32, v: f32, nan: bool) {
     out[i] = select(bitcast<u32>(v), NAN_BITS, nan);
 }
 
-// Writes this thread's share of the row: x - lse (log_softmax) or exp(x - max) / sum (softmax).
+// Writes this thread's share of the row: (x - max) - log(sum) (log_softmax) or
+// exp(x - max) / sum (softmax).
 fn normalize(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
     let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
     let lane = lid % TPR;
@@ -36,14 +39,16 @@ fn normalize(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
     let base = row_base(row);
     let a = row_state(base, params.inner, params.cols, lane, lid, live);
     let nan = row_has_nan(a);
-    // out = (x - shift) for log_softmax, exp(x - shift) * scale for softmax
-    let shift = select(lse_value(a.st), a.st.x, soft);
+    let shift = a.st.x;
+    let log_sum = log(a.st.y);
     let scale = 1.0 / a.st.y;
     if (live && QUADS) {
         for (var q = lane; q < params.cols / 4u; q += TPR) {
             var v = ld4_x(base / 4u + q) - shift;
             if (soft) {
                 v = exp(v) * scale;
+            } else {
+                v = v - log_sum;
             }
             let i = base + 4u * q;
             put(i, v.x, nan);
@@ -57,6 +62,8 @@ fn normalize(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
             var v = ld_x(i) - shift;
             if (soft) {
                 v = exp(v) * scale;
+            } else {
+                v = v - log_sum;
             }
             put(i, v, nan);
         }

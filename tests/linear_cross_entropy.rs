@@ -434,3 +434,46 @@ fn gradient_filter_skips_only_small_blocks() {
         }
     }
 }
+
+#[test]
+fn logits_at_large_magnitude_lose_no_digits() {
+    // Logits about 1e4 (a bias of 1e4) that f32 holds exactly: x in {−1, 0, 1}, W and b on a grid
+    // of 1/8, so the GEMM is exact and the loss's only rounding is the kernel's own. The loss is
+    // log Σ − (z[t] − max), exact to 1e-6 relative of the f64 reference; lse − z[t] would round at
+    // the max's magnitude (5e-4) first. Whole-row tiles (forward_backward) give the gradient from
+    // the same (max, log Σ).
+    let _guard = serial();
+    let (n, h, v) = (6usize, 8usize, 200usize);
+    let mut rng = Rng::new(90);
+    let x: Vec<f32> = (0..n * h).map(|_| rng.below(3) as f32 - 1.0).collect();
+    let w: Vec<f32> = (0..v * h).map(|_| (rng.below(33) as f32 - 16.0) / 8.0).collect();
+    let t: Vec<i64> = rng.classes(n, v);
+    for centre in [1e4f32, -1e4] {
+        let b: Vec<f32> = (0..v).map(|_| centre + (rng.below(33) as f32 - 16.0) / 8.0).collect();
+        let o = Options { reduction: Reduction::None, ..Options::default() };
+        let (want, _) = lce_ref::linear_cross_entropy(&x, &w, Some(&b), &t, h, &o).unwrap();
+        let g = vec![1.0f32; n];
+        let want_dw = lce_ref::linear_cross_entropy_backward(&x, &w, Some(&b), &t, h, &o, &g).unwrap().1;
+        for dev in devices() {
+            let (xt, wt, bt) = (
+                dev.tensor(&x, &[n, h]).unwrap(),
+                dev.tensor(&w, &[v, h]).unwrap(),
+                dev.tensor(&b, &[v]).unwrap(),
+            );
+            let (tt, gt) = (dev.indices(&t, &[n]).unwrap(), dev.tensor(&g, &[n]).unwrap());
+            let l = LinearCrossEntropy::default().reduction(Reduction::None);
+            let what = format!("{} centre {centre}", common::label(dev));
+            let got = l.forward(&xt, &wt, Some(&bt), &tt).unwrap().loss.to_vec().unwrap();
+            assert_close(&format!("{what} loss"), &got, &want, Tol { abs: 0.0, rel: 1e-6 });
+            let (out, grads) = l.forward_backward(&xt, &wt, Some(&bt), &tt, &gt).unwrap();
+            assert_close(
+                &format!("{what} one-pass loss"),
+                &out.loss.to_vec().unwrap(),
+                &want,
+                Tol { abs: 0.0, rel: 1e-6 },
+            );
+            let dw = grads.weight.to_vec().unwrap();
+            assert_close(&format!("{what} one-pass dW"), &dw, &want_dw, Tol { abs: 1e-6, rel: 1e-5 });
+        }
+    }
+}

@@ -247,3 +247,26 @@ fn nan_rows_are_nan_throughout() {
         assert!(dx[..3].iter().all(|v| *v == 0.0) && dx[3..].iter().all(|v| v.is_nan()), "{dx:?}");
     }
 }
+
+#[test]
+fn rows_at_large_magnitude_are_exact_to_a_few_ulp_of_the_output() {
+    // Rows whose max is about ±1e4: x − lse rounded at the max's magnitude (an f32 ulp of 1e4 is
+    // 1e-3) would be wrong in the fourth digit of an output of −0.44; (x − max) − log Σ is not.
+    let mut rng = Rng::new(13);
+    let shape = [7, 301];
+    for centre in [1e4f32, -1e4] {
+        let x: Vec<f32> = rng.values(7 * 301, 3.0).iter().map(|v| centre + v).collect();
+        let want = wgpu_loss::reference::log_softmax::log_softmax(&x, 301);
+        for dev in devices() {
+            for strategy in STRATEGIES {
+                let got = LogSoftmax { dim: -1, strategy }
+                    .forward(&dev.tensor(&x, &shape).unwrap())
+                    .unwrap()
+                    .to_vec()
+                    .unwrap();
+                let what = format!("{} {strategy:?} centre {centre}", common::label(dev));
+                assert_close(&what, &got, &want, Tol { abs: 0.0, rel: 1e-6 });
+            }
+        }
+    }
+}

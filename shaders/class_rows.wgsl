@@ -62,7 +62,9 @@ fn checked_target(row: u32) -> i32 {
 // `aux` = (sum_c w[c] x[c], sum_c w[c]) when SMOOTH; `nan`: the row holds a NaN.
 // The row's loss w[t]·(log sum − (x[t] − max)) from its online state (max, log sum): x[t] − max
 // is exact where the row's values are close, so large magnitudes cost no digits.
-fn class_row(row: u32, base: u32, m: f32, log_sum: f32, aux: vec2<f32>, nan: bool) {
+// With label smoothing, `aux` = (Σ w·(x − x0), Σ w) over the row, x0 its first element, and the
+// smoothing term Σ w·(lse − x) = Σw·((max − x0) + log sum) − Σ w·(x − x0).
+fn class_row(row: u32, base: u32, m: f32, log_sum: f32, x0: f32, aux: vec2<f32>, nan: bool) {
     let t = checked_target(row);
     var l = 0.0;
     var w = 0.0;
@@ -73,8 +75,7 @@ fn class_row(row: u32, base: u32, m: f32, log_sum: f32, aux: vec2<f32>, nan: boo
         l = w * (log_sum - (xt - m));
         if (SMOOTH) {
             let eps = params.smoothing;
-            let lse = m + log_sum;
-            l = (1.0 - eps) * l + eps / f32(params.cols) * (lse * aux.y - aux.x);
+            l = (1.0 - eps) * l + eps / f32(params.cols) * (((m - x0) + log_sum) * aux.y - aux.x);
         }
         bad = nan || (bitcast<u32>(xt) & 0x7fffffffu) > 0x7f800000u;
     }

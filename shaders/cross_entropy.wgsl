@@ -1,7 +1,8 @@
 // cross_entropy: fused log-softmax + NLL, one pass over the logits (rows.wgsl), then the target
 // step (class_rows.wgsl); log-probabilities are never written. With PROBS the targets are
 // probabilities y of the input's shape (read through ld_y) and the row loss is
-//   sum_c w[c] y'[c] (lse - x[c]) = lse * sum(w y') - sum(w y' x),   y' = y (1 - eps) + eps / C.
+//   sum_c w[c] y'[c] (lse - x[c]) = ((max - x0) + log sum) * sum(w y') - sum(w y' (x - x0)),
+//   y' = y (1 - eps) + eps / C, x0 the row's first element (rows.wgsl).
 // cross_entropy_backward writes the gradient, softmax minus the (smoothed, weighted) target:
 //   class ids:  s * [(1 - eps) w[t] (p[c] - [c == t]) + eps / C (W p[c] - w[c])],  W = sum w
 //   PROBS:      s * (p[c] sum(w y') - w[c] y'[c]);  target gradient -s (1 - eps) w[c] (x[c] - lse)
@@ -51,11 +52,12 @@ fn cross_entropy(
     let a = row_state(base, params.inner, params.cols, lane, lid, live);
     if (live && lane == 0u) {
         if (PROBS) {
-            let l = lse_value(a.st) * a.aux.x - a.aux.y;
+            // Σ w y' (lse − x) = Σwy'·((max − x0) + log sum) − Σ w y' (x − x0)
+            let l = ((a.st.x - a.x0) + log(a.st.y)) * a.aux.x - a.aux.y;
             loss[row] = select(bitcast<u32>(l), NAN_BITS, row_has_nan(a));
             wsum[row] = 1.0;
         } else {
-            class_row(row, base, a.st.x, log(a.st.y), a.aux, row_has_nan(a));
+            class_row(row, base, a.st.x, log(a.st.y), a.x0, a.aux, row_has_nan(a));
         }
     }
 }

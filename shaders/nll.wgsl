@@ -22,7 +22,7 @@ fn nll(
 ) {
     let row = group_index(wid, nwg) * WG + lid;
     if (row < params.rows) {
-        class_row(row, row_base(row), 0.0, 0.0, vec2<f32>(0.0), false);
+        class_row(row, row_base(row), 0.0, 0.0, 0.0, vec2<f32>(0.0), false);
     }
 }
 

@@ -14,7 +14,9 @@
 //
 // Besides (max, sum) a row can fold an auxiliary pair of sums (AUX): the including file defines
 // row_aux4(c, i, v, m), the pair summed over the elements at columns c, flat indices i, values
-// v where m holds.
+// v where m holds. The values it sees are shifted by the row's first element x0 (RowAcc.x0):
+// sums of x − x0 keep their digits at large magnitudes, where sums of x would round at the
+// magnitude of x and cancel against lse · Σw later.
 // NaN: `bad` is the largest |bits| seen; above 0x7f800000 the row holds a NaN.
 // -inf elements fall below the NEG_BIG sentinel and add exp(-inf) = 0, as in PyTorch.
 
@@ -32,6 +34,7 @@ struct RowAcc {
     st: vec2<f32>,
     aux: vec2<f32>,
     bad: u32,
+    x0: f32,
 }
 
 var<workgroup> row_red: array<vec4<f32>, WG>;
@@ -42,7 +45,7 @@ fn acc_push4(a: ptr<function, RowAcc>, c: vec4<u32>, i: vec4<u32>, v: vec4<f32>)
     let b = bitcast<vec4<u32>>(v) & vec4<u32>(ABS_MASK);
     (*a).bad = max((*a).bad, max(max(b.x, b.y), max(b.z, b.w)));
     if (AUX) {
-        (*a).aux += row_aux4(c, i, v, vec4<bool>(true));
+        (*a).aux += row_aux4(c, i, v - vec4<f32>((*a).x0), vec4<bool>(true));
     }
 }
 
@@ -51,7 +54,8 @@ fn acc_push1(a: ptr<function, RowAcc>, c: u32, i: u32, v: f32) {
     (*a).st = lse_push((*a).st, v);
     (*a).bad = max((*a).bad, bitcast<u32>(v) & ABS_MASK);
     if (AUX) {
-        (*a).aux += row_aux4(vec4<u32>(c), vec4<u32>(i), vec4<f32>(v), vec4<bool>(true, false, false, false));
+        let shifted = vec4<f32>(v - (*a).x0);
+        (*a).aux += row_aux4(vec4<u32>(c), vec4<u32>(i), shifted, vec4<bool>(true, false, false, false));
     }
 }
 
@@ -64,7 +68,12 @@ fn row_has_nan(a: RowAcc) -> bool {
 // The row's accumulated state, the same in every thread of the row. Every thread of the
 // workgroup must call it (it may hold barriers); `live` is false past the last row.
 fn row_state(base: u32, stride: u32, cols: u32, lane: u32, lid: u32, live: bool) -> RowAcc {
-    var a = RowAcc(vec2<f32>(NEG_BIG, 0.0), vec2<f32>(0.0), 0u);
+    var a = RowAcc(vec2<f32>(NEG_BIG, 0.0), vec2<f32>(0.0), 0u, 0.0);
+    if (AUX && live && cols > 0u) {
+        // A non-finite first element shifts nothing (its sums then follow the formulas as before).
+        let first = ld_x(base);
+        a.x0 = select(0.0, first, (bitcast<u32>(first) & ABS_MASK) < INF_BITS);
+    }
     if (live && QUADS) {
         let q0 = base / 4u;
         for (var q = lane; q < cols / 4u; q += TPR) {
@@ -100,7 +109,7 @@ fn row_state(base: u32, stride: u32, cols: u32, lane: u32, lid: u32, live: bool)
             workgroupBarrier();
         }
         let r = row_red[lid - lane];
-        a = RowAcc(r.xy, r.zw, row_bad[lid - lane]);
+        a = RowAcc(r.xy, r.zw, row_bad[lid - lane], a.x0);
     }
     return a;
 }

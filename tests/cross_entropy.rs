@@ -603,3 +603,45 @@ fn rows_at_large_magnitude_are_exact_to_a_few_ulp_of_the_loss() {
         }
     }
 }
+
+#[test]
+fn label_smoothing_and_probabilities_at_large_magnitude() {
+    // The smoothing sum Σ w (lse − x) and the probability targets' Σ w y' (lse − x) at rows whose
+    // max is about ±1e4: sums of x − x0 (the row's first element) keep their digits, where
+    // lse · Σw − Σ w x would cancel at the max's magnitude.
+    let mut rng = Rng::new(15);
+    let (n, c) = (9, 257);
+    let w: Vec<f32> = (0..c).map(|i| 0.5 + (i % 3) as f32 * 0.25).collect();
+    for centre in [1e4f32, -1e4] {
+        let x: Vec<f32> = rng.values(n * c, 3.0).iter().map(|v| centre + v).collect();
+        let t = rng.classes(n, c);
+        let y: Vec<f32> = rng.values(n * c, 0.5).iter().map(|v| v + 0.5).collect();
+        let want_smooth =
+            ce_ref::cross_entropy_nd(&x, &[n, c], &t, Some(&w), -100, 0.1, Reduction::None).unwrap();
+        let want_probs = ce_ref::cross_entropy_probs(&x, &[n, c], &y, Some(&w), 0.1, Reduction::None);
+        for dev in devices() {
+            let (xt, tt, yt) = (
+                dev.tensor(&x, &[n, c]).unwrap(),
+                dev.indices(&t, &[n]).unwrap(),
+                dev.tensor(&y, &[n, c]).unwrap(),
+            );
+            for strategy in STRATEGIES {
+                let loss = CrossEntropy::default()
+                    .reduction(Reduction::None)
+                    .strategy(strategy)
+                    .label_smoothing(0.1)
+                    .weight(dev.tensor(&w, &[c]).unwrap());
+                let what = format!("{} {strategy:?} centre {centre}", common::label(dev));
+                let got = loss.forward(&xt, &tt).unwrap().to_vec().unwrap();
+                assert_close(&format!("{what} smoothing"), &got, &want_smooth, Tol { abs: 0.0, rel: 1e-6 });
+                let got = loss.forward_probs(&xt, &yt).unwrap().to_vec().unwrap();
+                assert_close(
+                    &format!("{what} probabilities"),
+                    &got,
+                    &want_probs,
+                    Tol { abs: 0.0, rel: 1e-5 },
+                );
+            }
+        }
+    }
+}

@@ -70,6 +70,15 @@ fn col4(q: u32, pos: bool) -> vec4<f32> {
     return vec4<f32>(weight[k.x], weight[k.y], weight[k.z], weight[k.w]);
 }
 
+// log(v) for v > 0 computed from v's bits: a subnormal is m × 2^-149 (m its 23-bit mantissa, an
+// integer f32 holds exactly), so log(v) = log(m) − 149 ln 2 whatever the adapter's flush mode.
+fn log_bits4(v: vec4<f32>) -> vec4<f32> {
+    let b = bitcast<vec4<u32>>(v);
+    let subnormal = (b & vec4<u32>(0x7f800000u)) == vec4<u32>(0u);
+    let m = vec4<f32>(max(b & vec4<u32>(0x007fffffu), vec4<u32>(1u)));
+    return select(log(v), log(m) - 149.0 * 0.6931471805599453, subnormal);
+}
+
 fn weight4(q: u32) -> vec4<f32> {
     if ((FLAGS & 1u) != 0u) {
         let i = 4u * q;
@@ -120,10 +129,12 @@ fn eval(q: u32) -> Eval {
         e.dx = select(b * sign(d), d, small);
         e.dy = -e.dx;
     } else if (LOSS == BCE) {
-        // log clamped at -100 as in PyTorch; log(0) is never used.
+        // log clamped at -100 as in PyTorch; log(0) is never used. log(p) comes from p's bits
+        // (log_bits4), so a subnormal p gives its own log whether or not the adapter flushes it.
         let zero = vec4<f32>(0.0);
         let one = vec4<f32>(1.0);
-        let lp = select(max(log(v), vec4<f32>(-100.0)), vec4<f32>(-100.0), v <= zero);
+        let p_zero = (bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu)) == vec4<u32>(0u);
+        let lp = select(max(log_bits4(v), vec4<f32>(-100.0)), vec4<f32>(-100.0), p_zero | (v < zero));
         let lq = select(max(log(1.0 - v), vec4<f32>(-100.0)), vec4<f32>(-100.0), v >= one);
         e.loss = -(t * lp + (1.0 - t) * lq);
         e.dx = (v - t) / max((1.0 - v) * v, vec4<f32>(1e-12));

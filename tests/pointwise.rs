@@ -437,3 +437,27 @@ fn binary_accuracy_counts_sign_agreement() {
         assert_close(&common::label(dev), &[got], &want, Tol::ELEMENT.sum(n));
     }
 }
+
+#[test]
+fn bce_on_subnormal_probabilities_follows_pytorch_whatever_the_flush_mode() {
+    // p = torch.tensor([1e-40, 1e-44, 1e-38, 3e-39, 1e-45, 0.5]); y = [1, 1, 1, 0.25, 1, 1]
+    // F.binary_cross_entropy(p, y, reduction='none')
+    //   = [92.1034088135, 100.0, 87.4982299805, 22.1755523682, 100.0, 0.6931471825]
+    // (log p in full, then clamped at −100; a subnormal's log comes from its bits, so an adapter
+    // that flushes subnormals to zero gives the same.)
+    let p = [1e-40f32, 1e-44, 1e-38, 3e-39, 1e-45, 0.5];
+    let y = [1.0f32, 1.0, 1.0, 0.25, 1.0, 1.0];
+    let want = [92.1034088135, 100.0, 87.4982299805, 22.1755523682, 100.0, 0.6931471825];
+    for dev in devices() {
+        let (pt, yt) = (dev.tensor(&p, &[6]).unwrap(), dev.tensor(&y, &[6]).unwrap());
+        let got = Bce::default().reduction(Reduction::None).forward(&pt, &yt).unwrap().to_vec().unwrap();
+        assert_close(&format!("{} bce", common::label(dev)), &got, &want, Tol { abs: 1e-5, rel: 1e-6 });
+        let reference = reference::forward(Pointwise::Bce, &p, &y, 6, None, None, Reduction::None, 6.0);
+        assert_close(
+            &format!("{} bce vs reference", common::label(dev)),
+            &got,
+            &reference,
+            Tol { abs: 1e-5, rel: 1e-6 },
+        );
+    }
+}

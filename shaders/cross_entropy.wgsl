@@ -53,11 +53,11 @@ fn cross_entropy(
     if (live && lane == 0u) {
         if (PROBS) {
             // Σ w y' (lse − x) = Σwy'·((max − x0) + log sum) − Σ w y' (x − x0)
-            let l = ((a.st.x - a.x0) + log(a.st.y)) * a.aux.x - a.aux.y;
+            let l = ((a.st.x - a.x0) + log1p_state(a.st.y)) * a.aux.x - a.aux.y;
             loss[row] = select(bitcast<u32>(l), NAN_BITS, row_has_nan(a));
             wsum[row] = 1.0;
         } else {
-            class_row(row, base, a.st.x, log(a.st.y), a.x0, a.aux, row_has_nan(a));
+            class_row(row, base, a.st.x, log1p_state(a.st.y), a.x0, a.aux, row_has_nan(a));
         }
     }
 }
@@ -112,7 +112,7 @@ fn cross_entropy_backward(
         return;
     }
     let nan = row_has_nan(a);
-    var r = RowGrad(a.st.x, log(a.st.y), g[0] * params.scale, -1, 0.0, a.aux.y);
+    var r = RowGrad(a.st.x, log1p_state(a.st.y), g[0] * params.scale, -1, 0.0, a.aux.y);
     if (params.g_mode == 0u) {
         r.s = g[row];
     } else if (params.g_mode == 2u) {

@@ -76,7 +76,7 @@ struct Run {
 }
 
 fn run_empty() -> Run {
-    return Run(vec4<f32>(NEG_BIG, 0.0, 0.0, 0.0), false);
+    return Run(vec4<f32>(NEG_BIG, -1.0, 0.0, 0.0), false);
 }
 
 fn run_merge(a: Run, b: Run) -> Run {
@@ -181,7 +181,7 @@ fn counted_target(row: u32) -> i32 {
 // term is log sum − (z[t] − max): z[t] − max is exact where the row's logits are close, so large
 // magnitudes cost no digits (lse − z[t] would round at the max's magnitude first).
 fn finish_row(row: u32, run: Run) {
-    let log_sum = log(run.st.y);
+    let log_sum = log1p_state(run.st.y);
     let lse = run.st.x + log_sum;
     lse_io[row] = select(bitcast<u32>(lse), NAN_BITS, run.bad);
     let t = counted_target(row);
@@ -252,7 +252,7 @@ fn fold(
             bitcast<f32>(parts[p + 3u]),
         );
         let bad = (m_bits & 0x7fffffffu) > 0x7f800000u;
-        run = run_merge(run, Run(select(part, vec4<f32>(NEG_BIG, 0.0, 0.0, 0.0), bad), bad));
+        run = run_merge(run, Run(select(part, vec4<f32>(NEG_BIG, -1.0, 0.0, 0.0), bad), bad));
     }
     finish_row(row, run);
 }
@@ -312,7 +312,7 @@ fn tile_grad(
         }
         let total = Run(red[0], red_bad[0] != 0u);
         shift = total.st.x;
-        log_sum = log(total.st.y);
+        log_sum = log1p_state(total.st.y);
         bad = total.bad;
         if (lid == 0u) {
             finish_row(row, total);

@@ -40,8 +40,8 @@ fn normalize(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
     let a = row_state(base, params.inner, params.cols, lane, lid, live);
     let nan = row_has_nan(a);
     let shift = a.st.x;
-    let log_sum = log(a.st.y);
-    let scale = 1.0 / a.st.y;
+    let log_sum = log1p_state(a.st.y);
+    let scale = 1.0 / (a.st.y + 1.0);
     if (live && QUADS) {
         for (var q = lane; q < params.cols / 4u; q += TPR) {
             var v = ld4_x(base / 4u + q) - shift;

@@ -48,25 +48,43 @@ fn softplus(x: f32) -> f32 {
     return max(x, 0.0) + log1p_01(exp(-abs(x)));
 }
 
-// Online (max, sum of exp(v - max)) state of a row; (NEG_BIG, 0) is the empty state.
+// Online state of a row: (max, t) with t = the sum of exp(v - max) over every element but one
+// maximal one, whose term is exactly 1 and is kept out, so that log sum = log1p(t) keeps its
+// digits when one value dominates the row (t tiny: a confident row's loss). (NEG_BIG, -1) is the
+// empty state.
 fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, b.x);
-    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+    let a_top = a.x >= b.x;
+    let hi = select(b, a, a_top);
+    let lo = select(a, b, a_top);
+    return vec2<f32>(hi.x, hi.y + (lo.y + 1.0) * exp(lo.x - hi.x));
 }
 
-// Folds four values into a state with one rescale (five exps for four values, not eight).
+// Folds four values into a state with one rescale (five exps for four values). Where a value
+// is the new max, the first lane holding it is left out (its term is 1) and the state's own terms
+// join the others; otherwise the state's max stays the one left out.
 fn lse_push4(st: vec2<f32>, v: vec4<f32>) -> vec2<f32> {
-    let m = max(st.x, max(max(v.x, v.y), max(v.z, v.w)));
+    let vm = max(max(v.x, v.y), max(v.z, v.w));
+    let m = max(st.x, vm);
     let e = exp(v - vec4<f32>(m));
-    return vec2<f32>(m, st.y * exp(st.x - m) + ((e.x + e.y) + (e.z + e.w)));
+    let moved = vm > st.x;
+    let top = v == vec4<f32>(vm);
+    let first = top & !vec4<bool>(false, top.x, top.x || top.y, top.x || top.y || top.z);
+    let others = select(e, vec4<f32>(0.0), first & vec4<bool>(moved));
+    let carried = select(st.y, (st.y + 1.0) * exp(st.x - m), moved);
+    return vec2<f32>(m, carried + ((others.x + others.y) + (others.z + others.w)));
 }
 
 fn lse_push(st: vec2<f32>, v: f32) -> vec2<f32> {
-    let m = max(st.x, v);
-    return vec2<f32>(m, st.y * exp(st.x - m) + exp(v - m));
+    return lse_merge(st, vec2<f32>(v, 0.0));
+}
+
+// log(1 + t) for t >= -1: the series of log1p_01 on [0, 1], log(1 + t) above (no cancellation
+// there).
+fn log1p_state(t: f32) -> f32 {
+    return select(log(1.0 + t), log1p_01(t), t >= 0.0 && t <= 1.0);
 }
 
 // log-sum-exp of a non-empty state.
 fn lse_value(st: vec2<f32>) -> f32 {
-    return st.x + log(st.y);
+    return st.x + log1p_state(st.y);
 }

@@ -68,7 +68,7 @@ fn row_has_nan(a: RowAcc) -> bool {
 // The row's accumulated state, the same in every thread of the row. Every thread of the
 // workgroup must call it (it may hold barriers); `live` is false past the last row.
 fn row_state(base: u32, stride: u32, cols: u32, lane: u32, lid: u32, live: bool) -> RowAcc {
-    var a = RowAcc(vec2<f32>(NEG_BIG, 0.0), vec2<f32>(0.0), 0u, 0.0);
+    var a = RowAcc(vec2<f32>(NEG_BIG, -1.0), vec2<f32>(0.0), 0u, 0.0);
     if (AUX && live && cols > 0u) {
         // A non-finite first element shifts nothing (its sums then follow the formulas as before).
         let first = ld_x(base);

@@ -645,3 +645,40 @@ fn label_smoothing_and_probabilities_at_large_magnitude() {
         }
     }
 }
+
+#[test]
+fn confident_rows_keep_their_digits() {
+    // Logits [0, 0, g, 0] with target 2: the loss is log1p(3·e^−g), 1.3619e-4 at g = 10 and
+    // 3.2e-30 at g = 69. PyTorch float32 gives 1.36247e-4 at g = 10 (1.4e-3 relative off, as
+    // log near 1 would) and 0 from g = 20 on:
+    //   F.cross_entropy(torch.tensor([[0., 0., 10., 0.]]), torch.tensor([2])) = 1.3624693e-4
+    // The online state keeps the sum of the non-maximal terms apart (the max's term is 1), so
+    // log Σ = log1p(t) adds no error of its own: the loss is as exact as exp(−g). That is 1e-6
+    // relative of the f64 reference up to g = 40 (a loss of 1.3e-17); beyond, WGSL bounds exp's
+    // error at 3 + 2|x| ulp (lavapipe's is 2.6e-6 at −60, 1.0e-6 at −69), and so does the test.
+    let gaps = [10.0f32, 20.0, 40.0, 50.0, 60.0, 69.0];
+    let x: Vec<f32> = gaps.iter().flat_map(|&g| [0.0, 0.0, g, 0.0]).collect();
+    let t = vec![2i64; gaps.len()];
+    let want: Vec<f64> = gaps.iter().map(|&g| (3.0 * (-(g as f64)).exp()).ln_1p()).collect();
+    for dev in devices() {
+        let rows = gaps.len();
+        let (xt, tt) = (dev.tensor(&x, &[rows, 4]).unwrap(), dev.indices(&t, &[rows]).unwrap());
+        for strategy in STRATEGIES {
+            let what = format!("{} {strategy:?}", common::label(dev));
+            let loss = CrossEntropy::default().reduction(Reduction::None).strategy(strategy);
+            let got = loss.forward(&xt, &tt).unwrap().to_vec().unwrap();
+            // log_softmax's log-probability of the dominant class is −log1p(3·e^−g).
+            let lp = wgpu_loss::LogSoftmax { dim: -1, strategy }.forward(&xt).unwrap().to_vec().unwrap();
+            for (r, &g) in gaps.iter().enumerate() {
+                let tol = Tol { abs: 0.0, rel: confident_tolerance(g) };
+                assert_close(&format!("{what} cross_entropy g = {g}"), &got[r..r + 1], &want[r..r + 1], tol);
+                assert_close(&format!("{what} log_softmax g = {g}"), &[-lp[r * 4 + 2]], &want[r..r + 1], tol);
+            }
+        }
+    }
+}
+
+/// 1e-6 relative, or WGSL's bound on exp(−g) where that is larger: (3 + 2g) ulp.
+fn confident_tolerance(g: f32) -> f64 {
+    1e-6f64.max((3.0 + 2.0 * g as f64) * f32::EPSILON as f64)
+}

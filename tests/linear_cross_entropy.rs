@@ -477,3 +477,37 @@ fn logits_at_large_magnitude_lose_no_digits() {
         }
     }
 }
+
+#[test]
+fn confident_rows_keep_their_digits() {
+    // x = one-hot rows, W = I·g on class 2 and 0 elsewhere: logits [0, 0, g, 0], target 2, loss
+    // log1p(3·e^−g) down to 3.2e-30 at g = 69 (PyTorch float32 gives 0 from g = 20 on), through
+    // the split-V fold and through whole-row tiles: 1e-6 relative, or WGSL's bound on exp(−g),
+    // (3 + 2g) ulp, where that is larger (see tests/cross_entropy.rs).
+    let _guard = serial();
+    let gaps = [10.0f32, 20.0, 40.0, 60.0, 69.0];
+    let (n, h, v) = (gaps.len(), gaps.len(), 4usize);
+    // Row r of x selects feature r; W[2][r] = gap r, so z[r] = [0, 0, gap_r, 0].
+    let mut x = vec![0.0f32; n * h];
+    let mut w = vec![0.0f32; v * h];
+    for (r, &g) in gaps.iter().enumerate() {
+        x[r * h + r] = 1.0;
+        w[2 * h + r] = g;
+    }
+    let t = vec![2i64; n];
+    let want: Vec<f64> = gaps.iter().map(|&g| (3.0 * (-(g as f64)).exp()).ln_1p()).collect();
+    for dev in devices() {
+        let (xt, wt) = (dev.tensor(&x, &[n, h]).unwrap(), dev.tensor(&w, &[v, h]).unwrap());
+        let (tt, gt) = (dev.indices(&t, &[n]).unwrap(), dev.tensor(&vec![1.0; n], &[n]).unwrap());
+        let l = LinearCrossEntropy::default().reduction(Reduction::None);
+        let what = common::label(dev);
+        let got = l.forward(&xt, &wt, None, &tt).unwrap().loss.to_vec().unwrap();
+        let (out, _) = l.forward_backward(&xt, &wt, None, &tt, &gt).unwrap();
+        let one_pass = out.loss.to_vec().unwrap();
+        for (r, &g) in gaps.iter().enumerate() {
+            let tol = Tol { abs: 0.0, rel: 1e-6f64.max((3.0 + 2.0 * g as f64) * f32::EPSILON as f64) };
+            assert_close(&format!("{what} loss g = {g}"), &got[r..r + 1], &want[r..r + 1], tol);
+            assert_close(&format!("{what} one-pass loss g = {g}"), &one_pass[r..r + 1], &want[r..r + 1], tol);
+        }
+    }
+}

@@ -461,3 +461,20 @@ fn bce_on_subnormal_probabilities_follows_pytorch_whatever_the_flush_mode() {
         );
     }
 }
+
+#[test]
+fn bce_with_logits_stays_exact_on_confident_logits() {
+    // log1p(e^−50) = 1.9287498479639178e-22 for (x, y) = (50, 1) and (−50, 0). The softplus with
+    // a series log1p keeps both; PyTorch float32 gives 1.9287e-22 for the first and 0 for the
+    // second:
+    //   F.binary_cross_entropy_with_logits(torch.tensor([50., -50.]), torch.tensor([1., 0.]),
+    //                                      reduction='none') = [1.9287e-22, 0.0]
+    // The tolerance is WGSL's bound on exp(−50): (3 + 2·50) ulp.
+    let want = [1.9287498479639178e-22, 1.9287498479639178e-22];
+    for dev in devices() {
+        let (x, y) = (dev.tensor(&[50.0, -50.0], &[2]).unwrap(), dev.tensor(&[1.0, 0.0], &[2]).unwrap());
+        let got =
+            BceWithLogits::default().reduction(Reduction::None).forward(&x, &y).unwrap().to_vec().unwrap();
+        assert_close(&common::label(dev), &got, &want, Tol { abs: 0.0, rel: 103.0 * f32::EPSILON as f64 });
+    }
+}

@@ -7,10 +7,9 @@ use super::loss::{
 };
 use crate::data::Rng;
 use crate::error::{Error, Result};
-use crate::ops::Reduction;
 use crate::ops::cross_entropy::CrossEntropy;
 use crate::ops::nll::Nll;
-use crate::reference;
+use crate::reference::{self, class_dim};
 use crate::tensor::Tensor;
 
 const PLAIN: &[LossReduction] = &[LossReduction::None, LossReduction::Mean, LossReduction::Sum];
@@ -32,11 +31,6 @@ const CLASS_SHAPES: &[BenchShape] = &[
 pub(super) const WIDE_SHAPES: &[BenchShape] =
     &[CLASS_SHAPES[0], CLASS_SHAPES[1], CLASS_SHAPES[2], CLASS_SHAPES[4]];
 
-/// The class dim: 1, or 0 for an unbatched `(C)` input.
-fn class_dim(shape: &[usize]) -> usize {
-    if shape.len() == 1 { 0 } else { 1 }
-}
-
 /// The shape of the class-id targets (and of the per-row losses) for an input of `shape`.
 fn rows_shape(shape: &[usize]) -> Vec<usize> {
     let mut s = shape.to_vec();
@@ -44,13 +38,6 @@ fn rows_shape(shape: &[usize]) -> Vec<usize> {
         s.remove(class_dim(shape));
     }
     s
-}
-
-fn reduction(op: &'static str, r: LossReduction) -> Result<Reduction> {
-    if r == LossReduction::BatchMean {
-        return Err(Error::invalid(op, "batchmean is only for kl_div"));
-    }
-    Ok(r.plain())
 }
 
 /// Inputs from `input` values, class ids (some ignored when the variant asks) or probabilities,
@@ -85,7 +72,7 @@ fn cross_entropy(i: &Inputs) -> Result<CrossEntropy> {
     Ok(CrossEntropy {
         weight: i.weight.clone(),
         ignore_index: i.options.ignore_index,
-        reduction: reduction("cross_entropy", i.options.reduction)?,
+        reduction: i.options.reduction.without_batchmean("cross_entropy")?,
         label_smoothing: i.options.label_smoothing,
         ..Default::default()
     })
@@ -111,7 +98,7 @@ fn cross_entropy_backward(i: &Inputs, _: &Tensor, g: &Tensor) -> Result<Tensor> 
 
 fn cross_entropy_reference(a: &Args) -> Result<Vec<f64>> {
     let (o, x) = (&a.options, &a.input);
-    let (r, eps) = (reduction("cross_entropy", o.reduction)?, o.label_smoothing as f64);
+    let (r, eps) = (o.reduction.without_batchmean("cross_entropy")?, o.label_smoothing as f64);
     match &a.target {
         Some(Target::Ids { data, .. }) => reference::cross_entropy::cross_entropy_nd(
             &x.data,
@@ -131,7 +118,7 @@ fn cross_entropy_reference(a: &Args) -> Result<Vec<f64>> {
 
 fn cross_entropy_reference_backward(a: &Args, g: &[f64]) -> Result<Vec<f64>> {
     let (o, x) = (&a.options, &a.input);
-    let (r, eps) = (reduction("cross_entropy", o.reduction)?, o.label_smoothing as f64);
+    let (r, eps) = (o.reduction.without_batchmean("cross_entropy")?, o.label_smoothing as f64);
     match &a.target {
         Some(Target::Ids { data, .. }) => reference::cross_entropy::cross_entropy_backward(
             &x.data,
@@ -175,7 +162,7 @@ fn nll(i: &Inputs) -> Result<Nll> {
     Ok(Nll {
         weight: i.weight.clone(),
         ignore_index: i.options.ignore_index,
-        reduction: reduction("nll", i.options.reduction)?,
+        reduction: i.options.reduction.without_batchmean("nll")?,
     })
 }
 
@@ -242,12 +229,12 @@ pub(super) static NLL: Loss = Loss {
     backward: |i, _, g| nll(i)?.backward(&i.input, ids(i)?, g),
     reference: |a| {
         let (o, x) = (&a.options, &a.input);
-        let r = reduction("nll", o.reduction)?;
+        let r = o.reduction.without_batchmean("nll")?;
         reference::nll::nll_nd(&x.data, &x.shape, host_ids(a)?, weight(a), o.ignore_index, r)
     },
     reference_backward: |a, g| {
         let (o, x) = (&a.options, &a.input);
-        let r = reduction("nll", o.reduction)?;
+        let r = o.reduction.without_batchmean("nll")?;
         reference::nll::nll_backward(&x.data, &x.shape, host_ids(a)?, weight(a), o.ignore_index, r, g)
     },
     tolerance: TOLERANCE,

@@ -9,19 +9,11 @@ use crate::data::Rng;
 use crate::error::{Error, Result};
 use crate::ops::linear::{Linear, linear};
 use crate::ops::log_softmax::{LogSoftmax, Softmax};
+use crate::ops::resolve_dim;
 use crate::reference;
 use crate::tensor::Tensor;
 
 const NO_REDUCTION: &[LossReduction] = &[LossReduction::None];
-
-/// `dim` of a shape of `rank` dims, counting from the end when negative.
-fn resolve(op: &'static str, dim: isize, rank: usize) -> Result<usize> {
-    let d = if dim < 0 { dim + rank as isize } else { dim };
-    if d < 0 || d as usize >= rank {
-        return Err(Error::invalid(op, format!("dim {dim} is out of range for {rank} dims")));
-    }
-    Ok(d as usize)
-}
 
 fn input(rng: &mut Rng, shape: &[usize], scale: f32) -> Args {
     Args::new(Array::from_f32(&rng.values(numel(shape), scale), shape))
@@ -38,12 +30,12 @@ const SHAPES: &[&[usize]] = &[&[5, 7], &[2, 3, 4], &[9]];
 const TOLERANCE: Tolerance = Tolerance { forward: (1e-6, 1e-5), backward: (1e-6, 1e-4) };
 
 fn log_softmax_reference(a: &Args) -> Result<Vec<f64>> {
-    let dim = resolve("log_softmax", a.options.dim, a.input.shape.len())?;
+    let dim = resolve_dim("log_softmax", a.options.dim, a.input.shape.len())?;
     Ok(reference::log_softmax::log_softmax_dim(&a.input.data, &a.input.shape, dim))
 }
 
 fn softmax_reference(a: &Args) -> Result<Vec<f64>> {
-    let dim = resolve("softmax", a.options.dim, a.input.shape.len())?;
+    let dim = resolve_dim("softmax", a.options.dim, a.input.shape.len())?;
     Ok(reference::log_softmax::softmax_dim(&a.input.data, &a.input.shape, dim))
 }
 
@@ -63,7 +55,7 @@ pub(super) static LOG_SOFTMAX: Loss = Loss {
     backward: |i, y, g| LogSoftmax::default().dim(i.options.dim).backward(y, g),
     reference: log_softmax_reference,
     reference_backward: |a, g| {
-        let dim = resolve("log_softmax", a.options.dim, a.input.shape.len())?;
+        let dim = resolve_dim("log_softmax", a.options.dim, a.input.shape.len())?;
         let y = log_softmax_reference(a)?;
         Ok(reference::log_softmax::log_softmax_backward(&y, g, &a.input.shape, dim))
     },
@@ -89,7 +81,7 @@ pub(super) static SOFTMAX: Loss = Loss {
     backward: |i, y, g| Softmax::default().dim(i.options.dim).backward(y, g),
     reference: softmax_reference,
     reference_backward: |a, g| {
-        let dim = resolve("softmax", a.options.dim, a.input.shape.len())?;
+        let dim = resolve_dim("softmax", a.options.dim, a.input.shape.len())?;
         let y = softmax_reference(a)?;
         Ok(reference::log_softmax::softmax_backward(&y, g, &a.input.shape, dim))
     },

@@ -62,6 +62,15 @@ impl LossReduction {
     }
 
     /// The plain reduction (`BatchMean` is a mean with another divisor).
+    /// The plain reduction of a loss that has no `batchmean` (only kl_div has one): an error
+    /// naming `op` for `BatchMean`.
+    pub fn without_batchmean(self, op: &'static str) -> Result<Reduction> {
+        if self == LossReduction::BatchMean {
+            return Err(Error::invalid(op, "batchmean is only for kl_div"));
+        }
+        Ok(self.plain())
+    }
+
     pub fn plain(self) -> Reduction {
         match self {
             LossReduction::None => Reduction::None,

@@ -5,7 +5,7 @@ use super::loss::{
     Tolerance, Variant, WeightKind, Work, numel,
 };
 use crate::data::Rng;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::pointwise::{Bce, BceWithLogits, Huber, KlDiv, KlReduction, L1, Mse, SmoothL1, SoftMargin};
 use crate::reference::pointwise::{self as reference, Pointwise};
 use crate::tensor::Tensor;
@@ -22,14 +22,6 @@ const TOLERANCE: Tolerance = Tolerance { forward: (1e-5, 1e-4), backward: (1e-6,
 fn bytes(dims: &[usize]) -> (Work, Work) {
     let nb = numel(dims) as u64 * 4;
     (Work::Bytes(2 * nb), Work::Bytes(3 * nb))
-}
-
-/// The reduction of a loss that has no `batchmean`.
-fn plain(op: &'static str, r: LossReduction) -> Result<crate::ops::Reduction> {
-    if r == LossReduction::BatchMean {
-        return Err(Error::invalid(op, "batchmean is only for kl_div"));
-    }
-    Ok(r.plain())
 }
 
 /// The columns of a shape (its last dim), which per-column weights run along.
@@ -142,24 +134,24 @@ macro_rules! gpu {
     };
 }
 
-gpu!(mse_forward, mse_backward, "mse", |i| Mse { reduction: plain("mse", i.options.reduction)? });
-gpu!(l1_forward, l1_backward, "l1", |i| L1 { reduction: plain("l1", i.options.reduction)? });
+gpu!(mse_forward, mse_backward, "mse", |i| Mse { reduction: i.options.reduction.without_batchmean("mse")? });
+gpu!(l1_forward, l1_backward, "l1", |i| L1 { reduction: i.options.reduction.without_batchmean("l1")? });
 gpu!(smooth_l1_forward, smooth_l1_backward, "smooth_l1", |i| SmoothL1 {
     beta: i.options.beta,
-    reduction: plain("smooth_l1", i.options.reduction)?
+    reduction: i.options.reduction.without_batchmean("smooth_l1")?
 });
 gpu!(huber_forward, huber_backward, "huber", |i| Huber {
     delta: i.options.delta,
-    reduction: plain("huber", i.options.reduction)?
+    reduction: i.options.reduction.without_batchmean("huber")?
 });
 gpu!(bce_forward, bce_backward, "bce", |i| Bce {
     weight: i.weight.clone(),
-    reduction: plain("bce", i.options.reduction)?
+    reduction: i.options.reduction.without_batchmean("bce")?
 });
 gpu!(bce_with_logits_forward, bce_with_logits_backward, "bce_with_logits", |i| BceWithLogits {
     weight: i.weight.clone(),
     pos_weight: i.pos_weight.clone(),
-    reduction: plain("bce_with_logits", i.options.reduction)?
+    reduction: i.options.reduction.without_batchmean("bce_with_logits")?
 });
 gpu!(kl_div_forward, kl_div_backward, "kl_div", |i| KlDiv {
     log_target: i.options.log_target,
@@ -171,7 +163,7 @@ gpu!(kl_div_forward, kl_div_backward, "kl_div", |i| KlDiv {
     }
 });
 gpu!(soft_margin_forward, soft_margin_backward, "soft_margin", |i| SoftMargin {
-    reduction: plain("soft_margin", i.options.reduction)?
+    reduction: i.options.reduction.without_batchmean("soft_margin")?
 });
 
 /// A pointwise catalogue entry; `$name` is a literal, the rest differ per loss.

@@ -17,7 +17,7 @@
 //           5 out (loss, partials or dx) | 6 g (upstream gradient) | 7 dy | 8 status (domain)
 
 override LOSS: u32 = 0u;
-override FLAGS: u32 = 0u; // bit 0: elementwise weight, bit 1: per-column weight, bit 2: pos_weight
+override FLAGS: u32 = 0u; // bit 0: elementwise weight, bit 1: broadcast weight, bit 2: pos_weight
 override G_PER_ELEMENT: bool = false;
 override WANT_DY: bool = false;
 
@@ -34,13 +34,17 @@ const SOFT_MARGIN: u32 = 9u;     // log(1 + exp(-y x)), y usually +-1
 
 struct Params {
     n: u32,
-    cols: u32,
     first: u32,     // flat index of this chunk's first element
     part_base: u32,
     beta: f32,
     scale: f32,
-    _pad0: u32,
-    _pad1: u32,
+    weight_count: u32,
+    pos_count: u32,
+    _pad: u32,
+    // A broadcast operand's runs (ops/broadcast.rs): element i reads the operand at
+    // the sum over runs of (i / inner) % size * stride, each run (inner, size, stride, 0).
+    weight_runs: array<vec4<u32>, 4>,
+    pos_runs: array<vec4<u32>, 4>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -60,10 +64,15 @@ fn bits4(v: vec4<f32>, nan: vec4<bool>) -> vec4<u32> {
     return select(bitcast<vec4<u32>>(v), vec4<u32>(NAN_BITS), nan);
 }
 
-// Per-column value of `a` for elements 4q .. 4q + 3.
-fn col4(q: u32, pos: bool) -> vec4<f32> {
-    let c = params.first % params.cols + 4u * q;
-    let k = vec4<u32>(c, c + 1u, c + 2u, c + 3u) % params.cols;
+// The broadcast weight (or pos_weight, when `pos`) of elements 4q .. 4q + 3.
+fn broadcast4(q: u32, pos: bool) -> vec4<f32> {
+    let i = vec4<u32>(params.first + 4u * q) + vec4<u32>(0u, 1u, 2u, 3u);
+    var k = vec4<u32>(0u);
+    let count = select(params.weight_count, params.pos_count, pos);
+    for (var r = 0u; r < count; r++) {
+        let run = select(params.weight_runs[r], params.pos_runs[r], pos);
+        k += (i / run.x) % run.y * run.z;
+    }
     if (pos) {
         return vec4<f32>(pos_weight[k.x], pos_weight[k.y], pos_weight[k.z], pos_weight[k.w]);
     }
@@ -85,7 +94,7 @@ fn weight4(q: u32) -> vec4<f32> {
         return vec4<f32>(weight[i], weight[i + 1u], weight[i + 2u], weight[i + 3u]);
     }
     if ((FLAGS & 2u) != 0u) {
-        return col4(q, false);
+        return broadcast4(q, false);
     }
     return vec4<f32>(1.0);
 }
@@ -153,7 +162,7 @@ fn eval(q: u32) -> Eval {
         let sig = select(tiny, big, v >= vec4<f32>(0.0));
         let sig_neg = select(big, tiny, v >= vec4<f32>(0.0));
         if ((FLAGS & 4u) != 0u) {
-            let pw = col4(q, true);
+            let pw = broadcast4(q, true);
             let sp = max(-v, vec4<f32>(0.0)) + log1p_01v(ex);
             e.loss = (1.0 - t) * v + (1.0 + (pw - 1.0) * t) * sp;
             e.dx = (1.0 - t) * sig - pw * t * sig_neg;

@@ -179,6 +179,28 @@ fn every_op_eval_and_grad_on_every_adapter() {
         cases.push(("bce-with-logits", args, e, g));
     }
     {
+        // A pos_weight that varies along the rows (dim 0) and broadcasts along the columns.
+        let rows: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 * 0.5).collect();
+        write(&p("pw_rows.npy"), &rows, &[n, 1]);
+        let full = wgpu_loss::reference::broadcast_to(&rows, &[n, 1], &[n, c]).unwrap();
+        let red = Reduction::Sum;
+        let e = pointwise::forward(Pointwise::BceWithLogits, &x, &labels, c, None, Some(&full), red, nc);
+        let g =
+            pointwise::backward(Pointwise::BceWithLogits, &x, &labels, c, None, Some(&full), &[1.0], red, nc)
+                .0;
+        let args = vec![
+            "--input".into(),
+            f("x.npy"),
+            "--target".into(),
+            f("labels.npy"),
+            "--pos-weight".into(),
+            f("pw_rows.npy"),
+            "--reduction".into(),
+            "sum".into(),
+        ];
+        cases.push(("bce-with-logits", args, e, g));
+    }
+    {
         let args = vec![
             "--input".into(),
             f("x.npy"),
@@ -410,6 +432,24 @@ fn errors_exit_non_zero_with_one_message_and_write_nothing() {
         &dir,
         &["eval", "mse", "--input", &p("short.npy"), "--target", &p("x.npy"), "--output", o],
         "short.npy",
+    );
+    // A --pos-weight of [2] for an input [2, 3]: its last dim is neither 1 nor 3.
+    write(Path::new(&p("pw2.npy")), &[1.0f32, 2.0], &[2]);
+    fails(
+        &dir,
+        &[
+            "eval",
+            "bce-with-logits",
+            "--input",
+            &p("x.npy"),
+            "--target",
+            &p("bad_p.npy"),
+            "--pos-weight",
+            &p("pw2.npy"),
+            "--output",
+            o,
+        ],
+        "--pos-weight",
     );
     // A failing run leaves an existing output untouched.
     std::fs::write(&out, b"keep").unwrap();

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
+use wgpu_loss::reference::broadcast_to;
 use wgpu_loss::reference::pointwise::{self as reference, Pointwise};
 use wgpu_loss::{
     Bce, BceWithLogits, Device, Error, Huber, KlDiv, KlReduction, L1, Mse, Reduction, SmoothL1, Tensor,
@@ -16,7 +17,7 @@ const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction:
 struct Case<'a> {
     loss: Pointwise,
     weight: Option<(&'a [f32], &'a [usize])>,
-    pos_weight: Option<&'a [f32]>,
+    pos_weight: Option<(&'a [f32], &'a [usize])>,
     /// kl_div's batchmean (else `reduction` as given).
     batchmean: bool,
 }
@@ -36,8 +37,7 @@ impl<'a> Case<'a> {
         red: Reduction,
     ) -> (Tensor, Tensor, Option<Tensor>) {
         let w = self.weight.map(|(w, s)| dev.tensor(w, s).unwrap());
-        let cols = *x.shape().last().unwrap_or(&1);
-        let pw = self.pos_weight.map(|p| dev.tensor(p, &[cols]).unwrap());
+        let pw = self.pos_weight.map(|(p, s)| dev.tensor(p, s).unwrap());
         macro_rules! with_target {
             ($l:expr) => {{
                 let l = $l;
@@ -109,12 +109,15 @@ impl<'a> Case<'a> {
             self.weight.is_some(),
             self.pos_weight.is_some()
         );
-        let weight = self.weight.map(|w| w.0);
-        let want = reference::forward(self.loss, x, y, cols, weight, self.pos_weight, red, divisor);
+        // The reference takes weights at the input's shape, broadcast by coordinates.
+        let full = |w: Option<(&[f32], &[usize])>| w.map(|(w, s)| broadcast_to(w, s, shape).unwrap());
+        let (weight, pos_weight) = (full(self.weight), full(self.pos_weight));
+        let (weight, pos_weight) = (weight.as_deref(), pos_weight.as_deref());
+        let want = reference::forward(self.loss, x, y, cols, weight, pos_weight, red, divisor);
         let got = loss.to_vec().unwrap();
         assert_close(&format!("{what} forward"), &got, &want, tol.sum(n));
         let (want_dx, want_dy) =
-            reference::backward(self.loss, x, y, cols, weight, self.pos_weight, &g, red, divisor);
+            reference::backward(self.loss, x, y, cols, weight, pos_weight, &g, red, divisor);
         assert_close(&format!("{what} dx"), &dx.to_vec().unwrap(), &want_dx, tol);
         if let Some(dy) = dy {
             assert_close(&format!("{what} dy"), &dy.to_vec().unwrap(), &want_dy, tol);
@@ -209,8 +212,11 @@ fn weights_and_pos_weight() {
                 let (x, y) = data(loss, n, &mut rng);
                 for red in REDUCTIONS {
                     for weight in [Some((&full[..], shape)), Some((&per_col[..], &[cols][..])), None] {
-                        let pos: &[Option<&[f32]>] =
-                            if loss == Pointwise::BceWithLogits { &[None, Some(&pw)] } else { &[None] };
+                        let pos: &[Option<(&[f32], &[usize])>] = if loss == Pointwise::BceWithLogits {
+                            &[None, Some((&pw, &[cols]))]
+                        } else {
+                            &[None]
+                        };
                         for &pos_weight in pos {
                             let case = Case { loss, weight, pos_weight, batchmean: false };
                             case.check(dev, &x, &y, shape, red, Tol::ELEMENT);
@@ -218,6 +224,99 @@ fn weights_and_pos_weight() {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Weights and positive weights of any shape that broadcasts to the input (numpy's rules), on
+/// the normal devices and on ones whose small binding limit splits the input into chunks.
+#[test]
+fn weights_broadcast_along_any_dims() {
+    let mut rng = Rng::new(37);
+    let shape = [2usize, 5, 3, 4];
+    let n: usize = shape.iter().product();
+    let operands: &[&[usize]] =
+        &[&[5, 1, 1], &[1], &[], &[4], &[3, 1], &[2, 1, 1, 4], &[1, 5, 1, 4], &[2, 1, 3, 1]];
+    let values: Vec<Vec<f32>> = operands
+        .iter()
+        .map(|s| rng.values(s.iter().product(), 1.0).iter().map(|v| v + 1.5).collect())
+        .collect();
+    for dev in devices() {
+        for loss in [Pointwise::Bce, Pointwise::BceWithLogits] {
+            let (x, y) = data(loss, n, &mut rng);
+            for (k, (&s, w)) in operands.iter().zip(&values).enumerate() {
+                let other = (&values[(k + 1) % operands.len()][..], operands[(k + 1) % operands.len()]);
+                let pos_weight = (loss == Pointwise::BceWithLogits).then_some(other);
+                let case = Case { loss, weight: Some((w, s)), pos_weight, batchmean: false };
+                for red in REDUCTIONS {
+                    case.check(dev, &x, &y, &shape, red, Tol::ELEMENT);
+                }
+            }
+        }
+    }
+    // 40 000 elements in chunks of at most 64 KiB of each input: the chunks' first elements
+    // index the runs from their offset.
+    let big = [4usize, 10, 25, 40];
+    let n: usize = big.iter().product();
+    let pw: Vec<f32> = rng.values(10, 1.0).iter().map(|v| v + 1.5).collect();
+    let w: Vec<f32> = rng.values(4 * 40, 1.0).iter().map(|v| v + 1.5).collect();
+    for dev in small_binding_devices() {
+        let (x, y) = data(Pointwise::BceWithLogits, n, &mut rng);
+        let case = Case {
+            loss: Pointwise::BceWithLogits,
+            weight: Some((&w, &[4, 1, 1, 40])),
+            pos_weight: Some((&pw, &[10, 1, 1])),
+            batchmean: false,
+        };
+        for red in REDUCTIONS {
+            case.check(dev, &x, &y, &big, red, Tol::ELEMENT);
+        }
+    }
+}
+
+/// PyTorch's values for a positive weight along the class dim and a weight along the last.
+#[test]
+fn broadcast_weights_match_pytorch() {
+    // x = torch.arange(12.).reshape(1, 3, 2, 2) * 0.5 - 2.5
+    // y = (torch.arange(12) % 3 == 0).float().reshape(1, 3, 2, 2)
+    // pw = torch.tensor([1., 2., 3.]).reshape(3, 1, 1); w = torch.tensor([0.5, 2.])
+    // F.binary_cross_entropy_with_logits(x, y, weight=w, pos_weight=pw, reduction='none')
+    let want = [
+        1.2894449234,
+        0.2538561821,
+        0.1007066369,
+        2.6265234947,
+        0.2370384932,
+        1.3862943649,
+        0.4740769863,
+        2.6265234947,
+        0.8507066369,
+        0.7615680695,
+        1.2894449234,
+        6.0971746445,
+    ];
+    // ... reduction='sum' = 17.9933586121
+    // F.binary_cross_entropy(torch.sigmoid(x), y, weight=pw) = 2.7080895901
+    let x: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.5).collect();
+    let y: Vec<f32> = (0..12).map(|i| (i % 3 == 0) as u8 as f32).collect();
+    let p: Vec<f32> = x.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
+    let shape = [1, 3, 2, 2];
+    for dev in devices() {
+        let t = |v: &[f32], s: &[usize]| dev.tensor(v, s).unwrap();
+        let logits =
+            BceWithLogits::default().weight(t(&[0.5, 2.0], &[2])).pos_weight(t(&[1.0, 2.0, 3.0], &[3, 1, 1]));
+        let got = logits.clone().reduction(Reduction::None).forward(&t(&x, &shape), &t(&y, &shape)).unwrap();
+        assert_close(&format!("{} none", common::label(dev)), &got.to_vec().unwrap(), &want, Tol::ELEMENT);
+        let sum = logits.reduction(Reduction::Sum).forward(&t(&x, &shape), &t(&y, &shape)).unwrap();
+        assert_close("sum", &[sum.item().unwrap()], &[17.9933586121], Tol::ELEMENT.sum(12));
+        let bce =
+            Bce::default().weight(t(&[1.0, 2.0, 3.0], &[3, 1, 1])).forward(&t(&p, &shape), &t(&y, &shape));
+        assert_close("bce mean", &[bce.unwrap().item().unwrap()], &[2.7080895901], Tol::ELEMENT.sum(12));
+        // More dims than the input, or a dim that is neither 1 nor the input's: refused.
+        for bad in [&[1usize, 1, 3, 2, 2][..], &[2, 1, 1]] {
+            let w = t(&vec![1.0; bad.iter().product()], bad);
+            let e = Bce::default().weight(w).forward(&t(&p, &shape), &t(&y, &shape)).unwrap_err();
+            assert!(matches!(e, Error::Shape { .. }), "{bad:?}: {e}");
         }
     }
 }
@@ -239,7 +338,7 @@ fn pytorch_golden_values() {
             Tol::scaled(100.0),
         );
         assert_close("bce_with_logits extremes", &got, &[100.0, 100.0, ln2, ln2], Tol::scaled(100.0));
-        let pw = Case { pos_weight: Some(&[3.0]), ..c(Pointwise::BceWithLogits) };
+        let pw = Case { pos_weight: Some((&[3.0], &[1])), ..c(Pointwise::BceWithLogits) };
         assert_close(
             "pos_weight",
             &pw.check(dev, &[0.0], &[1.0], &[1], none, Tol::ELEMENT),

@@ -5,9 +5,10 @@ use super::loss::{
     Tolerance, Variant, WeightKind, Work, numel,
 };
 use crate::data::Rng;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::pointwise::{Bce, BceWithLogits, Huber, KlDiv, KlReduction, L1, Mse, SmoothL1, SoftMargin};
 use crate::reference::pointwise::{self as reference, Pointwise};
+use crate::reference::{broadcast_to, class_dim};
 use crate::tensor::Tensor;
 
 const PLAIN: &[LossReduction] = &[LossReduction::None, LossReduction::Mean, LossReduction::Sum];
@@ -51,18 +52,37 @@ fn divisor(a: &Args) -> f64 {
     }
 }
 
+/// A weight broadcast to the input's shape (numpy's rules), or the error the library gives.
+fn expanded(
+    op: &'static str,
+    what: &str,
+    weight: Option<&Array>,
+    shape: &[usize],
+) -> Result<Option<Vec<f64>>> {
+    let Some(w) = weight else { return Ok(None) };
+    broadcast_to(&w.data, &w.shape, shape).map(Some).ok_or_else(|| {
+        Error::shape(op, format!("{what} {:?} does not broadcast to the input {shape:?}", w.shape))
+    })
+}
+
 fn reference_forward(op: &'static str, a: &Args) -> Result<Vec<f64>> {
     let y = a.values_target(op)?;
-    let (w, pw) = (a.weight.as_ref().map(|w| &w.data[..]), a.pos_weight.as_ref().map(|p| &p.data[..]));
+    let shape = &a.input.shape;
+    let w = expanded(op, "weight", a.weight.as_ref(), shape)?;
+    let pw = expanded(op, "pos_weight", a.pos_weight.as_ref(), shape)?;
     let (f, r) = (formula(op, &a.options), a.options.reduction.plain());
-    Ok(reference::forward(f, &a.input.data, &y.data, cols(&a.input.shape), w, pw, r, divisor(a)))
+    let (w, pw) = (w.as_deref(), pw.as_deref());
+    Ok(reference::forward(f, &a.input.data, &y.data, cols(shape), w, pw, r, divisor(a)))
 }
 
 fn reference_backward(op: &'static str, a: &Args, g: &[f64]) -> Result<Vec<f64>> {
     let y = a.values_target(op)?;
-    let (w, pw) = (a.weight.as_ref().map(|w| &w.data[..]), a.pos_weight.as_ref().map(|p| &p.data[..]));
+    let shape = &a.input.shape;
+    let w = expanded(op, "weight", a.weight.as_ref(), shape)?;
+    let pw = expanded(op, "pos_weight", a.pos_weight.as_ref(), shape)?;
     let (f, r) = (formula(op, &a.options), a.options.reduction.plain());
-    Ok(reference::backward(f, &a.input.data, &y.data, cols(&a.input.shape), w, pw, g, r, divisor(a)).0)
+    let (w, pw) = (w.as_deref(), pw.as_deref());
+    Ok(reference::backward(f, &a.input.data, &y.data, cols(shape), w, pw, g, r, divisor(a)).0)
 }
 
 /// Inputs with values in [−scale, scale) and targets drawn by `target`.
@@ -84,14 +104,17 @@ fn regression(rng: &mut Rng, shape: &[usize], _: &Options, _: &Variant) -> Args 
     pair(rng, shape, (-2.0, 2.0), |r, n| r.values(n, 2.0))
 }
 
-/// Element weights (the input's shape) and `pos_weight` per column, when the variant asks.
+/// Element weights (the input's shape) and `pos_weight` along the class dim (dim 1 of a batch,
+/// `[C, 1, …]`, broadcast over the batch and the other dims), when the variant asks.
 fn weights(rng: &mut Rng, a: &mut Args, v: &Variant) {
     let shape = a.input.shape.clone();
     if v.has(Extra::Weight) {
         a.weight = Some(Array::from_f32(&rng.uniform(numel(&shape), 0.5, 1.5), &shape));
     }
     if v.has(Extra::PosWeight) {
-        a.pos_weight = Some(Array::from_f32(&rng.uniform(cols(&shape), 0.5, 2.0), &[cols(&shape)]));
+        let mut classes = shape[class_dim(&shape)..].to_vec();
+        classes[1..].fill(1);
+        a.pos_weight = Some(Array::from_f32(&rng.uniform(numel(&classes), 0.5, 2.0), &classes));
     }
 }
 

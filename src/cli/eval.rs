@@ -128,35 +128,24 @@ fn ops_with(what: impl Fn(&Loss) -> bool) -> String {
     names.join(", ")
 }
 
-/// `data` of `from` broadcast to `to` (numpy's rules), or an error naming `option`.
-fn broadcast(option: &str, data: &[f32], from: &[usize], to: &[usize]) -> Result<Vec<f32>, CliError> {
-    let bad = || CliError(format!("{option}: shape {from:?} does not broadcast to the input's shape {to:?}"));
-    if from.len() > to.len() {
-        return Err(bad());
+/// A `--weight` or `--pos-weight` file of shape `from`, checked to broadcast to the input's
+/// shape `to` (numpy's rules; the library broadcasts it without materialising it).
+fn broadcastable(
+    option: &str,
+    path: &Path,
+    data: Vec<f32>,
+    from: Vec<usize>,
+    to: &[usize],
+) -> Result<Array, CliError> {
+    let lead = to.len().checked_sub(from.len());
+    let fits = lead.is_some_and(|lead| from.iter().zip(&to[lead..]).all(|(&f, &t)| f == 1 || f == t));
+    if !fits {
+        return Err(CliError(format!(
+            "{option} {}: shape {from:?} does not broadcast to the input's shape {to:?}",
+            path.display()
+        )));
     }
-    let pad = to.len() - from.len();
-    let mut strides = vec![0usize; to.len()];
-    let mut stride = 1usize;
-    for i in (0..from.len()).rev() {
-        let d = from[i];
-        if d != 1 && d != to[pad + i] {
-            return Err(bad());
-        }
-        strides[pad + i] = if d == 1 { 0 } else { stride };
-        stride = stride.saturating_mul(d);
-    }
-    // Both shapes come from files whose data filled them: their element counts fit.
-    let n = crate::ops::saturating_product(to);
-    let mut out = Vec::with_capacity(n);
-    for flat in 0..n {
-        let (mut rem, mut src) = (flat, 0);
-        for i in (0..to.len()).rev() {
-            src += (rem % to[i]) * strides[i];
-            rem /= to[i];
-        }
-        out.push(data[src]);
-    }
-    Ok(out)
+    Ok(Array::from_f32(&data, &from))
 }
 
 /// One `eval` or `grad`, loaded from its files and checked, before any device is involved.
@@ -207,7 +196,7 @@ impl Job {
         args.weight = match (loss.weight, &a.weight) {
             (WeightKind::Elements, Some(p)) => {
                 let (w, ws) = npy::read_f32("--weight", p)?;
-                Some(Array::from_f32(&broadcast("--weight", &w, &ws, &xs)?, &xs))
+                Some(broadcastable("--weight", p, w, ws, &xs)?)
             }
             (WeightKind::Classes, Some(p)) => {
                 let (w, ws) = npy::read_f32("--weight", p)?;
@@ -230,9 +219,8 @@ impl Job {
                 return Err(CliError(format!("--pos-weight is only for {}", ops_with(|l| l.pos_weight))));
             }
             (Some(p), true) => {
-                let per_column = pos_weight_per_column(p, &xs)?;
-                let cols = per_column.len();
-                args.pos_weight = Some(Array::from_f32(&per_column, &[cols]));
+                let (w, ws) = npy::read_f32("--pos-weight", p)?;
+                args.pos_weight = Some(broadcastable("--pos-weight", p, w, ws, &xs)?);
             }
             (None, _) => {}
         }
@@ -298,23 +286,4 @@ fn load_target(a: &OpArgs, loss: &Loss, xs: &[usize]) -> Result<Option<Target>, 
             }
         }
     }
-}
-
-/// bce-with-logits' pos_weight broadcast to the input and checked to vary only along the last
-/// dim (the kernels take one value per column).
-fn pos_weight_per_column(path: &Path, xs: &[usize]) -> Result<Vec<f32>, CliError> {
-    let (p, ps) = npy::read_f32("--pos-weight", path)?;
-    let full = broadcast("--pos-weight", &p, &ps, xs)?;
-    let cols = *xs.last().unwrap_or(&1);
-    if cols == 0 || full.is_empty() {
-        return Ok(vec![1.0; cols]);
-    }
-    let first = full[..cols.min(full.len())].to_vec();
-    if full.chunks(cols).any(|row| row != first.as_slice()) {
-        return Err(CliError(format!(
-            "--pos-weight {}: values that vary along other dims than the last are not supported",
-            path.display()
-        )));
-    }
-    Ok(first)
 }

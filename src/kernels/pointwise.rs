@@ -10,22 +10,31 @@ use crate::gpu::spec::{Binding, EntrySpec, InputPath, KernelSpec, LoopBound};
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct Params {
     pub(crate) n: u32,
-    pub(crate) cols: u32,
     pub(crate) first: u32,
     pub(crate) part_base: u32,
     pub(crate) beta: f32,
     pub(crate) scale: f32,
-    pub(crate) _pad: [u32; 2],
+    /// The runs of the broadcast weight and pos_weight in use (`ops::broadcast`).
+    pub(crate) weight_count: u32,
+    pub(crate) pos_count: u32,
+    pub(crate) _pad: u32,
+    /// `[inner, size, stride, 0]` per run of the broadcast weight.
+    pub(crate) weight_runs: [[u32; 4]; MAX_RUNS],
+    /// The same for `pos_weight`.
+    pub(crate) pos_runs: [[u32; 4]; MAX_RUNS],
 }
-const _: () = assert!(size_of::<Params>() == 32);
+const _: () = assert!(size_of::<Params>() == 160);
+
+/// The most runs of a broadcast operand the kernel follows (the WGSL's `array<vec4<u32>, 4>`).
+pub(crate) const MAX_RUNS: usize = 4;
 
 /// The input.
 pub const X: Binding = Binding::staged("x", 1);
 /// The target.
 pub const Y: Binding = Binding::staged("y", 2);
-/// The elementwise (or broadcast last-dim) weight.
+/// The element weight: the input's shape, or broadcast to it.
 pub const WEIGHT: Binding = Binding::read("weight", 3);
-/// `pos_weight` of bce_with_logits, along the last dim.
+/// `pos_weight` of bce_with_logits, broadcast to the input.
 pub const POS_WEIGHT: Binding = Binding::read("pos_weight", 4);
 /// The output: per-element losses, or the workgroups' partial sums.
 pub const OUT: Binding = Binding::read_write("out", 5);
@@ -37,8 +46,9 @@ pub const DY: Binding = Binding::read_write("dy", 7);
 pub const STATUS: Binding = Binding::read_write("status", 8);
 
 /// The loop iterations of one invocation: `forward_partials` loops over its ITEMS quads, the
-/// other entries over the four lanes of one quad. Fixed, whatever the size.
-pub(crate) const TRIPS: u64 = SUM_ITEMS as u64 + 8;
+/// other entries over the four lanes of one quad, and each quad over the runs of two broadcast
+/// operands. Fixed, whatever the size.
+pub(crate) const TRIPS: u64 = SUM_ITEMS as u64 * (1 + 2 * MAX_RUNS as u64) + 8 + 2 * MAX_RUNS as u64;
 const _: () = assert!(TRIPS <= crate::gpu::device::MIN_LOOP_BUDGET);
 const FIXED: LoopBound = LoopBound::fixed(|_| TRIPS);
 

@@ -6,6 +6,7 @@
 //! share; `budget` plans within the software adapters' loop budget.
 
 pub mod bandwidth;
+pub(crate) mod broadcast;
 pub(crate) mod budget;
 pub(crate) mod class_rows;
 pub mod cross_entropy;
@@ -154,14 +155,6 @@ pub(crate) fn saturating_product(dims: &[usize]) -> usize {
         return 0;
     }
     dims.iter().fold(1usize, |a, &d| a.saturating_mul(d))
-}
-
-/// The rows and columns of a tensor viewed as (rows, last dim).
-pub(crate) fn rows_cols(shape: &[usize]) -> (usize, usize) {
-    match shape.split_last() {
-        Some((&c, lead)) => (saturating_product(lead), c),
-        None => (1, 1),
-    }
 }
 
 /// A tensor viewed as `(outer, cols, inner)` around one dim: the rows of a softmax over that dim,

@@ -12,8 +12,9 @@
 //! mean and sum, a tensor of the input's shape for [`Reduction::None`]). Losses whose target
 //! gradient PyTorch defines also have `backward_with_target`, which returns both.
 
+use super::broadcast::Runs;
 use super::reduce::{Finish, finish, parts_for};
-use super::{Reduction, SUM_CHUNK, SUM_WG, check_u32, rows_cols, sum_constants};
+use super::{Reduction, SUM_CHUNK, SUM_WG, check_u32, sum_constants};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
@@ -43,8 +44,16 @@ enum Formula {
 }
 
 const WEIGHT_FULL: u32 = 1;
-const WEIGHT_COLS: u32 = 2;
+const WEIGHT_BROADCAST: u32 = 2;
 const HAS_POS_WEIGHT: u32 = 4;
+
+/// How the weights are read: the FLAGS constant and the runs of the broadcast ones.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    flags: u32,
+    weight: Runs,
+    pos_weight: Runs,
+}
 
 /// How per-element values are combined: kept, summed, or summed and divided by a count.
 #[derive(Clone, Copy, Debug)]
@@ -81,8 +90,8 @@ impl<'a> Job<'a> {
         Job { op, formula, beta: 0.0, input, target, weight: None, pos_weight: None }
     }
 
-    /// Checks devices and shapes; returns the FLAGS constant.
-    fn validate(&self) -> Result<u32> {
+    /// Checks devices and shapes; returns how the weights are read.
+    fn validate(&self) -> Result<Layout> {
         let (op, input) = (self.op, self.input);
         let dev = input.device();
         let mut devices = vec![self.target.device()];
@@ -98,27 +107,20 @@ impl<'a> Job<'a> {
             ));
         }
         check_u32(op, input.numel())?;
-        let (_, cols) = rows_cols(&input.shape);
-        let mut flags = 0;
+        let mut layout = Layout { flags: 0, weight: Runs::NONE, pos_weight: Runs::NONE };
         match self.weight {
-            Some(w) if w.shape == input.shape => flags |= WEIGHT_FULL,
-            Some(w) if w.shape == [cols] => flags |= WEIGHT_COLS,
+            Some(w) if w.shape == input.shape => layout.flags |= WEIGHT_FULL,
             Some(w) => {
-                return Err(Error::shape(
-                    op,
-                    format!("weight must be {:?} or ({cols}), got {:?}", input.shape, w.shape),
-                ));
+                layout.weight = Runs::of(op, "weight", &w.shape, &input.shape)?;
+                layout.flags |= WEIGHT_BROADCAST;
             }
             None => {}
         }
-        match self.pos_weight {
-            Some(p) if p.shape == [cols] => flags |= HAS_POS_WEIGHT,
-            Some(p) => {
-                return Err(Error::shape(op, format!("pos_weight must be ({cols}), got {:?}", p.shape)));
-            }
-            None => {}
+        if let Some(p) = self.pos_weight {
+            layout.pos_weight = Runs::of(op, "pos_weight", &p.shape, &input.shape)?;
+            layout.flags |= HAS_POS_WEIGHT;
         }
-        Ok(flags)
+        Ok(layout)
     }
 
     fn constants(&self, flags: u32, g_per_element: bool, want_dy: bool) -> Vec<(&'static str, f64)> {
@@ -159,7 +161,7 @@ impl<'a> Job<'a> {
         &self,
         entry: &'static str,
         constants: &[(&'static str, f64)],
-        flags: u32,
+        layout: Layout,
         out: &Storage,
         partials: bool,
         per_element: &[(Binding, &wgpu::Buffer)],
@@ -168,12 +170,11 @@ impl<'a> Job<'a> {
     ) -> Result<()> {
         let dev = self.input.device();
         let n = self.input.numel();
-        let (_, cols) = rows_cols(&self.input.shape);
         let (x, y) = (self.input.storage.buffer(), self.target.storage.buffer());
         let path = KernelId::Pointwise.input_path(dev, &[(x, n), (y, n)])?;
         let pipe = KernelId::Pointwise.pipeline_for(dev, path, entry, constants)?;
         let full_weight =
-            (flags & WEIGHT_FULL != 0).then(|| self.weight.map(|w| w.storage.buffer())).flatten();
+            (layout.flags & WEIGHT_FULL != 0).then(|| self.weight.map(|w| w.storage.buffer())).flatten();
         let mut row_bytes = vec![4u64; 2 + per_element.len() + full_weight.is_some() as usize];
         if !partials {
             row_bytes.push(4);
@@ -207,12 +208,15 @@ impl<'a> Job<'a> {
             binds.extend(whole.iter().map(|&(binding, buf)| Bind::all(binding, buf)));
             let params = Params {
                 n: len as u32,
-                cols: cols.max(1) as u32,
                 first: chunk.start as u32,
                 part_base: (chunk.start as u64 / EW_CHUNK) as u32,
                 beta: self.beta,
                 scale,
-                _pad: [0; 2],
+                weight_count: layout.weight.count,
+                pos_count: layout.pos_weight.count,
+                _pad: 0,
+                weight_runs: layout.weight.runs,
+                pos_runs: layout.pos_weight.runs,
             };
             let groups = if partials { len.div_ceil(EW_CHUNK) } else { len.div_ceil(4 * SUM_WG as u64) };
             dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &[])?;
@@ -226,7 +230,7 @@ impl<'a> Job<'a> {
     }
 
     fn record_forward(&self, scale: Scale) -> Result<Tensor> {
-        let flags = self.validate()?;
+        let layout = self.validate()?;
         let dev: &Device = self.input.device();
         let n = self.input.numel();
         let (status, check) = self.status()?;
@@ -234,8 +238,8 @@ impl<'a> Job<'a> {
         let whole = [(STATUS, status.buffer())];
         if let Scale::None = scale {
             let out = Storage::alloc(dev, n as u64 * 4)?;
-            let constants = self.constants(flags, false, false);
-            self.run("forward_none", &constants, flags, &out, false, &[], &whole, 0.0)?;
+            let constants = self.constants(layout.flags, false, false);
+            self.run("forward_none", &constants, layout, &out, false, &[], &whole, 0.0)?;
             return Ok(Tensor { storage: out, shape: self.input.shape.clone(), checks });
         }
         let n_parts = parts_for(n, EW_CHUNK);
@@ -243,8 +247,8 @@ impl<'a> Job<'a> {
         if n == 0 {
             dev.record(|enc| enc.clear_buffer(parts.buffer(), 0, Some(4)));
         }
-        let constants = self.constants(flags, false, false);
-        self.run("forward_partials", &constants, flags, &parts, true, &[], &whole, 0.0)?;
+        let constants = self.constants(layout.flags, false, false);
+        self.run("forward_partials", &constants, layout, &parts, true, &[], &whole, 0.0)?;
         match scale {
             Scale::Sum => finish(dev, &parts, n_parts, false, Finish::Sum, 0.0, checks),
             Scale::Mean(count) => finish(dev, &parts, n_parts, false, Finish::MeanCount, count, checks),
@@ -263,7 +267,7 @@ impl<'a> Job<'a> {
         scale: Scale,
         want_dy: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let flags = self.validate()?;
+        let layout = self.validate()?;
         let dev: &Device = self.input.device();
         same_device(self.op, dev, &[grad.device()])?;
         let n = self.input.numel();
@@ -292,7 +296,7 @@ impl<'a> Job<'a> {
         checks.extend(grad.checks.iter().cloned());
         let dx = Storage::alloc(dev, n as u64 * 4)?;
         let dy = Storage::alloc(dev, if want_dy { n as u64 * 4 } else { 4 })?;
-        let constants = self.constants(flags, per_element, want_dy);
+        let constants = self.constants(layout.flags, per_element, want_dy);
         let g = grad.storage.buffer();
         let mut pe: Vec<(Binding, &wgpu::Buffer)> = Vec::new();
         let mut whole: Vec<(Binding, &wgpu::Buffer)> = vec![(STATUS, status.buffer())];
@@ -306,7 +310,7 @@ impl<'a> Job<'a> {
         } else {
             whole.push((DY, dy.buffer()));
         }
-        self.run("backward", &constants, flags, &dx, false, &pe, &whole, factor)?;
+        self.run("backward", &constants, layout, &dx, false, &pe, &whole, factor)?;
         let shape = self.input.shape.clone();
         let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });
         Ok((Tensor { storage: dx, shape, checks }, dy))
@@ -376,9 +380,12 @@ impl Default for Huber {
 /// 100, not infinity. The gradient divides by `max((1 − p)·p, 1e-12)` as PyTorch does. An input
 /// outside [0, 1] (NaN included) makes reading the result fail with
 /// [`Error::InputOutOfRange`]. Targets may be soft (any value in [0, 1]).
+///
+/// `weight` broadcasts to the input's shape by numpy's rules, as in PyTorch (see
+/// [`BceWithLogits`]).
 #[derive(Clone, Debug, Default)]
 pub struct Bce {
-    /// Elementwise weight (input's shape) or per-column weight `(C)`.
+    /// Element weights of any shape that broadcasts to the input's.
     pub weight: Option<Tensor>,
     /// How the per-element losses are reduced (default mean).
     pub reduction: Reduction,
@@ -392,12 +399,34 @@ pub struct Bce {
 /// uses a series for `log(1 + z)`, not `log(1 + z)` itself. The gradient is
 /// `w · [σ(x)·(1 + (p − 1)·y) − p·y]` (σ(x) − y without `pos_weight`).
 ///
-/// `weight` has the input's shape or one value per last-dim column `(C)`; `pos_weight` is `(C)`.
+/// `weight` and `pos_weight` broadcast to the input's shape by numpy's (and PyTorch's) rules:
+/// dims aligned from the right, each 1 or the input's size, no more dims than the input. A
+/// `[C]` `pos_weight` runs along the last dim, a `[C, 1, 1]` one along the class dim of a
+/// `[N, C, H, W]` input, a `[1]` one everywhere; neither is materialised at the input's size.
+/// An operand whose varying dims form more than four separate groups (possible only past 8
+/// dims) is an [`Error::Shape`].
+///
+/// ```
+/// use wgpu_loss::{BceWithLogits, Device, Reduction};
+/// let dev = Device::new()?;
+/// // A [2, 2, 1] input with one positive weight per class (dim 1).
+/// let x = dev.tensor(&[0.0; 4], &[2, 2, 1])?;
+/// let y = dev.tensor(&[1.0; 4], &[2, 2, 1])?;
+/// let pos = dev.tensor(&[1.0, 3.0], &[2, 1])?;
+/// let loss = BceWithLogits::default().pos_weight(pos).reduction(Reduction::None);
+/// let ln2 = std::f32::consts::LN_2;
+/// let want = [ln2, 3.0 * ln2, ln2, 3.0 * ln2];
+/// for (got, want) in loss.forward(&x, &y)?.to_vec()?.iter().zip(want) {
+///     assert!((got - want).abs() < 1e-6);
+/// }
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct BceWithLogits {
-    /// Elementwise weight (input's shape) or per-column weight `(C)`.
+    /// Element weights of any shape that broadcasts to the input's.
     pub weight: Option<Tensor>,
-    /// Weight of positive examples per column `(C)`.
+    /// Weight of positive examples, of any shape that broadcasts to the input's (usually one
+    /// per class).
     pub pos_weight: Option<Tensor>,
     /// How the per-element losses are reduced (default mean).
     pub reduction: Reduction,
@@ -564,7 +593,7 @@ impl BceWithLogits {
         self
     }
 
-    /// Sets the positive weight per column.
+    /// Sets the positive weight (broadcast to the input's shape).
     pub fn pos_weight(mut self, pos_weight: Tensor) -> Self {
         self.pos_weight = Some(pos_weight);
         self

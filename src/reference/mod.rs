@@ -54,6 +54,30 @@ pub fn rows_along_dim(shape: &[usize], dim: usize) -> Vec<Vec<usize>> {
     rows_along(shape, dim)
 }
 
+/// `data` of shape `from` broadcast to the shape `to` by numpy's rules (dims aligned from the
+/// right, each 1 or equal, no more dims than `to`), element by element from its coordinates;
+/// `None` where the rules refuse.
+pub fn broadcast_to<T: Copy>(data: &[T], from: &[usize], to: &[usize]) -> Option<Vec<T>> {
+    let lead = to.len().checked_sub(from.len())?;
+    if from.iter().zip(&to[lead..]).any(|(&f, &t)| f != 1 && f != t) {
+        return None;
+    }
+    let n: usize = to.iter().product();
+    let index = |i: usize| {
+        let (mut rest, mut at, mut stride) = (i, 0, 1);
+        for d in (0..to.len()).rev() {
+            let c = rest % to[d];
+            rest /= to[d];
+            if d >= lead && from[d - lead] != 1 {
+                at += c * stride;
+                stride *= from[d - lead];
+            }
+        }
+        at
+    };
+    Some((0..n).map(|i| data[index(i)]).collect())
+}
+
 /// The class dim of a loss input: 1, or 0 for an unbatched `(C)` input.
 pub(crate) fn class_dim(shape: &[usize]) -> usize {
     if shape.len() == 1 { 0 } else { 1 }

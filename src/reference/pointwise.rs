@@ -128,12 +128,14 @@ impl Pointwise {
     }
 }
 
-/// Weight of element `i` of `n` in rows of `cols`: elementwise (`n` values) or per column.
+/// Weight of element `i` of `n` in rows of `cols`: elementwise (`n` values) or per column (a
+/// weight of another shape is first broadcast with [`super::broadcast_to`]).
 fn weight_at<T: Real>(weight: Option<&[T]>, i: usize, n: usize, cols: usize) -> f64 {
     weight.map_or(1.0, |w| if w.len() == n { w[i].into() } else { w[i % cols].into() })
 }
 
-/// The loss per element over rows of `cols`, times the weight (elementwise or per column),
+/// The loss per element over rows of `cols`, times the weight (elementwise or per column; so is
+/// `pos_weight`),
 /// reduced; `mean_divisor` is the mean's divisor (the element count, or the batch size for
 /// `batchmean`). A NaN input gives NaN, as does `y < 0` for `KlDiv(false)`.
 #[allow(clippy::too_many_arguments)]
@@ -151,7 +153,7 @@ pub fn forward<T: Real>(
     let losses = (0..n)
         .map(|i| {
             let (xi, yi): (f64, f64) = (x[i].into(), y[i].into());
-            let pw = pos_weight.map_or(1.0, |p| p[i % cols].into());
+            let pw = weight_at(pos_weight, i, n, cols);
             loss.value(xi, yi, pw) * weight_at(weight, i, n, cols)
         })
         .collect();
@@ -176,7 +178,7 @@ pub fn backward<T: Real>(
     (0..n)
         .map(|i| {
             let s = upstream(grad, i, reduction, mean_divisor);
-            let pw = pos_weight.map_or(1.0, |p| p[i % cols].into());
+            let pw = weight_at(pos_weight, i, n, cols);
             let w = weight_at(weight, i, n, cols) * s;
             let (dx, dy) = loss.grad(x[i].into(), y[i].into(), pw);
             (dx * w, dy * w)

@@ -88,3 +88,9 @@ fn log1p_state(t: f32) -> f32 {
 fn lse_value(st: vec2<f32>) -> f32 {
     return st.x + log1p_state(st.y);
 }
+
+// The two bf16 halves of a word as f32 (element 2k in the low bits of word k): a bf16 is the
+// top 16 bits of an f32, so widening is a shift and exact.
+fn bf16_pair(w: u32) -> vec2<f32> {
+    return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
+}

@@ -44,6 +44,7 @@ pub mod catalogue;
 #[doc(hidden)]
 pub mod cli;
 pub mod data;
+pub mod dtype;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
@@ -54,7 +55,9 @@ pub mod tensor;
 pub use gpu::device;
 
 pub use device::{Device, DeviceOptions, INSTALL_HELP, MIN_LOOP_BUDGET, SOFTWARE_LOOP_BUDGET};
+pub use dtype::{DType, Element};
 pub use error::{Error, Result};
+pub use half::{bf16, f16};
 pub use kernels::KernelId;
 pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, cross_entropy};
 pub use ops::linear::{Linear, LinearGrads, LinearKernel, linear};
@@ -69,5 +72,5 @@ pub use ops::pointwise::{
     binary_accuracy, l1, mse,
 };
 pub use ops::reduce::{mean, sum};
-pub use ops::{Reduction, RowStrategy};
+pub use ops::{Outputs, Reduction, RowStrategy};
 pub use tensor::{ClassId, INPUT_USAGES, Indices, Tensor};

@@ -1,4 +1,5 @@
-//! [`Tensor`] (f32 values with a shape) and [`Indices`] (class ids) on a [`Device`].
+//! [`Tensor`] (f32, f16 or bf16 values with a shape) and [`Indices`] (class ids) on a
+//! [`Device`].
 //!
 //! Buffers come from the device's pool and go back to it on drop. Reading a tensor submits the
 //! pending work and maps only the tensor's own bytes. A tensor produced by a loss that checks its
@@ -7,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::pool::BufferKind;
@@ -54,11 +56,12 @@ impl Storage {
 }
 
 impl Storage {
-    /// The 4 bytes at element `position`, read with 4 bytes of traffic (to report a bad value).
-    pub(crate) fn read_word(&self, position: usize) -> Result<[u8; 4]> {
+    /// The 4-byte word `word` (bytes 4·word ..), read with 4 bytes of traffic (to report a bad
+    /// value).
+    pub(crate) fn read_word(&self, word: usize) -> Result<[u8; 4]> {
         let dev = &self.dev;
         let one = Storage::alloc(dev, 4)?;
-        dev.record(|enc| enc.copy_buffer_to_buffer(self.buffer(), position as u64 * 4, one.buffer(), 0, 4));
+        dev.record(|enc| enc.copy_buffer_to_buffer(self.buffer(), word as u64 * 4, one.buffer(), 0, 4));
         let bytes = pollster::block_on(read_many(dev, &[(&one, 4)]))?;
         Ok([bytes[0][0], bytes[0][1], bytes[0][2], bytes[0][3]])
     }
@@ -88,8 +91,8 @@ pub(crate) struct ValueCheck {
 pub(crate) enum CheckKind {
     /// Class ids in `0..classes` or equal to `ignore_index`.
     Classes { targets: Indices, classes: usize, ignore_index: i64 },
-    /// f32 inputs in the range `expected` names (e.g. probabilities in [0, 1]).
-    Domain { input: Arc<Storage>, expected: &'static str },
+    /// Inputs in the range `expected` names (e.g. probabilities in [0, 1]).
+    Domain { input: Arc<Storage>, dtype: DType, expected: &'static str },
 }
 
 impl ValueCheck {
@@ -106,7 +109,7 @@ impl ValueCheck {
 
     /// A check that `input` holds values in the range `expected` names.
     pub(crate) fn domain(op: &'static str, input: &Tensor, expected: &'static str) -> Result<ValueCheck> {
-        let kind = CheckKind::Domain { input: input.storage.clone(), expected };
+        let kind = CheckKind::Domain { input: input.storage.clone(), dtype: input.dtype, expected };
         Self::with_kind(op, input.device(), kind)
     }
 
@@ -132,8 +135,12 @@ impl ValueCheck {
                     ignore_index: *ignore_index,
                 })
             }
-            CheckKind::Domain { input, expected } => {
-                let value = f32::from_le_bytes(input.read_word(position)?);
+            CheckKind::Domain { input, dtype, expected } => {
+                // The word holding the element, and the element within it.
+                let per_word = 4 / dtype.size();
+                let word = input.read_word(position / per_word)?;
+                let at = position % per_word * dtype.size();
+                let value = dtype.widen(&word[at..], 1)[0];
                 Err(Error::InputOutOfRange { op: self.op, position, value, expected })
             }
         }
@@ -215,29 +222,56 @@ fn check_len(op: &'static str, len: usize, shape: &[usize]) -> Result<usize> {
     Ok(n)
 }
 
-/// f32 values with a shape, on a [`Device`]. Cheap to clone (clones share the buffer).
+/// Values with a shape and an element type ([`DType`]: f32, f16 or bf16), on a [`Device`].
+/// Cheap to clone (clones share the buffer).
+///
+/// Half-precision tensors take half the memory and half the reads; every operation computes
+/// in f32 from them (see [`crate::dtype`]).
+///
+/// ```
+/// use wgpu_loss::{DType, Device, bf16};
+/// let dev = Device::new()?;
+/// let h: Vec<bf16> = [1.0f32, -2.5, 3.0e38].iter().map(|&v| bf16::from_f32(v)).collect();
+/// let x = dev.tensor_of(&h, &[3])?;
+/// assert_eq!(x.dtype(), DType::BF16);
+/// // Read back as f32 (exact widening) or in its own type.
+/// assert_eq!(x.to_vec()?, [1.0, -2.5, bf16::from_f32(3.0e38).to_f32()]);
+/// assert_eq!(x.to_vec_of::<bf16>()?, h);
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Tensor {
     pub(crate) storage: Arc<Storage>,
     pub(crate) shape: Vec<usize>,
+    pub(crate) dtype: DType,
     pub(crate) checks: Vec<ValueCheck>,
 }
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tensor").field("shape", &self.shape).finish_non_exhaustive()
+        f.debug_struct("Tensor")
+            .field("shape", &self.shape)
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
     }
 }
 
 impl Tensor {
+    /// An f32 tensor over `storage`.
     pub(crate) fn new(storage: Arc<Storage>, shape: Vec<usize>) -> Tensor {
-        Tensor { storage, shape, checks: Vec::new() }
+        Tensor { storage, shape, dtype: DType::F32, checks: Vec::new() }
     }
 
-    /// An uninitialised output of `shape`.
+    /// An uninitialised f32 output of `shape`.
     pub(crate) fn empty(dev: &Device, shape: Vec<usize>) -> Result<Tensor> {
+        Tensor::empty_of(dev, shape, DType::F32)
+    }
+
+    /// An uninitialised output of `shape` and `dtype`.
+    pub(crate) fn empty_of(dev: &Device, shape: Vec<usize>, dtype: DType) -> Result<Tensor> {
         let n = numel(&shape)?;
-        Ok(Tensor::new(Storage::alloc(dev, n as u64 * 4)?, shape))
+        let storage = Storage::alloc(dev, dtype.bytes(n as u64))?;
+        Ok(Tensor { storage, shape, dtype, checks: Vec::new() })
     }
 
     /// Wraps an application's buffer, created on this device with [`INPUT_USAGES`]
@@ -245,7 +279,25 @@ impl Tensor {
     /// buffer is not returned to the pool. A buffer without those usages, too small, destroyed,
     /// or from another device is an error here, not in a later operation.
     pub fn from_buffer(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Tensor> {
-        Ok(Tensor::new(wrap(dev, buffer, shape, "Tensor::from_buffer")?, shape.to_vec()))
+        Tensor::from_buffer_of(dev, buffer, shape, DType::F32)
+    }
+
+    /// [`from_buffer`](Self::from_buffer) for a buffer holding `dtype` elements (halves two to a
+    /// 32-bit word, element 2k in the low 16 bits of word k, as a `&[half::bf16]` is laid out).
+    pub fn from_buffer_of(
+        dev: &Device,
+        buffer: wgpu::Buffer,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let bytes = dtype.bytes(numel(shape)? as u64);
+        let storage = wrap(dev, buffer, bytes, "Tensor::from_buffer")?;
+        Ok(Tensor { storage, shape: shape.to_vec(), dtype, checks: Vec::new() })
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The device the tensor lives on.
@@ -264,25 +316,44 @@ impl Tensor {
         numel(&self.shape).unwrap_or(usize::MAX)
     }
 
-    /// The underlying buffer (f32 from offset 0; it may be longer than the tensor).
+    /// The underlying buffer (the elements from offset 0; it may be longer than the tensor).
     pub fn buffer(&self) -> &wgpu::Buffer {
         self.storage.buffer()
     }
 
-    /// Reads the values back (async: resolves once the GPU has finished).
-    pub async fn read(&self) -> Result<Vec<f32>> {
-        let mut parts: Vec<(&Storage, u64)> = vec![(&self.storage, self.numel() as u64 * 4)];
+    /// The bytes of the elements, after the checks the tensor carries.
+    async fn read_bytes(&self) -> Result<Vec<u8>> {
+        let mut parts: Vec<(&Storage, u64)> = vec![(&self.storage, self.dtype.bytes(self.numel() as u64))];
         parts.extend(self.checks.iter().map(|c| (&*c.status, 4u64)));
-        let bytes = read_many(self.device(), &parts).await?;
+        let mut bytes = read_many(self.device(), &parts).await?;
         for (check, word) in self.checks.iter().zip(&bytes[1..]) {
             check.error(u32::from_le_bytes([word[0], word[1], word[2], word[3]]))?;
         }
-        Ok(bytemuck::pod_collect_to_vec(&bytes[0]))
+        Ok(bytes.swap_remove(0))
     }
 
-    /// Reads the values back, blocking until the GPU has finished.
+    /// Reads the values back as f32 (half types widened exactly; async: resolves once the GPU
+    /// has finished).
+    pub async fn read(&self) -> Result<Vec<f32>> {
+        Ok(self.dtype.widen(&self.read_bytes().await?, self.numel()))
+    }
+
+    /// Reads the values back as f32 (half types widened exactly), blocking until the GPU has
+    /// finished.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         pollster::block_on(self.read())
+    }
+
+    /// Reads the values back in the tensor's own element type `T` (`f32`, [`half::f16`] or
+    /// [`half::bf16`]), blocking; another `T` is an [`Error::InvalidArgument`].
+    pub fn to_vec_of<T: Element>(&self) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::invalid(
+                "Tensor::to_vec_of",
+                format!("the tensor holds {}, not {} (to_vec widens to f32)", self.dtype, T::DTYPE),
+            ));
+        }
+        Ok(bytemuck::pod_collect_to_vec(&pollster::block_on(self.read_bytes())?))
     }
 
     /// The single value of a one-element tensor (a reduced loss), read with 4 bytes of traffic.
@@ -294,11 +365,11 @@ impl Tensor {
     }
 }
 
-/// Adopts an application's buffer holding `shape`'s elements (4 bytes each) from offset 0; it
-/// never goes to the pool.
-fn wrap(dev: &Device, buffer: wgpu::Buffer, shape: &[usize], op: &'static str) -> Result<Arc<Storage>> {
+/// Adopts an application's buffer holding `bytes` bytes of elements from offset 0; it never
+/// goes to the pool.
+fn wrap(dev: &Device, buffer: wgpu::Buffer, bytes: u64, op: &'static str) -> Result<Arc<Storage>> {
     dev.ensure_alive()?;
-    wrap_check(&buffer, numel(shape)? as u64 * 4, op)?;
+    wrap_check(&buffer, bytes, op)?;
     dev.check_own_buffer(&buffer, op)?;
     Ok(Arc::new(Storage { buffer: Some(buffer), pooled: false, dev: dev.clone() }))
 }
@@ -360,7 +431,8 @@ impl Indices {
     /// Wraps an application's buffer of i32 class ids from offset 0, with the same requirements
     /// as [`Tensor::from_buffer`].
     pub fn from_buffer(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Indices> {
-        Ok(Indices { storage: wrap(dev, buffer, shape, "Indices::from_buffer")?, shape: shape.to_vec() })
+        let storage = wrap(dev, buffer, numel(shape)? as u64 * 4, "Indices::from_buffer")?;
+        Ok(Indices { storage, shape: shape.to_vec() })
     }
 
     /// The device the ids live on.
@@ -401,8 +473,15 @@ impl Device {
     /// # Ok::<(), wgpu_loss::Error>(())
     /// ```
     pub fn tensor(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        self.tensor_of(data, shape)
+    }
+
+    /// Uploads values of any [`Element`] type (`f32`, [`half::f16`], [`half::bf16`]) as a
+    /// tensor of that [`DType`] and `shape`, stored as given.
+    pub fn tensor_of<T: Element>(&self, data: &[T], shape: &[usize]) -> Result<Tensor> {
         check_len("tensor", data.len(), shape)?;
-        Ok(Tensor::new(Storage::upload(self, bytemuck::cast_slice(data))?, shape.to_vec()))
+        let storage = Storage::upload(self, bytemuck::cast_slice(data))?;
+        Ok(Tensor { storage, shape: shape.to_vec(), dtype: T::DTYPE, checks: Vec::new() })
     }
 
     /// Uploads class ids (any integer type: i64, i32, u32, usize, …) as [`Indices`] of `shape`.

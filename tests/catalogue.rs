@@ -8,9 +8,13 @@ mod common;
 use common::{devices, label};
 use wgpu_loss::catalogue::{self, Args, Array, LOSSES, Loss, LossReduction, Target, Variant};
 use wgpu_loss::data::Rng;
+use wgpu_loss::{DType, Device};
+
+/// A loss, reduction, variant and shape, with its seed.
+type Case = (&'static Loss, LossReduction, &'static Variant, &'static [usize], u64);
 
 /// Every (loss, reduction, variant, shape) with its seed.
-fn cases() -> Vec<(&'static Loss, LossReduction, &'static Variant, &'static [usize], u64)> {
+fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     for (l, loss) in LOSSES.iter().enumerate() {
         for (r, &reduction) in loss.reductions.iter().enumerate() {
@@ -51,47 +55,75 @@ fn miss(got: &[f32], want: &[f64], (abs, rel): (f64, f64)) -> Option<String> {
     worst.map(|(i, _)| format!("element {i}: got {}, want {}", got[i], want[i]))
 }
 
-#[test]
-fn every_loss_matches_its_reference_on_every_adapter() {
+/// One case on `dev` with every float operand of `dtype`, forward and backward against the
+/// reference computed from the same (rounded) values: the misses, if any. Losses come back f32,
+/// gradients (and log_softmax's, softmax's and linear's outputs) in the input's element type,
+/// compared with the tolerance `Tolerance::for_dtypes` argues (the loss's own for f32).
+fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
+    let (loss, reduction, variant, shape, seed) = case;
+    let what = format!(
+        "{} {dtype} reduction={} {} shape {:?} on {}",
+        loss.name,
+        reduction.name(),
+        variant.name,
+        shape,
+        label(dev)
+    );
+    let mut misses = Vec::new();
+    let args = loss.sample(seed, shape, variant, reduction).as_dtype(dtype);
+    let inputs = args.upload(dev).unwrap_or_else(|e| panic!("{what}: upload: {e}"));
+    let out = (loss.forward)(&inputs).unwrap_or_else(|e| panic!("{what}: forward: {e}"));
+    // log_softmax's and softmax's backward read their forward's output.
+    let through_output = matches!(loss.name, "log_softmax" | "softmax");
+    let tol = loss.tolerance.for_dtypes(dtype, out.dtype(), through_output);
+    let want = (loss.reference)(&args).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
+    if let Some(m) = miss(&out.to_vec().unwrap(), &want, tol.forward) {
+        misses.push(format!("{what}: forward {m}"));
+    }
+    let g = Rng::new(seed ^ 0x5eed).values(out.numel(), 1.0);
+    let gt = dev.tensor(&g, out.shape()).unwrap();
+    let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
+    let grad = (loss.backward)(&inputs, &out, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
+    assert_eq!(grad.shape(), &args.input.shape[..], "{what}: the gradient has the input's shape");
+    assert_eq!(grad.dtype(), dtype, "{what}: the gradient has the input's element type");
+    let tol = loss.tolerance.for_dtypes(dtype, grad.dtype(), through_output);
+    let want = (loss.reference_backward)(&args, &g64).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
+    if let Some(m) = miss(&grad.to_vec().unwrap(), &want, tol.backward) {
+        misses.push(format!("{what}: backward {m}"));
+    }
+    misses
+}
+
+/// Every case on every device in each of `dtypes`; fails listing every miss, else prints the
+/// count (to stderr directly: the harness captures `eprintln!`, and CI shows the count).
+fn check_all(dtypes: &[DType], what: &str) {
     let mut failures = Vec::new();
     let mut runs = 0;
     for dev in devices() {
-        for (loss, reduction, variant, shape, seed) in cases() {
-            let what = format!(
-                "{} reduction={} {} shape {:?} on {}",
-                loss.name,
-                reduction.name(),
-                variant.name,
-                shape,
-                label(dev)
-            );
-            let args = loss.sample(seed, shape, variant, reduction);
-            let inputs = args.upload(dev).unwrap_or_else(|e| panic!("{what}: upload: {e}"));
-            let out = (loss.forward)(&inputs).unwrap_or_else(|e| panic!("{what}: forward: {e}"));
-            let want = (loss.reference)(&args).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
-            if let Some(m) = miss(&out.to_vec().unwrap(), &want, loss.tolerance.forward) {
-                failures.push(format!("{what}: forward {m}"));
+        for &dtype in dtypes {
+            for case in cases() {
+                failures.extend(check_case(dev, case, dtype));
+                runs += 1;
             }
-            let g = Rng::new(seed ^ 0x5eed).values(out.numel(), 1.0);
-            let gt = dev.tensor(&g, out.shape()).unwrap();
-            let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
-            let grad =
-                (loss.backward)(&inputs, &out, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
-            assert_eq!(grad.shape(), &args.input.shape[..], "{what}: the gradient has the input's shape");
-            let want =
-                (loss.reference_backward)(&args, &g64).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
-            if let Some(m) = miss(&grad.to_vec().unwrap(), &want, loss.tolerance.backward) {
-                failures.push(format!("{what}: backward {m}"));
-            }
-            runs += 1;
         }
     }
     assert!(failures.is_empty(), "{} of {runs} cases differ:\n{}", failures.len(), failures.join("\n"));
-    // Written to stderr directly (the harness captures `eprintln!`) so that CI shows the count.
     let line = format!(
-        "catalogue: {runs} cases (loss x reduction x variant x shape x device) match their references\n"
+        "catalogue: {runs} {what} cases (loss x reduction x variant x shape x device) match their references\n"
     );
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+}
+
+#[test]
+fn every_loss_matches_its_reference_on_every_adapter() {
+    check_all(&[DType::F32], "f32");
+}
+
+/// Every case again with every float operand in f16 and in bf16: the kernels decode the halves
+/// and compute in f32.
+#[test]
+fn every_loss_in_half_precision_on_every_adapter() {
+    check_all(&[DType::F16, DType::BF16], "half-precision (x f16, bf16)");
 }
 
 /// Σ reference(args)·g for the input `x`.

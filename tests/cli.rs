@@ -8,9 +8,10 @@ use std::process::{Command, Output};
 
 use common::{Rng, Tol, assert_close, devices};
 use npyz::WriterBuilder;
-use wgpu_loss::Reduction;
+use wgpu_loss::cli::npy;
 use wgpu_loss::reference::pointwise::{self, Pointwise};
 use wgpu_loss::reference::{cross_entropy as ce, linear as lin, log_softmax as ls, nll as nll_ref};
+use wgpu_loss::{DType, Reduction};
 
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wgpu-loss")).args(args).output().expect("the wgpu-loss binary runs")
@@ -635,5 +636,99 @@ fn one_message_without_a_runtime_dir_and_without_doubled_prefixes() {
         assert!(!out.status.success() && stderr.contains(name), "{name}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{name}: one message, got {stderr:?}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes `values` rounded to `dtype` as numpy saves them (`<f2`, or `<V2` for bfloat16).
+fn write_half(path: &Path, values: &[f32], shape: &[usize], dtype: DType) {
+    let bits: Vec<u16> =
+        dtype.encode(values).chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+    npy::write(path, &npy::Values::Half(&bits, dtype), shape).unwrap();
+}
+
+/// Any float `.npy` (f32, f16, bf16) as f32 values, shape and element type.
+fn read_any(path: &Path) -> (Vec<f32>, Vec<usize>, DType) {
+    match npy::read("--output", path).unwrap() {
+        npy::Array::Float(v, s, d) => (v, s, d),
+        npy::Array::Ids(..) => panic!("{}: integers", path.display()),
+    }
+}
+
+/// float16 and bfloat16 files in every float role, each its own type: `eval` writes float32
+/// computed from the rounded inputs, `grad` the input's type (or float32 with `--grad-dtype
+/// f32`); float64 and other void types are one clear message.
+#[test]
+fn half_precision_files_in_and_out() {
+    let dir = scratch("half");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let mut rng = Rng::new(61);
+    let (n, c) = (6, 5);
+    let x = rng.values(n * c, 3.0);
+    let y = rng.values(n * c, 3.0);
+    let t: Vec<i64> = vec![0, 4, -100, 2, 1, 3];
+    write_half(Path::new(&p("x_bf16.npy")), &x, &[n, c], DType::BF16);
+    write_half(Path::new(&p("x_f16.npy")), &x, &[n, c], DType::F16);
+    write_half(Path::new(&p("y_bf16.npy")), &y, &[n, c], DType::BF16);
+    write(Path::new(&p("t.npy")), &t, &[n]);
+    let xb: Vec<f32> = x.iter().map(|&v| DType::BF16.round(v)).collect();
+    let xh: Vec<f32> = x.iter().map(|&v| DType::F16.round(v)).collect();
+    let yb: Vec<f32> = y.iter().map(|&v| DType::BF16.round(v)).collect();
+    let ce_loss = ce::cross_entropy_nd(&xb, &[n, c], &t, None, -100, 0.0, Reduction::Mean).unwrap();
+    let ce_grad =
+        ce::cross_entropy_backward(&xb, &[n, c], &t, None, -100, 0.0, Reduction::Mean, &[1.0f32]).unwrap();
+    let nc = (n * c) as f64;
+    let mse = pointwise::forward(Pointwise::Mse, &xh, &yb, c, None, None, Reduction::Mean, nc);
+    let mse_grad =
+        pointwise::backward(Pointwise::Mse, &xh, &yb, c, None, None, &[1.0], Reduction::Mean, nc).0;
+    let bf16_grad = Tol { abs: 1e-6, rel: 2f64.powi(-8) };
+    let f16_grad = Tol { abs: 1e-6, rel: 2f64.powi(-11) };
+    for backend in backends() {
+        let o = p("out.npy");
+        let run = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend(["--backend", backend, "--output", &o]);
+            ok(&cli(&all), &format!("{args:?} on {backend}"));
+            read_any(Path::new(&o))
+        };
+        let ce_args = ["cross-entropy", "--input", &p("x_bf16.npy"), "--target", &p("t.npy")];
+        let (v, s, d) = run(&[&["eval"][..], &ce_args].concat());
+        assert_eq!((s.as_slice(), d), (&[][..], DType::F32), "eval writes float32");
+        assert_close(&format!("{backend} ce bf16 eval"), &v, &ce_loss, Tol::ELEMENT);
+        let (v, s, d) = run(&[&["grad"][..], &ce_args].concat());
+        assert_eq!((s.as_slice(), d), (&[n, c][..], DType::BF16), "grad writes the input's type");
+        assert_close(&format!("{backend} ce bf16 grad"), &v, &ce_grad, bf16_grad);
+        let (v, _, d) = run(&[&["grad"][..], &ce_args, &["--grad-dtype", "f32"]].concat());
+        assert_eq!(d, DType::F32);
+        assert_close(&format!("{backend} ce grad f32"), &v, &ce_grad, Tol::ELEMENT);
+        // Mixed: an f16 input and a bf16 target.
+        let mse_args = ["mse", "--input", &p("x_f16.npy"), "--target", &p("y_bf16.npy")];
+        let (v, _, d) = run(&[&["eval"][..], &mse_args].concat());
+        assert_eq!(d, DType::F32);
+        assert_close(&format!("{backend} mse mixed eval"), &v, &mse, Tol::ELEMENT.sum(n * c));
+        let (v, _, d) = run(&[&["grad"][..], &mse_args].concat());
+        assert_eq!(d, DType::F16);
+        assert_close(&format!("{backend} mse mixed grad"), &v, &mse_grad, f16_grad);
+        // log-softmax's eval output is float32 whatever the input.
+        let (v, s, d) = run(&["eval", "log-softmax", "--input", &p("x_f16.npy")]);
+        assert_eq!((s.as_slice(), d), (&[n, c][..], DType::F32));
+        assert_close(&format!("{backend} log-softmax f16"), &v, &ls::log_softmax(&xh, c), Tol::ELEMENT);
+    }
+    // float64, and a void type that is not bfloat16: one message each, nothing written.
+    write(Path::new(&p("x64.npy")), &x.iter().map(|&v| v as f64).collect::<Vec<_>>(), &[n, c]);
+    let o = p("out2.npy");
+    fails(
+        &dir,
+        &["eval", "mse", "--input", &p("x64.npy"), "--target", &p("x_f16.npy"), "--output", &o],
+        "float64",
+    );
+    let mut v4 = std::fs::read(p("x_bf16.npy")).unwrap();
+    let at = v4.windows(3).position(|w| w == b"<V2").unwrap();
+    v4[at + 2] = b'4';
+    std::fs::write(p("x_v4.npy"), &v4).unwrap();
+    fails(
+        &dir,
+        &["eval", "mse", "--input", &p("x_v4.npy"), "--target", &p("x_f16.npy"), "--output", &o],
+        "V4",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

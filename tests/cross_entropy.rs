@@ -668,7 +668,11 @@ fn confident_rows_keep_their_digits() {
             let loss = CrossEntropy::default().reduction(Reduction::None).strategy(strategy);
             let got = loss.forward(&xt, &tt).unwrap().to_vec().unwrap();
             // log_softmax's log-probability of the dominant class is −log1p(3·e^−g).
-            let lp = wgpu_loss::LogSoftmax { dim: -1, strategy }.forward(&xt).unwrap().to_vec().unwrap();
+            let lp = wgpu_loss::LogSoftmax { dim: -1, strategy, ..Default::default() }
+                .forward(&xt)
+                .unwrap()
+                .to_vec()
+                .unwrap();
             for (r, &g) in gaps.iter().enumerate() {
                 let tol = Tol { abs: 0.0, rel: confident_tolerance(g) };
                 assert_close(&format!("{what} cross_entropy g = {g}"), &got[r..r + 1], &want[r..r + 1], tol);

@@ -116,13 +116,13 @@ fn pointwise_and_reductions_over_empty_inputs_with_huge_dims() {
                     )+};
                 }
                 check!(
-                    Mse { reduction },
-                    L1 { reduction },
+                    Mse::default().reduction(reduction),
+                    L1::default().reduction(reduction),
                     SmoothL1::default().reduction(reduction),
                     Huber::default().reduction(reduction),
                     Bce::default().reduction(reduction),
                     BceWithLogits::default().reduction(reduction),
-                    KlDiv { reduction: kl(reduction), log_target: false }
+                    KlDiv::default().reduction(kl(reduction))
                 );
             }
         }

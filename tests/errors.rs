@@ -58,7 +58,10 @@ fn shape_and_option_errors() {
     assert!(is_shape(CrossEntropy::default().weight(dev.tensor(&[1.0; 2], &[2]).unwrap()).forward(&x, &t2)));
     assert!(is_invalid(CrossEntropy::default().ignore_index(1 << 40).forward(&x, &t2)));
     assert!(is_invalid(CrossEntropy::default().strategy(RowStrategy::Segment(3)).forward(&x, &t2)));
-    assert!(is_invalid(wgpu_loss::LogSoftmax { strategy: RowStrategy::Segment(256), dim: -1 }.forward(&x)));
+    assert!(is_invalid(
+        wgpu_loss::LogSoftmax { strategy: RowStrategy::Segment(256), dim: -1, ..Default::default() }
+            .forward(&x)
+    ));
     assert!(is_shape(wgpu_loss::log_softmax(&dev.tensor(&[1.0], &[]).unwrap())));
     assert!(matches!(
         wgpu_loss::cross_entropy(&dev.tensor(&[], &[2, 0]).unwrap(), &t2),

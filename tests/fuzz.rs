@@ -70,7 +70,7 @@ fn npy_file(version: u8, descr: &str, fortran: bool, shape: &str, data: &[u8]) -
     out
 }
 
-const DESCRS: [(&str, usize); 12] = [
+const DESCRS: [(&str, usize); 15] = [
     ("'<f4'", 4),
     ("'<i8'", 8),
     ("'<i4'", 4),
@@ -83,6 +83,9 @@ const DESCRS: [(&str, usize); 12] = [
     ("'|O'", 8),
     ("[('a', '<f4')]", 4),
     ("'<U3'", 12),
+    ("'<V2'", 2),
+    ("'|V2'", 2),
+    ("'>f2'", 2),
 ];
 
 /// A random shape literal, its element count when small.
@@ -217,7 +220,7 @@ fn npy_reader() {
         let bytes = if rng.below(5) == 0 { base } else { mutate(&mut rng, base) };
         let result = guarded(&|| hex(&bytes), || npy::parse(&bytes));
         match result {
-            Ok(npy::Array::F32(v, s)) => {
+            Ok(npy::Array::Float(v, s, _)) => {
                 assert_eq!(Some(v.len()), numel(&s), "{}", hex(&bytes));
                 parsed += 1;
             }
@@ -434,7 +437,7 @@ fn cli_arguments() {
         parsed += outcome.0 as usize;
         loaded += outcome.1 as usize;
         match outcome.2 {
-            Some(Ok((values, shape))) => {
+            Some(Ok((values, shape, _))) => {
                 assert_eq!(Some(values.len()), numel(&shape), "{args:?}");
                 ran += 1;
             }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers from the bottom up: a file may use files of its own layer or of lower ones.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("errors and data", &["src/error.rs", "src/data.rs"]),
+    ("errors, data and element types", &["src/error.rs", "src/data.rs", "src/dtype.rs"]),
     ("gpu", &["src/gpu/"]),
     ("tensors", &["src/tensor.rs"]),
     ("kernels", &["src/kernels/"]),

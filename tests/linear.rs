@@ -23,7 +23,7 @@ fn check(dev: &Device, m: usize, n: usize, k: usize, bias: bool, rng: &mut Rng) 
     // A dot product of k terms of size ≤ 1: absolute error grows like k·ε.
     let tol = Tol { abs: 2e-6 * k as f64, rel: 1e-5 };
     for kernel in [LinearKernel::Auto, LinearKernel::Tiled, LinearKernel::Blocked] {
-        let got = Linear { kernel }
+        let got = Linear { kernel, ..Default::default() }
             .forward(&dev.tensor(&x, &[m, k]).unwrap(), &dev.tensor(&w, &[n, k]).unwrap(), bias_t.as_ref())
             .unwrap()
             .to_vec()

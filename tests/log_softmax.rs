@@ -19,14 +19,14 @@ fn check(dev: &Device, x: &[f32], shape: &[usize], strategy: RowStrategy, scale:
     let cols = *shape.last().unwrap();
     let t = dev.tensor(x, shape).unwrap();
     let what = format!("{} {shape:?} {strategy:?}", common::label(dev));
-    let got = LogSoftmax { strategy, dim: -1 }.forward(&t).unwrap().to_vec().unwrap();
+    let got = LogSoftmax { strategy, dim: -1, ..Default::default() }.forward(&t).unwrap().to_vec().unwrap();
     assert_close(
         &format!("log_softmax {what}"),
         &got,
         &reference::log_softmax(x, cols),
         Tol::scaled(scale).sum(cols),
     );
-    let sm = Softmax { strategy, dim: -1 }.forward(&t).unwrap().to_vec().unwrap();
+    let sm = Softmax { strategy, dim: -1, ..Default::default() }.forward(&t).unwrap().to_vec().unwrap();
     assert_close(&format!("softmax {what}"), &sm, &reference::softmax(x, cols), Tol::ELEMENT.sum(cols));
     got
 }
@@ -169,7 +169,7 @@ fn any_dim_forward_and_backward() {
             let d = dim.rem_euclid(3) as usize;
             for strategy in [RowStrategy::Auto, RowStrategy::Segment(4)] {
                 let what = format!("{} dim {dim} {strategy:?}", common::label(dev));
-                let ls = LogSoftmax { strategy, dim };
+                let ls = LogSoftmax { strategy, dim, ..Default::default() };
                 let y = ls.forward(&xt).unwrap();
                 let yv = y.to_vec().unwrap();
                 assert_close(
@@ -185,7 +185,7 @@ fn any_dim_forward_and_backward() {
                     &reference::log_softmax_backward(&yv, &g, &shape, d),
                     Tol::ELEMENT.sum(5),
                 );
-                let sm = Softmax { strategy, dim };
+                let sm = Softmax { strategy, dim, ..Default::default() };
                 let p = sm.forward(&xt).unwrap();
                 let pv = p.to_vec().unwrap();
                 assert_close(
@@ -216,7 +216,7 @@ fn backward_on_wide_rows_and_chunks() {
     let g = rng.values(n, 1.0);
     for dev in devices().iter().chain(small_binding_devices()) {
         for strategy in [RowStrategy::Auto, RowStrategy::WorkgroupPerRow] {
-            let ls = LogSoftmax { strategy, dim: -1 };
+            let ls = LogSoftmax { strategy, dim: -1, ..Default::default() };
             let y = ls.forward(&dev.tensor(&x, &shape).unwrap()).unwrap();
             let yv = y.to_vec().unwrap();
             let dx = ls.backward(&y, &dev.tensor(&g, &shape).unwrap()).unwrap().to_vec().unwrap();
@@ -259,7 +259,7 @@ fn rows_at_large_magnitude_are_exact_to_a_few_ulp_of_the_output() {
         let want = wgpu_loss::reference::log_softmax::log_softmax(&x, 301);
         for dev in devices() {
             for strategy in STRATEGIES {
-                let got = LogSoftmax { dim: -1, strategy }
+                let got = LogSoftmax { dim: -1, strategy, ..Default::default() }
                     .forward(&dev.tensor(&x, &shape).unwrap())
                     .unwrap()
                     .to_vec()

@@ -33,7 +33,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// `linear` forward of x `(m, k)` and W `(n, k)` with a bias, by `kernel`.
 fn check_linear(dev: &Device, kernel: LinearKernel, m: usize, n: usize, k: usize, rng: &mut Rng) {
     let (x, w, b) = (rng.values(m * k, 1.0), rng.values(n * k, 1.0), rng.values(n, 1.0));
-    let got = Linear { kernel }
+    let got = Linear { kernel, ..Default::default() }
         .forward(
             &dev.tensor(&x, &[m, k]).unwrap(),
             &dev.tensor(&w, &[n, k]).unwrap(),
@@ -62,7 +62,7 @@ fn check_rows(dev: &Device, shape: &[usize], dim: usize, strategy: RowStrategy, 
     let (x, g) = (rng.values(n, 4.0), rng.values(n, 1.0));
     let (xt, gt) = (dev.tensor(&x, shape).unwrap(), dev.tensor(&g, shape).unwrap());
     let what = format!("{} {shape:?} dim {dim} {strategy:?}", common::label(dev));
-    let ls = LogSoftmax { dim: dim as isize, strategy };
+    let ls = LogSoftmax { dim: dim as isize, strategy, ..Default::default() };
     let y = ls.forward(&xt).unwrap();
     let yv = y.to_vec().unwrap();
     let tol = Tol::scaled(4.0).sum(cols);
@@ -70,7 +70,7 @@ fn check_rows(dev: &Device, shape: &[usize], dim: usize, strategy: RowStrategy, 
     let dx = ls.backward(&y, &gt).unwrap().to_vec().unwrap();
     let want = ls_ref::log_softmax_backward(&yv, &g, shape, dim);
     assert_close(&format!("log_softmax backward {what}"), &dx, &want, Tol::ELEMENT.sum(cols));
-    let sm = Softmax { dim: dim as isize, strategy };
+    let sm = Softmax { dim: dim as isize, strategy, ..Default::default() };
     let p = sm.forward(&xt).unwrap();
     let pv = p.to_vec().unwrap();
     let tol = Tol::ELEMENT.sum(cols);
@@ -179,7 +179,7 @@ fn linear_forward_k_at_the_budget() {
         let x = dev.tensor(&vec![1.0; 2 * k], &[2, k]).unwrap();
         let w = dev.tensor(&vec![1.0; 3 * k], &[3, k]).unwrap();
         for kernel in [LinearKernel::Tiled, LinearKernel::Blocked] {
-            let y = Linear { kernel }.forward(&x, &w, None).unwrap().to_vec().unwrap();
+            let y = Linear { kernel, ..Default::default() }.forward(&x, &w, None).unwrap().to_vec().unwrap();
             assert_eq!(y, [k as f32; 6], "{} {kernel:?}", common::label(dev));
         }
     }

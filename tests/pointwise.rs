@@ -410,17 +410,26 @@ fn nan_propagates_and_infinities_follow_pytorch() {
         let y = t(&[0.0, 0.0]);
         let none = Reduction::None;
         let g2 = t(&[1.0, 1.0]);
-        assert_eq!(Mse { reduction: none }.forward(&x, &y).unwrap().to_vec().unwrap(), [f32::INFINITY; 2]);
-        assert_eq!(L1 { reduction: none }.forward(&x, &y).unwrap().to_vec().unwrap(), [f32::INFINITY; 2]);
+        assert_eq!(
+            Mse::default().reduction(none).forward(&x, &y).unwrap().to_vec().unwrap(),
+            [f32::INFINITY; 2]
+        );
+        assert_eq!(
+            L1::default().reduction(none).forward(&x, &y).unwrap().to_vec().unwrap(),
+            [f32::INFINITY; 2]
+        );
         assert_eq!(
             Huber::default().reduction(none).forward(&x, &y).unwrap().to_vec().unwrap(),
             [f32::INFINITY; 2]
         );
         assert_eq!(
-            Mse { reduction: none }.backward(&x, &y, &g2).unwrap().to_vec().unwrap(),
+            Mse::default().reduction(none).backward(&x, &y, &g2).unwrap().to_vec().unwrap(),
             [f32::INFINITY, f32::NEG_INFINITY]
         );
-        assert_eq!(L1 { reduction: none }.backward(&x, &y, &g2).unwrap().to_vec().unwrap(), [1.0, -1.0]);
+        assert_eq!(
+            L1::default().reduction(none).backward(&x, &y, &g2).unwrap().to_vec().unwrap(),
+            [1.0, -1.0]
+        );
         assert_eq!(
             Huber::default().delta(2.0).reduction(none).backward(&x, &y, &g2).unwrap().to_vec().unwrap(),
             [2.0, -2.0]
@@ -483,7 +492,10 @@ fn options_and_shapes_are_checked() {
         "mean needs a one-value gradient"
     );
     let g1 = dev.tensor(&[1.0], &[]).unwrap();
-    assert!(matches!(Mse { reduction: Reduction::None }.backward(&x, &x, &g1), Err(Error::Shape { .. })));
+    assert!(matches!(
+        Mse::default().reduction(Reduction::None).backward(&x, &x, &g1),
+        Err(Error::Shape { .. })
+    ));
     let s = dev.tensor(&[1.0], &[]).unwrap();
     assert!(matches!(
         KlDiv::default().reduction(KlReduction::BatchMean).forward(&s, &s),

@@ -43,7 +43,7 @@ proptest! {
             let got = ce.forward(&logits, &dev.indices(&t, &[n]).unwrap()).unwrap().to_vec().unwrap();
             let want = reference::cross_entropy::cross_entropy(&x, c, &t, weighted.then_some(w.as_slice()), ignore, red).unwrap();
             assert_close(&format!("{} ce", common::label(dev)), &got, &want, Tol::scaled(scale as f64).sum(n * c));
-            let ls = wgpu_loss::LogSoftmax { strategy: strat, dim: -1 }.forward(&logits).unwrap().to_vec().unwrap();
+            let ls = wgpu_loss::LogSoftmax { strategy: strat, dim: -1, ..Default::default() }.forward(&logits).unwrap().to_vec().unwrap();
             assert_close(&format!("{} log_softmax", common::label(dev)), &ls, &reference::log_softmax::log_softmax(&x, c), Tol::scaled(scale as f64).sum(c));
         }
     }
@@ -138,14 +138,14 @@ proptest! {
         for dev in devices() {
             let (xt, yt, gt) = (dev.tensor(&x, &[n]).unwrap(), dev.tensor(&y, &[n]).unwrap(), dev.tensor(&g, g_shape).unwrap());
             let (dx, dy) = match loss {
-                Pointwise::Mse => { let (a, b) = wgpu_loss::Mse { reduction: red }.backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
-                Pointwise::L1 => { let (a, b) = wgpu_loss::L1 { reduction: red }.backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
-                Pointwise::SmoothL1(b) => { let (a, b) = wgpu_loss::SmoothL1 { beta: b as f32, reduction: red }.backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
-                Pointwise::Huber(d) => { let (a, b) = wgpu_loss::Huber { delta: d as f32, reduction: red }.backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
+                Pointwise::Mse => { let (a, b) = wgpu_loss::Mse::default().reduction(red).backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
+                Pointwise::L1 => { let (a, b) = wgpu_loss::L1::default().reduction(red).backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
+                Pointwise::SmoothL1(b) => { let (a, b) = wgpu_loss::SmoothL1::default().beta(b as f32).reduction(red).backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
+                Pointwise::Huber(d) => { let (a, b) = wgpu_loss::Huber::default().delta(d as f32).reduction(red).backward_with_target(&xt, &yt, &gt).unwrap(); (a, Some(b)) }
                 Pointwise::Bce => (wgpu_loss::Bce::default().reduction(red).backward(&xt, &yt, &gt).unwrap(), None),
                 Pointwise::KlDiv(lt) => {
                     let r = match red { Reduction::None => wgpu_loss::KlReduction::None, Reduction::Mean => wgpu_loss::KlReduction::Mean, Reduction::Sum => wgpu_loss::KlReduction::Sum };
-                    let (a, b) = wgpu_loss::KlDiv { log_target: lt, reduction: r }.backward_with_target(&xt, &yt, &gt).unwrap();
+                    let (a, b) = wgpu_loss::KlDiv { log_target: lt, reduction: r, ..Default::default() }.backward_with_target(&xt, &yt, &gt).unwrap();
                     (a, Some(b))
                 }
                 _ => unreachable!(),

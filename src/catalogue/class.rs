@@ -74,6 +74,7 @@ fn cross_entropy(i: &Inputs) -> Result<CrossEntropy> {
         ignore_index: i.options.ignore_index,
         reduction: i.options.reduction.without_batchmean("cross_entropy")?,
         label_smoothing: i.options.label_smoothing,
+        outputs: i.options.outputs,
         ..Default::default()
     })
 }
@@ -163,6 +164,7 @@ fn nll(i: &Inputs) -> Result<Nll> {
         weight: i.weight.clone(),
         ignore_index: i.options.ignore_index,
         reduction: i.options.reduction.without_batchmean("nll")?,
+        outputs: i.options.outputs,
     })
 }
 

@@ -51,8 +51,8 @@ pub(super) static LOG_SOFTMAX: Loss = Loss {
     variants: DIMS,
     test_shapes: SHAPES,
     generate: |rng, shape, _, _| input(rng, shape, 4.0),
-    forward: |i| LogSoftmax::default().dim(i.options.dim).forward(&i.input),
-    backward: |i, y, g| LogSoftmax::default().dim(i.options.dim).backward(y, g),
+    forward: |i| LogSoftmax::default().dim(i.options.dim).outputs(i.options.outputs).forward(&i.input),
+    backward: |i, y, g| LogSoftmax::default().dim(i.options.dim).outputs(i.options.outputs).backward(y, g),
     reference: log_softmax_reference,
     reference_backward: |a, g| {
         let dim = resolve_dim("log_softmax", a.options.dim, a.input.shape.len())?;
@@ -77,8 +77,8 @@ pub(super) static SOFTMAX: Loss = Loss {
     variants: DIMS,
     test_shapes: SHAPES,
     generate: |rng, shape, _, _| input(rng, shape, 4.0),
-    forward: |i| Softmax::default().dim(i.options.dim).forward(&i.input),
-    backward: |i, y, g| Softmax::default().dim(i.options.dim).backward(y, g),
+    forward: |i| Softmax::default().dim(i.options.dim).outputs(i.options.outputs).forward(&i.input),
+    backward: |i, y, g| Softmax::default().dim(i.options.dim).outputs(i.options.outputs).backward(y, g),
     reference: softmax_reference,
     reference_backward: |a, g| {
         let dim = resolve_dim("softmax", a.options.dim, a.input.shape.len())?;
@@ -125,7 +125,9 @@ pub(super) static LINEAR: Loss = Loss {
     test_shapes: &[&[3, 4, 5], &[1, 7, 2], &[70, 9, 33]],
     generate: |rng, shape, _, v| linear_inputs(rng, shape, v),
     forward: |i| linear(&i.input, weight_tensor(i)?, i.bias.as_ref()),
-    backward: |i, _, g| Ok(Linear::default().backward(&i.input, weight_tensor(i)?, g)?.input),
+    backward: |i, _, g| {
+        Ok(Linear::default().outputs(i.options.outputs).backward(&i.input, weight_tensor(i)?, g)?.input)
+    },
     reference: |a| {
         let (w, k) = weight("linear", a)?;
         let bias = a.bias.as_ref().map(|b| &b.data[..]);

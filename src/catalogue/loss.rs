@@ -1,10 +1,12 @@
 //! The catalogue's vocabulary: a [`Loss`] and the host and device data it is called with.
 
 use crate::data::Rng;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
-use crate::ops::Reduction;
+use crate::ops::{Outputs, Reduction};
 use crate::tensor::{Indices, Tensor};
+use half::{bf16, f16};
 
 /// A float array on the host: f64 values (f32 data widened exactly, so that the references and
 /// finite differences share it) and a shape.
@@ -12,25 +14,48 @@ use crate::tensor::{Indices, Tensor};
 pub struct Array {
     pub data: Vec<f64>,
     pub shape: Vec<usize>,
+    /// The element type the values are uploaded as (they are exact in it).
+    pub dtype: DType,
 }
 
 impl Array {
     pub fn new(data: Vec<f64>, shape: Vec<usize>) -> Array {
-        Array { data, shape }
+        Array { data, shape, dtype: DType::F32 }
     }
 
     /// f32 values widened.
     pub fn from_f32(data: &[f32], shape: &[usize]) -> Array {
-        Array { data: data.iter().map(|&v| v as f64).collect(), shape: shape.to_vec() }
+        Array::new(data.iter().map(|&v| v as f64).collect(), shape.to_vec())
     }
 
-    /// The values as f32 (exact for data that came from f32).
+    /// Values of `dtype` widened (f16 and bf16 values are exact in f32).
+    pub fn of_dtype(data: &[f32], shape: &[usize], dtype: DType) -> Array {
+        Array { dtype, ..Array::from_f32(data, shape) }
+    }
+
+    /// The values as f32 (exact for data that came from f32 or a half type).
     pub fn f32s(&self) -> Vec<f32> {
         self.data.iter().map(|&v| v as f32).collect()
     }
 
+    /// The values rounded to `dtype` (nearest, ties to even): what a kernel reads from them
+    /// uploaded as `dtype`, and what the reference then computes from.
+    pub fn rounded(&self, dtype: DType) -> Array {
+        let data = self.data.iter().map(|&v| dtype.round(v as f32) as f64).collect();
+        Array { data, shape: self.shape.clone(), dtype }
+    }
+
     fn upload(&self, dev: &Device) -> Result<Tensor> {
-        dev.tensor(&self.f32s(), &self.shape)
+        let values = self.f32s();
+        match self.dtype {
+            DType::F32 => dev.tensor(&values, &self.shape),
+            DType::F16 => {
+                dev.tensor_of(&values.iter().map(|&v| f16::from_f32(v)).collect::<Vec<_>>(), &self.shape)
+            }
+            DType::BF16 => {
+                dev.tensor_of(&values.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>(), &self.shape)
+            }
+        }
     }
 }
 
@@ -95,6 +120,8 @@ pub struct Options {
     pub log_target: bool,
     /// log_softmax and softmax: the dimension (negative counts from the end).
     pub dim: isize,
+    /// The element type of gradients and of log_softmax's, softmax's and linear's outputs.
+    pub outputs: Outputs,
 }
 
 impl Default for Options {
@@ -107,6 +134,7 @@ impl Default for Options {
             delta: 1.0,
             log_target: false,
             dim: -1,
+            outputs: Outputs::AsInputs,
         }
     }
 }
@@ -143,7 +171,24 @@ impl Args {
         Args { input, target: None, weight: None, bias: None, pos_weight: None, options: Options::default() }
     }
 
-    /// The data on `dev`.
+    /// The same call with every float operand (input, float target, weights, bias) rounded to
+    /// `dtype` and uploaded as `dtype`.
+    pub fn as_dtype(&self, dtype: DType) -> Args {
+        let round = |a: &Option<Array>| a.as_ref().map(|a| a.rounded(dtype));
+        Args {
+            input: self.input.rounded(dtype),
+            target: match &self.target {
+                Some(Target::Values(a)) => Some(Target::Values(a.rounded(dtype))),
+                other => other.clone(),
+            },
+            weight: round(&self.weight),
+            bias: round(&self.bias),
+            pos_weight: round(&self.pos_weight),
+            ..self.clone()
+        }
+    }
+
+    /// The data on `dev`, each array in its own element type.
     pub fn upload(&self, dev: &Device) -> Result<Inputs> {
         let opt = |a: &Option<Array>| a.as_ref().map(|a| a.upload(dev)).transpose();
         Ok(Inputs {
@@ -274,6 +319,29 @@ pub enum Work {
 pub struct Tolerance {
     pub forward: (f64, f64),
     pub backward: (f64, f64),
+}
+
+impl Tolerance {
+    /// The tolerance of an output of element type `out` computed from inputs of `inputs`, the
+    /// reference taking the same rounded inputs (widened exactly), so only what happens after
+    /// the inputs counts. The math is f32 whatever the inputs, so an f32 output keeps the f32
+    /// tolerance. An output rounded to a half type adds its rounding, half an ulp: 2⁻⁹ (bf16)
+    /// or 2⁻¹² (f16) relative, compared at twice that, u = 2⁻⁸ or 2⁻¹¹; an absolute u·2⁻¹⁴ covers
+    /// f16's subnormal gradients. A backward that reads its forward's half output (log_softmax,
+    /// softmax: g − e^y·Σg, y·(g − Σg·y)) also carries y's rounding through the row sum: an
+    /// absolute u·max|g| more (g here is at most 1): `through_output`.
+    pub fn for_dtypes(self, inputs: DType, out: DType, through_output: bool) -> Tolerance {
+        let unit = |d: DType| match d {
+            DType::F32 => 0.0,
+            DType::F16 => 2f64.powi(-11),
+            DType::BF16 => 2f64.powi(-8),
+        };
+        let widen =
+            |(abs, rel): (f64, f64), u: f64, extra_abs: f64| (abs + u * 2f64.powi(-14) + extra_abs, rel + u);
+        let u = unit(out);
+        let carried = if through_output { unit(inputs) } else { 0.0 };
+        Tolerance { forward: widen(self.forward, u, 0.0), backward: widen(self.backward, u, carried) }
+    }
 }
 
 /// One loss (or function) of the catalogue.

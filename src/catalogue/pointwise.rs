@@ -157,24 +157,34 @@ macro_rules! gpu {
     };
 }
 
-gpu!(mse_forward, mse_backward, "mse", |i| Mse { reduction: i.options.reduction.without_batchmean("mse")? });
-gpu!(l1_forward, l1_backward, "l1", |i| L1 { reduction: i.options.reduction.without_batchmean("l1")? });
+gpu!(mse_forward, mse_backward, "mse", |i| Mse {
+    reduction: i.options.reduction.without_batchmean("mse")?,
+    outputs: i.options.outputs
+});
+gpu!(l1_forward, l1_backward, "l1", |i| L1 {
+    reduction: i.options.reduction.without_batchmean("l1")?,
+    outputs: i.options.outputs
+});
 gpu!(smooth_l1_forward, smooth_l1_backward, "smooth_l1", |i| SmoothL1 {
     beta: i.options.beta,
-    reduction: i.options.reduction.without_batchmean("smooth_l1")?
+    reduction: i.options.reduction.without_batchmean("smooth_l1")?,
+    outputs: i.options.outputs
 });
 gpu!(huber_forward, huber_backward, "huber", |i| Huber {
     delta: i.options.delta,
-    reduction: i.options.reduction.without_batchmean("huber")?
+    reduction: i.options.reduction.without_batchmean("huber")?,
+    outputs: i.options.outputs
 });
 gpu!(bce_forward, bce_backward, "bce", |i| Bce {
     weight: i.weight.clone(),
-    reduction: i.options.reduction.without_batchmean("bce")?
+    reduction: i.options.reduction.without_batchmean("bce")?,
+    outputs: i.options.outputs
 });
 gpu!(bce_with_logits_forward, bce_with_logits_backward, "bce_with_logits", |i| BceWithLogits {
     weight: i.weight.clone(),
     pos_weight: i.pos_weight.clone(),
-    reduction: i.options.reduction.without_batchmean("bce_with_logits")?
+    reduction: i.options.reduction.without_batchmean("bce_with_logits")?,
+    outputs: i.options.outputs
 });
 gpu!(kl_div_forward, kl_div_backward, "kl_div", |i| KlDiv {
     log_target: i.options.log_target,
@@ -183,10 +193,12 @@ gpu!(kl_div_forward, kl_div_backward, "kl_div", |i| KlDiv {
         LossReduction::Mean => KlReduction::Mean,
         LossReduction::Sum => KlReduction::Sum,
         LossReduction::BatchMean => KlReduction::BatchMean,
-    }
+    },
+    outputs: i.options.outputs
 });
 gpu!(soft_margin_forward, soft_margin_backward, "soft_margin", |i| SoftMargin {
-    reduction: i.options.reduction.without_batchmean("soft_margin")?
+    reduction: i.options.reduction.without_batchmean("soft_margin")?,
+    outputs: i.options.outputs
 });
 
 /// A pointwise catalogue entry; `$name` is a literal, the rest differ per loss.

@@ -13,8 +13,10 @@ use clap::{Args, ValueEnum};
 use super::common::{AdapterArgs, CliError};
 use super::npy::{self, Array as NpyArray};
 use crate::catalogue::{self, Array, Loss, LossReduction, Opt, Target, TargetKind, WeightKind};
+use crate::dtype::DType;
 use crate::error::Error;
 use crate::gpu::device::Device;
+use crate::ops::Outputs;
 
 /// A function of the catalogue, by its CLI name.
 #[derive(Clone, Copy, Debug)]
@@ -70,10 +72,11 @@ pub struct OpArgs {
     /// The function.
     #[arg(value_enum)]
     pub op: Op,
-    /// The input (float32 .npy).
+    /// The input (.npy of float32, float16, or bfloat16 saved as `<V2`).
     #[arg(long)]
     pub input: PathBuf,
-    /// The target: float32 values or probabilities, or int64/int32 class ids.
+    /// The target: float values or probabilities (any of the input's float types, each file
+    /// its own), or int64/int32 class ids.
     #[arg(long)]
     pub target: Option<PathBuf>,
     /// Class weights (cross-entropy, nll), element weights (bce, bce-with-logits) or the linear
@@ -102,11 +105,24 @@ pub struct OpArgs {
     /// log-softmax and softmax: the dimension (negative counts from the end).
     #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
     pub dim: isize,
+    /// grad: the gradient's element type: the input's (float16 and bfloat16 rounded to nearest
+    /// even, as PyTorch gives them), or f32 unrounded. `eval` always writes float32.
+    #[arg(long, value_enum, default_value = "input")]
+    pub grad_dtype: GradDType,
     #[command(flatten)]
     pub adapter: AdapterArgs,
-    /// Where to write the float32 result (written only on success).
+    /// Where to write the result (written only on success).
     #[arg(long)]
     pub output: PathBuf,
+}
+
+/// The element type `grad` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GradDType {
+    /// The input's.
+    Input,
+    /// float32.
+    F32,
 }
 
 /// Runs `eval` (`grad = false`) or `grad` and writes the output.
@@ -114,8 +130,16 @@ pub fn run(args: &OpArgs, grad: bool) -> Result<(), CliError> {
     let op = args.op.name();
     let job = Job::load(args).map_err(|e| e.context(op))?;
     let dev = args.adapter.device()?;
-    let (values, shape) = job.run(&dev, grad).map_err(|e| e.context(op))?;
-    npy::write_f32(&args.output, &values, &shape)
+    let (values, shape, dtype) = job.run(&dev, grad).map_err(|e| e.context(op))?;
+    match dtype {
+        DType::F32 => npy::write(&args.output, &npy::Values::F32(&values), &shape),
+        half => {
+            // Exact: the values are the widened halves.
+            let bits: Vec<u16> =
+                half.encode(&values).chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+            npy::write(&args.output, &npy::Values::Half(&bits, half), &shape)
+        }
+    }
 }
 
 fn required<'a>(option: &str, path: &'a Option<PathBuf>, op: Op) -> Result<&'a Path, CliError> {
@@ -133,8 +157,7 @@ fn ops_with(what: impl Fn(&Loss) -> bool) -> String {
 fn broadcastable(
     option: &str,
     path: &Path,
-    data: Vec<f32>,
-    from: Vec<usize>,
+    (data, from, dtype): (Vec<f32>, Vec<usize>, DType),
     to: &[usize],
 ) -> Result<Array, CliError> {
     let lead = to.len().checked_sub(from.len());
@@ -145,7 +168,7 @@ fn broadcastable(
             path.display()
         )));
     }
-    Ok(Array::from_f32(&data, &from))
+    Ok(Array::of_dtype(&data, &from, dtype))
 }
 
 /// One `eval` or `grad`, loaded from its files and checked, before any device is involved.
@@ -154,14 +177,15 @@ pub struct Job {
     args: catalogue::Args,
     /// Where the class ids came from, for messages about them.
     target_path: Option<PathBuf>,
+    grad_dtype: GradDType,
 }
 
 impl Job {
     /// Reads the files `args` names and checks them and the options against the operation.
     pub fn load(a: &OpArgs) -> Result<Job, CliError> {
         let loss = a.op.0;
-        let (x, xs) = npy::read_f32("--input", &a.input)?;
-        let mut args = catalogue::Args::new(Array::from_f32(&x, &xs));
+        let (x, xs, dtype) = npy::read_float("--input", &a.input)?;
+        let mut args = catalogue::Args::new(Array::of_dtype(&x, &xs, dtype));
         let o = &mut args.options;
         o.reduction = a.reduction.catalogue();
         if loss.reads(Opt::IgnoreIndex) {
@@ -195,43 +219,46 @@ impl Job {
         args.target = load_target(a, loss, &xs)?;
         args.weight = match (loss.weight, &a.weight) {
             (WeightKind::Elements, Some(p)) => {
-                let (w, ws) = npy::read_f32("--weight", p)?;
-                Some(broadcastable("--weight", p, w, ws, &xs)?)
+                Some(broadcastable("--weight", p, npy::read_float("--weight", p)?, &xs)?)
             }
             (WeightKind::Classes, Some(p)) => {
-                let (w, ws) = npy::read_f32("--weight", p)?;
-                Some(Array::from_f32(&w, &ws))
+                let (w, ws, d) = npy::read_float("--weight", p)?;
+                Some(Array::of_dtype(&w, &ws, d))
             }
             (WeightKind::Matrix, p) => {
-                let (w, ws) = npy::read_f32("--weight", required("--weight", p, a.op)?)?;
-                Some(Array::from_f32(&w, &ws))
+                let (w, ws, d) = npy::read_float("--weight", required("--weight", p, a.op)?)?;
+                Some(Array::of_dtype(&w, &ws, d))
             }
             (_, _) => None,
         };
         if loss.bias
             && let Some(p) = &a.bias
         {
-            let (b, bs) = npy::read_f32("--bias", p)?;
-            args.bias = Some(Array::from_f32(&b, &bs));
+            let (b, bs, d) = npy::read_float("--bias", p)?;
+            args.bias = Some(Array::of_dtype(&b, &bs, d));
         }
         match (&a.pos_weight, loss.pos_weight) {
             (Some(_), false) => {
                 return Err(CliError(format!("--pos-weight is only for {}", ops_with(|l| l.pos_weight))));
             }
             (Some(p), true) => {
-                let (w, ws) = npy::read_f32("--pos-weight", p)?;
-                args.pos_weight = Some(broadcastable("--pos-weight", p, w, ws, &xs)?);
+                args.pos_weight =
+                    Some(broadcastable("--pos-weight", p, npy::read_float("--pos-weight", p)?, &xs)?);
             }
             (None, _) => {}
         }
-        Ok(Job { op: a.op, args, target_path })
+        Ok(Job { op: a.op, args, target_path, grad_dtype: a.grad_dtype })
     }
 
-    /// Runs the job on `dev`: the output's values and shape (`grad`: the input's gradient for an
-    /// upstream gradient of ones).
-    pub fn run(&self, dev: &Device, grad: bool) -> Result<(Vec<f32>, Vec<usize>), CliError> {
+    /// Runs the job on `dev`: the output's values (widened to f32), shape and element type.
+    /// `eval` gives f32 computed without rounding to half; `grad` the input's gradient for an
+    /// upstream gradient of ones, in the input's element type unless `--grad-dtype f32`.
+    pub fn run(&self, dev: &Device, grad: bool) -> Result<(Vec<f32>, Vec<usize>, DType), CliError> {
         let loss = self.op.0;
-        let inputs = self.args.upload(dev).map_err(|e| match (&self.args.target, &self.target_path) {
+        let mut args = self.args.clone();
+        args.options.outputs =
+            if grad && self.grad_dtype == GradDType::Input { Outputs::AsInputs } else { Outputs::F32 };
+        let inputs = args.upload(dev).map_err(|e| match (&self.args.target, &self.target_path) {
             // Class ids that do not fit the kernels' i32 are the target file's fault.
             (Some(Target::Ids { .. }), Some(path))
                 if matches!(e, Error::InvalidArgument { op: "indices", .. }) =>
@@ -244,7 +271,7 @@ impl Job {
         let result =
             if grad { (loss.backward)(&inputs, &out, &catalogue::ones(dev, out.shape())?)? } else { out };
         let shape = result.shape().to_vec();
-        Ok((result.to_vec()?, shape))
+        Ok((result.to_vec()?, shape, result.dtype()))
     }
 }
 
@@ -254,9 +281,9 @@ fn load_target(a: &OpArgs, loss: &Loss, xs: &[usize]) -> Result<Option<Target>, 
     let float = |what: &str| -> Result<Option<Target>, CliError> {
         let path = required("--target", &a.target, a.op)?;
         match npy::read("--target", path)? {
-            NpyArray::F32(v, s) => Ok(Some(Target::Values(Array::from_f32(&v, &s)))),
+            NpyArray::Float(v, s, d) => Ok(Some(Target::Values(Array::of_dtype(&v, &s, d)))),
             NpyArray::Ids(..) => Err(CliError(format!(
-                "--target {}: {op} needs float32 {what}, got integer class ids",
+                "--target {}: {op} needs float {what}, got integer class ids",
                 path.display()
             ))),
         }
@@ -268,19 +295,19 @@ fn load_target(a: &OpArgs, loss: &Loss, xs: &[usize]) -> Result<Option<Target>, 
         TargetKind::Ids | TargetKind::IdsOrProbabilities => {
             let path = required("--target", &a.target, a.op)?;
             match npy::read("--target", path)? {
-                NpyArray::F32(..) if loss.target == TargetKind::Ids => Err(CliError(format!(
-                    "--target {}: {op} needs int64 or int32 class ids, got float32",
+                NpyArray::Float(..) if loss.target == TargetKind::Ids => Err(CliError(format!(
+                    "--target {}: {op} needs int64 or int32 class ids, got floats",
                     path.display()
                 ))),
-                NpyArray::F32(y, ys) => {
+                NpyArray::Float(y, ys, d) => {
                     if ys != xs {
                         return Err(CliError(format!(
-                            "--target {}: float32 targets are probabilities and must have the input's shape \
+                            "--target {}: float targets are probabilities and must have the input's shape \
                              {xs:?}, got {ys:?} (class ids must be int64 or int32)",
                             path.display()
                         )));
                     }
-                    Ok(Some(Target::Values(Array::from_f32(&y, &ys))))
+                    Ok(Some(Target::Values(Array::of_dtype(&y, &ys, d))))
                 }
                 NpyArray::Ids(t, ts) => Ok(Some(Target::Ids { data: t, shape: ts })),
             }

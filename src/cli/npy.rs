@@ -1,10 +1,13 @@
-//! Reading and writing `.npy` files: float32 values and int64/int32 class ids, C order.
+//! Reading and writing `.npy` files, C order: float values (`<f4` float32, `<f2` float16, and
+//! `<V2` or `|V2` bfloat16, which is what `np.save` writes for an `ml_dtypes.bfloat16` array, as
+//! JAX and TensorFlow save them) and int64/int32 class ids.
 //!
 //! Reading parses the header here rather than through `npyz`, whose parser overflows (a panic
 //! in debug builds, a wrong element count in release) on shapes such as
 //! `(5, 7, 18446744073709551615)`, found by fuzzing; the shape is checked against the data
 //! before anything is allocated, so a header that claims more than the file holds is an error,
-//! not an allocation of that size. `npyz` still writes the output.
+//! not an allocation of that size. Outputs are written with a header of our own too (`npyz`
+//! knows no bfloat16).
 //! Writing goes to a temporary file in the target's directory, renamed over the target only on
 //! success; a target that exists and is not a regular file (a device such as `/dev/null`, a
 //! FIFO) is written through instead, and a symbolic link is followed, never replaced.
@@ -13,21 +16,21 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use npyz::WriterBuilder;
-
 use super::common::CliError;
+use crate::dtype::DType;
 
-/// The contents of one `.npy` file.
+/// The contents of one `.npy` file: float values widened to f32 (exactly) with the file's
+/// element type, or class ids.
 #[derive(Debug, PartialEq)]
 pub enum Array {
-    F32(Vec<f32>, Vec<usize>),
+    Float(Vec<f32>, Vec<usize>, DType),
     Ids(Vec<i64>, Vec<usize>),
 }
 
 /// The fields of an `.npy` header that matter here.
 #[derive(Debug, PartialEq)]
 struct Header {
-    /// `f` or `i`, and the item size in bytes.
+    /// `f` (float16, float32), `V` (bfloat16) or `i`, and the item size in bytes.
     kind: char,
     size: usize,
     big_endian: bool,
@@ -210,20 +213,31 @@ fn header(bytes: &[u8]) -> Result<(Header, usize), String> {
         return Err("not a valid .npy header: it needs 'descr', 'fortran_order' and 'shape'".into());
     };
     let unsupported = || {
-        format!("dtype {} is not supported (float32 values, int64 or int32 class ids)", descr.escape_debug())
+        format!(
+            "dtype {} is not supported (float32, float16 or bfloat16 values, int64 or int32 class ids)",
+            descr.escape_debug()
+        )
     };
     let mut chars = descr.chars();
-    let big_endian = match chars.next() {
-        Some('<' | '=') => false,
+    let order = chars.next();
+    let big_endian = match order {
+        Some('<' | '=' | '|') => false,
         Some('>') => true,
         _ => return Err(unsupported()),
     };
     let (kind, size) = match chars.as_str() {
         "f4" => ('f', 4),
+        "f2" => ('f', 2),
+        // bfloat16 as numpy saves it: two bytes of void, in the machine's order.
+        "V2" if order != Some('>') => ('V', 2),
+        "f8" => return Err("float64 is not supported: save float32, float16 or bfloat16".into()),
         "i4" => ('i', 4),
         "i8" => ('i', 8),
         _ => return Err(unsupported()),
     };
+    if order == Some('|') && kind != 'V' {
+        return Err(unsupported());
+    }
     Ok((Header { kind, size, big_endian, fortran, shape }, end))
 }
 
@@ -261,7 +275,15 @@ fn parse_bytes(bytes: &[u8]) -> Result<Array, String> {
         };
     }
     Ok(match (h.kind, h.size) {
-        ('f', _) => Array::F32(values!(f32), shape),
+        ('f', 4) => Array::Float(values!(f32), shape, DType::F32),
+        ('f', _) => {
+            let v = values!(u16).into_iter().map(|b| half::f16::from_bits(b).to_f32()).collect();
+            Array::Float(v, shape, DType::F16)
+        }
+        ('V', _) => {
+            let v = values!(u16).into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect();
+            Array::Float(v, shape, DType::BF16)
+        }
         (_, 8) => Array::Ids(values!(i64), shape),
         _ => Array::Ids(values!(i32).into_iter().map(i64::from).collect(), shape),
     })
@@ -282,23 +304,53 @@ pub fn read(option: &str, path: &Path) -> Result<Array, CliError> {
     parse_bytes(&bytes).map_err(at)
 }
 
-/// Reads a float32 array.
-pub fn read_f32(option: &str, path: &Path) -> Result<(Vec<f32>, Vec<usize>), CliError> {
+/// Reads a float array (float32, float16 or bfloat16): its values widened to f32, its shape
+/// and its element type.
+pub fn read_float(option: &str, path: &Path) -> Result<(Vec<f32>, Vec<usize>, DType), CliError> {
     match read(option, path)? {
-        Array::F32(v, s) => Ok((v, s)),
-        Array::Ids(..) => {
-            Err(CliError(format!("{option} {}: expected float32, got integers", path.display())))
+        Array::Float(v, s, d) => Ok((v, s, d)),
+        Array::Ids(..) => Err(CliError(format!(
+            "{option} {}: expected float32, float16 or bfloat16, got integers",
+            path.display()
+        ))),
+    }
+}
+
+/// Values to write: f32, or halves (their bits) of a half type.
+pub enum Values<'a> {
+    F32(&'a [f32]),
+    Half(&'a [u16], DType),
+}
+
+impl Values<'_> {
+    /// The header's `descr` and the little-endian bytes.
+    fn encoded(&self) -> (&'static str, Vec<u8>) {
+        match self {
+            Values::F32(v) => ("<f4", v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Values::Half(v, dtype) => {
+                let descr = if *dtype == DType::BF16 { "<V2" } else { "<f2" };
+                (descr, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
         }
     }
 }
 
-/// Writes `values` with `shape` as float32 `.npy` to `out`.
-fn encode(out: impl Write, values: &[f32], shape: &[usize]) -> std::io::Result<()> {
+/// Writes `values` with `shape` as a version 1.0 `.npy` to `out`: the header dictionary padded
+/// with spaces and a newline to a multiple of 64 bytes, then the data.
+fn encode(out: impl Write, values: &Values<'_>, shape: &[usize]) -> std::io::Result<()> {
+    let (descr, data) = values.encoded();
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    let total = (10 + dict.len() + 1).div_ceil(64) * 64;
+    dict.push_str(&" ".repeat(total - 10 - dict.len() - 1));
+    dict.push('\n');
+    let len = u16::try_from(dict.len()).map_err(|_| std::io::Error::other("a header over 64 KiB"))?;
     let mut out = BufWriter::new(out);
-    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let mut w = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut out).begin_nd()?;
-    w.extend(values.iter().copied())?;
-    w.finish()?;
+    out.write_all(b"\x93NUMPY\x01\x00")?;
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(dict.as_bytes())?;
+    out.write_all(&data)?;
     out.flush()
 }
 
@@ -320,11 +372,11 @@ fn follow_links(path: &Path) -> std::io::Result<PathBuf> {
     Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
-/// Writes `values` with `shape` as float32 to `path`. A regular file (or a new one) is written
+/// Writes `values` with `shape` to `path`. A regular file (or a new one) is written
 /// atomically: a temporary file in the same directory, renamed over it once complete. A target
 /// that exists and is not a regular file (a device node, a FIFO) is written through, and a
 /// symbolic link is followed to its target, so neither is ever replaced.
-pub fn write_f32(path: &Path, values: &[f32], shape: &[usize]) -> Result<(), CliError> {
+pub fn write(path: &Path, values: &Values<'_>, shape: &[usize]) -> Result<(), CliError> {
     let at = |msg: String| CliError(format!("--output {}: {msg}", path.display()));
     let target = follow_links(path).map_err(|e| at(format!("cannot write: {e}")))?;
     match std::fs::metadata(&target) {
@@ -337,7 +389,7 @@ pub fn write_f32(path: &Path, values: &[f32], shape: &[usize]) -> Result<(), Cli
     }
 }
 
-fn write_atomically(path: &Path, values: &[f32], shape: &[usize]) -> std::io::Result<()> {
+fn write_atomically(path: &Path, values: &Values<'_>, shape: &[usize]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -358,18 +410,19 @@ fn write_atomically(path: &Path, values: &[f32], shape: &[usize]) -> std::io::Re
 
 #[cfg(test)]
 mod tests {
-    use super::{Array, encode, parse};
+    use super::{Array, DType, Values, encode, parse};
 
     fn npy(values: &[f32], shape: &[usize]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(&mut out, values, shape).unwrap();
+        encode(&mut out, &Values::F32(values), shape).unwrap();
         out
     }
 
     #[test]
     fn round_trip_and_checked_headers() {
         let bytes = npy(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
-        assert_eq!(parse(&bytes).unwrap(), Array::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![2, 3]));
+        let want = Array::Float(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![2, 3], DType::F32);
+        assert_eq!(parse(&bytes).unwrap(), want);
         // Data shorter or longer than the header's shape.
         for cut in [&bytes[..bytes.len() - 4], &[bytes.as_slice(), &[0; 4]].concat()] {
             let err = parse(cut).unwrap_err();
@@ -377,11 +430,48 @@ mod tests {
         }
         // Empty arrays with huge other dims.
         let empty = npy(&[], &[0, 1 << 40]);
-        assert_eq!(parse(&empty).unwrap(), Array::F32(vec![], vec![0, 1 << 40]));
+        assert_eq!(parse(&empty).unwrap(), Array::Float(vec![], vec![0, 1 << 40], DType::F32));
         // The same header claiming 2^40 elements of no data is refused before allocating.
         let at = empty.windows(4).position(|w| w == b"(0, ").unwrap();
         let mut huge = empty.clone();
         huge[at + 1] = b'1';
         assert!(parse(&huge).unwrap_err().contains("needs 4398046511104 bytes"));
+    }
+
+    #[test]
+    fn halves_round_trip_with_numpys_headers() {
+        let h: Vec<u16> = [1.0f32, -2.5, 65504.0].iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+        let b: Vec<u16> = [1.0f32, -2.5, 3.0e38].iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+        for (bits, dtype, descr) in [(&h, DType::F16, "'<f2'"), (&b, DType::BF16, "'<V2'")] {
+            let mut out = Vec::new();
+            encode(&mut out, &Values::Half(bits, dtype), &[3]).unwrap();
+            let text = String::from_utf8_lossy(&out[10..]).to_string();
+            assert!(text.contains(descr) && text.contains("'shape': (3,)"), "{text}");
+            assert_eq!((out.len() - 6) % 2, 0);
+            assert_eq!((10 + u16::from_le_bytes([out[8], out[9]]) as usize) % 64, 0);
+            let Array::Float(v, s, d) = parse(&out).unwrap() else { panic!("not floats") };
+            assert_eq!((s, d), (vec![3], dtype));
+            let want: Vec<f32> = bits
+                .iter()
+                .map(|&x| {
+                    if dtype == DType::F16 {
+                        half::f16::from_bits(x).to_f32()
+                    } else {
+                        half::bf16::from_bits(x).to_f32()
+                    }
+                })
+                .collect();
+            assert_eq!(v, want);
+        }
+        // numpy reads a saved bfloat16 back as '|V2'; float64 is refused by name.
+        let mut out = Vec::new();
+        encode(&mut out, &Values::Half(&b, DType::BF16), &[3]).unwrap();
+        let at = out.windows(4).position(|w| w == b"<V2'").unwrap();
+        out[at] = b'|';
+        assert!(matches!(parse(&out), Ok(Array::Float(_, _, DType::BF16))));
+        out[at + 1] = b'f';
+        out[at + 2] = b'8';
+        out.extend([0u8; 18]);
+        assert!(parse(&out).unwrap_err().contains("float64"));
     }
 }

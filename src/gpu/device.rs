@@ -15,7 +15,7 @@ use super::lock::lock;
 use super::pipeline::{Pipeline, PipelineKey};
 use super::pool::{BufferKind, Pool, size_class};
 use super::recording::{self, Owner, Scopes};
-use super::spec::{InputPath, KernelSpec};
+use super::spec::{InputPath, KernelSpec, Reads};
 use crate::error::{Error, Result};
 
 /// How to install Mesa's software adapters, quoted by errors and tests.
@@ -684,7 +684,7 @@ impl Device {
     pub(crate) fn pipeline(
         &self,
         kernel: &'static KernelSpec,
-        path: InputPath,
+        reads: Reads,
         entry: &str,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<Pipeline>> {
@@ -695,16 +695,16 @@ impl Device {
             });
         };
         let mut constants = constants.to_vec();
-        if path == InputPath::Texture {
+        if reads.path == InputPath::Texture {
             constants.push(("TEX_W", self.inner.texture_width as f64));
         }
-        let key = PipelineKey::new(kernel, path, spec, &constants);
+        let key = PipelineKey::new(kernel, reads, spec, &constants);
         if let Some(p) = lock(&self.inner.pipelines).get(&key) {
             return Ok(p.clone());
         }
         // Built inside a validation error scope, so a bad shader is a typed error, not a panic.
         let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let built = Pipeline::build(&self.inner.device, kernel, path, spec, &constants);
+        let built = Pipeline::build(&self.inner.device, kernel, reads, spec, &constants);
         if let Some(e) = pollster::block_on(scope.pop()) {
             if let Some(lost) = self.lost_after_error() {
                 return Err(lost);

@@ -1,14 +1,15 @@
 //! Compute pipelines built from a [`KernelSpec`] with explicit bind group layouts, and the key
 //! they are cached under.
 
-use super::spec::{BindingKind, EntrySpec, InputPath, KernelSpec};
+use super::spec::{BindingKind, EntrySpec, InputPath, KernelSpec, Reads};
+use crate::dtype::DType;
 
-/// Cache key: the kernel, its input path, its entry point and its override constants (as bit
-/// patterns).
+/// Cache key: the kernel, how it reads its staged inputs, its entry point and its override
+/// constants (as bit patterns).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct PipelineKey {
     kernel: &'static str,
-    path: InputPath,
+    reads: Reads,
     entry: &'static str,
     constants: Vec<(&'static str, u64)>,
 }
@@ -16,13 +17,13 @@ pub(crate) struct PipelineKey {
 impl PipelineKey {
     pub(crate) fn new(
         kernel: &'static KernelSpec,
-        path: InputPath,
+        reads: Reads,
         entry: &'static EntrySpec,
         constants: &[(&'static str, f64)],
     ) -> Self {
         PipelineKey {
             kernel: kernel.name,
-            path,
+            reads,
             entry: entry.name,
             constants: constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
         }
@@ -37,9 +38,9 @@ pub(crate) struct Pipeline {
     pub(crate) entry: &'static EntrySpec,
 }
 
-/// The bind group layout entries of `entry` on `path`: the uniform at slot 0, then every
+/// The bind group layout entries of `entry` read as `reads`: the uniform at slot 0, then every
 /// binding of the spec.
-pub(crate) fn layout_entries(entry: &EntrySpec, path: InputPath) -> Vec<wgpu::BindGroupLayoutEntry> {
+pub(crate) fn layout_entries(entry: &EntrySpec, reads: Reads) -> Vec<wgpu::BindGroupLayoutEntry> {
     let buffer = |ty| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
     let storage = |read_only| buffer(wgpu::BufferBindingType::Storage { read_only });
     let mut entries = vec![wgpu::BindGroupLayoutEntry {
@@ -49,11 +50,14 @@ pub(crate) fn layout_entries(entry: &EntrySpec, path: InputPath) -> Vec<wgpu::Bi
         count: None,
     }];
     for b in entry.bindings {
-        let ty = match (b.kind, path) {
+        let ty = match (b.kind, reads.path) {
             (BindingKind::Read, _) | (BindingKind::Staged, InputPath::Storage) => storage(true),
             (BindingKind::ReadWrite, _) => storage(false),
             (BindingKind::Staged, InputPath::Texture) => wgpu::BindingType::Texture {
-                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                sample_type: match reads.dtype(b) {
+                    DType::F32 => wgpu::TextureSampleType::Float { filterable: false },
+                    DType::F16 | DType::BF16 => wgpu::TextureSampleType::Uint,
+                },
                 view_dimension: wgpu::TextureViewDimension::D2,
                 multisampled: false,
             },
@@ -69,22 +73,22 @@ pub(crate) fn layout_entries(entry: &EntrySpec, path: InputPath) -> Vec<wgpu::Bi
 }
 
 impl Pipeline {
-    /// Builds `entry` of `kernel` for `path`. The caller holds a validation error scope: a
+    /// Builds `entry` of `kernel` for `reads`. The caller holds a validation error scope: a
     /// shader or layout that wgpu refuses is reported there.
     pub(crate) fn build(
         device: &wgpu::Device,
         kernel: &'static KernelSpec,
-        path: InputPath,
+        reads: Reads,
         entry: &'static EntrySpec,
         constants: &[(&'static str, f64)],
     ) -> Pipeline {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(kernel.name),
-            source: wgpu::ShaderSource::Wgsl((kernel.source)(path).into()),
+            source: wgpu::ShaderSource::Wgsl((kernel.source)(reads).into()),
         });
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(entry.name),
-            entries: &layout_entries(entry, path),
+            entries: &layout_entries(entry, reads),
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(entry.name),

@@ -38,12 +38,12 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     bytes.div_ceil(step) * step
 }
 
-/// Free buffers by (kind, class) and free staging textures by (width, height), with a cap on
+/// Free buffers by (kind, class) and free staging textures by (format, width, height), with a cap on
 /// the bytes kept.
 #[derive(Debug)]
 pub(crate) struct Pool {
     free: HashMap<(BufferKind, u64), Vec<wgpu::Buffer>>,
-    textures: HashMap<(u32, u32), Vec<wgpu::Texture>>,
+    textures: HashMap<(wgpu::TextureFormat, u32, u32), Vec<wgpu::Texture>>,
     kept: u64,
     cap: u64,
     /// Bytes of storage buffers and staging textures lent out and not yet returned.
@@ -52,7 +52,7 @@ pub(crate) struct Pool {
     peak: u64,
 }
 
-/// Bytes of an rgba32float staging texture.
+/// Bytes of a staging texture (rgba32float or rgba32uint: 16 bytes a texel).
 pub(crate) fn texture_bytes(t: &wgpu::Texture) -> u64 {
     t.width() as u64 * t.height() as u64 * 16
 }
@@ -62,8 +62,13 @@ impl Pool {
         Pool { free: HashMap::new(), textures: HashMap::new(), kept: 0, cap, in_use: 0, peak: 0 }
     }
 
-    pub(crate) fn take_texture(&mut self, width: u32, height: u32) -> Option<wgpu::Texture> {
-        let t = self.textures.get_mut(&(width, height))?.pop()?;
+    pub(crate) fn take_texture(
+        &mut self,
+        format: wgpu::TextureFormat,
+        width: u32,
+        height: u32,
+    ) -> Option<wgpu::Texture> {
+        let t = self.textures.get_mut(&(format, width, height))?.pop()?;
         self.kept -= texture_bytes(&t);
         Some(t)
     }
@@ -75,7 +80,7 @@ impl Pool {
             return;
         }
         self.kept += bytes;
-        self.textures.entry((t.width(), t.height())).or_default().push(t);
+        self.textures.entry((t.format(), t.width(), t.height())).or_default().push(t);
     }
 
     pub(crate) fn take(&mut self, kind: BufferKind, class: u64) -> Option<wgpu::Buffer> {

@@ -157,12 +157,18 @@ pub(crate) fn take_released(dev: Owner<'_>, kind: BufferKind, size: u64) -> Opti
 }
 
 /// The same for a staging texture of `width` × `height` texels.
-pub(crate) fn take_released_texture(dev: Owner<'_>, width: u32, height: u32) -> Option<wgpu::Texture> {
+pub(crate) fn take_released_texture(
+    dev: Owner<'_>,
+    format: wgpu::TextureFormat,
+    width: u32,
+    height: u32,
+) -> Option<wgpu::Texture> {
     frame_of(dev, |frame| {
         let released = &mut frame?.released;
-        let at = released
-            .iter()
-            .position(|r| matches!(r, Released::Texture(t) if t.width() == width && t.height() == height))?;
+        let at = released.iter().position(|r| {
+            matches!(r, Released::Texture(t)
+                    if t.format() == format && t.width() == width && t.height() == height)
+        })?;
         match released.swap_remove(at) {
             Released::Texture(t) => Some(t),
             Released::Buffer(..) => None,

@@ -3,6 +3,8 @@
 //! layer (`crate::kernels`) declares one [`KernelSpec`] per WGSL module; this layer knows no
 //! kernel by name.
 
+use crate::dtype::DType;
+
 /// Where a kernel reads its large inputs from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InputPath {
@@ -14,6 +16,41 @@ pub enum InputPath {
     Texture,
 }
 
+/// The binding slots a kernel may use (0 is the uniform).
+pub const SLOTS: usize = 16;
+
+/// How a kernel reads its staged inputs: through which [`InputPath`], and each one's element
+/// type by slot (f32 unless set). A kernel's source and pipelines are built once per `Reads`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reads {
+    pub path: InputPath,
+    dtypes: [DType; SLOTS],
+}
+
+impl Reads {
+    /// Every staged input f32, read through `path`.
+    pub const fn new(path: InputPath) -> Reads {
+        Reads { path, dtypes: [DType::F32; SLOTS] }
+    }
+
+    /// The same with the staged input `binding` of element type `dtype`.
+    pub fn with(mut self, binding: Binding, dtype: DType) -> Reads {
+        self.dtypes[binding.slot as usize] = dtype;
+        self
+    }
+
+    /// The element type of the staged input `binding`.
+    pub fn dtype(&self, binding: &Binding) -> DType {
+        self.dtypes[binding.slot as usize]
+    }
+}
+
+impl From<InputPath> for Reads {
+    fn from(path: InputPath) -> Reads {
+        Reads::new(path)
+    }
+}
+
 /// How the shader declares a binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BindingKind {
@@ -21,9 +58,10 @@ pub enum BindingKind {
     Read,
     /// `var<storage, read_write>`.
     ReadWrite,
-    /// A large f32 input read through the `ld_<name>` / `ld4_<name>` accessors: a
-    /// `var<storage, read>` array named `<name>` on [`InputPath::Storage`], an rgba32float
-    /// `texture_2d<f32>` named `<name>_tex` on [`InputPath::Texture`].
+    /// A large input read as f32 through the `ld_<name>` / `ld4_<name>` accessors: a
+    /// `var<storage, read>` array named `<name>` on [`InputPath::Storage`] (`array<f32>`, or
+    /// `array<u32>` of two halves a word), a `texture_2d` named `<name>_tex` on
+    /// [`InputPath::Texture`] (rgba32float, or rgba32uint of eight halves a texel).
     Staged,
 }
 
@@ -103,8 +141,9 @@ pub struct KernelSpec {
     pub entries: &'static [EntrySpec],
     /// `size_of` the host's `Params` struct, bound at slot 0.
     pub uniform_size: usize,
-    /// The complete WGSL source (prelude and shared pieces included) for an input path.
-    pub source: fn(InputPath) -> &'static str,
+    /// The complete WGSL source (prelude and shared pieces included) for the way its staged
+    /// inputs are read.
+    pub source: fn(Reads) -> &'static str,
 }
 
 impl KernelSpec {

@@ -6,33 +6,32 @@ use super::dispatch::{Bind, Res};
 use super::lock::lock;
 use super::pool::texture_bytes;
 use super::recording;
-use super::spec::{Binding, InputPath, KernelSpec};
+use super::spec::{Binding, InputPath, KernelSpec, Reads};
+use crate::dtype::DType;
 use crate::error::Result;
 
 #[cfg(doc)]
 use super::spec::BindingKind;
 
+/// An input a kernel would stage: its binding, its buffer, its element count and type.
+pub(crate) type Staging<'a> = (Binding, &'a wgpu::Buffer, usize, DType);
+
 impl Device {
-    /// The input path for `kernel` given the buffers (and their element counts) it would stage.
+    /// How `kernel` reads the inputs it would stage: through textures on the software adapters
+    /// when every buffer can be staged, else from storage buffers; each with its element type.
     ///
     /// An operation that stages inputs starts a new submission when the pending one already
     /// holds staged copies: on lavapipe ten mse calls recorded into one submission took 81 ms
     /// each, against 50 ms submitted one by one.
-    pub(crate) fn input_path(
-        &self,
-        kernel: &KernelSpec,
-        staged: &[(&wgpu::Buffer, usize)],
-    ) -> Result<InputPath> {
+    pub(crate) fn reads(&self, kernel: &KernelSpec, staged: &[Staging<'_>]) -> Result<Reads> {
         let ok = self.texture_inputs()
             && !kernel.staged().is_empty()
-            && staged.iter().all(|(b, n)| stageable(b, *n));
-        if !ok {
-            return Ok(InputPath::Storage);
-        }
-        if self.pending_staged() {
+            && staged.iter().all(|&(_, b, n, dtype)| stageable(b, dtype.bytes(n as u64)));
+        let path = if ok { InputPath::Texture } else { InputPath::Storage };
+        if ok && self.pending_staged() {
             self.flush()?;
         }
-        Ok(InputPath::Texture)
+        Ok(staged.iter().fold(Reads::new(path), |reads, &(binding, _, _, dtype)| reads.with(binding, dtype)))
     }
 }
 
@@ -72,32 +71,40 @@ impl Input<'_> {
     }
 }
 
-/// Whether `buffer` can be staged through textures for `elements` f32 values: the copy reads
+/// Whether `buffer` can be staged through textures for `bytes` bytes of values: the copy reads
 /// whole 16-byte texels, so the buffer must extend to the next multiple of 16 bytes.
-pub(crate) fn stageable(buffer: &wgpu::Buffer, elements: usize) -> bool {
-    buffer.size() >= (elements as u64 * 4).div_ceil(16) * 16
+pub(crate) fn stageable(buffer: &wgpu::Buffer, bytes: u64) -> bool {
+    buffer.size() >= bytes.div_ceil(16) * 16
 }
 
-/// The input at `binding` (a [`BindingKind::Staged`] one): `elements` f32 values of `buffer` from byte `offset` (a multiple of 16
-/// when staged), either bound in place or copied into a texture TEX_W texels wide inside the
-/// pending encoder.
+/// The input at `binding` (a [`BindingKind::Staged`] one): `elements` values of `buffer`, of the
+/// element type `reads` gives it, from element `first` (at a multiple of 16 bytes when staged),
+/// either bound in place or copied into a texture TEX_W texels wide inside the pending encoder
+/// (rgba32float for f32, rgba32uint holding eight halves a texel for f16 and bf16).
 pub(crate) fn input<'a>(
     dev: &Device,
-    path: InputPath,
+    reads: Reads,
     binding: Binding,
     buffer: &'a wgpu::Buffer,
-    offset: u64,
+    first: u64,
     elements: u64,
 ) -> Input<'a> {
-    if path == InputPath::Storage {
-        return Input::Buffer(Bind::range(binding, buffer, offset, elements * 4));
+    let dtype = reads.dtype(&binding);
+    let (offset, bytes) = (dtype.bytes(first), dtype.bytes(elements));
+    if reads.path == InputPath::Storage {
+        return Input::Buffer(Bind::range(binding, buffer, offset, bytes));
     }
+    let format = match dtype {
+        DType::F32 => wgpu::TextureFormat::Rgba32Float,
+        DType::F16 | DType::BF16 => wgpu::TextureFormat::Rgba32Uint,
+    };
     let width = dev.texture_width() as u64;
-    let texels = elements.div_ceil(4).max(1);
+    let texels = bytes.div_ceil(16).max(1);
     let (full_rows, rest) = (texels / width, texels % width);
     let height = full_rows + (rest > 0) as u64;
-    let pooled = recording::take_released_texture(dev.owner(), width as u32, height as u32)
-        .or_else(|| lock(&dev.inner.pool).take_texture(width as u32, height as u32));
+    let (w, h) = (width as u32, height as u32);
+    let pooled = recording::take_released_texture(dev.owner(), format, w, h)
+        .or_else(|| lock(&dev.inner.pool).take_texture(format, w, h));
     let texture = pooled.unwrap_or_else(|| {
         dev.wgpu_device().create_texture(&wgpu::TextureDescriptor {
             label: Some("wgpu-loss staged input"),
@@ -105,7 +112,7 @@ pub(crate) fn input<'a>(
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
+            format,
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         })

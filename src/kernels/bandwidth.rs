@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::source::{cached, shader};
-use crate::gpu::spec::{Binding, EntrySpec, InputPath, KernelSpec, LoopBound};
+use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -31,7 +31,7 @@ pub static KERNEL: KernelSpec = KernelSpec {
         EntrySpec { name: "copy", bindings: &[SRC, DST], trips: LoopBound::fixed(|_| 0) },
     ],
     uniform_size: size_of::<Params>(),
-    source: |path: InputPath| cached(&KERNEL, path, body),
+    source: |reads: Reads| cached(&KERNEL, reads, body),
 };
 
 fn body() -> String {

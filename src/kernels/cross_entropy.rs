@@ -4,7 +4,7 @@
 use super::class_rows::{LOSS, STATUS, TARGET_WEIGHTS, TARGETS, WEIGHT, WSUM};
 use super::rows::{ROW_EXTENTS, RowLoops};
 use super::source::{cached, shader};
-use crate::gpu::spec::{Binding, EntrySpec, InputPath, KernelSpec, LoopBound};
+use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
 pub(crate) use super::class_rows::Params;
 
@@ -49,7 +49,7 @@ pub static KERNEL: KernelSpec = KernelSpec {
         TARGET_WEIGHTS,
     ],
     uniform_size: size_of::<Params>(),
-    source: |path: InputPath| cached(&KERNEL, path, body),
+    source: |reads: Reads| cached(&KERNEL, reads, body),
 };
 
 fn body() -> String {

@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::gemm::{GRAD_COLS, GRAD_ROWS, gemm_grad_source, linear_blocked_source};
 use super::source::{cached, shader};
-use crate::gpu::spec::{Binding, EntrySpec, InputPath, KernelSpec, LoopBound};
+use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
 /// The uniform of `linear` and `linear_blocked`.
 #[repr(C)]
@@ -93,7 +93,7 @@ pub static TILED: KernelSpec = KernelSpec {
         trips: LoopBound { over: OVER_K, rule: |e| tiled_trips(e[0]) },
     }],
     uniform_size: size_of::<Params>(),
-    source: |path: InputPath| cached(&TILED, path, || shader!("linear.wgsl").into()),
+    source: |reads: Reads| cached(&TILED, reads, || shader!("linear.wgsl").into()),
 };
 
 pub static BLOCKED: KernelSpec = KernelSpec {
@@ -104,7 +104,7 @@ pub static BLOCKED: KernelSpec = KernelSpec {
         trips: LoopBound { over: OVER_K, rule: |e| blocked_trips(e[0]) },
     }],
     uniform_size: size_of::<Params>(),
-    source: |path: InputPath| cached(&BLOCKED, path, linear_blocked_source),
+    source: |reads: Reads| cached(&BLOCKED, reads, linear_blocked_source),
 };
 
 const GEMM: EntrySpec = EntrySpec {
@@ -117,7 +117,7 @@ pub static GRAD_INPUT: KernelSpec = KernelSpec {
     name: "linear_grad_input",
     entries: &[GEMM],
     uniform_size: size_of::<GradParams>(),
-    source: |path: InputPath| cached(&GRAD_INPUT, path, || gemm_grad_source(false)),
+    source: |reads: Reads| cached(&GRAD_INPUT, reads, || gemm_grad_source(false)),
 };
 
 pub static GRAD_WEIGHT: KernelSpec = KernelSpec {
@@ -131,5 +131,5 @@ pub static GRAD_WEIGHT: KernelSpec = KernelSpec {
         },
     ],
     uniform_size: size_of::<GradParams>(),
-    source: |path: InputPath| cached(&GRAD_WEIGHT, path, || gemm_grad_source(true)),
+    source: |reads: Reads| cached(&GRAD_WEIGHT, reads, || gemm_grad_source(true)),
 };

@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::gemm::{LCE_BLOCK, LCE_BLOCK_SMALL, lce_partials_source};
 use super::source::{cached, shader};
-use crate::gpu::spec::{Binding, EntrySpec, InputPath, KernelSpec, LoopBound};
+use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -113,7 +113,7 @@ pub static KERNEL: KernelSpec = KernelSpec {
         },
     ],
     uniform_size: size_of::<Params>(),
-    source: |path: InputPath| cached(&KERNEL, path, body),
+    source: |reads: Reads| cached(&KERNEL, reads, body),
 };
 
 /// The hand-written module and the two generated logit-block entry points.

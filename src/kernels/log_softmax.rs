@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::rows::{ROW_EXTENTS, RowLoops};
 use super::source::{cached, shader};
-use crate::gpu::spec::{Binding, EntrySpec, InputPath, KernelSpec, LoopBound};
+use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -40,7 +40,7 @@ pub static KERNEL: KernelSpec = KernelSpec {
         EntrySpec { name: "softmax_backward", bindings: &[X, OUT, G], trips: BACKWARD },
     ],
     uniform_size: size_of::<Params>(),
-    source: |path: InputPath| cached(&KERNEL, path, body),
+    source: |reads: Reads| cached(&KERNEL, reads, body),
 };
 
 fn body() -> String {

@@ -12,6 +12,7 @@
 
 pub mod bandwidth;
 pub mod class_rows;
+pub mod convert;
 pub mod cross_entropy;
 pub(crate) mod gemm;
 pub mod linear;
@@ -30,7 +31,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::error::Result;
 use crate::gpu::device::Device;
 use crate::gpu::pipeline::Pipeline;
-pub use crate::gpu::spec::{Binding, BindingKind, EntrySpec, InputPath, KernelSpec, LoopBound, log2_ceil};
+pub use crate::gpu::spec::{
+    Binding, BindingKind, EntrySpec, InputPath, KernelSpec, LoopBound, Reads, log2_ceil,
+};
+use crate::gpu::staging::Staging;
 
 /// A list per kernel, made on first use and kept for the process.
 type Listed<T> = OnceLock<Mutex<HashMap<KernelId, &'static [T]>>>;
@@ -64,11 +68,13 @@ pub enum KernelId {
     Reduce,
     /// The read-once and copy yardsticks for benchmarks.
     Bandwidth,
+    /// A tensor's element type: half types widened to f32, f32 rounded to a half type.
+    Convert,
 }
 
 impl KernelId {
     /// Every kernel, for validation and warm-up.
-    pub const ALL: [KernelId; 11] = [
+    pub const ALL: [KernelId; 12] = [
         KernelId::Linear,
         KernelId::LinearBlocked,
         KernelId::LinearGradInput,
@@ -80,6 +86,7 @@ impl KernelId {
         KernelId::Pointwise,
         KernelId::Reduce,
         KernelId::Bandwidth,
+        KernelId::Convert,
     ];
 
     /// The kernel's spec: entry points, bindings, loop bounds, uniform size.
@@ -96,6 +103,7 @@ impl KernelId {
             KernelId::Pointwise => &pointwise::KERNEL,
             KernelId::Reduce => &reduce::KERNEL,
             KernelId::Bandwidth => &bandwidth::KERNEL,
+            KernelId::Convert => &convert::KERNEL,
         }
     }
 
@@ -110,9 +118,10 @@ impl KernelId {
         self.source_for(InputPath::Storage)
     }
 
-    /// The complete WGSL source with the staged inputs read through `path`.
-    pub fn source_for(self, path: InputPath) -> &'static str {
-        (self.spec().source)(path)
+    /// The complete WGSL source with the staged inputs read as `reads` says (an
+    /// [`InputPath`] alone: every staged input f32).
+    pub fn source_for(self, reads: impl Into<Reads>) -> &'static str {
+        (self.spec().source)(reads.into())
     }
 
     /// The inputs this kernel reads through `ld_<name>(i)` (one element) and `ld4_<name>(q)`
@@ -139,30 +148,31 @@ impl KernelId {
         })
     }
 
-    /// The cached pipeline of `entry` reading its staged inputs from storage buffers.
+    /// The cached pipeline of `entry` reading its staged inputs (f32) from storage buffers.
     pub(crate) fn pipeline(
         self,
         dev: &Device,
         entry: &str,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<Pipeline>> {
-        dev.pipeline(self.spec(), InputPath::Storage, entry, constants)
+        dev.pipeline(self.spec(), Reads::new(InputPath::Storage), entry, constants)
     }
 
-    /// The cached pipeline of `entry` reading its staged inputs through `path`.
+    /// The cached pipeline of `entry` reading its staged inputs as `reads` says.
     pub(crate) fn pipeline_for(
         self,
         dev: &Device,
-        path: InputPath,
+        reads: Reads,
         entry: &str,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<Pipeline>> {
-        dev.pipeline(self.spec(), path, entry, constants)
+        dev.pipeline(self.spec(), reads, entry, constants)
     }
 
-    /// The input path for this kernel given the buffers (and element counts) it would stage.
-    pub(crate) fn input_path(self, dev: &Device, staged: &[(&wgpu::Buffer, usize)]) -> Result<InputPath> {
-        dev.input_path(self.spec(), staged)
+    /// How this kernel reads the inputs it would stage: each `(binding, buffer, elements,
+    /// element type)`.
+    pub(crate) fn reads(self, dev: &Device, staged: &[Staging<'_>]) -> Result<Reads> {
+        dev.reads(self.spec(), staged)
     }
 }
 

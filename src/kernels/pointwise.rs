@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::source::{cached, shader};
 use super::sum::SUM_ITEMS;
-use crate::gpu::spec::{Binding, EntrySpec, InputPath, KernelSpec, LoopBound};
+use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -66,7 +66,7 @@ pub static KERNEL: KernelSpec = KernelSpec {
         },
     ],
     uniform_size: size_of::<Params>(),
-    source: |path: InputPath| cached(&KERNEL, path, body),
+    source: |reads: Reads| cached(&KERNEL, reads, body),
 };
 
 fn body() -> String {

@@ -4,7 +4,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::source::{cached, shader};
 use super::sum::{SUM_ITEMS, SUM_WG};
-use crate::gpu::spec::{Binding, EntrySpec, InputPath, KernelSpec, LoopBound, log2_ceil};
+use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads, log2_ceil};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -42,7 +42,7 @@ pub static KERNEL: KernelSpec = KernelSpec {
         EntrySpec { name: "finish", bindings: &[PARTS_IN, RESULT], trips: FIXED },
     ],
     uniform_size: size_of::<Params>(),
-    source: |path: InputPath| cached(&KERNEL, path, body),
+    source: |reads: Reads| cached(&KERNEL, reads, body),
 };
 
 fn body() -> String {

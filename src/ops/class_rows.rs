@@ -2,12 +2,13 @@
 //! over the rows of `(N, C, d…)` or `(C)` inputs, its target pass, its reduction and its
 //! gradient, for class ids or probability targets.
 
-use super::{Reduction, RowStrategy, Rows, check_u32};
+use super::convert::{f32_operand, output};
+use super::{Outputs, Reduction, RowStrategy, Rows, check_u32};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch};
-use crate::gpu::spec::InputPath;
-use crate::gpu::staging::{Input, input as input_at};
+use crate::gpu::spec::Reads;
+use crate::gpu::staging::{Input, Staging, input as input_at};
 use crate::kernels::class_rows::{LOSS, Params, STATUS, TARGETS, WEIGHT, WSUM};
 use crate::kernels::{KernelId, cross_entropy as ce, nll};
 use crate::ops::reduce::{Finish, reduce};
@@ -49,7 +50,10 @@ pub(super) enum Target<'a> {
     Probs(&'a Tensor),
 }
 
-/// One validated evaluation of a class loss.
+/// One validated evaluation of a class loss. cross_entropy reads its input and probability
+/// targets in their own element types; nll's log-probabilities and the class weights are read
+/// as f32.
+#[derive(Clone)]
 pub(super) struct Job<'a> {
     op: &'static str,
     kernel: KernelId,
@@ -64,6 +68,8 @@ pub(super) struct Job<'a> {
     /// The shape of the per-row losses (the targets' shape for class ids).
     out_shape: Vec<usize>,
     strategy: RowStrategy,
+    /// The element type of the gradients.
+    pub(super) outputs: Outputs,
 }
 
 /// A row plan and the pipeline constants that go with it.
@@ -143,7 +149,18 @@ impl<'a> Job<'a> {
             rows,
             out_shape,
             strategy,
+            outputs: Outputs::AsInputs,
         })
+    }
+
+    /// Runs `f` on this job with the operands its kernel reads as f32 widened (inside the open
+    /// frame) when they are half.
+    fn with_f32_operands<R>(&self, f: impl FnOnce(&Job<'_>) -> Result<R>) -> Result<R> {
+        let weight = self.weight.map(f32_operand).transpose()?;
+        let input = if self.kernel == KernelId::Nll { Some(f32_operand(self.input)?) } else { None };
+        let job =
+            Job { weight: weight.as_ref(), input: input.as_ref().unwrap_or(self.input), ..self.clone() };
+        f(&job)
     }
 
     /// The plan of the row kernel for `entry` (nll's kernels: one thread per row and no loop).
@@ -191,22 +208,28 @@ impl<'a> Job<'a> {
         checks
     }
 
-    fn staged(&self) -> Vec<(&wgpu::Buffer, usize)> {
-        let mut staged = vec![(self.input.storage.buffer(), self.input.numel())];
+    /// How the kernel reads its staged inputs (cross_entropy's input and probability targets).
+    fn reads(&self) -> Result<Reads> {
+        let x = self.input;
+        let mut staged: Vec<Staging<'_>> = vec![(ce::X, x.storage.buffer(), x.numel(), x.dtype)];
         if let Target::Probs(t) = self.targets
             && self.kernel == KernelId::CrossEntropy
         {
-            staged.push((t.storage.buffer(), t.numel()));
+            staged.push((ce::Y, t.storage.buffer(), t.numel(), t.dtype));
         }
-        staged
+        self.kernel.reads(x.device(), &staged)
     }
 
     /// Bytes per row of every buffer bound per chunk: input, targets, and `extra` more of
     /// 4 bytes (per-row outputs) or `cols` floats (`wide`).
     fn row_bytes(&self, per_row: usize, wide: usize) -> Vec<u64> {
-        let row = self.rows.cols as u64 * 4;
-        let target = if matches!(self.targets, Target::Probs(_)) { row } else { 4 };
-        let mut v = vec![row, target];
+        let cols = self.rows.cols as u64;
+        let row = cols * 4;
+        let target = match self.targets {
+            Target::Probs(t) => t.dtype.bytes(cols),
+            Target::Ids(_) => 4,
+        };
+        let mut v = vec![self.input.dtype.bytes(cols), target];
         v.extend(std::iter::repeat_n(4, per_row));
         v.extend(std::iter::repeat_n(row, wide));
         v
@@ -214,19 +237,19 @@ impl<'a> Job<'a> {
 
     /// The input's binding (and, for cross_entropy, the probability targets' or a stand-in)
     /// for the chunk of `n` rows starting at `r0`.
-    fn inputs(&self, path: InputPath, r0: u64, n: u64) -> Vec<Input<'a>> {
+    fn inputs(&self, reads: Reads, r0: u64, n: u64) -> Vec<Input<'a>> {
         let dev = self.input.device();
         let cols = self.rows.cols as u64;
-        let off = r0 * cols * 4;
         let x = self.input.storage.buffer();
         if self.kernel == KernelId::Nll {
-            return vec![Input::Buffer(Bind::range(nll::LOGP, x, off, n * cols * 4))];
+            return vec![Input::Buffer(Bind::range(nll::LOGP, x, r0 * cols * 4, n * cols * 4))];
         }
         let y = match self.targets {
-            Target::Probs(t) => input_at(dev, path, ce::Y, t.storage.buffer(), off, n * cols),
-            Target::Ids(_) => input_at(dev, path, ce::Y, x, 0, 1),
+            Target::Probs(t) => input_at(dev, reads, ce::Y, t.storage.buffer(), r0 * cols, n * cols),
+            // A stand-in the kernel never reads (f32 in `reads`).
+            Target::Ids(_) => input_at(dev, reads, ce::Y, x, 0, 1),
         };
-        vec![input_at(dev, path, ce::X, x, off, n * cols), y]
+        vec![input_at(dev, reads, ce::X, x, r0 * cols, n * cols), y]
     }
 
     fn ids_bind(&self, r0: u64, n: u64) -> Bind<'a> {
@@ -242,7 +265,7 @@ impl<'a> Job<'a> {
 
     /// Runs a per-row entry (the loss or accuracy) writing loss and wsum, then reduces.
     pub(super) fn run_rows(&self, entry: &'static str, top_k: u32) -> Result<Tensor> {
-        self.input.device().op(self.op, || self.record_rows(entry, top_k))
+        self.input.device().op(self.op, || self.with_f32_operands(|job| job.record_rows(entry, top_k)))
     }
 
     fn record_rows(&self, entry: &'static str, top_k: u32) -> Result<Tensor> {
@@ -251,9 +274,9 @@ impl<'a> Job<'a> {
         if self.rows.is_empty() {
             return self.empty_loss(entry);
         }
-        let path = self.kernel.input_path(dev, &self.staged())?;
+        let reads = self.reads()?;
         let plan = self.plan(entry)?;
-        let pipe = self.kernel.pipeline_for(dev, path, entry, &plan.constants)?;
+        let pipe = self.kernel.pipeline_for(dev, reads, entry, &plan.constants)?;
         let loss = Storage::alloc(dev, n_rows as u64 * 4)?;
         let wsum = Storage::alloc(dev, n_rows as u64 * 4)?;
         let check = match self.targets {
@@ -269,7 +292,7 @@ impl<'a> Job<'a> {
             let (r0, n) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
             let mut params = self.params(n as usize, r0 as usize);
             params.top_k = top_k;
-            let inputs = self.inputs(path, r0, n);
+            let inputs = self.inputs(reads, r0, n);
             let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
             binds.extend([
                 self.ids_bind(r0, n),
@@ -285,7 +308,7 @@ impl<'a> Job<'a> {
         checks.extend(check);
         let probs = matches!(self.targets, Target::Probs(_));
         match (self.reduction, entry == "accuracy") {
-            (Reduction::None, false) => Ok(Tensor { storage: loss, shape: self.out_shape.clone(), checks }),
+            (Reduction::None, false) => Ok(Tensor { checks, ..Tensor::new(loss, self.out_shape.clone()) }),
             (Reduction::Sum, false) => reduce(dev, &loss, None, n_rows, Finish::Sum, 0.0, checks),
             (_, _) if probs => reduce(dev, &loss, None, n_rows, Finish::MeanCount, n_rows as f64, checks),
             _ => reduce(dev, &loss, Some(&wsum), n_rows, Finish::MeanWeights, 0.0, checks),
@@ -303,7 +326,7 @@ impl<'a> Job<'a> {
         let checks = self.checks();
         let loss = Storage::alloc(dev, 4)?;
         match (self.reduction, entry == "accuracy") {
-            (Reduction::None, false) => Ok(Tensor { storage: loss, shape: self.out_shape.clone(), checks }),
+            (Reduction::None, false) => Ok(Tensor { checks, ..Tensor::new(loss, self.out_shape.clone()) }),
             (Reduction::Sum, false) => reduce(dev, &loss, None, 0, Finish::Sum, 0.0, checks),
             _ => reduce(dev, &loss, None, 0, Finish::MeanCount, 0.0, checks),
         }
@@ -336,8 +359,19 @@ impl<'a> Job<'a> {
         Ok((check, denom))
     }
 
+    /// The gradients in the input and (probability targets) in the targets, each in its
+    /// operand's element type unless `outputs` says f32.
     pub(super) fn backward(&self, grad: &Tensor, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
-        self.input.device().op(self.op, || self.record_backward(grad, want_dy))
+        self.input.device().op(self.op, || {
+            let grad = f32_operand(grad)?;
+            let (dx, dy) = self.with_f32_operands(|job| job.record_backward(&grad, want_dy))?;
+            let dx = output(dx, self.input.dtype, self.outputs)?;
+            let target = match self.targets {
+                Target::Probs(t) => t.dtype,
+                Target::Ids(_) => self.input.dtype,
+            };
+            Ok((dx, dy.map(|dy| output(dy, target, self.outputs)).transpose()?))
+        })
     }
 
     /// Checks the upstream gradient's device and shape: the loss's shape for `None`, one value
@@ -399,7 +433,7 @@ impl<'a> Job<'a> {
         let n = self.input.numel() as u64;
         let dx = Storage::alloc(dev, n * 4)?;
         let dy = Storage::alloc(dev, if want_dy { n * 4 } else { 4 })?;
-        let path = self.kernel.input_path(dev, &self.staged())?;
+        let reads = self.reads()?;
         let nll = self.kernel == KernelId::Nll;
         let entry = if nll { "nll_backward" } else { "cross_entropy_backward" };
         let plan = self.plan(entry)?;
@@ -407,7 +441,7 @@ impl<'a> Job<'a> {
         if !nll {
             constants.push(("WANT_DY", want_dy as u8 as f64));
         }
-        let pipe = self.kernel.pipeline_for(dev, path, entry, &constants)?;
+        let pipe = self.kernel.pipeline_for(dev, reads, entry, &constants)?;
         if nll {
             // nll's kernel scatters one value per row into a cleared gradient.
             dev.record(|enc| enc.clear_buffer(dx.buffer(), 0, Some(n * 4)));
@@ -425,7 +459,7 @@ impl<'a> Job<'a> {
             params.g_mode = g_mode;
             params.scale = scale;
             // nll's gradient does not read the log-probabilities.
-            let inputs = if nll { Vec::new() } else { self.inputs(path, r0, rn) };
+            let inputs = if nll { Vec::new() } else { self.inputs(reads, r0, rn) };
             let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
             let off = r0 * cols * 4;
             binds.extend([
@@ -449,7 +483,7 @@ impl<'a> Job<'a> {
             let groups = rn.div_ceil(plan.rows_per_group);
             dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &plan.extents)?;
         }
-        let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });
-        Ok((Tensor { storage: dx, shape, checks }, dy))
+        let dy = want_dy.then(|| Tensor { checks: checks.clone(), ..Tensor::new(dy, shape.clone()) });
+        Ok((Tensor { checks, ..Tensor::new(dx, shape) }, dy))
     }
 }

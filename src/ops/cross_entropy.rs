@@ -7,7 +7,7 @@
 //! probability targets of the logits' own shape. Nothing is broadcast.
 
 use super::class_rows::{Job, Target, class_options};
-use super::{Reduction, RowStrategy};
+use super::{Outputs, Reduction, RowStrategy};
 use crate::error::{Error, Result};
 use crate::kernels::KernelId;
 use crate::tensor::{Indices, Tensor};
@@ -58,6 +58,9 @@ pub struct CrossEntropy {
     pub label_smoothing: f32,
     /// How rows are spread over threads.
     pub strategy: RowStrategy,
+    /// The element type of the gradients: the logits' (and the probability targets') own
+    /// (default), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 impl Default for CrossEntropy {
@@ -68,6 +71,7 @@ impl Default for CrossEntropy {
             reduction: Reduction::Mean,
             label_smoothing: 0.0,
             strategy: RowStrategy::Auto,
+            outputs: Outputs::AsInputs,
         }
     }
 }
@@ -87,6 +91,12 @@ impl CrossEntropy {
         self
     }
 
+    /// Sets the element type of the gradients.
+    pub fn outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
+    }
+
     fn job<'a>(&'a self, logits: &'a Tensor, targets: Target<'a>) -> Result<Job<'a>> {
         let eps = self.label_smoothing;
         if !(0.0..=1.0).contains(&eps) {
@@ -101,7 +111,7 @@ impl CrossEntropy {
                 "ignore_index must be negative with probability targets (PyTorch does not support it)",
             ));
         }
-        Job::new(
+        let mut job = Job::new(
             "cross_entropy",
             KernelId::CrossEntropy,
             logits,
@@ -111,7 +121,9 @@ impl CrossEntropy {
             self.reduction,
             eps,
             self.strategy,
-        )
+        )?;
+        job.outputs = self.outputs;
+        Ok(job)
     }
 
     /// The loss over class-id targets: a 0-d tensor for mean and sum, the targets' shape for

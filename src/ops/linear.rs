@@ -1,6 +1,7 @@
 //! `linear`: `y = x·Wᵀ + b` with W stored `(out, in)` as in PyTorch (`shaders/linear.wgsl`).
 
-use super::check_u32;
+use super::convert::{f32_operand, output};
+use super::{Outputs, check_u32};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
@@ -123,17 +124,31 @@ pub enum LinearKernel {
     Blocked,
 }
 
-/// `linear` with a chosen [`LinearKernel`].
+/// `linear` with a chosen [`LinearKernel`]. Operands of any element type are computed with in
+/// f32 (half ones widened exactly first).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Linear {
     /// The GEMM kernel.
     pub kernel: LinearKernel,
+    /// The element type of y and of the gradients: each its operand's (y: x's; dW and db:
+    /// W's), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 impl Linear {
     /// `x·Wᵀ + b`; see [`linear`].
     pub fn forward(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        x.device().op("linear", || run(self.kernel, x, weight, bias))
+        x.device().op("linear", || {
+            let (xf, wf) = (f32_operand(x)?, f32_operand(weight)?);
+            let bf = bias.map(f32_operand).transpose()?;
+            output(run(self.kernel, &xf, &wf, bf.as_ref())?, x.dtype, self.outputs)
+        })
+    }
+
+    /// Sets the element type of the outputs.
+    pub fn outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
     }
 }
 
@@ -174,7 +189,15 @@ impl Linear {
     /// # Ok::<(), wgpu_loss::Error>(())
     /// ```
     pub fn backward(&self, x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<LinearGrads> {
-        x.device().op("linear", || record_backward(x, weight, grad_y))
+        x.device().op("linear", || {
+            let (xf, wf, gf) = (f32_operand(x)?, f32_operand(weight)?, f32_operand(grad_y)?);
+            let grads = record_backward(&xf, &wf, &gf)?;
+            Ok(LinearGrads {
+                input: output(grads.input, x.dtype, self.outputs)?,
+                weight: output(grads.weight, weight.dtype, self.outputs)?,
+                bias: output(grads.bias, weight.dtype, self.outputs)?,
+            })
+        })
     }
 }
 

@@ -5,10 +5,11 @@
 //! than the last is read in place with a stride (no transpose); tensors larger than the binding
 //! limit are processed in chunks. A row holding a NaN gives NaN throughout, as in PyTorch.
 
-use super::{RowStrategy, Rows, check_u32, resolve_dim};
+use super::convert::output;
+use super::{Outputs, RowStrategy, Rows, check_u32, resolve_dim};
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Bind, dispatch};
-use crate::gpu::staging::input;
+use crate::gpu::staging::{Staging, input};
 use crate::kernels::KernelId;
 use crate::kernels::log_softmax::{G, KERNEL, OUT, Params, X};
 use crate::tensor::{Tensor, same_device};
@@ -20,6 +21,9 @@ pub struct LogSoftmax {
     pub dim: isize,
     /// How rows are spread over threads.
     pub strategy: RowStrategy,
+    /// The element type of the output and the gradient: the input's (default; f16 and bf16
+    /// rounded from the f32 result), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 /// `softmax` over `dim` (default −1, the last) with a chosen [`RowStrategy`].
@@ -29,17 +33,20 @@ pub struct Softmax {
     pub dim: isize,
     /// How rows are spread over threads.
     pub strategy: RowStrategy,
+    /// The element type of the output and the gradient: the input's (default; f16 and bf16
+    /// rounded from the f32 result), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 impl Default for LogSoftmax {
     fn default() -> Self {
-        LogSoftmax { dim: -1, strategy: RowStrategy::Auto }
+        LogSoftmax { dim: -1, strategy: RowStrategy::Auto, outputs: Outputs::AsInputs }
     }
 }
 
 impl Default for Softmax {
     fn default() -> Self {
-        Softmax { dim: -1, strategy: RowStrategy::Auto }
+        Softmax { dim: -1, strategy: RowStrategy::Auto, outputs: Outputs::AsInputs }
     }
 }
 
@@ -50,15 +57,27 @@ impl LogSoftmax {
         self
     }
 
+    /// Sets the element type of the output and the gradient.
+    pub fn outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
+    }
+
     /// `y = x − logsumexp(x)` along `dim`; same shape as `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        run("log_softmax", "log_softmax", self.strategy, self.dim, x, None)
+        run("log_softmax", "log_softmax", (self.strategy, self.dim, self.outputs), x, None)
     }
 
     /// The gradient `g − exp(y)·Σ g` along `dim`, from the forward output `y` and the upstream
     /// gradient `g` (same shape).
     pub fn backward(&self, y: &Tensor, grad_output: &Tensor) -> Result<Tensor> {
-        run("log_softmax", "log_softmax_backward", self.strategy, self.dim, y, Some(grad_output))
+        run(
+            "log_softmax",
+            "log_softmax_backward",
+            (self.strategy, self.dim, self.outputs),
+            y,
+            Some(grad_output),
+        )
     }
 }
 
@@ -69,15 +88,21 @@ impl Softmax {
         self
     }
 
+    /// Sets the element type of the output and the gradient.
+    pub fn outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
+    }
+
     /// `y = exp(x − max) / Σ exp(x − max)` along `dim`; same shape as `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        run("softmax", "softmax", self.strategy, self.dim, x, None)
+        run("softmax", "softmax", (self.strategy, self.dim, self.outputs), x, None)
     }
 
     /// The gradient `y·(g − Σ g·y)` along `dim`, from the forward output `y` and the upstream
     /// gradient `g` (same shape).
     pub fn backward(&self, y: &Tensor, grad_output: &Tensor) -> Result<Tensor> {
-        run("softmax", "softmax_backward", self.strategy, self.dim, y, Some(grad_output))
+        run("softmax", "softmax_backward", (self.strategy, self.dim, self.outputs), y, Some(grad_output))
     }
 }
 
@@ -105,7 +130,19 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
     Softmax::default().forward(x)
 }
 
+/// One pass of `entry` over `x` (and the upstream gradient `grad` for the backward entries),
+/// reading both in their own element types; the result in `x`'s unless `outputs` says f32.
 fn run(
+    op: &'static str,
+    entry: &'static str,
+    (strategy, dim, outputs): (RowStrategy, isize, Outputs),
+    x: &Tensor,
+    grad: Option<&Tensor>,
+) -> Result<Tensor> {
+    x.device().op(op, || output(record(op, entry, strategy, dim, x, grad)?, x.dtype, outputs))
+}
+
+fn record(
     op: &'static str,
     entry: &'static str,
     strategy: RowStrategy,
@@ -113,7 +150,7 @@ fn run(
     x: &Tensor,
     grad: Option<&Tensor>,
 ) -> Result<Tensor> {
-    x.device().op(op, || {
+    {
         let dev = x.device();
         if x.shape.is_empty() {
             return Err(Error::shape(op, "a 0-d tensor has no dimension to normalise over"));
@@ -137,24 +174,25 @@ fn run(
         check_u32(op, x.numel())?;
         let bound = KERNEL.entry(entry).map(|e| e.trips).ok_or_else(|| Error::invalid(op, entry))?;
         let plan = strategy.plan(op, dev, &x.shape, &rows, bound)?;
-        let mut staged = vec![(x.storage.buffer(), x.numel())];
-        staged.extend(grad.map(|g| (g.storage.buffer(), g.numel())));
-        let path = KernelId::LogSoftmax.input_path(dev, &staged)?;
-        let pipe = KernelId::LogSoftmax.pipeline_for(dev, path, entry, &plan.constants())?;
-        let row_bytes = rows.cols as u64 * 4;
-        let per_row: &[u64] = if grad.is_some() { &[row_bytes; 3] } else { &[row_bytes; 2] };
-        for chunk in rows.chunks(dev, "one row", per_row)? {
+        let mut staged: Vec<Staging<'_>> = vec![(X, x.storage.buffer(), x.numel(), x.dtype)];
+        staged.extend(grad.map(|g| (G, g.storage.buffer(), g.numel(), g.dtype)));
+        let reads = KernelId::LogSoftmax.reads(dev, &staged)?;
+        let pipe = KernelId::LogSoftmax.pipeline_for(dev, reads, entry, &plan.constants())?;
+        let cols = rows.cols as u64;
+        let mut per_row = vec![x.dtype.bytes(cols), cols * 4];
+        per_row.extend(grad.map(|g| g.dtype.bytes(cols)));
+        for chunk in rows.chunks(dev, "one row", &per_row)? {
             let n = (chunk.len() * rows.inner) as u64;
             let params = Params { rows: n as u32, cols: rows.cols as u32, inner: rows.inner as u32, _pad: 0 };
-            let off = chunk.start as u64 * rows.inner as u64 * row_bytes;
-            let elements = n * rows.cols as u64;
-            let mut inputs = vec![input(dev, path, X, x.storage.buffer(), off, elements)];
-            inputs.extend(grad.map(|g| input(dev, path, G, g.storage.buffer(), off, elements)));
+            let first = chunk.start as u64 * rows.inner as u64 * cols;
+            let elements = n * cols;
+            let mut inputs = vec![input(dev, reads, X, x.storage.buffer(), first, elements)];
+            inputs.extend(grad.map(|g| input(dev, reads, G, g.storage.buffer(), first, elements)));
             let mut binds: Vec<Bind<'_>> = inputs.iter().map(|i| i.bind()).collect();
-            binds.push(Bind::range(OUT, out.storage.buffer(), off, elements * 4));
+            binds.push(Bind::range(OUT, out.storage.buffer(), first * 4, elements * 4));
             let groups = plan.groups(n as usize);
             dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &plan.extents())?;
         }
         Ok(Tensor { checks, ..out })
-    })
+    }
 }

@@ -9,6 +9,7 @@ pub mod bandwidth;
 pub(crate) mod broadcast;
 pub(crate) mod budget;
 pub(crate) mod class_rows;
+pub mod convert;
 pub mod cross_entropy;
 pub mod linear;
 pub mod linear_cross_entropy;
@@ -34,6 +35,19 @@ pub enum Reduction {
     Mean,
     /// The sum. A sum over nothing is 0.
     Sum,
+}
+
+/// The element type of an operation's tensor outputs that are not losses: gradients, and the
+/// outputs of log_softmax, softmax and linear. Losses and sums are always f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Outputs {
+    /// Each output in the element type of the input it belongs to (a gradient in its input's,
+    /// log_softmax's output in its input's), rounded to nearest even from the f32 result, as
+    /// PyTorch gives them (the default).
+    #[default]
+    AsInputs,
+    /// Every output f32, unrounded.
+    F32,
 }
 
 /// How a row reduction (log-softmax, softmax, cross-entropy) spreads a row over threads.

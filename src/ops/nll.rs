@@ -1,9 +1,8 @@
 //! `nll`: the negative log-likelihood of log-probabilities (`shaders/nll.wgsl`), and its
 //! gradient.
 
-use super::Reduction;
-use super::RowStrategy;
 use super::class_rows::{DEFAULT_IGNORE_INDEX, Job, Target, class_options};
+use super::{Outputs, Reduction, RowStrategy};
 use crate::error::Result;
 use crate::kernels::KernelId;
 use crate::tensor::{Indices, Tensor};
@@ -20,11 +19,18 @@ pub struct Nll {
     pub ignore_index: i64,
     /// How the per-row losses are reduced (default mean).
     pub reduction: Reduction,
+    /// The element type of the gradient: the log-probabilities' own (default), or f32.
+    pub outputs: Outputs,
 }
 
 impl Default for Nll {
     fn default() -> Self {
-        Nll { weight: None, ignore_index: DEFAULT_IGNORE_INDEX, reduction: Reduction::Mean }
+        Nll {
+            weight: None,
+            ignore_index: DEFAULT_IGNORE_INDEX,
+            reduction: Reduction::Mean,
+            outputs: Outputs::AsInputs,
+        }
     }
 }
 
@@ -32,7 +38,7 @@ class_options!(Nll);
 
 impl Nll {
     fn job<'a>(&'a self, logp: &'a Tensor, targets: &'a Indices) -> Result<Job<'a>> {
-        Job::new(
+        let mut job = Job::new(
             "nll",
             KernelId::Nll,
             logp,
@@ -42,7 +48,15 @@ impl Nll {
             self.reduction,
             0.0,
             RowStrategy::ThreadPerRow,
-        )
+        )?;
+        job.outputs = self.outputs;
+        Ok(job)
+    }
+
+    /// Sets the element type of the gradient.
+    pub fn outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
     }
 
     /// The loss: a 0-d tensor for mean and sum, the targets' shape for [`Reduction::None`].

@@ -13,8 +13,9 @@
 //! gradient PyTorch defines also have `backward_with_target`, which returns both.
 
 use super::broadcast::Runs;
+use super::convert::{f32_operand, output};
 use super::reduce::{Finish, finish, parts_for};
-use super::{Reduction, SUM_CHUNK, SUM_WG, check_u32, sum_constants};
+use super::{Outputs, Reduction, SUM_CHUNK, SUM_WG, check_u32, sum_constants};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
@@ -74,7 +75,8 @@ impl Scale {
 }
 
 /// One validated call (a job, as in every ops module): the formula, its parameter, and its
-/// operands.
+/// operands. Input and target are read in their own element types; weights are read as f32.
+#[derive(Clone, Copy)]
 struct Job<'a> {
     op: &'static str,
     formula: Formula,
@@ -83,11 +85,28 @@ struct Job<'a> {
     target: &'a Tensor,
     weight: Option<&'a Tensor>,
     pos_weight: Option<&'a Tensor>,
+    outputs: Outputs,
 }
 
 impl<'a> Job<'a> {
     fn new(op: &'static str, formula: Formula, input: &'a Tensor, target: &'a Tensor) -> Self {
-        Job { op, formula, beta: 0.0, input, target, weight: None, pos_weight: None }
+        Job {
+            op,
+            formula,
+            beta: 0.0,
+            input,
+            target,
+            weight: None,
+            pos_weight: None,
+            outputs: Outputs::AsInputs,
+        }
+    }
+
+    /// Runs `f` on this job with its weights as f32 (widened inside the open frame when half).
+    fn with_f32_weights<R>(&self, f: impl FnOnce(&Job<'_>) -> Result<R>) -> Result<R> {
+        let weight = self.weight.map(f32_operand).transpose()?;
+        let pos_weight = self.pos_weight.map(f32_operand).transpose()?;
+        f(&Job { weight: weight.as_ref(), pos_weight: pos_weight.as_ref(), ..*self })
     }
 
     /// Checks devices and shapes; returns how the weights are read.
@@ -171,21 +190,23 @@ impl<'a> Job<'a> {
         let dev = self.input.device();
         let n = self.input.numel();
         let (x, y) = (self.input.storage.buffer(), self.target.storage.buffer());
-        let path = KernelId::Pointwise.input_path(dev, &[(x, n), (y, n)])?;
-        let pipe = KernelId::Pointwise.pipeline_for(dev, path, entry, constants)?;
+        let (xt, yt) = (self.input.dtype, self.target.dtype);
+        let reads = KernelId::Pointwise.reads(dev, &[(X, x, n, xt), (Y, y, n, yt)])?;
+        let pipe = KernelId::Pointwise.pipeline_for(dev, reads, entry, constants)?;
         let full_weight =
             (layout.flags & WEIGHT_FULL != 0).then(|| self.weight.map(|w| w.storage.buffer())).flatten();
-        let mut row_bytes = vec![4u64; 2 + per_element.len() + full_weight.is_some() as usize];
+        let mut row_bytes = vec![xt.size() as u64, yt.size() as u64];
+        row_bytes.extend(std::iter::repeat_n(4, per_element.len() + full_weight.is_some() as usize));
         if !partials {
             row_bytes.push(4);
         }
-        // Chunks start on whole quads (16 bytes: texel-aligned when staged), and on whole
+        // Chunks start on whole 16-byte texels of either type when staged, and on whole
         // workgroup chunks when reducing, so that the partition does not depend on the chunking.
-        let multiple = if partials { EW_CHUNK } else { 4 };
+        let multiple = if partials { EW_CHUNK } else { 8 };
         for chunk in row_chunks(dev, "an elementwise input", n, &row_bytes, multiple)? {
             let len = chunk.len() as u64;
-            let off = chunk.start as u64 * 4;
-            let staged = [input_at(dev, path, X, x, off, len), input_at(dev, path, Y, y, off, len)];
+            let (first, off) = (chunk.start as u64, chunk.start as u64 * 4);
+            let staged = [input_at(dev, reads, X, x, first, len), input_at(dev, reads, Y, y, first, len)];
             let mut binds: Vec<Bind<'_>> = staged.iter().map(Input::bind).collect();
             let weight = match (full_weight, self.weight) {
                 (Some(w), _) => Bind::range(WEIGHT, w, off, len * 4),
@@ -226,7 +247,7 @@ impl<'a> Job<'a> {
 
     /// The loss, reduced by `scale`.
     fn forward(&self, scale: Scale) -> Result<Tensor> {
-        self.input.device().op(self.op, || self.record_forward(scale))
+        self.input.device().op(self.op, || self.with_f32_weights(|job| job.record_forward(scale)))
     }
 
     fn record_forward(&self, scale: Scale) -> Result<Tensor> {
@@ -240,7 +261,7 @@ impl<'a> Job<'a> {
             let out = Storage::alloc(dev, n as u64 * 4)?;
             let constants = self.constants(layout.flags, false, false);
             self.run("forward_none", &constants, layout, &out, false, &[], &whole, 0.0)?;
-            return Ok(Tensor { storage: out, shape: self.input.shape.clone(), checks });
+            return Ok(Tensor { checks, ..Tensor::new(out, self.input.shape.clone()) });
         }
         let n_parts = parts_for(n, EW_CHUNK);
         let parts = Storage::alloc(dev, n_parts * 4)?;
@@ -257,8 +278,15 @@ impl<'a> Job<'a> {
     }
 
     /// The gradient in the input (and in the target when `want_dy`) for upstream gradient `grad`.
+    /// Gradients follow the input's and the target's element types unless `outputs` says f32.
     fn backward(&self, grad: &Tensor, scale: Scale, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
-        self.input.device().op(self.op, || self.record_backward(grad, scale, want_dy))
+        self.input.device().op(self.op, || {
+            let grad = f32_operand(grad)?;
+            let (dx, dy) = self.with_f32_weights(|job| job.record_backward(&grad, scale, want_dy))?;
+            let dx = output(dx, self.input.dtype, self.outputs)?;
+            let dy = dy.map(|dy| output(dy, self.target.dtype, self.outputs)).transpose()?;
+            Ok((dx, dy))
+        })
     }
 
     fn record_backward(
@@ -312,8 +340,8 @@ impl<'a> Job<'a> {
         }
         self.run("backward", &constants, layout, &dx, false, &pe, &whole, factor)?;
         let shape = self.input.shape.clone();
-        let dy = want_dy.then(|| Tensor { storage: dy, shape: shape.clone(), checks: checks.clone() });
-        Ok((Tensor { storage: dx, shape, checks }, dy))
+        let dy = want_dy.then(|| Tensor { checks: checks.clone(), ..Tensor::new(dy, shape.clone()) });
+        Ok((Tensor { checks, ..Tensor::new(dx, shape) }, dy))
     }
 }
 
@@ -334,6 +362,8 @@ impl<'a> Job<'a> {
 pub struct Mse {
     /// How the per-element losses are reduced (default mean).
     pub reduction: Reduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 /// Absolute error `|x − y|`, as PyTorch's `F.l1_loss`. Its gradient is `sign(x − y)`, 0 at 0.
@@ -341,6 +371,8 @@ pub struct Mse {
 pub struct L1 {
     /// How the per-element losses are reduced (default mean).
     pub reduction: Reduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 /// `F.smooth_l1_loss(input, target, beta=1.0)`: `0.5 d² / β` where `|d| < β`, else `|d| − β/2`.
@@ -351,11 +383,13 @@ pub struct SmoothL1 {
     pub beta: f32,
     /// How the per-element losses are reduced (default mean).
     pub reduction: Reduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 impl Default for SmoothL1 {
     fn default() -> Self {
-        SmoothL1 { beta: 1.0, reduction: Reduction::Mean }
+        SmoothL1 { beta: 1.0, reduction: Reduction::Mean, outputs: Outputs::AsInputs }
     }
 }
 
@@ -367,11 +401,13 @@ pub struct Huber {
     pub delta: f32,
     /// How the per-element losses are reduced (default mean).
     pub reduction: Reduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 impl Default for Huber {
     fn default() -> Self {
-        Huber { delta: 1.0, reduction: Reduction::Mean }
+        Huber { delta: 1.0, reduction: Reduction::Mean, outputs: Outputs::AsInputs }
     }
 }
 
@@ -389,6 +425,8 @@ pub struct Bce {
     pub weight: Option<Tensor>,
     /// How the per-element losses are reduced (default mean).
     pub reduction: Reduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 /// Binary cross-entropy on logits, as PyTorch's
@@ -430,6 +468,8 @@ pub struct BceWithLogits {
     pub pos_weight: Option<Tensor>,
     /// How the per-element losses are reduced (default mean).
     pub reduction: Reduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 /// Soft margin `log(1 + exp(−y·x))`, as PyTorch's `F.soft_margin_loss(input, target,
@@ -452,6 +492,8 @@ pub struct BceWithLogits {
 pub struct SoftMargin {
     /// How the per-element losses are reduced (default mean).
     pub reduction: Reduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 /// How [`KlDiv`] reduces: PyTorch's `none`, `mean` (over every element, PyTorch's default, which
@@ -482,6 +524,8 @@ pub struct KlDiv {
     pub log_target: bool,
     /// How the per-element values are reduced (default mean, as PyTorch).
     pub reduction: KlReduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
 }
 
 /// What each loss struct supplies to the shared methods.
@@ -624,9 +668,17 @@ macro_rules! loss_methods {
             }
 
             /// The gradient with respect to `input`, given the upstream gradient `grad_output`
-            /// (one value for a reduced loss, the input's shape for `None`).
+            /// (one value for a reduced loss, the input's shape for `None`), in the input's
+            /// element type unless [`outputs`](Self::outputs) says f32.
             pub fn backward(&self, input: &Tensor, target: &Tensor, grad_output: &Tensor) -> Result<Tensor> {
-                Ok(self.job(input, target)?.backward(grad_output, self.scale(input)?, false)?.0)
+                let job = Job { outputs: self.outputs, ..self.job(input, target)? };
+                Ok(job.backward(grad_output, self.scale(input)?, false)?.0)
+            }
+
+            /// Sets the element type of the gradients.
+            pub fn outputs(mut self, outputs: Outputs) -> Self {
+                self.outputs = outputs;
+                self
             }
         }
     )+};
@@ -642,7 +694,8 @@ macro_rules! target_gradient {
                 target: &Tensor,
                 grad_output: &Tensor,
             ) -> Result<(Tensor, Tensor)> {
-                let (dx, dy) = self.job(input, target)?.backward(grad_output, self.scale(input)?, true)?;
+                let job = Job { outputs: self.outputs, ..self.job(input, target)? };
+                let (dx, dy) = job.backward(grad_output, self.scale(input)?, true)?;
                 Ok((dx, dy.expect("backward returns the target gradient when asked")))
             }
         }
@@ -663,12 +716,12 @@ target_gradient!(Mse, L1, SmoothL1, Huber, KlDiv);
 /// # Ok::<(), wgpu_loss::Error>(())
 /// ```
 pub fn mse(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
-    Mse { reduction }.forward(input, target)
+    Mse { reduction, ..Mse::default() }.forward(input, target)
 }
 
 /// `F.l1_loss(input, target, reduction=...)`.
 pub fn l1(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
-    L1 { reduction }.forward(input, target)
+    L1 { reduction, ..L1::default() }.forward(input, target)
 }
 
 /// `F.binary_cross_entropy(input, target, reduction=...)` on probabilities, without weights.

@@ -9,6 +9,7 @@
 //! depend only on the element count, so a result is bitwise the same from run to run on one
 //! adapter, and the same on every adapter's partition. There are no float atomics.
 
+use super::convert::f32_operand;
 use super::{SUM_CHUNK, SUM_WG, check_u32, sum_constants};
 use crate::error::Result;
 use crate::gpu::device::Device;
@@ -104,7 +105,7 @@ pub(crate) fn finish(
         1,
         &[],
     )?;
-    Ok(Tensor { storage: out, shape: Vec::new(), checks })
+    Ok(Tensor { checks, ..Tensor::new(out, Vec::new()) })
 }
 
 /// Both stages over `n` values of `a` (and `b`, summed alongside for weighted means).
@@ -154,7 +155,8 @@ pub(crate) fn reduce(
     finish(dev, &parts, n_parts, b.is_some(), mode, count, checks)
 }
 
-/// The sum of every element, as a 0-d tensor. Deterministic (fixed order, no atomics).
+/// The sum of every element, as a 0-d f32 tensor (of any element type, summed in f32).
+/// Deterministic (fixed order, no atomics).
 ///
 /// ```
 /// let dev = wgpu_loss::Device::new()?;
@@ -164,13 +166,19 @@ pub(crate) fn reduce(
 /// ```
 pub fn sum(x: &Tensor) -> Result<Tensor> {
     let dev = x.device();
-    dev.op("sum", || reduce(dev, &x.storage, None, x.numel(), Finish::Sum, 0.0, x.checks.clone()))
+    dev.op("sum", || {
+        let x = f32_operand(x)?;
+        reduce(dev, &x.storage, None, x.numel(), Finish::Sum, 0.0, x.checks.clone())
+    })
 }
 
 /// The mean of every element, as a 0-d tensor; NaN for an empty tensor, as in PyTorch.
 pub fn mean(x: &Tensor) -> Result<Tensor> {
     let (dev, n) = (x.device(), x.numel());
-    dev.op("mean", || reduce(dev, &x.storage, None, n, Finish::MeanCount, n as f64, x.checks.clone()))
+    dev.op("mean", || {
+        let x = f32_operand(x)?;
+        reduce(dev, &x.storage, None, n, Finish::MeanCount, n as f64, x.checks.clone())
+    })
 }
 
 #[cfg(test)]

@@ -59,8 +59,8 @@ pub fn run(kind: usize, i: &Inputs) -> Result<Vec<Vec<f32>>> {
     let one = |t: Result<Tensor>| -> Result<Vec<Vec<f32>>> { Ok(vec![t?.to_vec()?]) };
     match kind % KINDS {
         0 => one(Mse::default().forward(x, y)),
-        1 => one(Mse { reduction: Reduction::None }.backward(x, y, &i.dy)),
-        2 => one(L1 { reduction: Reduction::Sum }.forward(x, y)),
+        1 => one(Mse::default().reduction(Reduction::None).backward(x, y, &i.dy)),
+        2 => one(L1::default().reduction(Reduction::Sum).forward(x, y)),
         3 => one(SmoothL1::default().backward(x, y, &i.one)),
         4 => one(Huber::default().delta(0.5).forward(x, y)),
         5 => one(Bce::default().forward(p, p)),

@@ -31,7 +31,7 @@ impl Job<'_> {
         let checks = self.checks(prep);
         let n = self.n;
         let loss = match self.o.reduction {
-            Reduction::None => Tensor { storage: rows, shape: self.lead.clone(), checks: checks.clone() },
+            Reduction::None => Tensor { checks: checks.clone(), ..Tensor::new(rows, self.lead.clone()) },
             Reduction::Sum => reduce(self.dev, &rows, None, n, Finish::Sum, 0.0, checks.clone())?,
             // Rows hold their share of the mean already; no rows is a mean over nothing.
             Reduction::Mean if n == 0 => {
@@ -39,7 +39,7 @@ impl Job<'_> {
             }
             Reduction::Mean => reduce(self.dev, &rows, None, n, Finish::Sum, 0.0, checks.clone())?,
         };
-        Ok(LinearCrossEntropyOutput { loss, lse: Tensor { storage: lse, shape: self.lead.clone(), checks } })
+        Ok(LinearCrossEntropyOutput { loss, lse: Tensor { checks, ..Tensor::new(lse, self.lead.clone()) } })
     }
 
     /// Split-V forward: partials per (row, slice), then the fixed-order fold.

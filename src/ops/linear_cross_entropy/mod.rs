@@ -31,8 +31,51 @@ use options::OP;
 use plan::Job;
 
 use crate::error::{Error, Result};
+use crate::ops::convert::{f32_operand, output};
 use crate::ops::linear::LinearGrads;
 use crate::tensor::{Indices, Tensor, same_device};
+
+/// The operands as f32 (half ones widened exactly, inside the open frame): x, W, b and the
+/// options with their class weights.
+struct Widened {
+    x: Tensor,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    options: LinearCrossEntropy,
+}
+
+impl Widened {
+    fn new(
+        options: &LinearCrossEntropy,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<Widened> {
+        let class_weight = options.weight.as_ref().map(f32_operand).transpose()?;
+        Ok(Widened {
+            x: f32_operand(x)?,
+            weight: f32_operand(weight)?,
+            bias: bias.map(f32_operand).transpose()?,
+            options: LinearCrossEntropy { weight: class_weight, ..options.clone() },
+        })
+    }
+
+    fn job<'a>(&'a self, targets: &'a Indices) -> Result<Job<'a>> {
+        Job::new(&self.options, &self.x, &self.weight, self.bias.as_ref(), targets)
+    }
+}
+
+impl LinearCrossEntropy {
+    /// The gradients in the element types [`outputs`](Self::outputs) asks for: dX in x's, dW
+    /// and db in W's (from their f32 accumulation), or all f32.
+    fn typed(&self, grads: LinearGrads, x: &Tensor, weight: &Tensor) -> Result<LinearGrads> {
+        Ok(LinearGrads {
+            input: output(grads.input, x.dtype, self.outputs)?,
+            weight: output(grads.weight, weight.dtype, self.outputs)?,
+            bias: output(grads.bias, weight.dtype, self.outputs)?,
+        })
+    }
+}
 
 impl LinearCrossEntropy {
     /// The loss and every row's log-sum-exp, from split-V partials (no logits stored).
@@ -44,7 +87,8 @@ impl LinearCrossEntropy {
         targets: &Indices,
     ) -> Result<LinearCrossEntropyOutput> {
         x.device().op(OP, || {
-            let job = Job::new(self, x, weight, bias, targets)?;
+            let f32s = Widened::new(self, x, weight, bias)?;
+            let job = f32s.job(targets)?;
             let prep = job.prepare()?;
             job.forward(&prep)
         })
@@ -63,8 +107,10 @@ impl LinearCrossEntropy {
         lse: Option<&Tensor>,
     ) -> Result<LinearGrads> {
         x.device().op(OP, || {
-            let job = Job::new(self, x, weight, bias, targets)?;
+            let f32s = Widened::new(self, x, weight, bias)?;
+            let job = f32s.job(targets)?;
             job.check_grad(grad_output)?;
+            let grad_output = &f32_operand(grad_output)?;
             if let Some(l) = lse {
                 same_device(OP, job.dev, &[l.device()])?;
                 if l.shape != job.lead {
@@ -77,7 +123,7 @@ impl LinearCrossEntropy {
                 Some(l) => l.clone(),
                 None => job.forward(&prep)?.lse,
             };
-            Ok(job.grads(&prep, grad_output, Some(&lse), plan)?.0)
+            self.typed(job.grads(&prep, grad_output, Some(&lse), plan)?.0, x, weight)
         })
     }
 
@@ -93,18 +139,20 @@ impl LinearCrossEntropy {
         grad_output: &Tensor,
     ) -> Result<(LinearCrossEntropyOutput, LinearGrads)> {
         x.device().op(OP, || {
-            let job = Job::new(self, x, weight, bias, targets)?;
+            let f32s = Widened::new(self, x, weight, bias)?;
+            let job = f32s.job(targets)?;
             job.check_grad(grad_output)?;
+            let grad_output = &f32_operand(grad_output)?;
             let prep = job.prepare()?;
             let plan = job.tile_plan(true)?;
             if plan.whole_rows && job.n > 0 {
                 let (grads, out) = job.grads(&prep, grad_output, None, plan)?;
                 let out = out.ok_or_else(|| Error::Wgpu("the one-pass plan returned no loss".into()))?;
-                return Ok((out, grads));
+                return Ok((out, self.typed(grads, x, weight)?));
             }
             let out = job.forward(&prep)?;
             let (grads, _) = job.grads(&prep, grad_output, Some(&out.lse), plan)?;
-            Ok((out, grads))
+            Ok((out, self.typed(grads, x, weight)?))
         })
     }
 }

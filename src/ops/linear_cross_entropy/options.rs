@@ -1,8 +1,8 @@
 //! [`LinearCrossEntropy`]'s options and their defaults.
 
-use crate::ops::Reduction;
 use crate::ops::class_rows::DEFAULT_IGNORE_INDEX;
 use crate::ops::linear::LinearKernel;
+use crate::ops::{Outputs, Reduction};
 use crate::tensor::Tensor;
 
 /// The operation's name in errors.
@@ -77,6 +77,11 @@ pub struct LinearCrossEntropy {
     /// ([`CCE_FILTER_EPS`]). It trades exactness for time when probabilities concentrate on few
     /// classes; the loss is unchanged.
     pub filter_eps: Option<f32>,
+    /// The element type of the gradients: dX in x's, dW and db in W's, each rounded once from
+    /// its f32 accumulation (default), or all f32 unrounded (Liger Kernel's `accum_dtype`,
+    /// Cut Cross-Entropy's `accum_c_fp32`). Half-precision x, W and b are widened exactly and
+    /// every sum runs in f32 either way.
+    pub outputs: Outputs,
 }
 
 /// Cut Cross-Entropy's default filter threshold for f32 gradients: `f32::EPSILON / 32` = 2⁻²⁸.
@@ -94,6 +99,7 @@ impl Default for LinearCrossEntropy {
             max_scratch_bytes: DEFAULT_MAX_SCRATCH_BYTES,
             kernel: LinearKernel::Auto,
             filter_eps: None,
+            outputs: Outputs::AsInputs,
         }
     }
 }
@@ -109,6 +115,12 @@ impl LinearCrossEntropy {
     #[deprecated(since = "0.1.0", note = "renamed `weight`, as in `CrossEntropy` and `Nll`")]
     pub fn class_weight(self, weight: Tensor) -> Self {
         self.weight(weight)
+    }
+
+    /// Sets the element type of the gradients.
+    pub fn outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
     }
 
     /// Sets the ignored target value.

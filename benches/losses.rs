@@ -5,6 +5,8 @@
 //! cargo bench                                   # every adapter found
 //! WGPU_BACKEND=vulkan cargo bench               # one adapter
 //! cargo bench -- cross_entropy                  # one loss (a group per catalogue name)
+//! WGPU_LOSS_BENCH_DTYPES=bf16 cargo bench       # the element types of the inputs (default
+//!                                               # f32,f16,bf16; a case per type, `…_bf16`)
 //! ```
 //!
 //! Each measurement records its operations into the pending encoder and synchronises with the
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wgpu_loss::catalogue::{self, LOSSES, Work};
 use wgpu_loss::data::values;
-use wgpu_loss::{CrossEntropy, Device, ops};
+use wgpu_loss::{CrossEntropy, DType, Device, ops};
 
 /// (adapter, group, case).
 type Key = (String, String, String);
@@ -124,16 +126,24 @@ fn bench_device(c: &mut Criterion, dev: &Device) {
             continue;
         }
         for (s, shape) in loss.bench.iter().enumerate() {
-            let inputs = loss.bench_args((l * 64 + s) as u64 + 2, shape).upload(dev).unwrap();
-            let (forward, backward) = (loss.bench_work)(shape.dims);
-            bench_case(c, dev, loss.name, shape.name, forward, || (loss.forward)(&inputs).map(drop));
-            if shape.backward {
-                let out = (loss.forward)(&inputs).unwrap();
-                let ones = catalogue::ones(dev, out.shape()).unwrap();
-                let name = format!("{}_backward", shape.name);
-                bench_case(c, dev, loss.name, &name, backward, || {
-                    (loss.backward)(&inputs, &out, &ones).map(drop)
-                });
+            for dtype in dtypes() {
+                let args = loss.bench_args((l * 64 + s) as u64 + 2, shape).as_dtype(dtype);
+                let inputs = args.upload(dev).unwrap();
+                let (forward, backward) = (loss.bench_work)(shape.dims);
+                let name = if dtype == DType::F32 {
+                    shape.name.to_string()
+                } else {
+                    format!("{}_{dtype}", shape.name)
+                };
+                let (forward, backward) = (halved(forward, dtype), halved(backward, dtype));
+                bench_case(c, dev, loss.name, &name, forward, || (loss.forward)(&inputs).map(drop));
+                if shape.backward {
+                    let out = (loss.forward)(&inputs).unwrap();
+                    let ones = catalogue::ones(dev, out.shape()).unwrap();
+                    bench_case(c, dev, loss.name, &format!("{name}_backward"), backward, || {
+                        (loss.backward)(&inputs, &out, &ones).map(drop)
+                    });
+                }
             }
         }
     }
@@ -182,6 +192,27 @@ fn bench_lm_head(c: &mut Criterion, dev: &Device) {
             drop(logits);
             Linear::default().backward(&x, &w, &dlogits).map(drop)
         });
+    }
+}
+
+/// The element types to run (`WGPU_LOSS_BENCH_DTYPES`, comma-separated; default all three).
+fn dtypes() -> Vec<DType> {
+    let list = std::env::var("WGPU_LOSS_BENCH_DTYPES").unwrap_or_else(|_| "f32,f16,bf16".into());
+    list.split(',')
+        .map(|d| match d.trim() {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            "bf16" => DType::BF16,
+            other => panic!("WGPU_LOSS_BENCH_DTYPES: unknown element type {other:?} (f32, f16, bf16)"),
+        })
+        .collect()
+}
+
+/// The bytes of a case whose inputs (and gradient) are `dtype`: the f32 case's scaled.
+fn halved(work: Work, dtype: DType) -> Work {
+    match work {
+        Work::Bytes(b) => Work::Bytes(b * dtype.size() as u64 / 4),
+        flops => flops,
     }
 }
 

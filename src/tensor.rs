@@ -476,6 +476,14 @@ impl Device {
         self.tensor_of(data, shape)
     }
 
+    /// Uploads f32 values as a tensor of `dtype`, rounded to it (nearest, ties to even; f32 as
+    /// given).
+    pub fn tensor_as(&self, data: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        check_len("tensor", data.len(), shape)?;
+        let storage = Storage::upload(self, &dtype.encode(data))?;
+        Ok(Tensor { storage, shape: shape.to_vec(), dtype, checks: Vec::new() })
+    }
+
     /// Uploads values of any [`Element`] type (`f32`, [`half::f16`], [`half::bf16`]) as a
     /// tensor of that [`DType`] and `shape`, stored as given.
     pub fn tensor_of<T: Element>(&self, data: &[T], shape: &[usize]) -> Result<Tensor> {

@@ -58,7 +58,7 @@ fn miss(got: &[f32], want: &[f64], (abs, rel): (f64, f64)) -> Option<String> {
 /// One case on `dev` with every float operand of `dtype`, forward and backward against the
 /// reference computed from the same (rounded) values: the misses, if any. Losses come back f32,
 /// gradients (and log_softmax's, softmax's and linear's outputs) in the input's element type,
-/// compared with the tolerance `Tolerance::for_dtypes` argues (the loss's own for f32).
+/// compared with the tolerance `Tolerance::for_dtype` argues (the loss's own for f32).
 fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
     let (loss, reduction, variant, shape, seed) = case;
     let what = format!(
@@ -73,9 +73,7 @@ fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
     let args = loss.sample(seed, shape, variant, reduction).as_dtype(dtype);
     let inputs = args.upload(dev).unwrap_or_else(|e| panic!("{what}: upload: {e}"));
     let out = (loss.forward)(&inputs).unwrap_or_else(|e| panic!("{what}: forward: {e}"));
-    // log_softmax's and softmax's backward read their forward's output.
-    let through_output = matches!(loss.name, "log_softmax" | "softmax");
-    let tol = loss.tolerance.for_dtypes(dtype, out.dtype(), through_output);
+    let tol = loss.tolerance.for_dtype(out.dtype());
     let want = (loss.reference)(&args).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
     if let Some(m) = miss(&out.to_vec().unwrap(), &want, tol.forward) {
         misses.push(format!("{what}: forward {m}"));
@@ -86,7 +84,7 @@ fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
     let grad = (loss.backward)(&inputs, &out, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
     assert_eq!(grad.shape(), &args.input.shape[..], "{what}: the gradient has the input's shape");
     assert_eq!(grad.dtype(), dtype, "{what}: the gradient has the input's element type");
-    let tol = loss.tolerance.for_dtypes(dtype, grad.dtype(), through_output);
+    let tol = loss.tolerance.for_dtype(grad.dtype());
     let want = (loss.reference_backward)(&args, &g64).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
     if let Some(m) = miss(&grad.to_vec().unwrap(), &want, tol.backward) {
         misses.push(format!("{what}: backward {m}"));

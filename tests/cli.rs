@@ -493,7 +493,8 @@ fn bench_quick_json_is_complete_and_compare_merges_reports() {
     let mut files = Vec::new();
     for be in backends() {
         let path = dir.join(format!("{be}.json"));
-        let out = cli(&["bench", "--quick", "--backend", be, "--json", path.to_str().unwrap()]);
+        let json = path.to_str().unwrap();
+        let out = cli(&["bench", "--quick", "--dtypes", "f32,bf16", "--backend", be, "--json", json]);
         ok(&out, &format!("bench --quick --backend {be}"));
         let reports: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -516,7 +517,10 @@ fn bench_quick_json_is_complete_and_compare_merges_reports() {
             "kl_div",
             "linear",
         ] {
-            assert!(cases.iter().any(|c| c["kernel"] == kernel), "{be}: no {kernel} case");
+            for dtype in ["f32", "bf16"] {
+                let found = cases.iter().any(|c| c["kernel"] == kernel && c["dtype"] == dtype);
+                assert!(found, "{be}: no {kernel} case in {dtype}");
+            }
         }
         for c in cases.iter().chain(r["yardsticks"].as_array().unwrap()) {
             assert_eq!(c["status"], "ok", "{be}: {c}");

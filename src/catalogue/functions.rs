@@ -6,10 +6,11 @@ use super::loss::{
     Variant, WeightKind, Work, numel,
 };
 use crate::data::Rng;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::linear::{Linear, linear};
 use crate::ops::log_softmax::{LogSoftmax, Softmax};
-use crate::ops::resolve_dim;
+use crate::ops::{Outputs, resolve_dim};
 use crate::reference;
 use crate::tensor::Tensor;
 
@@ -39,6 +40,21 @@ fn softmax_reference(a: &Args) -> Result<Vec<f64>> {
     Ok(reference::log_softmax::softmax_dim(&a.input.data, &a.input.shape, dim))
 }
 
+/// The forward output `y` unrounded: itself when f32, else the forward again in f32. The
+/// gradient in the input is computed from it, so that a half output's rounding does not reach
+/// the gradient through the row sum (g − e^y·Σg): one rounding, of the gradient itself.
+fn unrounded(y: &Tensor, forward_f32: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+    if y.dtype() == DType::F32 { Ok(y.clone()) } else { forward_f32() }
+}
+
+/// An f32 gradient in the element type the options ask for (the input's, or f32).
+fn typed(dx: Tensor, i: &Inputs) -> Result<Tensor> {
+    match i.options.outputs {
+        Outputs::AsInputs => dx.to_dtype(i.input.dtype()),
+        Outputs::F32 => Ok(dx),
+    }
+}
+
 pub(super) static LOG_SOFTMAX: Loss = Loss {
     name: "log_softmax",
     pytorch: "torch.nn.functional.log_softmax",
@@ -52,7 +68,11 @@ pub(super) static LOG_SOFTMAX: Loss = Loss {
     test_shapes: SHAPES,
     generate: |rng, shape, _, _| input(rng, shape, 4.0),
     forward: |i| LogSoftmax::default().dim(i.options.dim).outputs(i.options.outputs).forward(&i.input),
-    backward: |i, y, g| LogSoftmax::default().dim(i.options.dim).outputs(i.options.outputs).backward(y, g),
+    backward: |i, y, g| {
+        let f = LogSoftmax::default().dim(i.options.dim).outputs(Outputs::F32);
+        let y = unrounded(y, || f.forward(&i.input))?;
+        typed(f.backward(&y, g)?, i)
+    },
     reference: log_softmax_reference,
     reference_backward: |a, g| {
         let dim = resolve_dim("log_softmax", a.options.dim, a.input.shape.len())?;
@@ -78,7 +98,11 @@ pub(super) static SOFTMAX: Loss = Loss {
     test_shapes: SHAPES,
     generate: |rng, shape, _, _| input(rng, shape, 4.0),
     forward: |i| Softmax::default().dim(i.options.dim).outputs(i.options.outputs).forward(&i.input),
-    backward: |i, y, g| Softmax::default().dim(i.options.dim).outputs(i.options.outputs).backward(y, g),
+    backward: |i, y, g| {
+        let f = Softmax::default().dim(i.options.dim).outputs(Outputs::F32);
+        let y = unrounded(y, || f.forward(&i.input))?;
+        typed(f.backward(&y, g)?, i)
+    },
     reference: softmax_reference,
     reference_backward: |a, g| {
         let dim = resolve_dim("softmax", a.options.dim, a.input.shape.len())?;

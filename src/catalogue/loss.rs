@@ -215,6 +215,7 @@ impl Args {
 }
 
 /// A call's data on a device.
+#[derive(Clone)]
 pub struct Inputs {
     pub input: Tensor,
     pub target: Option<Targets>,
@@ -225,12 +226,19 @@ pub struct Inputs {
 }
 
 /// A target on a device.
+#[derive(Clone)]
 pub enum Targets {
     Values(Tensor),
     Ids(Indices),
 }
 
 impl Inputs {
+    /// The same call with every output f32 (`Outputs::F32`): a function's forward output to
+    /// give its backward unrounded.
+    pub fn with_f32_outputs(&self) -> Inputs {
+        Inputs { options: Options { outputs: Outputs::F32, ..self.options }, ..self.clone() }
+    }
+
     /// The float target, or an error naming `op`.
     pub fn values_target(&self, op: &'static str) -> Result<&Tensor> {
         match &self.target {
@@ -322,25 +330,21 @@ pub struct Tolerance {
 }
 
 impl Tolerance {
-    /// The tolerance of an output of element type `out` computed from inputs of `inputs`, the
-    /// reference taking the same rounded inputs (widened exactly), so only what happens after
-    /// the inputs counts. The math is f32 whatever the inputs, so an f32 output keeps the f32
-    /// tolerance. An output rounded to a half type adds its rounding, half an ulp: 2⁻⁹ (bf16)
-    /// or 2⁻¹² (f16) relative, compared at twice that, u = 2⁻⁸ or 2⁻¹¹; an absolute u·2⁻¹⁴ covers
-    /// f16's subnormal gradients. A backward that reads its forward's half output (log_softmax,
-    /// softmax: g − e^y·Σg, y·(g − Σg·y)) also carries y's rounding through the row sum: an
-    /// absolute u·max|g| more (g here is at most 1): `through_output`.
-    pub fn for_dtypes(self, inputs: DType, out: DType, through_output: bool) -> Tolerance {
-        let unit = |d: DType| match d {
+    /// The tolerance of an output of element type `out`, the reference taking the same rounded
+    /// inputs (widened exactly), so only what happens after the inputs counts. The math is f32
+    /// whatever the inputs, so an f32 output keeps the f32 tolerance. An output rounded to a
+    /// half type adds its rounding, half an ulp: 2⁻⁹ (bf16) or 2⁻¹² (f16) relative, compared at
+    /// twice that, u = 2⁻⁸ or 2⁻¹¹; an absolute u·2⁻¹⁴ covers f16's subnormal gradients.
+    /// (log_softmax's and softmax's gradients in the catalogue come from their f32 forward, not
+    /// from its rounded output, whose rounding the row sum would carry: see `functions.rs`.)
+    pub fn for_dtype(self, out: DType) -> Tolerance {
+        let u = match out {
             DType::F32 => 0.0,
             DType::F16 => 2f64.powi(-11),
             DType::BF16 => 2f64.powi(-8),
         };
-        let widen =
-            |(abs, rel): (f64, f64), u: f64, extra_abs: f64| (abs + u * 2f64.powi(-14) + extra_abs, rel + u);
-        let u = unit(out);
-        let carried = if through_output { unit(inputs) } else { 0.0 };
-        Tolerance { forward: widen(self.forward, u, 0.0), backward: widen(self.backward, u, carried) }
+        let widen = |(abs, rel): (f64, f64)| (abs + u * 2f64.powi(-14), rel + u);
+        Tolerance { forward: widen(self.forward), backward: widen(self.backward) }
     }
 }
 

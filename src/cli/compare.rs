@@ -67,7 +67,7 @@ pub fn run(args: &CompareArgs) -> Result<(), CliError> {
     let mut cells: BTreeMap<(usize, (String, String, String)), &Case> = BTreeMap::new();
     for (i, r) in reports.iter().enumerate() {
         for c in r.yardsticks.iter().chain(&r.cases) {
-            let key = (c.kernel.clone(), c.direction.clone(), c.shape.clone());
+            let key = (c.kernel.clone(), c.direction.clone(), c.shape_label());
             if !rows.contains(&key) {
                 rows.push(key.clone());
             }

@@ -3,8 +3,9 @@
 
 use super::measure::{Pending, measure};
 use super::report::Case;
-use crate::catalogue::{self, BenchShape, Loss, Work};
+use crate::catalogue::{self, BenchShape, Loss, LossReduction, Tolerance, Work};
 use crate::data::values;
+use crate::dtype::DType;
 use crate::gpu::device::Device;
 use crate::ops::bandwidth;
 use crate::tensor::Tensor;
@@ -27,6 +28,7 @@ pub(super) fn yardsticks(
         kernel,
         direction: "yardstick",
         shape: name,
+        dtype: DType::F32,
         bytes: Some(bytes),
         flops: None,
         op,
@@ -57,25 +59,36 @@ pub(super) fn count(shape: &BenchShape) -> usize {
     1 + shape.backward as usize
 }
 
-/// `loss` at `shape` with PyTorch's defaults: its inputs made from `seed` and uploaded, checked
-/// and timed forward, then backward for an upstream gradient of ones (the forward's output is
-/// computed once, outside the timing). Inputs are dropped when it returns.
+/// The bench tolerance of `loss` on `dtype` inputs: functions without a reduction
+/// (log_softmax, softmax, linear) write the input's type, losses f32; gradients come in the
+/// input's type.
+fn tolerance(loss: &Loss, dtype: DType) -> Tolerance {
+    let function = loss.reductions == [LossReduction::None];
+    let forward = loss.bench_tolerance.for_dtype(if function { dtype } else { DType::F32 });
+    Tolerance { forward: forward.forward, backward: loss.bench_tolerance.for_dtype(dtype).backward }
+}
+
+/// `loss` at `shape` with PyTorch's defaults and every float operand of `dtype`: its inputs
+/// made from `seed` and uploaded, checked and timed forward, then backward for an upstream
+/// gradient of ones (the forward's output is computed once, outside the timing). Inputs are
+/// dropped when it returns. The bytes of a half-precision case are the f32 case's halved (its
+/// inputs read and its gradient written at two bytes an element).
 pub(super) fn loss_cases(
     dev: &Device,
     loss: &'static Loss,
     shape: &'static BenchShape,
-    seed: u64,
+    (seed, dtype): (u64, DType),
     repeats: usize,
     read_sum: Option<f64>,
 ) -> crate::error::Result<Vec<Case>> {
-    let args = loss.bench_args(seed, shape);
+    let args = loss.bench_args(seed, shape).as_dtype(dtype);
     let inputs = args.upload(dev)?;
     let (forward_work, backward_work) = (loss.bench_work)(shape.dims);
     let split = |w: Work| match w {
-        Work::Bytes(b) => (Some(b), None),
+        Work::Bytes(b) => (Some(b * dtype.size() as u64 / 4), None),
         Work::Flops(f) => (None, Some(f)),
     };
-    let tol = loss.bench_tolerance;
+    let tol = tolerance(loss, dtype);
     let (bytes, flops) = split(forward_work);
     let mut cases = vec![measure(
         dev,
@@ -83,6 +96,7 @@ pub(super) fn loss_cases(
             kernel: loss.name,
             direction: "forward",
             shape: shape.name,
+            dtype,
             bytes,
             flops,
             op: Box::new(|| (loss.forward)(&inputs)),
@@ -94,7 +108,9 @@ pub(super) fn loss_cases(
         read_sum,
     )];
     if shape.backward {
-        let out = (loss.forward)(&inputs)?;
+        // The forward's output unrounded: log_softmax's and softmax's backward would recompute
+        // it from a half one (inside the timing).
+        let out = (loss.forward)(&inputs.with_f32_outputs())?;
         let ones: Tensor = catalogue::ones(dev, out.shape())?;
         let g = vec![1.0; out.numel()];
         let (bytes, flops) = split(backward_work);
@@ -104,6 +120,7 @@ pub(super) fn loss_cases(
                 kernel: loss.name,
                 direction: "backward",
                 shape: shape.name,
+                dtype,
                 bytes,
                 flops,
                 op: Box::new(|| (loss.backward)(&inputs, &out, &ones)),

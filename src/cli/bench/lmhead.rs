@@ -6,6 +6,7 @@ use super::report::{Case, skipped_case};
 use crate::catalogue::BenchShape;
 use crate::cli::common::CliError;
 use crate::data::values;
+use crate::dtype::DType;
 use crate::gpu::device::Device;
 use crate::ops::cross_entropy::{CrossEntropy, cross_entropy};
 use crate::ops::linear::{Linear, linear};
@@ -34,6 +35,7 @@ const LMHEAD_CASES: [(&str, &str); 4] = [
 /// software adapter unless `named` (in `--shapes`), each skipped case reported as such.
 pub(super) fn lm_heads(
     dev: &Device,
+    dtypes: &[DType],
     wanted: impl Fn(&BenchShape) -> bool,
     named: impl Fn(&BenchShape) -> bool,
     skipped: &mut Vec<Case>,
@@ -41,18 +43,21 @@ pub(super) fn lm_heads(
     let software = dev.info().device_type == wgpu::DeviceType::Cpu;
     let mut heads = Vec::new();
     for s in LMHEAD_SHAPES.iter().filter(|s| wanted(s)) {
-        if software && !s.quick && !named(s) {
-            for (kernel, direction) in LMHEAD_CASES {
-                skipped.push(skipped_case(
-                    kernel,
-                    direction,
-                    s.name,
-                    "skipped: minutes on a software adapter; name it in --shapes to run",
-                ));
+        for &dtype in dtypes {
+            if software && !s.quick && !named(s) {
+                for (kernel, direction) in LMHEAD_CASES {
+                    skipped.push(skipped_case(
+                        kernel,
+                        direction,
+                        s.name,
+                        dtype,
+                        "skipped: minutes on a software adapter; name it in --shapes to run",
+                    ));
+                }
+                continue;
             }
-            continue;
+            heads.push(LmHead::new(dev, s, dtype)?);
         }
-        heads.push(LmHead::new(dev, s)?);
     }
     Ok(heads)
 }
@@ -61,10 +66,11 @@ pub(super) fn lm_heads(
 type LmHost = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<i64>);
 
 /// An LM head's inputs: x `(N, H)`, W `(V, H)` scaled so logits have a spread of a few units,
-/// b, targets, the upstream gradient 1, and the host copies (for the f64 reference on small
-/// shapes).
+/// b (all three of one element type), targets, the upstream gradient 1, and the host copies
+/// (for the f64 reference on small shapes; rounded to the element type, as uploaded).
 pub(super) struct LmHead {
     shape: &'static BenchShape,
+    dtype: DType,
     host: Option<LmHost>,
     x: Tensor,
     w: Tensor,
@@ -74,17 +80,19 @@ pub(super) struct LmHead {
 }
 
 impl LmHead {
-    fn new(dev: &Device, shape: &'static BenchShape) -> crate::error::Result<LmHead> {
+    fn new(dev: &Device, shape: &'static BenchShape, dtype: DType) -> crate::error::Result<LmHead> {
         let (n, h, v) = (shape.dims[0], shape.dims[1], shape.dims[2]);
-        let x = values(n * h, 1.0, 8);
-        let w = values(v * h, 3.0 / (h as f32).sqrt(), 9);
-        let b = values(v, 0.5, 10);
+        let rounded = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| dtype.round(x)).collect() };
+        let x = rounded(values(n * h, 1.0, 8));
+        let w = rounded(values(v * h, 3.0 / (h as f32).sqrt(), 9));
+        let b = rounded(values(v, 0.5, 10));
         let t: Vec<i64> = (0..n).map(|i| if i % 17 == 3 { -100 } else { ((i * 7919) % v) as i64 }).collect();
         let lm = LmHead {
             shape,
-            x: dev.tensor(&x, &[n, h])?,
-            w: dev.tensor(&w, &[v, h])?,
-            b: dev.tensor(&b, &[v])?,
+            dtype,
+            x: dev.tensor_as(&x, &[n, h], dtype)?,
+            w: dev.tensor_as(&w, &[v, h], dtype)?,
+            b: dev.tensor_as(&b, &[v], dtype)?,
             t: dev.indices(&t, &[n])?,
             one: dev.tensor(&[1.0], &[])?,
             host: None,
@@ -157,7 +165,9 @@ pub(super) fn lmhead_cases<'a>(lm: &'a LmHead, cases: &mut Vec<Pending<'a>>) -> 
             ((pick(ul)?, pick(uw)?), (pick(fl)?, pick(fw)?))
         }
     };
-    let dw_tol = 1e-3 * dw_fused.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    // dW comes back in W's element type: a half one is rounded (2^-9 relative at most).
+    let dw_rel = if lm.dtype == DType::F32 { 1e-3 } else { 2f64.powi(-8) };
+    let dw_tol = dw_rel * dw_fused.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let fwd_flops = Some(2 * (n * h * v) as u64);
     let step_flops = Some(6 * (n * h * v) as u64);
     let (lf, wf, lu, wu) = (loss_fused, dw_fused, loss_unfused, dw_unfused);
@@ -165,6 +175,7 @@ pub(super) fn lmhead_cases<'a>(lm: &'a LmHead, cases: &mut Vec<Pending<'a>>) -> 
         kernel: "linear_cross_entropy",
         direction: "forward",
         shape: lm.shape.name,
+        dtype: lm.dtype,
         bytes: None,
         flops: fwd_flops,
         op: Box::new(move || first(lm.fused_forward())),
@@ -176,17 +187,19 @@ pub(super) fn lmhead_cases<'a>(lm: &'a LmHead, cases: &mut Vec<Pending<'a>>) -> 
         kernel: "linear_cross_entropy",
         direction: "forward+backward",
         shape: lm.shape.name,
+        dtype: lm.dtype,
         bytes: None,
         flops: step_flops,
         op: Box::new(move || first(lm.fused_step())),
         want: Some(Box::new(move || wf.clone())),
-        tol: (dw_tol, 1e-3),
+        tol: (dw_tol, dw_rel),
         mem: Some(Box::new(move || lm.fused_step())),
     });
     cases.push(Pending {
         kernel: "linear+cross_entropy",
         direction: "forward",
         shape: lm.shape.name,
+        dtype: lm.dtype,
         bytes: None,
         flops: fwd_flops,
         op: Box::new(move || first(lm.unfused_forward())),
@@ -198,11 +211,12 @@ pub(super) fn lmhead_cases<'a>(lm: &'a LmHead, cases: &mut Vec<Pending<'a>>) -> 
         kernel: "linear+cross_entropy",
         direction: "forward+backward",
         shape: lm.shape.name,
+        dtype: lm.dtype,
         bytes: None,
         flops: step_flops,
         op: Box::new(move || first(lm.unfused_step())),
         want: Some(Box::new(move || wu.clone())),
-        tol: (dw_tol, 1e-3),
+        tol: (dw_tol, dw_rel),
         mem: Some(Box::new(move || lm.unfused_step())),
     });
     Ok(())

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::report::Case;
+use crate::dtype::DType;
 use crate::gpu::device::Device;
 use crate::tensor::Tensor;
 
@@ -17,6 +18,8 @@ pub(super) struct Pending<'a> {
     pub(super) kernel: &'static str,
     pub(super) direction: &'static str,
     pub(super) shape: &'static str,
+    /// The element type of the inputs.
+    pub(super) dtype: DType,
     pub(super) bytes: Option<u64>,
     pub(super) flops: Option<u64>,
     pub(super) op: Op<'a>,
@@ -36,6 +39,7 @@ pub(super) fn measure(dev: &Device, p: &Pending<'_>, repeats: usize, read_sum: O
         kernel: p.kernel.into(),
         direction: p.direction.into(),
         shape: p.shape.into(),
+        dtype: p.dtype.name().into(),
         status: "ok".into(),
         median_ms: None,
         min_ms: None,

@@ -20,6 +20,7 @@ pub use report::{Case, Report};
 use super::common::{AdapterArgs, CliError};
 use super::info::AdapterReport;
 use crate::catalogue::{BenchShape, LOSSES};
+use crate::dtype::DType;
 use crate::gpu::device::{Device, DeviceOptions, INSTALL_HELP};
 
 #[derive(Args, Debug)]
@@ -38,9 +39,30 @@ pub struct BenchArgs {
     /// Timed repetitions per case (default 10, 3 with --quick).
     #[arg(long)]
     pub repeats: Option<usize>,
+    /// Comma-separated element types of the inputs, each case run in each: f32, f16, bf16.
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    pub dtypes: Vec<DTypeArg>,
     /// Write the report (one object per adapter, in a list) to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// An element type on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DTypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl DTypeArg {
+    pub fn dtype(self) -> DType {
+        match self {
+            DTypeArg::F32 => DType::F32,
+            DTypeArg::F16 => DType::F16,
+            DTypeArg::Bf16 => DType::BF16,
+        }
+    }
 }
 
 /// Every shape name, for `--shapes` validation.
@@ -116,14 +138,16 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
         .flat_map(|(l, loss)| loss.bench.iter().enumerate().map(move |(s, shape)| (l, *loss, s, shape)))
         .filter(|(_, _, _, shape)| wanted(args, shape))
         .collect();
+    let dtypes: Vec<DType> = args.dtypes.iter().map(|d| d.dtype()).collect();
     let mut skipped = Vec::new();
-    let heads = lmhead::lm_heads(dev, |s| wanted(args, s), |s| named(args, s), &mut skipped)?;
+    let heads = lmhead::lm_heads(dev, &dtypes, |s| wanted(args, s), |s| named(args, s), &mut skipped)?;
     let mut lm_cases = Vec::new();
     for head in &heads {
         lmhead::lmhead_cases(head, &mut lm_cases)?;
     }
 
-    let total = 3 + losses.iter().map(|(.., s)| cases::count(s)).sum::<usize>() + lm_cases.len();
+    let total =
+        3 + dtypes.len() * losses.iter().map(|(.., s)| cases::count(s)).sum::<usize>() + lm_cases.len();
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
@@ -136,13 +160,15 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
     let read_sum = yardsticks.first().and_then(|c| c.gbs);
     let mut done = Vec::new();
     for (l, loss, s, shape) in losses {
-        bar.set_message(format!("{} {}", loss.name, shape.name));
-        let seed = (l * 64 + s) as u64 + 2;
-        done.extend(cases::loss_cases(dev, loss, shape, seed, repeats, read_sum)?);
-        bar.inc(cases::count(shape) as u64);
+        for &dtype in &dtypes {
+            bar.set_message(format!("{} {} {dtype}", loss.name, shape.name));
+            let seed = (l * 64 + s) as u64 + 2;
+            done.extend(cases::loss_cases(dev, loss, shape, (seed, dtype), repeats, read_sum)?);
+            bar.inc(cases::count(shape) as u64);
+        }
     }
     for p in lm_cases.drain(..) {
-        bar.set_message(format!("{} {} {}", p.kernel, p.direction, p.shape));
+        bar.set_message(format!("{} {} {} {}", p.kernel, p.direction, p.shape, p.dtype));
         done.push(measure::measure(dev, &p, repeats, read_sum));
         bar.inc(1);
     }

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::info::AdapterReport;
+use crate::dtype::DType;
 
 /// One adapter's run, as written to `--json` and read by `compare`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,6 +31,10 @@ pub struct Case {
     pub direction: String,
     /// The shape's name, e.g. "vocab32k_4096x32000".
     pub shape: String,
+    /// The element type of the inputs: "f32", "f16" or "bf16" (reports before the dtype axis
+    /// have none: f32).
+    #[serde(default = "f32_name")]
+    pub dtype: String,
     /// "ok", or why the case was not timed ("wrong: …", "error: …").
     pub status: String,
     pub median_ms: Option<f64>,
@@ -47,12 +52,25 @@ pub struct Case {
     pub peak_extra_bytes: Option<u64>,
 }
 
+fn f32_name() -> String {
+    "f32".into()
+}
+
+impl Case {
+    /// The shape's name, followed by the element type when it is not f32: the row a case takes
+    /// in tables and charts.
+    pub fn shape_label(&self) -> String {
+        if self.dtype == "f32" { self.shape.clone() } else { format!("{} {}", self.shape, self.dtype) }
+    }
+}
+
 /// A case that was not timed, and why.
-pub(super) fn skipped_case(kernel: &str, direction: &str, shape: &str, why: &str) -> Case {
+pub(super) fn skipped_case(kernel: &str, direction: &str, shape: &str, dtype: DType, why: &str) -> Case {
     Case {
         kernel: kernel.into(),
         direction: direction.into(),
         shape: shape.into(),
+        dtype: dtype.name().into(),
         status: why.into(),
         median_ms: None,
         min_ms: None,
@@ -74,6 +92,7 @@ pub(super) fn print_table(r: &Report) {
         "kernel",
         "direction",
         "shape",
+        "dtype",
         "status",
         "median ms",
         "min ms",
@@ -92,6 +111,7 @@ pub(super) fn print_table(r: &Report) {
             c.kernel.clone(),
             c.direction.clone(),
             c.shape.clone(),
+            c.dtype.clone(),
             c.status.clone(),
             f(c.median_ms, 3),
             f(c.min_ms, 3),

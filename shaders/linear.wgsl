@@ -26,8 +26,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+// x and w (f32 or half) are declared with their ld_x / ld_w accessors (kernels/source.rs).
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
@@ -84,12 +83,12 @@ fn linear(
             let gk = k0 + kk;
             var xv = 0.0;
             if (row_base + r < params.m && gk < k) {
-                xv = x[(row_base + r) * params.ldk + gk];
+                xv = ld_x((row_base + r) * params.ldk + gk);
             }
             xs[kk][r] = xv;
             var wv = 0.0;
             if (col_base + r < params.n && gk < k) {
-                wv = w[(col_base + r) * params.ldk + gk];
+                wv = ld_w((col_base + r) * params.ldk + gk);
             }
             ws[kk][r] = wv;
         }

@@ -52,8 +52,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+// x and w (f32 or half) are declared with their ld_x / ld_w accessors (kernels/source.rs).
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> cweight: array<f32>;
 @group(0) @binding(5) var<storage, read> targets: array<i32>;

@@ -10,6 +10,14 @@ use wgpu_loss::catalogue::{self, Args, Array, LOSSES, Loss, LossReduction, Targe
 use wgpu_loss::data::Rng;
 use wgpu_loss::{DType, Device};
 
+/// One test at a time on the adapters: `linear`'s GEMMs compile for tens of seconds on
+/// llvmpipe-GL, holding wgpu's GL context lock (6 s timeout) meanwhile (see tests/linear.rs).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A loss, reduction, variant and shape, with its seed.
 type Case = (&'static Loss, LossReduction, &'static Variant, &'static [usize], u64);
 
@@ -95,6 +103,7 @@ fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
 /// Every case on every device in each of `dtypes`; fails listing every miss, else prints the
 /// count (to stderr directly: the harness captures `eprintln!`, and CI shows the count).
 fn check_all(dtypes: &[DType], what: &str) {
+    let _serial = serial();
     let mut failures = Vec::new();
     let mut runs = 0;
     for dev in devices() {
@@ -231,6 +240,7 @@ const GOLDEN: &[(&str, LossReduction, &[f32], &[f32], &[f64], Option<&[f64]>)] =
 
 #[test]
 fn pytorch_golden_values() {
+    let _serial = serial();
     for dev in devices() {
         for &(name, reduction, x, y, want, grad) in GOLDEN {
             let loss = catalogue::find(name).unwrap();
@@ -252,6 +262,7 @@ fn pytorch_golden_values() {
 
 #[test]
 fn soft_margin_stays_finite_where_pytorch_overflows() {
+    let _serial = serial();
     // PyTorch float32 gives inf (and a NaN gradient) at y·x = −100; the stable softplus gives
     // the exact 100 and gradient −y.
     let loss = catalogue::find("soft_margin").unwrap();

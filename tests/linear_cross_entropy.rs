@@ -7,7 +7,7 @@ mod common;
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
 use wgpu_loss::reference::linear_cross_entropy::{self as lce_ref, Options};
 use wgpu_loss::{
-    CrossEntropy, Device, Error, Linear, LinearCrossEntropy, Reduction, Tensor, cross_entropy, linear,
+    CrossEntropy, DType, Device, Error, Linear, LinearCrossEntropy, Reduction, Tensor, cross_entropy, linear,
 };
 
 /// One at a time: the GEMMs compile for seconds on llvmpipe-GL, which holds wgpu's GL context
@@ -28,6 +28,9 @@ struct Case {
     b: Vec<f32>,
     cw: Vec<f32>,
     t: Vec<i64>,
+    /// The element types x and W (and b) are uploaded as; the host values are exact in them.
+    xd: DType,
+    wd: DType,
 }
 
 impl Case {
@@ -44,19 +47,39 @@ impl Case {
                 }
             }
         }
-        Case { n, h, v, x, w, b, cw, t }
+        Case { n, h, v, x, w, b, cw, t, xd: DType::F32, wd: DType::F32 }
+    }
+
+    /// The same case with x in `xd` and W and b in `wd`, the host values rounded to them (what
+    /// the reference then computes from).
+    fn with_dtypes(mut self, xd: DType, wd: DType) -> Case {
+        let round = |v: &mut Vec<f32>, d: DType| v.iter_mut().for_each(|x| *x = d.round(*x));
+        round(&mut self.x, xd);
+        round(&mut self.w, wd);
+        round(&mut self.b, wd);
+        Case { xd, wd, ..self }
     }
 
     fn upload(&self, dev: &Device) -> (Tensor, Tensor, Tensor, wgpu_loss::Indices, Tensor) {
         (
-            dev.tensor(&self.x, &[self.n, self.h]).unwrap(),
-            dev.tensor(&self.w, &[self.v, self.h]).unwrap(),
-            dev.tensor(&self.b, &[self.v]).unwrap(),
+            dev.tensor_as(&self.x, &[self.n, self.h], self.xd).unwrap(),
+            dev.tensor_as(&self.w, &[self.v, self.h], self.wd).unwrap(),
+            dev.tensor_as(&self.b, &[self.v], self.wd).unwrap(),
             dev.indices(&self.t, &[self.n]).unwrap(),
             dev.tensor(&self.cw, &[self.v]).unwrap(),
         )
     }
 }
+
+/// Every option on at once: class weights, label smoothing, softcap, z-loss, bias; mean.
+const EVERY_OPTION: Opts = Opts {
+    weight: true,
+    smoothing: 0.1,
+    softcap: Some(4.0),
+    z_loss: 1e-3,
+    reduction: Reduction::Mean,
+    bias: true,
+};
 
 /// The options under test, for the GPU and for the reference.
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +125,17 @@ fn tol_grad(c: &Case) -> Tol {
     Tol { abs: 2e-6 * ((c.v.max(c.n)) as f64).sqrt() * (c.h as f64).sqrt(), rel: 2e-4 }
 }
 
+/// A gradient returned in `dtype`: the f32 tolerance and its rounding (2⁻⁸ relative for bf16,
+/// 2⁻¹¹ for f16; see `catalogue::Tolerance::for_dtype`).
+fn rounded(t: Tol, dtype: DType) -> Tol {
+    let u = match dtype {
+        DType::F32 => 0.0,
+        DType::F16 => 2f64.powi(-11),
+        DType::BF16 => 2f64.powi(-8),
+    };
+    Tol { abs: t.abs + u * 2f64.powi(-14), rel: t.rel + u }
+}
+
 fn upstream(dev: &Device, c: &Case, o: Opts, rng: &mut Rng) -> (Vec<f32>, Tensor) {
     match o.reduction {
         Reduction::None => {
@@ -122,7 +156,8 @@ fn check_case(dev: &Device, what: &str, c: &Case, o: Opts, l: &LinearCrossEntrop
     let bias = o.bias.then_some(&b);
     let rb = o.bias.then_some(c.b.as_slice());
     let ro = ref_opts(o, &c.cw);
-    let what = format!("{} {what} {o:?} n={} h={} v={}", common::label(dev), c.n, c.h, c.v);
+    let what =
+        format!("{} {what} {o:?} n={} h={} v={} x {} W {}", common::label(dev), c.n, c.h, c.v, c.xd, c.wd);
     let (want_loss, want_lse) = lce_ref::linear_cross_entropy(&c.x, &c.w, rb, &c.t, c.h, &ro).unwrap();
     let out = l.forward(&x, &w, bias, &t).unwrap();
     assert_close(&format!("{what}: loss"), &out.loss.to_vec().unwrap(), &want_loss, tol_loss(c));
@@ -140,9 +175,11 @@ fn check_case(dev: &Device, what: &str, c: &Case, o: Opts, l: &LinearCrossEntrop
         }),
     ];
     for (how, gr) in grads {
-        assert_close(&format!("{what} {how}: dX"), &gr.input.to_vec().unwrap(), &dx, tol_grad(c));
-        assert_close(&format!("{what} {how}: dW"), &gr.weight.to_vec().unwrap(), &dw, tol_grad(c));
-        assert_close(&format!("{what} {how}: db"), &gr.bias.to_vec().unwrap(), &db, tol_grad(c));
+        assert_eq!((gr.input.dtype(), gr.weight.dtype(), gr.bias.dtype()), (c.xd, c.wd, c.wd), "{what}");
+        let (tx, tw) = (rounded(tol_grad(c), c.xd), rounded(tol_grad(c), c.wd));
+        assert_close(&format!("{what} {how}: dX"), &gr.input.to_vec().unwrap(), &dx, tx);
+        assert_close(&format!("{what} {how}: dW"), &gr.weight.to_vec().unwrap(), &dw, tw);
+        assert_close(&format!("{what} {how}: db"), &gr.bias.to_vec().unwrap(), &db, tw);
     }
 }
 
@@ -252,6 +289,40 @@ fn all_ignored_rows_and_empty_inputs() {
     }
 }
 
+/// x and W in f16 and bf16, each its own type: the GEMMs decode them as they load; loss and lse
+/// as in f32 from the rounded values, dX in x's type and dW, db in W's. On small bindings, W's
+/// shards, tiles and pieces start on blocks of 128 half rows (aligned whatever H, odd included).
+#[test]
+fn half_precision_matches_the_reference_on_its_rounded_inputs() {
+    let _serial = serial();
+    let mut rng = Rng::new(59);
+    let o = EVERY_OPTION;
+    let pairs = [
+        (DType::BF16, DType::BF16),
+        (DType::F16, DType::F16),
+        (DType::BF16, DType::F32),
+        (DType::F32, DType::F16),
+    ];
+    for dev in devices() {
+        for (xd, wd) in pairs {
+            let c = Case::new(&mut rng, 37, 24, 150, 5).with_dtypes(xd, wd);
+            check_case(dev, "half", &c, o, &LinearCrossEntropy::default(), &mut rng);
+            let per_row = Opts { reduction: Reduction::None, ..o };
+            check_case(dev, "half, per row", &c, per_row, &LinearCrossEntropy::default(), &mut rng);
+        }
+    }
+    for dev in small_binding_devices() {
+        for h in [40, 41] {
+            let c = Case::new(&mut rng, 70, h, 1000, 6).with_dtypes(DType::BF16, DType::BF16);
+            // Tiles of 128-column blocks, and whole rows where they fit.
+            for budget in [32 << 10, 1 << 20] {
+                let l = LinearCrossEntropy::default().max_scratch_bytes(budget);
+                check_case(dev, &format!("bf16 shards, scratch {budget} B"), &c, o, &l, &mut rng);
+            }
+        }
+    }
+}
+
 #[test]
 fn sharded_weight_and_small_scratch_budgets() {
     let _serial = serial();
@@ -259,14 +330,7 @@ fn sharded_weight_and_small_scratch_budgets() {
     // 64 KiB bindings: W rows of 40 floats give shards of 384 rows, so V = 1000 takes three;
     // budgets from one 64-column tile to whole rows.
     let c = Case::new(&mut rng, 70, 40, 1000, 6);
-    let o = Opts {
-        weight: true,
-        smoothing: 0.1,
-        softcap: Some(4.0),
-        z_loss: 1e-3,
-        reduction: Reduction::Mean,
-        bias: true,
-    };
+    let o = EVERY_OPTION;
     for dev in small_binding_devices() {
         for budget in [1 << 10, 8 << 10, 64 << 10] {
             let l = LinearCrossEntropy::default().max_scratch_bytes(budget);

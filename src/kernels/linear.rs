@@ -47,10 +47,11 @@ pub(crate) struct GradParams {
 }
 const _: () = assert!(size_of::<GradParams>() == 48);
 
-/// `x` (m, k): the input rows.
-pub const X: Binding = Binding::read("x", 1);
-/// `w` (n, k): the weight.
-pub const W: Binding = Binding::read("w", 2);
+/// `x` (m, k): the input rows, f32 or half, read through `ld_x` (always from a storage buffer:
+/// the ops never stage a GEMM operand in a texture).
+pub const X: Binding = Binding::staged("x", 1);
+/// `w` (n, k): the weight, f32 or half, read through `ld_w`.
+pub const W: Binding = Binding::staged("w", 2);
 /// The bias (n), read when `has_bias`.
 pub const BIAS: Binding = Binding::read("bias", 3);
 /// `y` (m, n): the output.
@@ -58,8 +59,8 @@ pub const Y: Binding = Binding::read_write("y", 4);
 
 /// The gradient GEMMs' A (m, k), or Aᵀ for `linear_grad_weight`.
 pub const A: Binding = Binding::read("a", 1);
-/// B (k, n).
-pub const B: Binding = Binding::read("b", 2);
+/// B (k, n): W or x, f32 or half, read through `ld_b`.
+pub const B: Binding = Binding::staged("b", 2);
 /// C (m, n), written or accumulated into.
 pub const C: Binding = Binding::read_write("c", 3);
 /// One flag per 64 columns of dY: 0 skips them (the LM head's gradient filter).

@@ -35,9 +35,9 @@ pub(crate) struct Params {
 const _: () = assert!(size_of::<Params>() == 80);
 
 /// Hidden states (N, H).
-pub const X: Binding = Binding::read("x", 1);
+pub const X: Binding = Binding::staged("x", 1);
 /// The classifier (V, H), or a V-shard of it.
-pub const W: Binding = Binding::read("w", 2);
+pub const W: Binding = Binding::staged("w", 2);
 /// The bias (V), read when `has_bias`.
 pub const BIAS: Binding = Binding::read("bias", 3);
 /// Class weights (V), read when `has_weight`.

@@ -2,31 +2,47 @@
 
 use super::convert::{f32_operand, output};
 use super::{Outputs, check_u32};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
+use crate::gpu::spec::{Binding, InputPath, Reads};
 use crate::kernels::KernelId;
 use crate::kernels::gemm::{BLOCK_COLS, BLOCK_ROWS, GRAD_COLS, GRAD_ROWS};
 use crate::kernels::linear::{A, B, BIAS, C, FLAGS, GradParams, Params, W, X, Y, grad_trips};
 use crate::tensor::{Tensor, ValueCheck, same_device};
 
+/// Elements of a block that starts every piece of a GEMM operand: 256 bytes of the narrowest of
+/// `dtypes` (64 f32s, 128 halves). A storage binding's offset must be a multiple of the
+/// adapter's offset alignment, at most 256 bytes, so a piece starting a whole number of blocks
+/// (of rows, or of columns) into a row-major operand is aligned whatever the row length.
+pub(crate) fn block_step(dtypes: &[DType]) -> usize {
+    256 / dtypes.iter().map(|d| d.size()).min().unwrap_or(4)
+}
+
 /// The most k one gradient-GEMM (or column-sum) invocation may loop over on `dev`: a multiple
-/// of 64, so that pieces of k start at aligned offsets.
-pub(crate) fn grad_max_k(dev: &Device) -> usize {
-    let k = super::budget::largest_fitting(dev, 64, u32::MAX as u64, grad_trips);
-    // The minimum budget always fits 64 (checked by a unit test).
-    k.unwrap_or(64) as usize
+/// of `step` (a [`block_step`]), so that pieces of k start at aligned offsets.
+pub(crate) fn grad_max_k(dev: &Device, step: usize) -> usize {
+    let k = super::budget::largest_fitting(dev, step as u64, u32::MAX as u64, grad_trips);
+    // The minimum budget always fits 128 (checked by a unit test).
+    k.unwrap_or(step as u64) as usize
+}
+
+/// How a GEMM reads its staged operands (x, w or b): from storage buffers, each in its type.
+pub(crate) fn gemm_reads(operands: &[(Binding, DType)]) -> Reads {
+    operands.iter().fold(Reads::new(InputPath::Storage), |r, &(b, d)| r.with(b, d))
 }
 
 /// One `linear` GEMM, `y (=|+=) x·Wᵀ (+ b)`, over `m` rows of x and `n` rows of W (both `k`
-/// wide, `ldk` apart) bound from the given byte offsets, writing `y` (bound as [`Y`]) at
-/// columns `n_base..` of rows `ldy` apart. k goes in pieces that fit the loop budget, added
-/// into y in order (the first writes the bias).
+/// wide) bound from the given elements (x and W of their element types, at offsets aligned to
+/// the binding alignment), writing `y` (bound as [`Y`]) at columns `n_base..` of rows `ldy`
+/// apart. k goes in pieces that fit the loop budget, added into y in order (the first writes
+/// the bias).
 pub(crate) struct Gemm<'a> {
-    pub(crate) x: &'a wgpu::Buffer,
-    pub(crate) x_offset: u64,
-    pub(crate) w: &'a wgpu::Buffer,
-    pub(crate) w_offset: u64,
+    pub(crate) x: &'a Tensor,
+    pub(crate) x_first: u64,
+    pub(crate) w: &'a Tensor,
+    pub(crate) w_first: u64,
     pub(crate) bias: Bind<'a>,
     pub(crate) has_bias: bool,
     pub(crate) y: Bind<'a>,
@@ -46,10 +62,12 @@ impl Gemm<'_> {
         shape: &[usize],
     ) -> Result<()> {
         let (id, (tile_m, tile_n)) = kernel.resolve(dev);
-        let pipe = id.pipeline(dev, "linear", &[])?;
+        let (xd, wd) = (self.x.dtype, self.w.dtype);
+        let pipe = id.pipeline_for(dev, gemm_reads(&[(X, xd), (W, wd)]), "linear", &[])?;
         let trips = |k: u64| pipe.entry.trips.at(&[k]);
-        let piece = super::budget::largest_fitting(dev, 64, self.k, trips)
-            .ok_or_else(|| super::budget::exceeded(dev, op, shape, trips(64)))?;
+        let step = block_step(&[xd, wd]) as u64;
+        let piece = super::budget::largest_fitting(dev, step, self.k, trips)
+            .ok_or_else(|| super::budget::exceeded(dev, op, shape, trips(step)))?;
         let tiles_n = self.n.div_ceil(tile_n);
         for k0 in (0..self.k).step_by(piece as usize) {
             let kk = piece.min(self.k - k0);
@@ -65,14 +83,14 @@ impl Gemm<'_> {
                 ldk: self.k as u32,
                 _pad: [0; 3],
             };
-            let (x_len, w_len) = (self.m * self.k * 4 - k0 * 4, self.n * self.k * 4 - k0 * 4);
+            let (x_len, w_len) = (self.m * self.k - k0, self.n * self.k - k0);
             dispatch(
                 dev,
                 &pipe,
                 bytemuck::bytes_of(&params),
                 &[
-                    Bind::range(X, self.x, self.x_offset + k0 * 4, x_len),
-                    Bind::range(W, self.w, self.w_offset + k0 * 4, w_len),
+                    Bind::range(X, self.x.storage.buffer(), xd.bytes(self.x_first + k0), xd.bytes(x_len)),
+                    Bind::range(W, self.w.storage.buffer(), wd.bytes(self.w_first + k0), wd.bytes(w_len)),
                     self.bias,
                     self.y,
                 ],
@@ -124,8 +142,8 @@ pub enum LinearKernel {
     Blocked,
 }
 
-/// `linear` with a chosen [`LinearKernel`]. Operands of any element type are computed with in
-/// f32 (half ones widened exactly first).
+/// `linear` with a chosen [`LinearKernel`]. x and W of any element type are read in their own
+/// type by the GEMMs (halves decoded as they load) and summed in f32.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Linear {
     /// The GEMM kernel.
@@ -139,9 +157,8 @@ impl Linear {
     /// `x·Wᵀ + b`; see [`linear`].
     pub fn forward(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         x.device().op("linear", || {
-            let (xf, wf) = (f32_operand(x)?, f32_operand(weight)?);
-            let bf = bias.map(f32_operand).transpose()?;
-            output(run(self.kernel, &xf, &wf, bf.as_ref())?, x.dtype, self.outputs)
+            let bias = bias.map(f32_operand).transpose()?;
+            output(run(self.kernel, x, weight, bias.as_ref())?, x.dtype, self.outputs)
         })
     }
 
@@ -190,8 +207,7 @@ impl Linear {
     /// ```
     pub fn backward(&self, x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<LinearGrads> {
         x.device().op("linear", || {
-            let (xf, wf, gf) = (f32_operand(x)?, f32_operand(weight)?, f32_operand(grad_y)?);
-            let grads = record_backward(&xf, &wf, &gf)?;
+            let grads = record_backward(x, weight, &f32_operand(grad_y)?)?;
             Ok(LinearGrads {
                 input: output(grads.input, x.dtype, self.outputs)?,
                 weight: output(grads.weight, weight.dtype, self.outputs)?,
@@ -243,7 +259,7 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
         }
         Ok(())
     };
-    whole("linear's weight in one binding", n, k as u64 * 4)?;
+    whole("linear's weight in one binding", n, weight.dtype.bytes(k as u64))?;
     let shape = GradShape { m, n, k };
     record_grad_input(dev, grad_y, weight, &dx, shape)?;
     record_grad_weight(dev, grad_y, x, &dw, &db, shape)?;
@@ -278,8 +294,9 @@ fn record_grad_input(
     if k == 0 {
         return Ok(());
     }
-    let pipe = KernelId::LinearGradInput.pipeline(dev, "gemm", &[])?;
-    let max_k = grad_max_k(dev);
+    let wd = weight.dtype;
+    let pipe = KernelId::LinearGradInput.pipeline_for(dev, gemm_reads(&[(B, wd)]), "gemm", &[])?;
+    let max_k = grad_max_k(dev, block_step(&[wd]));
     for mc in row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)? {
         let mm = mc.len() as u64;
         let m0 = mc.start as u64;
@@ -304,7 +321,7 @@ fn record_grad_input(
                 bytemuck::bytes_of(&params),
                 &[
                     Bind::range(A, grad_y.storage.buffer(), a0, mm * n64 * 4 - n0 * 4),
-                    Bind::range(B, weight.storage.buffer(), n0 * k64 * 4, nn * k64 * 4),
+                    Bind::range(B, weight.storage.buffer(), wd.bytes(n0 * k64), wd.bytes(nn * k64)),
                     Bind::range(C, dx.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
                     Bind::all(FLAGS, &dev.inner.dummy),
                 ],
@@ -329,11 +346,12 @@ fn record_grad_weight(
     let GradShape { m, n, k } = s;
     let (n64, k64) = (n as u64, k as u64);
     let (tile_m, tile_n) = GRAD_TILE;
-    let max_k = grad_max_k(dev);
-    let gemm = KernelId::LinearGradWeight.pipeline(dev, "gemm", &[])?;
+    let xd = x.dtype;
+    let max_k = grad_max_k(dev, block_step(&[xd]));
+    let gemm = KernelId::LinearGradWeight.pipeline_for(dev, gemm_reads(&[(B, xd)]), "gemm", &[])?;
     let colsum = KernelId::LinearGradWeight.pipeline(dev, "colsum", &[])?;
     let weight_chunks: Vec<std::ops::Range<usize>> =
-        row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)?
+        row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, xd.bytes(k64)], 1)?
             .into_iter()
             .flat_map(|c| (c.start..c.end).step_by(max_k).map(move |r| r..(r + max_k).min(c.end)))
             .collect();
@@ -359,7 +377,7 @@ fn record_grad_weight(
                 bytemuck::bytes_of(&params),
                 &[
                     dy,
-                    Bind::range(B, x.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
+                    Bind::range(B, x.storage.buffer(), xd.bytes(m0 * k64), xd.bytes(mm * k64)),
                     Bind::all(C, dw.storage.buffer()),
                     Bind::all(FLAGS, &dev.inner.dummy),
                 ],
@@ -434,15 +452,15 @@ fn run(kernel: LinearKernel, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>)
     }
     let (k64, n64) = (k as u64, n as u64);
     let bias_buf = bias.map_or(&dev.inner.dummy, |b| b.storage.buffer());
-    for mc in row_chunks(dev, "one row of x or y", m, &[k64 * 4, n64 * 4], 1)? {
-        for nc in row_chunks(dev, "one row of weight", n, &[k64 * 4], 1)? {
+    for mc in row_chunks(dev, "one row of x or y", m, &[x.dtype.bytes(k64), n64 * 4], 1)? {
+        for nc in row_chunks(dev, "one row of weight", n, &[weight.dtype.bytes(k64)], 1)? {
             let (mm, nn) = (mc.len() as u64, nc.len() as u64);
             let m0 = mc.start as u64;
             Gemm {
-                x: x.storage.buffer(),
-                x_offset: m0 * k64 * 4,
-                w: weight.storage.buffer(),
-                w_offset: nc.start as u64 * k64 * 4,
+                x,
+                x_first: m0 * k64,
+                w: weight,
+                w_first: nc.start as u64 * k64,
                 bias: Bind::all(BIAS, bias_buf),
                 has_bias: bias.is_some(),
                 y: Bind::range(Y, y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::options::OP;
 use super::output::LinearCrossEntropyOutput;
 use super::plan::{Job, Prep, TilePlan};
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::gpu::dispatch::{Bind, dispatch};
 use crate::gpu::pipeline::Pipeline;
@@ -17,7 +18,7 @@ use crate::kernels::gemm::{GRAD_COLS, GRAD_ROWS};
 use crate::kernels::linear::{self as gemm_bindings, GradParams};
 use crate::kernels::linear_cross_entropy::{DENOMS, FLAGS, GRAD, LOSS, LSE, Params, SCRATCH, TARGETS};
 use crate::ops::Reduction;
-use crate::ops::linear::{Gemm, LinearGrads};
+use crate::ops::linear::{Gemm, LinearGrads, gemm_reads};
 use crate::tensor::{Storage, Tensor};
 
 /// What every tile of one backward shares: its buffers and pipelines.
@@ -131,8 +132,18 @@ impl Job<'_> {
             whole,
             filter,
             tile_grad: KernelId::LinearCrossEntropy.pipeline(dev, "tile_grad", &constants)?,
-            grad_input: KernelId::LinearGradInput.pipeline(dev, "gemm", &[])?,
-            grad_weight: KernelId::LinearGradWeight.pipeline(dev, "gemm", &[])?,
+            grad_input: KernelId::LinearGradInput.pipeline_for(
+                dev,
+                gemm_reads(&[(gemm_bindings::B, self.w.dtype)]),
+                "gemm",
+                &[],
+            )?,
+            grad_weight: KernelId::LinearGradWeight.pipeline_for(
+                dev,
+                gemm_reads(&[(gemm_bindings::B, self.x.dtype)]),
+                "gemm",
+                &[],
+            )?,
             colsum: KernelId::LinearGradWeight.pipeline(dev, "colsum", &[])?,
             grads,
         })
@@ -149,10 +160,10 @@ impl Job<'_> {
                 None => Bind::all(gemm_bindings::BIAS, self.dummy()),
             };
             Gemm {
-                x: self.x.storage.buffer(),
-                x_offset: tile.r0 as u64 * h64 * 4,
-                w: self.w.storage.buffer(),
-                w_offset: p.start as u64 * h64 * 4,
+                x: self.x,
+                x_first: tile.r0 as u64 * h64,
+                w: self.w,
+                w_first: p.start as u64 * h64,
                 bias,
                 has_bias: self.bias.is_some(),
                 y: Bind::range(gemm_bindings::Y, t.scratch.buffer(), 0, tile.bytes()),
@@ -229,8 +240,10 @@ impl Job<'_> {
             accumulate: (tile.index > 0 || piece > 0) as u32,
             ..shape
         };
-        let x_rows = tile.r0 as u64 * h64 * 4..(tile.r0 + tile.rn) as u64 * h64 * 4;
-        let w_rows = p.start as u64 * h64 * 4..p.end as u64 * h64 * 4;
+        // Rows of x and of W as bytes of an operand of `dtype`.
+        let x_rows =
+            |dtype: DType| dtype.bytes(tile.r0 as u64 * h64)..dtype.bytes((tile.r0 + tile.rn) as u64 * h64);
+        let w_rows = |dtype: DType| dtype.bytes(p.start as u64 * h64)..dtype.bytes(p.end as u64 * h64);
         let (dx, dw, db) = (&t.grads.input.storage, &t.grads.weight.storage, &t.grads.bias.storage);
         dispatch(
             dev,
@@ -238,8 +251,8 @@ impl Job<'_> {
             bytemuck::bytes_of(&params),
             &[
                 g_tile,
-                range(gemm_bindings::B, &self.w.storage, &w_rows),
-                range(gemm_bindings::C, dx, &x_rows),
+                range(gemm_bindings::B, &self.w.storage, &w_rows(self.w.dtype)),
+                range(gemm_bindings::C, dx, &x_rows(DType::F32)),
                 flags,
             ],
             rn64.div_ceil(gm) * h64.div_ceil(gn),
@@ -253,8 +266,8 @@ impl Job<'_> {
             bytemuck::bytes_of(&params),
             &[
                 g_tile,
-                range(gemm_bindings::B, &self.x.storage, &x_rows),
-                range(gemm_bindings::C, dw, &w_rows),
+                range(gemm_bindings::B, &self.x.storage, &x_rows(self.x.dtype)),
+                range(gemm_bindings::C, dw, &w_rows(DType::F32)),
                 flags,
             ],
             pn.div_ceil(gm) * h64.div_ceil(gn),

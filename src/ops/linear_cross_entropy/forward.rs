@@ -16,6 +16,7 @@ use crate::kernels::linear_cross_entropy::{
     BIAS, DENOMS, LOSS, LSE, PARTS, Params, TARGETS, W, X, fold_trips, partials_trips,
 };
 use crate::ops::budget::{exceeded, fits, largest_fitting};
+use crate::ops::linear::gemm_reads;
 use crate::ops::reduce::{Finish, reduce};
 use crate::ops::{Reduction, check_u32};
 use crate::tensor::{Storage, Tensor};
@@ -104,7 +105,9 @@ impl Job<'_> {
     /// The partials of every (row, slice), row chunk by row chunk and shard by shard of W.
     fn record_partials(&self, s: &Slicing, parts: &Storage) -> Result<()> {
         let (dev, n, h64) = (self.dev, self.n, self.h as u64);
-        let pipe = KernelId::LinearCrossEntropy.pipeline(dev, s.entry, &[])?;
+        let (xd, wd) = (self.x.dtype, self.w.dtype);
+        let reads = gemm_reads(&[(X, xd), (W, wd)]);
+        let pipe = KernelId::LinearCrossEntropy.pipeline_for(dev, reads, s.entry, &[])?;
         let steps_run = (s.slice_w / s.block_cols) as u64;
         for r0 in (0..n).step_by(self.x_rows) {
             let rn = self.x_rows.min(n - r0);
@@ -122,13 +125,18 @@ impl Job<'_> {
                     ..self.params()
                 };
                 part_base += sl;
-                let w_rows = shard.start as u64 * h64 * 4..shard.end as u64 * h64 * 4;
+                let w_rows = wd.bytes(shard.start as u64 * h64)..wd.bytes(shard.end as u64 * h64);
                 dispatch(
                     dev,
                     &pipe,
                     bytemuck::bytes_of(&params),
                     &[
-                        Bind::range(X, self.x.storage.buffer(), r0 as u64 * h64 * 4, rn as u64 * h64 * 4),
+                        Bind::range(
+                            X,
+                            self.x.storage.buffer(),
+                            xd.bytes(r0 as u64 * h64),
+                            xd.bytes(rn as u64 * h64),
+                        ),
                         Bind::range(W, self.w.storage.buffer(), w_rows.start, w_rows.end - w_rows.start),
                         Bind::all(BIAS, self.bias_buf()),
                         self.weight_bind(),

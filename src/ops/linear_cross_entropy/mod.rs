@@ -35,33 +35,34 @@ use crate::ops::convert::{f32_operand, output};
 use crate::ops::linear::LinearGrads;
 use crate::tensor::{Indices, Tensor, same_device};
 
-/// The operands as f32 (half ones widened exactly, inside the open frame): x, W, b and the
-/// options with their class weights.
-struct Widened {
-    x: Tensor,
-    weight: Tensor,
+/// The call's operands as its kernels read them: x and W in their own element types (the GEMMs
+/// decode halves as they load), the bias and the class weights as f32 (small: widened inside
+/// the open frame when half).
+struct Operands<'a> {
+    x: &'a Tensor,
+    weight: &'a Tensor,
     bias: Option<Tensor>,
     options: LinearCrossEntropy,
 }
 
-impl Widened {
+impl<'a> Operands<'a> {
     fn new(
         options: &LinearCrossEntropy,
-        x: &Tensor,
-        weight: &Tensor,
+        x: &'a Tensor,
+        weight: &'a Tensor,
         bias: Option<&Tensor>,
-    ) -> Result<Widened> {
+    ) -> Result<Operands<'a>> {
         let class_weight = options.weight.as_ref().map(f32_operand).transpose()?;
-        Ok(Widened {
-            x: f32_operand(x)?,
-            weight: f32_operand(weight)?,
+        Ok(Operands {
+            x,
+            weight,
             bias: bias.map(f32_operand).transpose()?,
             options: LinearCrossEntropy { weight: class_weight, ..options.clone() },
         })
     }
 
-    fn job<'a>(&'a self, targets: &'a Indices) -> Result<Job<'a>> {
-        Job::new(&self.options, &self.x, &self.weight, self.bias.as_ref(), targets)
+    fn job<'t>(&'t self, targets: &'t Indices) -> Result<Job<'t>> {
+        Job::new(&self.options, self.x, self.weight, self.bias.as_ref(), targets)
     }
 }
 
@@ -87,8 +88,8 @@ impl LinearCrossEntropy {
         targets: &Indices,
     ) -> Result<LinearCrossEntropyOutput> {
         x.device().op(OP, || {
-            let f32s = Widened::new(self, x, weight, bias)?;
-            let job = f32s.job(targets)?;
+            let ops = Operands::new(self, x, weight, bias)?;
+            let job = ops.job(targets)?;
             let prep = job.prepare()?;
             job.forward(&prep)
         })
@@ -107,8 +108,8 @@ impl LinearCrossEntropy {
         lse: Option<&Tensor>,
     ) -> Result<LinearGrads> {
         x.device().op(OP, || {
-            let f32s = Widened::new(self, x, weight, bias)?;
-            let job = f32s.job(targets)?;
+            let ops = Operands::new(self, x, weight, bias)?;
+            let job = ops.job(targets)?;
             job.check_grad(grad_output)?;
             let grad_output = &f32_operand(grad_output)?;
             if let Some(l) = lse {
@@ -139,8 +140,8 @@ impl LinearCrossEntropy {
         grad_output: &Tensor,
     ) -> Result<(LinearCrossEntropyOutput, LinearGrads)> {
         x.device().op(OP, || {
-            let f32s = Widened::new(self, x, weight, bias)?;
-            let job = f32s.job(targets)?;
+            let ops = Operands::new(self, x, weight, bias)?;
+            let job = ops.job(targets)?;
             job.check_grad(grad_output)?;
             let grad_output = &f32_operand(grad_output)?;
             let prep = job.prepare()?;

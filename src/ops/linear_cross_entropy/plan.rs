@@ -11,6 +11,7 @@ use crate::gpu::dispatch::{Bind, dispatch, gcd};
 use crate::kernels::KernelId;
 use crate::kernels::linear_cross_entropy::{COUNTED, Params, STATUS, TARGETS, WEIGHT, WT, tile_grad_trips};
 use crate::ops::budget::{exceeded, fits, largest_fitting};
+use crate::ops::linear::block_step;
 use crate::ops::reduce::{Finish, reduce};
 use crate::ops::{Reduction, check_u32, is_software};
 use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
@@ -29,8 +30,10 @@ pub(super) struct Job<'a> {
     /// The targets' shape (and the loss's for `None`).
     pub(super) lead: Vec<usize>,
     pub(super) ignore: i32,
-    /// Rows of W bound at once: a multiple of 64, so shard offsets are aligned.
+    /// Rows of W bound at once: a multiple of `block`, so shard offsets are aligned.
     pub(super) shard: usize,
+    /// The rows of W that start every shard, tile and piece: 64 for f32, 128 for halves.
+    pub(super) block: usize,
     /// Rows of x between aligned offsets.
     pub(super) row_step: usize,
     /// The most rows of x one binding holds (a multiple of `row_step`).
@@ -83,14 +86,21 @@ impl<'a> Job<'a> {
         check_u32(OP, n)?;
         check_u32(OP, v)?;
         let limit = dev.binding_limit();
-        let row_bytes = h as u64 * 4;
-        let shard = round_down((limit / row_bytes).min(u32::MAX as u64) as usize, 64);
-        let x_rows_max = (limit / row_bytes) as usize;
+        // W's rows are bound in shards and its columns of logits taken in pieces of whole
+        // blocks (64 f32 rows, 128 half ones): every piece starts at an aligned offset.
+        let block = block_step(&[w.dtype]);
+        let w_row_bytes = w.dtype.bytes(h as u64);
+        let shard = round_down((limit / w_row_bytes).min(u32::MAX as u64) as usize, block);
+        // Chunks of x's rows start where x (its type) and dX (f32) are both aligned.
+        let x_row_bytes = x.dtype.bytes(h as u64).max(h as u64 * 4);
+        let x_rows_max = (limit / x_row_bytes) as usize;
         let align = dev.limits().min_storage_buffer_offset_alignment as u64;
-        let row_step = (align / gcd(row_bytes, align)) as usize;
+        let row_step =
+            (align / gcd(x.dtype.bytes(h as u64), align)).max(align / gcd(h as u64 * 4, align)) as usize;
         let x_rows = round_down(x_rows_max, row_step);
         if shard == 0 || x_rows == 0 {
-            return Err(Error::limit("64 rows of W in one binding", 64 * row_bytes, limit));
+            let what = format!("{block} rows of W in one binding");
+            return Err(Error::limit(what, block as u64 * w_row_bytes, limit));
         }
         Ok(Job {
             o,
@@ -109,7 +119,8 @@ impl<'a> Job<'a> {
             x_rows,
             budget: o.max_scratch_bytes.min(limit),
             software: is_software(dev),
-            max_k: crate::ops::linear::grad_max_k(dev),
+            max_k: crate::ops::linear::grad_max_k(dev, block),
+            block,
         })
     }
 
@@ -236,12 +247,15 @@ impl<'a> Job<'a> {
                 return Ok(TilePlan { rows, cols: self.v, whole_rows: true });
             }
         }
-        let max_cols = self.shard.min(self.v.div_ceil(64).max(1) * 64);
-        let by_budget = round_down(floats / 64, step);
+        let block = self.block;
+        let max_cols = self.shard.min(self.v.div_ceil(block).max(1) * block);
+        let by_budget = round_down(floats / block, step);
         if by_budget == 0 {
             return Err(Error::limit(
-                "linear_cross_entropy's scratch (max_scratch_bytes) for 64 columns of aligned rows",
-                (step * 64 * 4) as u64,
+                format!(
+                    "linear_cross_entropy's scratch (max_scratch_bytes) for {block} columns of aligned rows"
+                ),
+                (step * block * 4) as u64,
                 self.budget,
             ));
         }
@@ -251,9 +265,12 @@ impl<'a> Job<'a> {
             .min(round_down((floats / max_cols.min(1024)).max(step), step))
             .min(round_down(self.max_k, step).max(step));
         let filter = self.o.filter_eps.is_some();
-        let by_trips = largest_fitting(self.dev, 64, max_cols as u64, |c| tile_grad_trips(c, false, filter))
-            .ok_or_else(|| exceeded(self.dev, OP, &self.x.shape, tile_grad_trips(64, false, filter)))?;
-        let cols = round_down(floats / rows, 64).min(max_cols).min(by_trips as usize);
+        let by_trips =
+            largest_fitting(self.dev, block as u64, max_cols as u64, |c| tile_grad_trips(c, false, filter))
+                .ok_or_else(|| {
+                exceeded(self.dev, OP, &self.x.shape, tile_grad_trips(block as u64, false, filter))
+            })?;
+        let cols = round_down(floats / rows, block).min(max_cols).min(by_trips as usize);
         Ok(TilePlan { rows, cols, whole_rows: false })
     }
 

@@ -5,13 +5,13 @@
 
 override WG: u32 = 64u;
 
-@group(0) @binding(1) var<storage, read> logp: array<f32>;
+// logp (f32 or half) is declared with its ld_logp accessor (kernels/source.rs).
 @group(0) @binding(7) var<storage, read> g: array<f32>;
 @group(0) @binding(8) var<storage, read> denom: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dx: array<f32>;
 
 fn ld_x(i: u32) -> f32 {
-    return logp[i];
+    return ld_logp(i);
 }
 
 @compute @workgroup_size(WG)

@@ -6,8 +6,9 @@ use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
 pub(crate) use super::class_rows::Params;
 
-/// The log-probabilities.
-pub const LOGP: Binding = Binding::read("logp", 1);
+/// The log-probabilities, f32 or half, read through `ld_logp` (always from a storage buffer:
+/// the gather reads one value a row, so staging the rows in a texture would cost more).
+pub const LOGP: Binding = Binding::staged("logp", 1);
 /// The upstream gradient (one value, or one per row).
 pub const G: Binding = Binding::read("g", 7);
 /// The mean's denominator (one value).

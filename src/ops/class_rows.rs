@@ -7,7 +7,7 @@ use super::{Outputs, Reduction, RowStrategy, Rows, check_u32};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch};
-use crate::gpu::spec::Reads;
+use crate::gpu::spec::{InputPath, Reads};
 use crate::gpu::staging::{Input, Staging, input as input_at};
 use crate::kernels::class_rows::{LOSS, Params, STATUS, TARGETS, WEIGHT, WSUM};
 use crate::kernels::{KernelId, cross_entropy as ce, nll};
@@ -50,9 +50,8 @@ pub(super) enum Target<'a> {
     Probs(&'a Tensor),
 }
 
-/// One validated evaluation of a class loss. cross_entropy reads its input and probability
-/// targets in their own element types; nll's log-probabilities and the class weights are read
-/// as f32.
+/// One validated evaluation of a class loss. The input (logits or log-probabilities) and the
+/// probability targets are read in their own element types; the class weights as f32.
 #[derive(Clone)]
 pub(super) struct Job<'a> {
     op: &'static str,
@@ -157,10 +156,7 @@ impl<'a> Job<'a> {
     /// frame) when they are half.
     fn with_f32_operands<R>(&self, f: impl FnOnce(&Job<'_>) -> Result<R>) -> Result<R> {
         let weight = self.weight.map(f32_operand).transpose()?;
-        let input = if self.kernel == KernelId::Nll { Some(f32_operand(self.input)?) } else { None };
-        let job =
-            Job { weight: weight.as_ref(), input: input.as_ref().unwrap_or(self.input), ..self.clone() };
-        f(&job)
+        f(&Job { weight: weight.as_ref(), ..self.clone() })
     }
 
     /// The plan of the row kernel for `entry` (nll's kernels: one thread per row and no loop).
@@ -208,9 +204,13 @@ impl<'a> Job<'a> {
         checks
     }
 
-    /// How the kernel reads its staged inputs (cross_entropy's input and probability targets).
+    /// How the kernel reads its staged inputs: cross_entropy's input and probability targets
+    /// by the device's input path, nll's log-probabilities (one value a row) in place.
     fn reads(&self) -> Result<Reads> {
         let x = self.input;
+        if self.kernel == KernelId::Nll {
+            return Ok(Reads::new(InputPath::Storage).with(nll::LOGP, x.dtype));
+        }
         let mut staged: Vec<Staging<'_>> = vec![(ce::X, x.storage.buffer(), x.numel(), x.dtype)];
         if let Target::Probs(t) = self.targets
             && self.kernel == KernelId::CrossEntropy
@@ -242,7 +242,8 @@ impl<'a> Job<'a> {
         let cols = self.rows.cols as u64;
         let x = self.input.storage.buffer();
         if self.kernel == KernelId::Nll {
-            return vec![Input::Buffer(Bind::range(nll::LOGP, x, r0 * cols * 4, n * cols * 4))];
+            let d = self.input.dtype;
+            return vec![Input::Buffer(Bind::range(nll::LOGP, x, d.bytes(r0 * cols), d.bytes(n * cols)))];
         }
         let y = match self.targets {
             Target::Probs(t) => input_at(dev, reads, ce::Y, t.storage.buffer(), r0 * cols, n * cols),

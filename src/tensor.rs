@@ -283,14 +283,16 @@ impl Tensor {
     }
 
     /// [`from_buffer`](Self::from_buffer) for a buffer holding `dtype` elements (halves two to a
-    /// 32-bit word, element 2k in the low 16 bits of word k, as a `&[half::bf16]` is laid out).
+    /// 32-bit word, element 2k in the low 16 bits of word k, as a `&[half::bf16]` is laid out;
+    /// the buffer holds whole words, so an odd count of halves needs two bytes more).
     pub fn from_buffer_of(
         dev: &Device,
         buffer: wgpu::Buffer,
         shape: &[usize],
         dtype: DType,
     ) -> Result<Tensor> {
-        let bytes = dtype.bytes(numel(shape)? as u64);
+        // Kernels bind whole 32-bit words.
+        let bytes = dtype.bytes(numel(shape)? as u64).div_ceil(4) * 4;
         let storage = wrap(dev, buffer, bytes, "Tensor::from_buffer")?;
         Ok(Tensor { storage, shape: shape.to_vec(), dtype, checks: Vec::new() })
     }

@@ -141,3 +141,36 @@ fn conversions_in_chunks_and_odd_lengths() {
     devices().iter().for_each(check);
     small_binding_devices().iter().for_each(check);
 }
+
+/// An application's buffer of bf16 values wrapped as a tensor: losses read it in place; a buffer
+/// without the whole last word is refused.
+#[test]
+fn wrapped_half_buffers() {
+    let x: Vec<bf16> = [0.5f32, -1.5, 2.0].iter().map(|&v| bf16::from_f32(v)).collect();
+    let y: Vec<bf16> = [0.0f32, 0.0, 1.0].iter().map(|&v| bf16::from_f32(v)).collect();
+    for dev in devices() {
+        let buffer = |data: &[bf16], size: u64| {
+            let b = dev.wgpu_device().create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage: wgpu_loss::INPUT_USAGES | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            if size.is_multiple_of(4) {
+                let mut bytes: Vec<u8> = bytemuck::cast_slice(data).to_vec();
+                bytes.resize(size as usize, 0);
+                dev.wgpu_queue().write_buffer(&b, 0, &bytes);
+            }
+            b
+        };
+        let xt = Tensor::from_buffer_of(dev, buffer(&x, 8), &[3], DType::BF16).unwrap();
+        let yt = Tensor::from_buffer_of(dev, buffer(&y, 8), &[3], DType::BF16).unwrap();
+        assert_eq!(xt.to_vec_of::<bf16>().unwrap(), x);
+        // mse: ((0.5)² + (1.5)² + (1)²) / 3
+        let loss = wgpu_loss::mse(&xt, &yt, wgpu_loss::Reduction::Mean).unwrap().item().unwrap();
+        assert!((loss - 3.5 / 3.0).abs() < 1e-6, "{} mse {loss}", label(dev));
+        // Three halves are six bytes, but kernels bind whole words: eight are needed.
+        let short = Tensor::from_buffer_of(dev, buffer(&x, 6), &[3], DType::BF16);
+        assert!(matches!(short, Err(Error::Shape { .. })), "{}", label(dev));
+    }
+}

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
+use wgpu_loss::catalogue::Tolerance;
 use wgpu_loss::reference::linear_cross_entropy::{self as lce_ref, Options};
 use wgpu_loss::{
     CrossEntropy, DType, Device, Error, Linear, LinearCrossEntropy, Reduction, Tensor, cross_entropy, linear,
@@ -125,15 +126,12 @@ fn tol_grad(c: &Case) -> Tol {
     Tol { abs: 2e-6 * ((c.v.max(c.n)) as f64).sqrt() * (c.h as f64).sqrt(), rel: 2e-4 }
 }
 
-/// A gradient returned in `dtype`: the f32 tolerance and its rounding (2⁻⁸ relative for bf16,
-/// 2⁻¹¹ for f16; see `catalogue::Tolerance::for_dtype`).
+/// A gradient returned in `dtype`: the f32 tolerance with its rounding, as the catalogue argues
+/// it (`Tolerance::for_dtype`).
 fn rounded(t: Tol, dtype: DType) -> Tol {
-    let u = match dtype {
-        DType::F32 => 0.0,
-        DType::F16 => 2f64.powi(-11),
-        DType::BF16 => 2f64.powi(-8),
-    };
-    Tol { abs: t.abs + u * 2f64.powi(-14), rel: t.rel + u }
+    let (abs, rel) =
+        Tolerance { forward: (t.abs, t.rel), backward: (t.abs, t.rel) }.for_dtype(dtype).backward;
+    Tol { abs, rel }
 }
 
 fn upstream(dev: &Device, c: &Case, o: Opts, rng: &mut Rng) -> (Vec<f32>, Tensor) {

@@ -47,14 +47,6 @@ fn unrounded(y: &Tensor, forward_f32: impl FnOnce() -> Result<Tensor>) -> Result
     if y.dtype() == DType::F32 { Ok(y.clone()) } else { forward_f32() }
 }
 
-/// An f32 gradient in the element type the options ask for (the input's, or f32).
-fn typed(dx: Tensor, i: &Inputs) -> Result<Tensor> {
-    match i.options.outputs {
-        Outputs::AsInputs => dx.to_dtype(i.input.dtype()),
-        Outputs::F32 => Ok(dx),
-    }
-}
-
 pub(super) static LOG_SOFTMAX: Loss = Loss {
     name: "log_softmax",
     pytorch: "torch.nn.functional.log_softmax",
@@ -71,7 +63,7 @@ pub(super) static LOG_SOFTMAX: Loss = Loss {
     backward: |i, y, g| {
         let f = LogSoftmax::default().dim(i.options.dim).outputs(Outputs::F32);
         let y = unrounded(y, || f.forward(&i.input))?;
-        typed(f.backward(&y, g)?, i)
+        i.options.outputs.apply(f.backward(&y, g)?, i.input.dtype())
     },
     reference: log_softmax_reference,
     reference_backward: |a, g| {
@@ -101,7 +93,7 @@ pub(super) static SOFTMAX: Loss = Loss {
     backward: |i, y, g| {
         let f = Softmax::default().dim(i.options.dim).outputs(Outputs::F32);
         let y = unrounded(y, || f.forward(&i.input))?;
-        typed(f.backward(&y, g)?, i)
+        i.options.outputs.apply(f.backward(&y, g)?, i.input.dtype())
     },
     reference: softmax_reference,
     reference_backward: |a, g| {

@@ -2,7 +2,7 @@
 //! over the rows of `(N, C, d…)` or `(C)` inputs, its target pass, its reduction and its
 //! gradient, for class ids or probability targets.
 
-use super::convert::{f32_operand, output};
+use super::convert::f32_operand;
 use super::{Outputs, Reduction, RowStrategy, Rows, check_u32};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
@@ -366,12 +366,12 @@ impl<'a> Job<'a> {
         self.input.device().op(self.op, || {
             let grad = f32_operand(grad)?;
             let (dx, dy) = self.with_f32_operands(|job| job.record_backward(&grad, want_dy))?;
-            let dx = output(dx, self.input.dtype, self.outputs)?;
+            let dx = self.outputs.apply(dx, self.input.dtype)?;
             let target = match self.targets {
                 Target::Probs(t) => t.dtype,
                 Target::Ids(_) => self.input.dtype,
             };
-            Ok((dx, dy.map(|dy| output(dy, target, self.outputs)).transpose()?))
+            Ok((dx, dy.map(|dy| self.outputs.apply(dy, target)).transpose()?))
         })
     }
 

@@ -46,11 +46,15 @@ pub(crate) fn f32_operand(x: &Tensor) -> Result<Tensor> {
     cast(x, DType::F32)
 }
 
-/// An operation's f32 result `out` in the element type `outputs` asks for, given the input's.
-pub(crate) fn output(out: Tensor, input: DType, outputs: Outputs) -> Result<Tensor> {
-    match outputs {
-        Outputs::AsInputs => cast(&out, input),
-        Outputs::F32 => Ok(out),
+impl Outputs {
+    /// An operation's f32 result `out` in the element type this asks for: `input`, the type of
+    /// the input it belongs to (rounded to nearest even), or f32 as it is. Inside an operation
+    /// the conversion joins its frame.
+    pub fn apply(self, out: Tensor, input: DType) -> Result<Tensor> {
+        match self {
+            Outputs::AsInputs => out.to_dtype(input),
+            Outputs::F32 => Ok(out),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `linear`: `y = x·Wᵀ + b` with W stored `(out, in)` as in PyTorch (`shaders/linear.wgsl`).
 
-use super::convert::{f32_operand, output};
+use super::convert::f32_operand;
 use super::{Outputs, check_u32};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -120,6 +120,16 @@ impl LinearGrads {
         LinearGrads { input: mark(input), weight: mark(weight), bias: mark(bias) }
     }
 
+    /// The f32 gradients in the element types `outputs` asks for: dX in x's type (`x`), dW
+    /// and db in W's (`w`), or all f32.
+    pub(crate) fn typed(self, x: DType, w: DType, outputs: Outputs) -> Result<LinearGrads> {
+        Ok(LinearGrads {
+            input: outputs.apply(self.input, x)?,
+            weight: outputs.apply(self.weight, w)?,
+            bias: outputs.apply(self.bias, w)?,
+        })
+    }
+
     /// Records zeroing all three: the gradients of an empty sum.
     pub(crate) fn record_zero(&self) {
         self.input.device().record(|enc| {
@@ -158,7 +168,7 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         x.device().op("linear", || {
             let bias = bias.map(f32_operand).transpose()?;
-            output(run(self.kernel, x, weight, bias.as_ref())?, x.dtype, self.outputs)
+            self.outputs.apply(run(self.kernel, x, weight, bias.as_ref())?, x.dtype)
         })
     }
 
@@ -207,12 +217,7 @@ impl Linear {
     /// ```
     pub fn backward(&self, x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<LinearGrads> {
         x.device().op("linear", || {
-            let grads = record_backward(x, weight, &f32_operand(grad_y)?)?;
-            Ok(LinearGrads {
-                input: output(grads.input, x.dtype, self.outputs)?,
-                weight: output(grads.weight, weight.dtype, self.outputs)?,
-                bias: output(grads.bias, weight.dtype, self.outputs)?,
-            })
+            record_backward(x, weight, &f32_operand(grad_y)?)?.typed(x.dtype, weight.dtype, self.outputs)
         })
     }
 }

@@ -5,7 +5,6 @@
 //! than the last is read in place with a stride (no transpose); tensors larger than the binding
 //! limit are processed in chunks. A row holding a NaN gives NaN throughout, as in PyTorch.
 
-use super::convert::output;
 use super::{Outputs, RowStrategy, Rows, check_u32, resolve_dim};
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Bind, dispatch};
@@ -139,7 +138,7 @@ fn run(
     x: &Tensor,
     grad: Option<&Tensor>,
 ) -> Result<Tensor> {
-    x.device().op(op, || output(record(op, entry, strategy, dim, x, grad)?, x.dtype, outputs))
+    x.device().op(op, || outputs.apply(record(op, entry, strategy, dim, x, grad)?, x.dtype))
 }
 
 fn record(

@@ -13,7 +13,7 @@
 //! gradient PyTorch defines also have `backward_with_target`, which returns both.
 
 use super::broadcast::Runs;
-use super::convert::{f32_operand, output};
+use super::convert::f32_operand;
 use super::reduce::{Finish, finish, parts_for};
 use super::{Outputs, Reduction, SUM_CHUNK, SUM_WG, check_u32, sum_constants};
 use crate::error::{Error, Result};
@@ -283,8 +283,8 @@ impl<'a> Job<'a> {
         self.input.device().op(self.op, || {
             let grad = f32_operand(grad)?;
             let (dx, dy) = self.with_f32_weights(|job| job.record_backward(&grad, scale, want_dy))?;
-            let dx = output(dx, self.input.dtype, self.outputs)?;
-            let dy = dy.map(|dy| output(dy, self.target.dtype, self.outputs)).transpose()?;
+            let dx = self.outputs.apply(dx, self.input.dtype)?;
+            let dy = dy.map(|dy| self.outputs.apply(dy, self.target.dtype)).transpose()?;
             Ok((dx, dy))
         })
     }

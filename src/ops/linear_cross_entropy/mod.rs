@@ -31,7 +31,7 @@ use options::OP;
 use plan::Job;
 
 use crate::error::{Error, Result};
-use crate::ops::convert::{f32_operand, output};
+use crate::ops::convert::f32_operand;
 use crate::ops::linear::LinearGrads;
 use crate::tensor::{Indices, Tensor, same_device};
 
@@ -63,18 +63,6 @@ impl<'a> Operands<'a> {
 
     fn job<'t>(&'t self, targets: &'t Indices) -> Result<Job<'t>> {
         Job::new(&self.options, self.x, self.weight, self.bias.as_ref(), targets)
-    }
-}
-
-impl LinearCrossEntropy {
-    /// The gradients in the element types [`outputs`](Self::outputs) asks for: dX in x's, dW
-    /// and db in W's (from their f32 accumulation), or all f32.
-    fn typed(&self, grads: LinearGrads, x: &Tensor, weight: &Tensor) -> Result<LinearGrads> {
-        Ok(LinearGrads {
-            input: output(grads.input, x.dtype, self.outputs)?,
-            weight: output(grads.weight, weight.dtype, self.outputs)?,
-            bias: output(grads.bias, weight.dtype, self.outputs)?,
-        })
     }
 }
 
@@ -124,7 +112,7 @@ impl LinearCrossEntropy {
                 Some(l) => l.clone(),
                 None => job.forward(&prep)?.lse,
             };
-            self.typed(job.grads(&prep, grad_output, Some(&lse), plan)?.0, x, weight)
+            job.grads(&prep, grad_output, Some(&lse), plan)?.0.typed(x.dtype, weight.dtype, self.outputs)
         })
     }
 
@@ -149,11 +137,11 @@ impl LinearCrossEntropy {
             if plan.whole_rows && job.n > 0 {
                 let (grads, out) = job.grads(&prep, grad_output, None, plan)?;
                 let out = out.ok_or_else(|| Error::Wgpu("the one-pass plan returned no loss".into()))?;
-                return Ok((out, self.typed(grads, x, weight)?));
+                return Ok((out, grads.typed(x.dtype, weight.dtype, self.outputs)?));
             }
             let out = job.forward(&prep)?;
             let (grads, _) = job.grads(&prep, grad_output, Some(&out.lse), plan)?;
-            Ok((out, self.typed(grads, x, weight)?))
+            Ok((out, grads.typed(x.dtype, weight.dtype, self.outputs)?))
         })
     }
 }

@@ -5,6 +5,7 @@
 //   y' = y (1 - eps) + eps / C, x0 the row's first element (rows.wgsl).
 // cross_entropy_backward writes the gradient, softmax minus the (smoothed, weighted) target:
 //   class ids:  s * [(1 - eps) w[t] (p[c] - [c == t]) + eps / C (W p[c] - w[c])],  W = sum w
+//               (p[t] - 1 = expm1(x[t] - lse): no cancellation when the target dominates)
 //   PROBS:      s * (p[c] sum(w y') - w[c] y'[c]);  target gradient -s (1 - eps) w[c] (x[c] - lse)
 // with s the upstream gradient of the row (see g_mode); ignored rows get 0, NaN rows NaN.
 // accuracy counts a row as right when fewer than top_k classes have a larger logit than the
@@ -88,8 +89,14 @@ fn grad4(r: RowGrad, c: vec4<u32>, v: vec4<f32>, y: vec4<f32>) -> array<vec4<f32
     if (r.t < 0) {
         return array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
     }
-    let hit = select(vec4<f32>(0.0), vec4<f32>(1.0), c == vec4<u32>(u32(r.t)));
-    var d = (1.0 - eps) * r.wt * (p - hit);
+    // p - [c == t]; at the target exp(x - lse) - 1 as expm1, exact for a confident row's
+    // dominant class where p rounds near 1.
+    let hit = c == vec4<u32>(u32(r.t));
+    var pt = p;
+    if (any(hit)) {
+        pt = select(p, expm1v(shifted), hit);
+    }
+    var d = (1.0 - eps) * r.wt * pt;
     if (SMOOTH) {
         d += eps / f32(params.cols) * (r.k * p - w);
     }

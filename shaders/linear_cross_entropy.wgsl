@@ -5,21 +5,26 @@
 //              ignored); their sums are the means' denominators.
 //   partials*  thread (row block, vocabulary slice): computes its logits R x C at a time with a
 //              register-blocked GEMM over k (no barriers), folds each row's into a running
-//              (max, sum of exp, sum of w·z, target logit), and writes that as the partial
-//              parts[row, slice]. W is bound one V-shard per dispatch.
+//              (max, sum of exp, sum of w·(z − x0), target logit; x0, sum of w), and writes
+//              that as the partial parts[row, slice]. W is bound one V-shard per dispatch.
 //   fold       thread per row: merges the row's partials in slice order (fixed, so the result
-//              is bitwise reproducible), writes lse and the row's loss.
+//              is bitwise reproducible), writes the row's statistics and its loss.
 //   tile_grad  workgroup per row of a scratch tile of logits (rows x columns v_base..v_base+n):
-//              without HAVE_LSE the tile is the whole row, whose lse and loss it computes first;
-//              then it overwrites the logits with d loss / d logit.
+//              without HAVE_LSE the tile is the whole row, whose statistics and loss it computes
+//              first; with HAVE_LSE it reads the forward's; then it overwrites the logits with
+//              d loss / d logit.
 // Per row, with z the softcapped logits (s·tanh(logit / s) when softcap > 0), lse = logsumexp(z):
 //   loss = (1 - eps)·w[t]·(lse - z[t]) + eps / V·Σ_c w[c]·(lse - z[c])  +  λ·lse²
 // 0 for ignored rows. A mean divides the first part by Σ w[t] and the z-loss by the counted rows
 // (denoms = [Σ w[t], counted rows, Σ_c w[c]]); a mean over no counted row is NaN.
 // A row whose logits hold a NaN or an infinity has a NaN lse, loss and gradient.
+// Digits at large magnitudes: lse − z is taken as (z_max − z) + log Σ, and the smoothing sum
+// Σ w·z as Σ w·(z − x0) with x0 a logit of the row (each partial's first, moved to the row's
+// first partial's by (x0_b − x0_a)·Σ w_b when merged), so neither rounds at the logits' size.
 // Rows are global (row_base + local) in every per-row buffer; x is bound at its chunk of rows.
 // bindings: 0 uniform Params | 1 x (m, k) | 2 w (shard, k) | 3 bias (V) | 4 class weight (V) |
-//   5 targets (N) i32 | 6 parts (N, part_stride) vec4 as u32 | 7 loss (N) u32 | 8 lse (N) u32 |
+//   5 targets (N) i32 | 6 parts (N, part_stride) 2 × vec4 as u32 | 7 loss (N) u32 |
+//   8 row statistics (3 planes of N: lse, max, log Σ exp(z − max)) as u32 |
 //   9 denoms (3) | 10 status atomic | 11 w[t] (N) | 12 counted (N) | 13 grad (1 or N) |
 //   14 scratch tile (m, ld) as u32 | 15 flags (one per 64 columns of the tile) atomic
 
@@ -49,6 +54,10 @@ struct Params {
     mean: u32,      // the reduction is a mean
     ld: u32,        // tile_grad: the scratch tile's row stride
     filter_eps: f32,
+    rows: u32,      // N, the planes' length in the row statistics
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -58,7 +67,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> targets: array<i32>;
 @group(0) @binding(6) var<storage, read_write> parts: array<u32>;
 @group(0) @binding(7) var<storage, read_write> loss: array<u32>;
-@group(0) @binding(8) var<storage, read_write> lse_io: array<u32>;
+@group(0) @binding(8) var<storage, read_write> row_stats: array<u32>;
 @group(0) @binding(9) var<storage, read> denoms: array<f32>;
 @group(0) @binding(10) var<storage, read_write> status: array<atomic<u32>>;
 @group(0) @binding(11) var<storage, read_write> wt: array<f32>;
@@ -67,19 +76,26 @@ struct Params {
 @group(0) @binding(14) var<storage, read_write> scratch: array<u32>;
 @group(0) @binding(15) var<storage, read_write> flags: array<atomic<u32>>;
 
-// A row's running state: (max, Σ exp(z - max), Σ w[c]·z[c], target logit) and whether a
+// A row's running state: st = (max, t, Σ w[c]·(z[c] − x0), target logit) with t the online
+// sum of the prelude's lse_push4; sh = (x0, Σ w[c], 1 once x0 is set, 0); and whether a
 // non-finite logit was seen.
 struct Run {
     st: vec4<f32>,
+    sh: vec4<f32>,
     bad: bool,
 }
 
 fn run_empty() -> Run {
-    return Run(vec4<f32>(NEG_BIG, -1.0, 0.0, 0.0), false);
+    return Run(vec4<f32>(NEG_BIG, -1.0, 0.0, 0.0), vec4<f32>(0.0), false);
 }
 
+// Merges b into a; the sum of w·(z − x0) moves to a's x0 (b's when a has none yet, its sums
+// then being 0): Σ w·(z − x0_a) = Σ w·(z − x0_b) + (x0_b − x0_a)·Σ w.
 fn run_merge(a: Run, b: Run) -> Run {
-    return Run(vec4<f32>(lse_merge(a.st.xy, b.st.xy), a.st.zw + b.st.zw), a.bad || b.bad);
+    let x0 = select(b.sh.x, a.sh.x, a.sh.z != 0.0);
+    let zsum = (a.st.z + (a.sh.x - x0) * a.sh.y) + (b.st.z + (b.sh.x - x0) * b.sh.y);
+    let sh = vec4<f32>(x0, a.sh.y + b.sh.y, max(a.sh.z, b.sh.z), 0.0);
+    return Run(vec4<f32>(lse_merge(a.st.xy, b.st.xy), zsum, a.st.w + b.st.w), sh, a.bad || b.bad);
 }
 
 fn non_finite(v: f32) -> bool {
@@ -113,8 +129,9 @@ fn capped(z: f32) -> vec2<f32> {
     return vec2<f32>(s * select(-t, t, u >= 0.0), 4.0 * e / ((1.0 + e) * (1.0 + e)));
 }
 
-// Folds the logits `raw` of columns col0 .. col0 + 3 (`ok` masks columns past the slice, `cw`
-// their class weights) into a row's state; `tcol` is the row's target column.
+// Folds the logits `raw` of columns col0 .. col0 + 3 (`ok` masks columns past the slice, so
+// ok.x holds when any lane does; `cw` their class weights, 0 where masked) into a row's state;
+// `tcol` is the row's target column. The row's first logit becomes its x0.
 fn push_quad(run: Run, raw: vec4<f32>, ok: vec4<bool>, cw: vec4<f32>, tcol: i32, col0: i32) -> Run {
     var v = raw;
     if (params.softcap > 0.0) {
@@ -125,8 +142,13 @@ fn push_quad(run: Run, raw: vec4<f32>, ok: vec4<bool>, cw: vec4<f32>, tcol: i32,
     let vm = select(vec4<f32>(NEG_BIG), v, ok);
     let hit = (vec4<i32>(tcol) == vec4<i32>(col0) + vec4<i32>(0, 1, 2, 3)) & ok;
     let zt = dot(select(vec4<f32>(0.0), v, hit), vec4<f32>(1.0));
-    let sw = dot(cw, select(vec4<f32>(0.0), v, ok));
-    return Run(vec4<f32>(lse_push4(run.st.xy, vm), run.st.z + sw, run.st.w + zt), run.bad || bad);
+    var sh = run.sh;
+    if (sh.z == 0.0 && ok.x) {
+        sh = vec4<f32>(select(v.x, 0.0, non_finite(v.x)), 0.0, 1.0, 0.0);
+    }
+    let sw = dot(cw, select(vec4<f32>(0.0), v - vec4<f32>(sh.x), ok));
+    sh.y += dot(cw, vec4<f32>(1.0));
+    return Run(vec4<f32>(lse_push4(run.st.xy, vm), run.st.z + sw, run.st.w + zt), sh, run.bad || bad);
 }
 
 fn quad_bias(col: u32) -> vec4<f32> {
@@ -159,11 +181,24 @@ fn quad_weight(col: u32, ok: vec4<bool>) -> vec4<f32> {
 }
 
 fn store_part(row: u32, slice: u32, run: Run) {
-    let p = 4u * ((params.row_base + row) * params.part_stride + params.part_base + slice);
+    let p = 8u * ((params.row_base + row) * params.part_stride + params.part_base + slice);
     parts[p] = select(bitcast<u32>(run.st.x), NAN_BITS, run.bad);
     parts[p + 1u] = bitcast<u32>(run.st.y);
     parts[p + 2u] = bitcast<u32>(run.st.z);
     parts[p + 3u] = bitcast<u32>(run.st.w);
+    parts[p + 4u] = bitcast<u32>(run.sh.x);
+    parts[p + 5u] = bitcast<u32>(run.sh.y);
+    parts[p + 6u] = bitcast<u32>(run.sh.z);
+    parts[p + 7u] = 0u;
+}
+
+fn load_part(p: u32) -> vec4<f32> {
+    return vec4<f32>(
+        bitcast<f32>(parts[p]),
+        bitcast<f32>(parts[p + 1u]),
+        bitcast<f32>(parts[p + 2u]),
+        bitcast<f32>(parts[p + 3u]),
+    );
 }
 
 // The target's class if the row counts, -1 if it is ignored (or out of range: the target pass
@@ -176,13 +211,16 @@ fn counted_target(row: u32) -> i32 {
     return t;
 }
 
-// Writes a global row's lse and loss from its merged state (max, sum, Σw·z, z[t]). The target
-// term is log sum − (z[t] − max): z[t] − max is exact where the row's logits are close, so large
-// magnitudes cost no digits (lse − z[t] would round at the max's magnitude first).
+// Writes a global row's statistics and loss from its merged state. The target term is
+// log sum − (z[t] − max): z[t] − max is exact where the row's logits are close, so large
+// magnitudes cost no digits (lse − z[t] would round at the max's magnitude first); the
+// smoothing term is (lse − x0)·Σw − Σ w·(z − x0) for the same reason.
 fn finish_row(row: u32, run: Run) {
     let log_sum = log1p_state(run.st.y);
     let lse = run.st.x + log_sum;
-    lse_io[row] = select(bitcast<u32>(lse), NAN_BITS, run.bad);
+    row_stats[row] = select(bitcast<u32>(lse), NAN_BITS, run.bad);
+    row_stats[params.rows + row] = select(bitcast<u32>(run.st.x), NAN_BITS, run.bad);
+    row_stats[2u * params.rows + row] = bitcast<u32>(log_sum);
     let t = counted_target(row);
     var l = 0.0;
     if (t >= 0) {
@@ -190,7 +228,8 @@ fn finish_row(row: u32, run: Run) {
         if (params.smoothing > 0.0) {
             let eps = params.smoothing;
             let total_w = select(f32(params.classes), denoms[2], params.has_weight != 0u);
-            ce = (1.0 - eps) * ce + eps / f32(params.classes) * (lse * total_w - run.st.z);
+            let above_x0 = (run.st.x - run.sh.x) + log_sum;
+            ce = (1.0 - eps) * ce + eps / f32(params.classes) * (above_x0 * total_w - run.st.z);
         }
         var zl = params.z_loss * lse * lse;
         if (params.mean != 0u) {
@@ -242,21 +281,19 @@ fn fold(
     let row = params.row_base + r;
     var run = run_empty();
     for (var s = 0u; s < params.part_stride; s++) {
-        let p = 4u * (row * params.part_stride + s);
-        let m_bits = parts[p];
-        let part = vec4<f32>(
-            bitcast<f32>(m_bits),
-            bitcast<f32>(parts[p + 1u]),
-            bitcast<f32>(parts[p + 2u]),
-            bitcast<f32>(parts[p + 3u]),
-        );
-        let bad = (m_bits & 0x7fffffffu) > 0x7f800000u;
-        run = run_merge(run, Run(select(part, vec4<f32>(NEG_BIG, -1.0, 0.0, 0.0), bad), bad));
+        let p = 8u * (row * params.part_stride + s);
+        let bad = (parts[p] & 0x7fffffffu) > 0x7f800000u;
+        var part = Run(load_part(p), load_part(p + 4u), bad);
+        if (bad) {
+            part = Run(run_empty().st, vec4<f32>(0.0), true);
+        }
+        run = run_merge(run, part);
     }
     finish_row(row, run);
 }
 
 var<workgroup> red: array<vec4<f32>, 64>;
+var<workgroup> red_sh: array<vec4<f32>, 64>;
 var<workgroup> red_bad: array<u32, 64>;
 
 @compute @workgroup_size(64)
@@ -274,14 +311,15 @@ fn tile_grad(
     let n = params.n;
     let t = counted_target(row);
     let tcol = t - i32(params.v_base);
-    // p[c] = exp((z[c] - shift) - log_sum): the row's (max, log sum) when the whole row is here,
-    // else (lse, 0) from the forward.
+    // p[c] = exp((z[c] - shift) - log_sum) with the row's (max, log sum): computed here when the
+    // whole row is in the tile, else the forward's.
     var shift = 0.0;
     var log_sum = 0.0;
     var bad = false;
     if (HAVE_LSE) {
-        let bits = lse_io[row];
+        let bits = row_stats[params.rows + row];
         shift = bitcast<f32>(bits);
+        log_sum = bitcast<f32>(row_stats[2u * params.rows + row]);
         bad = (bits & 0x7fffffffu) > 0x7f800000u;
     } else {
         // The whole row is in the tile: its state, merged over the workgroup in a fixed tree.
@@ -299,17 +337,22 @@ fn tile_grad(
             run = push_quad(run, raw, ok, quad_weight(q, ok), tcol, i32(q));
         }
         red[lid] = run.st;
+        red_sh[lid] = run.sh;
         red_bad[lid] = u32(run.bad);
         workgroupBarrier();
         for (var off = 32u; off > 0u; off >>= 1u) {
             if (lid < off) {
-                let merged = run_merge(Run(red[lid], red_bad[lid] != 0u), Run(red[lid + off], red_bad[lid + off] != 0u));
+                let merged = run_merge(
+                    Run(red[lid], red_sh[lid], red_bad[lid] != 0u),
+                    Run(red[lid + off], red_sh[lid + off], red_bad[lid + off] != 0u),
+                );
                 red[lid] = merged.st;
+                red_sh[lid] = merged.sh;
                 red_bad[lid] = u32(merged.bad);
             }
             workgroupBarrier();
         }
-        let total = Run(red[0], red_bad[0] != 0u);
+        let total = Run(red[0], red_sh[0], red_bad[0] != 0u);
         shift = total.st.x;
         log_sum = log1p_state(total.st.y);
         bad = total.bad;
@@ -364,9 +407,16 @@ fn tile_grad(
 }
 
 // Overwrites the logit at scratch[i] (tile column j) with its gradient; returns the gradient.
+// At the target cp·p − ct is taken as ct·(p − 1) + (cp − ct)·p with p − 1 = expm1(z − lse):
+// exact for a confident row's dominant class, where p rounds near 1.
 fn grad_at(i: u32, j: u32, norm: vec2<f32>, tcol: i32, cp: f32, ct: f32, cc: f32, bad: bool) -> f32 {
     let zc = capped(bitcast<f32>(scratch[i]));
-    var d = cp * exp((zc.x - norm.x) - norm.y) - select(0.0, ct, i32(j) == tcol);
+    let shifted = (zc.x - norm.x) - norm.y;
+    let p = exp(shifted);
+    var d = cp * p;
+    if (i32(j) == tcol) {
+        d = ct * expm1(shifted) + (cp - ct) * p;
+    }
     if (params.smoothing > 0.0) {
         d -= cc * class_w(params.v_base + j);
     }

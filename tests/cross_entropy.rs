@@ -673,10 +673,18 @@ fn confident_rows_keep_their_digits() {
                 .unwrap()
                 .to_vec()
                 .unwrap();
+            // The gradient: p[c] = e^−g / (1 + 3e^−g) elsewhere and p[t] − 1 = −3e^−g / (1 + 3e^−g)
+            // at the target, taken as expm1(x[t] − lse): p[t] − 1 would keep only the digits of
+            // p[t]'s rounding near 1 (1e-3 relative at g = 10, 0 from g = 17 on).
+            let ones = dev.tensor(&vec![1.0; rows], &[rows]).unwrap();
+            let dx = loss.backward(&xt, &tt, &ones).unwrap().to_vec().unwrap();
             for (r, &g) in gaps.iter().enumerate() {
                 let tol = Tol { abs: 0.0, rel: confident_tolerance(g) };
                 assert_close(&format!("{what} cross_entropy g = {g}"), &got[r..r + 1], &want[r..r + 1], tol);
                 assert_close(&format!("{what} log_softmax g = {g}"), &[-lp[r * 4 + 2]], &want[r..r + 1], tol);
+                let e = (-(g as f64)).exp();
+                let want_dx = [e, e, -3.0 * e, e].map(|v| v / (1.0 + 3.0 * e));
+                assert_close(&format!("{what} gradient g = {g}"), &dx[r * 4..r * 4 + 4], &want_dx, tol);
             }
         }
     }

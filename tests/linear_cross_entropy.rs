@@ -164,7 +164,7 @@ fn check_case(dev: &Device, what: &str, c: &Case, o: Opts, l: &LinearCrossEntrop
     let (dx, dw, db) = lce_ref::linear_cross_entropy_backward(&c.x, &c.w, rb, &c.t, c.h, &ro, &g).unwrap();
     let grads = [
         ("backward", l.backward(&x, &w, bias, &t, &g_t, None).unwrap()),
-        ("backward with lse", l.backward(&x, &w, bias, &t, &g_t, Some(&out.lse)).unwrap()),
+        ("backward given the forward", l.backward(&x, &w, bias, &t, &g_t, Some(&out)).unwrap()),
         ("forward_backward", {
             let (fo, grads) = l.forward_backward(&x, &w, bias, &t, &g_t).unwrap();
             assert_close(&format!("{what}: fused loss"), &fo.loss.to_vec().unwrap(), &want_loss, tol_loss(c));
@@ -499,43 +499,68 @@ fn gradient_filter_skips_only_small_blocks() {
 
 #[test]
 fn logits_at_large_magnitude_lose_no_digits() {
-    // Logits about 1e4 (a bias of 1e4) that f32 holds exactly: x in {−1, 0, 1}, W and b on a grid
-    // of 1/8, so the GEMM is exact and the loss's only rounding is the kernel's own. The loss is
-    // log Σ − (z[t] − max), exact to 1e-6 relative of the f64 reference; lse − z[t] would round at
-    // the max's magnitude (5e-4) first. Whole-row tiles (forward_backward) give the gradient from
-    // the same (max, log Σ).
+    // Logits about ±1e4 (a bias of ±1e4) that f32 holds exactly: x in {−1, 0, 1}, W and b on a
+    // grid of 1/8, so the GEMM is exact and the loss's only rounding is the kernel's own. The
+    // loss is log Σ − (z[t] − max), and label smoothing's Σ w·(lse − z) is (lse − x0)·Σw −
+    // Σ w·(z − x0) over the split-V partials, each partial moved to the row's x0: both exact to
+    // 1e-6 relative of the f64 reference, where lse − z would round at the max's magnitude
+    // (5e-4) first. The gradients come from the row's (max, log Σ) whether the tiles hold whole
+    // rows (forward_backward) or read the forward's statistics (backward given the forward, and
+    // backward alone, which runs the forward's partials again).
     let _guard = serial();
     let (n, h, v) = (6usize, 8usize, 200usize);
     let mut rng = Rng::new(90);
     let x: Vec<f32> = (0..n * h).map(|_| rng.below(3) as f32 - 1.0).collect();
     let w: Vec<f32> = (0..v * h).map(|_| (rng.below(33) as f32 - 16.0) / 8.0).collect();
+    let cw: Vec<f32> = (0..v).map(|_| (1 + rng.below(4)) as f32 / 4.0).collect();
     let t: Vec<i64> = rng.classes(n, v);
+    let g = vec![1.0f32; n];
     for centre in [1e4f32, -1e4] {
         let b: Vec<f32> = (0..v).map(|_| centre + (rng.below(33) as f32 - 16.0) / 8.0).collect();
-        let o = Options { reduction: Reduction::None, ..Options::default() };
-        let (want, _) = lce_ref::linear_cross_entropy(&x, &w, Some(&b), &t, h, &o).unwrap();
-        let g = vec![1.0f32; n];
-        let want_dw = lce_ref::linear_cross_entropy_backward(&x, &w, Some(&b), &t, h, &o, &g).unwrap().1;
-        for dev in devices() {
-            let (xt, wt, bt) = (
-                dev.tensor(&x, &[n, h]).unwrap(),
-                dev.tensor(&w, &[v, h]).unwrap(),
-                dev.tensor(&b, &[v]).unwrap(),
-            );
-            let (tt, gt) = (dev.indices(&t, &[n]).unwrap(), dev.tensor(&g, &[n]).unwrap());
-            let l = LinearCrossEntropy::default().reduction(Reduction::None);
-            let what = format!("{} centre {centre}", common::label(dev));
-            let got = l.forward(&xt, &wt, Some(&bt), &tt).unwrap().loss.to_vec().unwrap();
-            assert_close(&format!("{what} loss"), &got, &want, Tol { abs: 0.0, rel: 1e-6 });
-            let (out, grads) = l.forward_backward(&xt, &wt, Some(&bt), &tt, &gt).unwrap();
-            assert_close(
-                &format!("{what} one-pass loss"),
-                &out.loss.to_vec().unwrap(),
-                &want,
-                Tol { abs: 0.0, rel: 1e-6 },
-            );
-            let dw = grads.weight.to_vec().unwrap();
-            assert_close(&format!("{what} one-pass dW"), &dw, &want_dw, Tol { abs: 1e-6, rel: 1e-5 });
+        for (smoothing, weighted) in [(0.0f32, false), (0.1, false), (0.1, true)] {
+            let o = Options {
+                reduction: Reduction::None,
+                label_smoothing: smoothing as f64,
+                weight: weighted.then_some(cw.as_slice()),
+                ..Options::default()
+            };
+            let (want, _) = lce_ref::linear_cross_entropy(&x, &w, Some(&b), &t, h, &o).unwrap();
+            let (want_dx, want_dw, _) =
+                lce_ref::linear_cross_entropy_backward(&x, &w, Some(&b), &t, h, &o, &g).unwrap();
+            for dev in devices() {
+                let (xt, wt, bt) = (
+                    dev.tensor(&x, &[n, h]).unwrap(),
+                    dev.tensor(&w, &[v, h]).unwrap(),
+                    dev.tensor(&b, &[v]).unwrap(),
+                );
+                let (tt, gt) = (dev.indices(&t, &[n]).unwrap(), dev.tensor(&g, &[n]).unwrap());
+                let mut l =
+                    LinearCrossEntropy::default().reduction(Reduction::None).label_smoothing(smoothing);
+                if weighted {
+                    l = l.weight(dev.tensor(&cw, &[v]).unwrap());
+                }
+                let what = format!(
+                    "{} centre {centre} smoothing {smoothing} weighted {weighted}",
+                    common::label(dev)
+                );
+                let exact = Tol { abs: 0.0, rel: 1e-6 };
+                let out = l.forward(&xt, &wt, Some(&bt), &tt).unwrap();
+                assert_close(&format!("{what} loss"), &out.loss.to_vec().unwrap(), &want, exact);
+                let (one_pass, grads) = l.forward_backward(&xt, &wt, Some(&bt), &tt, &gt).unwrap();
+                assert_close(
+                    &format!("{what} one-pass loss"),
+                    &one_pass.loss.to_vec().unwrap(),
+                    &want,
+                    exact,
+                );
+                let given = l.backward(&xt, &wt, Some(&bt), &tt, &gt, Some(&out)).unwrap();
+                let alone = l.backward(&xt, &wt, Some(&bt), &tt, &gt, None).unwrap();
+                for (how, gr) in [("one-pass", &grads), ("given the forward", &given), ("alone", &alone)] {
+                    let tol = Tol { abs: 1e-6, rel: 1e-5 };
+                    assert_close(&format!("{what} {how} dX"), &gr.input.to_vec().unwrap(), &want_dx, tol);
+                    assert_close(&format!("{what} {how} dW"), &gr.weight.to_vec().unwrap(), &want_dw, tol);
+                }
+            }
         }
     }
 }
@@ -558,18 +583,45 @@ fn confident_rows_keep_their_digits() {
     }
     let t = vec![2i64; n];
     let want: Vec<f64> = gaps.iter().map(|&g| (3.0 * (-(g as f64)).exp()).ln_1p()).collect();
+    // d loss / d z of row r is [e, e, −3e, e] / (1 + 3e), e = e^−gap_r; the target's is
+    // expm1(z[t] − lse) in the tiles (p[t] − 1 would keep only p's rounding near 1). With x one-hot,
+    // dW[c][r] is row r's d z[c] and dX[r][k] = d z_r[2]·W[2][k].
+    let dz = |r: usize| {
+        let e = (-(gaps[r] as f64)).exp();
+        [e, e, -3.0 * e, e].map(|d| d / (1.0 + 3.0 * e))
+    };
+    let mut want_dw = vec![0.0f64; v * h];
+    let mut want_dx = vec![0.0f64; n * h];
+    for r in 0..n {
+        for c in 0..v {
+            want_dw[c * h + r] = dz(r)[c];
+        }
+        for k in 0..h {
+            want_dx[r * h + k] = dz(r)[2] * w[2 * h + k] as f64;
+        }
+    }
     for dev in devices() {
         let (xt, wt) = (dev.tensor(&x, &[n, h]).unwrap(), dev.tensor(&w, &[v, h]).unwrap());
         let (tt, gt) = (dev.indices(&t, &[n]).unwrap(), dev.tensor(&vec![1.0; n], &[n]).unwrap());
         let l = LinearCrossEntropy::default().reduction(Reduction::None);
         let what = common::label(dev);
-        let got = l.forward(&xt, &wt, None, &tt).unwrap().loss.to_vec().unwrap();
-        let (out, _) = l.forward_backward(&xt, &wt, None, &tt, &gt).unwrap();
+        let forward = l.forward(&xt, &wt, None, &tt).unwrap();
+        let got = forward.loss.to_vec().unwrap();
+        let (out, grads) = l.forward_backward(&xt, &wt, None, &tt, &gt).unwrap();
+        let given = l.backward(&xt, &wt, None, &tt, &gt, Some(&forward)).unwrap();
         let one_pass = out.loss.to_vec().unwrap();
         for (r, &g) in gaps.iter().enumerate() {
             let tol = Tol { abs: 0.0, rel: 1e-6f64.max((3.0 + 2.0 * g as f64) * f32::EPSILON as f64) };
             assert_close(&format!("{what} loss g = {g}"), &got[r..r + 1], &want[r..r + 1], tol);
             assert_close(&format!("{what} one-pass loss g = {g}"), &one_pass[r..r + 1], &want[r..r + 1], tol);
+            for (how, gr) in [("one-pass", &grads), ("given the forward", &given)] {
+                let (dw, dx) = (gr.weight.to_vec().unwrap(), gr.input.to_vec().unwrap());
+                let col: Vec<f32> = (0..v).map(|c| dw[c * h + r]).collect();
+                let want_col: Vec<f64> = (0..v).map(|c| want_dw[c * h + r]).collect();
+                assert_close(&format!("{what} {how} dW g = {g}"), &col, &want_col, tol);
+                let row = r * h..(r + 1) * h;
+                assert_close(&format!("{what} {how} dX g = {g}"), &dx[row.clone()], &want_dx[row], tol);
+            }
         }
     }
 }

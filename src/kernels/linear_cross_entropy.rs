@@ -31,8 +31,11 @@ pub(crate) struct Params {
     pub(crate) mean: u32,
     pub(crate) ld: u32,
     pub(crate) filter_eps: f32,
+    /// N: the length of each plane of the row statistics.
+    pub(crate) rows: u32,
+    pub(crate) _pad: [u32; 3],
 }
-const _: () = assert!(size_of::<Params>() == 80);
+const _: () = assert!(size_of::<Params>() == 96);
 
 /// Hidden states (N, H).
 pub const X: Binding = Binding::staged("x", 1);
@@ -48,8 +51,9 @@ pub const TARGETS: Binding = Binding::read("targets", 5);
 pub const PARTS: Binding = Binding::read_write("parts", 6);
 /// Per-row losses (f32 bits).
 pub const LOSS: Binding = Binding::read_write("loss", 7);
-/// Per-row log-sum-exp, written by the fold and read by the gradient tiles.
-pub const LSE: Binding = Binding::read_write("lse_io", 8);
+/// Per-row statistics, three planes of N: log-sum-exp, the max logit and log Σ exp(z − max).
+/// Written by the fold (and by whole-row tiles); the gradient tiles read the last two.
+pub const ROW_STATS: Binding = Binding::read_write("row_stats", 8);
 /// The mean's denominators.
 pub const DENOMS: Binding = Binding::read("denoms", 9);
 /// The status word: bit flags for out-of-range targets.
@@ -100,12 +104,12 @@ pub static KERNEL: KernelSpec = KernelSpec {
         EntrySpec { name: "partials_small", bindings: PARTIALS_BINDINGS, trips: PARTIALS },
         EntrySpec {
             name: "fold",
-            bindings: &[WEIGHT, TARGETS, PARTS, LOSS, LSE, DENOMS],
+            bindings: &[WEIGHT, TARGETS, PARTS, LOSS, ROW_STATS, DENOMS],
             trips: LoopBound { over: &["stride"], rule: |e| fold_trips(e[0]) },
         },
         EntrySpec {
             name: "tile_grad",
-            bindings: &[WEIGHT, TARGETS, LOSS, LSE, DENOMS, GRAD, SCRATCH, FLAGS],
+            bindings: &[WEIGHT, TARGETS, LOSS, ROW_STATS, DENOMS, GRAD, SCRATCH, FLAGS],
             trips: LoopBound {
                 over: &["cols", "whole_rows", "filter"],
                 rule: |e| tile_grad_trips(e[0], e[1] != 0, e[2] != 0),

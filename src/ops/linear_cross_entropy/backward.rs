@@ -16,7 +16,7 @@ use crate::gpu::spec::Binding;
 use crate::kernels::KernelId;
 use crate::kernels::gemm::{GRAD_COLS, GRAD_ROWS};
 use crate::kernels::linear::{self as gemm_bindings, GradParams};
-use crate::kernels::linear_cross_entropy::{DENOMS, FLAGS, GRAD, LOSS, LSE, Params, SCRATCH, TARGETS};
+use crate::kernels::linear_cross_entropy::{DENOMS, FLAGS, GRAD, LOSS, Params, ROW_STATS, SCRATCH, TARGETS};
 use crate::ops::Reduction;
 use crate::ops::linear::{Gemm, LinearGrads, gemm_reads};
 use crate::tensor::{Storage, Tensor};
@@ -25,9 +25,10 @@ use crate::tensor::{Storage, Tensor};
 struct Tiles<'t> {
     prep: &'t Prep,
     grad: &'t Tensor,
-    /// Per-row losses and log-sum-exps: written by whole-row tiles, read otherwise.
+    /// Per-row losses and statistics (lse, max, log Σ): written by whole-row tiles, the
+    /// statistics read otherwise.
     loss_rows: Arc<Storage>,
-    lse: Arc<Storage>,
+    stats: Arc<Storage>,
     scratch: Arc<Storage>,
     /// One flag per 64 columns of a tile (the gradient filter).
     flags: Arc<Storage>,
@@ -66,12 +67,13 @@ fn range<'b>(binding: Binding, buf: &'b Storage, bytes: &Range<u64>) -> Bind<'b>
 const GEMM_BLOCK: (u64, u64) = (8 * GRAD_ROWS as u64, 8 * GRAD_COLS as u64);
 
 impl Job<'_> {
-    /// dX, dW, db by tiles of recomputed logits; with `lse` absent (whole rows) also the loss.
+    /// dX, dW, db by tiles of recomputed logits; with the forward's row statistics absent
+    /// (whole rows) also the loss.
     pub(super) fn grads(
         &self,
         prep: &Prep,
         grad: &Tensor,
-        lse: Option<&Tensor>,
+        stats: Option<&Tensor>,
         plan: TilePlan,
     ) -> Result<(LinearGrads, Option<LinearCrossEntropyOutput>)> {
         let dev = self.dev;
@@ -88,7 +90,7 @@ impl Job<'_> {
             grads.record_zero();
             return Ok((grads, None));
         }
-        let tiles = self.tile_run(prep, grad, lse, plan, &grads)?;
+        let tiles = self.tile_run(prep, grad, stats, plan, &grads)?;
         let columns = self.tiles(plan);
         for (chunk, r0) in (0..n).step_by(plan.rows).enumerate() {
             let rn = plan.rows.min(n - r0);
@@ -101,7 +103,8 @@ impl Job<'_> {
                 }
             }
         }
-        let out = if tiles.whole { Some(self.finish_loss(prep, tiles.loss_rows, tiles.lse)?) } else { None };
+        let out =
+            if tiles.whole { Some(self.finish_loss(prep, tiles.loss_rows, tiles.stats)?) } else { None };
         Ok((grads, out))
     }
 
@@ -110,23 +113,23 @@ impl Job<'_> {
         &self,
         prep: &'t Prep,
         grad: &'t Tensor,
-        lse: Option<&Tensor>,
+        stats: Option<&Tensor>,
         plan: TilePlan,
         grads: &'t LinearGrads,
     ) -> Result<Tiles<'t>> {
         let (dev, n) = (self.dev, self.n as u64);
-        let whole = lse.is_none();
+        let whole = stats.is_none();
         let filter = self.o.filter_eps.is_some();
-        let (loss_rows, lse) = match lse {
-            Some(l) => (Storage::alloc(dev, 4)?, l.storage.clone()),
-            None => (Storage::alloc(dev, n * 4)?, Storage::alloc(dev, n * 4)?),
+        let (loss_rows, stats) = match stats {
+            Some(s) => (Storage::alloc(dev, 4)?, s.storage.clone()),
+            None => (Storage::alloc(dev, n * 4)?, Storage::alloc(dev, n * 12)?),
         };
         let constants = [("HAVE_LSE", (!whole) as u8 as f64), ("FILTER", filter as u8 as f64)];
         Ok(Tiles {
             prep,
             grad,
             loss_rows,
-            lse,
+            stats,
             scratch: Storage::alloc(dev, (plan.rows * plan.cols) as u64 * 4)?,
             flags: Storage::alloc(dev, plan.cols.div_ceil(64) as u64 * 4)?,
             whole,
@@ -203,7 +206,7 @@ impl Job<'_> {
                 self.weight_bind(),
                 Bind::all(TARGETS, self.targets.storage.buffer()),
                 Bind::all(LOSS, t.loss_rows.buffer()),
-                Bind::all(LSE, t.lse.buffer()),
+                Bind::all(ROW_STATS, t.stats.buffer()),
                 Bind::all(DENOMS, t.prep.denoms.buffer()),
                 Bind::all(GRAD, t.grad.storage.buffer()),
                 Bind::range(SCRATCH, t.scratch.buffer(), 0, tile.bytes()),

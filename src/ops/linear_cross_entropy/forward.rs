@@ -13,7 +13,7 @@ use crate::gpu::dispatch::{Bind, dispatch};
 use crate::kernels::KernelId;
 use crate::kernels::gemm::{LCE_BLOCK, LCE_BLOCK_SMALL};
 use crate::kernels::linear_cross_entropy::{
-    BIAS, DENOMS, LOSS, LSE, PARTS, Params, TARGETS, W, X, fold_trips, partials_trips,
+    BIAS, DENOMS, LOSS, PARTS, Params, ROW_STATS, TARGETS, W, X, fold_trips, partials_trips,
 };
 use crate::ops::budget::{exceeded, fits, largest_fitting};
 use crate::ops::linear::gemm_reads;
@@ -21,16 +21,25 @@ use crate::ops::reduce::{Finish, reduce};
 use crate::ops::{Reduction, check_u32};
 use crate::tensor::{Storage, Tensor};
 
+/// One partial: (max, t, Σ w·(z − x0), target logit) and (x0, Σ w, x0 set, 0).
+const PART_BYTES: u64 = 32;
+
 impl Job<'_> {
-    /// The per-row losses (already divided for `Mean`) reduced as asked.
+    /// The per-row losses (already divided for `Mean`) reduced as asked, and the row
+    /// statistics' first plane copied out as `lse`.
     pub(super) fn finish_loss(
         &self,
         prep: &Prep,
         rows: Arc<Storage>,
-        lse: Arc<Storage>,
+        stats: Arc<Storage>,
     ) -> Result<LinearCrossEntropyOutput> {
         let checks = self.checks(prep);
         let n = self.n;
+        let lse = Storage::alloc(self.dev, n as u64 * 4)?;
+        if n > 0 {
+            self.dev
+                .record(|enc| enc.copy_buffer_to_buffer(stats.buffer(), 0, lse.buffer(), 0, n as u64 * 4));
+        }
         let loss = match self.o.reduction {
             Reduction::None => Tensor { checks: checks.clone(), ..Tensor::new(rows, self.lead.clone()) },
             Reduction::Sum => reduce(self.dev, &rows, None, n, Finish::Sum, 0.0, checks.clone())?,
@@ -40,7 +49,11 @@ impl Job<'_> {
             }
             Reduction::Mean => reduce(self.dev, &rows, None, n, Finish::Sum, 0.0, checks.clone())?,
         };
-        Ok(LinearCrossEntropyOutput { loss, lse: Tensor { checks, ..Tensor::new(lse, self.lead.clone()) } })
+        Ok(LinearCrossEntropyOutput {
+            loss,
+            lse: Tensor { checks: checks.clone(), ..Tensor::new(lse, self.lead.clone()) },
+            stats: Tensor { checks, ..Tensor::new(stats, vec![3, n]) },
+        })
     }
 
     /// Split-V forward: partials per (row, slice), then the fixed-order fold.
@@ -48,13 +61,13 @@ impl Job<'_> {
         let dev = self.dev;
         let n = self.n;
         let rows = Storage::alloc(dev, n as u64 * 4)?;
-        let lse = Storage::alloc(dev, n as u64 * 4)?;
+        let stats = Storage::alloc(dev, n as u64 * 12)?;
         if n == 0 {
-            return self.finish_loss(prep, rows, lse);
+            return self.finish_loss(prep, rows, stats);
         }
         let s = self.slicing()?;
-        check_u32(OP, n * s.stride * 4)?;
-        let parts = Storage::alloc(dev, (n * s.stride) as u64 * 16)?;
+        check_u32(OP, n * s.stride * 8)?;
+        let parts = Storage::alloc(dev, (n * s.stride) as u64 * PART_BYTES)?;
         self.record_partials(&s, &parts)?;
         let fold = KernelId::LinearCrossEntropy.pipeline(dev, "fold", &[])?;
         let params = Params { m: n as u32, part_stride: s.stride as u32, ..self.params() };
@@ -67,18 +80,18 @@ impl Job<'_> {
                 Bind::all(TARGETS, self.targets.storage.buffer()),
                 Bind::all(PARTS, parts.buffer()),
                 Bind::all(LOSS, rows.buffer()),
-                Bind::all(LSE, lse.buffer()),
+                Bind::all(ROW_STATS, stats.buffer()),
                 Bind::all(DENOMS, prep.denoms.buffer()),
             ],
             (n as u64).div_ceil(64),
             &[s.stride as u64],
         )?;
-        self.finish_loss(prep, rows, lse)
+        self.finish_loss(prep, rows, stats)
     }
 
     /// How the vocabulary is sliced: enough threads to fill the adapter, no more partials than
     /// the scratch budget, and no thread looping past the loop budget (which outranks the
-    /// memory cap: partials are 16 bytes per row and slice).
+    /// memory cap: partials are `PART_BYTES` per row and slice).
     fn slicing(&self) -> Result<Slicing> {
         let (dev, n, v, h64) = (self.dev, self.n, self.v, self.h as u64);
         let (block, entry) =
@@ -86,7 +99,7 @@ impl Job<'_> {
         let (block_rows, block_cols) = (block.0 as usize, block.1 as usize);
         let row_blocks = n.div_ceil(block_rows);
         let threads: usize = if self.software { 512 } else { 1 << 17 };
-        let by_memory = (self.budget / (16 * n as u64)).max(1) as usize;
+        let by_memory = (self.budget / (PART_BYTES * n as u64)).max(1) as usize;
         let slices = threads.div_ceil(row_blocks).min(v.div_ceil(block_cols)).min(by_memory).max(1);
         let slice_w = v.div_ceil(slices).div_ceil(block_cols) * block_cols;
         // A thread loops (k + 2) times per block of columns.

@@ -84,8 +84,9 @@ impl LinearCrossEntropy {
     }
 
     /// The gradients `dX`, `dW` and `db` for `grad_output` (one value, or the targets' shape for
-    /// `Reduction::None`). `lse` is the forward's [`LinearCrossEntropyOutput::lse`] for these
-    /// inputs; without it the forward's partials run again to find it.
+    /// `Reduction::None`). `forward` is this call's forward output for the same inputs (its
+    /// per-row statistics: the max logit and log Σ exp, kept apart); without it the forward's
+    /// partials run again to find them.
     pub fn backward(
         &self,
         x: &Tensor,
@@ -93,26 +94,30 @@ impl LinearCrossEntropy {
         bias: Option<&Tensor>,
         targets: &Indices,
         grad_output: &Tensor,
-        lse: Option<&Tensor>,
+        forward: Option<&LinearCrossEntropyOutput>,
     ) -> Result<LinearGrads> {
         x.device().op(OP, || {
             let ops = Operands::new(self, x, weight, bias)?;
             let job = ops.job(targets)?;
             job.check_grad(grad_output)?;
             let grad_output = &f32_operand(grad_output)?;
-            if let Some(l) = lse {
-                same_device(OP, job.dev, &[l.device()])?;
-                if l.shape != job.lead {
-                    return Err(Error::shape(OP, format!("lse must be {:?}, got {:?}", job.lead, l.shape)));
+            if let Some(out) = forward {
+                same_device(OP, job.dev, &[out.stats.device()])?;
+                if out.lse.shape != job.lead || out.stats.shape != [3, job.n] {
+                    let got = &out.lse.shape;
+                    return Err(Error::shape(
+                        OP,
+                        format!("the forward's rows must be {:?}, got {got:?}", job.lead),
+                    ));
                 }
             }
             let prep = job.prepare()?;
             let plan = job.tile_plan(false)?;
-            let lse = match lse {
-                Some(l) => l.clone(),
-                None => job.forward(&prep)?.lse,
+            let stats = match forward {
+                Some(out) => out.stats.clone(),
+                None => job.forward(&prep)?.stats,
             };
-            job.grads(&prep, grad_output, Some(&lse), plan)?.0.typed(x.dtype, weight.dtype, self.outputs)
+            job.grads(&prep, grad_output, Some(&stats), plan)?.0.typed(x.dtype, weight.dtype, self.outputs)
         })
     }
 
@@ -140,7 +145,7 @@ impl LinearCrossEntropy {
                 return Ok((out, grads.typed(x.dtype, weight.dtype, self.outputs)?));
             }
             let out = job.forward(&prep)?;
-            let (grads, _) = job.grads(&prep, grad_output, Some(&out.lse), plan)?;
+            let (grads, _) = job.grads(&prep, grad_output, Some(&out.stats), plan)?;
             Ok((out, grads.typed(x.dtype, weight.dtype, self.outputs)?))
         })
     }

@@ -7,7 +7,10 @@ use crate::tensor::Tensor;
 pub struct LinearCrossEntropyOutput {
     /// The loss: 0-d for `Mean` and `Sum`, the targets' shape for `None`.
     pub loss: Tensor,
-    /// Each row's `logsumexp(z)` (the targets' shape): pass it to
-    /// [`LinearCrossEntropy::backward`](super::LinearCrossEntropy::backward) to skip recomputing it.
+    /// Each row's `logsumexp(z)` (the targets' shape).
     pub lse: Tensor,
+    /// The row statistics the gradient needs, `[3, N]`: lse, the max logit and
+    /// log Σ exp(z − max). The max and log Σ are kept apart because `z − lse` with lse rounded at
+    /// the max's magnitude loses digits (an f32 ulp of 1e4 is 1e-3).
+    pub(super) stats: Tensor,
 }

@@ -102,6 +102,15 @@ impl<'a> Job<'a> {
             let what = format!("{block} rows of W in one binding");
             return Err(Error::limit(what, block as u64 * w_row_bytes, limit));
         }
+        // Per-row buffers are bound whole; the largest is the statistics, 3 floats a row.
+        let stats_bytes = n as u64 * 12;
+        if stats_bytes > limit {
+            return Err(Error::limit(
+                format!("the statistics of {n} rows in one binding"),
+                stats_bytes,
+                limit,
+            ));
+        }
         Ok(Job {
             o,
             dev,
@@ -151,6 +160,7 @@ impl<'a> Job<'a> {
             softcap: self.o.softcap.unwrap_or(0.0),
             z_loss: self.o.z_loss,
             mean: (self.o.reduction == Reduction::Mean) as u32,
+            rows: self.n as u32,
             ..Params::default()
         }
     }

@@ -14,12 +14,13 @@
 mod common;
 
 use common::{Rng, Tol, assert_close, devices, f64s, narrow_budget_devices, one_per_adapter};
+use wgpu_loss::catalogue::Tolerance;
 use wgpu_loss::reference::cross_entropy as ce_ref;
 use wgpu_loss::reference::linear_cross_entropy::{self as lce_ref, Options};
 use wgpu_loss::reference::log_softmax as ls_ref;
 use wgpu_loss::{
-    Accuracy, CrossEntropy, Device, Error, Linear, LinearCrossEntropy, LinearKernel, LogSoftmax, Reduction,
-    RowStrategy, Softmax, reference,
+    Accuracy, CrossEntropy, DType, Device, Error, Linear, LinearCrossEntropy, LinearKernel, LogSoftmax,
+    Reduction, RowStrategy, Softmax, reference,
 };
 
 /// One test at a time: the GEMMs compile for seconds on llvmpipe-GL, which holds wgpu's GL
@@ -374,6 +375,53 @@ fn narrowed_budget_lm_head() {
         let w_wide = dev.tensor(&vec![0.0; 3 * 1_100], &[3, 1_100]).unwrap();
         let err = l.forward(&wide, &w_wide, None, &dev.indices(&[0i64, 1], &[2]).unwrap()).unwrap_err();
         assert!(matches!(&err, Error::Limit { what, .. } if what.contains("[2, 1100]")), "{what}: {err}");
+    }
+}
+
+#[test]
+fn narrowed_budget_half_precision_gemms() {
+    // Half operands plan their pieces of k and of W in 128-row blocks (64 for f32): the LM head
+    // in bf16 and f16 and linear in bf16 on a 1 024-trip budget, where every split is taken,
+    // against the f64 reference on the rounded inputs; gradients come back in their operand's
+    // type (the tolerance adds its rounding, `Tolerance::for_dtype`).
+    let _serial = serial();
+    let mut rng = Rng::new(78);
+    let (n, h, v) = (37, 300, 2_000);
+    for dtype in [DType::BF16, DType::F16] {
+        let round = |v: Vec<f32>| v.into_iter().map(|a| dtype.round(a)).collect::<Vec<f32>>();
+        let (x, w) = (round(rng.values(n * h, 1.0)), round(rng.values(v * h, 1.0)));
+        let t = rng.classes(n, v);
+        let o = Options { label_smoothing: 0.1, ..Options::default() };
+        let (want_loss, _) = lce_ref::linear_cross_entropy(&x, &w, None, &t, h, &o).unwrap();
+        let (want_dx, want_dw, _) =
+            lce_ref::linear_cross_entropy_backward(&x, &w, None, &t, h, &o, &[1.0f32]).unwrap();
+        let tol_loss = Tol::scaled(h as f64).sum(v);
+        let f32_grad = (2e-6 * (v as f64).sqrt() * (h as f64).sqrt(), 2e-4);
+        let (abs, rel) = Tolerance { forward: f32_grad, backward: f32_grad }.for_dtype(dtype).backward;
+        let tol_grad = Tol { abs, rel };
+        let want_y = reference::linear::linear(&x[..4 * h], &w, None, h);
+        let (abs, rel) = Tolerance { forward: (2e-6 * (h as f64).sqrt() * 8.0, 1e-5), backward: (0.0, 0.0) }
+            .for_dtype(dtype)
+            .forward;
+        for dev in narrow_budget_devices() {
+            let what = format!("{} {}", common::label(dev), dtype.name());
+            let (xt, wt) =
+                (dev.tensor_as(&x, &[n, h], dtype).unwrap(), dev.tensor_as(&w, &[v, h], dtype).unwrap());
+            let tt = dev.indices(&t, &[n]).unwrap();
+            let one = dev.tensor(&[1.0], &[]).unwrap();
+            let l = LinearCrossEntropy::default().label_smoothing(0.1);
+            let out = l.forward(&xt, &wt, None, &tt).unwrap();
+            assert_close(&format!("{what} loss"), &out.loss.to_vec().unwrap(), &want_loss, tol_loss);
+            let (_, grads) = l.forward_backward(&xt, &wt, None, &tt, &one).unwrap();
+            assert_eq!((grads.input.dtype(), grads.weight.dtype()), (dtype, dtype), "{what}");
+            assert_close(&format!("{what} dX"), &grads.input.to_vec().unwrap(), &want_dx, tol_grad);
+            assert_close(&format!("{what} dW"), &grads.weight.to_vec().unwrap(), &want_dw, tol_grad);
+            // linear's y in x's type: k = 300 in pieces of 128.
+            let x4 = dev.tensor_as(&x[..4 * h], &[4, h], dtype).unwrap();
+            let y = Linear::default().forward(&x4, &wt, None).unwrap();
+            assert_eq!(y.dtype(), dtype, "{what}");
+            assert_close(&format!("{what} linear"), &y.to_vec().unwrap(), &want_y, Tol { abs, rel });
+        }
     }
 }
 

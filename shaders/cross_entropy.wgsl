@@ -16,6 +16,10 @@
 
 override PROBS: bool = false;
 override WANT_DY: bool = false;
+// The gradients' element types (0 f32, 1 f16, 2 bf16): halves only with QUADS, where a thread
+// owns whole words.
+override DX_DTYPE: u32 = 0u;
+override DY_DTYPE: u32 = 0u;
 
 @group(0) @binding(8) var<storage, read> g: array<f32>;
 @group(0) @binding(9) var<storage, read> denom: array<f32>;
@@ -144,18 +148,16 @@ fn cross_entropy_backward(
                 y = ld4_y(base / 4u + q);
             }
             let d = grad4(r, cs, ld4_x(base / 4u + q), y);
-            let bx = select(bitcast<vec4<u32>>(d[0]), vec4<u32>(NAN_BITS), nan);
             let i = base + c;
-            dx[i] = bx.x;
-            dx[i + 1u] = bx.y;
-            dx[i + 2u] = bx.z;
-            dx[i + 3u] = bx.w;
+            let wx = quad_words(i, select(bitcast<vec4<u32>>(d[0]), vec4<u32>(NAN_BITS), nan), DX_DTYPE, i + 4u);
+            for (var j = 0u; j < wx.count; j++) {
+                dx[wx.first + j] = wx.words[j];
+            }
             if (WANT_DY) {
-                let by = select(bitcast<vec4<u32>>(d[1]), vec4<u32>(NAN_BITS), nan);
-                dy[i] = by.x;
-                dy[i + 1u] = by.y;
-                dy[i + 2u] = by.z;
-                dy[i + 3u] = by.w;
+                let wy = quad_words(i, select(bitcast<vec4<u32>>(d[1]), vec4<u32>(NAN_BITS), nan), DY_DTYPE, i + 4u);
+                for (var j = 0u; j < wy.count; j++) {
+                    dy[wy.first + j] = wy.words[j];
+                }
             }
         }
     } else {

@@ -15,6 +15,10 @@ struct Params {
     _pad0: u32,
 }
 
+// The output's element type (0 f32, 1 f16, 2 bf16): halves only with QUADS, where a thread owns
+// whole words.
+override OUT_DTYPE: u32 = 0u;
+
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
@@ -28,6 +32,14 @@ fn row_base(row: u32) -> u32 {
 
 fn put(i: u32, v: f32, nan: bool) {
     out[i] = select(bitcast<u32>(v), NAN_BITS, nan);
+}
+
+// Elements i .. i + 3 of a quad row (i a multiple of 4), NaN where `nan`, in OUT_DTYPE.
+fn put4(i: u32, v: vec4<f32>, nan: vec4<bool>) {
+    let w = quad_words(i, select(bitcast<vec4<u32>>(v), vec4<u32>(NAN_BITS), nan), OUT_DTYPE, i + 4u);
+    for (var j = 0u; j < w.count; j++) {
+        out[w.first + j] = w.words[j];
+    }
 }
 
 // Writes this thread's share of the row: (x - max) - log(sum) (log_softmax) or
@@ -50,11 +62,7 @@ fn normalize(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
             } else {
                 v = v - log_sum;
             }
-            let i = base + 4u * q;
-            put(i, v.x, nan);
-            put(i + 1u, v.y, nan);
-            put(i + 2u, v.z, nan);
-            put(i + 3u, v.w, nan);
+            put4(base + 4u * q, v, vec4<bool>(nan));
         }
     } else if (live) {
         for (var c = lane; c < params.cols; c += TPR) {
@@ -139,13 +147,7 @@ fn gradient(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
         for (var q = lane; q < params.cols / 4u; q += TPR) {
             let gv = ld4_g(base / 4u + q);
             let yv = ld4_x(base / 4u + q);
-            let bad = nan4(gv) | nan4(yv) | vec4<bool>(nan);
-            let b = select(bitcast<vec4<u32>>(grad_of(gv, yv, total, soft)), vec4<u32>(NAN_BITS), bad);
-            let i = base + 4u * q;
-            out[i] = b.x;
-            out[i + 1u] = b.y;
-            out[i + 2u] = b.z;
-            out[i + 3u] = b.w;
+            put4(base + 4u * q, grad_of(gv, yv, total, soft), nan4(gv) | nan4(yv) | vec4<bool>(nan));
         }
     } else if (live) {
         for (var c = lane; c < params.cols; c += TPR) {

@@ -9,7 +9,9 @@
 //                     of 4 * WG * ITEMS elements per workgroup, finished by reduce.wgsl's
 //                     `finish`); the per-element losses are never written.
 //   backward:         out[i] = dloss/dx[i] * s[i], dy[i] = dloss/dy[i] * s[i] (when WANT_DY),
-//                     s = the upstream gradient (per element, or g[0] * params.scale).
+//                     s = the upstream gradient (per element, or g[0] * params.scale), each
+//                     written in its own element type (DX_DTYPE, DY_DTYPE: 0 f32, 1 f16,
+//                     2 bf16; a quad of halves is two whole words, so no thread shares a word).
 //
 // NaN: kernels may not rely on NaN arithmetic (ARCHITECTURE.md), so NaN inputs are found with bit tests
 // and NaN outputs are written as bit patterns: outputs are u32 views of f32 values.
@@ -20,6 +22,8 @@ override LOSS: u32 = 0u;
 override FLAGS: u32 = 0u; // bit 0: elementwise weight, bit 1: broadcast weight, bit 2: pos_weight
 override G_PER_ELEMENT: bool = false;
 override WANT_DY: bool = false;
+override DX_DTYPE: u32 = 0u;
+override DY_DTYPE: u32 = 0u;
 
 const MSE: u32 = 0u;
 const L1: u32 = 1u;
@@ -275,15 +279,22 @@ fn backward(
         } else {
             s = vec4<f32>(g[0] * params.scale);
         }
-        let bx = bits4(e.dx * s, e.dx_nan);
-        let by = bits4(e.dy * s, e.dy_nan);
-        for (var j = 0u; j < 4u; j++) {
-            if (i + j < params.n) {
-                out[i + j] = bx[j];
-                if (WANT_DY) {
-                    dy[i + j] = by[j];
-                }
-            }
+        put_grad(i, bits4(e.dx * s, e.dx_nan), false);
+        if (WANT_DY) {
+            put_grad(i, bits4(e.dy * s, e.dy_nan), true);
+        }
+    }
+}
+
+// Elements i .. i + 3 (those below n) of the input's gradient, or of the target's with to_dy,
+// each in its element type (quad_words).
+fn put_grad(i: u32, b: vec4<u32>, to_dy: bool) {
+    let q = quad_words(i, b, select(DX_DTYPE, DY_DTYPE, to_dy), params.n);
+    for (var j = 0u; j < q.count; j++) {
+        if (to_dy) {
+            dy[q.first + j] = q.words[j];
+        } else {
+            out[q.first + j] = q.words[j];
         }
     }
 }

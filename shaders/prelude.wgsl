@@ -112,6 +112,81 @@ fn lse_value(st: vec2<f32>) -> f32 {
     return st.x + log1p_state(st.y);
 }
 
+// f32 bits to bf16 bits: the top half, rounded to nearest even; NaN stays a (quiet) NaN.
+fn to_bf16(b: u32) -> u32 {
+    if ((b & 0x7fffffffu) > 0x7f800000u) {
+        return (b >> 16u) | 0x40u;
+    }
+    return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
+}
+
+// f32 bits to f16 bits, rounded to nearest even: 65520 and above overflow to infinity, below
+// 2^-14 the result is subnormal (a multiple of 2^-24), at 2^-25 and below it is zero.
+fn to_f16(b: u32) -> u32 {
+    let sign = (b >> 16u) & 0x8000u;
+    let a = b & 0x7fffffffu;
+    if (a > 0x7f800000u) {
+        return sign | 0x7e00u | ((a >> 13u) & 0x1ffu);
+    }
+    if (a >= 0x477ff000u) {
+        return sign | 0x7c00u;
+    }
+    if (a >= 0x38800000u) {
+        // Rebias the exponent (127 - 15 = 112) and round the 13 dropped mantissa bits.
+        let r = a - 0x38000000u;
+        return sign | ((r + 0xfffu + ((r >> 13u) & 1u)) >> 13u);
+    }
+    if (a <= 0x33000000u) {
+        return sign;
+    }
+    // a = m 2^(e - 150) with the 24-bit significand m: in units of 2^-24 that is m >> (126 - e).
+    let e = a >> 23u;
+    let m = (a & 0x7fffffu) | 0x800000u;
+    let s = 126u - e;
+    let q = m >> s;
+    let rest = m & ((1u << s) - 1u);
+    let half = 1u << (s - 1u);
+    let up = rest > half || (rest == half && (q & 1u) == 1u);
+    return sign | (q + select(0u, 1u, up));
+}
+
+// f32 bits to the bits of the half type `dtype` (1: f16, 2: bf16), nearest with ties to even,
+// in integer arithmetic so that subnormals, infinities and NaN convert the same on every
+// adapter, whatever its float modes. Kernels that write a half output use it as they store.
+fn half_bits(b: u32, dtype: u32) -> u32 {
+    if (dtype == 2u) {
+        return to_bf16(b);
+    }
+    return to_f16(b);
+}
+
+// Four results (f32 bits) of elements 4q .. 4q + 3 as the two words of halves of type `dtype`
+// that hold them (element 2k in the low 16 bits of word k).
+fn half_words(b: vec4<u32>, dtype: u32) -> vec2<u32> {
+    return vec2<u32>(
+        half_bits(b.x, dtype) | (half_bits(b.y, dtype) << 16u),
+        half_bits(b.z, dtype) | (half_bits(b.w, dtype) << 16u),
+    );
+}
+
+// How results b (f32 bits) of elements i .. i + 3 of an n-element output (i a multiple of 4)
+// are stored in its element type `dtype` (0: f32): `count` words from word `first`. Halves
+// fill whole words (the word past an odd n's last element is padding), so no two threads
+// write one word.
+struct QuadWords {
+    first: u32,
+    count: u32,
+    words: vec4<u32>,
+}
+
+fn quad_words(i: u32, b: vec4<u32>, dtype: u32, n: u32) -> QuadWords {
+    let live = min(4u, n - i);
+    if (dtype == 0u) {
+        return QuadWords(i, live, b);
+    }
+    return QuadWords(i / 2u, (live + 1u) / 2u, vec4<u32>(half_words(b, dtype), 0u, 0u));
+}
+
 // The two bf16 halves of a word as f32 (element 2k in the low bits of word k): a bf16 is the
 // top 16 bits of an f32, so widening is a shift and exact.
 fn bf16_pair(w: u32) -> vec2<f32> {

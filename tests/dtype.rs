@@ -174,3 +174,94 @@ fn wrapped_half_buffers() {
         assert!(matches!(short, Err(Error::Shape { .. })), "{}", label(dev));
     }
 }
+
+/// The same f32 values, both rounded to `dtype` and then bit-compared: `half` holds a result
+/// stored by a kernel in `dtype`, `wide` the same computation with `Outputs::F32`.
+fn check_rounded_once(what: &str, half: &Tensor, wide: &Tensor, dtype: DType) {
+    assert_eq!(half.dtype(), dtype, "{what}: the output's type");
+    let want: Vec<f32> = wide.to_vec().unwrap().into_iter().map(|v| dtype.round(v)).collect();
+    check_same(what, &half.to_vec().unwrap(), &want);
+}
+
+#[test]
+fn kernels_store_half_outputs_rounded_once() {
+    // Where a thread owns whole words of halves (pointwise quads; rows of a multiple of 4
+    // contiguous classes) the kernels round and store half results themselves; elsewhere they
+    // write f32 and `convert` rounds. Either way a half output is the f32 result rounded once
+    // to nearest even: bit for bit the `Outputs::F32` result rounded. Shapes cover quads and
+    // strided rows, odd element counts (a padded last word) and several row chunks on the
+    // 64 KiB-binding devices.
+    use wgpu_loss::{CrossEntropy, LogSoftmax, Mse, Outputs, Reduction, Softmax};
+    let mut rng = common::Rng::new(91);
+    let all: Vec<&Device> = devices().iter().chain(small_binding_devices()).collect();
+    for dtype in [DType::BF16, DType::F16] {
+        for shape in [vec![6usize, 8], vec![5, 7], vec![3, 4, 2], vec![40, 1000], vec![9]] {
+            let n: usize = shape.iter().product();
+            let x: Vec<f32> = rng.values(n, 3.0);
+            let y: Vec<f32> = rng.values(n, 1.0).into_iter().map(f32::abs).collect();
+            for dev in &all {
+                let what = format!("{} {dtype} {shape:?}", label(dev));
+                let (xt, yt) =
+                    (dev.tensor_as(&x, &shape, dtype).unwrap(), dev.tensor_as(&y, &shape, dtype).unwrap());
+                let g_all = dev.tensor(&rng.values(n, 1.0), &shape).unwrap();
+                let one = dev.tensor(&[1.0], &[]).unwrap();
+                // Pointwise, both gradients, per-element upstream.
+                let mse = Mse::default().reduction(Reduction::None);
+                let (dx, dy) = mse.backward_with_target(&xt, &yt, &g_all).unwrap();
+                let (wx, wy) = mse.outputs(Outputs::F32).backward_with_target(&xt, &yt, &g_all).unwrap();
+                check_rounded_once(&format!("{what} mse dx"), &dx, &wx, dtype);
+                check_rounded_once(&format!("{what} mse dy"), &dy, &wy, dtype);
+                // log_softmax and softmax over the last dim, forward and backward.
+                let ls = LogSoftmax { dim: -1, ..Default::default() };
+                let sm = Softmax { dim: -1, ..Default::default() };
+                let wide = |o: Outputs| (LogSoftmax { outputs: o, ..ls }, Softmax { outputs: o, ..sm });
+                let (ls32, sm32) = wide(Outputs::F32);
+                check_rounded_once(
+                    &format!("{what} log_softmax"),
+                    &ls.forward(&xt).unwrap(),
+                    &ls32.forward(&xt).unwrap(),
+                    dtype,
+                );
+                check_rounded_once(
+                    &format!("{what} softmax"),
+                    &sm.forward(&xt).unwrap(),
+                    &sm32.forward(&xt).unwrap(),
+                    dtype,
+                );
+                let g = g_all.to_dtype(dtype).unwrap();
+                check_rounded_once(
+                    &format!("{what} log_softmax backward"),
+                    &ls.backward(&xt, &g).unwrap(),
+                    &ls32.backward(&xt, &g).unwrap(),
+                    dtype,
+                );
+                check_rounded_once(
+                    &format!("{what} softmax backward"),
+                    &sm.backward(&yt, &g).unwrap(),
+                    &sm32.backward(&yt, &g).unwrap(),
+                    dtype,
+                );
+                // cross_entropy over the class dim 1: class ids, and probabilities with their
+                // gradient.
+                if shape.len() < 2 {
+                    continue;
+                }
+                let rows: Vec<usize> = [&shape[..1], &shape[2..]].concat();
+                let ids = rng.classes(rows.iter().product(), shape[1]);
+                let tt = dev.indices(&ids, &rows).unwrap();
+                let ce = CrossEntropy::default().label_smoothing(0.1);
+                let ce32 = ce.clone().outputs(Outputs::F32);
+                check_rounded_once(
+                    &format!("{what} cross_entropy backward"),
+                    &ce.backward(&xt, &tt, &one).unwrap(),
+                    &ce32.backward(&xt, &tt, &one).unwrap(),
+                    dtype,
+                );
+                let (dx, dy) = ce.backward_probs(&xt, &yt, &one).unwrap();
+                let (wx, wy) = ce32.backward_probs(&xt, &yt, &one).unwrap();
+                check_rounded_once(&format!("{what} cross_entropy probs dx"), &dx, &wx, dtype);
+                check_rounded_once(&format!("{what} cross_entropy probs dy"), &dy, &wy, dtype);
+            }
+        }
+    }
+}

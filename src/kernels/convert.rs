@@ -3,6 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::source::{cached, shader};
+use crate::dtype::DType;
 use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
 #[repr(C)]
@@ -23,9 +24,16 @@ pub const SRC: Binding = Binding::read("src", 3);
 /// Threads per workgroup; `widen` takes four elements a thread, `narrow` two.
 pub(crate) const WG: u32 = 64;
 
-/// The `DTYPE` constant of `narrow` for each half type.
-pub(crate) const F16: u32 = 1;
-pub(crate) const BF16: u32 = 2;
+/// How kernels name an element type in their override constants (`narrow`'s `DTYPE`, the
+/// output types of kernels that store halves themselves): 0 f32, 1 f16, 2 bf16, as the
+/// prelude's `half_bits` and `quad_words` read it.
+pub(crate) fn dtype_code(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => 0.0,
+        DType::F16 => 1.0,
+        DType::BF16 => 2.0,
+    }
+}
 
 pub static KERNEL: KernelSpec = KernelSpec {
     name: "convert",

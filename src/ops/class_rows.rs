@@ -4,12 +4,14 @@
 
 use super::convert::f32_operand;
 use super::{Outputs, Reduction, RowStrategy, Rows, check_u32};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch};
 use crate::gpu::spec::{InputPath, Reads};
 use crate::gpu::staging::{Input, Staging, input as input_at};
 use crate::kernels::class_rows::{LOSS, Params, STATUS, TARGETS, WEIGHT, WSUM};
+use crate::kernels::convert::dtype_code;
 use crate::kernels::{KernelId, cross_entropy as ce, nll};
 use crate::ops::reduce::{Finish, reduce};
 use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
@@ -77,6 +79,8 @@ struct Planned {
     rows_per_group: u64,
     /// What the entry's loop bound is evaluated at (nothing for nll's loop-free kernels).
     extents: Vec<u64>,
+    /// Rows are read and written a quad (four contiguous elements) at a time.
+    quads: bool,
 }
 
 impl<'a> Job<'a> {
@@ -162,7 +166,12 @@ impl<'a> Job<'a> {
     /// The plan of the row kernel for `entry` (nll's kernels: one thread per row and no loop).
     fn plan(&self, entry: &str) -> Result<Planned> {
         if self.kernel == KernelId::Nll {
-            return Ok(Planned { constants: vec![("WG", 64.0)], rows_per_group: 64, extents: Vec::new() });
+            return Ok(Planned {
+                constants: vec![("WG", 64.0)],
+                rows_per_group: 64,
+                extents: Vec::new(),
+                quads: false,
+            });
         }
         let dev = self.input.device();
         let bound = ce::KERNEL.entry(entry).map(|e| e.trips).ok_or_else(|| Error::invalid(self.op, entry))?;
@@ -176,6 +185,7 @@ impl<'a> Job<'a> {
             constants: c,
             rows_per_group: (plan.wg / plan.tpr) as u64,
             extents: plan.extents().to_vec(),
+            quads: plan.quads,
         })
     }
 
@@ -220,18 +230,17 @@ impl<'a> Job<'a> {
         self.kernel.reads(x.device(), &staged)
     }
 
-    /// Bytes per row of every buffer bound per chunk: input, targets, and `extra` more of
-    /// 4 bytes (per-row outputs) or `cols` floats (`wide`).
-    fn row_bytes(&self, per_row: usize, wide: usize) -> Vec<u64> {
+    /// Bytes per row of every buffer bound per chunk: input, targets, `per_row` more of 4 bytes
+    /// (per-row outputs) and a row of `cols` elements of each type in `wide`.
+    fn row_bytes(&self, per_row: usize, wide: &[DType]) -> Vec<u64> {
         let cols = self.rows.cols as u64;
-        let row = cols * 4;
         let target = match self.targets {
             Target::Probs(t) => t.dtype.bytes(cols),
             Target::Ids(_) => 4,
         };
         let mut v = vec![self.input.dtype.bytes(cols), target];
         v.extend(std::iter::repeat_n(4, per_row));
-        v.extend(std::iter::repeat_n(row, wide));
+        v.extend(wide.iter().map(|d| d.bytes(cols)));
         v
     }
 
@@ -289,7 +298,7 @@ impl<'a> Job<'a> {
             None => Storage::alloc(dev, 4)?,
         };
         let inner = self.rows.inner as u64;
-        for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(2, 0))? {
+        for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(2, &[]))? {
             let (r0, n) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
             let mut params = self.params(n as usize, r0 as usize);
             params.top_k = top_k;
@@ -367,12 +376,17 @@ impl<'a> Job<'a> {
             let grad = f32_operand(grad)?;
             let (dx, dy) = self.with_f32_operands(|job| job.record_backward(&grad, want_dy))?;
             let dx = self.outputs.apply(dx, self.input.dtype)?;
-            let target = match self.targets {
-                Target::Probs(t) => t.dtype,
-                Target::Ids(_) => self.input.dtype,
-            };
-            Ok((dx, dy.map(|dy| self.outputs.apply(dy, target)).transpose()?))
+            Ok((dx, dy.map(|dy| self.outputs.apply(dy, self.target_dtype())).transpose()?))
         })
+    }
+
+    /// The element type of the targets' gradient: the probabilities' (class ids have none; the
+    /// input's stands in).
+    fn target_dtype(&self) -> DType {
+        match self.targets {
+            Target::Probs(t) => t.dtype,
+            Target::Ids(_) => self.input.dtype,
+        }
     }
 
     /// Checks the upstream gradient's device and shape: the loss's shape for `None`, one value
@@ -432,15 +446,20 @@ impl<'a> Job<'a> {
         }
         let (denom, g_mode, scale) = self.upstream_scale(&mut checks)?;
         let n = self.input.numel() as u64;
-        let dx = Storage::alloc(dev, n * 4)?;
-        let dy = Storage::alloc(dev, if want_dy { n * 4 } else { 4 })?;
         let reads = self.reads()?;
         let nll = self.kernel == KernelId::Nll;
         let entry = if nll { "nll_backward" } else { "cross_entropy_backward" };
         let plan = self.plan(entry)?;
+        // cross_entropy's quad path stores halves itself (whole words a thread); otherwise the
+        // gradients are f32 here and `backward` rounds them.
+        let stored = |d: DType| if plan.quads { self.outputs.dtype(d) } else { DType::F32 };
+        let (dx_dtype, dy_dtype) = (stored(self.input.dtype), stored(self.target_dtype()));
+        let dx = Storage::alloc(dev, dx_dtype.bytes(n))?;
+        let dy = Storage::alloc(dev, if want_dy { dy_dtype.bytes(n) } else { 4 })?;
         let mut constants = plan.constants;
         if !nll {
             constants.push(("WANT_DY", want_dy as u8 as f64));
+            constants.extend([("DX_DTYPE", dtype_code(dx_dtype)), ("DY_DTYPE", dtype_code(dy_dtype))]);
         }
         let pipe = self.kernel.pipeline_for(dev, reads, entry, &constants)?;
         if nll {
@@ -449,7 +468,7 @@ impl<'a> Job<'a> {
         }
         let inner = self.rows.inner as u64;
         let cols = self.rows.cols as u64;
-        let wide = 1 + want_dy as usize;
+        let wide: &[DType] = if want_dy { &[dx_dtype, dy_dtype] } else { &[dx_dtype] };
         let denom_buf = denom.as_ref().map_or(&dev.inner.dummy, |d| d.storage.buffer());
         // The bindings of g, denom and dx differ between the two kernels.
         let (g_bind, denom_bind, dx_bind) =
@@ -462,7 +481,7 @@ impl<'a> Job<'a> {
             // nll's gradient does not read the log-probabilities.
             let inputs = if nll { Vec::new() } else { self.inputs(reads, r0, rn) };
             let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
-            let off = r0 * cols * 4;
+            let (first, len) = (r0 * cols, rn * cols);
             binds.extend([
                 self.ids_bind(r0, rn),
                 self.weight_bind(),
@@ -472,11 +491,11 @@ impl<'a> Job<'a> {
                     Bind::all(g_bind, grad.storage.buffer())
                 },
                 Bind::all(denom_bind, denom_buf),
-                Bind::range(dx_bind, dx.buffer(), off, rn * cols * 4),
+                Bind::range(dx_bind, dx.buffer(), dx_dtype.bytes(first), dx_dtype.bytes(len)),
             ]);
             if !nll {
                 binds.push(if want_dy {
-                    Bind::range(ce::DY, dy.buffer(), off, rn * cols * 4)
+                    Bind::range(ce::DY, dy.buffer(), dy_dtype.bytes(first), dy_dtype.bytes(len))
                 } else {
                     Bind::all(ce::DY, dy.buffer())
                 });
@@ -484,7 +503,8 @@ impl<'a> Job<'a> {
             let groups = rn.div_ceil(plan.rows_per_group);
             dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &plan.extents)?;
         }
-        let dy = want_dy.then(|| Tensor { checks: checks.clone(), ..Tensor::new(dy, shape.clone()) });
-        Ok((Tensor { checks, ..Tensor::new(dx, shape) }, dy))
+        let typed = |s, dtype| Tensor { checks: checks.clone(), dtype, ..Tensor::new(s, shape.clone()) };
+        let dy = want_dy.then(|| typed(dy, dy_dtype));
+        Ok((typed(dx, dx_dtype), dy))
     }
 }

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
 use crate::gpu::staging::input;
 use crate::kernels::KernelId;
-use crate::kernels::convert::{BF16, F16, OUT, Params, SRC, WG, X};
+use crate::kernels::convert::{OUT, Params, SRC, WG, X, dtype_code};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -51,9 +51,14 @@ impl Outputs {
     /// the input it belongs to (rounded to nearest even), or f32 as it is. Inside an operation
     /// the conversion joins its frame.
     pub fn apply(self, out: Tensor, input: DType) -> Result<Tensor> {
+        out.to_dtype(self.dtype(input))
+    }
+
+    /// The element type of an output that belongs to an input of type `input`.
+    pub fn dtype(self, input: DType) -> DType {
         match self {
-            Outputs::AsInputs => out.to_dtype(input),
-            Outputs::F32 => Ok(out),
+            Outputs::AsInputs => input,
+            Outputs::F32 => DType::F32,
         }
     }
 }
@@ -88,8 +93,7 @@ fn narrow(x: &Tensor, dtype: DType) -> Result<Tensor> {
         return Ok(out);
     }
     check_u32("to_dtype", n)?;
-    let code = if dtype == DType::BF16 { BF16 } else { F16 };
-    let constants = [("WG", WG as f64), ("DTYPE", code as f64)];
+    let constants = [("WG", WG as f64), ("DTYPE", dtype_code(dtype))];
     let pipe = KernelId::Convert.pipeline(dev, "narrow", &constants)?;
     // Chunks start on whole words of halves.
     for chunk in row_chunks(dev, "an element", n, &[4, dtype.size() as u64], 2)? {

@@ -6,10 +6,12 @@
 //! limit are processed in chunks. A row holding a NaN gives NaN throughout, as in PyTorch.
 
 use super::{Outputs, RowStrategy, Rows, check_u32, resolve_dim};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{Bind, dispatch};
 use crate::gpu::staging::{Staging, input};
 use crate::kernels::KernelId;
+use crate::kernels::convert::dtype_code;
 use crate::kernels::log_softmax::{G, KERNEL, OUT, Params, X};
 use crate::tensor::{Tensor, same_device};
 
@@ -138,14 +140,15 @@ fn run(
     x: &Tensor,
     grad: Option<&Tensor>,
 ) -> Result<Tensor> {
-    x.device().op(op, || outputs.apply(record(op, entry, strategy, dim, x, grad)?, x.dtype))
+    x.device().op(op, || outputs.apply(record(op, entry, (strategy, dim, outputs), x, grad)?, x.dtype))
 }
 
+/// The pass itself: the kernel stores the output type where rows go by quads (a thread owns
+/// whole words of halves), else f32 for `run` to round.
 fn record(
     op: &'static str,
     entry: &'static str,
-    strategy: RowStrategy,
-    dim: isize,
+    (strategy, dim, outputs): (RowStrategy, isize, Outputs),
     x: &Tensor,
     grad: Option<&Tensor>,
 ) -> Result<Tensor> {
@@ -164,21 +167,24 @@ fn record(
             }
         }
         let rows = Rows::around(&x.shape, resolve_dim(op, dim, x.shape.len())?);
-        let out = Tensor::empty(dev, x.shape.clone())?;
         let mut checks = x.checks.clone();
         checks.extend(grad.iter().flat_map(|g| g.checks.iter().cloned()));
         if rows.is_empty() {
-            return Ok(Tensor { checks, ..out });
+            return Ok(Tensor { checks, ..Tensor::empty(dev, x.shape.clone())? });
         }
         check_u32(op, x.numel())?;
         let bound = KERNEL.entry(entry).map(|e| e.trips).ok_or_else(|| Error::invalid(op, entry))?;
         let plan = strategy.plan(op, dev, &x.shape, &rows, bound)?;
+        let stored = if plan.quads { outputs.dtype(x.dtype) } else { DType::F32 };
+        let out = Tensor::empty_of(dev, x.shape.clone(), stored)?;
+        let mut constants = plan.constants();
+        constants.push(("OUT_DTYPE", dtype_code(stored)));
         let mut staged: Vec<Staging<'_>> = vec![(X, x.storage.buffer(), x.numel(), x.dtype)];
         staged.extend(grad.map(|g| (G, g.storage.buffer(), g.numel(), g.dtype)));
         let reads = KernelId::LogSoftmax.reads(dev, &staged)?;
-        let pipe = KernelId::LogSoftmax.pipeline_for(dev, reads, entry, &plan.constants())?;
+        let pipe = KernelId::LogSoftmax.pipeline_for(dev, reads, entry, &constants)?;
         let cols = rows.cols as u64;
-        let mut per_row = vec![x.dtype.bytes(cols), cols * 4];
+        let mut per_row = vec![x.dtype.bytes(cols), stored.bytes(cols)];
         per_row.extend(grad.map(|g| g.dtype.bytes(cols)));
         for chunk in rows.chunks(dev, "one row", &per_row)? {
             let n = (chunk.len() * rows.inner) as u64;
@@ -188,7 +194,7 @@ fn record(
             let mut inputs = vec![input(dev, reads, X, x.storage.buffer(), first, elements)];
             inputs.extend(grad.map(|g| input(dev, reads, G, g.storage.buffer(), first, elements)));
             let mut binds: Vec<Bind<'_>> = inputs.iter().map(|i| i.bind()).collect();
-            binds.push(Bind::range(OUT, out.storage.buffer(), first * 4, elements * 4));
+            binds.push(Bind::range(OUT, out.storage.buffer(), stored.bytes(first), stored.bytes(elements)));
             let groups = plan.groups(n as usize);
             dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &plan.extents())?;
         }

@@ -16,12 +16,14 @@ use super::broadcast::Runs;
 use super::convert::f32_operand;
 use super::reduce::{Finish, finish, parts_for};
 use super::{Outputs, Reduction, SUM_CHUNK, SUM_WG, check_u32, sum_constants};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
 use crate::gpu::spec::Binding;
 use crate::gpu::staging::{Input, input as input_at};
 use crate::kernels::KernelId;
+use crate::kernels::convert::dtype_code;
 use crate::kernels::pointwise::{DY, G, OUT, POS_WEIGHT, Params, STATUS, WEIGHT, X, Y};
 use crate::tensor::{Storage, Tensor, ValueCheck, same_device};
 
@@ -173,17 +175,18 @@ impl<'a> Job<'a> {
         checks
     }
 
-    /// Dispatches `entry` chunk by chunk. `extra` are the per-element buffers bound besides x,
-    /// y and the weight (slot, buffer); `out` is bound at slot 5 per chunk unless `partials`.
+    /// Dispatches `entry` chunk by chunk. `per_element` are the per-element buffers bound
+    /// besides x, y and the weight (slot, buffer, element type); `out` (its elements of type
+    /// `out_dtype`) is bound at slot 5 per chunk unless `partials`.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         entry: &'static str,
         constants: &[(&'static str, f64)],
         layout: Layout,
-        out: &Storage,
+        (out, out_dtype): (&Storage, DType),
         partials: bool,
-        per_element: &[(Binding, &wgpu::Buffer)],
+        per_element: &[(Binding, &wgpu::Buffer, DType)],
         whole: &[(Binding, &wgpu::Buffer)],
         scale: f32,
     ) -> Result<()> {
@@ -196,9 +199,12 @@ impl<'a> Job<'a> {
         let full_weight =
             (layout.flags & WEIGHT_FULL != 0).then(|| self.weight.map(|w| w.storage.buffer())).flatten();
         let mut row_bytes = vec![xt.size() as u64, yt.size() as u64];
-        row_bytes.extend(std::iter::repeat_n(4, per_element.len() + full_weight.is_some() as usize));
-        if !partials {
+        row_bytes.extend(per_element.iter().map(|&(_, _, dtype)| dtype.size() as u64));
+        if full_weight.is_some() {
             row_bytes.push(4);
+        }
+        if !partials {
+            row_bytes.push(out_dtype.size() as u64);
         }
         // Chunks start on whole 16-byte texels of either type when staged, and on whole
         // workgroup chunks when reducing, so that the partition does not depend on the chunking.
@@ -221,10 +227,10 @@ impl<'a> Job<'a> {
             binds.push(if partials {
                 Bind::all(OUT, out.buffer())
             } else {
-                Bind::range(OUT, out.buffer(), off, len * 4)
+                Bind::range(OUT, out.buffer(), out_dtype.bytes(first), out_dtype.bytes(len))
             });
-            for &(binding, buf) in per_element {
-                binds.push(Bind::range(binding, buf, off, len * 4));
+            for &(binding, buf, dtype) in per_element {
+                binds.push(Bind::range(binding, buf, dtype.bytes(first), dtype.bytes(len)));
             }
             binds.extend(whole.iter().map(|&(binding, buf)| Bind::all(binding, buf)));
             let params = Params {
@@ -260,7 +266,7 @@ impl<'a> Job<'a> {
         if let Scale::None = scale {
             let out = Storage::alloc(dev, n as u64 * 4)?;
             let constants = self.constants(layout.flags, false, false);
-            self.run("forward_none", &constants, layout, &out, false, &[], &whole, 0.0)?;
+            self.run("forward_none", &constants, layout, (&out, DType::F32), false, &[], &whole, 0.0)?;
             return Ok(Tensor { checks, ..Tensor::new(out, self.input.shape.clone()) });
         }
         let n_parts = parts_for(n, EW_CHUNK);
@@ -269,7 +275,7 @@ impl<'a> Job<'a> {
             dev.record(|enc| enc.clear_buffer(parts.buffer(), 0, Some(4)));
         }
         let constants = self.constants(layout.flags, false, false);
-        self.run("forward_partials", &constants, layout, &parts, true, &[], &whole, 0.0)?;
+        self.run("forward_partials", &constants, layout, (&parts, DType::F32), true, &[], &whole, 0.0)?;
         match scale {
             Scale::Sum => finish(dev, &parts, n_parts, false, Finish::Sum, 0.0, checks),
             Scale::Mean(count) => finish(dev, &parts, n_parts, false, Finish::MeanCount, count, checks),
@@ -278,14 +284,12 @@ impl<'a> Job<'a> {
     }
 
     /// The gradient in the input (and in the target when `want_dy`) for upstream gradient `grad`.
-    /// Gradients follow the input's and the target's element types unless `outputs` says f32.
+    /// Gradients follow the input's and the target's element types unless `outputs` says f32;
+    /// the kernel stores them in that type.
     fn backward(&self, grad: &Tensor, scale: Scale, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
         self.input.device().op(self.op, || {
             let grad = f32_operand(grad)?;
-            let (dx, dy) = self.with_f32_weights(|job| job.record_backward(&grad, scale, want_dy))?;
-            let dx = self.outputs.apply(dx, self.input.dtype)?;
-            let dy = dy.map(|dy| self.outputs.apply(dy, self.target.dtype)).transpose()?;
-            Ok((dx, dy))
+            self.with_f32_weights(|job| job.record_backward(&grad, scale, want_dy))
         })
     }
 
@@ -322,26 +326,30 @@ impl<'a> Job<'a> {
         let (status, check) = self.status()?;
         let mut checks = self.checks(check);
         checks.extend(grad.checks.iter().cloned());
-        let dx = Storage::alloc(dev, n as u64 * 4)?;
-        let dy = Storage::alloc(dev, if want_dy { n as u64 * 4 } else { 4 })?;
-        let constants = self.constants(layout.flags, per_element, want_dy);
+        let (dx_dtype, dy_dtype) =
+            (self.outputs.dtype(self.input.dtype), self.outputs.dtype(self.target.dtype));
+        let dx = Storage::alloc(dev, dx_dtype.bytes(n as u64))?;
+        let dy = Storage::alloc(dev, if want_dy { dy_dtype.bytes(n as u64) } else { 4 })?;
+        let mut constants = self.constants(layout.flags, per_element, want_dy);
+        constants.extend([("DX_DTYPE", dtype_code(dx_dtype)), ("DY_DTYPE", dtype_code(dy_dtype))]);
         let g = grad.storage.buffer();
-        let mut pe: Vec<(Binding, &wgpu::Buffer)> = Vec::new();
+        let mut pe: Vec<(Binding, &wgpu::Buffer, DType)> = Vec::new();
         let mut whole: Vec<(Binding, &wgpu::Buffer)> = vec![(STATUS, status.buffer())];
         if per_element {
-            pe.push((G, g));
+            pe.push((G, g, DType::F32));
         } else {
             whole.push((G, g));
         }
         if want_dy {
-            pe.push((DY, dy.buffer()));
+            pe.push((DY, dy.buffer(), dy_dtype));
         } else {
             whole.push((DY, dy.buffer()));
         }
-        self.run("backward", &constants, layout, &dx, false, &pe, &whole, factor)?;
+        self.run("backward", &constants, layout, (&dx, dx_dtype), false, &pe, &whole, factor)?;
         let shape = self.input.shape.clone();
-        let dy = want_dy.then(|| Tensor { checks: checks.clone(), ..Tensor::new(dy, shape.clone()) });
-        Ok((Tensor { checks, ..Tensor::new(dx, shape) }, dy))
+        let typed = |s, dtype| Tensor { checks: checks.clone(), dtype, ..Tensor::new(s, shape.clone()) };
+        let dy = want_dy.then(|| typed(dy, dy_dtype));
+        Ok((typed(dx, dx_dtype), dy))
     }
 }
 

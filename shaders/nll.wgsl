@@ -4,11 +4,14 @@
 // bindings: 1 logp (rows, cols) | 7 g | 8 denom | 9 dx write, the rest as in class_rows.wgsl
 
 override WG: u32 = 64u;
+// The gradient's element type (0 f32, 1 f16, 2 bf16). A half is or-ed into its word of the
+// cleared gradient, so rows whose nonzeros share a word do not race.
+override DX_DTYPE: u32 = 0u;
 
 // logp (f32 or half) is declared with its ld_logp accessor (kernels/source.rs).
 @group(0) @binding(7) var<storage, read> g: array<f32>;
 @group(0) @binding(8) var<storage, read> denom: array<f32>;
-@group(0) @binding(9) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(9) var<storage, read_write> dx: array<atomic<u32>>;
 
 fn ld_x(i: u32) -> f32 {
     return ld_logp(i);
@@ -47,6 +50,12 @@ fn nll_backward(
         } else if (params.g_mode == 2u) {
             s = s / denom[0];
         }
-        dx[row_base(row) + u32(t) * params.inner] = -class_weight(u32(t)) * s;
+        let i = row_base(row) + u32(t) * params.inner;
+        let b = bitcast<u32>(-class_weight(u32(t)) * s);
+        if (DX_DTYPE == 0u) {
+            atomicStore(&dx[i], b);
+        } else {
+            atomicOr(&dx[i / 2u], half_bits(b, DX_DTYPE) << (16u * (i % 2u)));
+        }
     }
 }

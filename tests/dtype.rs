@@ -186,7 +186,8 @@ fn check_rounded_once(what: &str, half: &Tensor, wide: &Tensor, dtype: DType) {
 #[test]
 fn kernels_store_half_outputs_rounded_once() {
     // Where a thread owns whole words of halves (pointwise quads; rows of a multiple of 4
-    // contiguous classes) the kernels round and store half results themselves; elsewhere they
+    // contiguous classes; nll's or-ed scatter) the kernels round and store half results
+    // themselves; elsewhere they
     // write f32 and `convert` rounds. Either way a half output is the f32 result rounded once
     // to nearest even: bit for bit the `Outputs::F32` result rounded. Shapes cover quads and
     // strided rows, odd element counts (a padded last word) and several row chunks on the
@@ -255,6 +256,14 @@ fn kernels_store_half_outputs_rounded_once() {
                     &format!("{what} cross_entropy backward"),
                     &ce.backward(&xt, &tt, &one).unwrap(),
                     &ce32.backward(&xt, &tt, &one).unwrap(),
+                    dtype,
+                );
+                // nll scatters one half per row into its word: rows of odd length share words.
+                let nll = wgpu_loss::Nll::default();
+                check_rounded_once(
+                    &format!("{what} nll backward"),
+                    &nll.backward(&xt, &tt, &one).unwrap(),
+                    &nll.clone().outputs(Outputs::F32).backward(&xt, &tt, &one).unwrap(),
                     dtype,
                 );
                 let (dx, dy) = ce.backward_probs(&xt, &yt, &one).unwrap();

@@ -450,21 +450,23 @@ impl<'a> Job<'a> {
         let nll = self.kernel == KernelId::Nll;
         let entry = if nll { "nll_backward" } else { "cross_entropy_backward" };
         let plan = self.plan(entry)?;
-        // cross_entropy's quad path stores halves itself (whole words a thread); otherwise the
-        // gradients are f32 here and `backward` rounds them.
-        let stored = |d: DType| if plan.quads { self.outputs.dtype(d) } else { DType::F32 };
+        // cross_entropy's quad path (whole words a thread) and nll's scatter (one half or-ed into
+        // its word) store halves themselves; otherwise the gradients are f32 here and `backward`
+        // rounds them.
+        let stored = |d: DType| if plan.quads || nll { self.outputs.dtype(d) } else { DType::F32 };
         let (dx_dtype, dy_dtype) = (stored(self.input.dtype), stored(self.target_dtype()));
         let dx = Storage::alloc(dev, dx_dtype.bytes(n))?;
         let dy = Storage::alloc(dev, if want_dy { dy_dtype.bytes(n) } else { 4 })?;
         let mut constants = plan.constants;
+        constants.push(("DX_DTYPE", dtype_code(dx_dtype)));
         if !nll {
             constants.push(("WANT_DY", want_dy as u8 as f64));
-            constants.extend([("DX_DTYPE", dtype_code(dx_dtype)), ("DY_DTYPE", dtype_code(dy_dtype))]);
+            constants.push(("DY_DTYPE", dtype_code(dy_dtype)));
         }
         let pipe = self.kernel.pipeline_for(dev, reads, entry, &constants)?;
         if nll {
             // nll's kernel scatters one value per row into a cleared gradient.
-            dev.record(|enc| enc.clear_buffer(dx.buffer(), 0, Some(n * 4)));
+            dev.record(|enc| enc.clear_buffer(dx.buffer(), 0, Some(dx_dtype.bytes(n).div_ceil(4) * 4)));
         }
         let inner = self.rows.inner as u64;
         let cols = self.rows.cols as u64;

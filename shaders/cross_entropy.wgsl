@@ -149,14 +149,22 @@ fn cross_entropy_backward(
             }
             let d = grad4(r, cs, ld4_x(base / 4u + q), y);
             let i = base + c;
+            // A whole quad: four f32 words or two words of halves, stored without a loop (a
+            // loop per quad would count against the software adapters' loop budget).
             let wx = quad_words(i, select(bitcast<vec4<u32>>(d[0]), vec4<u32>(NAN_BITS), nan), DX_DTYPE, i + 4u);
-            for (var j = 0u; j < wx.count; j++) {
-                dx[wx.first + j] = wx.words[j];
+            dx[wx.first] = wx.words.x;
+            dx[wx.first + 1u] = wx.words.y;
+            if (DX_DTYPE == 0u) {
+                dx[wx.first + 2u] = wx.words.z;
+                dx[wx.first + 3u] = wx.words.w;
             }
             if (WANT_DY) {
                 let wy = quad_words(i, select(bitcast<vec4<u32>>(d[1]), vec4<u32>(NAN_BITS), nan), DY_DTYPE, i + 4u);
-                for (var j = 0u; j < wy.count; j++) {
-                    dy[wy.first + j] = wy.words[j];
+                dy[wy.first] = wy.words.x;
+                dy[wy.first + 1u] = wy.words.y;
+                if (DY_DTYPE == 0u) {
+                    dy[wy.first + 2u] = wy.words.z;
+                    dy[wy.first + 3u] = wy.words.w;
                 }
             }
         }

@@ -34,11 +34,16 @@ fn put(i: u32, v: f32, nan: bool) {
     out[i] = select(bitcast<u32>(v), NAN_BITS, nan);
 }
 
-// Elements i .. i + 3 of a quad row (i a multiple of 4), NaN where `nan`, in OUT_DTYPE.
+// Elements i .. i + 3 of a quad row (i a multiple of 4), NaN where `nan`, in OUT_DTYPE: four
+// f32 words or two words of halves, stored without a loop (a loop per quad would count against
+// the software adapters' loop budget).
 fn put4(i: u32, v: vec4<f32>, nan: vec4<bool>) {
     let w = quad_words(i, select(bitcast<vec4<u32>>(v), vec4<u32>(NAN_BITS), nan), OUT_DTYPE, i + 4u);
-    for (var j = 0u; j < w.count; j++) {
-        out[w.first + j] = w.words[j];
+    out[w.first] = w.words.x;
+    out[w.first + 1u] = w.words.y;
+    if (OUT_DTYPE == 0u) {
+        out[w.first + 2u] = w.words.z;
+        out[w.first + 3u] = w.words.w;
     }
 }
 

@@ -287,7 +287,8 @@ fn backward(
 }
 
 // Elements i .. i + 3 (those below n) of the input's gradient, or of the target's with to_dy,
-// each in its element type (quad_words).
+// each in its element type (quad_words). The loop runs at most 4 times, once per invocation
+// (within TRIPS).
 fn put_grad(i: u32, b: vec4<u32>, to_dy: bool) {
     let q = quad_words(i, b, select(DX_DTYPE, DY_DTYPE, to_dy), params.n);
     for (var j = 0u; j < q.count; j++) {

@@ -107,6 +107,28 @@ fn grad4(r: RowGrad, c: vec4<u32>, v: vec4<f32>, y: vec4<f32>) -> array<vec4<f32
     return array<vec4<f32>, 2>(r.s * d, vec4<f32>(0.0));
 }
 
+// Gradients of a whole quad of a row (dx, or dy with to_dy) in their element type: four f32
+// words or two words of halves, stored without a loop (a loop per quad would count against the
+// software adapters' loop budget).
+fn put_quad(i: u32, v: vec4<f32>, nan: bool, to_dy: bool) {
+    let dtype = select(DX_DTYPE, DY_DTYPE, to_dy);
+    let w = quad_words(i, select(bitcast<vec4<u32>>(v), vec4<u32>(NAN_BITS), nan), dtype, i + 4u);
+    put_word(w.first, w.words.x, to_dy);
+    put_word(w.first + 1u, w.words.y, to_dy);
+    if (dtype == 0u) {
+        put_word(w.first + 2u, w.words.z, to_dy);
+        put_word(w.first + 3u, w.words.w, to_dy);
+    }
+}
+
+fn put_word(k: u32, word: u32, to_dy: bool) {
+    if (to_dy) {
+        dy[k] = word;
+    } else {
+        dx[k] = word;
+    }
+}
+
 @compute @workgroup_size(WG)
 fn cross_entropy_backward(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -149,23 +171,9 @@ fn cross_entropy_backward(
             }
             let d = grad4(r, cs, ld4_x(base / 4u + q), y);
             let i = base + c;
-            // A whole quad: four f32 words or two words of halves, stored without a loop (a
-            // loop per quad would count against the software adapters' loop budget).
-            let wx = quad_words(i, select(bitcast<vec4<u32>>(d[0]), vec4<u32>(NAN_BITS), nan), DX_DTYPE, i + 4u);
-            dx[wx.first] = wx.words.x;
-            dx[wx.first + 1u] = wx.words.y;
-            if (DX_DTYPE == 0u) {
-                dx[wx.first + 2u] = wx.words.z;
-                dx[wx.first + 3u] = wx.words.w;
-            }
+            put_quad(i, d[0], nan, false);
             if (WANT_DY) {
-                let wy = quad_words(i, select(bitcast<vec4<u32>>(d[1]), vec4<u32>(NAN_BITS), nan), DY_DTYPE, i + 4u);
-                dy[wy.first] = wy.words.x;
-                dy[wy.first + 1u] = wy.words.y;
-                if (DY_DTYPE == 0u) {
-                    dy[wy.first + 2u] = wy.words.z;
-                    dy[wy.first + 3u] = wy.words.w;
-                }
+                put_quad(i, d[1], nan, true);
             }
         }
     } else {

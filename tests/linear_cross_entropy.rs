@@ -399,6 +399,11 @@ fn bad_inputs_are_typed_errors() {
             .backward(&x, &w, None, &t, &dev.tensor(&[1.0], &[]).unwrap(), None)
             .map(|_| ()),
     );
+    // The forward output of other rows (3 of them) is not this call's.
+    let x3 = dev.tensor(&[1.0; 9], &[3, 3]).unwrap();
+    let other = l.forward(&x3, &w, None, &dev.indices(&[0i64, 1, 2], &[3]).unwrap()).unwrap();
+    let one = dev.tensor(&[1.0], &[]).unwrap();
+    shape(l.backward(&x, &w, None, &t, &one, Some(&other)).map(|_| ()));
     let invalid = |l: LinearCrossEntropy| {
         assert!(matches!(l.forward(&x, &w, None, &t), Err(Error::InvalidArgument { .. })))
     };
@@ -410,7 +415,6 @@ fn bad_inputs_are_typed_errors() {
     let bad = dev.indices(&[1i64, 4], &[2]).unwrap();
     let err = l.forward(&x, &w, None, &bad).unwrap().loss.item().unwrap_err();
     assert!(matches!(err, Error::TargetOutOfRange { position: 1, value: 4, classes: 4, .. }), "{err}");
-    let one = dev.tensor(&[1.0], &[]).unwrap();
     let err = l.forward_backward(&x, &w, None, &bad, &one).unwrap().1.weight.to_vec().unwrap_err();
     assert!(matches!(err, Error::TargetOutOfRange { .. }), "{err}");
     // The fused loss equals the unfused one on the valid targets.

@@ -60,6 +60,7 @@ pub use error::{Error, Result};
 pub use half::{bf16, f16};
 pub use kernels::KernelId;
 pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, cross_entropy};
+pub use ops::divergence::{Jsd, Tvd};
 pub use ops::linear::{Linear, LinearGrads, LinearKernel, linear};
 pub use ops::linear_cross_entropy::{
     CCE_FILTER_EPS, DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy, LinearCrossEntropyOutput,

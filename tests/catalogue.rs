@@ -187,7 +187,8 @@ fn the_catalogue_is_whole() {
         assert!(names.insert(loss.name), "{} twice", loss.name);
         assert_eq!(catalogue::find(&loss.cli_name()).map(|l| l.name), Some(loss.name));
         assert!(!loss.reductions.is_empty() && !loss.variants.is_empty() && !loss.test_shapes.is_empty());
-        assert!(loss.pytorch.starts_with("torch.nn.functional."), "{}", loss.pytorch);
+        let follows = ["torch.nn.functional.", "liger_kernel.transformers."];
+        assert!(follows.iter().any(|f| loss.pytorch.starts_with(f)), "{}", loss.pytorch);
         let mut bench = std::collections::BTreeSet::new();
         for b in loss.bench {
             assert!(bench.insert(b.name), "{}: bench shape {} twice", loss.name, b.name);

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use common::{Rng, Tol, assert_close, devices};
 use npyz::WriterBuilder;
 use wgpu_loss::cli::npy;
+use wgpu_loss::reference::divergence as div;
 use wgpu_loss::reference::pointwise::{self, Pointwise};
 use wgpu_loss::reference::{cross_entropy as ce, linear as lin, log_softmax as ls, nll as nll_ref};
 use wgpu_loss::{DType, Reduction};
@@ -310,6 +311,28 @@ fn every_op_eval_and_grad_on_every_adapter() {
         let g: Vec<f64> = (0..n * k).map(|e| col[e % k]).collect();
         cases.push(("linear", args, e, g));
     }
+    {
+        // jsd with its defaults (β 0.5, T 1, batchmean), and β, T, labels (int32) and none.
+        let (rows, jsd_ref) =
+            (div::Rows { labels: None, ignore_index: -100, reduction: Reduction::Mean }, div::jsd);
+        let e = jsd_ref(&x, &y, &[n, c], 0.5, 1.0, rows);
+        let g = div::jsd_backward(&x, &y, &[n, c], 0.5, 1.0, rows, &[1.0f32]);
+        cases.push(("jsd", vec!["--input".into(), f("x.npy"), "--target".into(), f("y.npy")], e, g));
+        let rows = div::Rows { labels: Some(&t), ignore_index: -100, reduction: Reduction::None };
+        let e = div::jsd(&x, &y, &[n, c], 0.0, 2.0, rows);
+        let g = div::jsd_backward(&x, &y, &[n, c], 0.0, 2.0, rows, &ones_rows);
+        let args = ["--input", &f("x.npy"), "--target", &f("y.npy"), "--beta", "0", "--temperature", "2"];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--labels".into(), f("t32.npy"), "--reduction".into(), "none".into()]);
+        cases.push(("jsd", args, e, g));
+        let rows = div::Rows { labels: Some(&t), ignore_index: -100, reduction: Reduction::Sum };
+        let e = div::tvd(&probs, &labels, &[n, c], rows);
+        let g = div::tvd_backward(&probs, &labels, &[n, c], rows, &[1.0f32]);
+        let args = ["--input", &f("probs.npy"), "--target", &f("labels.npy"), "--labels", &f("t.npy")];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--reduction".into(), "sum".into()]);
+        cases.push(("tvd", args, e, g));
+    }
     for be in backends() {
         for (op, args, want_eval, want_grad) in &cases {
             for (cmd, want) in [("eval", want_eval), ("grad", want_grad)] {
@@ -451,6 +474,34 @@ fn errors_exit_non_zero_with_one_message_and_write_nothing() {
             o,
         ],
         "--pos-weight",
+    );
+    let x_path = p("x.npy");
+    let jsd = |extra: &[&str]| {
+        let mut a = vec!["eval", "jsd", "--input", &x_path, "--target", &x_path, "--output", o];
+        a.extend_from_slice(extra);
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>, needle| fails(&dir, &a.iter().map(String::as_str).collect::<Vec<_>>(), needle);
+    run(jsd(&["--beta", "1.5"]), "beta");
+    run(jsd(&["--temperature", "0"]), "temperature");
+    run(jsd(&["--labels", &p("tf.npy")]), "--labels");
+    run(jsd(&["--labels", &p("x.npy")]), "labels");
+    fails(&dir, &["eval", "jsd", "--input", &p("x.npy"), "--target", &p("xt.npy"), "--output", o], "shape");
+    fails(
+        &dir,
+        &[
+            "eval",
+            "mse",
+            "--input",
+            &p("x.npy"),
+            "--target",
+            &p("x.npy"),
+            "--labels",
+            &p("tok.npy"),
+            "--output",
+            o,
+        ],
+        "--labels is only for jsd, tvd",
     );
     // A failing run leaves an existing output untouched.
     std::fs::write(&out, b"keep").unwrap();

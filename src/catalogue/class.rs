@@ -176,6 +176,7 @@ pub(super) static CROSS_ENTROPY: Loss = Loss {
     weight: WeightKind::Classes,
     pos_weight: false,
     bias: false,
+    labels: false,
     options: &[Opt::IgnoreIndex, Opt::LabelSmoothing],
     reductions: PLAIN,
     variants: &[
@@ -219,6 +220,7 @@ pub(super) static NLL: Loss = Loss {
     weight: WeightKind::Classes,
     pos_weight: false,
     bias: false,
+    labels: false,
     options: &[Opt::IgnoreIndex],
     reductions: PLAIN,
     variants: &[

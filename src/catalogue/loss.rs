@@ -66,7 +66,8 @@ pub enum Target {
     Ids { data: Vec<i64>, shape: Vec<usize> },
 }
 
-/// A reduction as PyTorch spells them; `BatchMean` is only kl_div's.
+/// A reduction as PyTorch spells them; `BatchMean` is kl_div's (the sum over the batch size)
+/// and jsd's and tvd's (the sum over the counted rows, Liger Kernel's convention).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LossReduction {
     None,
@@ -86,16 +87,16 @@ impl LossReduction {
         }
     }
 
-    /// The plain reduction (`BatchMean` is a mean with another divisor).
-    /// The plain reduction of a loss that has no `batchmean` (only kl_div has one): an error
-    /// naming `op` for `BatchMean`.
+    /// The plain reduction of a loss that has no `batchmean` (kl_div, jsd and tvd have one): an
+    /// error naming `op` for `BatchMean`.
     pub fn without_batchmean(self, op: &'static str) -> Result<Reduction> {
         if self == LossReduction::BatchMean {
-            return Err(Error::invalid(op, "batchmean is only for kl_div"));
+            return Err(Error::invalid(op, "batchmean is only for kl_div, jsd and tvd"));
         }
         Ok(self.plain())
     }
 
+    /// The plain reduction (`BatchMean` is a mean with another divisor).
     pub fn plain(self) -> Reduction {
         match self {
             LossReduction::None => Reduction::None,
@@ -120,6 +121,10 @@ pub struct Options {
     pub log_target: bool,
     /// log_softmax and softmax: the dimension (negative counts from the end).
     pub dim: isize,
+    /// jsd's β in [0, 1] (0: forward KL, 1: reverse KL).
+    pub jsd_beta: f32,
+    /// jsd: the temperature both logits are divided by.
+    pub temperature: f32,
     /// The element type of gradients and of log_softmax's, softmax's and linear's outputs.
     pub outputs: Outputs,
 }
@@ -134,6 +139,8 @@ impl Default for Options {
             delta: 1.0,
             log_target: false,
             dim: -1,
+            jsd_beta: 0.5,
+            temperature: 1.0,
             outputs: Outputs::AsInputs,
         }
     }
@@ -148,6 +155,8 @@ pub enum Opt {
     Delta,
     LogTarget,
     Dim,
+    JsdBeta,
+    Temperature,
 }
 
 /// One call's host data.
@@ -162,13 +171,30 @@ pub struct Args {
     pub bias: Option<Array>,
     /// bce_with_logits' weight of positive examples, one per column `(C)`.
     pub pos_weight: Option<Array>,
+    /// jsd's and tvd's labels, one per row: rows labelled `ignore_index` do not count.
+    pub labels: Option<Ids>,
     pub options: Options,
+}
+
+/// Class ids or labels on the host (int64 values, checked to fit i32 on upload).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ids {
+    pub data: Vec<i64>,
+    pub shape: Vec<usize>,
 }
 
 impl Args {
     /// `input` alone, default options.
     pub fn new(input: Array) -> Args {
-        Args { input, target: None, weight: None, bias: None, pos_weight: None, options: Options::default() }
+        Args {
+            input,
+            target: None,
+            weight: None,
+            bias: None,
+            pos_weight: None,
+            labels: None,
+            options: Options::default(),
+        }
     }
 
     /// The same call with every float operand (input, float target, weights, bias) rounded to
@@ -201,6 +227,7 @@ impl Args {
             weight: opt(&self.weight)?,
             bias: opt(&self.bias)?,
             pos_weight: opt(&self.pos_weight)?,
+            labels: self.labels.as_ref().map(|l| dev.indices(&l.data, &l.shape)).transpose()?,
             options: self.options,
         })
     }
@@ -222,6 +249,7 @@ pub struct Inputs {
     pub weight: Option<Tensor>,
     pub bias: Option<Tensor>,
     pub pos_weight: Option<Tensor>,
+    pub labels: Option<Indices>,
     pub options: Options,
 }
 
@@ -285,6 +313,8 @@ pub enum Extra {
     Ignored,
     /// Probability targets in place of class ids.
     Probabilities,
+    /// Labels (jsd, tvd), some of them `ignore_index`.
+    Labels,
 }
 
 /// A named set of options and extras the generic test runs (besides the reductions).
@@ -353,7 +383,8 @@ pub struct Loss {
     /// The name of its kernel's op, bench cases and tests (`soft_margin`); the CLI op is this
     /// with dashes.
     pub name: &'static str,
-    /// The PyTorch function it follows.
+    /// The PyTorch function it follows (`torch.nn.functional.…`), or for a loss PyTorch does
+    /// not have, the Liger Kernel module whose definition it follows (`liger_kernel.…`).
     pub pytorch: &'static str,
     pub target: TargetKind,
     pub weight: WeightKind,
@@ -361,6 +392,8 @@ pub struct Loss {
     pub pos_weight: bool,
     /// Whether it takes a bias.
     pub bias: bool,
+    /// Whether it takes labels that leave rows out (jsd, tvd).
+    pub labels: bool,
     /// The scalar options it reads.
     pub options: &'static [Opt],
     /// The reductions it accepts (`[None]` for functions without one).

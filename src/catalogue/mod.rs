@@ -23,13 +23,14 @@
 //! ```
 
 mod class;
+mod divergence;
 mod functions;
 mod loss;
 mod pointwise;
 
 pub use loss::{
-    Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, Options, Target, TargetKind,
-    Targets, Tolerance, Variant, WeightKind, Work, ones,
+    Args, Array, BenchShape, DEFAULTS, Extra, Ids, Inputs, Loss, LossReduction, Opt, Options, Target,
+    TargetKind, Targets, Tolerance, Variant, WeightKind, Work, ones,
 };
 
 /// Every loss and function of the catalogue, in the order the CLI lists them.
@@ -43,6 +44,8 @@ pub static LOSSES: &[&Loss] = &[
     &class::CROSS_ENTROPY,
     &class::NLL,
     &pointwise::KL_DIV,
+    &divergence::JSD,
+    &divergence::TVD,
     &pointwise::SOFT_MARGIN,
     &functions::LOG_SOFTMAX,
     &functions::SOFTMAX,

@@ -216,6 +216,7 @@ macro_rules! entry {
             bench: BENCH,
             bench_work: bytes,
             bias: false,
+            labels: false,
             $($field: $value),*
         }
     };

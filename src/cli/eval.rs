@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 
 use super::common::{AdapterArgs, CliError};
 use super::npy::{self, Array as NpyArray};
-use crate::catalogue::{self, Array, Loss, LossReduction, Opt, Target, TargetKind, WeightKind};
+use crate::catalogue::{self, Array, Ids, Loss, LossReduction, Opt, Target, TargetKind, WeightKind};
 use crate::dtype::DType;
 use crate::error::Error;
 use crate::gpu::device::Device;
@@ -95,8 +95,17 @@ pub struct OpArgs {
     pub ignore_index: i64,
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub label_smoothing: f32,
+    /// smooth-l1's β (default 1), or jsd's β in [0, 1] (default 0.5: 0 is the forward KL,
+    /// 1 the reverse KL).
+    #[arg(long, allow_hyphen_values = true)]
+    pub beta: Option<f32>,
+    /// jsd: the temperature both logits are divided by (default 1).
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
-    pub beta: f32,
+    pub temperature: f32,
+    /// jsd, tvd: labels (int64 or int32, the input's shape without the class dim); rows
+    /// labelled `--ignore-index` do not count.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     pub delta: f32,
     /// kl-div: the target holds log-probabilities.
@@ -195,7 +204,13 @@ impl Job {
             o.label_smoothing = a.label_smoothing;
         }
         if loss.reads(Opt::Beta) {
-            o.beta = a.beta;
+            o.beta = a.beta.unwrap_or(o.beta);
+        }
+        if loss.reads(Opt::JsdBeta) {
+            o.jsd_beta = a.beta.unwrap_or(o.jsd_beta);
+        }
+        if loss.reads(Opt::Temperature) {
+            o.temperature = a.temperature;
         }
         if loss.reads(Opt::Delta) {
             o.delta = a.delta;
@@ -247,6 +262,7 @@ impl Job {
             }
             (None, _) => {}
         }
+        args.labels = load_labels(a, loss)?;
         Ok(Job { op: a.op, args, target_path, grad_dtype: a.grad_dtype })
     }
 
@@ -272,6 +288,22 @@ impl Job {
             if grad { (loss.backward)(&inputs, &out, &catalogue::ones(dev, out.shape())?)? } else { out };
         let shape = result.shape().to_vec();
         Ok((result.to_vec()?, shape, result.dtype()))
+    }
+}
+
+/// The `--labels` file of the losses that take labels.
+fn load_labels(a: &OpArgs, loss: &Loss) -> Result<Option<Ids>, CliError> {
+    let Some(path) = &a.labels else { return Ok(None) };
+    if !loss.labels {
+        return Err(CliError(format!("--labels is only for {}", ops_with(|l| l.labels))));
+    }
+    match npy::read("--labels", path)? {
+        NpyArray::Ids(data, shape) => Ok(Some(Ids { data, shape })),
+        NpyArray::Float(..) => Err(CliError(format!(
+            "--labels {}: {} needs int64 or int32 labels, got floats",
+            path.display(),
+            a.op.name()
+        ))),
     }
 }
 

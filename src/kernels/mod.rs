@@ -14,6 +14,7 @@ pub mod bandwidth;
 pub mod class_rows;
 pub mod convert;
 pub mod cross_entropy;
+pub mod divergence;
 pub(crate) mod gemm;
 pub mod linear;
 pub mod linear_cross_entropy;
@@ -58,6 +59,9 @@ pub enum KernelId {
     CrossEntropy,
     /// NLL gather from log-probabilities, and its gradient.
     Nll,
+    /// The generalised Jensen–Shannon divergence of two logit rows and the total variation
+    /// distance of two probability rows, and their gradients.
+    Divergence,
     /// `linear` + `cross_entropy` fused without the N×V logits: split-V partials of the
     /// log-sum-exp, their fixed-order merge, and the gradient of a tile of recomputed logits.
     LinearCrossEntropy,
@@ -74,7 +78,7 @@ pub enum KernelId {
 
 impl KernelId {
     /// Every kernel, for validation and warm-up.
-    pub const ALL: [KernelId; 12] = [
+    pub const ALL: [KernelId; 13] = [
         KernelId::Linear,
         KernelId::LinearBlocked,
         KernelId::LinearGradInput,
@@ -82,6 +86,7 @@ impl KernelId {
         KernelId::LogSoftmax,
         KernelId::CrossEntropy,
         KernelId::Nll,
+        KernelId::Divergence,
         KernelId::LinearCrossEntropy,
         KernelId::Pointwise,
         KernelId::Reduce,
@@ -99,6 +104,7 @@ impl KernelId {
             KernelId::LogSoftmax => &log_softmax::KERNEL,
             KernelId::CrossEntropy => &cross_entropy::KERNEL,
             KernelId::Nll => &nll::KERNEL,
+            KernelId::Divergence => &divergence::KERNEL,
             KernelId::LinearCrossEntropy => &linear_cross_entropy::KERNEL,
             KernelId::Pointwise => &pointwise::KERNEL,
             KernelId::Reduce => &reduce::KERNEL,

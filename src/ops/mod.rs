@@ -11,6 +11,7 @@ pub(crate) mod budget;
 pub(crate) mod class_rows;
 pub mod convert;
 pub mod cross_entropy;
+pub mod divergence;
 pub mod linear;
 pub mod linear_cross_entropy;
 pub mod log_softmax;

@@ -7,6 +7,7 @@
 
 pub mod bandwidth;
 pub mod cross_entropy;
+pub mod divergence;
 pub mod linear;
 pub mod linear_cross_entropy;
 pub mod log_softmax;

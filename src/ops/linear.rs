@@ -1,11 +1,14 @@
 //! `linear`: `y = x·Wᵀ + b` with W stored `(out, in)` as in PyTorch (`shaders/linear.wgsl`).
 
+use std::sync::Arc;
+
 use super::convert::f32_operand;
 use super::{Outputs, check_u32};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
+use crate::gpu::pipeline::Pipeline;
 use crate::gpu::spec::{Binding, InputPath, Reads};
 use crate::kernels::KernelId;
 use crate::kernels::gemm::{BLOCK_COLS, BLOCK_ROWS, GRAD_COLS, GRAD_ROWS};
@@ -99,6 +102,114 @@ impl Gemm<'_> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// `r` (bytes) of `buf` bound at `b`.
+fn range(b: Binding, buf: &wgpu::Buffer, r: std::ops::Range<u64>) -> Bind<'_> {
+    Bind::range(b, buf, r.start, r.end - r.start)
+}
+
+/// The grid of the gradient GEMMs' blocks.
+const GRAD_BLOCK: (u64, u64) = (8 * GRAD_ROWS as u64, 8 * GRAD_COLS as u64);
+
+/// The gradient GEMMs of `linear` fed from a tile of output gradients G held in a scratch buffer
+/// (the LM heads' recomputed logits): dX (+)= G·W, dW (+)= Gᵀ·X and db (+)= Σ_rows G.
+pub(crate) struct GradGemms {
+    grad_input: Arc<Pipeline>,
+    grad_weight: Arc<Pipeline>,
+    colsum: Arc<Pipeline>,
+}
+
+/// One piece of a tile of G: its rows are rows `rows` of x (and of dX), its columns rows
+/// `cols` of W (and of dW, db); it starts `offset` bytes into `g`, whose rows are `ld` floats
+/// apart and which holds `bytes` bytes of the tile.
+pub(crate) struct GradPiece<'a> {
+    pub(crate) g: &'a wgpu::Buffer,
+    pub(crate) offset: u64,
+    pub(crate) bytes: u64,
+    pub(crate) ld: u64,
+    pub(crate) x: &'a Tensor,
+    pub(crate) w: &'a Tensor,
+    pub(crate) rows: std::ops::Range<usize>,
+    pub(crate) cols: std::ops::Range<usize>,
+    /// Add into dX (an earlier piece of the same rows wrote it), or write it.
+    pub(crate) accumulate_dx: bool,
+    /// Add into dW and db (an earlier chunk of rows wrote them), or write them.
+    pub(crate) accumulate_dw: bool,
+    /// One flag per 64 columns of the tile from `flag_base` (the gradient filter), or none.
+    pub(crate) flags: Option<(&'a wgpu::Buffer, u32)>,
+}
+
+impl GradGemms {
+    /// The pipelines for x and W of these element types.
+    pub(crate) fn new(dev: &Device, x: DType, w: DType) -> Result<GradGemms> {
+        Ok(GradGemms {
+            grad_input: KernelId::LinearGradInput.pipeline_for(dev, gemm_reads(&[(B, w)]), "gemm", &[])?,
+            grad_weight: KernelId::LinearGradWeight.pipeline_for(dev, gemm_reads(&[(B, x)]), "gemm", &[])?,
+            colsum: KernelId::LinearGradWeight.pipeline(dev, "colsum", &[])?,
+        })
+    }
+
+    /// Records the three GEMMs of `p` into `grads` (f32 storage).
+    pub(crate) fn record(&self, dev: &Device, p: &GradPiece<'_>, grads: &LinearGrads) -> Result<()> {
+        let h = *p.x.shape.last().unwrap_or(&0) as u64;
+        let (rn, pn) = (p.rows.len() as u64, p.cols.len() as u64);
+        let (gm, gn) = GRAD_BLOCK;
+        let g_tile = Bind::range(A, p.g, p.offset, p.bytes - p.offset);
+        let flags = Bind::all(FLAGS, p.flags.map_or(&dev.inner.dummy, |(f, _)| f));
+        let shape = GradParams {
+            n: h as u32,
+            lda: p.ld as u32,
+            ldb: h as u32,
+            ldc: h as u32,
+            tiles_n: h.div_ceil(gn) as u32,
+            filter: p.flags.is_some() as u32,
+            flag_base: p.flags.map_or(0, |(_, b)| b),
+            ..GradParams::default()
+        };
+        // Rows of x and of W as bytes of an operand of `dtype`.
+        let x_rows = |d: DType| d.bytes(p.rows.start as u64 * h)..d.bytes(p.rows.end as u64 * h);
+        let w_rows = |d: DType| d.bytes(p.cols.start as u64 * h)..d.bytes(p.cols.end as u64 * h);
+        let (dx, dw, db) = (grads.input.storage.buffer(), grads.weight.storage.buffer(), grads.bias.storage.buffer());
+        let params = GradParams { m: rn as u32, k: pn as u32, accumulate: p.accumulate_dx as u32, ..shape };
+        dispatch(
+            dev,
+            &self.grad_input,
+            bytemuck::bytes_of(&params),
+            &[
+                g_tile,
+                range(B, p.w.storage.buffer(), w_rows(p.w.dtype)),
+                range(C, dx, x_rows(DType::F32)),
+                flags,
+            ],
+            rn.div_ceil(gm) * h.div_ceil(gn),
+            &[pn],
+        )?;
+        let params = GradParams { m: pn as u32, k: rn as u32, accumulate: p.accumulate_dw as u32, ..shape };
+        dispatch(
+            dev,
+            &self.grad_weight,
+            bytemuck::bytes_of(&params),
+            &[
+                g_tile,
+                range(B, p.x.storage.buffer(), x_rows(p.x.dtype)),
+                range(C, dw, w_rows(DType::F32)),
+                flags,
+            ],
+            pn.div_ceil(gm) * h.div_ceil(gn),
+            &[rn],
+        )?;
+        let params = GradParams { m: 1, n: pn as u32, ldc: pn as u32, tiles_n: 1, ..params };
+        let db_cols = p.cols.start as u64 * 4..p.cols.end as u64 * 4;
+        dispatch(
+            dev,
+            &self.colsum,
+            bytemuck::bytes_of(&params),
+            &[g_tile, range(C, db, db_cols), flags],
+            pn.div_ceil(64),
+            &[rn],
+        )
     }
 }
 

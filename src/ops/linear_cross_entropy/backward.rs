@@ -8,17 +8,14 @@ use std::sync::Arc;
 use super::options::OP;
 use super::output::LinearCrossEntropyOutput;
 use super::plan::{Job, Prep, TilePlan};
-use crate::dtype::DType;
 use crate::error::Result;
 use crate::gpu::dispatch::{Bind, dispatch};
 use crate::gpu::pipeline::Pipeline;
-use crate::gpu::spec::Binding;
 use crate::kernels::KernelId;
-use crate::kernels::gemm::{GRAD_COLS, GRAD_ROWS};
-use crate::kernels::linear::{self as gemm_bindings, GradParams};
+use crate::kernels::linear as gemm_bindings;
 use crate::kernels::linear_cross_entropy::{DENOMS, FLAGS, GRAD, LOSS, Params, ROW_STATS, SCRATCH, TARGETS};
 use crate::ops::Reduction;
-use crate::ops::linear::{Gemm, LinearGrads, gemm_reads};
+use crate::ops::linear::{Gemm, GradGemms, GradPiece, LinearGrads};
 use crate::tensor::{Storage, Tensor};
 
 /// What every tile of one backward shares: its buffers and pipelines.
@@ -35,9 +32,7 @@ struct Tiles<'t> {
     whole: bool,
     filter: bool,
     tile_grad: Arc<Pipeline>,
-    grad_input: Arc<Pipeline>,
-    grad_weight: Arc<Pipeline>,
-    colsum: Arc<Pipeline>,
+    gemms: GradGemms,
     grads: &'t LinearGrads,
 }
 
@@ -57,14 +52,6 @@ impl Tile {
         (self.rn * self.cols.len()) as u64 * 4
     }
 }
-
-/// `bytes` of `buf` bound at `binding`.
-fn range<'b>(binding: Binding, buf: &'b Storage, bytes: &Range<u64>) -> Bind<'b> {
-    Bind::range(binding, buf.buffer(), bytes.start, bytes.end - bytes.start)
-}
-
-/// The grid of the gradient GEMMs' blocks.
-const GEMM_BLOCK: (u64, u64) = (8 * GRAD_ROWS as u64, 8 * GRAD_COLS as u64);
 
 impl Job<'_> {
     /// dX, dW, db by tiles of recomputed logits; with the forward's row statistics absent
@@ -135,19 +122,7 @@ impl Job<'_> {
             whole,
             filter,
             tile_grad: KernelId::LinearCrossEntropy.pipeline(dev, "tile_grad", &constants)?,
-            grad_input: KernelId::LinearGradInput.pipeline_for(
-                dev,
-                gemm_reads(&[(gemm_bindings::B, self.w.dtype)]),
-                "gemm",
-                &[],
-            )?,
-            grad_weight: KernelId::LinearGradWeight.pipeline_for(
-                dev,
-                gemm_reads(&[(gemm_bindings::B, self.x.dtype)]),
-                "gemm",
-                &[],
-            )?,
-            colsum: KernelId::LinearGradWeight.pipeline(dev, "colsum", &[])?,
+            gemms: GradGemms::new(dev, self.x.dtype, self.w.dtype)?,
             grads,
         })
     }
@@ -221,70 +196,19 @@ impl Job<'_> {
     /// dX (+)= G·W over the tiles and shards in order, dW (+)= Gᵀ·X and db (+)= Σ_rows G over
     /// the row chunks in order.
     fn accumulate(&self, t: &Tiles<'_>, tile: &Tile, piece: usize, p: &Range<usize>) -> Result<()> {
-        let (dev, h, h64) = (self.dev, self.h as u32, self.h as u64);
-        let (rn64, pn, tl) = (tile.rn as u64, p.len() as u64, tile.cols.len() as u64);
-        let (gm, gn) = GEMM_BLOCK;
-        let off = (p.start - tile.cols.start) as u64 * 4;
-        let g_tile = Bind::range(gemm_bindings::A, t.scratch.buffer(), off, tile.bytes() - off);
-        let flags = Bind::all(gemm_bindings::FLAGS, t.flags.buffer());
-        let shape = GradParams {
-            n: h,
-            lda: tl as u32,
-            ldb: h,
-            ldc: h,
-            tiles_n: h64.div_ceil(gn) as u32,
-            filter: t.filter as u32,
-            flag_base: (p.start - tile.cols.start) as u32,
-            ..GradParams::default()
+        let piece = GradPiece {
+            g: t.scratch.buffer(),
+            offset: (p.start - tile.cols.start) as u64 * 4,
+            bytes: tile.bytes(),
+            ld: tile.cols.len() as u64,
+            x: self.x,
+            w: self.w,
+            rows: tile.r0..tile.r0 + tile.rn,
+            cols: p.clone(),
+            accumulate_dx: tile.index > 0 || piece > 0,
+            accumulate_dw: tile.chunk > 0,
+            flags: t.filter.then(|| (t.flags.buffer(), (p.start - tile.cols.start) as u32)),
         };
-        let params = GradParams {
-            m: tile.rn as u32,
-            k: pn as u32,
-            accumulate: (tile.index > 0 || piece > 0) as u32,
-            ..shape
-        };
-        // Rows of x and of W as bytes of an operand of `dtype`.
-        let x_rows =
-            |dtype: DType| dtype.bytes(tile.r0 as u64 * h64)..dtype.bytes((tile.r0 + tile.rn) as u64 * h64);
-        let w_rows = |dtype: DType| dtype.bytes(p.start as u64 * h64)..dtype.bytes(p.end as u64 * h64);
-        let (dx, dw, db) = (&t.grads.input.storage, &t.grads.weight.storage, &t.grads.bias.storage);
-        dispatch(
-            dev,
-            &t.grad_input,
-            bytemuck::bytes_of(&params),
-            &[
-                g_tile,
-                range(gemm_bindings::B, &self.w.storage, &w_rows(self.w.dtype)),
-                range(gemm_bindings::C, dx, &x_rows(DType::F32)),
-                flags,
-            ],
-            rn64.div_ceil(gm) * h64.div_ceil(gn),
-            &[pn],
-        )?;
-        let params =
-            GradParams { m: pn as u32, k: tile.rn as u32, accumulate: (tile.chunk > 0) as u32, ..shape };
-        dispatch(
-            dev,
-            &t.grad_weight,
-            bytemuck::bytes_of(&params),
-            &[
-                g_tile,
-                range(gemm_bindings::B, &self.x.storage, &x_rows(self.x.dtype)),
-                range(gemm_bindings::C, dw, &w_rows(DType::F32)),
-                flags,
-            ],
-            pn.div_ceil(gm) * h64.div_ceil(gn),
-            &[rn64],
-        )?;
-        let params = GradParams { m: 1, n: pn as u32, ldc: pn as u32, tiles_n: 1, ..params };
-        let db_cols = p.start as u64 * 4..p.end as u64 * 4;
-        dispatch(
-            dev,
-            &t.colsum,
-            bytemuck::bytes_of(&params),
-            &[g_tile, range(gemm_bindings::C, db, &db_cols), flags],
-            pn.div_ceil(64),
-            &[rn64],
-        )
+        t.gemms.record(self.dev, &piece, t.grads)
     }
 }

@@ -15,7 +15,8 @@
 // ½ sign(x − y), 0 where they are equal (autograd's gradient of abs).
 //
 // A row whose label is ignore_index (has_labels) has loss 0 and gradient 0, and does not count
-// (counted[r] = 0). A NaN in either row (or a +inf logit) makes its loss and gradient NaN.
+// (counted[r] = 0). The per-row buffers (labels, loss, counted, g) are bound whole and indexed by
+// the global row row_base + r; x, y and dx are bound at the dispatch's rows. A NaN in either row (or a +inf logit) makes its loss and gradient NaN.
 // Layout and threads per row as in rows.wgsl: row r of an (outer, cols, inner) tensor starts at
 // (r / inner) * cols * inner + r % inner, its elements `inner` apart; TPR threads share a row and
 // merge through a fixed tree in workgroup memory; QUADS reads contiguous rows four at a time.
@@ -63,7 +64,7 @@ fn row_base(row: u32) -> u32 {
 }
 
 fn row_counts(row: u32) -> bool {
-    return params.has_labels == 0u || labels[row] != params.ignore_index;
+    return params.has_labels == 0u || labels[params.row_base + row] != params.ignore_index;
 }
 
 fn bad4(v: vec4<f32>) -> u32 {
@@ -234,14 +235,14 @@ fn jsd_share(a: Pair, base: u32, lane: u32, live: bool, for_grad: bool) -> f32 {
 }
 
 fn put_loss(row: u32, counts: bool, l: f32, nan: bool) {
-    loss[row] = select(0u, select(bitcast<u32>(l), NAN_BITS, nan), counts);
-    counted[row] = select(0.0, 1.0, counts);
+    loss[params.row_base + row] = select(0u, select(bitcast<u32>(l), NAN_BITS, nan), counts);
+    counted[params.row_base + row] = select(0.0, 1.0, counts);
 }
 
 // The upstream gradient of row `row`, per the uniform's g_mode.
 fn upstream(row: u32) -> f32 {
     if (params.g_mode == 0u) {
-        return g[row];
+        return g[params.row_base + row];
     }
     if (params.g_mode == 2u) {
         return g[0] * params.scale / denom[0];
@@ -395,6 +396,6 @@ fn counted_rows(
 ) {
     let row = group_index(wid, nwg) * 64u + lid;
     if (row < params.rows) {
-        counted[row] = select(0.0, 1.0, row_counts(row));
+        counted[params.row_base + row] = select(0.0, 1.0, row_counts(row));
     }
 }

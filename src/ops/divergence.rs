@@ -25,6 +25,7 @@ use crate::ops::class_rows::DEFAULT_IGNORE_INDEX;
 use crate::ops::convert::f32_operand;
 use crate::ops::reduce::{Finish, reduce};
 use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
+use bytemuck::Zeroable;
 
 /// The generalised Jensen–Shannon divergence between a student's and a teacher's logits, as
 /// Liger Kernel's `LigerJSD` defines it, on logits: with `log q = log_softmax(student / T)` and
@@ -133,6 +134,11 @@ impl Jsd {
         teacher: &'a Tensor,
         labels: Option<&'a Indices>,
     ) -> Result<Job<'a>> {
+        Job::new(self.kind()?, student, teacher, labels, self.ignore_index, self.reduction, self.strategy)
+    }
+
+    /// The validated options as the kernel takes them.
+    fn kind(&self) -> Result<Kind> {
         let (beta, t) = (self.beta, self.temperature);
         if !(0.0..=1.0).contains(&beta) {
             return Err(Error::invalid("jsd", format!("beta must be in [0, 1], got {beta}")));
@@ -147,8 +153,35 @@ impl Jsd {
         } else {
             2
         };
-        let kind = Kind::Jsd { mode, beta, temperature: t };
-        Job::new(kind, student, teacher, labels, self.ignore_index, self.reduction, self.strategy)
+        Ok(Kind::Jsd { mode, beta, temperature: t })
+    }
+
+    /// Checks β and the temperature.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.kind().map(|_| ())
+    }
+
+    /// The rows `first_row..` of a fused head's student and teacher logits, held whole in the
+    /// f32 tensors `student` and `teacher` `(rows, V)`: the per-row passes of `jsd` over them,
+    /// labels (checked by the caller) indexed by global row.
+    pub(crate) fn chunk<'a>(
+        &self,
+        student: &'a Tensor,
+        teacher: &'a Tensor,
+        labels: Option<&'a Indices>,
+        first_row: usize,
+    ) -> Result<JsdRows<'a>> {
+        let mut job =
+            Job::new(self.kind()?, student, teacher, None, self.ignore_index, self.reduction, self.strategy)?;
+        job.labels = labels;
+        job.first_row = first_row;
+        Ok(JsdRows(job))
+    }
+
+    /// The mean's denominator: how many of the first `rows` labels are not `ignore_index`, on
+    /// the device.
+    pub(crate) fn counted(&self, dev: &Device, labels: &Indices, rows: usize) -> Result<Tensor> {
+        counted_rows(dev, labels, self.ignore_index, rows)
     }
 
     /// The loss: one value per row for [`Reduction::None`], else a scalar.
@@ -166,6 +199,29 @@ impl Jsd {
         grad: &Tensor,
     ) -> Result<Tensor> {
         self.job(student, teacher, labels)?.backward(grad, self.outputs)
+    }
+}
+
+/// A fused head's chunk of rows for the `jsd` kernel: see [`Jsd::chunk`].
+pub(crate) struct JsdRows<'a>(Job<'a>);
+
+impl JsdRows<'_> {
+    /// Writes the chunk's row losses into `loss` and counts into `counted` (global rows).
+    pub(crate) fn record_loss(&self, loss: &Storage, counted: &Storage) -> Result<()> {
+        self.0.record_rows(loss, counted)
+    }
+
+    /// Writes the chunk's gradient in the student's logits into `dx` (f32, the chunk's rows)
+    /// for the upstream gradient `grad` (one value per global row for `None`, else one value)
+    /// reaching `n_rows` rows in all (`denom`: the mean's denominator when labels are given).
+    pub(crate) fn record_grad(
+        &self,
+        grad: &Tensor,
+        denom: Option<&Tensor>,
+        n_rows: usize,
+        dx: &Storage,
+    ) -> Result<()> {
+        self.0.record_grad(grad, denom, n_rows, dx)
     }
 }
 
@@ -254,6 +310,8 @@ struct Job<'a> {
     rows: Rows,
     out_shape: Vec<usize>,
     strategy: RowStrategy,
+    /// The global row of this job's first row in the per-row buffers (a fused head's chunk).
+    first_row: usize,
 }
 
 impl<'a> Job<'a> {
@@ -300,7 +358,16 @@ impl<'a> Job<'a> {
             return Err(Error::Empty { op, what: "no classes" });
         }
         check_u32(op, x.numel())?;
-        Ok(Job { kind, x, y, labels, ignore, reduction, rows, out_shape, strategy })
+        // Per-row buffers are bound whole.
+        let per_row = rows.rows() as u64 * 4;
+        if per_row > x.device().binding_limit() {
+            return Err(Error::limit(
+                format!("{op}: the losses of every row in one binding"),
+                per_row,
+                x.device().binding_limit(),
+            ));
+        }
+        Ok(Job { kind, x, y, labels, ignore, reduction, rows, out_shape, strategy, first_row: 0 })
     }
 
     fn dev(&self) -> &'a Device {
@@ -316,7 +383,7 @@ impl<'a> Job<'a> {
             rows: rows as u32,
             cols: self.rows.cols as u32,
             inner: self.rows.inner as u32,
-            row_base: row_base as u32,
+            row_base: (self.first_row as u64 + row_base) as u32,
             ignore_index: self.ignore,
             has_labels: self.labels.is_some() as u32,
             g_mode: 0,
@@ -368,9 +435,9 @@ impl<'a> Job<'a> {
         ]
     }
 
-    fn labels_bind(&self, r0: u64, n: u64) -> Bind<'a> {
+    fn labels_bind(&self) -> Bind<'a> {
         match self.labels {
-            Some(l) => Bind::range(LABELS, l.storage.buffer(), r0 * 4, n * 4),
+            Some(l) => Bind::all(LABELS, l.storage.buffer()),
             None => Bind::all(LABELS, &self.dev().inner.dummy),
         }
     }
@@ -411,28 +478,35 @@ impl<'a> Job<'a> {
                 Reduction::Mean => reduce(dev, &loss, None, 0, Finish::MeanCount, 0.0, checks),
             };
         }
-        let reads = self.reads()?;
-        let (pipe, rows_per_group, extents) = self.pipeline(self.entry(false), reads)?;
         let loss = Storage::alloc(dev, n_rows as u64 * 4)?;
         let counted = Storage::alloc(dev, n_rows as u64 * 4)?;
+        self.record_rows(&loss, &counted)?;
+        match self.reduction {
+            Reduction::None => Ok(Tensor { checks, ..Tensor::new(loss, self.out_shape.clone()) }),
+            Reduction::Sum => reduce(dev, &loss, None, n_rows, Finish::Sum, 0.0, checks),
+            Reduction::Mean => reduce(dev, &loss, Some(&counted), n_rows, Finish::MeanWeights, 0.0, checks),
+        }
+    }
+
+    /// The forward entry over every row: row losses into `loss`, counts into `counted`.
+    fn record_rows(&self, loss: &Storage, counted: &Storage) -> Result<()> {
+        let dev = self.dev();
+        let reads = self.reads()?;
+        let (pipe, rows_per_group, extents) = self.pipeline(self.entry(false), reads)?;
         let inner = self.rows.inner as u64;
         for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(2, 0))? {
             let (r0, n) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
             let inputs = self.inputs(reads, r0, n);
             let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
             binds.extend([
-                self.labels_bind(r0, n),
-                Bind::range(LOSS, loss.buffer(), r0 * 4, n * 4),
-                Bind::range(COUNTED, counted.buffer(), r0 * 4, n * 4),
+                self.labels_bind(),
+                Bind::all(LOSS, loss.buffer()),
+                Bind::all(COUNTED, counted.buffer()),
             ]);
             let params = self.params(n, r0);
             dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(rows_per_group), &extents)?;
         }
-        match self.reduction {
-            Reduction::None => Ok(Tensor { checks, ..Tensor::new(loss, self.out_shape.clone()) }),
-            Reduction::Sum => reduce(dev, &loss, None, n_rows, Finish::Sum, 0.0, checks),
-            Reduction::Mean => reduce(dev, &loss, Some(&counted), n_rows, Finish::MeanWeights, 0.0, checks),
-        }
+        Ok(())
     }
 
     fn check_grad(&self, grad: &Tensor) -> Result<()> {
@@ -451,20 +525,37 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// The number of counted rows on the device (labels given), for the mean's gradient.
-    fn counted_rows(&self) -> Result<Tensor> {
+    /// The backward entry over every row into `dx`, for `grad` reaching `n_rows` rows in all
+    /// (`denom`: the mean's denominator when labels are given).
+    fn record_grad(&self, grad: &Tensor, denom: Option<&Tensor>, n_rows: usize, dx: &Storage) -> Result<()> {
         let dev = self.dev();
-        let n_rows = self.rows.rows();
-        let pipe = KernelId::Divergence.pipeline(dev, "counted_rows", &[])?;
-        let counted = Storage::alloc(dev, n_rows as u64 * 4)?;
-        let inner = self.rows.inner as u64;
-        for chunk in self.rows.chunks(dev, "one row", &[4, 4])? {
-            let (r0, n) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
-            let binds = [self.labels_bind(r0, n), Bind::range(COUNTED, counted.buffer(), r0 * 4, n * 4)];
-            let params = self.params(n, r0);
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(64), &[])?;
+        let (g_mode, scale) = match (self.reduction, denom) {
+            (Reduction::None, _) => (0, 1.0),
+            (Reduction::Sum, _) => (1, 1.0),
+            (Reduction::Mean, Some(_)) => (2, 1.0),
+            (Reduction::Mean, None) => (1, 1.0 / n_rows as f32),
+        };
+        let reads = self.reads()?;
+        let (pipe, rows_per_group, extents) = self.pipeline(self.entry(true), reads)?;
+        let denom_buf = denom.map_or(&dev.inner.dummy, |d| d.storage.buffer());
+        let (inner, cols) = (self.rows.inner as u64, self.rows.cols as u64);
+        let per_row = self.reduction == Reduction::None;
+        for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(per_row as usize, 1))? {
+            let (r0, rn) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
+            let inputs = self.inputs(reads, r0, rn);
+            let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
+            binds.extend([
+                self.labels_bind(),
+                Bind::all(G, grad.storage.buffer()),
+                Bind::all(DENOM, denom_buf),
+                Bind::range(DX, dx.buffer(), 4 * r0 * cols, 4 * rn * cols),
+            ]);
+            let mut params = self.params(rn, r0);
+            params.g_mode = g_mode;
+            params.scale = scale;
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, rn.div_ceil(rows_per_group), &extents)?;
         }
-        reduce(dev, &counted, None, n_rows, Finish::Sum, 0.0, Vec::new())
+        Ok(())
     }
 
     fn backward(&self, grad: &Tensor, outputs: Outputs) -> Result<Tensor> {
@@ -485,42 +576,29 @@ impl<'a> Job<'a> {
             return Tensor::empty(dev, shape).map(|t| Tensor { checks, ..t });
         }
         let n_rows = self.rows.rows();
-        let denom = match (self.reduction, self.labels) {
-            (Reduction::Mean, Some(_)) => Some(self.counted_rows()?),
+        let denom = match self.labels {
+            Some(l) if self.reduction == Reduction::Mean => {
+                Some(counted_rows(dev, l, self.ignore as i64, n_rows)?)
+            }
             _ => None,
         };
-        let (g_mode, scale) = match (self.reduction, &denom) {
-            (Reduction::None, _) => (0, 1.0),
-            (Reduction::Sum, _) => (1, 1.0),
-            (Reduction::Mean, Some(_)) => (2, 1.0),
-            (Reduction::Mean, None) => (1, 1.0 / n_rows as f32),
-        };
-        let reads = self.reads()?;
-        let (pipe, rows_per_group, extents) = self.pipeline(self.entry(true), reads)?;
-        let n = self.x.numel() as u64;
-        let dx = Storage::alloc(dev, 4 * n)?;
-        let denom_buf = denom.as_ref().map_or(&dev.inner.dummy, |d| d.storage.buffer());
-        let (inner, cols) = (self.rows.inner as u64, self.rows.cols as u64);
-        let per_row = self.reduction == Reduction::None;
-        for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(per_row as usize, 1))? {
-            let (r0, rn) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
-            let inputs = self.inputs(reads, r0, rn);
-            let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
-            binds.extend([
-                self.labels_bind(r0, rn),
-                if per_row {
-                    Bind::range(G, grad.storage.buffer(), r0 * 4, rn * 4)
-                } else {
-                    Bind::all(G, grad.storage.buffer())
-                },
-                Bind::all(DENOM, denom_buf),
-                Bind::range(DX, dx.buffer(), 4 * r0 * cols, 4 * rn * cols),
-            ]);
-            let mut params = self.params(rn, r0);
-            params.g_mode = g_mode;
-            params.scale = scale;
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, rn.div_ceil(rows_per_group), &extents)?;
-        }
+        let dx = Storage::alloc(dev, 4 * self.x.numel() as u64)?;
+        self.record_grad(grad, denom.as_ref(), n_rows, &dx)?;
         Ok(Tensor { checks, ..Tensor::new(dx, shape) })
     }
+}
+
+/// How many of the first `rows` labels are not `ignore_index`, on the device.
+fn counted_rows(dev: &Device, labels: &Indices, ignore_index: i64, rows: usize) -> Result<Tensor> {
+    let pipe = KernelId::Divergence.pipeline(dev, "counted_rows", &[])?;
+    let counted = Storage::alloc(dev, rows as u64 * 4)?;
+    let params = Params {
+        rows: check_u32("jsd", rows)?,
+        ignore_index: i32::try_from(ignore_index).unwrap_or(i32::MIN),
+        has_labels: 1,
+        ..Params::zeroed()
+    };
+    let binds = [Bind::all(LABELS, labels.storage.buffer()), Bind::all(COUNTED, counted.buffer())];
+    dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, (rows as u64).div_ceil(64), &[])?;
+    reduce(dev, &counted, None, rows, Finish::Sum, 0.0, Vec::new())
 }

@@ -171,7 +171,8 @@ impl GradGemms {
         // Rows of x and of W as bytes of an operand of `dtype`.
         let x_rows = |d: DType| d.bytes(p.rows.start as u64 * h)..d.bytes(p.rows.end as u64 * h);
         let w_rows = |d: DType| d.bytes(p.cols.start as u64 * h)..d.bytes(p.cols.end as u64 * h);
-        let (dx, dw, db) = (grads.input.storage.buffer(), grads.weight.storage.buffer(), grads.bias.storage.buffer());
+        let (dx, dw, db) =
+            (grads.input.storage.buffer(), grads.weight.storage.buffer(), grads.bias.storage.buffer());
         let params = GradParams { m: rn as u32, k: pn as u32, accumulate: p.accumulate_dx as u32, ..shape };
         dispatch(
             dev,

@@ -14,6 +14,7 @@ pub mod cross_entropy;
 pub mod divergence;
 pub mod linear;
 pub mod linear_cross_entropy;
+pub mod linear_jsd;
 pub mod log_softmax;
 pub mod nll;
 pub mod pointwise;

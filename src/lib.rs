@@ -66,7 +66,7 @@ pub use ops::linear_cross_entropy::{
     CCE_FILTER_EPS, DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy, LinearCrossEntropyOutput,
     linear_cross_entropy,
 };
-pub use ops::linear_jsd::{LinearHead, LinearJsd};
+pub use ops::linear_jsd::{DEFAULT_JSD_SCRATCH_BYTES, LinearHead, LinearJsd};
 pub use ops::log_softmax::{LogSoftmax, Softmax, log_softmax, softmax};
 pub use ops::nll::{Nll, nll};
 pub use ops::pointwise::{

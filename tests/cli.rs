@@ -566,7 +566,11 @@ fn bench_quick_json_is_complete_and_compare_merges_reports() {
             "bce",
             "bce_with_logits",
             "kl_div",
+            "jsd",
+            "tvd",
             "linear",
+            "linear_jsd",
+            "linear+jsd",
         ] {
             for dtype in ["f32", "bf16"] {
                 let found = cases.iter().any(|c| c["kernel"] == kernel && c["dtype"] == dtype);

@@ -12,7 +12,6 @@ use std::ops::Range;
 
 use super::divergence::Jsd;
 use super::linear::{Gemm, GradGemms, GradPiece, LinearGrads, LinearKernel, block_step, grad_max_k};
-use super::linear_cross_entropy::DEFAULT_MAX_SCRATCH_BYTES;
 use super::reduce::{Finish, reduce};
 use super::{Outputs, Reduction, check_u32};
 use crate::error::{Error, Result};
@@ -24,6 +23,11 @@ use crate::ops::convert::f32_operand;
 use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
 
 const OP: &str = "linear_jsd";
+
+/// The default cap on [`LinearJsd`]'s three scratch buffers: 32 MiB. Two heads' logits and
+/// their gradient need three buffers of whole rows, and chunks of at least one GEMM block of
+/// rows (32 on software adapters) keep the GEMMs at their speed; at V = 32 000 this is 64 rows.
+pub const DEFAULT_JSD_SCRATCH_BYTES: u64 = 32 << 20;
 
 /// One LM head: hidden states x `(.., H)`, the weight W `(V, H)` and an optional bias `(V)`,
 /// whose logits are `x·Wᵀ + b`.
@@ -66,8 +70,10 @@ pub struct LinearJsd {
     /// How the row losses are reduced (default mean over the counted rows: `batchmean`).
     pub reduction: Reduction,
     /// The most bytes of the three scratch buffers of whole rows of logits (default
-    /// [`DEFAULT_MAX_SCRATCH_BYTES`]); chunks of rows shrink to fit, never below one aligned
-    /// step of rows.
+    /// [`DEFAULT_JSD_SCRATCH_BYTES`], 32 MiB: 64 rows of a 32 000 vocabulary); chunks of rows
+    /// shrink to fit, never below one aligned step of rows. Chunks of fewer rows than a block
+    /// of the logit GEMM (32 on software adapters, 64 on GPUs) run the GEMM at a fraction of
+    /// its speed.
     pub max_scratch_bytes: u64,
     /// The GEMM that computes the logits.
     pub kernel: LinearKernel,
@@ -82,7 +88,7 @@ impl Default for LinearJsd {
             temperature: 1.0,
             ignore_index: DEFAULT_IGNORE_INDEX,
             reduction: Reduction::Mean,
-            max_scratch_bytes: DEFAULT_MAX_SCRATCH_BYTES,
+            max_scratch_bytes: DEFAULT_JSD_SCRATCH_BYTES,
             kernel: LinearKernel::Auto,
             outputs: Outputs::AsInputs,
         }
@@ -247,8 +253,11 @@ impl<'a> Job<'a> {
         let x_rows = (limit / x_bytes) as usize;
         let max_k = grad_max_k(dev, block);
         let by_scratch = (o.max_scratch_bytes.min(limit) / (v.max(1) as u64 * 4 * 3)) as usize;
-        let chunk = by_scratch.min(x_rows).min(max_k).min(n.max(1).div_ceil(row_step) * row_step) / row_step
-            * row_step;
+        let fit = by_scratch.min(x_rows).min(max_k).min(n.max(1).div_ceil(row_step) * row_step);
+        // Whole blocks of the logit GEMM's rows where they fit (a chunk of 10 rows runs the
+        // 32-row blocks of the software adapters' GEMM at a third of their speed).
+        let gemm_rows = (if crate::ops::is_software(dev) { 32 } else { 64 }).max(row_step);
+        let chunk = if fit >= gemm_rows { fit / gemm_rows * gemm_rows } else { fit / row_step * row_step };
         if shard == 0 || chunk == 0 {
             let need = row_step as u64 * v as u64 * 12;
             return Err(Error::limit(

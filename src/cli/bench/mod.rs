@@ -3,10 +3,12 @@
 //! the adapter's yardsticks measured in the same run. A progress bar on stderr, a table on
 //! stdout, a JSON report with `--json`.
 //!
-//! `cases.rs` makes the cases, `lmhead.rs` the LM-head ones, `measure.rs` checks and times one,
+//! `cases.rs` makes the cases, `lmhead.rs` the LM-head ones, `distill.rs` the two-head
+//! distillation ones, `measure.rs` checks and times one,
 //! `report.rs` holds the report and its table.
 
 mod cases;
+mod distill;
 mod lmhead;
 mod measure;
 mod report;
@@ -71,6 +73,7 @@ fn all_shape_names() -> Vec<&'static str> {
         .iter()
         .flat_map(|l| l.bench.iter())
         .chain(lmhead::LMHEAD_SHAPES)
+        .chain(distill::DISTILL_SHAPES)
         .map(|s| s.name)
         .chain(cases::YARDSTICKS.iter().map(|y| y.0))
         .collect();
@@ -141,9 +144,13 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
     let dtypes: Vec<DType> = args.dtypes.iter().map(|d| d.dtype()).collect();
     let mut skipped = Vec::new();
     let heads = lmhead::lm_heads(dev, &dtypes, |s| wanted(args, s), |s| named(args, s), &mut skipped)?;
+    let pairs = distill::distill_heads(dev, &dtypes, |s| wanted(args, s), |s| named(args, s), &mut skipped)?;
     let mut lm_cases = Vec::new();
     for head in &heads {
         lmhead::lmhead_cases(head, &mut lm_cases)?;
+    }
+    for pair in &pairs {
+        distill::distill_cases(pair, &mut lm_cases)?;
     }
 
     let total =

@@ -13,7 +13,8 @@
 //              without HAVE_LSE the tile is the whole row, whose statistics and loss it computes
 //              first; with HAVE_LSE it reads the forward's; then it overwrites the logits with
 //              d loss / d logit.
-// Per row, with z the softcapped logits (s·tanh(logit / s) when softcap > 0), lse = logsumexp(z):
+// Per row, with z the softcapped logits divided by the temperature T (s·tanh(logit / s) / T when
+// softcap > 0, logit / T otherwise; T = 1 by default), lse = logsumexp(z):
 //   loss = (1 - eps)·w[t]·(lse - z[t]) + eps / V·Σ_c w[c]·(lse - z[c])  +  λ·lse²
 // 0 for ignored rows. A mean divides the first part by Σ w[t] and the z-loss by the counted rows
 // (denoms = [Σ w[t], counted rows, Σ_c w[c]]); a mean over no counted row is NaN.
@@ -55,7 +56,7 @@ struct Params {
     ld: u32,        // tile_grad: the scratch tile's row stride
     filter_eps: f32,
     rows: u32,      // N, the planes' length in the row statistics
-    _pad0: u32,
+    temperature: f32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -109,10 +110,21 @@ fn class_w(c: u32) -> f32 {
     return 1.0;
 }
 
-// (s·tanh(z / s), its derivative 1 - tanh²(z / s)) for s = params.softcap > 0, else (z, 1).
+// The logit z as the loss sees it and its derivative: (s·tanh(z / s), 1 - tanh²(z / s)) for
+// s = params.softcap > 0, else (z, 1); both divided by the temperature T (the softcap is part
+// of the model's logits, so it comes first: z → softcap(z) / T).
 // tanh from exp(-2|u|) away from 0 (no cancellation there, and 1 - tanh² as 4e / (1 + e)²), by
 // its odd series below |u| = 1/4 (error under 1e-8 relative).
 fn capped(z: f32) -> vec2<f32> {
+    let t = params.temperature;
+    let c = softcapped(z);
+    if (t == 1.0) {
+        return c;
+    }
+    return vec2<f32>(c.x / t, c.y / t);
+}
+
+fn softcapped(z: f32) -> vec2<f32> {
     let s = params.softcap;
     if (s <= 0.0) {
         return vec2<f32>(z, 1.0);
@@ -134,7 +146,7 @@ fn capped(z: f32) -> vec2<f32> {
 // `tcol` is the row's target column. The row's first logit becomes its x0.
 fn push_quad(run: Run, raw: vec4<f32>, ok: vec4<bool>, cw: vec4<f32>, tcol: i32, col0: i32) -> Run {
     var v = raw;
-    if (params.softcap > 0.0) {
+    if (params.softcap > 0.0 || params.temperature != 1.0) {
         v = vec4<f32>(capped(raw.x).x, capped(raw.y).x, capped(raw.z).x, capped(raw.w).x);
     }
     let bits = bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu);

@@ -72,11 +72,13 @@ impl Case {
     }
 }
 
-/// Every option on at once: class weights, label smoothing, softcap, z-loss, bias; mean.
+/// Every option on at once: class weights, label smoothing, softcap, temperature, z-loss, bias;
+/// mean.
 const EVERY_OPTION: Opts = Opts {
     weight: true,
     smoothing: 0.1,
     softcap: Some(4.0),
+    temperature: 0.7,
     z_loss: 1e-3,
     reduction: Reduction::Mean,
     bias: true,
@@ -88,6 +90,7 @@ struct Opts {
     weight: bool,
     smoothing: f32,
     softcap: Option<f32>,
+    temperature: f32,
     z_loss: f32,
     reduction: Reduction,
     bias: bool,
@@ -96,6 +99,7 @@ struct Opts {
 fn gpu_opts(o: Opts, cw: &Tensor) -> LinearCrossEntropy {
     let mut l =
         LinearCrossEntropy::default().reduction(o.reduction).label_smoothing(o.smoothing).z_loss(o.z_loss);
+    l = l.temperature(o.temperature);
     if o.weight {
         l = l.weight(cw.clone());
     }
@@ -112,6 +116,7 @@ fn ref_opts<'a>(o: Opts, cw: &'a [f32]) -> Options<'a, f32> {
         label_smoothing: o.smoothing as f64,
         softcap: o.softcap.map(|s| s as f64),
         z_loss: o.z_loss as f64,
+        temperature: o.temperature as f64,
         ..Options::default()
     }
 }
@@ -189,16 +194,18 @@ fn every_option_matches_the_reference() {
     let c = Case::new(&mut rng, 37, 19, 203, 5);
     for dev in devices() {
         for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-            for (weight, smoothing, softcap, z_loss) in [
-                (false, 0.0, None, 0.0),
-                (true, 0.0, None, 0.0),
-                (false, 0.1, None, 0.0),
-                (true, 0.2, None, 0.0),
-                (false, 0.0, Some(2.0), 0.0),
-                (false, 0.0, None, 1e-2),
-                (true, 0.1, Some(3.0), 1e-3),
+            for (weight, smoothing, softcap, temperature, z_loss) in [
+                (false, 0.0, None, 1.0, 0.0),
+                (true, 0.0, None, 1.0, 0.0),
+                (false, 0.1, None, 1.0, 0.0),
+                (true, 0.2, None, 1.0, 0.0),
+                (false, 0.0, Some(2.0), 1.0, 0.0),
+                (false, 0.0, None, 1.0, 1e-2),
+                (true, 0.1, Some(3.0), 1.0, 1e-3),
+                (false, 0.0, None, 2.0, 0.0),
+                (true, 0.1, Some(3.0), 0.5, 1e-3),
             ] {
-                let o = Opts { weight, smoothing, softcap, z_loss, reduction, bias: true };
+                let o = Opts { weight, smoothing, softcap, temperature, z_loss, reduction, bias: true };
                 check_case(dev, "options", &c, o, &LinearCrossEntropy::default(), &mut rng);
             }
         }
@@ -206,6 +213,7 @@ fn every_option_matches_the_reference() {
             weight: false,
             smoothing: 0.0,
             softcap: None,
+            temperature: 1.0,
             z_loss: 0.0,
             reduction: Reduction::Mean,
             bias: false,
@@ -236,7 +244,15 @@ fn equals_the_unfused_composition() {
                 let (g, g_t) = upstream(
                     dev,
                     &c,
-                    Opts { weight, smoothing, softcap: None, z_loss: 0.0, reduction, bias: true },
+                    Opts {
+                        weight,
+                        smoothing,
+                        softcap: None,
+                        temperature: 1.0,
+                        z_loss: 0.0,
+                        reduction,
+                        bias: true,
+                    },
                     &mut rng,
                 );
                 let dlogits = ce.backward(&logits, &t, &g_t).unwrap();
@@ -411,6 +427,8 @@ fn bad_inputs_are_typed_errors() {
     invalid(l.clone().softcap(f32::NAN));
     invalid(l.clone().label_smoothing(1.5));
     invalid(l.clone().z_loss(-1.0));
+    invalid(l.clone().temperature(0.0));
+    invalid(l.clone().temperature(f32::NAN));
     invalid(l.clone().max_scratch_bytes(0));
     let bad = dev.indices(&[1i64, 4], &[2]).unwrap();
     let err = l.forward(&x, &w, None, &bad).unwrap().loss.item().unwrap_err();

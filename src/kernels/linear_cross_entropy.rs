@@ -33,7 +33,9 @@ pub(crate) struct Params {
     pub(crate) filter_eps: f32,
     /// N: the length of each plane of the row statistics.
     pub(crate) rows: u32,
-    pub(crate) _pad: [u32; 3],
+    /// The temperature T the capped logits are divided by (1: none).
+    pub(crate) temperature: f32,
+    pub(crate) _pad: [u32; 2],
 }
 const _: () = assert!(size_of::<Params>() == 96);
 

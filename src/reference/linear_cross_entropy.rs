@@ -21,6 +21,8 @@ pub struct Options<'a, T> {
     pub softcap: Option<f64>,
     /// λ of the z-loss `λ·lse²` added to every counted row.
     pub z_loss: f64,
+    /// The temperature the capped logits are divided by.
+    pub temperature: f64,
 }
 
 impl<T> Default for Options<'_, T> {
@@ -32,13 +34,14 @@ impl<T> Default for Options<'_, T> {
             label_smoothing: 0.0,
             softcap: None,
             z_loss: 0.0,
+            temperature: 1.0,
         }
     }
 }
 
 /// The per-row quantities both directions need.
 struct Rows {
-    /// Softcapped logits `(N, V)`.
+    /// Softcapped logits over the temperature `(N, V)`.
     z: Vec<f64>,
     /// d(softcapped logit)/d(logit), `(N, V)`.
     dcap: Vec<f64>,
@@ -60,9 +63,10 @@ fn rows<T: Real>(
 ) -> Result<Rows> {
     let v = w.len().checked_div(h).unwrap_or(0);
     let raw = linear(x, w, b, h);
+    let t = o.temperature;
     let cap = |z: f64| match o.softcap {
-        Some(s) => (s * (z / s).tanh(), 1.0 - (z / s).tanh().powi(2)),
-        None => (z, 1.0),
+        Some(s) => (s * (z / s).tanh() / t, (1.0 - (z / s).tanh().powi(2)) / t),
+        None => (z / t, 1.0 / t),
     };
     let (z, dcap): (Vec<f64>, Vec<f64>) = raw.iter().map(|&z| cap(z)).unzip();
     let lse =

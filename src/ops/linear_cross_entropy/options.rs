@@ -23,6 +23,8 @@ pub const DEFAULT_MAX_SCRATCH_BYTES: u64 = 4 << 20;
 ///
 /// `(1 − ε)·w[t]·(lse − z[t]) + ε/V·Σ_c w[c]·(lse − z[c]) + λ·lse²`
 ///
+/// (with a [`temperature`](Self::temperature) T, z is `cap(x·Wᵀ + b) / T`)
+///
 /// (ε the label smoothing, w the class weights, λ the z-loss); ignored rows give 0. `Mean`
 /// divides the cross-entropy part by `Σ w[t]` over counted rows (as PyTorch) and the z-loss part by
 /// the number of counted rows (as Liger Kernel; the same thing without class weights); a mean
@@ -63,6 +65,10 @@ pub struct LinearCrossEntropy {
     pub label_smoothing: f32,
     /// `s` of the logit softcap `s·tanh(z / s)` (default none).
     pub softcap: Option<f32>,
+    /// The temperature T > 0 the (capped) logits are divided by before the softmax (default 1):
+    /// every output and gradient is that of `cap(z) / T`, as Liger Kernel's scaled
+    /// cross-entropy.
+    pub temperature: f32,
     /// λ of the z-loss `λ·logsumexp²` (default 0).
     pub z_loss: f32,
     /// The most bytes of scratch for recomputed logits and partials (default
@@ -95,6 +101,7 @@ impl Default for LinearCrossEntropy {
             reduction: Reduction::Mean,
             label_smoothing: 0.0,
             softcap: None,
+            temperature: 1.0,
             z_loss: 0.0,
             max_scratch_bytes: DEFAULT_MAX_SCRATCH_BYTES,
             kernel: LinearKernel::Auto,
@@ -144,6 +151,12 @@ impl LinearCrossEntropy {
     /// Caps the logits with `s·tanh(z / s)`, `s > 0`.
     pub fn softcap(mut self, s: f32) -> Self {
         self.softcap = Some(s);
+        self
+    }
+
+    /// Divides the (capped) logits by the temperature `t > 0`.
+    pub fn temperature(mut self, t: f32) -> Self {
+        self.temperature = t;
         self
     }
 

@@ -158,6 +158,7 @@ impl<'a> Job<'a> {
             ignore_index: self.ignore,
             smoothing: self.o.label_smoothing,
             softcap: self.o.softcap.unwrap_or(0.0),
+            temperature: self.o.temperature,
             z_loss: self.o.z_loss,
             mean: (self.o.reduction == Reduction::Mean) as u32,
             rows: self.n as u32,
@@ -355,6 +356,9 @@ fn check_options(o: &LinearCrossEntropy) -> Result<()> {
         && !(s.is_finite() && s > 0.0)
     {
         return Err(Error::invalid(OP, format!("softcap must be finite and > 0, got {s}")));
+    }
+    if !(o.temperature.is_finite() && o.temperature > 0.0) {
+        return Err(Error::invalid(OP, format!("temperature must be finite and > 0, got {}", o.temperature)));
     }
     if !(o.z_loss.is_finite() && o.z_loss >= 0.0) {
         return Err(Error::invalid(OP, format!("z_loss must be finite and ≥ 0, got {}", o.z_loss)));

@@ -29,6 +29,8 @@ struct Case {
     b: Vec<f32>,
     cw: Vec<f32>,
     t: Vec<i64>,
+    /// Token weights in [0, 2), every fifth row's 0.
+    tw: Vec<f32>,
     /// The element types x and W (and b) are uploaded as; the host values are exact in them.
     xd: DType,
     wd: DType,
@@ -48,7 +50,8 @@ impl Case {
                 }
             }
         }
-        Case { n, h, v, x, w, b, cw, t, xd: DType::F32, wd: DType::F32 }
+        let tw = (0..n).map(|i| if i % 5 == 2 { 0.0 } else { 2.0 * rng.unit().abs() }).collect();
+        Case { n, h, v, x, w, b, cw, t, tw, xd: DType::F32, wd: DType::F32 }
     }
 
     /// The same case with x in `xd` and W and b in `wd`, the host values rounded to them (what
@@ -70,6 +73,10 @@ impl Case {
             dev.tensor(&self.cw, &[self.v]).unwrap(),
         )
     }
+
+    fn token_weights(&self, dev: &Device) -> Tensor {
+        dev.tensor(&self.tw, &[self.n]).unwrap()
+    }
 }
 
 /// Every option on at once: class weights, label smoothing, softcap, temperature, z-loss, bias;
@@ -79,6 +86,7 @@ const EVERY_OPTION: Opts = Opts {
     smoothing: 0.1,
     softcap: Some(4.0),
     temperature: 0.7,
+    token_weight: true,
     z_loss: 1e-3,
     reduction: Reduction::Mean,
     bias: true,
@@ -91,6 +99,7 @@ struct Opts {
     smoothing: f32,
     softcap: Option<f32>,
     temperature: f32,
+    token_weight: bool,
     z_loss: f32,
     reduction: Reduction,
     bias: bool,
@@ -109,9 +118,10 @@ fn gpu_opts(o: Opts, cw: &Tensor) -> LinearCrossEntropy {
     l
 }
 
-fn ref_opts<'a>(o: Opts, cw: &'a [f32]) -> Options<'a, f32> {
+fn ref_opts<'a>(o: Opts, cw: &'a [f32], tw: &'a [f32]) -> Options<'a, f32> {
     Options {
         weight: o.weight.then_some(cw),
+        token_weight: o.token_weight.then_some(tw),
         reduction: o.reduction,
         label_smoothing: o.smoothing as f64,
         softcap: o.softcap.map(|s| s as f64),
@@ -154,11 +164,14 @@ fn upstream(dev: &Device, c: &Case, o: Opts, rng: &mut Rng) -> (Vec<f32>, Tensor
 /// reference.
 fn check_case(dev: &Device, what: &str, c: &Case, o: Opts, l: &LinearCrossEntropy, rng: &mut Rng) {
     let (x, w, b, t, cw) = c.upload(dev);
-    let l =
+    let mut l =
         LinearCrossEntropy { max_scratch_bytes: l.max_scratch_bytes, kernel: l.kernel, ..gpu_opts(o, &cw) };
+    if o.token_weight {
+        l = l.token_weight(c.token_weights(dev));
+    }
     let bias = o.bias.then_some(&b);
     let rb = o.bias.then_some(c.b.as_slice());
-    let ro = ref_opts(o, &c.cw);
+    let ro = ref_opts(o, &c.cw, &c.tw);
     let what =
         format!("{} {what} {o:?} n={} h={} v={} x {} W {}", common::label(dev), c.n, c.h, c.v, c.xd, c.wd);
     let (want_loss, want_lse) = lce_ref::linear_cross_entropy(&c.x, &c.w, rb, &c.t, c.h, &ro).unwrap();
@@ -194,18 +207,28 @@ fn every_option_matches_the_reference() {
     let c = Case::new(&mut rng, 37, 19, 203, 5);
     for dev in devices() {
         for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-            for (weight, smoothing, softcap, temperature, z_loss) in [
-                (false, 0.0, None, 1.0, 0.0),
-                (true, 0.0, None, 1.0, 0.0),
-                (false, 0.1, None, 1.0, 0.0),
-                (true, 0.2, None, 1.0, 0.0),
-                (false, 0.0, Some(2.0), 1.0, 0.0),
-                (false, 0.0, None, 1.0, 1e-2),
-                (true, 0.1, Some(3.0), 1.0, 1e-3),
-                (false, 0.0, None, 2.0, 0.0),
-                (true, 0.1, Some(3.0), 0.5, 1e-3),
+            for (weight, smoothing, softcap, temperature, token_weight, z_loss) in [
+                (false, 0.0, None, 1.0, false, 0.0),
+                (true, 0.0, None, 1.0, false, 0.0),
+                (false, 0.1, None, 1.0, false, 0.0),
+                (true, 0.2, None, 1.0, false, 0.0),
+                (false, 0.0, Some(2.0), 1.0, false, 0.0),
+                (false, 0.0, None, 1.0, false, 1e-2),
+                (true, 0.1, Some(3.0), 1.0, false, 1e-3),
+                (false, 0.0, None, 2.0, false, 0.0),
+                (false, 0.0, None, 1.0, true, 0.0),
+                (true, 0.1, Some(3.0), 0.5, true, 1e-3),
             ] {
-                let o = Opts { weight, smoothing, softcap, temperature, z_loss, reduction, bias: true };
+                let o = Opts {
+                    weight,
+                    smoothing,
+                    softcap,
+                    temperature,
+                    token_weight,
+                    z_loss,
+                    reduction,
+                    bias: true,
+                };
                 check_case(dev, "options", &c, o, &LinearCrossEntropy::default(), &mut rng);
             }
         }
@@ -214,6 +237,7 @@ fn every_option_matches_the_reference() {
             smoothing: 0.0,
             softcap: None,
             temperature: 1.0,
+            token_weight: false,
             z_loss: 0.0,
             reduction: Reduction::Mean,
             bias: false,
@@ -249,6 +273,7 @@ fn equals_the_unfused_composition() {
                         smoothing,
                         softcap: None,
                         temperature: 1.0,
+                        token_weight: false,
                         z_loss: 0.0,
                         reduction,
                         bias: true,
@@ -407,6 +432,8 @@ fn bad_inputs_are_typed_errors() {
     shape(l.forward(&x, &w, Some(&dev.tensor(&[1.0; 3], &[3]).unwrap()), &t).map(|_| ()));
     shape(l.forward(&x, &w, None, &dev.indices(&[1i64, 3, 0], &[3]).unwrap()).map(|_| ()));
     shape(l.clone().weight(dev.tensor(&[1.0; 3], &[3]).unwrap()).forward(&x, &w, None, &t).map(|_| ()));
+    let three = dev.tensor(&[1.0; 3], &[3]).unwrap();
+    shape(l.clone().token_weight(three).forward(&x, &w, None, &t).map(|_| ()));
     let two = dev.tensor(&[1.0, 1.0], &[2]).unwrap();
     shape(l.backward(&x, &w, None, &t, &two, None).map(|_| ()));
     shape(

@@ -35,7 +35,9 @@ pub(crate) struct Params {
     pub(crate) rows: u32,
     /// The temperature T the capped logits are divided by (1: none).
     pub(crate) temperature: f32,
-    pub(crate) _pad: [u32; 2],
+    /// Whether per-row token weights are bound ([`TOKEN_W`]).
+    pub(crate) has_token_weight: u32,
+    pub(crate) _pad: u32,
 }
 const _: () = assert!(size_of::<Params>() == 96);
 
@@ -53,8 +55,9 @@ pub const TARGETS: Binding = Binding::read("targets", 5);
 pub const PARTS: Binding = Binding::read_write("parts", 6);
 /// Per-row losses (f32 bits).
 pub const LOSS: Binding = Binding::read_write("loss", 7);
-/// Per-row statistics, three planes of N: log-sum-exp, the max logit and log Σ exp(z − max).
-/// Written by the fold (and by whole-row tiles); the gradient tiles read the last two.
+/// Per-row statistics, four planes of N: log-sum-exp, the max logit, log Σ exp(z − max) and the
+/// row's token weight. The target pass writes the weights, the fold (or whole-row tiles) the
+/// rest; the gradient tiles read the max, log Σ and weight.
 pub const ROW_STATS: Binding = Binding::read_write("row_stats", 8);
 /// The mean's denominators.
 pub const DENOMS: Binding = Binding::read("denoms", 9);
@@ -70,6 +73,8 @@ pub const GRAD: Binding = Binding::read("grad", 13);
 pub const SCRATCH: Binding = Binding::read_write("scratch", 14);
 /// One flag per 64 columns of the tile: whether any gradient there passes the filter.
 pub const FLAGS: Binding = Binding::read_write("flags", 15);
+/// Per-row token weights (N), read by the target pass when `has_token_weight`.
+pub const TOKEN_W: Binding = Binding::read("token_w", 16);
 
 /// One `partials` invocation walking `steps` blocks of columns over k = `h`: per block, the k
 /// steps of its register-blocked GEMM and the block step itself.
@@ -99,7 +104,7 @@ pub static KERNEL: KernelSpec = KernelSpec {
     entries: &[
         EntrySpec {
             name: "target_pass",
-            bindings: &[WEIGHT, TARGETS, STATUS, WT, COUNTED],
+            bindings: &[WEIGHT, TARGETS, STATUS, WT, COUNTED, ROW_STATS, TOKEN_W],
             trips: LoopBound::fixed(|_| 0),
         },
         EntrySpec { name: "partials", bindings: PARTIALS_BINDINGS, trips: PARTIALS },

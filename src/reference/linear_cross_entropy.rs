@@ -11,6 +11,8 @@ use crate::error::Result;
 pub struct Options<'a, T> {
     /// Per-class weights `(V)`.
     pub weight: Option<&'a [T]>,
+    /// Per-row token weights `(N)`.
+    pub token_weight: Option<&'a [T]>,
     /// Targets equal to this are ignored.
     pub ignore_index: i64,
     /// How the per-row losses are reduced.
@@ -29,6 +31,7 @@ impl<T> Default for Options<'_, T> {
     fn default() -> Self {
         Options {
             weight: None,
+            token_weight: None,
             ignore_index: crate::ops::cross_entropy::DEFAULT_IGNORE_INDEX,
             reduction: Reduction::Mean,
             label_smoothing: 0.0,
@@ -48,7 +51,9 @@ struct Rows {
     lse: Vec<f64>,
     /// The counted rows' class, `None` for ignored ones.
     targets: Vec<Option<usize>>,
-    /// Σ w[t] and the number of counted rows: the means' denominators.
+    /// Each row's token weight (1 without).
+    scale: Vec<f64>,
+    /// Σ s·w[t] and Σ s over the counted rows: the means' denominators.
     weight_sum: f64,
     count: f64,
 }
@@ -72,17 +77,18 @@ fn rows<T: Real>(
     let lse =
         if v == 0 { vec![f64::NEG_INFINITY; targets.len()] } else { z.chunks(v).map(logsumexp).collect() };
     let cw = |c: usize| o.weight.map_or(1.0, |w| w[c].into());
+    let scale: Vec<f64> = (0..targets.len()).map(|r| o.token_weight.map_or(1.0, |s| s[r].into())).collect();
     let mut checked = Vec::with_capacity(targets.len());
     let (mut weight_sum, mut count) = (0.0, 0.0);
     for (r, &t) in targets.iter().enumerate() {
         let t = check_target("linear_cross_entropy", r, t, v, o.ignore_index)?;
         if let Some(c) = t {
-            weight_sum += cw(c);
-            count += 1.0;
+            weight_sum += scale[r] * cw(c);
+            count += scale[r];
         }
         checked.push(t);
     }
-    Ok(Rows { z, dcap, lse, targets: checked, weight_sum, count })
+    Ok(Rows { z, dcap, lse, targets: checked, scale, weight_sum, count })
 }
 
 /// `cross_entropy(cap(x·Wᵀ + b), targets) + z_loss·lse²` for `x` `(N, H)`, `w` `(V, H)`:
@@ -111,8 +117,9 @@ pub fn linear_cross_entropy<T: Real>(
         let z = &rs.z[r * v..(r + 1) * v];
         let lse = rs.lse[r];
         let smooth: f64 = (0..v).map(|c| cw(c) * (lse - z[c])).sum();
-        ce_all.push((1.0 - eps) * cw(t) * (lse - z[t]) + eps / v as f64 * smooth);
-        zl_all.push(o.z_loss * lse * lse);
+        let s = rs.scale[r];
+        ce_all.push(s * ((1.0 - eps) * cw(t) * (lse - z[t]) + eps / v as f64 * smooth));
+        zl_all.push(s * o.z_loss * lse * lse);
     }
     let loss = match o.reduction {
         Reduction::None => ce_all.iter().zip(&zl_all).map(|(a, b)| a + b).collect(),
@@ -152,6 +159,7 @@ pub fn linear_cross_entropy_backward<T: Real>(
             Reduction::Sum => (grad[0], grad[0]),
             Reduction::Mean => (grad[0] / rs.weight_sum, grad[0] / rs.count),
         };
+        let (a, zb) = (a * rs.scale[r], zb * rs.scale[r]);
         let lse = rs.lse[r];
         for c in 0..v {
             let i = r * v + c;

@@ -107,10 +107,19 @@ impl Job<'_> {
         let (dev, n) = (self.dev, self.n as u64);
         let whole = stats.is_none();
         let filter = self.o.filter_eps.is_some();
-        let (loss_rows, stats) = match stats {
-            Some(s) => (Storage::alloc(dev, 4)?, s.storage.clone()),
-            None => (Storage::alloc(dev, n * 4)?, Storage::alloc(dev, n * 12)?),
+        // Every tile reads this call's statistics: the forward's lse, max and log Σ (copied in,
+        // unless the forward wrote them there) next to this call's token weights.
+        let loss_rows = match stats {
+            Some(s) => {
+                if !Arc::ptr_eq(&s.storage, &prep.stats) {
+                    let (src, dst) = (s.storage.buffer(), prep.stats.buffer());
+                    dev.record(|enc| enc.copy_buffer_to_buffer(src, 0, dst, 0, n * 12));
+                }
+                Storage::alloc(dev, 4)?
+            }
+            None => Storage::alloc(dev, n * 4)?,
         };
+        let stats = prep.stats.clone();
         let constants = [("HAVE_LSE", (!whole) as u8 as f64), ("FILTER", filter as u8 as f64)];
         Ok(Tiles {
             prep,

@@ -53,11 +53,12 @@ impl<'a> Operands<'a> {
         bias: Option<&Tensor>,
     ) -> Result<Operands<'a>> {
         let class_weight = options.weight.as_ref().map(f32_operand).transpose()?;
+        let token_weight = options.token_weight.as_ref().map(f32_operand).transpose()?;
         Ok(Operands {
             x,
             weight,
             bias: bias.map(f32_operand).transpose()?,
-            options: LinearCrossEntropy { weight: class_weight, ..options.clone() },
+            options: LinearCrossEntropy { weight: class_weight, token_weight, ..options.clone() },
         })
     }
 
@@ -103,7 +104,7 @@ impl LinearCrossEntropy {
             let grad_output = &f32_operand(grad_output)?;
             if let Some(out) = forward {
                 same_device(OP, job.dev, &[out.stats.device()])?;
-                if out.lse.shape != job.lead || out.stats.shape != [3, job.n] {
+                if out.lse.shape != job.lead || out.stats.shape != [4, job.n] {
                     let got = &out.lse.shape;
                     return Err(Error::shape(
                         OP,

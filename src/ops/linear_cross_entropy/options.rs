@@ -57,6 +57,11 @@ pub const DEFAULT_MAX_SCRATCH_BYTES: u64 = 4 << 20;
 pub struct LinearCrossEntropy {
     /// Per-class weights `(V)`.
     pub weight: Option<Tensor>,
+    /// Per-token weights, the targets' shape (default none): each row's loss (cross-entropy and
+    /// z-loss) and gradient are scaled by its weight s, and `Mean` divides by Σ s·w[t] (and the
+    /// z-loss by Σ s) over the counted rows — PyTorch's weighted mean generalised. Rows of
+    /// weight 0 skip their gradient's computation.
+    pub token_weight: Option<Tensor>,
     /// Targets equal to this are ignored (default −100).
     pub ignore_index: i64,
     /// How the per-row losses are reduced (default mean).
@@ -97,6 +102,7 @@ impl Default for LinearCrossEntropy {
     fn default() -> Self {
         LinearCrossEntropy {
             weight: None,
+            token_weight: None,
             ignore_index: DEFAULT_IGNORE_INDEX,
             reduction: Reduction::Mean,
             label_smoothing: 0.0,
@@ -115,6 +121,12 @@ impl LinearCrossEntropy {
     /// Sets per-class weights `(V)`, as [`CrossEntropy::weight`](crate::CrossEntropy::weight).
     pub fn weight(mut self, weight: Tensor) -> Self {
         self.weight = Some(weight);
+        self
+    }
+
+    /// Sets per-token weights (the targets' shape); see [`token_weight`](Self::token_weight).
+    pub fn token_weight(mut self, weights: Tensor) -> Self {
+        self.token_weight = Some(weights);
         self
     }
 

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, gcd};
 use crate::kernels::KernelId;
-use crate::kernels::linear_cross_entropy::{COUNTED, Params, STATUS, TARGETS, WEIGHT, WT, tile_grad_trips};
+use crate::kernels::linear_cross_entropy::{
+    COUNTED, Params, ROW_STATS, STATUS, TARGETS, TOKEN_W, WEIGHT, WT, tile_grad_trips,
+};
 use crate::ops::budget::{exceeded, fits, largest_fitting};
 use crate::ops::linear::block_step;
 use crate::ops::reduce::{Finish, reduce};
@@ -52,10 +54,13 @@ pub(super) struct TilePlan {
     pub(super) whole_rows: bool,
 }
 
-/// What every pass needs: the target check and the denominators `[Σ w[t], counted rows, Σ w]`.
+/// What every pass needs: the target check, the denominators `[Σ s·w[t], Σ s, Σ w]` over the
+/// counted rows (s the token weights, 1 without), and the row statistics, four planes of N
+/// (lse, max, log Σ, s), the last written by the target pass.
 pub(super) struct Prep {
     pub(super) check: ValueCheck,
     pub(super) denoms: Arc<Storage>,
+    pub(super) stats: Arc<Storage>,
 }
 
 fn round_down(a: usize, m: usize) -> usize {
@@ -102,8 +107,8 @@ impl<'a> Job<'a> {
             let what = format!("{block} rows of W in one binding");
             return Err(Error::limit(what, block as u64 * w_row_bytes, limit));
         }
-        // Per-row buffers are bound whole; the largest is the statistics, 3 floats a row.
-        let stats_bytes = n as u64 * 12;
+        // Per-row buffers are bound whole; the largest is the statistics, 4 floats a row.
+        let stats_bytes = n as u64 * 16;
         if stats_bytes > limit {
             return Err(Error::limit(
                 format!("the statistics of {n} rows in one binding"),
@@ -159,6 +164,7 @@ impl<'a> Job<'a> {
             smoothing: self.o.label_smoothing,
             softcap: self.o.softcap.unwrap_or(0.0),
             temperature: self.o.temperature,
+            has_token_weight: self.o.token_weight.is_some() as u32,
             z_loss: self.o.z_loss,
             mean: (self.o.reduction == Reduction::Mean) as u32,
             rows: self.n as u32,
@@ -178,11 +184,16 @@ impl<'a> Job<'a> {
         Bind::all(WEIGHT, self.o.weight.as_ref().map_or(self.dummy(), |c| c.storage.buffer()))
     }
 
+    fn token_bind(&self) -> Bind<'a> {
+        Bind::all(TOKEN_W, self.o.token_weight.as_ref().map_or(self.dummy(), |t| t.storage.buffer()))
+    }
+
     pub(super) fn checks(&self, prep: &Prep) -> Vec<ValueCheck> {
         let mut checks = self.x.checks.clone();
         checks.extend(self.w.checks.iter().cloned());
         checks.extend(self.bias.iter().flat_map(|b| b.checks.iter().cloned()));
         checks.extend(self.o.weight.iter().flat_map(|c| c.checks.iter().cloned()));
+        checks.extend(self.o.token_weight.iter().flat_map(|c| c.checks.iter().cloned()));
         checks.push(prep.check.clone());
         checks
     }
@@ -207,6 +218,7 @@ impl<'a> Job<'a> {
         let check = ValueCheck::new(OP, self.targets, self.v, self.o.ignore_index)?;
         let wt = Storage::alloc(dev, n as u64 * 4)?;
         let counted = Storage::alloc(dev, n as u64 * 4)?;
+        let stats = Storage::alloc(dev, n.max(1) as u64 * 16)?;
         let pipe = KernelId::LinearCrossEntropy.pipeline(dev, "target_pass", &[])?;
         let params = Params { m: n as u32, ..self.params() };
         dispatch(
@@ -219,6 +231,8 @@ impl<'a> Job<'a> {
                 Bind::range(STATUS, check.status.buffer(), 0, 4),
                 Bind::all(WT, wt.buffer()),
                 Bind::all(COUNTED, counted.buffer()),
+                Bind::all(ROW_STATS, stats.buffer()),
+                self.token_bind(),
             ],
             (n as u64).div_ceil(64),
             &[],
@@ -238,7 +252,7 @@ impl<'a> Job<'a> {
                 enc.copy_buffer_to_buffer(t.storage.buffer(), 0, denoms.buffer(), 8, 4);
             }
         });
-        Ok(Prep { check, denoms })
+        Ok(Prep { check, denoms, stats })
     }
 
     /// The backward tiling for the scratch budget. With `whole_rows` asked, whole rows of
@@ -312,6 +326,7 @@ fn check_shapes<'x>(
     let mut devices = vec![w.device(), targets.device()];
     devices.extend(bias.map(|b| b.device()));
     devices.extend(o.weight.as_ref().map(|c| c.device()));
+    devices.extend(o.token_weight.as_ref().map(|c| c.device()));
     same_device(OP, x.device(), &devices)?;
     let Some((&h, lead)) = x.shape.split_last() else {
         return Err(Error::shape(OP, "x must be (.., H), got a 0-d tensor"));
@@ -334,6 +349,14 @@ fn check_shapes<'x>(
         && c.shape != [v]
     {
         return Err(Error::shape(OP, format!("weight must be ({v}), got {:?}", c.shape)));
+    }
+    if let Some(s) = &o.token_weight
+        && s.shape != lead
+    {
+        return Err(Error::shape(
+            OP,
+            format!("token_weight must have the targets' shape {lead:?}, got {:?}", s.shape),
+        ));
     }
     if targets.shape != lead {
         return Err(Error::shape(

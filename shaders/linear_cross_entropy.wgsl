@@ -27,12 +27,16 @@
 // Rows are global (row_base + local) in every per-row buffer; x is bound at its chunk of rows.
 // bindings: 0 uniform Params | 1 x (m, k) | 2 w (shard, k) | 3 bias (V) | 4 class weight (V) |
 //   5 targets (N) i32 | 6 parts (N, part_stride) 2 × vec4 as u32 | 7 loss (N) u32 |
-//   8 row statistics (4 planes of N: lse, max, log Σ exp(z − max), token weight) as u32 |
+//   8 row statistics (5 planes of N: lse, max, log Σ exp(z − max), entropy, token weight) |
 //   9 denoms (3) | 10 status atomic | 11 w[t] (N) | 12 counted (N) | 13 grad (1 or N) |
 //   14 scratch tile (m, ld) as u32 | 15 flags (one per 64 columns of the tile) atomic |
-//   16 token weights (N), read by the target pass
+//   16 token weights (N), read by the target pass | 17 per-token outputs (5 planes of N)
 
 override HAVE_LSE: bool = false;
+// partials, fold and whole-row tiles with TOKEN_OUTPUTS also fold each row's entropy sum
+// Σ e^(z − max)·(z − max) and its argmax (ties to the lowest column), and the fold writes the
+// per-token outputs (logprob, entropy, argmax, correct).
+override TOKEN_OUTPUTS: bool = false;
 // tile_grad with FILTER: flags[b] = 1 when some |gradient| in 64-column block b of the tile is
 // ≥ filter_eps (relative to the row's upstream scale); the gradient GEMMs skip the other blocks.
 override FILTER: bool = false;
@@ -61,7 +65,7 @@ struct Params {
     rows: u32,      // N, the planes' length in the row statistics
     temperature: f32,
     has_token_weight: u32,
-    _pad2: u32,
+    token_grads: u32,   // tile_grad: bit 0 an upstream gradient of logprob, bit 1 of entropy
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -80,32 +84,59 @@ struct Params {
 @group(0) @binding(14) var<storage, read_write> scratch: array<u32>;
 @group(0) @binding(15) var<storage, read_write> flags: array<atomic<u32>>;
 @group(0) @binding(16) var<storage, read> token_w: array<f32>;
+@group(0) @binding(17) var<storage, read_write> token_out: array<u32>;
 
-// A row's token weight, from the fourth plane of its statistics (the target pass writes it).
+// The planes of the row statistics: lse, max, log Σ exp(z − max), entropy, token weight.
+const PLANE_ENTROPY: u32 = 3u;
+const PLANE_SCALE: u32 = 4u;
+
+// A row's token weight, from its statistics (the target pass writes it).
 fn row_scale(row: u32) -> f32 {
-    return bitcast<f32>(row_stats[3u * params.rows + row]);
+    return bitcast<f32>(row_stats[PLANE_SCALE * params.rows + row]);
 }
 
+const NO_COLUMN: u32 = 0xffffffffu;
+
 // A row's running state: st = (max, t, Σ w[c]·(z[c] − x0), target logit) with t the online
-// sum of the prelude's lse_push4; sh = (x0, Σ w[c], 1 once x0 is set, 0); and whether a
-// non-finite logit was seen.
+// sum of the prelude's lse_push4; sh = (x0, Σ w[c], 1 once x0 is set, 0); whether a non-finite
+// logit was seen; and with TOKEN_OUTPUTS, ent = Σ e^(z − max)·(z − max) over the row and arg its
+// argmax column (NO_COLUMN while empty).
 struct Run {
     st: vec4<f32>,
     sh: vec4<f32>,
     bad: bool,
+    ent: f32,
+    arg: u32,
 }
 
 fn run_empty() -> Run {
-    return Run(vec4<f32>(NEG_BIG, -1.0, 0.0, 0.0), vec4<f32>(0.0), false);
+    return Run(vec4<f32>(NEG_BIG, -1.0, 0.0, 0.0), vec4<f32>(0.0), false, 0.0, NO_COLUMN);
+}
+
+// ent of a state with max m and Σ e^(z − m) = s, moved to the max `to` ≥ m:
+// Σ e^(z − to)·(z − to) = e^(m − to)·(ent + (m − to)·s). Finite for the empty state (s = 0).
+fn ent_to(ent: f32, m: f32, s: f32, to: f32) -> f32 {
+    return exp(m - to) * (ent + (m - to) * s);
 }
 
 // Merges b into a; the sum of w·(z − x0) moves to a's x0 (b's when a has none yet, its sums
-// then being 0): Σ w·(z − x0_a) = Σ w·(z − x0_b) + (x0_b − x0_a)·Σ w.
+// then being 0): Σ w·(z − x0_a) = Σ w·(z − x0_b) + (x0_b − x0_a)·Σ w. The argmax is the larger
+// max's, the lower column on a tie.
 fn run_merge(a: Run, b: Run) -> Run {
     let x0 = select(b.sh.x, a.sh.x, a.sh.z != 0.0);
     let zsum = (a.st.z + (a.sh.x - x0) * a.sh.y) + (b.st.z + (b.sh.x - x0) * b.sh.y);
     let sh = vec4<f32>(x0, a.sh.y + b.sh.y, max(a.sh.z, b.sh.z), 0.0);
-    return Run(vec4<f32>(lse_merge(a.st.xy, b.st.xy), zsum, a.st.w + b.st.w), sh, a.bad || b.bad);
+    let st = vec4<f32>(lse_merge(a.st.xy, b.st.xy), zsum, a.st.w + b.st.w);
+    var ent = 0.0;
+    var arg = a.arg;
+    if (TOKEN_OUTPUTS) {
+        let m = st.x;
+        ent = ent_to(a.ent, a.st.x, a.st.y + 1.0, m) + ent_to(b.ent, b.st.x, b.st.y + 1.0, m);
+        if (b.st.x > a.st.x || (b.st.x == a.st.x && b.arg < a.arg)) {
+            arg = b.arg;
+        }
+    }
+    return Run(st, sh, a.bad || b.bad, ent, arg);
 }
 
 fn non_finite(v: f32) -> bool {
@@ -169,7 +200,20 @@ fn push_quad(run: Run, raw: vec4<f32>, ok: vec4<bool>, cw: vec4<f32>, tcol: i32,
     }
     let sw = dot(cw, select(vec4<f32>(0.0), v - vec4<f32>(sh.x), ok));
     sh.y += dot(cw, vec4<f32>(1.0));
-    return Run(vec4<f32>(lse_push4(run.st.xy, vm), run.st.z + sw, run.st.w + zt), sh, run.bad || bad);
+    let st = vec4<f32>(lse_push4(run.st.xy, vm), run.st.z + sw, run.st.w + zt);
+    var ent = 0.0;
+    var arg = run.arg;
+    if (TOKEN_OUTPUTS) {
+        // Masked lanes hold NEG_BIG: their e is 0 and e·d is 0.
+        let d = vm - vec4<f32>(st.x);
+        ent = ent_to(run.ent, run.st.x, run.st.y + 1.0, st.x) + dot(exp(d), d);
+        let top = max(max(vm.x, vm.y), max(vm.z, vm.w));
+        if (any(ok) && (top > run.st.x || arg == NO_COLUMN)) {
+            let lane = select(select(select(3, 2, vm.z == top), 1, vm.y == top), 0, vm.x == top);
+            arg = u32(col0 + lane) + params.v_base;
+        }
+    }
+    return Run(st, sh, run.bad || bad, ent, arg);
 }
 
 fn quad_bias(col: u32) -> vec4<f32> {
@@ -201,8 +245,11 @@ fn quad_weight(col: u32, ok: vec4<bool>) -> vec4<f32> {
     return select(vec4<f32>(0.0), q, ok);
 }
 
+// The words of one partial: st, sh (its last word ent), arg, and one unused.
+const PART_WORDS: u32 = 10u;
+
 fn store_part(row: u32, slice: u32, run: Run) {
-    let p = 8u * ((params.row_base + row) * params.part_stride + params.part_base + slice);
+    let p = PART_WORDS * ((params.row_base + row) * params.part_stride + params.part_base + slice);
     parts[p] = select(bitcast<u32>(run.st.x), NAN_BITS, run.bad);
     parts[p + 1u] = bitcast<u32>(run.st.y);
     parts[p + 2u] = bitcast<u32>(run.st.z);
@@ -210,7 +257,9 @@ fn store_part(row: u32, slice: u32, run: Run) {
     parts[p + 4u] = bitcast<u32>(run.sh.x);
     parts[p + 5u] = bitcast<u32>(run.sh.y);
     parts[p + 6u] = bitcast<u32>(run.sh.z);
-    parts[p + 7u] = 0u;
+    parts[p + 7u] = bitcast<u32>(run.ent);
+    parts[p + 8u] = run.arg;
+    parts[p + 9u] = 0u;
 }
 
 fn load_part(p: u32) -> vec4<f32> {
@@ -264,6 +313,32 @@ fn finish_row(row: u32, run: Run) {
     }
     let nan = (t >= 0 && run.bad) || (params.mean != 0u && denoms[0] == 0.0);
     loss[row] = select(bitcast<u32>(l), NAN_BITS, nan);
+    if (TOKEN_OUTPUTS) {
+        row_stats[PLANE_ENTROPY * params.rows + row] = bitcast<u32>(row_entropy(run));
+    }
+}
+
+// H = lse − Σ p·z = log Σ − Σ e^(z − max)·(z − max) / Σ e^(z − max): no term of the size of the
+// logits, so a confident row's small entropy keeps its digits.
+fn row_entropy(run: Run) -> f32 {
+    return log1p_state(run.st.y) - run.ent / (run.st.y + 1.0);
+}
+
+// The per-token outputs of a global row, five planes of N: logprob (f32; 0 when ignored),
+// entropy (f32; 0 when ignored), argmax (i32; -1 for a row holding a NaN or an infinity),
+// correct (f32 1 or 0; 0 when ignored) and counted (f32 1 or 0, the accuracy's denominator). A NaN row's logprob and entropy are NaN.
+fn finish_tokens(row: u32, run: Run) {
+    let t = counted_target(row);
+    let n = params.rows;
+    let counts = t >= 0;
+    let logprob = (run.st.w - run.st.x) - log1p_state(run.st.y);
+    let nan = counts && run.bad;
+    token_out[row] = select(select(0u, bitcast<u32>(logprob), counts), NAN_BITS, nan);
+    token_out[n + row] = select(select(0u, bitcast<u32>(row_entropy(run)), counts), NAN_BITS, nan);
+    token_out[2u * n + row] = select(run.arg, 0xffffffffu, run.bad);
+    let right = counts && !run.bad && run.arg == u32(t);
+    token_out[3u * n + row] = bitcast<u32>(select(0.0, 1.0, right));
+    token_out[4u * n + row] = bitcast<u32>(select(0.0, 1.0, counts));
 }
 
 @compute @workgroup_size(64)
@@ -294,7 +369,7 @@ fn target_pass(
     }
     wt[row] = tw;
     counted[row] = one;
-    row_stats[3u * params.rows + row] = bitcast<u32>(scale);
+    row_stats[PLANE_SCALE * params.rows + row] = bitcast<u32>(scale);
 }
 
 @compute @workgroup_size(64)
@@ -310,15 +385,20 @@ fn fold(
     let row = params.row_base + r;
     var run = run_empty();
     for (var s = 0u; s < params.part_stride; s++) {
-        let p = 8u * (row * params.part_stride + s);
+        let p = PART_WORDS * (row * params.part_stride + s);
         let bad = (parts[p] & 0x7fffffffu) > 0x7f800000u;
-        var part = Run(load_part(p), load_part(p + 4u), bad);
+        let sh = load_part(p + 4u);
+        var part = Run(load_part(p), vec4<f32>(sh.xyz, 0.0), bad, sh.w, parts[p + 8u]);
         if (bad) {
-            part = Run(run_empty().st, vec4<f32>(0.0), true);
+            part = run_empty();
+            part.bad = true;
         }
         run = run_merge(run, part);
     }
     finish_row(row, run);
+    if (TOKEN_OUTPUTS) {
+        finish_tokens(row, run);
+    }
 }
 
 var<workgroup> red: array<vec4<f32>, 64>;
@@ -351,7 +431,8 @@ fn tile_grad(
         log_sum = bitcast<f32>(row_stats[2u * params.rows + row]);
         bad = (bits & 0x7fffffffu) > 0x7f800000u;
     } else {
-        // The whole row is in the tile: its state, merged over the workgroup in a fixed tree.
+        // The whole row is in the tile: its state, merged over the workgroup in a fixed tree
+        // (never with TOKEN_OUTPUTS: the host runs the split-V forward when it asks for them).
         var run = run_empty();
         let last = base + n - 1u;
         for (var q = 4u * lid; q < n; q += 256u) {
@@ -372,8 +453,8 @@ fn tile_grad(
         for (var off = 32u; off > 0u; off >>= 1u) {
             if (lid < off) {
                 let merged = run_merge(
-                    Run(red[lid], red_sh[lid], red_bad[lid] != 0u),
-                    Run(red[lid + off], red_sh[lid + off], red_bad[lid + off] != 0u),
+                    Run(red[lid], red_sh[lid], red_bad[lid] != 0u, 0.0, NO_COLUMN),
+                    Run(red[lid + off], red_sh[lid + off], red_bad[lid + off] != 0u, 0.0, NO_COLUMN),
                 );
                 red[lid] = merged.st;
                 red_sh[lid] = merged.sh;
@@ -381,7 +462,7 @@ fn tile_grad(
             }
             workgroupBarrier();
         }
-        let total = Run(red[0], red_sh[0], red_bad[0] != 0u);
+        let total = Run(red[0], red_sh[0], red_bad[0] != 0u, 0.0, NO_COLUMN);
         shift = total.st.x;
         log_sum = log1p_state(total.st.y);
         bad = total.bad;
@@ -390,8 +471,8 @@ fn tile_grad(
         }
     }
     let scale = row_scale(row);
-    if (t < 0 || scale == 0.0) {
-        // Ignored rows and rows of token weight 0: no gradient to compute.
+    if (t < 0 || (scale == 0.0 && params.token_grads == 0u)) {
+        // Ignored rows, and rows of token weight 0 without per-token gradients: no gradient.
         for (var j = lid; j < n; j += 64u) {
             scratch[base + j] = 0u;
         }
@@ -415,16 +496,35 @@ fn tile_grad(
     let total_w = select(classes, denoms[2], params.has_weight != 0u);
     let w_t = class_w(u32(t));
     let lse = shift + log_sum;
-    let cp = a * ((1.0 - eps) * w_t + eps / classes * total_w) + b * 2.0 * params.z_loss * lse;
-    let ct = a * (1.0 - eps) * w_t;
+    var cp = a * ((1.0 - eps) * w_t + eps / classes * total_w) + b * 2.0 * params.z_loss * lse;
+    var ct = a * (1.0 - eps) * w_t;
     let cc = a * eps / classes;
+    // Upstream gradients of the per-token outputs, after the loss's in `grad` (one value, or N):
+    // logprob's adds −g·(p − [c = t]), the same shape as the loss's target term; entropy's
+    // −g·p·(log p + H), with H from the forward's statistics.
+    var eh = vec2<f32>(0.0);
+    var token_scale = 0.0;
+    if (params.token_grads != 0u) {
+        let first = select(1u, params.rows, params.g_mode == 0u);
+        if ((params.token_grads & 1u) != 0u) {
+            let glp = grad[first + row];
+            cp -= glp;
+            ct -= glp;
+            token_scale = abs(glp);
+        }
+        if ((params.token_grads & 2u) != 0u) {
+            let h = bitcast<f32>(row_stats[PLANE_ENTROPY * params.rows + row]);
+            eh = vec2<f32>(grad[first + params.rows + row], h);
+            token_scale = max(token_scale, abs(eh.x));
+        }
+    }
     if (FILTER) {
         // A thread owns whole 64-column blocks, so it flags each block of this row once.
-        let limit = params.filter_eps * max(abs(a), abs(b));
+        let limit = params.filter_eps * max(max(abs(a), abs(b)), token_scale);
         for (var blk = lid; blk * 64u < n; blk += 64u) {
             var big = bad;
             for (var j = blk * 64u; j < min(blk * 64u + 64u, n); j++) {
-                let d = grad_at(base + j, j, vec2<f32>(shift, log_sum), tcol, cp, ct, cc, bad);
+                let d = grad_at(base + j, j, vec2<f32>(shift, log_sum), tcol, vec3<f32>(cp, ct, cc), eh, bad);
                 big = big || abs(d) >= limit;
             }
             if (big) {
@@ -433,15 +533,19 @@ fn tile_grad(
         }
     } else {
         for (var j = lid; j < n; j += 64u) {
-            grad_at(base + j, j, vec2<f32>(shift, log_sum), tcol, cp, ct, cc, bad);
+            grad_at(base + j, j, vec2<f32>(shift, log_sum), tcol, vec3<f32>(cp, ct, cc), eh, bad);
         }
     }
 }
 
 // Overwrites the logit at scratch[i] (tile column j) with its gradient; returns the gradient.
 // At the target cp·p − ct is taken as ct·(p − 1) + (cp − ct)·p with p − 1 = expm1(z − lse):
-// exact for a confident row's dominant class, where p rounds near 1.
-fn grad_at(i: u32, j: u32, norm: vec2<f32>, tcol: i32, cp: f32, ct: f32, cc: f32, bad: bool) -> f32 {
+// exact for a confident row's dominant class, where p rounds near 1. c = (cp, ct, cc);
+// eh = (the entropy's upstream gradient, the row's entropy).
+fn grad_at(i: u32, j: u32, norm: vec2<f32>, tcol: i32, c: vec3<f32>, eh: vec2<f32>, bad: bool) -> f32 {
+    let cp = c.x;
+    let ct = c.y;
+    let cc = c.z;
     let zc = capped(bitcast<f32>(scratch[i]));
     let shifted = (zc.x - norm.x) - norm.y;
     let p = exp(shifted);
@@ -452,6 +556,7 @@ fn grad_at(i: u32, j: u32, norm: vec2<f32>, tcol: i32, cp: f32, ct: f32, cc: f32
     if (params.smoothing > 0.0) {
         d -= cc * class_w(params.v_base + j);
     }
+    d -= eh.x * p * (shifted + eh.y);
     d *= zc.y;
     scratch[i] = select(bitcast<u32>(d), NAN_BITS, bad);
     return d;

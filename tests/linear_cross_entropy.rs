@@ -8,7 +8,8 @@ use common::{Rng, Tol, assert_close, devices, small_binding_devices};
 use wgpu_loss::catalogue::Tolerance;
 use wgpu_loss::reference::linear_cross_entropy::{self as lce_ref, Options};
 use wgpu_loss::{
-    CrossEntropy, DType, Device, Error, Linear, LinearCrossEntropy, Reduction, Tensor, cross_entropy, linear,
+    CrossEntropy, DType, Device, Error, Linear, LinearCrossEntropy, Reduction, Tensor, TokenGrads,
+    cross_entropy, linear,
 };
 
 /// One at a time: the GEMMs compile for seconds on llvmpipe-GL, which holds wgpu's GL context
@@ -671,6 +672,156 @@ fn confident_rows_keep_their_digits() {
                 let row = r * h..(r + 1) * h;
                 assert_close(&format!("{what} {how} dX g = {g}"), &dx[row.clone()], &want_dx[row], tol);
             }
+        }
+    }
+}
+
+/// Per-token outputs (logprob, entropy, argmax, correct, accuracy) against the reference, and
+/// the backward with upstream gradients of logprob and entropy, for plain and every-option
+/// heads, with and without the forward's output; W in shards on the 64 KiB devices.
+#[test]
+fn per_token_outputs_and_their_gradients() {
+    let _serial = serial();
+    let mut rng = Rng::new(57);
+    let plain = Opts {
+        weight: false,
+        smoothing: 0.0,
+        softcap: None,
+        temperature: 1.0,
+        token_weight: false,
+        z_loss: 0.0,
+        reduction: Reduction::Mean,
+        bias: true,
+    };
+    let cases = [
+        (devices(), Case::new(&mut rng, 37, 19, 203, 5)),
+        (small_binding_devices(), Case::new(&mut rng, 9, 200, 130, 4)),
+    ];
+    for (devs, c) in &cases {
+        for dev in *devs {
+            for o in [plain, EVERY_OPTION, Opts { reduction: Reduction::None, temperature: 2.0, ..plain }] {
+                check_tokens(dev, c, o, &mut rng);
+            }
+        }
+    }
+}
+
+fn check_tokens(dev: &Device, c: &Case, o: Opts, rng: &mut Rng) {
+    let (x, w, b, t, cw) = c.upload(dev);
+    let mut l = gpu_opts(o, &cw).token_outputs(true);
+    if o.token_weight {
+        l = l.token_weight(c.token_weights(dev));
+    }
+    let what = format!("{} tokens {o:?} n={} h={} v={}", common::label(dev), c.n, c.h, c.v);
+    let ro = ref_opts(o, &c.cw, &c.tw);
+    let want = lce_ref::token_outputs(&c.x, &c.w, Some(&c.b), &c.t, c.h, &ro).unwrap();
+    let out = l.forward(&x, &w, Some(&b), &t).unwrap();
+    let want_loss = lce_ref::linear_cross_entropy(&c.x, &c.w, Some(&c.b), &c.t, c.h, &ro).unwrap().0;
+    assert_close(&format!("{what}: loss"), &out.loss.to_vec().unwrap(), &want_loss, tol_loss(c));
+    let tokens = out.tokens.as_ref().expect("asked for token outputs");
+    assert_close(&format!("{what}: logprob"), &tokens.logprob.to_vec().unwrap(), &want.logprob, tol_loss(c));
+    assert_close(&format!("{what}: entropy"), &tokens.entropy.to_vec().unwrap(), &want.entropy, tol_loss(c));
+    let argmax: Vec<i64> = tokens.argmax.to_vec().unwrap().iter().map(|&a| a as i64).collect();
+    assert_eq!(argmax, want.argmax, "{what}: argmax");
+    let correct: Vec<f64> = tokens.correct.to_vec().unwrap().iter().map(|&v| v as f64).collect();
+    assert_eq!(correct, want.correct, "{what}: correct");
+    assert_close(
+        &format!("{what}: accuracy"),
+        &[tokens.accuracy.item().unwrap()],
+        &[want.accuracy],
+        Tol::ELEMENT,
+    );
+    // The loss, lse and statistics are those of a forward without token outputs.
+    let plain_out = gpu_opts(o, &cw).forward(&x, &w, Some(&b), &t);
+    let plain_out =
+        if o.token_weight { l.clone().token_outputs(false).forward(&x, &w, Some(&b), &t) } else { plain_out };
+    assert_eq!(plain_out.unwrap().lse.to_vec().unwrap(), out.lse.to_vec().unwrap(), "{what}: lse");
+    // Gradients of loss·g + Σ g_lp·logprob + Σ g_h·entropy.
+    let (g, g_t) = upstream(dev, c, o, rng);
+    let (glp, gh) = (rng.values(c.n, 1.0), rng.values(c.n, 1.0));
+    let (glp_t, gh_t) = (dev.tensor(&glp, &[c.n]).unwrap(), dev.tensor(&gh, &[c.n]).unwrap());
+    let (dx, dw, db) = lce_ref::linear_cross_entropy_backward_tokens(
+        &c.x,
+        &c.w,
+        Some(&c.b),
+        &c.t,
+        c.h,
+        &ro,
+        &g,
+        Some(&glp),
+        Some(&gh),
+    )
+    .unwrap();
+    let both = TokenGrads { logprob: Some(&glp_t), entropy: Some(&gh_t) };
+    for (how, forward) in [("given the forward", Some(&out)), ("forward again", None)] {
+        let gr = l.backward_with_tokens(&x, &w, Some(&b), &t, &g_t, both, forward).unwrap();
+        let tol = tol_grad(c);
+        assert_close(&format!("{what} {how}: dX"), &gr.input.to_vec().unwrap(), &dx, tol);
+        assert_close(&format!("{what} {how}: dW"), &gr.weight.to_vec().unwrap(), &dw, tol);
+        assert_close(&format!("{what} {how}: db"), &gr.bias.to_vec().unwrap(), &db, tol);
+    }
+    // logprob's gradient alone.
+    let (dx, ..) = lce_ref::linear_cross_entropy_backward_tokens(
+        &c.x,
+        &c.w,
+        Some(&c.b),
+        &c.t,
+        c.h,
+        &ro,
+        &g,
+        Some(&glp),
+        None,
+    )
+    .unwrap();
+    let only_lp = TokenGrads { logprob: Some(&glp_t), entropy: None };
+    let gr = l.backward_with_tokens(&x, &w, Some(&b), &t, &g_t, only_lp, None).unwrap();
+    assert_close(&format!("{what} logprob only: dX"), &gr.input.to_vec().unwrap(), &dx, tol_grad(c));
+    // An entropy gradient needs a forward that computed the entropy.
+    let no_tokens = l.clone().token_outputs(false).forward(&x, &w, Some(&b), &t).unwrap();
+    let err = l.backward_with_tokens(&x, &w, Some(&b), &t, &g_t, both, Some(&no_tokens));
+    assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{what}: {err:?}");
+}
+
+/// The reference's per-token gradients against central differences of its outputs.
+#[test]
+fn reference_token_gradients_match_finite_differences() {
+    let mut rng = Rng::new(58);
+    let c = Case::new(&mut rng, 5, 3, 7, 3);
+    let x: Vec<f64> = c.x.iter().map(|&v| v as f64).collect();
+    let (glp, gh): (Vec<f64>, Vec<f64>) = (0..5).map(|_| (rng.unit() as f64, rng.unit() as f64)).unzip();
+    let cw: Vec<f64> = c.cw.iter().map(|&v| v as f64).collect();
+    let (w, b): (Vec<f64>, Vec<f64>) =
+        (c.w.iter().map(|&v| v as f64).collect(), c.b.iter().map(|&v| v as f64).collect());
+    for (softcap, temperature) in [(None, 1.0), (Some(2.0), 0.7)] {
+        let o = Options { weight: Some(&cw[..]), softcap, temperature, ..Options::default() };
+        let objective = |x: &[f64]| -> f64 {
+            let t = lce_ref::token_outputs(x, &w, Some(&b), &c.t, c.h, &o).unwrap();
+            let loss = lce_ref::linear_cross_entropy(x, &w, Some(&b), &c.t, c.h, &o).unwrap().0[0];
+            loss + t.logprob.iter().zip(&glp).map(|(a, g)| a * g).sum::<f64>()
+                + t.entropy.iter().zip(&gh).map(|(a, g)| a * g).sum::<f64>()
+        };
+        let (dx, ..) = lce_ref::linear_cross_entropy_backward_tokens(
+            &x,
+            &w,
+            Some(&b),
+            &c.t,
+            c.h,
+            &o,
+            &[1.0],
+            Some(&glp),
+            Some(&gh),
+        )
+        .unwrap();
+        for i in 0..x.len() {
+            let (mut up, mut down) = (x.clone(), x.clone());
+            up[i] += 1e-6;
+            down[i] -= 1e-6;
+            let fd = (objective(&up) - objective(&down)) / 2e-6;
+            assert!(
+                (fd - dx[i]).abs() < 1e-6 + 1e-5 * dx[i].abs(),
+                "softcap {softcap:?} T {temperature}: x[{i}] {} vs {fd}",
+                dx[i]
+            );
         }
     }
 }

@@ -37,7 +37,9 @@ pub(crate) struct Params {
     pub(crate) temperature: f32,
     /// Whether per-row token weights are bound ([`TOKEN_W`]).
     pub(crate) has_token_weight: u32,
-    pub(crate) _pad: u32,
+    /// tile_grad: bit 0 an upstream gradient of logprob follows the loss's in [`GRAD`], bit 1
+    /// one of entropy.
+    pub(crate) token_grads: u32,
 }
 const _: () = assert!(size_of::<Params>() == 96);
 
@@ -55,9 +57,10 @@ pub const TARGETS: Binding = Binding::read("targets", 5);
 pub const PARTS: Binding = Binding::read_write("parts", 6);
 /// Per-row losses (f32 bits).
 pub const LOSS: Binding = Binding::read_write("loss", 7);
-/// Per-row statistics, four planes of N: log-sum-exp, the max logit, log Σ exp(z − max) and the
-/// row's token weight. The target pass writes the weights, the fold (or whole-row tiles) the
-/// rest; the gradient tiles read the max, log Σ and weight.
+/// Per-row statistics, five planes of N: log-sum-exp, the max logit, log Σ exp(z − max), the
+/// entropy (with per-token outputs) and the row's token weight. The target pass writes the
+/// weights, the fold (or whole-row tiles) the rest; the gradient tiles read the max, log Σ,
+/// entropy and weight.
 pub const ROW_STATS: Binding = Binding::read_write("row_stats", 8);
 /// The mean's denominators.
 pub const DENOMS: Binding = Binding::read("denoms", 9);
@@ -75,6 +78,12 @@ pub const SCRATCH: Binding = Binding::read_write("scratch", 14);
 pub const FLAGS: Binding = Binding::read_write("flags", 15);
 /// Per-row token weights (N), read by the target pass when `has_token_weight`.
 pub const TOKEN_W: Binding = Binding::read("token_w", 16);
+/// The per-token outputs, five planes of N: logprob, entropy, argmax (i32), correct, counted.
+pub const TOKEN_OUT: Binding = Binding::read_write("token_out", 17);
+/// The planes of [`ROW_STATS`].
+pub(crate) const STAT_PLANES: u64 = 5;
+/// The planes of [`TOKEN_OUT`].
+pub(crate) const TOKEN_PLANES: u64 = 5;
 
 /// One `partials` invocation walking `steps` blocks of columns over k = `h`: per block, the k
 /// steps of its register-blocked GEMM and the block step itself.
@@ -111,7 +120,7 @@ pub static KERNEL: KernelSpec = KernelSpec {
         EntrySpec { name: "partials_small", bindings: PARTIALS_BINDINGS, trips: PARTIALS },
         EntrySpec {
             name: "fold",
-            bindings: &[WEIGHT, TARGETS, PARTS, LOSS, ROW_STATS, DENOMS],
+            bindings: &[WEIGHT, TARGETS, PARTS, LOSS, ROW_STATS, DENOMS, TOKEN_OUT],
             trips: LoopBound { over: &["stride"], rule: |e| fold_trips(e[0]) },
         },
         EntrySpec {

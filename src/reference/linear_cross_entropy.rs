@@ -132,6 +132,53 @@ pub fn linear_cross_entropy<T: Real>(
     Ok((loss, rs.lse))
 }
 
+/// The per-token outputs of [`linear_cross_entropy`]'s rows (of the logits it sees,
+/// `cap(z) / T`): the target's log-probability and the softmax's entropy (both 0 for ignored
+/// rows), the argmax (first maximum), whether it is the target (0 for ignored rows), and the
+/// token accuracy over the counted rows (NaN when none counts).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenOutputs {
+    pub logprob: Vec<f64>,
+    pub entropy: Vec<f64>,
+    pub argmax: Vec<i64>,
+    pub correct: Vec<f64>,
+    pub accuracy: f64,
+}
+
+/// [`TokenOutputs`] of `x` `(N, H)`, `w` `(V, H)` with options `o`.
+pub fn token_outputs<T: Real>(
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    targets: &[i64],
+    h: usize,
+    o: &Options<T>,
+) -> Result<TokenOutputs> {
+    let rs = rows(x, w, b, targets, h, o)?;
+    let v = w.len().checked_div(h).unwrap_or(0);
+    let mut out =
+        TokenOutputs { logprob: vec![], entropy: vec![], argmax: vec![], correct: vec![], accuracy: 0.0 };
+    let mut counted = 0.0;
+    for (r, t) in rs.targets.iter().enumerate() {
+        let z = &rs.z[r * v..(r + 1) * v];
+        let lse = rs.lse[r];
+        let arg = (0..v).fold(0, |best, c| if z[c] > z[best] { c } else { best });
+        out.argmax.push(arg as i64);
+        let Some(t) = *t else {
+            out.logprob.push(0.0);
+            out.entropy.push(0.0);
+            out.correct.push(0.0);
+            continue;
+        };
+        counted += 1.0;
+        out.logprob.push(z[t] - lse);
+        out.entropy.push(lse - z.iter().map(|&zc| (zc - lse).exp() * zc).sum::<f64>());
+        out.correct.push((arg == t) as u8 as f64);
+    }
+    out.accuracy = if counted == 0.0 { f64::NAN } else { out.correct.iter().sum::<f64>() / counted };
+    Ok(out)
+}
+
 /// The gradients `(dX, dW, db)` of [`linear_cross_entropy`] for upstream gradient `grad` (one
 /// value, or one per row for `None`).
 #[allow(clippy::too_many_arguments)]
@@ -144,7 +191,26 @@ pub fn linear_cross_entropy_backward<T: Real>(
     o: &Options<T>,
     grad: &[T],
 ) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    linear_cross_entropy_backward_tokens(x, w, b, targets, h, o, grad, None, None)
+}
+
+/// [`linear_cross_entropy_backward`] with upstream gradients of the per-token logprob and
+/// entropy (one per row) as well: `d logprob / dz[c] = [c = t] − p[c]`,
+/// `d entropy / dz[c] = −p[c]·(log p[c] + H)`, both 0 on ignored rows.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_cross_entropy_backward_tokens<T: Real>(
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+    targets: &[i64],
+    h: usize,
+    o: &Options<T>,
+    grad: &[T],
+    grad_logprob: Option<&[T]>,
+    grad_entropy: Option<&[T]>,
+) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     let rs = rows(x, w, b, targets, h, o)?;
+    let entropy = token_outputs(x, w, b, targets, h, o)?.entropy;
     let v = w.len().checked_div(h).unwrap_or(0);
     let cw = |c: usize| o.weight.map_or(1.0, |w| w[c].into());
     let total_w: f64 = (0..v).map(cw).sum();
@@ -161,12 +227,15 @@ pub fn linear_cross_entropy_backward<T: Real>(
         };
         let (a, zb) = (a * rs.scale[r], zb * rs.scale[r]);
         let lse = rs.lse[r];
+        let glp = grad_logprob.map_or(0.0, |g| g[r].into());
+        let gh = grad_entropy.map_or(0.0, |g| g[r].into());
         for c in 0..v {
             let i = r * v + c;
             let p = (rs.z[i] - lse).exp();
             let hit = (c == t) as u8 as f64;
             let ce = (1.0 - eps) * cw(t) * (p - hit) + eps / v as f64 * (total_w * p - cw(c));
-            dz[i] = (a * ce + zb * 2.0 * o.z_loss * lse * p) * rs.dcap[i];
+            let tokens = glp * (hit - p) - gh * p * ((rs.z[i] - lse) + entropy[r]);
+            dz[i] = (a * ce + zb * 2.0 * o.z_loss * lse * p + tokens) * rs.dcap[i];
         }
     }
     Ok(linear_backward(&f64s(x), &f64s(w), &dz, h))

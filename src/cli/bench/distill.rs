@@ -9,8 +9,9 @@ use crate::data::values;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
+use crate::ops::Outputs;
 use crate::ops::divergence::Jsd;
-use crate::ops::linear::{Linear, linear};
+use crate::ops::linear::Linear;
 use crate::ops::linear_jsd::{LinearHead, LinearJsd};
 use crate::reference::divergence::Rows;
 use crate::reference::linear_jsd::{Head, linear_jsd, linear_jsd_backward};
@@ -127,15 +128,23 @@ impl Distill {
         Ok(vec![g.weight, g.input, g.bias, loss])
     }
 
+    /// Both heads' logits, f32 whatever the inputs' type (as autocast keeps a loss's logits; a
+    /// half-precision copy would round them before the softmax).
+    fn logits(&self) -> Result<(Tensor, Tensor)> {
+        let lin = Linear { outputs: Outputs::F32, ..Linear::default() };
+        Ok((
+            lin.forward(&self.xs, &self.ws, Some(&self.bs))?,
+            lin.forward(&self.xt, &self.wt, Some(&self.bt))?,
+        ))
+    }
+
     fn unfused_forward(&self) -> Result<Vec<Tensor>> {
-        let zs = linear(&self.xs, &self.ws, Some(&self.bs))?;
-        let zt = linear(&self.xt, &self.wt, Some(&self.bt))?;
+        let (zs, zt) = self.logits()?;
         Ok(vec![Jsd::default().forward(&zs, &zt, Some(&self.labels))?])
     }
 
     fn unfused_step(&self) -> Result<Vec<Tensor>> {
-        let zs = linear(&self.xs, &self.ws, Some(&self.bs))?;
-        let zt = linear(&self.xt, &self.wt, Some(&self.bt))?;
+        let (zs, zt) = self.logits()?;
         let jsd = Jsd::default();
         let loss = jsd.forward(&zs, &zt, Some(&self.labels))?;
         let dz = jsd.backward(&zs, &zt, Some(&self.labels), &self.one)?;

@@ -13,7 +13,9 @@ use crate::gpu::dispatch::{Bind, dispatch};
 use crate::gpu::pipeline::Pipeline;
 use crate::kernels::KernelId;
 use crate::kernels::linear as gemm_bindings;
-use crate::kernels::linear_cross_entropy::{DENOMS, FLAGS, GRAD, LOSS, Params, ROW_STATS, SCRATCH, TARGETS};
+use crate::kernels::linear_cross_entropy::{
+    DENOMS, FLAGS, GRAD, LOSS, Params, ROW_STATS, SCRATCH, STAT_PLANES, TARGETS,
+};
 use crate::ops::Reduction;
 use crate::ops::linear::{Gemm, GradGemms, GradPiece, LinearGrads};
 use crate::tensor::{Storage, Tensor};
@@ -31,6 +33,8 @@ struct Tiles<'t> {
     flags: Arc<Storage>,
     whole: bool,
     filter: bool,
+    /// Which per-token gradients follow the loss's in `grad` (1 logprob, 2 entropy).
+    token_grads: u32,
     tile_grad: Arc<Pipeline>,
     gemms: GradGemms,
     grads: &'t LinearGrads,
@@ -55,13 +59,15 @@ impl Tile {
 
 impl Job<'_> {
     /// dX, dW, db by tiles of recomputed logits; with the forward's row statistics absent
-    /// (whole rows) also the loss.
+    /// (whole rows) also the loss. `token_grads` says which per-token gradients follow the
+    /// loss's in `grad` (the kernel's bits: 1 logprob, 2 entropy).
     pub(super) fn grads(
         &self,
         prep: &Prep,
         grad: &Tensor,
         stats: Option<&Tensor>,
         plan: TilePlan,
+        token_grads: u32,
     ) -> Result<(LinearGrads, Option<LinearCrossEntropyOutput>)> {
         let dev = self.dev;
         let (n, v) = (self.n, self.v);
@@ -77,7 +83,7 @@ impl Job<'_> {
             grads.record_zero();
             return Ok((grads, None));
         }
-        let tiles = self.tile_run(prep, grad, stats, plan, &grads)?;
+        let tiles = Tiles { token_grads, ..self.tile_run(prep, grad, stats, plan, &grads)? };
         let columns = self.tiles(plan);
         for (chunk, r0) in (0..n).step_by(plan.rows).enumerate() {
             let rn = plan.rows.min(n - r0);
@@ -90,8 +96,11 @@ impl Job<'_> {
                 }
             }
         }
-        let out =
-            if tiles.whole { Some(self.finish_loss(prep, tiles.loss_rows, tiles.stats)?) } else { None };
+        let out = if tiles.whole {
+            Some(self.finish_loss(prep, tiles.loss_rows, tiles.stats, None)?)
+        } else {
+            None
+        };
         Ok((grads, out))
     }
 
@@ -113,7 +122,9 @@ impl Job<'_> {
             Some(s) => {
                 if !Arc::ptr_eq(&s.storage, &prep.stats) {
                     let (src, dst) = (s.storage.buffer(), prep.stats.buffer());
-                    dev.record(|enc| enc.copy_buffer_to_buffer(src, 0, dst, 0, n * 12));
+                    // lse, max, log Σ and entropy; the token weights are this call's.
+                    let bytes = n * 4 * (STAT_PLANES - 1);
+                    dev.record(|enc| enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes));
                 }
                 Storage::alloc(dev, 4)?
             }
@@ -130,6 +141,7 @@ impl Job<'_> {
             flags: Storage::alloc(dev, plan.cols.div_ceil(64) as u64 * 4)?,
             whole,
             filter,
+            token_grads: 0,
             tile_grad: KernelId::LinearCrossEntropy.pipeline(dev, "tile_grad", &constants)?,
             gemms: GradGemms::new(dev, self.x.dtype, self.w.dtype)?,
             grads,
@@ -180,6 +192,7 @@ impl Job<'_> {
             v_base: tile.cols.start as u32,
             g_mode: (self.o.reduction != Reduction::None) as u32,
             ld: tl as u32,
+            token_grads: t.token_grads,
             ..self.params()
         };
         dispatch(

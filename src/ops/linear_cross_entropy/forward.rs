@@ -6,23 +6,25 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::options::OP;
-use super::output::LinearCrossEntropyOutput;
+use super::output::{LinearCrossEntropyOutput, TokenOutputs};
 use super::plan::{Job, Prep};
 use crate::error::Result;
 use crate::gpu::dispatch::{Bind, dispatch};
 use crate::kernels::KernelId;
 use crate::kernels::gemm::{LCE_BLOCK, LCE_BLOCK_SMALL};
 use crate::kernels::linear_cross_entropy::{
-    BIAS, DENOMS, LOSS, PARTS, Params, ROW_STATS, TARGETS, W, X, fold_trips, partials_trips,
+    BIAS, DENOMS, LOSS, PARTS, Params, ROW_STATS, STAT_PLANES, TARGETS, TOKEN_OUT, TOKEN_PLANES, W, X,
+    fold_trips, partials_trips,
 };
 use crate::ops::budget::{exceeded, fits, largest_fitting};
 use crate::ops::linear::gemm_reads;
 use crate::ops::reduce::{Finish, reduce};
 use crate::ops::{Reduction, check_u32};
-use crate::tensor::{Storage, Tensor};
+use crate::tensor::{Indices, Storage, Tensor};
 
-/// One partial: (max, t, Σ w·(z − x0), target logit) and (x0, Σ w, x0 set, 0).
-const PART_BYTES: u64 = 32;
+/// One partial: (max, t, Σ w·(z − x0), target logit), (x0, Σ w, x0 set, entropy sum), argmax
+/// and an unused word.
+const PART_BYTES: u64 = 40;
 
 impl Job<'_> {
     /// The per-row losses (already divided for `Mean`) reduced as asked, and the row
@@ -32,6 +34,7 @@ impl Job<'_> {
         prep: &Prep,
         rows: Arc<Storage>,
         stats: Arc<Storage>,
+        tokens: Option<&Storage>,
     ) -> Result<LinearCrossEntropyOutput> {
         let checks = self.checks(prep);
         let n = self.n;
@@ -49,27 +52,65 @@ impl Job<'_> {
             }
             Reduction::Mean => reduce(self.dev, &rows, None, n, Finish::Sum, 0.0, checks.clone())?,
         };
+        let tokens = tokens.map(|t| self.token_outputs(t, &checks)).transpose()?;
         Ok(LinearCrossEntropyOutput {
             loss,
             lse: Tensor { checks: checks.clone(), ..Tensor::new(lse, self.lead.clone()) },
-            stats: Tensor { checks, ..Tensor::new(stats, vec![4, n]) },
+            tokens,
+            stats: Tensor { checks, ..Tensor::new(stats, vec![STAT_PLANES as usize, n]) },
         })
     }
 
-    /// Split-V forward: partials per (row, slice), then the fixed-order fold.
-    pub(super) fn forward(&self, prep: &Prep) -> Result<LinearCrossEntropyOutput> {
+    /// The per-token outputs, each plane of `planes` copied into a tensor of its own, and the
+    /// token accuracy (correct over counted).
+    fn token_outputs(&self, planes: &Storage, checks: &[crate::tensor::ValueCheck]) -> Result<TokenOutputs> {
+        let (dev, n) = (self.dev, self.n as u64);
+        let plane = |k: u64| -> Result<Arc<Storage>> {
+            let out = Storage::alloc(dev, n.max(1) * 4)?;
+            if n > 0 {
+                dev.record(|enc| {
+                    enc.copy_buffer_to_buffer(planes.buffer(), k * n * 4, out.buffer(), 0, n * 4)
+                });
+            }
+            Ok(out)
+        };
+        let tensor =
+            |s: Arc<Storage>| Tensor { checks: checks.to_vec(), ..Tensor::new(s, self.lead.clone()) };
+        let (correct, counted) = (plane(3)?, plane(4)?);
+        let accuracy = if n == 0 {
+            reduce(dev, &correct, None, 0, Finish::MeanCount, 0.0, checks.to_vec())?
+        } else {
+            reduce(dev, &correct, Some(&counted), self.n, Finish::MeanWeights, 0.0, checks.to_vec())?
+        };
+        Ok(TokenOutputs {
+            logprob: tensor(plane(0)?),
+            entropy: tensor(plane(1)?),
+            argmax: Indices { storage: plane(2)?, shape: self.lead.clone() },
+            correct: tensor(correct),
+            accuracy,
+        })
+    }
+
+    /// Split-V forward: partials per (row, slice), then the fixed-order fold; with `tokens`
+    /// the per-token outputs too (and the entropy plane of the statistics).
+    pub(super) fn forward(&self, prep: &Prep, tokens: bool) -> Result<LinearCrossEntropyOutput> {
         let dev = self.dev;
         let n = self.n;
         let rows = Storage::alloc(dev, n as u64 * 4)?;
         let stats = prep.stats.clone();
+        let token_out =
+            if tokens { Some(Storage::alloc(dev, n.max(1) as u64 * 4 * TOKEN_PLANES)?) } else { None };
         if n == 0 {
-            return self.finish_loss(prep, rows, stats);
+            return self.finish_loss(prep, rows, stats, token_out.as_deref());
         }
         let s = self.slicing()?;
-        check_u32(OP, n * s.stride * 8)?;
+        check_u32(OP, n * s.stride * (PART_BYTES as usize / 4))?;
         let parts = Storage::alloc(dev, (n * s.stride) as u64 * PART_BYTES)?;
-        self.record_partials(&s, &parts)?;
-        let fold = KernelId::LinearCrossEntropy.pipeline(dev, "fold", &[])?;
+        let constants = [("TOKEN_OUTPUTS", tokens as u8 as f64)];
+        self.record_partials(&s, &parts, &constants)?;
+        let fold = KernelId::LinearCrossEntropy.pipeline(dev, "fold", &constants)?;
+        // A written binding may not share the read-only stand-in buffer: its own, unwritten.
+        let unused = Storage::alloc(dev, 4)?;
         let params = Params { m: n as u32, part_stride: s.stride as u32, ..self.params() };
         dispatch(
             dev,
@@ -82,11 +123,12 @@ impl Job<'_> {
                 Bind::all(LOSS, rows.buffer()),
                 Bind::all(ROW_STATS, stats.buffer()),
                 Bind::all(DENOMS, prep.denoms.buffer()),
+                Bind::all(TOKEN_OUT, token_out.as_ref().unwrap_or(&unused).buffer()),
             ],
             (n as u64).div_ceil(64),
             &[s.stride as u64],
         )?;
-        self.finish_loss(prep, rows, stats)
+        self.finish_loss(prep, rows, stats, token_out.as_deref())
     }
 
     /// How the vocabulary is sliced: enough threads to fill the adapter, no more partials than
@@ -116,11 +158,11 @@ impl Job<'_> {
     }
 
     /// The partials of every (row, slice), row chunk by row chunk and shard by shard of W.
-    fn record_partials(&self, s: &Slicing, parts: &Storage) -> Result<()> {
+    fn record_partials(&self, s: &Slicing, parts: &Storage, constants: &[(&'static str, f64)]) -> Result<()> {
         let (dev, n, h64) = (self.dev, self.n, self.h as u64);
         let (xd, wd) = (self.x.dtype, self.w.dtype);
         let reads = gemm_reads(&[(X, xd), (W, wd)]);
-        let pipe = KernelId::LinearCrossEntropy.pipeline_for(dev, reads, s.entry, &[])?;
+        let pipe = KernelId::LinearCrossEntropy.pipeline_for(dev, reads, s.entry, constants)?;
         let steps_run = (s.slice_w / s.block_cols) as u64;
         for r0 in (0..n).step_by(self.x_rows) {
             let rn = self.x_rows.min(n - r0);

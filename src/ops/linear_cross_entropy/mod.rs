@@ -25,12 +25,13 @@ mod output;
 mod plan;
 
 pub use options::{CCE_FILTER_EPS, DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy};
-pub use output::LinearCrossEntropyOutput;
+pub use output::{LinearCrossEntropyOutput, TokenGrads, TokenOutputs};
 
 use options::OP;
 use plan::Job;
 
 use crate::error::{Error, Result};
+use crate::kernels::linear_cross_entropy::STAT_PLANES;
 use crate::ops::convert::f32_operand;
 use crate::ops::linear::LinearGrads;
 use crate::tensor::{Indices, Tensor, same_device};
@@ -68,7 +69,8 @@ impl<'a> Operands<'a> {
 }
 
 impl LinearCrossEntropy {
-    /// The loss and every row's log-sum-exp, from split-V partials (no logits stored).
+    /// The loss and every row's log-sum-exp, from split-V partials (no logits stored); with
+    /// [`token_outputs`](Self::token_outputs) also the per-token outputs, from the same pass.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -80,7 +82,7 @@ impl LinearCrossEntropy {
             let ops = Operands::new(self, x, weight, bias)?;
             let job = ops.job(targets)?;
             let prep = job.prepare()?;
-            job.forward(&prep)
+            job.forward(&prep, self.token_outputs)
         })
     }
 
@@ -97,18 +99,42 @@ impl LinearCrossEntropy {
         grad_output: &Tensor,
         forward: Option<&LinearCrossEntropyOutput>,
     ) -> Result<LinearGrads> {
+        self.backward_with_tokens(x, weight, bias, targets, grad_output, TokenGrads::default(), forward)
+    }
+
+    /// [`backward`](Self::backward) with upstream gradients of the per-token outputs as well:
+    /// the gradients of `loss·grad_output + Σ g_logprob·logprob + Σ g_entropy·entropy`, all in
+    /// the one backward. An entropy gradient needs the forward's entropy: `forward` from a call
+    /// with [`token_outputs`](Self::token_outputs), or none (the forward then runs again).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_with_tokens(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        targets: &Indices,
+        grad_output: &Tensor,
+        tokens: TokenGrads<'_>,
+        forward: Option<&LinearCrossEntropyOutput>,
+    ) -> Result<LinearGrads> {
         x.device().op(OP, || {
             let ops = Operands::new(self, x, weight, bias)?;
             let job = ops.job(targets)?;
             job.check_grad(grad_output)?;
-            let grad_output = &f32_operand(grad_output)?;
+            let (grad, bits) = job.upstream(grad_output, tokens)?;
             if let Some(out) = forward {
                 same_device(OP, job.dev, &[out.stats.device()])?;
-                if out.lse.shape != job.lead || out.stats.shape != [4, job.n] {
+                if out.lse.shape != job.lead || out.stats.shape != [STAT_PLANES as usize, job.n] {
                     let got = &out.lse.shape;
                     return Err(Error::shape(
                         OP,
                         format!("the forward's rows must be {:?}, got {got:?}", job.lead),
+                    ));
+                }
+                if tokens.entropy.is_some() && out.tokens.is_none() {
+                    return Err(Error::invalid(
+                        OP,
+                        "an entropy gradient needs a forward output made with token_outputs",
                     ));
                 }
             }
@@ -116,15 +142,17 @@ impl LinearCrossEntropy {
             let plan = job.tile_plan(false)?;
             let stats = match forward {
                 Some(out) => out.stats.clone(),
-                None => job.forward(&prep)?.stats,
+                None => job.forward(&prep, tokens.entropy.is_some())?.stats,
             };
-            job.grads(&prep, grad_output, Some(&stats), plan)?.0.typed(x.dtype, weight.dtype, self.outputs)
+            let grads = job.grads(&prep, &grad, Some(&stats), plan, bits)?.0;
+            grads.typed(x.dtype, weight.dtype, self.outputs)
         })
     }
 
     /// The forward and the backward of one training step. When whole rows of logits fit the
-    /// scratch (at least one GEMM block of rows), each chunk's logits are computed once and give
-    /// the loss, the log-sum-exp and the gradient; otherwise this is `forward` then `backward`.
+    /// scratch (at least one GEMM block of rows) and no per-token outputs are asked for, each
+    /// chunk's logits are computed once and give the loss, the log-sum-exp and the gradient;
+    /// otherwise this is `forward` then `backward`.
     pub fn forward_backward(
         &self,
         x: &Tensor,
@@ -140,13 +168,13 @@ impl LinearCrossEntropy {
             let grad_output = &f32_operand(grad_output)?;
             let prep = job.prepare()?;
             let plan = job.tile_plan(true)?;
-            if plan.whole_rows && job.n > 0 {
-                let (grads, out) = job.grads(&prep, grad_output, None, plan)?;
+            if plan.whole_rows && job.n > 0 && !self.token_outputs {
+                let (grads, out) = job.grads(&prep, grad_output, None, plan, 0)?;
                 let out = out.ok_or_else(|| Error::Wgpu("the one-pass plan returned no loss".into()))?;
                 return Ok((out, grads.typed(x.dtype, weight.dtype, self.outputs)?));
             }
-            let out = job.forward(&prep)?;
-            let (grads, _) = job.grads(&prep, grad_output, Some(&out.stats), plan)?;
+            let out = job.forward(&prep, self.token_outputs)?;
+            let (grads, _) = job.grads(&prep, grad_output, Some(&out.stats), plan, 0)?;
             Ok((out, grads.typed(x.dtype, weight.dtype, self.outputs)?))
         })
     }

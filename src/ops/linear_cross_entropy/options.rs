@@ -88,6 +88,11 @@ pub struct LinearCrossEntropy {
     /// ([`CCE_FILTER_EPS`]). It trades exactness for time when probabilities concentrate on few
     /// classes; the loss is unchanged.
     pub filter_eps: Option<f32>,
+    /// Whether the forward also returns the per-token outputs (logprob, entropy, argmax,
+    /// correct, token accuracy; [`TokenOutputs`](super::TokenOutputs)) from its pass over the
+    /// vocabulary (default false). `forward_backward` then runs the split-V forward and the
+    /// tiled backward rather than one pass of whole rows.
+    pub token_outputs: bool,
     /// The element type of the gradients: dX in x's, dW and db in W's, each rounded once from
     /// its f32 accumulation (default), or all f32 unrounded (Liger Kernel's `accum_dtype`,
     /// Cut Cross-Entropy's `accum_c_fp32`). Half-precision x, W and b are widened exactly and
@@ -112,6 +117,7 @@ impl Default for LinearCrossEntropy {
             max_scratch_bytes: DEFAULT_MAX_SCRATCH_BYTES,
             kernel: LinearKernel::Auto,
             filter_eps: None,
+            token_outputs: false,
             outputs: Outputs::AsInputs,
         }
     }
@@ -121,6 +127,12 @@ impl LinearCrossEntropy {
     /// Sets per-class weights `(V)`, as [`CrossEntropy::weight`](crate::CrossEntropy::weight).
     pub fn weight(mut self, weight: Tensor) -> Self {
         self.weight = Some(weight);
+        self
+    }
+
+    /// Asks the forward for the per-token outputs; see [`token_outputs`](Self::token_outputs).
+    pub fn token_outputs(mut self, on: bool) -> Self {
+        self.token_outputs = on;
         self
     }
 

@@ -5,14 +5,17 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::options::{LinearCrossEntropy, OP};
+use super::output::TokenGrads;
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, gcd};
 use crate::kernels::KernelId;
 use crate::kernels::linear_cross_entropy::{
-    COUNTED, Params, ROW_STATS, STATUS, TARGETS, TOKEN_W, WEIGHT, WT, tile_grad_trips,
+    COUNTED, Params, ROW_STATS, STAT_PLANES, STATUS, TARGETS, TOKEN_PLANES, TOKEN_W, WEIGHT, WT,
+    tile_grad_trips,
 };
 use crate::ops::budget::{exceeded, fits, largest_fitting};
+use crate::ops::convert::f32_operand;
 use crate::ops::linear::block_step;
 use crate::ops::reduce::{Finish, reduce};
 use crate::ops::{Reduction, check_u32, is_software};
@@ -55,8 +58,8 @@ pub(super) struct TilePlan {
 }
 
 /// What every pass needs: the target check, the denominators `[Σ s·w[t], Σ s, Σ w]` over the
-/// counted rows (s the token weights, 1 without), and the row statistics, four planes of N
-/// (lse, max, log Σ, s), the last written by the target pass.
+/// counted rows (s the token weights, 1 without), and the row statistics, five planes of N
+/// (lse, max, log Σ, entropy, s), the last written by the target pass.
 pub(super) struct Prep {
     pub(super) check: ValueCheck,
     pub(super) denoms: Arc<Storage>,
@@ -107,8 +110,9 @@ impl<'a> Job<'a> {
             let what = format!("{block} rows of W in one binding");
             return Err(Error::limit(what, block as u64 * w_row_bytes, limit));
         }
-        // Per-row buffers are bound whole; the largest is the statistics, 4 floats a row.
-        let stats_bytes = n as u64 * 16;
+        // Per-row buffers are bound whole; the largest are the statistics and the per-token
+        // outputs, 5 words a row.
+        let stats_bytes = n as u64 * 4 * STAT_PLANES.max(TOKEN_PLANES);
         if stats_bytes > limit {
             return Err(Error::limit(
                 format!("the statistics of {n} rows in one binding"),
@@ -151,6 +155,49 @@ impl<'a> Job<'a> {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The upstream gradient as the gradient tiles read it: the loss's (one value, or N), then
+    /// the per-token gradients `tokens` holds, N each, logprob's before entropy's, all f32; and
+    /// the kernel's bits saying which follow (1 logprob, 2 entropy).
+    pub(super) fn upstream(&self, grad: &Tensor, tokens: TokenGrads<'_>) -> Result<(Tensor, u32)> {
+        let grad = f32_operand(grad)?;
+        let given = [tokens.logprob, tokens.entropy];
+        if given.iter().all(Option::is_none) {
+            return Ok((grad, 0));
+        }
+        let n = self.n as u64;
+        let head = grad.numel() as u64;
+        let mut checks = grad.checks.clone();
+        let all = Storage::alloc(self.dev, (head + 2 * n).max(1) * 4)?;
+        let mut parts = vec![(grad.storage.clone(), 0, head)];
+        let mut bits = 0;
+        for (k, g) in given.into_iter().enumerate() {
+            let Some(g) = g else { continue };
+            same_device(OP, self.dev, &[g.device()])?;
+            if g.shape != self.lead {
+                let which = if k == 0 { "logprob" } else { "entropy" };
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "the {which} gradient must have the targets' shape {:?}, got {:?}",
+                        self.lead, g.shape
+                    ),
+                ));
+            }
+            let g = f32_operand(g)?;
+            checks.extend(g.checks.iter().cloned());
+            parts.push((g.storage.clone(), head + k as u64 * n, n));
+            bits |= 1 << k;
+        }
+        self.dev.record(|enc| {
+            for (src, at, len) in &parts {
+                if *len > 0 {
+                    enc.copy_buffer_to_buffer(src.buffer(), 0, all.buffer(), at * 4, len * 4);
+                }
+            }
+        });
+        Ok((Tensor { checks, ..Tensor::new(all, grad.shape.clone()) }, bits))
     }
 
     /// The uniform's fields that every entry shares.
@@ -218,7 +265,7 @@ impl<'a> Job<'a> {
         let check = ValueCheck::new(OP, self.targets, self.v, self.o.ignore_index)?;
         let wt = Storage::alloc(dev, n as u64 * 4)?;
         let counted = Storage::alloc(dev, n as u64 * 4)?;
-        let stats = Storage::alloc(dev, n.max(1) as u64 * 16)?;
+        let stats = Storage::alloc(dev, n.max(1) as u64 * 4 * STAT_PLANES)?;
         let pipe = KernelId::LinearCrossEntropy.pipeline(dev, "target_pass", &[])?;
         let params = Params { m: n as u32, ..self.params() };
         dispatch(

@@ -24,8 +24,9 @@ pub(super) const LMHEAD_SHAPES: &[BenchShape] = &[
 ];
 
 /// The (kernel, direction) pairs of every LM-head shape.
-const LMHEAD_CASES: [(&str, &str); 4] = [
+const LMHEAD_CASES: [(&str, &str); 5] = [
     ("linear_cross_entropy", "forward"),
+    ("linear_cross_entropy+tokens", "forward"),
     ("linear_cross_entropy", "forward+backward"),
     ("linear+cross_entropy", "forward"),
     ("linear+cross_entropy", "forward+backward"),
@@ -107,6 +108,15 @@ impl LmHead {
         Ok(vec![o.loss, o.lse])
     }
 
+    /// The forward with every per-token output (logprob, entropy, argmax, correct, accuracy).
+    fn fused_forward_tokens(&self) -> crate::error::Result<Vec<Tensor>> {
+        let l = LinearCrossEntropy::default().token_outputs(true);
+        let o = l.forward(&self.x, &self.w, Some(&self.b), &self.t)?;
+        let t = o.tokens.ok_or_else(|| crate::error::Error::Wgpu("no token outputs".into()))?;
+        let argmax = Tensor::new(t.argmax.storage.clone(), t.argmax.shape.clone());
+        Ok(vec![o.loss, o.lse, t.logprob, t.entropy, argmax, t.correct, t.accuracy])
+    }
+
     fn fused_step(&self) -> crate::error::Result<Vec<Tensor>> {
         let (o, g) = LinearCrossEntropy::default().forward_backward(
             &self.x,
@@ -171,6 +181,7 @@ pub(super) fn lmhead_cases<'a>(lm: &'a LmHead, cases: &mut Vec<Pending<'a>>) -> 
     let fwd_flops = Some(2 * (n * h * v) as u64);
     let step_flops = Some(6 * (n * h * v) as u64);
     let (lf, wf, lu, wu) = (loss_fused, dw_fused, loss_unfused, dw_unfused);
+    let lt = lf.clone();
     cases.push(Pending {
         kernel: "linear_cross_entropy",
         direction: "forward",
@@ -182,6 +193,18 @@ pub(super) fn lmhead_cases<'a>(lm: &'a LmHead, cases: &mut Vec<Pending<'a>>) -> 
         want: Some(Box::new(move || lf.clone())),
         tol: (1e-5, 1e-4),
         mem: Some(Box::new(move || lm.fused_forward())),
+    });
+    cases.push(Pending {
+        kernel: "linear_cross_entropy+tokens",
+        direction: "forward",
+        shape: lm.shape.name,
+        dtype: lm.dtype,
+        bytes: None,
+        flops: fwd_flops,
+        op: Box::new(move || first(lm.fused_forward_tokens())),
+        want: Some(Box::new(move || lt.clone())),
+        tol: (1e-5, 1e-4),
+        mem: Some(Box::new(move || lm.fused_forward_tokens())),
     });
     cases.push(Pending {
         kernel: "linear_cross_entropy",

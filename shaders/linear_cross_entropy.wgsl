@@ -37,6 +37,9 @@ override HAVE_LSE: bool = false;
 // Σ e^(z − max)·(z − max) and its argmax (ties to the lowest column), and the fold writes the
 // per-token outputs (logprob, entropy, argmax, correct).
 override TOKEN_OUTPUTS: bool = false;
+// fold with STATE_OUT writes each row's merged state (a vocabulary shard's, ten words a row, as
+// store_part lays them out) to token_out instead of finishing the row.
+override STATE_OUT: bool = false;
 // tile_grad with FILTER: flags[b] = 1 when some |gradient| in 64-column block b of the tile is
 // ≥ filter_eps (relative to the row's upstream scale); the gradient GEMMs skip the other blocks.
 override FILTER: bool = false;
@@ -66,6 +69,10 @@ struct Params {
     temperature: f32,
     has_token_weight: u32,
     token_grads: u32,   // tile_grad: bit 0 an upstream gradient of logprob, bit 1 of entropy
+    class_base: u32,    // the class of W's row 0 (a vocabulary shard's first; 0 otherwise)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -210,7 +217,7 @@ fn push_quad(run: Run, raw: vec4<f32>, ok: vec4<bool>, cw: vec4<f32>, tcol: i32,
         let top = max(max(vm.x, vm.y), max(vm.z, vm.w));
         if (any(ok) && (top > run.st.x || arg == NO_COLUMN)) {
             let lane = select(select(select(3, 2, vm.z == top), 1, vm.y == top), 0, vm.x == top);
-            arg = u32(col0 + lane) + params.v_base;
+            arg = u32(col0 + lane) + params.class_base + params.v_base;
         }
     }
     return Run(st, sh, run.bad || bad, ent, arg);
@@ -235,7 +242,7 @@ fn quad_weight(col: u32, ok: vec4<bool>) -> vec4<f32> {
         return select(vec4<f32>(0.0), vec4<f32>(1.0), ok);
     }
     let last = params.n - 1u;
-    let b = params.v_base;
+    let b = params.class_base + params.v_base;
     let q = vec4<f32>(
         cweight[b + min(col, last)],
         cweight[b + min(col + 1u, last)],
@@ -248,18 +255,28 @@ fn quad_weight(col: u32, ok: vec4<bool>) -> vec4<f32> {
 // The words of one partial: st, sh (its last word ent), arg, and one unused.
 const PART_WORDS: u32 = 10u;
 
+// A run as the words of a partial (and of a vocabulary shard's state).
+fn run_words(run: Run) -> array<u32, PART_WORDS> {
+    return array<u32, PART_WORDS>(
+        select(bitcast<u32>(run.st.x), NAN_BITS, run.bad),
+        bitcast<u32>(run.st.y),
+        bitcast<u32>(run.st.z),
+        bitcast<u32>(run.st.w),
+        bitcast<u32>(run.sh.x),
+        bitcast<u32>(run.sh.y),
+        bitcast<u32>(run.sh.z),
+        bitcast<u32>(run.ent),
+        run.arg,
+        0u,
+    );
+}
+
 fn store_part(row: u32, slice: u32, run: Run) {
     let p = PART_WORDS * ((params.row_base + row) * params.part_stride + params.part_base + slice);
-    parts[p] = select(bitcast<u32>(run.st.x), NAN_BITS, run.bad);
-    parts[p + 1u] = bitcast<u32>(run.st.y);
-    parts[p + 2u] = bitcast<u32>(run.st.z);
-    parts[p + 3u] = bitcast<u32>(run.st.w);
-    parts[p + 4u] = bitcast<u32>(run.sh.x);
-    parts[p + 5u] = bitcast<u32>(run.sh.y);
-    parts[p + 6u] = bitcast<u32>(run.sh.z);
-    parts[p + 7u] = bitcast<u32>(run.ent);
-    parts[p + 8u] = run.arg;
-    parts[p + 9u] = 0u;
+    let words = run_words(run);
+    for (var k = 0u; k < PART_WORDS; k++) {
+        parts[p + k] = words[k];
+    }
 }
 
 fn load_part(p: u32) -> vec4<f32> {
@@ -395,6 +412,13 @@ fn fold(
         }
         run = run_merge(run, part);
     }
+    if (STATE_OUT) {
+        let words = run_words(run);
+        for (var k = 0u; k < PART_WORDS; k++) {
+            token_out[PART_WORDS * row + k] = words[k];
+        }
+        return;
+    }
     finish_row(row, run);
     if (TOKEN_OUTPUTS) {
         finish_tokens(row, run);
@@ -419,7 +443,7 @@ fn tile_grad(
     let base = r * params.ld;
     let n = params.n;
     let t = counted_target(row);
-    let tcol = t - i32(params.v_base);
+    let tcol = t - i32(params.class_base + params.v_base);
     // p[c] = exp((z[c] - shift) - log_sum) with the row's (max, log sum): computed here when the
     // whole row is in the tile, else the forward's.
     var shift = 0.0;
@@ -554,7 +578,7 @@ fn grad_at(i: u32, j: u32, norm: vec2<f32>, tcol: i32, c: vec3<f32>, eh: vec2<f3
         d = ct * expm1(shifted) + (cp - ct) * p;
     }
     if (params.smoothing > 0.0) {
-        d -= cc * class_w(params.v_base + j);
+        d -= cc * class_w(params.class_base + params.v_base + j);
     }
     d -= eh.x * p * (shifted + eh.y);
     d *= zc.y;

@@ -63,8 +63,8 @@ pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, cross
 pub use ops::divergence::{Jsd, Tvd};
 pub use ops::linear::{Linear, LinearGrads, LinearKernel, linear};
 pub use ops::linear_cross_entropy::{
-    CCE_FILTER_EPS, DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy, LinearCrossEntropyOutput, TokenGrads,
-    TokenOutputs, linear_cross_entropy,
+    CCE_FILTER_EPS, Combined, DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy, LinearCrossEntropyOutput,
+    SHARD_STATE_WORDS, ShardState, TokenGrads, TokenOutputs, VocabShard, linear_cross_entropy,
 };
 pub use ops::linear_jsd::{DEFAULT_JSD_SCRATCH_BYTES, LinearHead, LinearJsd};
 pub use ops::log_softmax::{LogSoftmax, Softmax, log_softmax, softmax};

@@ -172,7 +172,7 @@ fn {name}(
         let _ = writeln!(s, "    let xr{r} = min(r0 + {r}u, params.m - 1u) * params.k;");
         let _ = writeln!(
             s,
-            "    let t{r} = targets[params.row_base + min(r0 + {r}u, params.m - 1u)] - i32(params.v_base);"
+            "    let t{r} = targets[params.row_base + min(r0 + {r}u, params.m - 1u)] - i32(params.class_base + params.v_base);"
         );
         let _ = writeln!(s, "    var run{r} = run_empty();");
     }

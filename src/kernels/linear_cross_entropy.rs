@@ -40,8 +40,13 @@ pub(crate) struct Params {
     /// tile_grad: bit 0 an upstream gradient of logprob follows the loss's in [`GRAD`], bit 1
     /// one of entropy.
     pub(crate) token_grads: u32,
+    /// The class of W's row 0: 0, or a vocabulary shard's first class (vocabulary-parallel
+    /// heads). Targets, class weights and the argmax are global classes; W, b and the tiles'
+    /// columns are the shard's.
+    pub(crate) class_base: u32,
+    pub(crate) _pad: [u32; 3],
 }
-const _: () = assert!(size_of::<Params>() == 96);
+const _: () = assert!(size_of::<Params>() == 112);
 
 /// Hidden states (N, H).
 pub const X: Binding = Binding::staged("x", 1);
@@ -85,15 +90,18 @@ pub(crate) const STAT_PLANES: u64 = 5;
 /// The planes of [`TOKEN_OUT`].
 pub(crate) const TOKEN_PLANES: u64 = 5;
 
+/// The words of a stored partial (and of a vocabulary shard's row state), written in a loop.
+pub(crate) const PART_WORDS: u64 = 10;
+
 /// One `partials` invocation walking `steps` blocks of columns over k = `h`: per block, the k
-/// steps of its register-blocked GEMM and the block step itself.
+/// steps of its register-blocked GEMM and the block step itself; then the partial's store.
 pub(crate) fn partials_trips(steps: u64, h: u64) -> u64 {
-    steps * (h + 2) + 1
+    steps * (h + 2) + 1 + PART_WORDS
 }
 
-/// `fold`: one pass over a row's `stride` partials.
+/// `fold`: one pass over a row's `stride` partials, then the store of a shard's row state.
 pub(crate) fn fold_trips(stride: u64) -> u64 {
-    stride + 1
+    stride + 1 + PART_WORDS
 }
 
 /// `tile_grad`, a workgroup per row of an `n`-column tile: with `whole` rows it first folds the

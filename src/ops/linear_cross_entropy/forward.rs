@@ -6,15 +6,15 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::options::OP;
-use super::output::{LinearCrossEntropyOutput, TokenOutputs};
+use super::output::{LinearCrossEntropyOutput, SHARD_STATE_WORDS, TokenOutputs};
 use super::plan::{Job, Prep};
 use crate::error::Result;
 use crate::gpu::dispatch::{Bind, dispatch};
 use crate::kernels::KernelId;
 use crate::kernels::gemm::{LCE_BLOCK, LCE_BLOCK_SMALL};
 use crate::kernels::linear_cross_entropy::{
-    BIAS, DENOMS, LOSS, PARTS, Params, ROW_STATS, STAT_PLANES, TARGETS, TOKEN_OUT, TOKEN_PLANES, W, X,
-    fold_trips, partials_trips,
+    BIAS, DENOMS, LOSS, PART_WORDS, PARTS, Params, ROW_STATS, STAT_PLANES, TARGETS, TOKEN_OUT, TOKEN_PLANES,
+    W, X, fold_trips, partials_trips,
 };
 use crate::ops::budget::{exceeded, fits, largest_fitting};
 use crate::ops::linear::gemm_reads;
@@ -24,7 +24,7 @@ use crate::tensor::{Indices, Storage, Tensor};
 
 /// One partial: (max, t, Σ w·(z − x0), target logit), (x0, Σ w, x0 set, entropy sum), argmax
 /// and an unused word.
-const PART_BYTES: u64 = 40;
+const PART_BYTES: u64 = 4 * PART_WORDS;
 
 impl Job<'_> {
     /// The per-row losses (already divided for `Mean`) reduced as asked, and the row
@@ -108,27 +108,59 @@ impl Job<'_> {
         let parts = Storage::alloc(dev, (n * s.stride) as u64 * PART_BYTES)?;
         let constants = [("TOKEN_OUTPUTS", tokens as u8 as f64)];
         self.record_partials(&s, &parts, &constants)?;
-        let fold = KernelId::LinearCrossEntropy.pipeline(dev, "fold", &constants)?;
         // A written binding may not share the read-only stand-in buffer: its own, unwritten.
         let unused = Storage::alloc(dev, 4)?;
-        let params = Params { m: n as u32, part_stride: s.stride as u32, ..self.params() };
+        let outs = [&*rows, &*stats, &*prep.denoms, token_out.as_deref().unwrap_or(&unused)];
+        self.fold(&s, &parts, &constants, outs)?;
+        self.finish_loss(prep, rows, stats, token_out.as_deref())
+    }
+
+    /// A vocabulary shard's per-row states (ten words a row, `SHARD_STATE_WORDS`): its split-V
+    /// partials merged in slice order, not finished (the combine step merges the shards').
+    pub(super) fn shard_states(&self) -> Result<Arc<Storage>> {
+        let (dev, n) = (self.dev, self.n);
+        let words = Storage::alloc(dev, (n * SHARD_STATE_WORDS).max(1) as u64 * 4)?;
+        if n == 0 {
+            return Ok(words);
+        }
+        let s = self.slicing()?;
+        check_u32(OP, n * s.stride * (PART_BYTES as usize / 4))?;
+        let parts = Storage::alloc(dev, (n * s.stride) as u64 * PART_BYTES)?;
+        let constants = [("TOKEN_OUTPUTS", 1.0), ("STATE_OUT", 1.0)];
+        self.record_partials(&s, &parts, &constants[..1])?;
+        // Bindings the state fold does not touch, each its own (written ones may not share).
+        let (loss, stats, denoms) =
+            (Storage::alloc(dev, 4)?, Storage::alloc(dev, 4)?, Storage::alloc(dev, 16)?);
+        self.fold(&s, &parts, &constants, [&loss, &stats, &denoms, &words])?;
+        Ok(words)
+    }
+
+    /// The fold over each row's partials, writing `[loss, row stats, denominators, token out]`.
+    fn fold(
+        &self,
+        s: &Slicing,
+        parts: &Storage,
+        constants: &[(&'static str, f64)],
+        [loss, stats, denoms, token_out]: [&Storage; 4],
+    ) -> Result<()> {
+        let fold = KernelId::LinearCrossEntropy.pipeline(self.dev, "fold", constants)?;
+        let params = Params { m: self.n as u32, part_stride: s.stride as u32, ..self.params() };
         dispatch(
-            dev,
+            self.dev,
             &fold,
             bytemuck::bytes_of(&params),
             &[
                 self.weight_bind(),
                 Bind::all(TARGETS, self.targets.storage.buffer()),
                 Bind::all(PARTS, parts.buffer()),
-                Bind::all(LOSS, rows.buffer()),
+                Bind::all(LOSS, loss.buffer()),
                 Bind::all(ROW_STATS, stats.buffer()),
-                Bind::all(DENOMS, prep.denoms.buffer()),
-                Bind::all(TOKEN_OUT, token_out.as_ref().unwrap_or(&unused).buffer()),
+                Bind::all(DENOMS, denoms.buffer()),
+                Bind::all(TOKEN_OUT, token_out.buffer()),
             ],
-            (n as u64).div_ceil(64),
+            (self.n as u64).div_ceil(64),
             &[s.stride as u64],
-        )?;
-        self.finish_loss(prep, rows, stats, token_out.as_deref())
+        )
     }
 
     /// How the vocabulary is sliced: enough threads to fill the adapter, no more partials than

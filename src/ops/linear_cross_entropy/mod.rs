@@ -23,50 +23,22 @@ mod forward;
 mod options;
 mod output;
 mod plan;
+mod vocab_parallel;
 
 pub use options::{CCE_FILTER_EPS, DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy};
-pub use output::{LinearCrossEntropyOutput, TokenGrads, TokenOutputs};
+pub use output::{
+    LinearCrossEntropyOutput, SHARD_STATE_WORDS, ShardState, TokenGrads, TokenOutputs, VocabShard,
+};
+pub use vocab_parallel::Combined;
 
 use options::OP;
-use plan::Job;
+use plan::Operands;
 
 use crate::error::{Error, Result};
 use crate::kernels::linear_cross_entropy::STAT_PLANES;
 use crate::ops::convert::f32_operand;
 use crate::ops::linear::LinearGrads;
 use crate::tensor::{Indices, Tensor, same_device};
-
-/// The call's operands as its kernels read them: x and W in their own element types (the GEMMs
-/// decode halves as they load), the bias and the class weights as f32 (small: widened inside
-/// the open frame when half).
-struct Operands<'a> {
-    x: &'a Tensor,
-    weight: &'a Tensor,
-    bias: Option<Tensor>,
-    options: LinearCrossEntropy,
-}
-
-impl<'a> Operands<'a> {
-    fn new(
-        options: &LinearCrossEntropy,
-        x: &'a Tensor,
-        weight: &'a Tensor,
-        bias: Option<&Tensor>,
-    ) -> Result<Operands<'a>> {
-        let class_weight = options.weight.as_ref().map(f32_operand).transpose()?;
-        let token_weight = options.token_weight.as_ref().map(f32_operand).transpose()?;
-        Ok(Operands {
-            x,
-            weight,
-            bias: bias.map(f32_operand).transpose()?,
-            options: LinearCrossEntropy { weight: class_weight, token_weight, ..options.clone() },
-        })
-    }
-
-    fn job<'t>(&'t self, targets: &'t Indices) -> Result<Job<'t>> {
-        Job::new(&self.options, self.x, self.weight, self.bias.as_ref(), targets)
-    }
-}
 
 impl LinearCrossEntropy {
     /// The loss and every row's log-sum-exp, from split-V partials (no logits stored); with

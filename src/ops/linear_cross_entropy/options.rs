@@ -58,7 +58,7 @@ pub struct LinearCrossEntropy {
     /// Per-class weights `(V)`.
     pub weight: Option<Tensor>,
     /// Per-token weights, the targets' shape (default none): each row's loss (cross-entropy and
-    /// z-loss) and gradient are scaled by its weight s, and `Mean` divides by Σ s·w[t] (and the
+    /// z-loss) and gradient are scaled by its weight s, and `Mean` divides by Σ s·w\[t\] (and the
     /// z-loss by Σ s) over the counted rows — PyTorch's weighted mean generalised. Rows of
     /// weight 0 skip their gradient's computation.
     pub token_weight: Option<Tensor>,

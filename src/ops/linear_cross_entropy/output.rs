@@ -1,5 +1,6 @@
 //! What [`LinearCrossEntropy`](super::LinearCrossEntropy)'s forward returns.
 
+use crate::kernels::linear_cross_entropy::PART_WORDS;
 use crate::tensor::{Indices, Tensor};
 
 /// The forward results of [`LinearCrossEntropy`](super::LinearCrossEntropy).
@@ -47,3 +48,30 @@ pub struct TokenGrads<'a> {
     /// d objective / d entropy per row (ignored rows' entropy is the constant 0).
     pub entropy: Option<&'a Tensor>,
 }
+
+/// Where a vocabulary shard of an LM head's W sits: its rows are classes
+/// `start .. start + rows` of a vocabulary of `vocab` classes (see
+/// [`LinearCrossEntropy::shard_state`](super::LinearCrossEntropy::shard_state)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VocabShard {
+    pub start: usize,
+    pub vocab: usize,
+}
+
+/// One vocabulary shard's per-row state: what a shard sends to the combine step, `O(N)`.
+/// Ten 32-bit words a row, in row order: the shard's max logit m; Σ e^(z − m) less the max's own
+/// term; Σ w·(z − x0) over its classes; the target's logit if the target is one of its classes
+/// (else 0); x0 (the shard's first logit); Σ w over its classes; 1 (x0 set); Σ e^(z − m)·(z − m);
+/// the shard's argmax as a global class; 0. A row holding a NaN or an infinity has a NaN first
+/// word. The words are bit patterns of f32 except the argmax (u32).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShardState {
+    pub shard: VocabShard,
+    /// The shard's classes, `V_k` (W's rows).
+    pub classes: usize,
+    pub rows: usize,
+    pub words: Vec<u32>,
+}
+
+/// The words of a row in a [`ShardState`]: those of the kernel's partials.
+pub const SHARD_STATE_WORDS: usize = PART_WORDS as usize;

@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::options::{LinearCrossEntropy, OP};
-use super::output::TokenGrads;
+use super::output::{TokenGrads, VocabShard};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, gcd};
@@ -31,7 +31,11 @@ pub(super) struct Job<'a> {
     pub(super) targets: &'a Indices,
     pub(super) n: usize,
     pub(super) h: usize,
+    /// W's rows: the vocabulary, or a vocabulary shard's classes.
     pub(super) v: usize,
+    /// The vocabulary's classes and the class of W's row 0 (`v` and 0 unless W is a shard).
+    pub(super) classes: usize,
+    pub(super) class_base: usize,
     /// The targets' shape (and the loss's for `None`).
     pub(super) lead: Vec<usize>,
     pub(super) ignore: i32,
@@ -66,6 +70,38 @@ pub(super) struct Prep {
     pub(super) stats: Arc<Storage>,
 }
 
+/// The call's operands as its kernels read them: x and W in their own element types (the GEMMs
+/// decode halves as they load), the bias and the class weights as f32 (small: widened inside
+/// the open frame when half).
+pub(super) struct Operands<'a> {
+    pub(super) x: &'a Tensor,
+    pub(super) weight: &'a Tensor,
+    pub(super) bias: Option<Tensor>,
+    pub(super) options: LinearCrossEntropy,
+}
+
+impl<'a> Operands<'a> {
+    pub(super) fn new(
+        options: &LinearCrossEntropy,
+        x: &'a Tensor,
+        weight: &'a Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<Operands<'a>> {
+        let class_weight = options.weight.as_ref().map(f32_operand).transpose()?;
+        let token_weight = options.token_weight.as_ref().map(f32_operand).transpose()?;
+        Ok(Operands {
+            x,
+            weight,
+            bias: bias.map(f32_operand).transpose()?,
+            options: LinearCrossEntropy { weight: class_weight, token_weight, ..options.clone() },
+        })
+    }
+
+    pub(super) fn job<'t>(&'t self, targets: &'t Indices) -> Result<Job<'t>> {
+        Job::new(&self.options, self.x, self.weight, self.bias.as_ref(), targets, None)
+    }
+}
+
 fn round_down(a: usize, m: usize) -> usize {
     a / m * m
 }
@@ -77,9 +113,12 @@ impl<'a> Job<'a> {
         w: &'a Tensor,
         bias: Option<&'a Tensor>,
         targets: &'a Indices,
+        shard: Option<VocabShard>,
     ) -> Result<Self> {
         let dev = x.device();
-        let (h, v, lead) = check_shapes(o, x, w, bias, targets)?;
+        let (h, v, lead) = check_shapes(o, x, w, bias, targets, shard)?;
+        let (classes, class_base) = shard.map_or((v, 0), |s| (s.vocab, s.start));
+        check_u32(OP, classes)?;
         check_options(o)?;
         let ignore = i32::try_from(o.ignore_index).map_err(|_| {
             Error::invalid(OP, format!("ignore_index {} does not fit in i32", o.ignore_index))
@@ -122,6 +161,8 @@ impl<'a> Job<'a> {
         }
         Ok(Job {
             o,
+            classes,
+            class_base,
             dev,
             x,
             w,
@@ -205,7 +246,8 @@ impl<'a> Job<'a> {
         Params {
             k: self.h as u32,
             has_bias: self.bias.is_some() as u32,
-            classes: self.v as u32,
+            classes: self.classes as u32,
+            class_base: self.class_base as u32,
             has_weight: self.o.weight.is_some() as u32,
             ignore_index: self.ignore,
             smoothing: self.o.label_smoothing,
@@ -258,11 +300,11 @@ impl<'a> Job<'a> {
         out
     }
 
-    /// The target pass (checks ids, per-row w[t] and counted) and the denominators.
+    /// The target pass (checks ids, per-row w\[t\] and counted) and the denominators.
     pub(super) fn prepare(&self) -> Result<Prep> {
         let dev = self.dev;
         let n = self.n;
-        let check = ValueCheck::new(OP, self.targets, self.v, self.o.ignore_index)?;
+        let check = ValueCheck::new(OP, self.targets, self.classes, self.o.ignore_index)?;
         let wt = Storage::alloc(dev, n as u64 * 4)?;
         let counted = Storage::alloc(dev, n as u64 * 4)?;
         let stats = Storage::alloc(dev, n.max(1) as u64 * 4 * STAT_PLANES)?;
@@ -287,7 +329,7 @@ impl<'a> Job<'a> {
         let weight_sum = reduce(dev, &wt, None, n, Finish::Sum, 0.0, Vec::new())?;
         let count = reduce(dev, &counted, None, n, Finish::Sum, 0.0, Vec::new())?;
         let total = match &self.o.weight {
-            Some(c) => Some(reduce(dev, &c.storage, None, self.v, Finish::Sum, 0.0, Vec::new())?),
+            Some(c) => Some(reduce(dev, &c.storage, None, self.classes, Finish::Sum, 0.0, Vec::new())?),
             None => None,
         };
         let denoms = Storage::alloc(dev, 16)?;
@@ -369,6 +411,7 @@ fn check_shapes<'x>(
     w: &Tensor,
     bias: Option<&Tensor>,
     targets: &Indices,
+    shard: Option<VocabShard>,
 ) -> Result<(usize, usize, &'x [usize])> {
     let mut devices = vec![w.device(), targets.device()];
     devices.extend(bias.map(|b| b.device()));
@@ -392,10 +435,23 @@ fn check_shapes<'x>(
     {
         return Err(Error::shape(OP, format!("bias must be ({v}), got {:?}", b.shape)));
     }
+    let classes = match shard {
+        Some(s) if s.start.checked_add(v).is_none_or(|end| end > s.vocab) => {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "a shard of {v} classes from class {} does not fit a vocabulary of {}",
+                    s.start, s.vocab
+                ),
+            ));
+        }
+        Some(s) => s.vocab,
+        None => v,
+    };
     if let Some(c) = &o.weight
-        && c.shape != [v]
+        && c.shape != [classes]
     {
-        return Err(Error::shape(OP, format!("weight must be ({v}), got {:?}", c.shape)));
+        return Err(Error::shape(OP, format!("weight must be ({classes}), got {:?}", c.shape)));
     }
     if let Some(s) = &o.token_weight
         && s.shape != lead

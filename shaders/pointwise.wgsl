@@ -24,6 +24,8 @@ override G_PER_ELEMENT: bool = false;
 override WANT_DY: bool = false;
 override DX_DTYPE: u32 = 0u;
 override DY_DTYPE: u32 = 0u;
+// Per-loss switches: sigmoid_focal bit 0 α on; poisson_nll bit 0 log_input, bit 1 full.
+override OPTIONS: u32 = 0u;
 
 const MSE: u32 = 0u;
 const L1: u32 = 1u;
@@ -35,6 +37,9 @@ const KL_DIV: u32 = 6u;       // x log-probabilities, y probabilities
 const KL_DIV_LOG_TARGET: u32 = 7u;
 const BINARY_ACCURACY: u32 = 8u; // 1 where (x > 0) == (y > 0.5), else 0
 const SOFT_MARGIN: u32 = 9u;     // log(1 + exp(-y x)), y usually +-1
+const SIGMOID_FOCAL: u32 = 10u;  // params.beta = gamma >= 0, params.alpha = alpha
+const POISSON_NLL: u32 = 11u;    // params.beta = eps
+const HINGE_EMBEDDING: u32 = 12u; // params.beta = margin
 
 struct Params {
     n: u32,
@@ -44,7 +49,7 @@ struct Params {
     scale: f32,
     weight_count: u32,
     pos_count: u32,
-    _pad: u32,
+    alpha: f32,
     // A broadcast operand's runs (ops/broadcast.rs): element i reads the operand at
     // the sum over runs of (i / inner) % size * stride, each run (inner, size, stride, 0).
     weight_runs: array<vec4<u32>, 4>,
@@ -205,6 +210,70 @@ fn eval(q: u32) -> Eval {
         let sig = select(ez / (1.0 + ez), 1.0 / (1.0 + ez), z >= vec4<f32>(0.0));
         e.loss = max(z, vec4<f32>(0.0)) + log1p_01v(ez);
         e.dx = -t * sig;
+        e.dy_nan = vec4<bool>(true);
+    } else if (LOSS == SIGMOID_FOCAL) {
+        // torchvision's a_t·ce·(1 − p_t)^γ with ce bce_with_logits' loss, p = σ(x) and
+        // 1 − p_t = y·σ(−x) + (1 − y)·σ(x), each sigmoid taken directly (no 1 − p). d/dx:
+        // a_t·[(p − y)·m^γ + ce·γ·m^(γ−1)·(1 − 2y)·p·(1 − p)], m = 1 − p_t; 0^γ is 0 (γ > 0).
+        let zero = vec4<f32>(0.0);
+        let ex = exp(-abs(v));
+        let big = 1.0 / (1.0 + ex);
+        let tiny = ex / (1.0 + ex);
+        let p = select(tiny, big, v >= zero);
+        let q = select(big, tiny, v >= zero);
+        let pos = select(-t * v, (1.0 - t) * v, v >= zero);
+        let lin = select(pos, zero, select(t == zero, t == vec4<f32>(1.0), v >= zero));
+        let ce = lin + log1p_01v(ex);
+        let m = t * q + (1.0 - t) * p;
+        let gamma = params.beta;
+        let live = m > zero;
+        // 0^γ: 0 for γ > 0; for γ < 0 the largest f32 stands in for +inf (no inf constants).
+        let at_zero = select(zero, vec4<f32>(3.4028235e38), gamma < 0.0);
+        let mg = select(at_zero, exp2(gamma * log2(select(vec4<f32>(1.0), m, live))), live);
+        let dmg = select(zero, gamma * mg / select(vec4<f32>(1.0), m, live) * (1.0 - 2.0 * t) * p * q, live);
+        var at = vec4<f32>(1.0);
+        if ((OPTIONS & 1u) != 0u) {
+            at = params.alpha * t + (1.0 - params.alpha) * (1.0 - t);
+        }
+        if (gamma == 0.0) {
+            e.loss = at * ce;
+            e.dx = at * ((1.0 - t) * p - t * q);
+        } else {
+            e.loss = at * ce * mg;
+            e.dx = at * (((1.0 - t) * p - t * q) * mg + ce * dmg);
+        }
+        e.dy_nan = vec4<bool>(true);
+    } else if (LOSS == POISSON_NLL) {
+        // PyTorch's poisson_nll_loss: exp(x) − y·x (log_input), else x − y·log(x + eps); with
+        // full, Stirling's y·log y − y + ½·log(2πy) where y > 1. log of a negative x + eps is
+        // NaN, as in PyTorch. No target gradient.
+        if ((OPTIONS & 1u) != 0u) {
+            let ev = exp(v);
+            e.loss = ev - t * v;
+            e.dx = ev - t;
+        } else {
+            let arg = v + params.beta;
+            e.loss = v - t * log(arg);
+            e.dx = 1.0 - t / arg;
+            e.nan |= arg < vec4<f32>(0.0);
+            e.dx_nan = e.nan;
+        }
+        if ((OPTIONS & 2u) != 0u) {
+            let big_t = t > vec4<f32>(1.0);
+            let st = t * log(max(t, vec4<f32>(1.0))) - t + 0.5 * log(6.283185307179586 * max(t, vec4<f32>(1.0)));
+            e.loss += select(vec4<f32>(0.0), st, big_t);
+        }
+        e.dy_nan = vec4<bool>(true);
+    } else if (LOSS == HINGE_EMBEDDING) {
+        // PyTorch's hinge_embedding_loss: max(0, margin − x) where y != 1, plus x where
+        // y != −1 (so both for a target that is neither). No target gradient.
+        let zero = vec4<f32>(0.0);
+        let one = vec4<f32>(1.0);
+        let gap = params.beta - v;
+        let by_margin = t != one;
+        let by_self = t != -one;
+        e.loss = select(zero, max(gap, zero), by_margin) + select(zero, v, by_self);
+        e.dx = select(zero, select(zero, -one, gap > zero), by_margin) + select(zero, one, by_self);
         e.dy_nan = vec4<bool>(true);
     } else if (LOSS == BINARY_ACCURACY) {
         // A NaN logit predicts 0, as (x > 0) does in PyTorch.

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{devices, label};
-use wgpu_loss::catalogue::{self, Args, Array, LOSSES, Loss, LossReduction, Target, Variant};
+use wgpu_loss::catalogue::{self, Args, Array, LOSSES, Loss, LossReduction, Options, Target, Variant};
 use wgpu_loss::data::Rng;
 use wgpu_loss::{DType, Device};
 
@@ -187,7 +187,7 @@ fn the_catalogue_is_whole() {
         assert!(names.insert(loss.name), "{} twice", loss.name);
         assert_eq!(catalogue::find(&loss.cli_name()).map(|l| l.name), Some(loss.name));
         assert!(!loss.reductions.is_empty() && !loss.variants.is_empty() && !loss.test_shapes.is_empty());
-        let follows = ["torch.nn.functional.", "liger_kernel.transformers."];
+        let follows = ["torch.nn.functional.", "liger_kernel.transformers.", "torchvision.ops."];
         assert!(follows.iter().any(|f| loss.pytorch.starts_with(f)), "{}", loss.pytorch);
         let mut bench = std::collections::BTreeSet::new();
         for b in loss.bench {
@@ -198,9 +198,21 @@ fn the_catalogue_is_whole() {
     assert!(catalogue::find("no-such-loss").is_none());
 }
 
-/// PyTorch's own values, one call per loss: (loss, reduction, input, target, want).
-///
-/// Produced with torch 2.15 (CPU), e.g. for soft_margin:
+/// One call of a loss with PyTorch's (or torchvision's) result, and its input gradient for an
+/// upstream gradient of ones where given.
+struct Golden {
+    name: &'static str,
+    reduction: LossReduction,
+    options: fn(&mut Options),
+    x: &'static [f32],
+    y: &'static [f32],
+    want: &'static [f64],
+    grad: Option<&'static [f64]>,
+}
+
+const NO_OPTIONS: fn(&mut Options) = |_| {};
+
+/// PyTorch's own values. Produced with torch 2.15 (CPU), e.g. for soft_margin:
 /// ```python
 /// import torch, torch.nn.functional as F
 /// torch.set_printoptions(precision=10)
@@ -211,48 +223,168 @@ fn the_catalogue_is_whole() {
 /// loss.backward(); print(x.grad)
 /// print(F.soft_margin_loss(x, y))
 /// ```
-#[allow(clippy::type_complexity)]
-const GOLDEN: &[(&str, LossReduction, &[f32], &[f32], &[f64], Option<&[f64]>)] = &[
-    (
-        "soft_margin",
-        LossReduction::None,
-        &[0.0, 3.0, 1e-3, 20.0, -20.0, -50.0],
-        &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0],
-        &[6.9314718246e-01, 3.0485873222, 6.9264727831e-01, 2.0e+01, 2.0611536922e-09, 5.0e+01],
-        None,
-    ),
-    (
-        "soft_margin",
-        LossReduction::Sum,
-        &[0.0, 3.0, 1e-3, 20.0, -20.0, -50.0],
-        &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0],
-        &[74.4343795776],
-        Some(&[5.0e-01, 9.5257413387e-01, -4.9974998832e-01, 1.0, 2.0611536922e-09, -1.0]),
-    ),
-    (
-        "soft_margin",
-        LossReduction::Mean,
-        &[0.0, 3.0, 1e-3, 20.0, -20.0, -50.0],
-        &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0],
-        &[12.4057302475],
-        None,
-    ),
+/// and for the others in float64 on the same float32 inputs, so that the values are the
+/// functions' own, not float32's rounding of them (torchvision's `sigmoid_focal_loss` written
+/// out as torchvision defines it, since torchvision is not installed):
+/// ```python
+/// def focal(x, t, alpha=0.25, gamma=2.0, reduction="none"):
+///     p = torch.sigmoid(x)
+///     ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+///     p_t = p * t + (1 - p) * (1 - t)
+///     loss = ce * ((1 - p_t) ** gamma)
+///     if alpha >= 0:
+///         loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+///     return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+/// def show(name, f, x, y, grad):
+///     x = torch.tensor(x).double().requires_grad_(); y = torch.tensor(y).double()
+///     l = f(x, y)
+///     print(name, "loss", ["%.10g" % v for v in l.detach().reshape(-1).tolist()])
+///     if grad:
+///         l.sum().backward(); print(name, "grad", ["%.10g" % v for v in x.grad.tolist()])
+/// xf = [-3.0, -0.5, 0.0, 0.25, 2.0, 12.0]; yf = [1.0, 0.0, 1.0, 0.3, 0.0, 0.0]
+/// show("focal none", lambda x, y: focal(x, y), xf, yf, True)
+/// show("focal sum a-1 g1.5", lambda x, y: focal(x, y, -1, 1.5, "sum"), xf, yf, True)
+/// show("focal mean g0 a0.6", lambda x, y: focal(x, y, 0.6, 0.0, "mean"), xf, yf, False)
+/// xp = [-1.0, 0.0, 0.5, 2.0, 3.0, 0.1]; yp = [0.0, 1.0, 2.0, 3.0, 0.5, 7.0]
+/// show("poisson mean", lambda x, y: F.poisson_nll_loss(x, y), xp, yp, True)
+/// show("poisson sum full", lambda x, y: F.poisson_nll_loss(x, y, full=True, reduction="sum"), xp, yp, False)
+/// xq = [0.2, 0.5, 1.0, 2.0, 3.0, 0.1]
+/// show("poisson none nolog eps0.5", lambda x, y: F.poisson_nll_loss(x, y, log_input=False, eps=0.5,
+///      reduction="none"), xq, yp, True)
+/// xh = [-1.0, 0.5, 1.5, 2.0, 0.3, -0.2]; yh = [1.0, -1.0, -1.0, -1.0, 1.0, 0.5]
+/// show("hinge none", lambda x, y: F.hinge_embedding_loss(x, y, reduction="none"), xh, yh, True)
+/// show("hinge mean m0.5", lambda x, y: F.hinge_embedding_loss(x, y, margin=0.5), xh, yh, False)
+/// ```
+const GOLDEN: &[Golden] = &[
+    Golden {
+        name: "soft_margin",
+        reduction: LossReduction::None,
+        options: NO_OPTIONS,
+        x: &[0.0, 3.0, 1e-3, 20.0, -20.0, -50.0],
+        y: &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0],
+        want: &[6.9314718246e-01, 3.0485873222, 6.9264727831e-01, 2.0e+01, 2.0611536922e-09, 5.0e+01],
+        grad: None,
+    },
+    Golden {
+        name: "soft_margin",
+        reduction: LossReduction::Sum,
+        options: NO_OPTIONS,
+        x: &[0.0, 3.0, 1e-3, 20.0, -20.0, -50.0],
+        y: &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0],
+        want: &[74.4343795776],
+        grad: Some(&[5.0e-01, 9.5257413387e-01, -4.9974998832e-01, 1.0, 2.0611536922e-09, -1.0]),
+    },
+    Golden {
+        name: "soft_margin",
+        reduction: LossReduction::Mean,
+        options: NO_OPTIONS,
+        x: &[0.0, 3.0, 1e-3, 20.0, -20.0, -50.0],
+        y: &[-1.0, -1.0, 1.0, -1.0, -1.0, 1.0],
+        want: &[12.4057302475],
+        grad: None,
+    },
+    Golden {
+        name: "sigmoid_focal",
+        reduction: LossReduction::None,
+        options: NO_OPTIONS,
+        x: &[-3.0, -0.5, 0.0, 0.25, 2.0, 12.0],
+        y: &[1.0, 0.0, 1.0, 0.3, 0.0, 0.0],
+        want: &[0.6915701103, 0.05068011789, 0.04332169878, 0.1241253938, 1.237558635, 8.999894013],
+        grad: Some(&[-0.2816874702, 0.103452748, -0.07457169878, 0.08990219183, 0.8075352978, 0.7500967695]),
+    },
+    Golden {
+        name: "sigmoid_focal",
+        reduction: LossReduction::Sum,
+        options: |o| {
+            o.alpha = -1.0;
+            o.gamma = 1.5;
+        },
+        x: &[-3.0, -0.5, 0.0, 0.25, 2.0, 12.0],
+        y: &[1.0, 0.0, 1.0, 0.3, 0.0, 0.0],
+        want: &[17.23298563],
+        grad: Some(&[-1.087248249, 0.190263458, -0.3605750972, 0.1800388121, 1.042470351, 1.000095234]),
+    },
+    Golden {
+        name: "sigmoid_focal",
+        reduction: LossReduction::Mean,
+        options: |o| {
+            o.alpha = 0.6;
+            o.gamma = 0.0;
+        },
+        x: &[-3.0, -0.5, 0.0, 0.25, 2.0, 12.0],
+        y: &[1.0, 0.0, 1.0, 0.3, 0.0, 0.0],
+        want: &[1.405146218],
+        grad: None,
+    },
+    Golden {
+        name: "poisson_nll",
+        reduction: LossReduction::Mean,
+        options: NO_OPTIONS,
+        x: &[-1.0, 0.0, 0.5, 2.0, 3.0, 0.1],
+        y: &[0.0, 1.0, 2.0, 3.0, 0.5, 7.0],
+        want: &[3.732727441],
+        grad: Some(&[0.0613132402, 0.0, -0.05854645488, 0.7315093498, 3.264256154, -0.9824715134]),
+    },
+    Golden {
+        name: "poisson_nll",
+        reduction: LossReduction::Sum,
+        options: |o| o.full = true,
+        x: &[-1.0, 0.0, 0.5, 2.0, 3.0, 0.1],
+        y: &[0.0, 1.0, 2.0, 3.0, 0.5, 7.0],
+        want: &[33.32551732],
+        grad: None,
+    },
+    Golden {
+        name: "poisson_nll",
+        reduction: LossReduction::None,
+        options: |o| {
+            o.log_input = false;
+            o.eps = Some(0.5);
+        },
+        x: &[0.2, 0.5, 1.0, 2.0, 3.0, 0.1],
+        y: &[0.0, 1.0, 2.0, 3.0, 0.5, 7.0],
+        want: &[0.200000003, 0.5, 0.1890697838, -0.7488721956, 2.373618516, 3.67577935],
+        grad: Some(&[1.0, 0.0, -0.3333333333, -0.2, 0.8571428571, -10.66666664]),
+    },
+    Golden {
+        name: "hinge_embedding",
+        reduction: LossReduction::None,
+        options: NO_OPTIONS,
+        x: &[-1.0, 0.5, 1.5, 2.0, 0.3, -0.2],
+        y: &[1.0, -1.0, -1.0, -1.0, 1.0, 0.5],
+        want: &[-1.0, 0.5, 0.0, 0.0, 0.3000000119, 1.0],
+        grad: Some(&[1.0, -1.0, 0.0, 0.0, 1.0, 0.0]),
+    },
+    Golden {
+        name: "hinge_embedding",
+        reduction: LossReduction::Mean,
+        options: |o| o.margin = Some(0.5),
+        x: &[-1.0, 0.5, 1.5, 2.0, 0.3, -0.2],
+        y: &[1.0, -1.0, -1.0, -1.0, 1.0, 0.5],
+        want: &[-0.03333333135],
+        grad: None,
+    },
 ];
 
 #[test]
 fn pytorch_golden_values() {
     let _serial = serial();
     for dev in devices() {
-        for &(name, reduction, x, y, want, grad) in GOLDEN {
-            let loss = catalogue::find(name).unwrap();
-            let mut args = Args::new(Array::from_f32(x, &[x.len()]));
-            args.target = Some(Target::Values(Array::from_f32(y, &[y.len()])));
-            args.options.reduction = reduction;
+        for g in GOLDEN {
+            let loss = catalogue::find(g.name).unwrap();
+            let mut args = Args::new(Array::from_f32(g.x, &[g.x.len()]));
+            args.target = Some(Target::Values(Array::from_f32(g.y, &[g.y.len()])));
+            args.options.reduction = g.reduction;
+            (g.options)(&mut args.options);
             let inputs = args.upload(dev).unwrap();
             let out = (loss.forward)(&inputs).unwrap();
-            let what = format!("{name} {} on {}", reduction.name(), label(dev));
-            assert!(miss(&out.to_vec().unwrap(), want, (1e-6, 1e-6)).is_none(), "{what}: {:?}", out.to_vec());
-            if let Some(grad) = grad {
+            let what = format!("{} {} on {}", g.name, g.reduction.name(), label(dev));
+            assert!(
+                miss(&out.to_vec().unwrap(), g.want, (1e-6, 1e-6)).is_none(),
+                "{what}: {:?}",
+                out.to_vec()
+            );
+            if let Some(grad) = g.grad {
                 let ones = catalogue::ones(dev, out.shape()).unwrap();
                 let got = (loss.backward)(&inputs, &out, &ones).unwrap().to_vec().unwrap();
                 assert!(miss(&got, grad, (1e-7, 1e-6)).is_none(), "{what} gradient: {got:?}");

@@ -333,6 +333,35 @@ fn every_op_eval_and_grad_on_every_adapter() {
         args.extend(["--reduction".into(), "sum".into()]);
         cases.push(("tvd", args, e, g));
     }
+    {
+        // torchvision's default reduction for sigmoid-focal is none; the others' options.
+        let strings = |a: &[&str]| a.iter().map(|a| a.to_string()).collect::<Vec<String>>();
+        let focal = Pointwise::SigmoidFocal { alpha: 0.25, gamma: 2.0 };
+        let (e, g) = pw(focal, &x, &labels, Reduction::None);
+        cases.push(("sigmoid-focal", strings(&["--input", &f("x.npy"), "--target", &f("labels.npy")]), e, g));
+        let focal = Pointwise::SigmoidFocal { alpha: -1.0, gamma: 1.5 };
+        let (e, g) = pw(focal, &x, &labels, Reduction::Mean);
+        let args = ["--alpha", "-1", "--gamma", "1.5", "--reduction", "mean"];
+        let mut a = strings(&["--input", &f("x.npy"), "--target", &f("labels.npy")]);
+        a.extend(strings(&args));
+        cases.push(("sigmoid-focal", a, e, g));
+        let counts: Vec<f32> = labels.iter().zip(&probs).map(|(l, p)| l * 3.0 + p).collect();
+        write(&p("counts.npy"), &counts, &[n, c]);
+        let poisson = Pointwise::PoissonNll { log_input: false, full: true, eps: 0.5 };
+        let (e, g) = pw(poisson, &probs, &counts, Reduction::Sum);
+        let args = ["--no-log-input", "--full", "--eps", "0.5", "--reduction", "sum"];
+        let mut a = strings(&["--input", &f("probs.npy"), "--target", &f("counts.npy")]);
+        a.extend(strings(&args));
+        cases.push(("poisson-nll", a, e, g));
+        let poisson = Pointwise::PoissonNll { log_input: true, full: false, eps: 1e-8 };
+        let (e, g) = pw(poisson, &x, &counts, Reduction::Mean);
+        cases.push(("poisson-nll", strings(&["--input", &f("x.npy"), "--target", &f("counts.npy")]), e, g));
+        let signs: Vec<f32> = labels.iter().map(|l| 2.0 * l - 1.0).collect();
+        write(&p("signs.npy"), &signs, &[n, c]);
+        let (e, g) = pw(Pointwise::HingeEmbedding(0.5), &x, &signs, Reduction::Mean);
+        let args = ["--input", &f("x.npy"), "--target", &f("signs.npy"), "--margin", "0.5"];
+        cases.push(("hinge-embedding", strings(&args), e, g));
+    }
     for be in backends() {
         for (op, args, want_eval, want_grad) in &cases {
             for (cmd, want) in [("eval", want_eval), ("grad", want_grad)] {

@@ -179,6 +179,7 @@ pub(super) static CROSS_ENTROPY: Loss = Loss {
     labels: false,
     options: &[Opt::IgnoreIndex, Opt::LabelSmoothing],
     reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
     variants: &[
         DEFAULTS,
         Variant { name: "weight", options: |_| {}, extras: &[Extra::Weight] },
@@ -223,6 +224,7 @@ pub(super) static NLL: Loss = Loss {
     labels: false,
     options: &[Opt::IgnoreIndex],
     reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
     variants: &[
         DEFAULTS,
         Variant { name: "weight", options: |_| {}, extras: &[Extra::Weight] },

@@ -101,6 +101,7 @@ pub(super) static JSD: Loss = Loss {
     labels: true,
     options: &[Opt::IgnoreIndex, Opt::JsdBeta, Opt::Temperature],
     reductions: REDUCTIONS,
+    default_reduction: LossReduction::BatchMean,
     variants: &[
         DEFAULTS,
         Variant { name: "beta=0", options: |o| o.jsd_beta = 0.0, extras: &[] },
@@ -162,6 +163,7 @@ pub(super) static TVD: Loss = Loss {
     labels: true,
     options: &[Opt::IgnoreIndex],
     reductions: REDUCTIONS,
+    default_reduction: LossReduction::BatchMean,
     variants: &[DEFAULTS, Variant { name: "labels", options: |_| {}, extras: LABELS }],
     test_shapes: SHAPES,
     generate: |rng, shape, o, v| generate(rng, shape, o, v, probabilities),

@@ -125,6 +125,18 @@ pub struct Options {
     pub jsd_beta: f32,
     /// jsd: the temperature both logits are divided by.
     pub temperature: f32,
+    /// sigmoid_focal's α (negative: no class weighting).
+    pub alpha: f32,
+    /// sigmoid_focal's γ.
+    pub gamma: f32,
+    /// A margin loss's margin; `None`: the loss's own default (PyTorch's).
+    pub margin: Option<f32>,
+    /// poisson_nll's eps; `None`: its default (PyTorch's 1e-8).
+    pub eps: Option<f32>,
+    /// poisson_nll: the input holds log-rates.
+    pub log_input: bool,
+    /// poisson_nll: add the Stirling term.
+    pub full: bool,
     /// The element type of gradients and of log_softmax's, softmax's and linear's outputs.
     pub outputs: Outputs,
 }
@@ -141,6 +153,12 @@ impl Default for Options {
             dim: -1,
             jsd_beta: 0.5,
             temperature: 1.0,
+            alpha: 0.25,
+            gamma: 2.0,
+            margin: None,
+            eps: None,
+            log_input: true,
+            full: false,
             outputs: Outputs::AsInputs,
         }
     }
@@ -157,6 +175,12 @@ pub enum Opt {
     Dim,
     JsdBeta,
     Temperature,
+    Alpha,
+    Gamma,
+    Margin,
+    Eps,
+    LogInput,
+    Full,
 }
 
 /// One call's host data.
@@ -384,7 +408,8 @@ pub struct Loss {
     /// with dashes.
     pub name: &'static str,
     /// The PyTorch function it follows (`torch.nn.functional.…`), or for a loss PyTorch does
-    /// not have, the Liger Kernel module whose definition it follows (`liger_kernel.…`).
+    /// not have, the torchvision function (`torchvision.ops.…`) or Liger Kernel module
+    /// (`liger_kernel.…`) whose definition it follows.
     pub pytorch: &'static str,
     pub target: TargetKind,
     pub weight: WeightKind,
@@ -398,6 +423,9 @@ pub struct Loss {
     pub options: &'static [Opt],
     /// The reductions it accepts (`[None]` for functions without one).
     pub reductions: &'static [LossReduction],
+    /// The reduction it takes when none is given (PyTorch's default; torchvision's `none` for
+    /// sigmoid_focal).
+    pub default_reduction: LossReduction,
     /// The option sets the generic test runs, each with every reduction.
     pub variants: &'static [Variant],
     /// Shapes of the generic test's inputs.
@@ -444,14 +472,9 @@ impl Loss {
 }
 
 impl Loss {
-    /// Its inputs at a benchmark shape: PyTorch's defaults (the mean where it has one).
+    /// Its inputs at a benchmark shape: its defaults, the default reduction included.
     pub fn bench_args(&self, seed: u64, shape: &BenchShape) -> Args {
-        let reduction = if self.reductions.contains(&LossReduction::Mean) {
-            LossReduction::Mean
-        } else {
-            LossReduction::None
-        };
-        self.sample(seed, shape.dims, &DEFAULTS, reduction)
+        self.sample(seed, shape.dims, &DEFAULTS, self.default_reduction)
     }
 }
 

@@ -6,7 +6,10 @@ use super::loss::{
 };
 use crate::data::Rng;
 use crate::error::{Error, Result};
-use crate::ops::pointwise::{Bce, BceWithLogits, Huber, KlDiv, KlReduction, L1, Mse, SmoothL1, SoftMargin};
+use crate::ops::pointwise::{
+    Bce, BceWithLogits, HingeEmbedding, Huber, KlDiv, KlReduction, L1, Mse, PoissonNll, SigmoidFocal,
+    SmoothL1, SoftMargin,
+};
 use crate::reference::pointwise::{self as reference, Pointwise};
 use crate::reference::{broadcast_to, class_dim};
 use crate::tensor::Tensor;
@@ -40,9 +43,20 @@ fn formula(op: &str, o: &Options) -> Pointwise {
         "bce" => Pointwise::Bce,
         "bce_with_logits" => Pointwise::BceWithLogits,
         "kl_div" => Pointwise::KlDiv(o.log_target),
+        "sigmoid_focal" => Pointwise::SigmoidFocal { alpha: o.alpha as f64, gamma: o.gamma as f64 },
+        "poisson_nll" => Pointwise::PoissonNll {
+            log_input: o.log_input,
+            full: o.full,
+            eps: o.eps.unwrap_or(POISSON_EPS) as f64,
+        },
+        "hinge_embedding" => Pointwise::HingeEmbedding(o.margin.unwrap_or(HINGE_MARGIN) as f64),
         _ => Pointwise::SoftMargin,
     }
 }
+
+/// PyTorch's defaults of poisson_nll's eps and hinge_embedding's margin.
+const POISSON_EPS: f32 = 1e-8;
+const HINGE_MARGIN: f32 = 1.0;
 
 /// The mean's divisor: the element count, or the batch size for `batchmean`.
 fn divisor(a: &Args) -> f64 {
@@ -142,6 +156,12 @@ fn margins(rng: &mut Rng, shape: &[usize], _: &Options, _: &Variant) -> Args {
     pair(rng, shape, (-3.0, 3.0), |r, n| r.signs(n))
 }
 
+/// Rates (log-rates, or positive rates without `log_input`) and counts in [0, 5).
+fn counts(rng: &mut Rng, shape: &[usize], o: &Options, _: &Variant) -> Args {
+    let input = if o.log_input { (-2.0, 2.0) } else { (0.1, 3.0) };
+    pair(rng, shape, input, |r, n| r.uniform(n, 0.0, 5.0))
+}
+
 /// Forward and backward of a library loss built from the inputs' options.
 macro_rules! gpu {
     ($forward:ident, $backward:ident, $op:literal, |$i:ident| $make:expr) => {
@@ -200,6 +220,24 @@ gpu!(soft_margin_forward, soft_margin_backward, "soft_margin", |i| SoftMargin {
     reduction: i.options.reduction.without_batchmean("soft_margin")?,
     outputs: i.options.outputs
 });
+gpu!(sigmoid_focal_forward, sigmoid_focal_backward, "sigmoid_focal", |i| SigmoidFocal {
+    alpha: i.options.alpha,
+    gamma: i.options.gamma,
+    reduction: i.options.reduction.without_batchmean("sigmoid_focal")?,
+    outputs: i.options.outputs
+});
+gpu!(poisson_nll_forward, poisson_nll_backward, "poisson_nll", |i| PoissonNll {
+    log_input: i.options.log_input,
+    full: i.options.full,
+    eps: i.options.eps.unwrap_or(POISSON_EPS),
+    reduction: i.options.reduction.without_batchmean("poisson_nll")?,
+    outputs: i.options.outputs
+});
+gpu!(hinge_embedding_forward, hinge_embedding_backward, "hinge_embedding", |i| HingeEmbedding {
+    margin: i.options.margin.unwrap_or(HINGE_MARGIN),
+    reduction: i.options.reduction.without_batchmean("hinge_embedding")?,
+    outputs: i.options.outputs
+});
 
 /// A pointwise catalogue entry; `$name` is a literal, the rest differ per loss.
 macro_rules! entry {
@@ -229,6 +267,7 @@ pub(super) static MSE: Loss = entry!("mse", mse_forward, mse_backward, {
     pos_weight: false,
     options: &[],
     reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
     variants: &[DEFAULTS],
     generate: regression,
 });
@@ -240,6 +279,7 @@ pub(super) static L1: Loss = entry!("l1", l1_forward, l1_backward, {
     pos_weight: false,
     options: &[],
     reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
     variants: &[DEFAULTS],
     generate: regression,
 });
@@ -251,6 +291,7 @@ pub(super) static SMOOTH_L1: Loss = entry!("smooth_l1", smooth_l1_forward, smoot
     pos_weight: false,
     options: &[Opt::Beta],
     reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
     variants: &[
         DEFAULTS,
         Variant { name: "beta=0.5", options: |o| o.beta = 0.5, extras: &[] },
@@ -266,6 +307,7 @@ pub(super) static HUBER: Loss = entry!("huber", huber_forward, huber_backward, {
     pos_weight: false,
     options: &[Opt::Delta],
     reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
     variants: &[DEFAULTS, Variant { name: "delta=0.5", options: |o| o.delta = 0.5, extras: &[] }],
     generate: regression,
 });
@@ -277,6 +319,7 @@ pub(super) static BCE: Loss = entry!("bce", bce_forward, bce_backward, {
     pos_weight: false,
     options: &[],
     reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
     variants: &[DEFAULTS, Variant { name: "weight", options: |_| {}, extras: &[Extra::Weight] }],
     generate: probabilities,
 });
@@ -288,6 +331,7 @@ pub(super) static BCE_WITH_LOGITS: Loss = entry!("bce_with_logits", bce_with_log
     pos_weight: true,
     options: &[],
     reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
     variants: &[
         DEFAULTS,
         Variant { name: "weight", options: |_| {}, extras: &[Extra::Weight] },
@@ -304,6 +348,7 @@ pub(super) static KL_DIV: Loss = entry!("kl_div", kl_div_forward, kl_div_backwar
     pos_weight: false,
     options: &[Opt::LogTarget],
     reductions: &[LossReduction::None, LossReduction::Mean, LossReduction::Sum, LossReduction::BatchMean],
+    default_reduction: LossReduction::Mean,
     variants: &[DEFAULTS, Variant { name: "log_target", options: |o| o.log_target = true, extras: &[] }],
     generate: distribution,
 });
@@ -315,6 +360,68 @@ pub(super) static SOFT_MARGIN: Loss = entry!("soft_margin", soft_margin_forward,
     pos_weight: false,
     options: &[],
     reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
     variants: &[DEFAULTS],
+    generate: margins,
+});
+
+pub(super) static SIGMOID_FOCAL: Loss = entry!("sigmoid_focal", sigmoid_focal_forward, sigmoid_focal_backward, {
+    pytorch: "torchvision.ops.sigmoid_focal_loss",
+    target: TargetKind::Values { what: "targets" },
+    weight: WeightKind::None,
+    pos_weight: false,
+    options: &[Opt::Alpha, Opt::Gamma],
+    reductions: PLAIN,
+    default_reduction: LossReduction::None,
+    variants: &[
+        DEFAULTS,
+        Variant { name: "alpha=-1", options: |o| o.alpha = -1.0, extras: &[] },
+        Variant { name: "gamma=0", options: |o| o.gamma = 0.0, extras: &[] },
+        Variant {
+            name: "alpha=0.6,gamma=1.5",
+            options: |o| {
+                o.alpha = 0.6;
+                o.gamma = 1.5;
+            },
+            extras: &[],
+        },
+    ],
+    generate: logits,
+});
+
+pub(super) static POISSON_NLL: Loss = entry!("poisson_nll", poisson_nll_forward, poisson_nll_backward, {
+    pytorch: "torch.nn.functional.poisson_nll_loss",
+    target: TargetKind::Values { what: "targets" },
+    weight: WeightKind::None,
+    pos_weight: false,
+    options: &[Opt::LogInput, Opt::Full, Opt::Eps],
+    reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
+    variants: &[
+        DEFAULTS,
+        Variant { name: "full", options: |o| o.full = true, extras: &[] },
+        Variant { name: "no_log_input", options: |o| o.log_input = false, extras: &[] },
+        Variant {
+            name: "no_log_input,full,eps=0.5",
+            options: |o| {
+                o.log_input = false;
+                o.full = true;
+                o.eps = Some(0.5);
+            },
+            extras: &[],
+        },
+    ],
+    generate: counts,
+});
+
+pub(super) static HINGE_EMBEDDING: Loss = entry!("hinge_embedding", hinge_embedding_forward, hinge_embedding_backward, {
+    pytorch: "torch.nn.functional.hinge_embedding_loss",
+    target: TargetKind::Values { what: "targets" },
+    weight: WeightKind::None,
+    pos_weight: false,
+    options: &[Opt::Margin],
+    reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
+    variants: &[DEFAULTS, Variant { name: "margin=0.5", options: |o| o.margin = Some(0.5), extras: &[] }],
     generate: margins,
 });

@@ -89,8 +89,10 @@ pub struct OpArgs {
     /// bce-with-logits' weight of positive examples.
     #[arg(long)]
     pub pos_weight: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "mean")]
-    pub reduction: ReductionArg,
+    /// The reduction (default: the op's own, PyTorch's: mean; batchmean for jsd and tvd; none
+    /// for sigmoid-focal, as torchvision).
+    #[arg(long, value_enum)]
+    pub reduction: Option<ReductionArg>,
     #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
     pub ignore_index: i64,
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
@@ -108,6 +110,25 @@ pub struct OpArgs {
     pub labels: Option<PathBuf>,
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     pub delta: f32,
+    /// sigmoid-focal: the weight α of positive examples (default 0.25; negative, as -1,
+    /// weighs both classes 1, as torchvision).
+    #[arg(long, default_value_t = 0.25, allow_hyphen_values = true)]
+    pub alpha: f32,
+    /// sigmoid-focal: the focusing exponent γ.
+    #[arg(long, default_value_t = 2.0, allow_hyphen_values = true)]
+    pub gamma: f32,
+    /// The margin of hinge-embedding (default 1).
+    #[arg(long, allow_hyphen_values = true)]
+    pub margin: Option<f32>,
+    /// poisson-nll: added to the input before its log without log input (default 1e-8).
+    #[arg(long, allow_hyphen_values = true)]
+    pub eps: Option<f32>,
+    /// poisson-nll: the input holds rates, not log-rates.
+    #[arg(long)]
+    pub no_log_input: bool,
+    /// poisson-nll: add the Stirling term.
+    #[arg(long)]
+    pub full: bool,
     /// kl-div: the target holds log-probabilities.
     #[arg(long)]
     pub log_target: bool,
@@ -196,7 +217,7 @@ impl Job {
         let (x, xs, dtype) = npy::read_float("--input", &a.input)?;
         let mut args = catalogue::Args::new(Array::of_dtype(&x, &xs, dtype));
         let o = &mut args.options;
-        o.reduction = a.reduction.catalogue();
+        o.reduction = a.reduction.map_or(loss.default_reduction, ReductionArg::catalogue);
         if loss.reads(Opt::IgnoreIndex) {
             o.ignore_index = a.ignore_index;
         }
@@ -220,6 +241,24 @@ impl Job {
         }
         if loss.reads(Opt::Dim) {
             o.dim = a.dim;
+        }
+        if loss.reads(Opt::Alpha) {
+            o.alpha = a.alpha;
+        }
+        if loss.reads(Opt::Gamma) {
+            o.gamma = a.gamma;
+        }
+        if loss.reads(Opt::Margin) {
+            o.margin = a.margin;
+        }
+        if loss.reads(Opt::Eps) {
+            o.eps = a.eps;
+        }
+        if loss.reads(Opt::LogInput) {
+            o.log_input = !a.no_log_input;
+        }
+        if loss.reads(Opt::Full) {
+            o.full = a.full;
         }
         let takes_reduction = loss.reductions != [LossReduction::None];
         if takes_reduction && !loss.reductions.contains(&o.reduction) {

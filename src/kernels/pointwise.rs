@@ -17,7 +17,8 @@ pub(crate) struct Params {
     /// The runs of the broadcast weight and pos_weight in use (`ops::broadcast`).
     pub(crate) weight_count: u32,
     pub(crate) pos_count: u32,
-    pub(crate) _pad: u32,
+    /// A second parameter (sigmoid_focal's α); `beta` is the first.
+    pub(crate) alpha: f32,
     /// `[inner, size, stride, 0]` per run of the broadcast weight.
     pub(crate) weight_runs: [[u32; 4]; MAX_RUNS],
     /// The same for `pos_weight`.

@@ -1,5 +1,6 @@
-//! The pointwise losses — `mse`, `l1`, `smooth_l1`, `huber`, `bce`, `bce_with_logits`, `kl_div` —
-//! their gradients, and binary accuracy: one kernel family (`shaders/pointwise.wgsl`) whose
+//! The pointwise losses — `mse`, `l1`, `smooth_l1`, `huber`, `bce`, `bce_with_logits`, `kl_div`,
+//! `soft_margin`, `sigmoid_focal`, `poisson_nll`, `hinge_embedding` — their gradients, and binary
+//! accuracy: one kernel family (`shaders/pointwise.wgsl`) whose
 //! formula is a pipeline constant.
 //!
 //! Input and target must have the same shape: nothing is broadcast (PyTorch broadcasts with a
@@ -44,7 +45,15 @@ enum Formula {
     KlDivLogTarget = 7,
     BinaryAccuracy = 8,
     SoftMargin = 9,
+    SigmoidFocal = 10,
+    PoissonNll = 11,
+    HingeEmbedding = 12,
 }
+
+/// The `OPTIONS` bits of `shaders/pointwise.wgsl`.
+const FOCAL_ALPHA: u32 = 1;
+const POISSON_LOG_INPUT: u32 = 1;
+const POISSON_FULL: u32 = 2;
 
 const WEIGHT_FULL: u32 = 1;
 const WEIGHT_BROADCAST: u32 = 2;
@@ -76,13 +85,18 @@ impl Scale {
     }
 }
 
-/// One validated call (a job, as in every ops module): the formula, its parameter, and its
+/// One validated call (a job, as in every ops module): the formula, its parameters, and its
 /// operands. Input and target are read in their own element types; weights are read as f32.
 #[derive(Clone, Copy)]
 struct Job<'a> {
     op: &'static str,
     formula: Formula,
+    /// The formula's parameter (β, δ, γ, eps or the margin).
     beta: f32,
+    /// A second parameter (sigmoid_focal's α).
+    alpha: f32,
+    /// The formula's switches (the `OPTIONS` constant).
+    switches: u32,
     input: &'a Tensor,
     target: &'a Tensor,
     weight: Option<&'a Tensor>,
@@ -96,6 +110,8 @@ impl<'a> Job<'a> {
             op,
             formula,
             beta: 0.0,
+            alpha: 0.0,
+            switches: 0,
             input,
             target,
             weight: None,
@@ -151,6 +167,7 @@ impl<'a> Job<'a> {
             ("FLAGS", flags as f64),
             ("G_PER_ELEMENT", g_per_element as u8 as f64),
             ("WANT_DY", want_dy as u8 as f64),
+            ("OPTIONS", self.switches as f64),
         ]);
         c
     }
@@ -241,7 +258,7 @@ impl<'a> Job<'a> {
                 scale,
                 weight_count: layout.weight.count,
                 pos_count: layout.pos_weight.count,
-                _pad: 0,
+                alpha: self.alpha,
                 weight_runs: layout.weight.runs,
                 pos_runs: layout.pos_weight.runs,
             };
@@ -504,6 +521,98 @@ pub struct SoftMargin {
     pub outputs: Outputs,
 }
 
+/// Focal loss on logits, as torchvision's `sigmoid_focal_loss(inputs, targets, alpha=0.25,
+/// gamma=2, reduction="none")`: `a_t·ce·(1 − p_t)^γ` with `ce` the binary cross-entropy on
+/// logits, `p = σ(x)`, `p_t = p·y + (1 − p)·(1 − y)` and `a_t = α·y + (1 − α)·(1 − y)` — or 1
+/// for a negative α (torchvision's `alpha=-1`). The default reduction is **none**, as
+/// torchvision's.
+///
+/// `1 − p_t` is taken as `y·σ(−x) + (1 − y)·σ(x)`, each sigmoid computed directly, so a
+/// confident prediction keeps its small weight's digits (torchvision's float32 `1 − p_t`
+/// rounds it to 0 once σ(x) rounds to 1). `γ` and `α` must be finite; any value torchvision
+/// takes is taken (where `1 − p_t` is 0, at |x| past ~88, `0^γ` is 0 for γ > 0 and the
+/// largest f32 for γ < 0).
+///
+/// ```
+/// use wgpu_loss::{Device, SigmoidFocal};
+/// let dev = Device::new()?;
+/// let x = dev.tensor(&[-3.0, 2.0], &[2])?;
+/// let y = dev.tensor(&[1.0, 0.0], &[2])?;
+/// // torchvision.ops.sigmoid_focal_loss(x, y): [0.6915701628, 1.2375586033]
+/// let got = SigmoidFocal::default().forward(&x, &y)?.to_vec()?;
+/// assert!((got[0] - 0.6915701628).abs() < 1e-6 && (got[1] - 1.2375586033).abs() < 1e-6);
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct SigmoidFocal {
+    /// The weight α of positive examples (default 0.25); negative: no class weighting.
+    pub alpha: f32,
+    /// The focusing exponent γ (default 2; 0 is the α-weighted cross-entropy).
+    pub gamma: f32,
+    /// How the per-element losses are reduced (default **none**, as torchvision).
+    pub reduction: Reduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
+}
+
+impl Default for SigmoidFocal {
+    fn default() -> Self {
+        SigmoidFocal { alpha: 0.25, gamma: 2.0, reduction: Reduction::None, outputs: Outputs::AsInputs }
+    }
+}
+
+/// Poisson negative log-likelihood, as PyTorch's `F.poisson_nll_loss(input, target,
+/// log_input=True, full=False, eps=1e-8, reduction)`: `exp(x) − y·x` when the input holds
+/// log-rates, else `x − y·log(x + eps)`; with `full`, Stirling's approximation
+/// `y·log y − y + ½·log(2π·y)` is added where `y > 1`. As PyTorch, a negative `x + eps` gives
+/// NaN; `x + eps = 0` gives an infinite loss (0·∞ = NaN where `y = 0`). The gradient is the
+/// input's, `exp(x) − y` or `1 − y / (x + eps)`.
+#[derive(Clone, Copy, Debug)]
+pub struct PoissonNll {
+    /// Whether the input holds log-rates (default true).
+    pub log_input: bool,
+    /// Whether to add the Stirling term (default false).
+    pub full: bool,
+    /// Added to the input before its log when `log_input` is false (default 1e-8).
+    pub eps: f32,
+    /// How the per-element losses are reduced (default mean).
+    pub reduction: Reduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
+}
+
+impl Default for PoissonNll {
+    fn default() -> Self {
+        PoissonNll {
+            log_input: true,
+            full: false,
+            eps: 1e-8,
+            reduction: Reduction::Mean,
+            outputs: Outputs::AsInputs,
+        }
+    }
+}
+
+/// Hinge embedding, as PyTorch's `F.hinge_embedding_loss(input, target, margin=1.0,
+/// reduction)`: `x` where `y = 1`, `max(0, margin − x)` where `y = −1` — and, as PyTorch's
+/// implementation, the sum of both for a target that is neither. The gradient in the input is
+/// 1 (where `y ≠ −1`) minus 1 where `y ≠ 1` and `margin − x > 0`.
+#[derive(Clone, Copy, Debug)]
+pub struct HingeEmbedding {
+    /// The margin (default 1).
+    pub margin: f32,
+    /// How the per-element losses are reduced (default mean).
+    pub reduction: Reduction,
+    /// The element type of the gradients: each its input's (default), or f32 unrounded.
+    pub outputs: Outputs,
+}
+
+impl Default for HingeEmbedding {
+    fn default() -> Self {
+        HingeEmbedding { margin: 1.0, reduction: Reduction::Mean, outputs: Outputs::AsInputs }
+    }
+}
+
 /// How [`KlDiv`] reduces: PyTorch's `none`, `mean` (over every element, PyTorch's default, which
 /// is not the true KL divergence), `sum`, and `batchmean` (the sum over the size of dim 0, the
 /// true KL divergence per example).
@@ -586,6 +695,21 @@ plain_loss! {
     };
     Bce => |l, x, y| Ok(Job { weight: l.weight.as_ref(), ..Job::new("bce", Formula::Bce, x, y) });
     SoftMargin => |_l, x, y| Ok(Job::new("soft_margin", Formula::SoftMargin, x, y));
+    SigmoidFocal => |l, x, y| {
+        if !l.gamma.is_finite() || !l.alpha.is_finite() {
+            return Err(Error::invalid(
+                "sigmoid_focal",
+                format!("alpha and gamma must be finite, got {} and {}", l.alpha, l.gamma),
+            ));
+        }
+        let switches = if l.alpha >= 0.0 { FOCAL_ALPHA } else { 0 };
+        Ok(Job { beta: l.gamma, alpha: l.alpha, switches, ..Job::new("sigmoid_focal", Formula::SigmoidFocal, x, y) })
+    };
+    PoissonNll => |l, x, y| {
+        let switches = if l.log_input { POISSON_LOG_INPUT } else { 0 } | if l.full { POISSON_FULL } else { 0 };
+        Ok(Job { beta: l.eps, switches, ..Job::new("poisson_nll", Formula::PoissonNll, x, y) })
+    };
+    HingeEmbedding => |l, x, y| Ok(Job { beta: l.margin, ..Job::new("hinge_embedding", Formula::HingeEmbedding, x, y) });
     BceWithLogits => |l, x, y| Ok(Job {
         weight: l.weight.as_ref(),
         pos_weight: l.pos_weight.as_ref(),
@@ -652,6 +776,48 @@ impl BceWithLogits {
     }
 }
 
+impl SigmoidFocal {
+    /// Sets α (negative: no class weighting, torchvision's `alpha=-1`).
+    pub fn alpha(mut self, alpha: f32) -> Self {
+        self.alpha = alpha;
+        self
+    }
+
+    /// Sets γ.
+    pub fn gamma(mut self, gamma: f32) -> Self {
+        self.gamma = gamma;
+        self
+    }
+}
+
+impl PoissonNll {
+    /// Sets whether the input holds log-rates.
+    pub fn log_input(mut self, log_input: bool) -> Self {
+        self.log_input = log_input;
+        self
+    }
+
+    /// Sets whether the Stirling term is added.
+    pub fn full(mut self, full: bool) -> Self {
+        self.full = full;
+        self
+    }
+
+    /// Sets eps.
+    pub fn eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+}
+
+impl HingeEmbedding {
+    /// Sets the margin.
+    pub fn margin(mut self, margin: f32) -> Self {
+        self.margin = margin;
+        self
+    }
+}
+
 impl KlDiv {
     /// Sets whether the target holds log-probabilities.
     pub fn log_target(mut self, log_target: bool) -> Self {
@@ -710,7 +876,19 @@ macro_rules! target_gradient {
     )+};
 }
 
-loss_methods!(Mse, L1, SmoothL1, Huber, Bce, BceWithLogits, KlDiv, SoftMargin);
+loss_methods!(
+    Mse,
+    L1,
+    SmoothL1,
+    Huber,
+    Bce,
+    BceWithLogits,
+    KlDiv,
+    SoftMargin,
+    SigmoidFocal,
+    PoissonNll,
+    HingeEmbedding
+);
 target_gradient!(Mse, L1, SmoothL1, Huber, KlDiv);
 
 /// `F.mse_loss(input, target, reduction=...)`.

@@ -27,6 +27,12 @@ pub enum Pointwise {
     BinaryAccuracy,
     /// `log(1 + exp(−y·x))`, as a stable softplus.
     SoftMargin,
+    /// torchvision's focal loss on logits: α (negative: none) and γ.
+    SigmoidFocal { alpha: f64, gamma: f64 },
+    /// PyTorch's Poisson NLL: whether the input holds log-rates, the Stirling term, eps.
+    PoissonNll { log_input: bool, full: bool, eps: f64 },
+    /// PyTorch's hinge embedding with its margin.
+    HingeEmbedding(f64),
 }
 
 fn sign0(d: f64) -> f64 {
@@ -49,6 +55,19 @@ fn softplus(z: f64) -> f64 {
 
 fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { x.exp() / (1.0 + x.exp()) }
+}
+
+/// The focal loss's pieces at (x, y): a_t, ce, m = 1 − p_t, p = σ(x), q = σ(−x).
+fn focal_parts(alpha: f64, x: f64, y: f64) -> (f64, f64, f64, f64, f64) {
+    let (p, q) = (sigmoid(x), sigmoid(-x));
+    let at = if alpha >= 0.0 { alpha * y + (1.0 - alpha) * (1.0 - y) } else { 1.0 };
+    let ce = x.max(0.0) - x * y + (-x.abs()).exp().ln_1p();
+    (at, ce, y * q + (1.0 - y) * p, p, q)
+}
+
+/// Stirling's term of the full Poisson NLL: `y·log y − y + ½·log(2π·y)` where y > 1, else 0.
+fn stirling(y: f64) -> f64 {
+    if y > 1.0 { y * y.ln() - y + 0.5 * (std::f64::consts::TAU * y).ln() } else { 0.0 }
 }
 
 impl Pointwise {
@@ -85,12 +104,24 @@ impl Pointwise {
             Pointwise::KlDiv(true) => y.exp() * (y - x),
             Pointwise::BinaryAccuracy => ((x > 0.0) == (y > 0.5)) as u8 as f64,
             Pointwise::SoftMargin => softplus(-y * x),
+            Pointwise::SigmoidFocal { alpha, gamma } => {
+                let (at, ce, m, _, _) = focal_parts(alpha, x, y);
+                at * ce * m.powf(gamma)
+            }
+            Pointwise::PoissonNll { log_input, full, eps } => {
+                let nll = if log_input { x.exp() - y * x } else { x - y * (x + eps).ln() };
+                nll + if full { stirling(y) } else { 0.0 }
+            }
+            Pointwise::HingeEmbedding(margin) => {
+                let by_margin = if y != 1.0 { (margin - x).max(0.0) } else { 0.0 };
+                by_margin + if y != -1.0 { x } else { 0.0 }
+            }
         }
     }
 
     /// The derivatives of [`Pointwise::value`] in `x` and in `y`. The y-derivative is given
     /// where PyTorch defines one (NaN for `Bce`, `BceWithLogits` and `BinaryAccuracy`, which
-    /// have none here, nor `SoftMargin`); for `KlDiv(false)` it is NaN at `y = 0`, as PyTorch's autograd gives.
+    /// have none here, nor `SoftMargin`, `SigmoidFocal`, `PoissonNll`, `HingeEmbedding`); for `KlDiv(false)` it is NaN at `y = 0`, as PyTorch's autograd gives.
     pub fn grad(self, x: f64, y: f64, pw: f64) -> (f64, f64) {
         let d = x - y;
         let dx = match self {
@@ -117,6 +148,18 @@ impl Pointwise {
             Pointwise::KlDiv(true) => -y.exp(),
             Pointwise::BinaryAccuracy => f64::NAN,
             Pointwise::SoftMargin => -y * sigmoid(-y * x),
+            Pointwise::SigmoidFocal { alpha, gamma } => {
+                let (at, ce, m, p, q) = focal_parts(alpha, x, y);
+                let dm = (1.0 - 2.0 * y) * p * q;
+                let dmg = if gamma == 0.0 { 0.0 } else { gamma * m.powf(gamma - 1.0) * dm };
+                at * (((1.0 - y) * p - y * q) * m.powf(gamma) + ce * dmg)
+            }
+            Pointwise::PoissonNll { log_input: true, .. } => x.exp() - y,
+            Pointwise::PoissonNll { eps, .. } => 1.0 - y / (x + eps),
+            Pointwise::HingeEmbedding(margin) => {
+                let by_margin = if y != 1.0 && margin - x > 0.0 { -1.0 } else { 0.0 };
+                by_margin + if y != -1.0 { 1.0 } else { 0.0 }
+            }
         };
         let dy = match self {
             Pointwise::Mse | Pointwise::L1 | Pointwise::SmoothL1(_) | Pointwise::Huber(_) => -dx,

@@ -245,18 +245,19 @@ fn eval(q: u32) -> Eval {
         e.dy_nan = vec4<bool>(true);
     } else if (LOSS == POISSON_NLL) {
         // PyTorch's poisson_nll_loss: exp(x) − y·x (log_input), else x − y·log(x + eps); with
-        // full, Stirling's y·log y − y + ½·log(2πy) where y > 1. log of a negative x + eps is
-        // NaN, as in PyTorch. No target gradient.
+        // full, Stirling's y·log y − y + ½·log(2πy) where y > 1. The loss at a negative x + eps
+        // is NaN, as in PyTorch. No target gradient.
         if ((OPTIONS & 1u) != 0u) {
             let ev = exp(v);
             e.loss = ev - t * v;
             e.dx = ev - t;
         } else {
+            // The gradient stays finite where the loss is NaN (d log(a) = 1/a for a < 0 too),
+            // as PyTorch's autograd gives it.
             let arg = v + params.beta;
             e.loss = v - t * log(arg);
             e.dx = 1.0 - t / arg;
             e.nan |= arg < vec4<f32>(0.0);
-            e.dx_nan = e.nan;
         }
         if ((OPTIONS & 2u) != 0u) {
             let big_t = t > vec4<f32>(1.0);

@@ -251,6 +251,8 @@ const NO_OPTIONS: fn(&mut Options) = |_| {};
 /// xq = [0.2, 0.5, 1.0, 2.0, 3.0, 0.1]
 /// show("poisson none nolog eps0.5", lambda x, y: F.poisson_nll_loss(x, y, log_input=False, eps=0.5,
 ///      reduction="none"), xq, yp, True)
+/// show("poisson none nolog, x + eps < 0", lambda x, y: F.poisson_nll_loss(x, y, log_input=False,
+///      reduction="none"), [-0.5, 0.0, 2.0], [1.0, 0.0, 3.0], True)
 /// xh = [-1.0, 0.5, 1.5, 2.0, 0.3, -0.2]; yh = [1.0, -1.0, -1.0, -1.0, 1.0, 0.5]
 /// show("hinge none", lambda x, y: F.hinge_embedding_loss(x, y, reduction="none"), xh, yh, True)
 /// show("hinge mean m0.5", lambda x, y: F.hinge_embedding_loss(x, y, margin=0.5), xh, yh, False)
@@ -345,6 +347,15 @@ const GOLDEN: &[Golden] = &[
         y: &[0.0, 1.0, 2.0, 3.0, 0.5, 7.0],
         want: &[0.200000003, 0.5, 0.1890697838, -0.7488721956, 2.373618516, 3.67577935],
         grad: Some(&[1.0, 0.0, -0.3333333333, -0.2, 0.8571428571, -10.66666664]),
+    },
+    Golden {
+        name: "poisson_nll",
+        reduction: LossReduction::None,
+        options: |o| o.log_input = false,
+        x: &[-0.5, 0.0, 2.0],
+        y: &[1.0, 0.0, 3.0],
+        want: &[f64::NAN, 0.0, -0.07944155668],
+        grad: Some(&[3.00000004, 1.0, -0.4999999925]),
     },
     Golden {
         name: "hinge_embedding",

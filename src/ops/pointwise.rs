@@ -565,8 +565,9 @@ impl Default for SigmoidFocal {
 /// log_input=True, full=False, eps=1e-8, reduction)`: `exp(x) − y·x` when the input holds
 /// log-rates, else `x − y·log(x + eps)`; with `full`, Stirling's approximation
 /// `y·log y − y + ½·log(2π·y)` is added where `y > 1`. As PyTorch, a negative `x + eps` gives
-/// NaN; `x + eps = 0` gives an infinite loss (0·∞ = NaN where `y = 0`). The gradient is the
-/// input's, `exp(x) − y` or `1 − y / (x + eps)`.
+/// NaN (its gradient stays `1 − y / (x + eps)`, as PyTorch's autograd gives); `x + eps = 0`
+/// gives an infinite loss (0·∞ = NaN where `y = 0`). The gradient is the input's, `exp(x) − y`
+/// or `1 − y / (x + eps)`.
 #[derive(Clone, Copy, Debug)]
 pub struct PoissonNll {
     /// Whether the input holds log-rates (default true).

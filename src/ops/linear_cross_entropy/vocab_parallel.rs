@@ -10,7 +10,8 @@
 //!    x0, the target's logit if the target is one of its classes, Σ e^(z − m)·(z − m), its
 //!    argmax). `O(N)` words: what an all-gather (MPI, NCCL through the caller's framework)
 //!    carries.
-//! 2. **Combine** (anywhere, on the host): [`LinearCrossEntropy::combine`] merges the states of
+//! 2. **Combine** (on the host of every rank, after the all-gather):
+//!    [`LinearCrossEntropy::combine`] merges the states of
 //!    each row in shard order — the same online merge as the split-V fold, in f32, so every rank
 //!    that runs it gets the same bits — and finishes the loss, the log-sum-exp and the per-token
 //!    outputs ([`Combined`]).

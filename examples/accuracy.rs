@@ -9,7 +9,8 @@
 //! Each loss runs at its quick benchmark shape (e.g. 256×1000 logits, 1 Mi pointwise elements)
 //! with every variant of the catalogue (weights, ignored targets, label smoothing, probability
 //! targets, options); forward is the per-element (or per-row) loss, `reduction = none` where the
-//! loss has it; backward is the input gradient for a random upstream gradient of that shape. A
+//! loss has it; backward is the input gradient for a random upstream gradient of that shape
+//! (and, on rows of their own, the gradients in a loss's other operands: input2, var). A
 //! second table gives the fused linear + cross-entropy's errors (loss, lse, dX, dW, db) against
 //! the f64 reference of the composition.
 
@@ -53,6 +54,18 @@ fn main() -> Result<()> {
                     "| {name} | {} | {} {:?}{reduced} | {:.1e} | {:.1e} | {:.1e} | {:.1e} |",
                     loss.name, variant.name, shape.dims, fwd.0, fwd.1, bwd.0, bwd.1
                 );
+                let grads = (loss.backward_operands)(&inputs, &gt)?;
+                let wants = (loss.reference_backward_operands)(&args, &g64)?;
+                for ((which, grad), want) in loss.operands.iter().zip(grads).zip(wants) {
+                    let (rel, abs) = errors(&grad.to_vec()?, &want);
+                    println!(
+                        "| {name} | {} | {} {:?}{reduced}, gradient in {} | | | {rel:.1e} | {abs:.1e} |",
+                        loss.name,
+                        variant.name,
+                        shape.dims,
+                        which.name()
+                    );
+                }
             }
         }
     }

@@ -8,23 +8,28 @@
 //                     g * WG * ITEMS + k * WG + lid, k = 0..ITEMS, in order (a fixed partition
 //                     of 4 * WG * ITEMS elements per workgroup, finished by reduce.wgsl's
 //                     `finish`); the per-element losses are never written.
-//   backward:         out[i] = dloss/dx[i] * s[i], dy[i] = dloss/dy[i] * s[i] (when WANT_DY),
-//                     s = the upstream gradient (per element, or g[0] * params.scale), each
-//                     written in its own element type (DX_DTYPE, DY_DTYPE: 0 f32, 1 f16,
-//                     2 bf16; a quad of halves is two whole words, so no thread shares a word).
+//   backward:         out[i] = dloss/dx[i] * s[i], d2[i] = the derivative in the formula's second
+//                     operand * s[i] (when WANT_D2): the target y (kl_div, mse, l1, smooth_l1,
+//                     huber), input2 in y (margin_ranking), or var in aux (gaussian_nll, per
+//                     element: a broadcast var's sum comes after). s = the upstream gradient
+//                     (per element, or g[0] * params.scale), each written in its own element type
+//                     (DX_DTYPE, D2_DTYPE: 0 f32, 1 f16, 2 bf16; a quad of halves is two whole
+//                     words, so no thread shares a word).
 //
 // NaN: kernels may not rely on NaN arithmetic (ARCHITECTURE.md), so NaN inputs are found with bit tests
 // and NaN outputs are written as bit patterns: outputs are u32 views of f32 values.
-// bindings: 0 uniform Params | 1 x, 2 y through ld_x, ld_y | 3 weight | 4 pos_weight |
-//           5 out (loss, partials or dx) | 6 g (upstream gradient) | 7 dy | 8 status (domain)
+// bindings: 0 uniform Params | 1 x, 2 y through ld_x, ld_y | 3 weight | 4 aux (a broadcast
+//           operand: bce_with_logits' pos_weight, gaussian_nll's var, margin_ranking's target) |
+//           5 out (loss, partials or dx) | 6 g (upstream gradient) | 7 d2 | 8 status (domain)
 
 override LOSS: u32 = 0u;
-override FLAGS: u32 = 0u; // bit 0: elementwise weight, bit 1: broadcast weight, bit 2: pos_weight
+override FLAGS: u32 = 0u; // bit 0: elementwise weight, bit 1: broadcast weight, bit 2: aux
 override G_PER_ELEMENT: bool = false;
-override WANT_DY: bool = false;
+override WANT_D2: bool = false;
 override DX_DTYPE: u32 = 0u;
-override DY_DTYPE: u32 = 0u;
-// Per-loss switches: sigmoid_focal bit 0 α on; poisson_nll bit 0 log_input, bit 1 full.
+override D2_DTYPE: u32 = 0u;
+// Per-loss switches: sigmoid_focal bit 0 α on; poisson_nll bit 0 log_input, bit 1 full;
+// gaussian_nll bit 1 full.
 override OPTIONS: u32 = 0u;
 
 const MSE: u32 = 0u;
@@ -40,6 +45,8 @@ const SOFT_MARGIN: u32 = 9u;     // log(1 + exp(-y x)), y usually +-1
 const SIGMOID_FOCAL: u32 = 10u;  // params.beta = gamma >= 0, params.alpha = alpha
 const POISSON_NLL: u32 = 11u;    // params.beta = eps
 const HINGE_EMBEDDING: u32 = 12u; // params.beta = margin
+const GAUSSIAN_NLL: u32 = 13u;    // params.beta = eps, aux = var
+const MARGIN_RANKING: u32 = 14u;  // x = input1, y = input2, aux = target, params.beta = margin
 
 struct Params {
     n: u32,
@@ -48,20 +55,20 @@ struct Params {
     beta: f32,
     scale: f32,
     weight_count: u32,
-    pos_count: u32,
+    aux_count: u32,
     alpha: f32,
     // A broadcast operand's runs (ops/broadcast.rs): element i reads the operand at
     // the sum over runs of (i / inner) % size * stride, each run (inner, size, stride, 0).
     weight_runs: array<vec4<u32>, 4>,
-    pos_runs: array<vec4<u32>, 4>,
+    aux_runs: array<vec4<u32>, 4>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
-@group(0) @binding(4) var<storage, read> pos_weight: array<f32>;
+@group(0) @binding(4) var<storage, read> aux: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;
 @group(0) @binding(6) var<storage, read> g: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dy: array<u32>;
+@group(0) @binding(7) var<storage, read_write> d2: array<u32>;
 @group(0) @binding(8) var<storage, read_write> status: array<atomic<u32>>;
 
 fn is_nan4(v: vec4<f32>) -> vec4<bool> {
@@ -73,17 +80,23 @@ fn bits4(v: vec4<f32>, nan: vec4<bool>) -> vec4<u32> {
     return select(bitcast<vec4<u32>>(v), vec4<u32>(NAN_BITS), nan);
 }
 
-// The broadcast weight (or pos_weight, when `pos`) of elements 4q .. 4q + 3.
-fn broadcast4(q: u32, pos: bool) -> vec4<f32> {
+// Where elements 4q .. 4q + 3 read the broadcast weight (or aux, when `of_aux`).
+fn broadcast_index4(q: u32, of_aux: bool) -> vec4<u32> {
     let i = vec4<u32>(params.first + 4u * q) + vec4<u32>(0u, 1u, 2u, 3u);
     var k = vec4<u32>(0u);
-    let count = select(params.weight_count, params.pos_count, pos);
+    let count = select(params.weight_count, params.aux_count, of_aux);
     for (var r = 0u; r < count; r++) {
-        let run = select(params.weight_runs[r], params.pos_runs[r], pos);
+        let run = select(params.weight_runs[r], params.aux_runs[r], of_aux);
         k += (i / run.x) % run.y * run.z;
     }
-    if (pos) {
-        return vec4<f32>(pos_weight[k.x], pos_weight[k.y], pos_weight[k.z], pos_weight[k.w]);
+    return k;
+}
+
+// The broadcast weight (or aux, when `of_aux`) of elements 4q .. 4q + 3.
+fn broadcast4(q: u32, of_aux: bool) -> vec4<f32> {
+    let k = broadcast_index4(q, of_aux);
+    if (of_aux) {
+        return vec4<f32>(aux[k.x], aux[k.y], aux[k.z], aux[k.w]);
     }
     return vec4<f32>(weight[k.x], weight[k.y], weight[k.z], weight[k.w]);
 }
@@ -112,10 +125,10 @@ fn weight4(q: u32) -> vec4<f32> {
 struct Eval {
     loss: vec4<f32>,
     dx: vec4<f32>,
-    dy: vec4<f32>,
+    d2: vec4<f32>,
     nan: vec4<bool>,    // loss
     dx_nan: vec4<bool>,
-    dy_nan: vec4<bool>,
+    d2_nan: vec4<bool>,
 }
 
 fn eval(q: u32) -> Eval {
@@ -124,28 +137,28 @@ fn eval(q: u32) -> Eval {
     var e: Eval;
     e.nan = is_nan4(v) | is_nan4(t);
     e.dx_nan = e.nan;
-    e.dy_nan = e.nan;
+    e.d2_nan = e.nan;
     let d = v - t;
     let a = abs(d);
     let small = a < vec4<f32>(params.beta);
     if (LOSS == MSE) {
         e.loss = d * d;
         e.dx = 2.0 * d;
-        e.dy = -e.dx;
+        e.d2 = -e.dx;
     } else if (LOSS == L1) {
         e.loss = a;
         e.dx = sign(d);
-        e.dy = -e.dx;
+        e.d2 = -e.dx;
     } else if (LOSS == SMOOTH_L1) {
         let b = params.beta;
         e.loss = select(a - 0.5 * b, 0.5 * d * d / b, small);
         e.dx = select(sign(d), d / b, small);
-        e.dy = -e.dx;
+        e.d2 = -e.dx;
     } else if (LOSS == HUBER) {
         let b = params.beta;
         e.loss = select(b * (a - 0.5 * b), 0.5 * d * d, small);
         e.dx = select(b * sign(d), d, small);
-        e.dy = -e.dx;
+        e.d2 = -e.dx;
     } else if (LOSS == BCE) {
         // log clamped at -100 as in PyTorch; log(0) is never used. log(p) comes from p's bits
         // (log_bits4), so a subnormal p gives its own log whether or not the adapter flushes it.
@@ -192,15 +205,15 @@ fn eval(q: u32) -> Eval {
         let neg = t < vec4<f32>(0.0);
         e.loss = select(t * log(t), vec4<f32>(0.0), zero) - t * v;
         e.dx = -t;
-        e.dy = log(t) + 1.0 - v;
+        e.d2 = log(t) + 1.0 - v;
         e.nan |= neg;
         e.dx_nan = is_nan4(t);
-        e.dy_nan |= zero | neg;
+        e.d2_nan |= zero | neg;
     } else if (LOSS == KL_DIV_LOG_TARGET) {
         let et = exp(t);
         e.loss = et * (t - v);
         e.dx = -et;
-        e.dy = et * (t - v + 1.0);
+        e.d2 = et * (t - v + 1.0);
     } else if (LOSS == SOFT_MARGIN) {
         // softplus(z), z = -y x, as max(z, 0) + log1p(e^-|z|): exact where PyTorch's
         // log1p(exp(z)) overflows (z > 88.7). d/dx = -y sigmoid(z), the sigmoid taken on the
@@ -210,7 +223,7 @@ fn eval(q: u32) -> Eval {
         let sig = select(ez / (1.0 + ez), 1.0 / (1.0 + ez), z >= vec4<f32>(0.0));
         e.loss = max(z, vec4<f32>(0.0)) + log1p_01v(ez);
         e.dx = -t * sig;
-        e.dy_nan = vec4<bool>(true);
+        e.d2_nan = vec4<bool>(true);
     } else if (LOSS == SIGMOID_FOCAL) {
         // torchvision's a_t·ce·(1 − p_t)^γ with ce bce_with_logits' loss, p = σ(x) and
         // 1 − p_t = y·σ(−x) + (1 − y)·σ(x), each sigmoid taken directly (no 1 − p). d/dx:
@@ -242,7 +255,7 @@ fn eval(q: u32) -> Eval {
             e.loss = at * ce * mg;
             e.dx = at * (((1.0 - t) * p - t * q) * mg + ce * dmg);
         }
-        e.dy_nan = vec4<bool>(true);
+        e.d2_nan = vec4<bool>(true);
     } else if (LOSS == POISSON_NLL) {
         // PyTorch's poisson_nll_loss: exp(x) − y·x (log_input), else x − y·log(x + eps); with
         // full, Stirling's y·log y − y + ½·log(2πy) where y > 1. The loss at a negative x + eps
@@ -264,7 +277,7 @@ fn eval(q: u32) -> Eval {
             let st = t * log(max(t, vec4<f32>(1.0))) - t + 0.5 * log(6.283185307179586 * max(t, vec4<f32>(1.0)));
             e.loss += select(vec4<f32>(0.0), st, big_t);
         }
-        e.dy_nan = vec4<bool>(true);
+        e.d2_nan = vec4<bool>(true);
     } else if (LOSS == HINGE_EMBEDDING) {
         // PyTorch's hinge_embedding_loss: max(0, margin − x) where y != 1, plus x where
         // y != −1 (so both for a target that is neither). No target gradient.
@@ -275,7 +288,43 @@ fn eval(q: u32) -> Eval {
         let by_self = t != -one;
         e.loss = select(zero, max(gap, zero), by_margin) + select(zero, v, by_self);
         e.dx = select(zero, select(zero, -one, gap > zero), by_margin) + select(zero, one, by_self);
-        e.dy_nan = vec4<bool>(true);
+        e.d2_nan = vec4<bool>(true);
+    } else if (LOSS == GAUSSIAN_NLL) {
+        // PyTorch's gaussian_nll_loss: ½·(log v + (x − y)² / v) with v = max(var, eps), plus
+        // ½·log(2π) with full. PyTorch clamps var without recording it, so the var gradient
+        // ½·(1/v − (x − y)²/v²) passes to var unchanged where var < eps. A negative var is an
+        // error (the status word names its first element, in var's own indexing).
+        let variance = broadcast4(q, true);
+        let vc = max(variance, vec4<f32>(params.beta));
+        let r = d / vc;
+        e.loss = 0.5 * (log(vc) + d * r);
+        if ((OPTIONS & 2u) != 0u) {
+            e.loss += 0.9189385332046727;
+        }
+        e.dx = r;
+        e.d2 = 0.5 * (1.0 - d * r) / vc;
+        e.nan |= is_nan4(variance);
+        e.dx_nan |= is_nan4(variance);
+        e.d2_nan |= is_nan4(variance);
+        let live = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.n);
+        let bad = (variance < vec4<f32>(0.0)) & live;
+        if (any(bad)) {
+            let k = broadcast_index4(q, true);
+            let first = select(select(select(k.w, k.z, bad.z), k.y, bad.y), k.x, bad.x);
+            atomicMax(&status[0], 0xffffffffu - first);
+        }
+    } else if (LOSS == MARGIN_RANKING) {
+        // PyTorch's margin_ranking_loss: max(0, −t·(x1 − x2) + margin), t in aux. The gradient
+        // is 0 where the hinge is 0 exactly, as PyTorch's; d/dx2 = −d/dx1.
+        let t_rank = broadcast4(q, true);
+        let z = params.beta - t_rank * d;
+        let on = z > vec4<f32>(0.0);
+        e.loss = max(z, vec4<f32>(0.0));
+        e.dx = select(vec4<f32>(0.0), -t_rank, on);
+        e.d2 = -e.dx;
+        e.nan |= is_nan4(t_rank);
+        e.dx_nan = e.nan;
+        e.d2_nan = e.nan;
     } else if (LOSS == BINARY_ACCURACY) {
         // A NaN logit predicts 0, as (x > 0) does in PyTorch.
         let pred = (v > vec4<f32>(0.0)) & !is_nan4(v);
@@ -285,7 +334,7 @@ fn eval(q: u32) -> Eval {
     let w = weight4(q);
     e.loss *= w;
     e.dx *= w;
-    e.dy *= w;
+    e.d2 *= w;
     return e;
 }
 
@@ -350,20 +399,20 @@ fn backward(
             s = vec4<f32>(g[0] * params.scale);
         }
         put_grad(i, bits4(e.dx * s, e.dx_nan), false);
-        if (WANT_DY) {
-            put_grad(i, bits4(e.dy * s, e.dy_nan), true);
+        if (WANT_D2) {
+            put_grad(i, bits4(e.d2 * s, e.d2_nan), true);
         }
     }
 }
 
-// Elements i .. i + 3 (those below n) of the input's gradient, or of the target's with to_dy,
+// Elements i .. i + 3 (those below n) of the input's gradient, or of the target's with to_d2,
 // each in its element type (quad_words). The loop runs at most 4 times, once per invocation
 // (within TRIPS).
-fn put_grad(i: u32, b: vec4<u32>, to_dy: bool) {
-    let q = quad_words(i, b, select(DX_DTYPE, DY_DTYPE, to_dy), params.n);
+fn put_grad(i: u32, b: vec4<u32>, to_d2: bool) {
+    let q = quad_words(i, b, select(DX_DTYPE, D2_DTYPE, to_d2), params.n);
     for (var j = 0u; j < q.count; j++) {
-        if (to_dy) {
-            dy[q.first + j] = q.words[j];
+        if (to_d2) {
+            d2[q.first + j] = q.words[j];
         } else {
             out[q.first + j] = q.words[j];
         }

@@ -70,8 +70,8 @@ pub use ops::linear_jsd::{DEFAULT_JSD_SCRATCH_BYTES, LinearHead, LinearJsd};
 pub use ops::log_softmax::{LogSoftmax, Softmax, log_softmax, softmax};
 pub use ops::nll::{Nll, nll};
 pub use ops::pointwise::{
-    Bce, BceWithLogits, HingeEmbedding, Huber, KlDiv, KlReduction, L1, Mse, PoissonNll, SigmoidFocal,
-    SmoothL1, SoftMargin, bce, bce_with_logits, binary_accuracy, l1, mse,
+    Bce, BceWithLogits, GaussianNll, HingeEmbedding, Huber, KlDiv, KlReduction, L1, MarginRanking, Mse,
+    PoissonNll, SigmoidFocal, SmoothL1, SoftMargin, bce, bce_with_logits, binary_accuracy, l1, mse,
 };
 pub use ops::reduce::{mean, sum};
 pub use ops::{Outputs, Reduction, RowStrategy};

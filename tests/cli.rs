@@ -361,6 +361,25 @@ fn every_op_eval_and_grad_on_every_adapter() {
         let (e, g) = pw(Pointwise::HingeEmbedding(0.5), &x, &signs, Reduction::Mean);
         let args = ["--input", &f("x.npy"), "--target", &f("signs.npy"), "--margin", "0.5"];
         cases.push(("hinge-embedding", strings(&args), e, g));
+        // gaussian-nll with one variance per row (PyTorch unsqueezes it), full, eps.
+        let var: Vec<f32> = (0..n).map(|r| 0.1 + 0.3 * r as f32).collect();
+        write(&p("var.npy"), &var, &[n]);
+        let aux: Vec<f32> = (0..n * c).map(|e| var[e / c]).collect();
+        let gauss = Pointwise::GaussianNll { full: true, eps: 0.2 };
+        let e = pointwise::forward(gauss, &x, &y, c, None, Some(&aux), Reduction::Sum, nc);
+        let g = pointwise::backward(gauss, &x, &y, c, None, Some(&aux), &[1.0], Reduction::Sum, nc).0;
+        let args = ["--var", &f("var.npy"), "--full", "--eps", "0.2", "--reduction", "sum"];
+        let mut a = strings(&["--input", &f("x.npy"), "--target", &f("y.npy")]);
+        a.extend(strings(&args));
+        cases.push(("gaussian-nll", a, e, g));
+        // margin-ranking: input2 and ±1 targets.
+        let rank = Pointwise::MarginRanking(0.25);
+        let e = pointwise::forward(rank, &x, &y, c, None, Some(&signs), Reduction::Mean, nc);
+        let g = pointwise::backward(rank, &x, &y, c, None, Some(&signs), &[1.0], Reduction::Mean, nc).0;
+        let args = ["--input2", &f("y.npy"), "--target", &f("signs.npy"), "--margin", "0.25"];
+        let mut a = strings(&["--input", &f("x.npy")]);
+        a.extend(strings(&args));
+        cases.push(("margin-ranking", a, e, g));
     }
     for be in backends() {
         for (op, args, want_eval, want_grad) in &cases {
@@ -531,6 +550,75 @@ fn errors_exit_non_zero_with_one_message_and_write_nothing() {
             o,
         ],
         "--labels is only for jsd, tvd",
+    );
+    // Operands: required by the ops that take them, refused by the others, checked.
+    write(Path::new(&p("neg_var.npy")), &[1.0f32, 1.0, -0.5, 1.0, 1.0, 1.0], &[2, 3]);
+    write(Path::new(&p("var3.npy")), &[1.0f32, 1.0, 1.0], &[3]);
+    let gauss = |var: &str| {
+        ["eval", "gaussian-nll", "--input", &x_path, "--target", &x_path, "--var", var, "--output", o]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    run(gauss(&p("neg_var.npy")), "outside [0, inf) (var)");
+    run(gauss(&p("var3.npy")), "var [3] is of incorrect size");
+    run(gauss(&p("ti.npy")), "--var");
+    fails(
+        &dir,
+        &["eval", "gaussian-nll", "--input", &x_path, "--target", &x_path, "--output", o],
+        "--var FILE is required",
+    );
+    fails(
+        &dir,
+        &["eval", "mse", "--input", &x_path, "--target", &x_path, "--var", &x_path, "--output", o],
+        "--var is only for gaussian-nll",
+    );
+    fails(
+        &dir,
+        &[
+            "eval",
+            "margin-ranking",
+            "--input",
+            &x_path,
+            "--input2",
+            &p("xt.npy"),
+            "--target",
+            &x_path,
+            "--output",
+            o,
+        ],
+        "--input2",
+    );
+    fails(
+        &dir,
+        &[
+            "eval",
+            "margin-ranking",
+            "--input",
+            &x_path,
+            "--input2",
+            &p("x64.npy"),
+            "--target",
+            &x_path,
+            "--output",
+            o,
+        ],
+        "--input2",
+    );
+    fails(
+        &dir,
+        &[
+            "eval",
+            "margin-ranking",
+            "--input",
+            &x_path,
+            "--input2",
+            &x_path,
+            "--target",
+            &p("ti.npy"),
+            "--output",
+            o,
+        ],
+        "got integer",
     );
     // A failing run leaves an existing output untouched.
     std::fs::write(&out, b"keep").unwrap();

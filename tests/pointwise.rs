@@ -1,4 +1,5 @@
-//! The pointwise losses (mse, l1, smooth_l1, huber, bce, bce_with_logits, kl_div) and binary
+//! The pointwise losses (mse, l1, smooth_l1, huber, bce, bce_with_logits, kl_div, gaussian_nll
+//! with its var shapes) and binary
 //! accuracy, forward and backward, on every adapter against the f64 reference.
 
 mod common;
@@ -587,5 +588,55 @@ fn bce_with_logits_stays_exact_on_confident_logits() {
         let got =
             BceWithLogits::default().reduction(Reduction::None).forward(&x, &y).unwrap().to_vec().unwrap();
         assert_close(&common::label(dev), &got, &want, Tol { abs: 0.0, rel: 103.0 * f32::EPSILON as f64 });
+    }
+}
+
+/// gaussian_nll's var by PyTorch's rule: the input's shape, one fewer dim (unsqueezed), or one
+/// dim of size 1 (here the middle of three, 5000 long, so that its gradient's sum takes three
+/// passes of sum_dim); the rest refused. Against the reference, and bitwise repeatable.
+#[test]
+fn gaussian_nll_var_shapes_and_their_gradient_sums() {
+    use wgpu_loss::reference::{pointwise::gaussian_var_shape, sum_to};
+    let shape = [3usize, 5000, 2];
+    let n: usize = shape.iter().product();
+    let mut rng = Rng::new(41);
+    let x = rng.values(n, 2.0);
+    let y = rng.values(n, 2.0);
+    let f = Pointwise::GaussianNll { full: false, eps: 1e-6 };
+    for dev in devices() {
+        let (xt, yt) = (dev.tensor(&x, &shape).unwrap(), dev.tensor(&y, &shape).unwrap());
+        for var_shape in [vec![3, 5000, 2], vec![3, 5000], vec![3, 1, 2], vec![1, 5000, 2]] {
+            let var: Vec<f32> = rng.uniform(var_shape.iter().product(), 0.2, 2.0);
+            let from = gaussian_var_shape(&shape, &var_shape).unwrap();
+            let aux = broadcast_to(&var, &from, &shape).unwrap();
+            let vt = dev.tensor(&var, &var_shape).unwrap();
+            let loss = wgpu_loss::GaussianNll::default().reduction(Reduction::Sum);
+            let what = format!("var {var_shape:?} on {}", common::label(dev));
+            let got = loss.forward(&xt, &yt, &vt).unwrap().to_vec().unwrap();
+            let want = reference::forward(f, &x, &y, 2, None, Some(&aux), Reduction::Sum, n as f64);
+            assert_close(&what, &got, &want, Tol::scaled(3.0).sum(n));
+            let g = dev.tensor(&[1.0], &[]).unwrap();
+            let (dx, dvar) = loss.backward(&xt, &yt, &vt, &g).unwrap();
+            let (dx_want, _) =
+                reference::backward(f, &x, &y, 2, None, Some(&aux), &[1.0], Reduction::Sum, n as f64);
+            assert_close(&what, &dx.to_vec().unwrap(), &dx_want, Tol::scaled(3.0));
+            let per = reference::aux_backward(f, &x, &y, 2, None, &aux, &[1.0], Reduction::Sum, n as f64);
+            let dvar_want = sum_to(&per, &shape, &from).unwrap();
+            assert_eq!(dvar.shape(), &var_shape[..], "{what}");
+            let dvar_got = dvar.to_vec().unwrap();
+            assert_close(&what, &dvar_got, &dvar_want, Tol::scaled(3.0).sum(5000));
+            let again = loss.backward(&xt, &yt, &vt, &g).unwrap().1.to_vec().unwrap();
+            assert_eq!(again, dvar_got, "{what}: the same bits twice");
+        }
+        for bad in [vec![3, 2], vec![3, 1, 1], vec![1, 5000, 1], vec![2]] {
+            let vt = dev.tensor(&vec![1.0; bad.iter().product()], &bad).unwrap();
+            let err = wgpu_loss::GaussianNll::default().forward(&xt, &yt, &vt).unwrap_err();
+            assert!(matches!(err, Error::Shape { .. }), "var {bad:?}: {err}");
+        }
+        let mut neg = vec![1.0f32; n];
+        neg[777] = -0.5;
+        let vt = dev.tensor(&neg, &shape).unwrap();
+        let err = wgpu_loss::GaussianNll::default().forward(&xt, &yt, &vt).unwrap().item().unwrap_err();
+        assert!(matches!(err, Error::InputOutOfRange { position: 777, .. }), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 
 use super::loss::{
     Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, Options, Target, TargetKind,
-    Targets, Tolerance, Variant, WeightKind, Work, numel,
+    Targets, Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
 };
 use crate::data::Rng;
 use crate::error::{Error, Result};
@@ -171,6 +171,9 @@ fn nll(i: &Inputs) -> Result<Nll> {
 
 pub(super) static CROSS_ENTROPY: Loss = Loss {
     name: "cross_entropy",
+    operands: &[],
+    backward_operands: no_operand_grads,
+    reference_backward_operands: no_operand_references,
     pytorch: "torch.nn.functional.cross_entropy",
     target: TargetKind::IdsOrProbabilities,
     weight: WeightKind::Classes,
@@ -216,6 +219,9 @@ pub(super) static CROSS_ENTROPY: Loss = Loss {
 
 pub(super) static NLL: Loss = Loss {
     name: "nll",
+    operands: &[],
+    backward_operands: no_operand_grads,
+    reference_backward_operands: no_operand_references,
     pytorch: "torch.nn.functional.nll_loss",
     target: TargetKind::Ids,
     weight: WeightKind::Classes,

@@ -4,7 +4,7 @@
 use super::class::WIDE_SHAPES;
 use super::loss::{
     Args, Array, DEFAULTS, Extra, Ids, Inputs, Loss, LossReduction, Opt, Options, Target, TargetKind,
-    Tolerance, Variant, WeightKind, Work, numel,
+    Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
 };
 use crate::data::Rng;
 use crate::ops::divergence::{Jsd, Tvd};
@@ -93,6 +93,9 @@ fn bench_work(d: &[usize]) -> (Work, Work) {
 
 pub(super) static JSD: Loss = Loss {
     name: "jsd",
+    operands: &[],
+    backward_operands: no_operand_grads,
+    reference_backward_operands: no_operand_references,
     pytorch: "liger_kernel.transformers.LigerJSD",
     target: TargetKind::Values { what: "teacher logits" },
     weight: WeightKind::None,
@@ -155,6 +158,9 @@ pub(super) static JSD: Loss = Loss {
 
 pub(super) static TVD: Loss = Loss {
     name: "tvd",
+    operands: &[],
+    backward_operands: no_operand_grads,
+    reference_backward_operands: no_operand_references,
     pytorch: "liger_kernel.transformers.LigerTVDLoss",
     target: TargetKind::Values { what: "probabilities" },
     weight: WeightKind::None,

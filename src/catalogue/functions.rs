@@ -3,7 +3,7 @@
 
 use super::loss::{
     Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, TargetKind, Tolerance,
-    Variant, WeightKind, Work, numel,
+    Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
 };
 use crate::data::Rng;
 use crate::dtype::DType;
@@ -49,6 +49,9 @@ fn unrounded(y: &Tensor, forward_f32: impl FnOnce() -> Result<Tensor>) -> Result
 
 pub(super) static LOG_SOFTMAX: Loss = Loss {
     name: "log_softmax",
+    operands: &[],
+    backward_operands: no_operand_grads,
+    reference_backward_operands: no_operand_references,
     pytorch: "torch.nn.functional.log_softmax",
     target: TargetKind::None,
     weight: WeightKind::None,
@@ -81,6 +84,9 @@ pub(super) static LOG_SOFTMAX: Loss = Loss {
 
 pub(super) static SOFTMAX: Loss = Loss {
     name: "softmax",
+    operands: &[],
+    backward_operands: no_operand_grads,
+    reference_backward_operands: no_operand_references,
     pytorch: "torch.nn.functional.softmax",
     target: TargetKind::None,
     weight: WeightKind::None,
@@ -134,6 +140,9 @@ fn linear_inputs(rng: &mut Rng, shape: &[usize], v: &Variant) -> Args {
 
 pub(super) static LINEAR: Loss = Loss {
     name: "linear",
+    operands: &[],
+    backward_operands: no_operand_grads,
+    reference_backward_operands: no_operand_references,
     pytorch: "torch.nn.functional.linear",
     target: TargetKind::None,
     weight: WeightKind::Matrix,

@@ -131,11 +131,12 @@ pub struct Options {
     pub gamma: f32,
     /// A margin loss's margin; `None`: the loss's own default (PyTorch's).
     pub margin: Option<f32>,
-    /// poisson_nll's eps; `None`: its default (PyTorch's 1e-8).
+    /// poisson_nll's and gaussian_nll's eps; `None`: the loss's default (PyTorch's 1e-8 and
+    /// 1e-6).
     pub eps: Option<f32>,
     /// poisson_nll: the input holds log-rates.
     pub log_input: bool,
-    /// poisson_nll: add the Stirling term.
+    /// poisson_nll: add the Stirling term; gaussian_nll: add ½·log(2π).
     pub full: bool,
     /// The element type of gradients and of log_softmax's, softmax's and linear's outputs.
     pub outputs: Outputs,
@@ -197,7 +198,32 @@ pub struct Args {
     pub pos_weight: Option<Array>,
     /// jsd's and tvd's labels, one per row: rows labelled `ignore_index` do not count.
     pub labels: Option<Ids>,
+    /// The second input of margin_ranking, cosine_embedding and triplet_margin (its positive).
+    pub input2: Option<Array>,
+    /// The third input of triplet_margin (its negative).
+    pub input3: Option<Array>,
+    /// gaussian_nll's variance.
+    pub var: Option<Array>,
     pub options: Options,
+}
+
+/// A float operand besides the input that a loss takes and differentiates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    Input2,
+    Input3,
+    Var,
+}
+
+impl Operand {
+    /// Its name in messages and in the CLI's flag (`--input2`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Operand::Input2 => "input2",
+            Operand::Input3 => "input3",
+            Operand::Var => "var",
+        }
+    }
 }
 
 /// Class ids or labels on the host (int64 values, checked to fit i32 on upload).
@@ -217,8 +243,34 @@ impl Args {
             bias: None,
             pos_weight: None,
             labels: None,
+            input2: None,
+            input3: None,
+            var: None,
             options: Options::default(),
         }
+    }
+
+    /// The operand `which`, if given.
+    pub fn operand(&self, which: Operand) -> Option<&Array> {
+        match which {
+            Operand::Input2 => self.input2.as_ref(),
+            Operand::Input3 => self.input3.as_ref(),
+            Operand::Var => self.var.as_ref(),
+        }
+    }
+
+    /// The operand `which`, to set.
+    pub fn operand_mut(&mut self, which: Operand) -> &mut Option<Array> {
+        match which {
+            Operand::Input2 => &mut self.input2,
+            Operand::Input3 => &mut self.input3,
+            Operand::Var => &mut self.var,
+        }
+    }
+
+    /// The operand `which`, or an error naming `op`.
+    pub fn required(&self, op: &'static str, which: Operand) -> Result<&Array> {
+        self.operand(which).ok_or_else(|| Error::invalid(op, format!("{} is required", which.name())))
     }
 
     /// The same call with every float operand (input, float target, weights, bias) rounded to
@@ -234,6 +286,9 @@ impl Args {
             weight: round(&self.weight),
             bias: round(&self.bias),
             pos_weight: round(&self.pos_weight),
+            input2: round(&self.input2),
+            input3: round(&self.input3),
+            var: round(&self.var),
             ..self.clone()
         }
     }
@@ -252,6 +307,9 @@ impl Args {
             bias: opt(&self.bias)?,
             pos_weight: opt(&self.pos_weight)?,
             labels: self.labels.as_ref().map(|l| dev.indices(&l.data, &l.shape)).transpose()?,
+            input2: opt(&self.input2)?,
+            input3: opt(&self.input3)?,
+            var: opt(&self.var)?,
             options: self.options,
         })
     }
@@ -274,6 +332,9 @@ pub struct Inputs {
     pub bias: Option<Tensor>,
     pub pos_weight: Option<Tensor>,
     pub labels: Option<Indices>,
+    pub input2: Option<Tensor>,
+    pub input3: Option<Tensor>,
+    pub var: Option<Tensor>,
     pub options: Options,
 }
 
@@ -289,6 +350,16 @@ impl Inputs {
     /// give its backward unrounded.
     pub fn with_f32_outputs(&self) -> Inputs {
         Inputs { options: Options { outputs: Outputs::F32, ..self.options }, ..self.clone() }
+    }
+
+    /// The operand `which`, or an error naming `op`.
+    pub fn required(&self, op: &'static str, which: Operand) -> Result<&Tensor> {
+        let t = match which {
+            Operand::Input2 => self.input2.as_ref(),
+            Operand::Input3 => self.input3.as_ref(),
+            Operand::Var => self.var.as_ref(),
+        };
+        t.ok_or_else(|| Error::invalid(op, format!("{} is required", which.name())))
     }
 
     /// The float target, or an error naming `op`.
@@ -339,6 +410,10 @@ pub enum Extra {
     Probabilities,
     /// Labels (jsd, tvd), some of them `ignore_index`.
     Labels,
+    /// gaussian_nll's var with one value per row: the input's shape less its last dim.
+    VarPerRow,
+    /// gaussian_nll's var of size 1 along dim 0, broadcast along it.
+    VarBroadcast,
 }
 
 /// A named set of options and extras the generic test runs (besides the reductions).
@@ -402,6 +477,9 @@ impl Tolerance {
     }
 }
 
+/// Reference gradients in a loss's operands, one per operand, in order.
+pub type Grads = Vec<Vec<f64>>;
+
 /// One loss (or function) of the catalogue.
 pub struct Loss {
     /// The name of its kernel's op, bench cases and tests (`soft_margin`); the CLI op is this
@@ -441,6 +519,14 @@ pub struct Loss {
     pub reference: fn(&Args) -> Result<Vec<f64>>,
     /// The f64 reference of `backward` for an upstream gradient.
     pub reference_backward: fn(&Args, &[f64]) -> Result<Vec<f64>>,
+    /// The float operands besides the input it takes and differentiates (margin_ranking's
+    /// input2, gaussian_nll's var), in the order of their gradients below.
+    pub operands: &'static [Operand],
+    /// The gradients in `operands`, each of its operand's shape, for an upstream gradient of the
+    /// output's shape.
+    pub backward_operands: fn(&Inputs, &Tensor) -> Result<Vec<Tensor>>,
+    /// The f64 reference of `backward_operands`.
+    pub reference_backward_operands: fn(&Args, &[f64]) -> Result<Grads>,
     pub tolerance: Tolerance,
     /// The same at its benchmark shapes, where reductions run over millions of terms.
     pub bench_tolerance: Tolerance,
@@ -492,4 +578,14 @@ pub fn ones(dev: &Device, shape: &[usize]) -> Result<Tensor> {
 /// The element count of `shape`.
 pub(crate) fn numel(shape: &[usize]) -> usize {
     crate::ops::saturating_product(shape)
+}
+
+/// `backward_operands` of a loss without operands: no gradients.
+pub fn no_operand_grads(_: &Inputs, _: &Tensor) -> Result<Vec<Tensor>> {
+    Ok(Vec::new())
+}
+
+/// `reference_backward_operands` of a loss without operands.
+pub fn no_operand_references(_: &Args, _: &[f64]) -> Result<Grads> {
+    Ok(Vec::new())
 }

@@ -29,8 +29,9 @@ mod loss;
 mod pointwise;
 
 pub use loss::{
-    Args, Array, BenchShape, DEFAULTS, Extra, Ids, Inputs, Loss, LossReduction, Opt, Options, Target,
-    TargetKind, Targets, Tolerance, Variant, WeightKind, Work, ones,
+    Args, Array, BenchShape, DEFAULTS, Extra, Ids, Inputs, Loss, LossReduction, Operand, Opt, Options,
+    Target, TargetKind, Targets, Tolerance, Variant, WeightKind, Work, no_operand_grads,
+    no_operand_references, ones,
 };
 
 /// Every loss and function of the catalogue, in the order the CLI lists them.
@@ -50,6 +51,8 @@ pub static LOSSES: &[&Loss] = &[
     &pointwise::SIGMOID_FOCAL,
     &pointwise::POISSON_NLL,
     &pointwise::HINGE_EMBEDDING,
+    &pointwise::GAUSSIAN_NLL,
+    &pointwise::MARGIN_RANKING,
     &functions::LOG_SOFTMAX,
     &functions::SOFTMAX,
     &functions::LINEAR,

@@ -1,17 +1,17 @@
 //! The elementwise losses: one input, one float target of the same shape, optional weights.
 
 use super::loss::{
-    Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, Options, Target, TargetKind,
-    Tolerance, Variant, WeightKind, Work, numel,
+    Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Operand, Opt, Options, Target,
+    TargetKind, Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
 };
 use crate::data::Rng;
 use crate::error::{Error, Result};
 use crate::ops::pointwise::{
-    Bce, BceWithLogits, HingeEmbedding, Huber, KlDiv, KlReduction, L1, Mse, PoissonNll, SigmoidFocal,
-    SmoothL1, SoftMargin,
+    Bce, BceWithLogits, GaussianNll, HingeEmbedding, Huber, KlDiv, KlReduction, L1, MarginRanking, Mse,
+    PoissonNll, SigmoidFocal, SmoothL1, SoftMargin,
 };
-use crate::reference::pointwise::{self as reference, Pointwise};
-use crate::reference::{broadcast_to, class_dim};
+use crate::reference::pointwise::{self as reference, Pointwise, gaussian_var_shape};
+use crate::reference::{broadcast_to, class_dim, sum_to};
 use crate::tensor::Tensor;
 
 const PLAIN: &[LossReduction] = &[LossReduction::None, LossReduction::Mean, LossReduction::Sum];
@@ -28,6 +28,12 @@ const BENCH_TOLERANCE: Tolerance = Tolerance { forward: (1e-6, 1e-4), backward: 
 fn bytes(dims: &[usize]) -> (Work, Work) {
     let nb = numel(dims) as u64 * 4;
     (Work::Bytes(2 * nb), Work::Bytes(3 * nb))
+}
+
+/// Three operands read once; the backward also writes two gradients.
+fn bytes3(dims: &[usize]) -> (Work, Work) {
+    let nb = numel(dims) as u64 * 4;
+    (Work::Bytes(3 * nb), Work::Bytes(5 * nb))
 }
 
 /// The columns of a shape (its last dim), which per-column weights run along.
@@ -52,12 +58,15 @@ fn formula(op: &str, o: &Options) -> Pointwise {
             eps: o.eps.unwrap_or(POISSON_EPS) as f64,
         },
         "hinge_embedding" => Pointwise::HingeEmbedding(o.margin.unwrap_or(HINGE_MARGIN) as f64),
+        "gaussian_nll" => Pointwise::GaussianNll { full: o.full, eps: o.eps.unwrap_or(GAUSSIAN_EPS) as f64 },
+        "margin_ranking" => Pointwise::MarginRanking(o.margin.unwrap_or(0.0) as f64),
         _ => Pointwise::SoftMargin,
     }
 }
 
-/// PyTorch's defaults of poisson_nll's eps and hinge_embedding's margin.
+/// PyTorch's defaults of poisson_nll's and gaussian_nll's eps and hinge_embedding's margin.
 const POISSON_EPS: f32 = 1e-8;
+const GAUSSIAN_EPS: f32 = 1e-6;
 const HINGE_MARGIN: f32 = 1.0;
 
 /// The mean's divisor: the element count, or the batch size for `batchmean`.
@@ -81,24 +90,75 @@ fn expanded(
     })
 }
 
+/// The formula's second operand (the target, or margin_ranking's input2) and its aux operand
+/// expanded to the input's shape (pos_weight, gaussian_nll's var, margin_ranking's target).
+fn operands<'a>(op: &'static str, a: &'a Args) -> Result<(&'a Array, Option<Vec<f64>>)> {
+    let shape = &a.input.shape;
+    let same = |what: &str, b: &Array| {
+        if &b.shape != shape {
+            return Err(Error::shape(op, format!("input {shape:?} and {what} {:?} differ", b.shape)));
+        }
+        Ok(b.data.clone())
+    };
+    match op {
+        "margin_ranking" => {
+            let x2 = a.required(op, Operand::Input2)?;
+            same("input2", x2)?;
+            Ok((x2, Some(same("target", a.values_target(op)?)?)))
+        }
+        "gaussian_nll" => {
+            let var = a.required(op, Operand::Var)?;
+            let from = gaussian_var_shape(shape, &var.shape).ok_or_else(|| {
+                Error::shape(op, format!("var {:?} is of incorrect size for the input {shape:?}", var.shape))
+            })?;
+            let var = Array { shape: from, ..var.clone() };
+            Ok((a.values_target(op)?, expanded(op, "var", Some(&var), shape)?))
+        }
+        _ => Ok((a.values_target(op)?, expanded(op, "pos_weight", a.pos_weight.as_ref(), shape)?)),
+    }
+}
+
 fn reference_forward(op: &'static str, a: &Args) -> Result<Vec<f64>> {
-    let y = a.values_target(op)?;
+    let (y, aux) = operands(op, a)?;
     let shape = &a.input.shape;
     let w = expanded(op, "weight", a.weight.as_ref(), shape)?;
-    let pw = expanded(op, "pos_weight", a.pos_weight.as_ref(), shape)?;
     let (f, r) = (formula(op, &a.options), a.options.reduction.plain());
-    let (w, pw) = (w.as_deref(), pw.as_deref());
-    Ok(reference::forward(f, &a.input.data, &y.data, cols(shape), w, pw, r, divisor(a)))
+    let (w, aux) = (w.as_deref(), aux.as_deref());
+    Ok(reference::forward(f, &a.input.data, &y.data, cols(shape), w, aux, r, divisor(a)))
 }
 
 fn reference_backward(op: &'static str, a: &Args, g: &[f64]) -> Result<Vec<f64>> {
-    let y = a.values_target(op)?;
+    let (y, aux) = operands(op, a)?;
     let shape = &a.input.shape;
     let w = expanded(op, "weight", a.weight.as_ref(), shape)?;
-    let pw = expanded(op, "pos_weight", a.pos_weight.as_ref(), shape)?;
     let (f, r) = (formula(op, &a.options), a.options.reduction.plain());
-    let (w, pw) = (w.as_deref(), pw.as_deref());
-    Ok(reference::backward(f, &a.input.data, &y.data, cols(shape), w, pw, g, r, divisor(a)).0)
+    let (w, aux) = (w.as_deref(), aux.as_deref());
+    Ok(reference::backward(f, &a.input.data, &y.data, cols(shape), w, aux, g, r, divisor(a)).0)
+}
+
+/// margin_ranking's gradient in input2.
+fn margin_ranking_reference_operands(a: &Args, g: &[f64]) -> Result<Vec<Vec<f64>>> {
+    let op = "margin_ranking";
+    let (x2, t) = operands(op, a)?;
+    let (f, r) = (formula(op, &a.options), a.options.reduction.plain());
+    let shape = &a.input.shape;
+    let d2 =
+        reference::backward(f, &a.input.data, &x2.data, cols(shape), None, t.as_deref(), g, r, divisor(a)).1;
+    Ok(vec![d2])
+}
+
+/// gaussian_nll's gradient in var, summed over the dim it is broadcast along.
+fn gaussian_nll_reference_operands(a: &Args, g: &[f64]) -> Result<Vec<Vec<f64>>> {
+    let op = "gaussian_nll";
+    let (y, var) = operands(op, a)?;
+    let var = var.expect("gaussian_nll has a var");
+    let (f, r) = (formula(op, &a.options), a.options.reduction.plain());
+    let shape = &a.input.shape;
+    let per_element =
+        reference::aux_backward(f, &a.input.data, &y.data, cols(shape), None, &var, g, r, divisor(a));
+    let given = a.required(op, Operand::Var)?;
+    let from = gaussian_var_shape(shape, &given.shape).expect("checked by operands");
+    Ok(vec![sum_to(&per_element, shape, &from).expect("checked by operands")])
 }
 
 /// Inputs with values in [−scale, scale) and targets drawn by `target`.
@@ -156,6 +216,27 @@ fn distribution(rng: &mut Rng, shape: &[usize], o: &Options, _: &Variant) -> Arg
 
 fn margins(rng: &mut Rng, shape: &[usize], _: &Options, _: &Variant) -> Args {
     pair(rng, shape, (-3.0, 3.0), |r, n| r.signs(n))
+}
+
+/// Inputs and targets in [−2, 2) and variances in [0.05, 2): of the input's shape, or of the
+/// shape the variant asks for (one per row; or size 1 along dim 0).
+fn gaussian(rng: &mut Rng, shape: &[usize], _: &Options, v: &Variant) -> Args {
+    let mut a = pair(rng, shape, (-2.0, 2.0), |r, n| r.values(n, 2.0));
+    let mut var_shape = shape.to_vec();
+    if v.has(Extra::VarPerRow) {
+        var_shape.pop();
+    } else if v.has(Extra::VarBroadcast) {
+        var_shape[0] = 1;
+    }
+    a.var = Some(Array::from_f32(&rng.uniform(numel(&var_shape), 0.05, 2.0), &var_shape));
+    a
+}
+
+/// Two inputs in [−3, 3) and ±1 targets.
+fn ranking(rng: &mut Rng, shape: &[usize], _: &Options, _: &Variant) -> Args {
+    let mut a = pair(rng, shape, (-3.0, 3.0), |r, n| r.signs(n));
+    a.input2 = Some(Array::from_f32(&rng.uniform(numel(shape), -3.0, 3.0), shape));
+    a
 }
 
 /// Rates (log-rates, or positive rates without `log_input`) and counts in [0, 5).
@@ -241,9 +322,45 @@ gpu!(hinge_embedding_forward, hinge_embedding_backward, "hinge_embedding", |i| H
     outputs: i.options.outputs
 });
 
+fn gaussian_nll(i: &Inputs) -> Result<GaussianNll> {
+    Ok(GaussianNll {
+        full: i.options.full,
+        eps: i.options.eps.unwrap_or(GAUSSIAN_EPS),
+        reduction: i.options.reduction.without_batchmean("gaussian_nll")?,
+        outputs: i.options.outputs,
+    })
+}
+
+fn gaussian_nll_grads(i: &Inputs, g: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (target, var) = (i.values_target("gaussian_nll")?, i.required("gaussian_nll", Operand::Var)?);
+    gaussian_nll(i)?.backward(&i.input, target, var, g)
+}
+
+fn margin_ranking(i: &Inputs) -> Result<MarginRanking> {
+    Ok(MarginRanking {
+        margin: i.options.margin.unwrap_or(0.0),
+        reduction: i.options.reduction.without_batchmean("margin_ranking")?,
+        outputs: i.options.outputs,
+    })
+}
+
+fn margin_ranking_grads(i: &Inputs, g: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (x2, target) = (i.required("margin_ranking", Operand::Input2)?, i.values_target("margin_ranking")?);
+    margin_ranking(i)?.backward(&i.input, x2, target, g)
+}
+
 /// A pointwise catalogue entry; `$name` is a literal, the rest differ per loss.
 macro_rules! entry {
-    ($name:literal, $forward:ident, $backward:ident, {$($field:ident: $value:expr),* $(,)?}) => {
+    ($name:literal, $forward:expr, $backward:expr, {$($field:ident: $value:expr),* $(,)?}) => {
+        entry!($name, $forward, $backward, {
+            operands: &[],
+            backward_operands: no_operand_grads,
+            reference_backward_operands: no_operand_references,
+            bench_work: bytes,
+            $($field: $value),*
+        } with operands)
+    };
+    ($name:literal, $forward:expr, $backward:expr, {$($field:ident: $value:expr),* $(,)?} with operands) => {
         Loss {
             name: $name,
             forward: $forward,
@@ -253,7 +370,6 @@ macro_rules! entry {
             test_shapes: SHAPES,
             tolerance: TOLERANCE,
             bench: BENCH,
-            bench_work: bytes,
             bias: false,
             labels: false,
             $($field: $value),*
@@ -437,3 +553,61 @@ pub(super) static HINGE_EMBEDDING: Loss = entry!("hinge_embedding", hinge_embedd
     variants: &[DEFAULTS, Variant { name: "margin=0.5", options: |o| o.margin = Some(0.5), extras: &[] }],
     generate: margins,
 });
+
+pub(super) static GAUSSIAN_NLL: Loss = entry!(
+    "gaussian_nll",
+    |i| gaussian_nll(i)?.forward(
+        &i.input,
+        i.values_target("gaussian_nll")?,
+        i.required("gaussian_nll", Operand::Var)?
+    ),
+    |i, _, g| Ok(gaussian_nll_grads(i, g)?.0),
+    {
+        pytorch: "torch.nn.functional.gaussian_nll_loss",
+        target: TargetKind::Values { what: "targets" },
+        weight: WeightKind::None,
+        pos_weight: false,
+        options: &[Opt::Full, Opt::Eps],
+        reductions: PLAIN,
+        default_reduction: LossReduction::Mean,
+        bench_tolerance: BENCH_TOLERANCE,
+        variants: &[
+            DEFAULTS,
+            Variant { name: "full", options: |o| o.full = true, extras: &[] },
+            Variant { name: "eps=0.5", options: |o| o.eps = Some(0.5), extras: &[] },
+            Variant { name: "var_per_row", options: |_| {}, extras: &[Extra::VarPerRow] },
+            Variant { name: "var_broadcast", options: |_| {}, extras: &[Extra::VarBroadcast] },
+        ],
+        generate: gaussian,
+        operands: &[Operand::Var],
+        backward_operands: |i, g| Ok(vec![gaussian_nll_grads(i, g)?.1]),
+        reference_backward_operands: gaussian_nll_reference_operands,
+        bench_work: bytes3,
+    } with operands
+);
+
+pub(super) static MARGIN_RANKING: Loss = entry!(
+    "margin_ranking",
+    |i| margin_ranking(i)?.forward(
+        &i.input,
+        i.required("margin_ranking", Operand::Input2)?,
+        i.values_target("margin_ranking")?
+    ),
+    |i, _, g| Ok(margin_ranking_grads(i, g)?.0),
+    {
+        pytorch: "torch.nn.functional.margin_ranking_loss",
+        target: TargetKind::Values { what: "targets" },
+        weight: WeightKind::None,
+        pos_weight: false,
+        options: &[Opt::Margin],
+        reductions: PLAIN,
+        default_reduction: LossReduction::Mean,
+        bench_tolerance: BENCH_TOLERANCE,
+        variants: &[DEFAULTS, Variant { name: "margin=0.5", options: |o| o.margin = Some(0.5), extras: &[] }],
+        generate: ranking,
+        operands: &[Operand::Input2],
+        backward_operands: |i, g| Ok(vec![margin_ranking_grads(i, g)?.1]),
+        reference_backward_operands: margin_ranking_reference_operands,
+        bench_work: bytes3,
+    } with operands
+);

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 
 use super::common::{AdapterArgs, CliError};
 use super::npy::{self, Array as NpyArray};
-use crate::catalogue::{self, Array, Ids, Loss, LossReduction, Opt, Target, TargetKind, WeightKind};
+use crate::catalogue::{self, Array, Ids, Loss, LossReduction, Operand, Opt, Target, TargetKind, WeightKind};
 use crate::dtype::DType;
 use crate::error::Error;
 use crate::gpu::device::Device;
@@ -89,6 +89,16 @@ pub struct OpArgs {
     /// bce-with-logits' weight of positive examples.
     #[arg(long)]
     pub pos_weight: Option<PathBuf>,
+    /// margin-ranking's second input (float, the input's shape).
+    #[arg(long)]
+    pub input2: Option<PathBuf>,
+    /// A third input (float, the input's shape).
+    #[arg(long)]
+    pub input3: Option<PathBuf>,
+    /// gaussian-nll's variance (float): the input's shape, the input's shape less its last dim,
+    /// or the input's shape with one dim of size 1.
+    #[arg(long)]
+    pub var: Option<PathBuf>,
     /// The reduction (default: the op's own, PyTorch's: mean; batchmean for jsd and tvd; none
     /// for sigmoid-focal, as torchvision).
     #[arg(long, value_enum)]
@@ -117,16 +127,17 @@ pub struct OpArgs {
     /// sigmoid-focal: the focusing exponent γ.
     #[arg(long, default_value_t = 2.0, allow_hyphen_values = true)]
     pub gamma: f32,
-    /// The margin of hinge-embedding (default 1).
+    /// The margin of hinge-embedding (default 1) or margin-ranking (default 0).
     #[arg(long, allow_hyphen_values = true)]
     pub margin: Option<f32>,
-    /// poisson-nll: added to the input before its log without log input (default 1e-8).
+    /// poisson-nll: added to the input before its log without log input (default 1e-8);
+    /// gaussian-nll: the least variance used (default 1e-6).
     #[arg(long, allow_hyphen_values = true)]
     pub eps: Option<f32>,
     /// poisson-nll: the input holds rates, not log-rates.
     #[arg(long)]
     pub no_log_input: bool,
-    /// poisson-nll: add the Stirling term.
+    /// poisson-nll: add the Stirling term; gaussian-nll: add ½·log(2π).
     #[arg(long)]
     pub full: bool,
     /// kl-div: the target holds log-probabilities.
@@ -302,6 +313,9 @@ impl Job {
             (None, _) => {}
         }
         args.labels = load_labels(a, loss)?;
+        for (which, array) in load_operands(a, loss, &xs)? {
+            *args.operand_mut(which) = Some(array);
+        }
         Ok(Job { op: a.op, args, target_path, grad_dtype: a.grad_dtype })
     }
 
@@ -328,6 +342,35 @@ impl Job {
         let shape = result.shape().to_vec();
         Ok((result.to_vec()?, shape, result.dtype()))
     }
+}
+
+/// The files of the operands besides the input that `loss` takes (`--input2`, `--input3`,
+/// `--var`): each required by the ops that take it and refused by the others; the inputs must
+/// have the input's shape (a var's shape is checked by the library, by PyTorch's rule).
+fn load_operands(a: &OpArgs, loss: &Loss, xs: &[usize]) -> Result<Vec<(Operand, Array)>, CliError> {
+    let mut out = Vec::new();
+    for (which, path) in [(Operand::Input2, &a.input2), (Operand::Input3, &a.input3), (Operand::Var, &a.var)]
+    {
+        let flag = format!("--{}", which.name());
+        let takes = loss.operands.contains(&which);
+        let path = match (path, takes) {
+            (Some(_), false) => {
+                let with = ops_with(|l| l.operands.contains(&which));
+                return Err(CliError(format!("{flag} is only for {with}, not {}", a.op.name())));
+            }
+            (None, false) => continue,
+            (path, true) => required(&flag, path, a.op)?,
+        };
+        let (v, shape, dtype) = npy::read_float(&flag, path)?;
+        if which != Operand::Var && shape != xs {
+            return Err(CliError(format!(
+                "{flag} {}: shape {shape:?} differs from the input's {xs:?}",
+                path.display()
+            )));
+        }
+        out.push((which, Array::of_dtype(&v, &shape, dtype)));
+    }
+    Ok(out)
 }
 
 /// The `--labels` file of the losses that take labels.

@@ -25,6 +25,7 @@ pub mod reduce;
 pub mod rows;
 pub(crate) mod source;
 pub mod sum;
+pub mod sum_dim;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -65,8 +66,9 @@ pub enum KernelId {
     /// `linear` + `cross_entropy` fused without the N×V logits: split-V partials of the
     /// log-sum-exp, their fixed-order merge, and the gradient of a tile of recomputed logits.
     LinearCrossEntropy,
-    /// Every elementwise loss (mse, l1, smooth_l1, huber, bce, bce_with_logits, kl_div), its
-    /// gradient, and binary accuracy.
+    /// Every elementwise loss (mse, l1, smooth_l1, huber, bce, bce_with_logits, kl_div,
+    /// soft_margin, sigmoid_focal, poisson_nll, hinge_embedding, gaussian_nll, margin_ranking),
+    /// its gradients, and binary accuracy.
     Pointwise,
     /// Two-stage fixed-order reductions to a scalar.
     Reduce,
@@ -74,11 +76,13 @@ pub enum KernelId {
     Bandwidth,
     /// A tensor's element type: half types widened to f32, f32 rounded to a half type.
     Convert,
+    /// The sum over one dim in fixed chunks (a broadcast operand's gradient).
+    SumDim,
 }
 
 impl KernelId {
     /// Every kernel, for validation and warm-up.
-    pub const ALL: [KernelId; 13] = [
+    pub const ALL: [KernelId; 14] = [
         KernelId::Linear,
         KernelId::LinearBlocked,
         KernelId::LinearGradInput,
@@ -92,6 +96,7 @@ impl KernelId {
         KernelId::Reduce,
         KernelId::Bandwidth,
         KernelId::Convert,
+        KernelId::SumDim,
     ];
 
     /// The kernel's spec: entry points, bindings, loop bounds, uniform size.
@@ -110,6 +115,7 @@ impl KernelId {
             KernelId::Reduce => &reduce::KERNEL,
             KernelId::Bandwidth => &bandwidth::KERNEL,
             KernelId::Convert => &convert::KERNEL,
+            KernelId::SumDim => &sum_dim::KERNEL,
         }
     }
 

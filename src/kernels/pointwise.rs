@@ -14,15 +14,15 @@ pub(crate) struct Params {
     pub(crate) part_base: u32,
     pub(crate) beta: f32,
     pub(crate) scale: f32,
-    /// The runs of the broadcast weight and pos_weight in use (`ops::broadcast`).
+    /// The runs of the broadcast weight and aux operand in use (`ops::broadcast`).
     pub(crate) weight_count: u32,
-    pub(crate) pos_count: u32,
+    pub(crate) aux_count: u32,
     /// A second parameter (sigmoid_focal's α); `beta` is the first.
     pub(crate) alpha: f32,
     /// `[inner, size, stride, 0]` per run of the broadcast weight.
     pub(crate) weight_runs: [[u32; 4]; MAX_RUNS],
-    /// The same for `pos_weight`.
-    pub(crate) pos_runs: [[u32; 4]; MAX_RUNS],
+    /// The same for the aux operand.
+    pub(crate) aux_runs: [[u32; 4]; MAX_RUNS],
 }
 const _: () = assert!(size_of::<Params>() == 160);
 
@@ -35,14 +35,16 @@ pub const X: Binding = Binding::staged("x", 1);
 pub const Y: Binding = Binding::staged("y", 2);
 /// The element weight: the input's shape, or broadcast to it.
 pub const WEIGHT: Binding = Binding::read("weight", 3);
-/// `pos_weight` of bce_with_logits, broadcast to the input.
-pub const POS_WEIGHT: Binding = Binding::read("pos_weight", 4);
+/// The aux operand, broadcast to the input: bce_with_logits' `pos_weight`, gaussian_nll's var,
+/// margin_ranking's target.
+pub const AUX: Binding = Binding::read("aux", 4);
 /// The output: per-element losses, or the workgroups' partial sums.
 pub const OUT: Binding = Binding::read_write("out", 5);
 /// The upstream gradient.
 pub const G: Binding = Binding::read("g", 6);
-/// The gradient in the target (kl_div, the BCE family).
-pub const DY: Binding = Binding::read_write("dy", 7);
+/// The gradient in the formula's second operand: the target (kl_div, mse, l1, smooth_l1,
+/// huber), input2 (margin_ranking) or var per element (gaussian_nll).
+pub const D2: Binding = Binding::read_write("d2", 7);
 /// The status word: bit flags for inputs out of the loss's domain.
 pub const STATUS: Binding = Binding::read_write("status", 8);
 
@@ -53,18 +55,14 @@ pub(crate) const TRIPS: u64 = SUM_ITEMS as u64 * (1 + 2 * MAX_RUNS as u64) + 8 +
 const _: () = assert!(TRIPS <= crate::gpu::device::MIN_LOOP_BUDGET);
 const FIXED: LoopBound = LoopBound::fixed(|_| TRIPS);
 
-const FORWARD_BINDINGS: &[Binding] = &[X, Y, WEIGHT, POS_WEIGHT, OUT, STATUS];
+const FORWARD_BINDINGS: &[Binding] = &[X, Y, WEIGHT, AUX, OUT, STATUS];
 
 pub static KERNEL: KernelSpec = KernelSpec {
     name: "pointwise",
     entries: &[
         EntrySpec { name: "forward_none", bindings: FORWARD_BINDINGS, trips: FIXED },
         EntrySpec { name: "forward_partials", bindings: FORWARD_BINDINGS, trips: FIXED },
-        EntrySpec {
-            name: "backward",
-            bindings: &[X, Y, WEIGHT, POS_WEIGHT, OUT, G, DY, STATUS],
-            trips: FIXED,
-        },
+        EntrySpec { name: "backward", bindings: &[X, Y, WEIGHT, AUX, OUT, G, D2, STATUS], trips: FIXED },
     ],
     uniform_size: size_of::<Params>(),
     source: |reads: Reads| cached(&KERNEL, reads, body),

@@ -19,6 +19,7 @@ pub mod log_softmax;
 pub mod nll;
 pub mod pointwise;
 pub mod reduce;
+pub(crate) mod sum_dim;
 
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;

@@ -25,8 +25,11 @@ use crate::gpu::spec::Binding;
 use crate::gpu::staging::{Input, input as input_at};
 use crate::kernels::KernelId;
 use crate::kernels::convert::dtype_code;
-use crate::kernels::pointwise::{DY, G, OUT, POS_WEIGHT, Params, STATUS, WEIGHT, X, Y};
+use crate::kernels::pointwise::{AUX, D2, G, OUT, Params, STATUS, WEIGHT, X, Y};
 use crate::tensor::{Storage, Tensor, ValueCheck, same_device};
+
+mod paired;
+pub use paired::{GaussianNll, MarginRanking};
 
 /// Elements in one workgroup's chunk of the fused partial sums (each thread takes four elements
 /// at a time).
@@ -48,23 +51,26 @@ enum Formula {
     SigmoidFocal = 10,
     PoissonNll = 11,
     HingeEmbedding = 12,
+    GaussianNll = 13,
+    MarginRanking = 14,
 }
 
 /// The `OPTIONS` bits of `shaders/pointwise.wgsl`.
 const FOCAL_ALPHA: u32 = 1;
 const POISSON_LOG_INPUT: u32 = 1;
 const POISSON_FULL: u32 = 2;
+const GAUSSIAN_FULL: u32 = 2;
 
 const WEIGHT_FULL: u32 = 1;
 const WEIGHT_BROADCAST: u32 = 2;
-const HAS_POS_WEIGHT: u32 = 4;
+const HAS_AUX: u32 = 4;
 
 /// How the weights are read: the FLAGS constant and the runs of the broadcast ones.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
     flags: u32,
     weight: Runs,
-    pos_weight: Runs,
+    aux: Runs,
 }
 
 /// How per-element values are combined: kept, summed, or summed and divided by a count.
@@ -99,9 +105,16 @@ struct Job<'a> {
     switches: u32,
     input: &'a Tensor,
     target: &'a Tensor,
+    /// What the target slot holds, for messages ("target"; margin_ranking's "input2").
+    target_name: &'static str,
     weight: Option<&'a Tensor>,
-    pos_weight: Option<&'a Tensor>,
+    /// The aux operand, broadcast to the input, and its name: bce_with_logits' `pos_weight`,
+    /// gaussian_nll's `var`, margin_ranking's `target`.
+    aux: Option<(&'a Tensor, &'static str)>,
     outputs: Outputs,
+    /// The element type of the d2 gradient when not the target's under `outputs` (gaussian_nll:
+    /// var's, or f32 before a broadcast var's sum).
+    d2_dtype: Option<DType>,
 }
 
 impl<'a> Job<'a> {
@@ -114,17 +127,20 @@ impl<'a> Job<'a> {
             switches: 0,
             input,
             target,
+            target_name: "target",
             weight: None,
-            pos_weight: None,
+            aux: None,
             outputs: Outputs::AsInputs,
+            d2_dtype: None,
         }
     }
 
     /// Runs `f` on this job with its weights as f32 (widened inside the open frame when half).
     fn with_f32_weights<R>(&self, f: impl FnOnce(&Job<'_>) -> Result<R>) -> Result<R> {
         let weight = self.weight.map(f32_operand).transpose()?;
-        let pos_weight = self.pos_weight.map(f32_operand).transpose()?;
-        f(&Job { weight: weight.as_ref(), pos_weight: pos_weight.as_ref(), ..*self })
+        let aux = self.aux.map(|(t, name)| Ok::<_, Error>((f32_operand(t)?, name))).transpose()?;
+        let aux = aux.as_ref().map(|(t, name)| (t, *name));
+        f(&Job { weight: weight.as_ref(), aux, ..*self })
     }
 
     /// Checks devices and shapes; returns how the weights are read.
@@ -132,19 +148,19 @@ impl<'a> Job<'a> {
         let (op, input) = (self.op, self.input);
         let dev = input.device();
         let mut devices = vec![self.target.device()];
-        devices.extend(self.weight.iter().chain(&self.pos_weight).map(|t| t.device()));
+        devices.extend(self.weight.iter().chain(self.aux.as_ref().map(|a| &a.0)).map(|t| t.device()));
         same_device(op, dev, &devices)?;
         if input.shape != self.target.shape {
             return Err(Error::shape(
                 op,
                 format!(
-                    "input {:?} and target {:?} differ (nothing is broadcast)",
-                    input.shape, self.target.shape
+                    "input {:?} and {} {:?} differ (nothing is broadcast)",
+                    input.shape, self.target_name, self.target.shape
                 ),
             ));
         }
         check_u32(op, input.numel())?;
-        let mut layout = Layout { flags: 0, weight: Runs::NONE, pos_weight: Runs::NONE };
+        let mut layout = Layout { flags: 0, weight: Runs::NONE, aux: Runs::NONE };
         match self.weight {
             Some(w) if w.shape == input.shape => layout.flags |= WEIGHT_FULL,
             Some(w) => {
@@ -153,39 +169,40 @@ impl<'a> Job<'a> {
             }
             None => {}
         }
-        if let Some(p) = self.pos_weight {
-            layout.pos_weight = Runs::of(op, "pos_weight", &p.shape, &input.shape)?;
-            layout.flags |= HAS_POS_WEIGHT;
+        if let Some((a, name)) = self.aux {
+            layout.aux = Runs::of(op, name, &a.shape, &input.shape)?;
+            layout.flags |= HAS_AUX;
         }
         Ok(layout)
     }
 
-    fn constants(&self, flags: u32, g_per_element: bool, want_dy: bool) -> Vec<(&'static str, f64)> {
+    fn constants(&self, flags: u32, g_per_element: bool, want_d2: bool) -> Vec<(&'static str, f64)> {
         let mut c = sum_constants().to_vec();
         c.extend([
             ("LOSS", self.formula as u32 as f64),
             ("FLAGS", flags as f64),
             ("G_PER_ELEMENT", g_per_element as u8 as f64),
-            ("WANT_DY", want_dy as u8 as f64),
+            ("WANT_D2", want_d2 as u8 as f64),
             ("OPTIONS", self.switches as f64),
         ]);
         c
     }
 
-    /// The domain check (probabilities for bce), or a scratch status word.
+    /// The domain check (probabilities for bce, a var ≥ 0 for gaussian_nll), or a scratch
+    /// status word.
     fn status(&self) -> Result<(std::sync::Arc<Storage>, Option<ValueCheck>)> {
-        if self.formula == Formula::Bce {
-            let check = ValueCheck::domain(self.op, self.input, "[0, 1]")?;
-            Ok((check.status.clone(), Some(check)))
-        } else {
-            Ok((Storage::alloc(self.input.device(), 4)?, None))
-        }
+        let check = match (self.formula, self.aux) {
+            (Formula::Bce, _) => ValueCheck::domain(self.op, self.input, "[0, 1]")?,
+            (Formula::GaussianNll, Some((var, _))) => ValueCheck::domain(self.op, var, "[0, inf) (var)")?,
+            _ => return Ok((Storage::alloc(self.input.device(), 4)?, None)),
+        };
+        Ok((check.status.clone(), Some(check)))
     }
 
     fn checks(&self, own: Option<ValueCheck>) -> Vec<ValueCheck> {
         let mut checks = self.input.checks.clone();
         checks.extend(self.target.checks.iter().cloned());
-        for t in self.weight.iter().chain(&self.pos_weight) {
+        for t in self.weight.iter().chain(self.aux.as_ref().map(|a| &a.0)) {
             checks.extend(t.checks.iter().cloned());
         }
         checks.extend(own);
@@ -237,10 +254,7 @@ impl<'a> Job<'a> {
                 (None, None) => Bind::all(WEIGHT, &dev.inner.dummy),
             };
             binds.push(weight);
-            binds.push(Bind::all(
-                POS_WEIGHT,
-                self.pos_weight.map_or(&dev.inner.dummy, |p| p.storage.buffer()),
-            ));
+            binds.push(Bind::all(AUX, self.aux.map_or(&dev.inner.dummy, |(a, _)| a.storage.buffer())));
             binds.push(if partials {
                 Bind::all(OUT, out.buffer())
             } else {
@@ -257,10 +271,10 @@ impl<'a> Job<'a> {
                 beta: self.beta,
                 scale,
                 weight_count: layout.weight.count,
-                pos_count: layout.pos_weight.count,
+                aux_count: layout.aux.count,
                 alpha: self.alpha,
                 weight_runs: layout.weight.runs,
-                pos_runs: layout.pos_weight.runs,
+                aux_runs: layout.aux.runs,
             };
             let groups = if partials { len.div_ceil(EW_CHUNK) } else { len.div_ceil(4 * SUM_WG as u64) };
             dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &[])?;
@@ -300,13 +314,14 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// The gradient in the input (and in the target when `want_dy`) for upstream gradient `grad`.
-    /// Gradients follow the input's and the target's element types unless `outputs` says f32;
-    /// the kernel stores them in that type.
-    fn backward(&self, grad: &Tensor, scale: Scale, want_dy: bool) -> Result<(Tensor, Option<Tensor>)> {
+    /// The gradient in the input (and in the formula's second operand when `want_d2`, of the
+    /// input's shape) for upstream gradient `grad`. Gradients follow the input's and the
+    /// target's element types unless `outputs` says f32 (or `d2_dtype` says otherwise); the
+    /// kernel stores them in that type.
+    fn backward(&self, grad: &Tensor, scale: Scale, want_d2: bool) -> Result<(Tensor, Option<Tensor>)> {
         self.input.device().op(self.op, || {
             let grad = f32_operand(grad)?;
-            self.with_f32_weights(|job| job.record_backward(&grad, scale, want_dy))
+            self.with_f32_weights(|job| job.record_backward(&grad, scale, want_d2))
         })
     }
 
@@ -314,7 +329,7 @@ impl<'a> Job<'a> {
         &self,
         grad: &Tensor,
         scale: Scale,
-        want_dy: bool,
+        want_d2: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let layout = self.validate()?;
         let dev: &Device = self.input.device();
@@ -343,12 +358,12 @@ impl<'a> Job<'a> {
         let (status, check) = self.status()?;
         let mut checks = self.checks(check);
         checks.extend(grad.checks.iter().cloned());
-        let (dx_dtype, dy_dtype) =
-            (self.outputs.dtype(self.input.dtype), self.outputs.dtype(self.target.dtype));
+        let dx_dtype = self.outputs.dtype(self.input.dtype);
+        let d2_dtype = self.d2_dtype.unwrap_or(self.outputs.dtype(self.target.dtype));
         let dx = Storage::alloc(dev, dx_dtype.bytes(n as u64))?;
-        let dy = Storage::alloc(dev, if want_dy { dy_dtype.bytes(n as u64) } else { 4 })?;
-        let mut constants = self.constants(layout.flags, per_element, want_dy);
-        constants.extend([("DX_DTYPE", dtype_code(dx_dtype)), ("DY_DTYPE", dtype_code(dy_dtype))]);
+        let d2 = Storage::alloc(dev, if want_d2 { d2_dtype.bytes(n as u64) } else { 4 })?;
+        let mut constants = self.constants(layout.flags, per_element, want_d2);
+        constants.extend([("DX_DTYPE", dtype_code(dx_dtype)), ("D2_DTYPE", dtype_code(d2_dtype))]);
         let g = grad.storage.buffer();
         let mut pe: Vec<(Binding, &wgpu::Buffer, DType)> = Vec::new();
         let mut whole: Vec<(Binding, &wgpu::Buffer)> = vec![(STATUS, status.buffer())];
@@ -357,16 +372,16 @@ impl<'a> Job<'a> {
         } else {
             whole.push((G, g));
         }
-        if want_dy {
-            pe.push((DY, dy.buffer(), dy_dtype));
+        if want_d2 {
+            pe.push((D2, d2.buffer(), d2_dtype));
         } else {
-            whole.push((DY, dy.buffer()));
+            whole.push((D2, d2.buffer()));
         }
         self.run("backward", &constants, layout, (&dx, dx_dtype), false, &pe, &whole, factor)?;
         let shape = self.input.shape.clone();
         let typed = |s, dtype| Tensor { checks: checks.clone(), dtype, ..Tensor::new(s, shape.clone()) };
-        let dy = want_dy.then(|| typed(dy, dy_dtype));
-        Ok((typed(dx, dx_dtype), dy))
+        let d2 = want_d2.then(|| typed(d2, d2_dtype));
+        Ok((typed(dx, dx_dtype), d2))
     }
 }
 
@@ -713,7 +728,7 @@ plain_loss! {
     HingeEmbedding => |l, x, y| Ok(Job { beta: l.margin, ..Job::new("hinge_embedding", Formula::HingeEmbedding, x, y) });
     BceWithLogits => |l, x, y| Ok(Job {
         weight: l.weight.as_ref(),
-        pos_weight: l.pos_weight.as_ref(),
+        aux: l.pos_weight.as_ref().map(|p| (p, "pos_weight")),
         ..Job::new("bce_with_logits", Formula::BceWithLogits, x, y)
     });
 }

@@ -60,12 +60,30 @@ pub fn rows_along_dim(shape: &[usize], dim: usize) -> Vec<Vec<usize>> {
 /// right, each 1 or equal, no more dims than `to`), element by element from its coordinates;
 /// `None` where the rules refuse.
 pub fn broadcast_to<T: Copy>(data: &[T], from: &[usize], to: &[usize]) -> Option<Vec<T>> {
+    let index = broadcast_index(from, to)?;
+    let n: usize = to.iter().product();
+    Some((0..n).map(|i| data[index(i)]).collect())
+}
+
+/// The gradient of a broadcast: `data` of shape `to` summed into the shape `from` it was
+/// broadcast from (the adjoint of [`broadcast_to`]); `None` where the rules refuse.
+pub fn sum_to(data: &[f64], to: &[usize], from: &[usize]) -> Option<Vec<f64>> {
+    let index = broadcast_index(from, to)?;
+    let mut out = vec![0.0; from.iter().product()];
+    for (i, v) in data.iter().enumerate() {
+        out[index(i)] += v;
+    }
+    Some(out)
+}
+
+/// Where element `i` of shape `to` reads an operand of shape `from` broadcast to it.
+fn broadcast_index(from: &[usize], to: &[usize]) -> Option<impl Fn(usize) -> usize> {
     let lead = to.len().checked_sub(from.len())?;
     if from.iter().zip(&to[lead..]).any(|(&f, &t)| f != 1 && f != t) {
         return None;
     }
-    let n: usize = to.iter().product();
-    let index = |i: usize| {
+    let (from, to) = (from.to_vec(), to.to_vec());
+    Some(move |i: usize| {
         let (mut rest, mut at, mut stride) = (i, 0, 1);
         for d in (0..to.len()).rev() {
             let c = rest % to[d];
@@ -76,8 +94,7 @@ pub fn broadcast_to<T: Copy>(data: &[T], from: &[usize], to: &[usize]) -> Option
             }
         }
         at
-    };
-    Some((0..n).map(|i| data[index(i)]).collect())
+    })
 }
 
 /// The class dim of a loss input: 1, or 0 for an unbatched `(C)` input.

@@ -33,6 +33,10 @@ pub enum Pointwise {
     PoissonNll { log_input: bool, full: bool, eps: f64 },
     /// PyTorch's hinge embedding with its margin.
     HingeEmbedding(f64),
+    /// PyTorch's Gaussian NLL: the constant term, eps; the var is the aux operand.
+    GaussianNll { full: bool, eps: f64 },
+    /// PyTorch's margin ranking with its margin: `y` is input2, the target is the aux operand.
+    MarginRanking(f64),
 }
 
 fn sign0(d: f64) -> f64 {
@@ -71,8 +75,10 @@ fn stirling(y: f64) -> f64 {
 }
 
 impl Pointwise {
-    /// The loss of one element (`pw` is the positive weight of `BceWithLogits`, else ignored).
-    pub fn value(self, x: f64, y: f64, pw: f64) -> f64 {
+    /// The loss of one element; `aux` is the element's aux operand (the positive weight of
+    /// `BceWithLogits`, the var of `GaussianNll`, the target of `MarginRanking`; else ignored).
+    pub fn value(self, x: f64, y: f64, aux: f64) -> f64 {
+        let pw = aux;
         let d = x - y;
         match self {
             Pointwise::Mse => d * d,
@@ -116,14 +122,34 @@ impl Pointwise {
                 let by_margin = if y != 1.0 { (margin - x).max(0.0) } else { 0.0 };
                 by_margin + if y != -1.0 { x } else { 0.0 }
             }
+            Pointwise::GaussianNll { full, eps } => {
+                let v = aux.max(eps);
+                let c = if full { 0.5 * std::f64::consts::TAU.ln() } else { 0.0 };
+                0.5 * (v.ln() + d * d / v) + c
+            }
+            Pointwise::MarginRanking(margin) => (margin - aux * d).max(0.0),
+        }
+    }
+
+    /// The derivative of [`Pointwise::value`] in its aux operand where PyTorch defines one
+    /// (`GaussianNll`'s var: the clamp to eps is not differentiated, as in PyTorch), else NaN.
+    pub fn aux_grad(self, x: f64, y: f64, aux: f64) -> f64 {
+        match self {
+            Pointwise::GaussianNll { eps, .. } => {
+                let (v, d) = (aux.max(eps), x - y);
+                0.5 * (1.0 / v - d * d / (v * v))
+            }
+            _ => f64::NAN,
         }
     }
 
     /// The derivatives of [`Pointwise::value`] in `x` and in `y`. The y-derivative is given
-    /// where PyTorch defines one (NaN for `Bce`, `BceWithLogits` and `BinaryAccuracy`, which
-    /// have none here, nor `SoftMargin`, `SigmoidFocal`, `PoissonNll`, `HingeEmbedding`); for `KlDiv(false)` it is NaN at `y = 0`, as PyTorch's autograd gives.
-    pub fn grad(self, x: f64, y: f64, pw: f64) -> (f64, f64) {
-        let d = x - y;
+    /// where PyTorch defines one (`y` is the target, or `MarginRanking`'s input2), and is NaN
+    /// for the others (`Bce`, `BceWithLogits`, `BinaryAccuracy`, `SoftMargin`, `SigmoidFocal`,
+    /// `PoissonNll`, `HingeEmbedding`); for `KlDiv(false)` it is NaN at `y = 0`, as PyTorch's
+    /// autograd gives.
+    pub fn grad(self, x: f64, y: f64, aux: f64) -> (f64, f64) {
+        let (d, pw) = (x - y, aux);
         let dx = match self {
             Pointwise::Mse => 2.0 * d,
             Pointwise::L1 => sign0(d),
@@ -160,9 +186,22 @@ impl Pointwise {
                 let by_margin = if y != 1.0 && margin - x > 0.0 { -1.0 } else { 0.0 };
                 by_margin + if y != -1.0 { 1.0 } else { 0.0 }
             }
+            Pointwise::GaussianNll { eps, .. } => d / aux.max(eps),
+            Pointwise::MarginRanking(margin) => {
+                if margin - aux * d > 0.0 {
+                    -aux
+                } else {
+                    0.0
+                }
+            }
         };
         let dy = match self {
-            Pointwise::Mse | Pointwise::L1 | Pointwise::SmoothL1(_) | Pointwise::Huber(_) => -dx,
+            Pointwise::Mse
+            | Pointwise::L1
+            | Pointwise::SmoothL1(_)
+            | Pointwise::Huber(_)
+            | Pointwise::GaussianNll { .. }
+            | Pointwise::MarginRanking(_) => -dx,
             Pointwise::KlDiv(false) if y > 0.0 => y.ln() + 1.0 - x,
             Pointwise::KlDiv(true) => y.exp() * (y - x + 1.0),
             _ => f64::NAN,
@@ -178,8 +217,7 @@ fn weight_at<T: Real>(weight: Option<&[T]>, i: usize, n: usize, cols: usize) -> 
 }
 
 /// The loss per element over rows of `cols`, times the weight (elementwise or per column; so is
-/// `pos_weight`),
-/// reduced; `mean_divisor` is the mean's divisor (the element count, or the batch size for
+/// the aux operand), reduced; `mean_divisor` is the mean's divisor (the element count, or the batch size for
 /// `batchmean`). A NaN input gives NaN, as does `y < 0` for `KlDiv(false)`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<T: Real>(
@@ -188,7 +226,7 @@ pub fn forward<T: Real>(
     y: &[T],
     cols: usize,
     weight: Option<&[T]>,
-    pos_weight: Option<&[T]>,
+    aux: Option<&[T]>,
     reduction: Reduction,
     mean_divisor: f64,
 ) -> Vec<f64> {
@@ -196,7 +234,7 @@ pub fn forward<T: Real>(
     let losses = (0..n)
         .map(|i| {
             let (xi, yi): (f64, f64) = (x[i].into(), y[i].into());
-            let pw = weight_at(pos_weight, i, n, cols);
+            let pw = weight_at(aux, i, n, cols);
             loss.value(xi, yi, pw) * weight_at(weight, i, n, cols)
         })
         .collect();
@@ -212,7 +250,7 @@ pub fn backward<T: Real>(
     y: &[T],
     cols: usize,
     weight: Option<&[T]>,
-    pos_weight: Option<&[T]>,
+    aux: Option<&[T]>,
     grad: &[T],
     reduction: Reduction,
     mean_divisor: f64,
@@ -221,10 +259,48 @@ pub fn backward<T: Real>(
     (0..n)
         .map(|i| {
             let s = upstream(grad, i, reduction, mean_divisor);
-            let pw = weight_at(pos_weight, i, n, cols);
+            let pw = weight_at(aux, i, n, cols);
             let w = weight_at(weight, i, n, cols) * s;
             let (dx, dy) = loss.grad(x[i].into(), y[i].into(), pw);
             (dx * w, dy * w)
         })
         .unzip()
+}
+
+/// The gradient in the aux operand, per element (before any broadcast sum), for upstream
+/// gradient `grad` as in [`backward`].
+#[allow(clippy::too_many_arguments)]
+pub fn aux_backward<T: Real>(
+    loss: Pointwise,
+    x: &[T],
+    y: &[T],
+    cols: usize,
+    weight: Option<&[T]>,
+    aux: &[T],
+    grad: &[T],
+    reduction: Reduction,
+    mean_divisor: f64,
+) -> Vec<f64> {
+    let n = x.len();
+    (0..n)
+        .map(|i| {
+            let s = upstream(grad, i, reduction, mean_divisor);
+            let w = weight_at(weight, i, n, cols) * s;
+            loss.aux_grad(x[i].into(), y[i].into(), weight_at(Some(aux), i, n, cols)) * w
+        })
+        .collect()
+}
+
+/// The shape gaussian_nll broadcasts a var of shape `var` from, by PyTorch's rule: the input's
+/// shape; the input's shape less its last dim (unsqueezed to a last dim of 1); or the input's
+/// shape with one dim of size 1. `None` for any other shape.
+pub fn gaussian_var_shape(input: &[usize], var: &[usize]) -> Option<Vec<usize>> {
+    if var == input {
+        return Some(var.to_vec());
+    }
+    if !input.is_empty() && var == &input[..input.len() - 1] {
+        return Some([var, &[1]].concat());
+    }
+    let differ: Vec<usize> = (0..input.len()).filter(|&k| var.get(k) != Some(&input[k])).collect();
+    (var.len() == input.len() && differ.len() == 1 && var[differ[0]] == 1).then(|| var.to_vec())
 }

@@ -49,6 +49,27 @@ impl Default for GaussianNll {
     }
 }
 
+/// The `reduction` and `outputs` setters.
+macro_rules! common_setters {
+    ($($t:ty),+) => {$(
+        impl $t {
+            /// Sets the reduction.
+            pub fn reduction(mut self, reduction: Reduction) -> Self {
+                self.reduction = reduction;
+                self
+            }
+
+            /// Sets the element type of the gradients.
+            pub fn outputs(mut self, outputs: Outputs) -> Self {
+                self.outputs = outputs;
+                self
+            }
+        }
+    )+};
+}
+
+common_setters!(GaussianNll, MarginRanking);
+
 /// How a var of shape `var` meets an input of shape `input` under PyTorch's rule: the shape it
 /// is broadcast from, and the `(outer, size, inner)` view of the input whose middle dim it is
 /// broadcast along (`None` when it has the input's shape).
@@ -90,18 +111,6 @@ impl GaussianNll {
     /// Sets eps.
     pub fn eps(mut self, eps: f32) -> Self {
         self.eps = eps;
-        self
-    }
-
-    /// Sets the reduction.
-    pub fn reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-
-    /// Sets the element type of the gradients.
-    pub fn outputs(mut self, outputs: Outputs) -> Self {
-        self.outputs = outputs;
         self
     }
 
@@ -184,18 +193,6 @@ impl MarginRanking {
     /// Sets the margin.
     pub fn margin(mut self, margin: f32) -> Self {
         self.margin = margin;
-        self
-    }
-
-    /// Sets the reduction.
-    pub fn reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-
-    /// Sets the element type of the gradients.
-    pub fn outputs(mut self, outputs: Outputs) -> Self {
-        self.outputs = outputs;
         self
     }
 

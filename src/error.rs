@@ -54,7 +54,8 @@ pub enum Error {
     /// A class id that is neither in `0..classes` nor the ignore index. Detected by the kernel
     /// (it never reads out of bounds) and reported when the result is read.
     #[error(
-        "{op}: target {value} at position {position} is out of range for {classes} classes (ignore_index {ignore_index})"
+        "{op}: target {value} at position {position} is out of range for {classes} classes{}",
+        ignore_note(*ignore_index)
     )]
     TargetOutOfRange {
         /// The operation that found it.
@@ -65,7 +66,8 @@ pub enum Error {
         value: i64,
         /// The number of classes.
         classes: usize,
-        /// The ignore index in force.
+        /// The ignore index in force; [`NO_IGNORE_INDEX`] for a loss that has none
+        /// (multi_margin).
         ignore_index: i64,
     },
     /// An input value outside the operation's domain (e.g. a probability outside [0, 1] for
@@ -142,4 +144,12 @@ impl Error {
     pub(crate) fn limit(what: impl Into<String>, requested: u64, max: u64) -> Self {
         Error::Limit { what: what.into(), requested, max }
     }
+}
+
+/// The `ignore_index` of [`Error::TargetOutOfRange`] from a loss that ignores no target.
+pub const NO_IGNORE_INDEX: i64 = i64::MIN;
+
+/// The ignore index's part of a [`Error::TargetOutOfRange`] message.
+fn ignore_note(ignore_index: i64) -> String {
+    if ignore_index == NO_IGNORE_INDEX { String::new() } else { format!(" (ignore_index {ignore_index})") }
 }

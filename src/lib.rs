@@ -56,9 +56,10 @@ pub use gpu::device;
 
 pub use device::{Device, DeviceOptions, INSTALL_HELP, MIN_LOOP_BUDGET, SOFTWARE_LOOP_BUDGET};
 pub use dtype::{DType, Element};
-pub use error::{Error, Result};
+pub use error::{Error, NO_IGNORE_INDEX, Result};
 pub use half::{bf16, f16};
 pub use kernels::KernelId;
+pub use ops::class_margin::{MultiMargin, MultilabelSoftMargin};
 pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, cross_entropy};
 pub use ops::divergence::{Jsd, Tvd};
 pub use ops::linear::{Linear, LinearGrads, LinearKernel, linear};

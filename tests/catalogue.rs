@@ -591,6 +591,177 @@ fn pytorch_golden_values_with_operands() {
     }
 }
 
+/// A call of a class-margin loss (class ids or float labels per row, class weights) with
+/// PyTorch's loss and input gradient for an upstream gradient of ones.
+struct GoldenRows {
+    name: &'static str,
+    reduction: LossReduction,
+    options: fn(&mut Options),
+    shape: &'static [usize],
+    x: &'static [f32],
+    target: RowTarget,
+    weight: Option<&'static [f32]>,
+    want: &'static [f64],
+    grad: &'static [f64],
+}
+
+/// A row loss's target: class ids of a shape, or float labels of the input's shape.
+enum RowTarget {
+    Ids(&'static [i64], &'static [usize]),
+    Labels(&'static [f32]),
+}
+
+const XM: &[f32] = &[0.1, 0.2, 0.4, 0.8, 1.5, -0.5, 0.5, 0.5, 0.0, 0.0, 1.0, -1.0];
+const YL: &[f32] = &[1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.3, 1.0, 1.0, 0.0, 0.0];
+const WM: &[f32] = &[0.5, 1.0, 2.0, 1.5];
+
+/// PyTorch's own values, from torch 2.15 (CPU) in float64 on these float32 inputs:
+/// ```python
+/// import torch, torch.nn.functional as F
+/// def show(name, f, x, grad=True):
+///     x = torch.tensor(x).double().requires_grad_()
+///     l = f(x)
+///     print(name, "loss", ["%.10g" % v for v in l.detach().reshape(-1).tolist()])
+///     if grad:
+///         l.sum().backward(); print(name, "grad", ["%.10g" % v for v in x.grad.reshape(-1).tolist()])
+/// xm = [[0.1, 0.2, 0.4, 0.8], [1.5, -0.5, 0.5, 0.5], [0.0, 0.0, 1.0, -1.0]]
+/// tm = torch.tensor([3, 0, 1]); wm = torch.tensor([0.5, 1.0, 2.0, 1.5]).double()
+/// show("mm none", lambda x: F.multi_margin_loss(x, tm, reduction="none"), xm)
+/// show("mm mean p2 m0.5 w", lambda x: F.multi_margin_loss(x, tm, p=2, margin=0.5, weight=wm), xm)
+/// show("mm sum unbatched", lambda x: F.multi_margin_loss(x, torch.tensor(2), reduction="sum"),
+///      [0.3, -0.2, 0.1, 0.9])
+/// yl = [[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.3], [1.0, 1.0, 0.0, 0.0]]
+/// show("ml none", lambda x: F.multilabel_soft_margin_loss(x, torch.tensor(yl).double(),
+///      reduction="none"), xm)
+/// show("ml mean w", lambda x: F.multilabel_soft_margin_loss(x, torch.tensor(yl).double(), weight=wm), xm)
+/// ```
+/// Rows 1 and 2 of `xm` put multi_margin's hinge at 0 exactly for some classes (gradient 0).
+const GOLDEN_ROWS: &[GoldenRows] = &[
+    GoldenRows {
+        name: "multi_margin",
+        reduction: LossReduction::None,
+        options: NO_OPTIONS,
+        shape: &[3, 4],
+        x: XM,
+        target: RowTarget::Ids(&[3, 0, 1], &[3]),
+        weight: None,
+        want: &[0.3249999937, 0.0, 0.75],
+        grad: &[0.25, 0.25, 0.25, -0.75, 0.0, 0.0, 0.0, 0.0, 0.25, -0.5, 0.25, 0.0],
+    },
+    GoldenRows {
+        name: "multi_margin",
+        reduction: LossReduction::Mean,
+        options: |o| {
+            o.p = 2;
+            o.margin = Some(0.5);
+        },
+        shape: &[3, 4],
+        x: XM,
+        target: RowTarget::Ids(&[3, 0, 1], &[3]),
+        weight: Some(WM),
+        want: &[0.2095833332],
+        grad: &[
+            0.0,
+            0.0,
+            0.02499999851,
+            -0.02499999851,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.08333333333,
+            -0.3333333333,
+            0.25,
+            0.0,
+        ],
+    },
+    GoldenRows {
+        name: "multi_margin",
+        reduction: LossReduction::Sum,
+        options: NO_OPTIONS,
+        shape: &[4],
+        x: &[0.3, -0.2, 0.1, 0.9],
+        target: RowTarget::Ids(&[2], &[]),
+        weight: None,
+        want: &[0.9249999952],
+        grad: &[0.25, 0.25, -0.75, 0.25],
+    },
+    GoldenRows {
+        name: "multilabel_soft_margin",
+        reduction: LossReduction::None,
+        options: NO_OPTIONS,
+        shape: &[3, 4],
+        x: XM,
+        target: RowTarget::Labels(YL),
+        weight: None,
+        want: &[0.7816628636, 0.8684110561, 0.753204434],
+        grad: &[
+            -0.118755203,
+            0.1374584995,
+            -0.1003280846,
+            0.1724936209,
+            0.204393619,
+            0.0943851672,
+            -0.0943851672,
+            0.08061482982,
+            -0.125,
+            -0.125,
+            0.1827646447,
+            0.06723535534,
+        ],
+    },
+    GoldenRows {
+        name: "multilabel_soft_margin",
+        reduction: LossReduction::Mean,
+        options: NO_OPTIONS,
+        shape: &[3, 4],
+        x: XM,
+        target: RowTarget::Labels(YL),
+        weight: Some(WM),
+        want: &[0.962350704],
+        grad: &[
+            -0.01979253384,
+            0.04581949984,
+            -0.06688538974,
+            0.08624681046,
+            0.03406560317,
+            0.0314617224,
+            -0.0629234448,
+            0.04030741491,
+            -0.02083333333,
+            -0.04166666667,
+            0.1218430964,
+            0.03361767767,
+        ],
+    },
+];
+
+#[test]
+fn pytorch_golden_values_of_row_losses() {
+    let _serial = serial();
+    for dev in devices() {
+        for g in GOLDEN_ROWS {
+            let loss = catalogue::find(g.name).unwrap();
+            let mut args = Args::new(Array::from_f32(g.x, g.shape));
+            args.target = Some(match g.target {
+                RowTarget::Ids(ids, shape) => Target::Ids { data: ids.to_vec(), shape: shape.to_vec() },
+                RowTarget::Labels(y) => Target::Values(Array::from_f32(y, g.shape)),
+            });
+            args.weight = g.weight.map(|w| Array::from_f32(w, &[w.len()]));
+            args.options.reduction = g.reduction;
+            (g.options)(&mut args.options);
+            let inputs = args.upload(dev).unwrap();
+            let what = format!("{} {} on {}", g.name, g.reduction.name(), label(dev));
+            let out = (loss.forward)(&inputs).unwrap();
+            let got = out.to_vec().unwrap();
+            assert!(miss(&got, g.want, (1e-6, 1e-6)).is_none(), "{what}: {got:?}");
+            let ones = catalogue::ones(dev, out.shape()).unwrap();
+            let got = (loss.backward)(&inputs, &out, &ones).unwrap().to_vec().unwrap();
+            assert!(miss(&got, g.grad, (1e-7, 1e-6)).is_none(), "{what} gradient: {got:?}");
+        }
+    }
+}
+
 #[test]
 fn soft_margin_stays_finite_where_pytorch_overflows() {
     let _serial = serial();

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use common::{Rng, Tol, assert_close, devices};
 use npyz::WriterBuilder;
 use wgpu_loss::cli::npy;
+use wgpu_loss::reference::class_margin as cm;
 use wgpu_loss::reference::divergence as div;
 use wgpu_loss::reference::pointwise::{self, Pointwise};
 use wgpu_loss::reference::{cross_entropy as ce, linear as lin, log_softmax as ls, nll as nll_ref};
@@ -380,6 +381,25 @@ fn every_op_eval_and_grad_on_every_adapter() {
         let mut a = strings(&["--input", &f("x.npy")]);
         a.extend(strings(&args));
         cases.push(("margin-ranking", a, e, g));
+        // multi-margin (p 2, margin, class weights) and multilabel-soft-margin.
+        let cw: Vec<f32> = (0..c).map(|k| 0.5 + k as f32 * 0.25).collect();
+        write(&p("cw.npy"), &cw, &[c]);
+        let tm: Vec<i64> = t.iter().map(|&v| v.max(0)).collect();
+        write(&p("tm.npy"), &tm, &[n]);
+        let e = cm::multi_margin(&x, c, &tm, 2, 0.5, Some(&cw), Reduction::Sum).unwrap();
+        let g = cm::multi_margin_backward(&x, c, &tm, 2, 0.5, Some(&cw), &[1.0f32], Reduction::Sum).unwrap();
+        let args = ["--target", &f("tm.npy"), "--p", "2", "--margin", "0.5", "--weight", &f("cw.npy")];
+        let mut a = strings(&["--input", &f("x.npy"), "--reduction", "sum"]);
+        a.extend(strings(&args));
+        cases.push(("multi-margin", a, e, g));
+        let e = cm::multilabel_soft_margin(&x, &probs, c, None, Reduction::Mean);
+        let g = cm::multilabel_soft_margin_backward(&x, &probs, c, None, &[1.0f32], Reduction::Mean);
+        cases.push((
+            "multilabel-soft-margin",
+            strings(&["--input", &f("x.npy"), "--target", &f("probs.npy")]),
+            e,
+            g,
+        ));
     }
     for be in backends() {
         for (op, args, want_eval, want_grad) in &cases {
@@ -618,6 +638,27 @@ fn errors_exit_non_zero_with_one_message_and_write_nothing() {
             "--output",
             o,
         ],
+        "got integer",
+    );
+    // multi-margin: p other than 1 or 2, a target out of range, float targets.
+    fails(
+        &dir,
+        &["eval", "multi-margin", "--input", &x_path, "--target", &p("tok.npy"), "--p", "3", "--output", o],
+        "p == 1 and p == 2",
+    );
+    fails(
+        &dir,
+        &["eval", "multi-margin", "--input", &x_path, "--target", &p("t.npy"), "--output", o],
+        "out of range for 3 classes",
+    );
+    fails(
+        &dir,
+        &["eval", "multi-margin", "--input", &x_path, "--target", &p("tf.npy"), "--output", o],
+        "class ids",
+    );
+    fails(
+        &dir,
+        &["eval", "multilabel-soft-margin", "--input", &x_path, "--target", &p("ti.npy"), "--output", o],
         "got integer",
     );
     // A failing run leaves an existing output untouched.

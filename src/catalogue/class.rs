@@ -147,17 +147,11 @@ fn cross_entropy_reference_backward(a: &Args, g: &[f64]) -> Result<Vec<f64>> {
 }
 
 fn ids(i: &Inputs) -> Result<&crate::tensor::Indices> {
-    match &i.target {
-        Some(Targets::Ids(t)) => Ok(t),
-        _ => Err(Error::invalid("nll", "class-id targets are required")),
-    }
+    i.ids_target("nll")
 }
 
 fn host_ids(a: &Args) -> Result<&[i64]> {
-    match &a.target {
-        Some(Target::Ids { data, .. }) => Ok(data),
-        _ => Err(Error::invalid("nll", "class-id targets are required")),
-    }
+    a.ids_target("nll")
 }
 
 fn nll(i: &Inputs) -> Result<Nll> {

@@ -136,6 +136,8 @@ pub struct Options {
     pub eps: Option<f32>,
     /// poisson_nll: the input holds log-rates.
     pub log_input: bool,
+    /// multi_margin's p (1 or 2).
+    pub p: u32,
     /// poisson_nll: add the Stirling term; gaussian_nll: add ½·log(2π).
     pub full: bool,
     /// The element type of gradients and of log_softmax's, softmax's and linear's outputs.
@@ -159,6 +161,7 @@ impl Default for Options {
             margin: None,
             eps: None,
             log_input: true,
+            p: 1,
             full: false,
             outputs: Outputs::AsInputs,
         }
@@ -182,6 +185,7 @@ pub enum Opt {
     Eps,
     LogInput,
     Full,
+    P,
 }
 
 /// One call's host data.
@@ -314,6 +318,14 @@ impl Args {
         })
     }
 
+    /// The class-id target, or an error naming `op`.
+    pub fn ids_target(&self, op: &'static str) -> Result<&[i64]> {
+        match &self.target {
+            Some(Target::Ids { data, .. }) => Ok(data),
+            _ => Err(Error::invalid(op, "class-id targets are required")),
+        }
+    }
+
     /// The float target, or an error naming `op`.
     pub fn values_target(&self, op: &'static str) -> Result<&Array> {
         match &self.target {
@@ -360,6 +372,14 @@ impl Inputs {
             Operand::Var => self.var.as_ref(),
         };
         t.ok_or_else(|| Error::invalid(op, format!("{} is required", which.name())))
+    }
+
+    /// The class-id target, or an error naming `op`.
+    pub fn ids_target(&self, op: &'static str) -> Result<&Indices> {
+        match &self.target {
+            Some(Targets::Ids(t)) => Ok(t),
+            _ => Err(Error::invalid(op, "class-id targets are required")),
+        }
     }
 
     /// The float target, or an error naming `op`.

@@ -23,6 +23,7 @@
 //! ```
 
 mod class;
+mod class_margin;
 mod divergence;
 mod functions;
 mod loss;
@@ -53,6 +54,8 @@ pub static LOSSES: &[&Loss] = &[
     &pointwise::HINGE_EMBEDDING,
     &pointwise::GAUSSIAN_NLL,
     &pointwise::MARGIN_RANKING,
+    &class_margin::MULTI_MARGIN,
+    &class_margin::MULTILABEL_SOFT_MARGIN,
     &functions::LOG_SOFTMAX,
     &functions::SOFTMAX,
     &functions::LINEAR,

@@ -79,8 +79,8 @@ pub struct OpArgs {
     /// its own), or int64/int32 class ids.
     #[arg(long)]
     pub target: Option<PathBuf>,
-    /// Class weights (cross-entropy, nll), element weights (bce, bce-with-logits) or the linear
-    /// layer's W [out, in].
+    /// Class weights (cross-entropy, nll, multi-margin, multilabel-soft-margin), element
+    /// weights (bce, bce-with-logits) or the linear layer's W [out, in].
     #[arg(long)]
     pub weight: Option<PathBuf>,
     /// The linear layer's bias `[out]`.
@@ -127,7 +127,8 @@ pub struct OpArgs {
     /// sigmoid-focal: the focusing exponent γ.
     #[arg(long, default_value_t = 2.0, allow_hyphen_values = true)]
     pub gamma: f32,
-    /// The margin of hinge-embedding (default 1) or margin-ranking (default 0).
+    /// The margin of hinge-embedding (default 1), margin-ranking (default 0) or multi-margin
+    /// (default 1).
     #[arg(long, allow_hyphen_values = true)]
     pub margin: Option<f32>,
     /// poisson-nll: added to the input before its log without log input (default 1e-8);
@@ -140,6 +141,9 @@ pub struct OpArgs {
     /// poisson-nll: add the Stirling term; gaussian-nll: add ½·log(2π).
     #[arg(long)]
     pub full: bool,
+    /// multi-margin: the hinge's power, 1 or 2.
+    #[arg(long, default_value_t = 1)]
+    pub p: u32,
     /// kl-div: the target holds log-probabilities.
     #[arg(long)]
     pub log_target: bool,
@@ -270,6 +274,9 @@ impl Job {
         }
         if loss.reads(Opt::Full) {
             o.full = a.full;
+        }
+        if loss.reads(Opt::P) {
+            o.p = a.p;
         }
         let takes_reduction = loss.reductions != [LossReduction::None];
         if takes_reduction && !loss.reductions.contains(&o.reduction) {

@@ -11,6 +11,7 @@
 //! one pipeline serves every shape; `override` constants pick the workgroup size and code paths.
 
 pub mod bandwidth;
+pub mod class_margin;
 pub mod class_rows;
 pub mod convert;
 pub mod cross_entropy;
@@ -78,11 +79,13 @@ pub enum KernelId {
     Convert,
     /// The sum over one dim in fixed chunks (a broadcast operand's gradient).
     SumDim,
+    /// multi_margin and multilabel_soft_margin, one thread per row, and their gradients.
+    ClassMargin,
 }
 
 impl KernelId {
     /// Every kernel, for validation and warm-up.
-    pub const ALL: [KernelId; 14] = [
+    pub const ALL: [KernelId; 15] = [
         KernelId::Linear,
         KernelId::LinearBlocked,
         KernelId::LinearGradInput,
@@ -97,6 +100,7 @@ impl KernelId {
         KernelId::Bandwidth,
         KernelId::Convert,
         KernelId::SumDim,
+        KernelId::ClassMargin,
     ];
 
     /// The kernel's spec: entry points, bindings, loop bounds, uniform size.
@@ -116,6 +120,7 @@ impl KernelId {
             KernelId::Bandwidth => &bandwidth::KERNEL,
             KernelId::Convert => &convert::KERNEL,
             KernelId::SumDim => &sum_dim::KERNEL,
+            KernelId::ClassMargin => &class_margin::KERNEL,
         }
     }
 

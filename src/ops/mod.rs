@@ -8,6 +8,7 @@
 pub mod bandwidth;
 pub(crate) mod broadcast;
 pub(crate) mod budget;
+pub mod class_margin;
 pub(crate) mod class_rows;
 pub mod convert;
 pub mod cross_entropy;

@@ -6,6 +6,7 @@
 //! Results of reduced losses are one-element vectors.
 
 pub mod bandwidth;
+pub mod class_margin;
 pub mod cross_entropy;
 pub mod divergence;
 pub mod linear;

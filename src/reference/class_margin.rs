@@ -1,0 +1,100 @@
+//! f64 twins of `multi_margin` and `multilabel_soft_margin` over rows of `cols` classes.
+
+use super::{Real, Reduction, reduce_with, upstream};
+
+/// `Σ_{i ≠ t} w[t]·max(0, margin − x[t] + x[i])^p / C` for each row; a target outside
+/// `[0, C)` is an error naming its row.
+pub fn multi_margin<T: Real>(
+    x: &[T],
+    cols: usize,
+    targets: &[i64],
+    p: u32,
+    margin: f64,
+    weight: Option<&[T]>,
+    reduction: Reduction,
+) -> Result<Vec<f64>, usize> {
+    let rows = targets.len();
+    let mut losses = Vec::with_capacity(rows);
+    for (r, &t) in targets.iter().enumerate() {
+        let t = usize::try_from(t).ok().filter(|&t| t < cols).ok_or(r)?;
+        let row: Vec<f64> = x[r * cols..(r + 1) * cols].iter().map(|&v| v.into()).collect();
+        let w = weight.map_or(1.0, |w| w[t].into());
+        let sum: f64 =
+            (0..cols).filter(|&i| i != t).map(|i| (margin - row[t] + row[i]).max(0.0).powi(p as i32)).sum();
+        losses.push(w * sum / cols as f64);
+    }
+    Ok(reduce_with(losses, reduction, rows as f64))
+}
+
+/// The gradient of [`multi_margin`] in `x` for the upstream gradient `grad` (0 on the hinge).
+#[allow(clippy::too_many_arguments)]
+pub fn multi_margin_backward<T: Real>(
+    x: &[T],
+    cols: usize,
+    targets: &[i64],
+    p: u32,
+    margin: f64,
+    weight: Option<&[T]>,
+    grad: &[T],
+    reduction: Reduction,
+) -> Result<Vec<f64>, usize> {
+    let rows = targets.len();
+    let mut dx = vec![0.0; x.len()];
+    for (r, &t) in targets.iter().enumerate() {
+        let t = usize::try_from(t).ok().filter(|&t| t < cols).ok_or(r)?;
+        let s = upstream(grad, r, reduction, rows as f64) * weight.map_or(1.0, |w| w[t].into()) / cols as f64;
+        let xt: f64 = x[r * cols + t].into();
+        for i in (0..cols).filter(|&i| i != t) {
+            let z = margin - xt + x[r * cols + i].into();
+            let d = if z > 0.0 { s * if p == 2 { 2.0 * z } else { 1.0 } } else { 0.0 };
+            dx[r * cols + i] = d;
+            dx[r * cols + t] -= d;
+        }
+    }
+    Ok(dx)
+}
+
+/// `Σ_c w[c]·(max(x, 0) − x·y + log(1 + e^−|x|)) / C` for each row.
+pub fn multilabel_soft_margin<T: Real>(
+    x: &[T],
+    y: &[T],
+    cols: usize,
+    weight: Option<&[T]>,
+    reduction: Reduction,
+) -> Vec<f64> {
+    let rows = x.len().checked_div(cols).unwrap_or(0);
+    let losses = (0..rows)
+        .map(|r| {
+            let sum: f64 = (0..cols)
+                .map(|c| {
+                    let (v, t): (f64, f64) = (x[r * cols + c].into(), y[r * cols + c].into());
+                    weight.map_or(1.0, |w| w[c].into()) * (v.max(0.0) - v * t + (-v.abs()).exp().ln_1p())
+                })
+                .sum();
+            sum / cols as f64
+        })
+        .collect();
+    reduce_with(losses, reduction, rows as f64)
+}
+
+/// The gradient of [`multilabel_soft_margin`] in `x`: `w[c]·(σ(x) − y) / C`, times the row's
+/// upstream gradient.
+pub fn multilabel_soft_margin_backward<T: Real>(
+    x: &[T],
+    y: &[T],
+    cols: usize,
+    weight: Option<&[T]>,
+    grad: &[T],
+    reduction: Reduction,
+) -> Vec<f64> {
+    let rows = x.len().checked_div(cols).unwrap_or(0);
+    (0..x.len())
+        .map(|i| {
+            let (r, c) = (i / cols, i % cols);
+            let (v, t): (f64, f64) = (x[i].into(), y[i].into());
+            let sigmoid = if v >= 0.0 { 1.0 / (1.0 + (-v).exp()) } else { v.exp() / (1.0 + v.exp()) };
+            let s = upstream(grad, r, reduction, rows as f64) / cols as f64;
+            weight.map_or(1.0, |w| w[c].into()) * (sigmoid - t) * s
+        })
+        .collect()
+}

@@ -4,6 +4,7 @@
 
 use super::super::sum_dim::sum_dim;
 use super::{Formula, GAUSSIAN_FULL, Job, Scale};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::{Outputs, Reduction};
 use crate::tensor::Tensor;
@@ -155,7 +156,7 @@ impl GaussianNll {
                 return Ok((dx, dvar.expect("backward returns d2 when asked")));
             };
             // Per element in f32, summed along the broadcast dim, then in var's element type.
-            let job = Job { d2_dtype: Some(crate::DType::F32), ..self.job(input, target, &broadcast)? };
+            let job = Job { d2_dtype: Some(DType::F32), ..self.job(input, target, &broadcast)? };
             let (dx, per_element) = job.backward(grad_output, scale, true)?;
             let per_element = per_element.expect("backward returns d2 when asked");
             let dvar = sum_dim("gaussian_nll", &per_element, dims, var.shape.clone())?;

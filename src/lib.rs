@@ -62,6 +62,7 @@ pub use kernels::KernelId;
 pub use ops::class_margin::{MultiMargin, MultilabelSoftMargin};
 pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, cross_entropy};
 pub use ops::divergence::{Jsd, Tvd};
+pub use ops::embedding_rows::{CosineEmbedding, TripletMargin};
 pub use ops::linear::{Linear, LinearGrads, LinearKernel, linear};
 pub use ops::linear_cross_entropy::{
     CCE_FILTER_EPS, Combined, DEFAULT_MAX_SCRATCH_BYTES, LinearCrossEntropy, LinearCrossEntropyOutput,

@@ -652,7 +652,7 @@ const GOLDEN_ROWS: &[GoldenRows] = &[
         name: "multi_margin",
         reduction: LossReduction::Mean,
         options: |o| {
-            o.p = 2;
+            o.p = Some(2.0);
             o.margin = Some(0.5);
         },
         shape: &[3, 4],
@@ -758,6 +758,180 @@ fn pytorch_golden_values_of_row_losses() {
             let ones = catalogue::ones(dev, out.shape()).unwrap();
             let got = (loss.backward)(&inputs, &out, &ones).unwrap().to_vec().unwrap();
             assert!(miss(&got, g.grad, (1e-7, 1e-6)).is_none(), "{what} gradient: {got:?}");
+        }
+    }
+}
+
+/// A call of an embedding loss: its inputs of one shape (input, input2 and for triplet_margin
+/// input3), cosine_embedding's target per row, PyTorch's loss and each input's gradient for an
+/// upstream gradient of ones.
+struct GoldenEmbedding {
+    name: &'static str,
+    reduction: LossReduction,
+    options: fn(&mut Options),
+    shape: &'static [usize],
+    inputs: &'static [&'static [f32]],
+    target: Option<(&'static [f32], &'static [usize])>,
+    want: &'static [f64],
+    grads: &'static [&'static [f64]],
+}
+
+const C1: &[f32] = &[1.0, 0.0, 2.0, 0.5, 0.5, 0.0, 1.0, -1.0, 0.5];
+const C2: &[f32] = &[0.0, 1.0, 1.0, 1.0, 1.0, 0.0, -1.0, 2.0, 0.5];
+const CT: (&[f32], &[usize]) = (&[1.0, -1.0, -1.0], &[3]);
+const TA: &[f32] = &[0.0, 1.0, 1.0, 0.5, 0.3, -0.2];
+const TP: &[f32] = &[2.0, 1.0, 0.0, 0.5, 0.1, 0.4];
+const TN: &[f32] = &[1.0, 1.0, 1.5, 0.0, -0.5, 0.2];
+
+/// PyTorch's own values, from torch 2.15 (CPU) in float64 on these float32 inputs:
+/// ```python
+/// import torch, torch.nn.functional as F
+/// def show(name, f, args, grads):
+///     ts = [torch.tensor(a).double().requires_grad_() for a in args]
+///     l = f(*ts)
+///     print(name, "loss", ["%.10g" % v for v in l.detach().reshape(-1).tolist()])
+///     l.sum().backward()
+///     for k in grads:
+///         print(name, "grad", k, ["%.10g" % v for v in ts[k].grad.reshape(-1).tolist()])
+/// c1 = [[1.0, 0.0, 2.0], [0.5, 0.5, 0.0], [1.0, -1.0, 0.5]]
+/// c2 = [[0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [-1.0, 2.0, 0.5]]
+/// ct = torch.tensor([1.0, -1.0, -1.0]).double()
+/// show("cos none", lambda a, b: F.cosine_embedding_loss(a, b, ct, reduction="none"), [c1, c2], [0, 1])
+/// show("cos mean m0.5", lambda a, b: F.cosine_embedding_loss(a, b, ct, margin=0.5), [c1, c2], [0, 1])
+/// ta = [[0.0, 1.0], [1.0, 0.5], [0.3, -0.2]]; tp = [[2.0, 1.0], [0.0, 0.5], [0.1, 0.4]]
+/// tn = [[1.0, 1.0], [1.5, 0.0], [-0.5, 0.2]]
+/// show("tri none", lambda a, p, n: F.triplet_margin_loss(a, p, n, reduction="none"), [ta, tp, tn], [0, 1, 2])
+/// show("tri sum swap eps0 p1", lambda a, p, n: F.triplet_margin_loss(a, p, n, p=1, eps=0.0, swap=True,
+///      reduction="sum"), [ta, tp, tn], [0, 1, 2])
+/// show("tri mean p3 m0.5", lambda a, p, n: F.triplet_margin_loss(a, p, n, p=3, margin=0.5), [ta, tp, tn],
+///      [0, 1, 2])
+/// ```
+/// The swapped p = 1 case ties d(a, n) and d(p, n) in row 0 (PyTorch splits the gradient) and
+/// has a difference of 0 exactly (gradient 0 there).
+const GOLDEN_EMBEDDING: &[GoldenEmbedding] = &[
+    GoldenEmbedding {
+        name: "cosine_embedding",
+        reduction: LossReduction::None,
+        options: NO_OPTIONS,
+        shape: &[3, 3],
+        inputs: &[C1, C2],
+        target: Some(CT),
+        want: &[0.367544468, 1.0, 0.0],
+        grads: &[
+            &[
+                0.1264911064,
+                -0.316227766,
+                -0.0632455532,
+                1.999733712e-12,
+                1.999733712e-12,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+            ],
+            &[-0.316227766, 0.316227766, -0.316227766, 2.499112028e-13, 2.499112028e-13, 0.0, 0.0, 0.0, 0.0],
+        ],
+    },
+    GoldenEmbedding {
+        name: "cosine_embedding",
+        reduction: LossReduction::Mean,
+        options: |o| o.margin = Some(0.5),
+        shape: &[3, 3],
+        inputs: &[C1, C2],
+        target: Some(CT),
+        want: &[0.2891814893],
+        grads: &[
+            &[
+                0.04216370214,
+                -0.1054092553,
+                -0.02108185107,
+                6.66577904e-13,
+                6.66577904e-13,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+            ],
+            &[-0.1054092553, 0.1054092553, -0.1054092553, 8.3322238e-14, 8.3322238e-14, 0.0, 0.0, 0.0, 0.0],
+        ],
+    },
+    GoldenEmbedding {
+        name: "triplet_margin",
+        reduction: LossReduction::None,
+        options: NO_OPTIONS,
+        shape: &[3, 2],
+        inputs: &[TA, TP, TN],
+        target: None,
+        want: &[2.0, 1.292894219, 0.7380272598],
+        grads: &[
+            &[-3.749223154e-13, -5.0000075e-07, 1.707105367, -0.7071071954, -0.5781981878, -0.5014704082],
+            &[1.0, -5.0000025e-07, -1.0, -9.99999e-07, -0.316229674, 0.9486826621],
+            &[-1.0, 1.000001e-06, -0.707105367, 0.7071081954, 0.8944278618, -0.4472122539],
+        ],
+    },
+    GoldenEmbedding {
+        name: "triplet_margin",
+        reduction: LossReduction::Sum,
+        options: |o| {
+            o.p = Some(1.0);
+            o.eps = Some(0.0);
+            o.swap = true;
+        },
+        shape: &[3, 2],
+        inputs: &[TA, TP, TN],
+        target: None,
+        want: &[4.000000015],
+        grads: &[
+            &[-0.5, 0.0, 2.0, -1.0, 1.0, -1.0],
+            &[0.5, 0.0, -1.0, 0.0, -2.0, 0.0],
+            &[0.0, 0.0, -1.0, 1.0, 1.0, 1.0],
+        ],
+    },
+    GoldenEmbedding {
+        name: "triplet_margin",
+        reduction: LossReduction::Mean,
+        options: |o| {
+            o.p = Some(3.0);
+            o.margin = Some(0.5);
+        },
+        shape: &[3, 2],
+        inputs: &[TA, TP, TN],
+        target: None,
+        want: &[0.8817743922],
+        grads: &[
+            &[0.0, -2.500005833e-13, 0.543319335, -0.2099876816, -0.2720104871, -0.2483090346],
+            &[0.3333333333, -8.333341667e-14, -0.3333333333, -3.333326667e-13, -0.0361503361, 0.3253486626],
+            &[-0.3333333333, 3.33334e-13, -0.2099860017, 0.2099876816, 0.3081608232, -0.07703962799],
+        ],
+    },
+];
+
+#[test]
+fn pytorch_golden_values_of_embedding_losses() {
+    let _serial = serial();
+    for dev in devices() {
+        for g in GOLDEN_EMBEDDING {
+            let loss = catalogue::find(g.name).unwrap();
+            let mut args = Args::new(Array::from_f32(g.inputs[0], g.shape));
+            for (&which, data) in loss.operands.iter().zip(&g.inputs[1..]) {
+                *args.operand_mut(which) = Some(Array::from_f32(data, g.shape));
+            }
+            args.target = g.target.map(|(y, shape)| Target::Values(Array::from_f32(y, shape)));
+            args.options.reduction = g.reduction;
+            (g.options)(&mut args.options);
+            let inputs = args.upload(dev).unwrap();
+            let what = format!("{} {} on {}", g.name, g.reduction.name(), label(dev));
+            let out = (loss.forward)(&inputs).unwrap();
+            let got = out.to_vec().unwrap();
+            assert!(miss(&got, g.want, (1e-6, 1e-6)).is_none(), "{what}: {got:?}");
+            let ones = catalogue::ones(dev, out.shape()).unwrap();
+            let mut grads = vec![(loss.backward)(&inputs, &out, &ones).unwrap()];
+            grads.extend((loss.backward_operands)(&inputs, &ones).unwrap());
+            assert_eq!(grads.len(), g.grads.len(), "{what}");
+            for (k, (grad, want)) in grads.iter().zip(g.grads).enumerate() {
+                let got = grad.to_vec().unwrap();
+                assert!(miss(&got, want, (1e-7, 1e-6)).is_none(), "{what} gradient {k}: {got:?}");
+            }
         }
     }
 }

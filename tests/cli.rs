@@ -11,6 +11,7 @@ use npyz::WriterBuilder;
 use wgpu_loss::cli::npy;
 use wgpu_loss::reference::class_margin as cm;
 use wgpu_loss::reference::divergence as div;
+use wgpu_loss::reference::embedding_rows as er;
 use wgpu_loss::reference::pointwise::{self, Pointwise};
 use wgpu_loss::reference::{cross_entropy as ce, linear as lin, log_softmax as ls, nll as nll_ref};
 use wgpu_loss::{DType, Reduction};
@@ -400,6 +401,29 @@ fn every_op_eval_and_grad_on_every_adapter() {
             e,
             g,
         ));
+        // cosine-embedding (±1 per row, margin) and triplet-margin (p 1, swap).
+        let (x64, y64, p64): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+            x.iter().map(|&v| v as f64).collect(),
+            y.iter().map(|&v| v as f64).collect(),
+            probs.iter().map(|&v| v as f64).collect(),
+        );
+        let rs: Vec<f32> = (0..n).map(|r| if r % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        write(&p("rs.npy"), &rs, &[n]);
+        let rs64: Vec<f64> = rs.iter().map(|&v| v as f64).collect();
+        let e = er::cosine_embedding(&x64, &y64, c, &rs64, -0.2, Reduction::Sum);
+        let g = er::cosine_embedding_backward(&x64, &y64, c, &rs64, -0.2, &[1.0], Reduction::Sum).0;
+        let args =
+            ["--input2", &f("y.npy"), "--target", &f("rs.npy"), "--margin", "-0.2", "--reduction", "sum"];
+        let mut a = strings(&["--input", &f("x.npy")]);
+        a.extend(strings(&args));
+        cases.push(("cosine-embedding", a, e, g));
+        let o = er::Triplet { margin: 1.0, p: 1.0, eps: 1e-6, swap: true };
+        let e = er::triplet_margin(&x64, &y64, &p64, c, o, Reduction::Mean);
+        let g = er::triplet_margin_backward(&x64, &y64, &p64, c, o, &[1.0], Reduction::Mean).0;
+        let args = ["--input2", &f("y.npy"), "--input3", &f("probs.npy"), "--p", "1", "--swap"];
+        let mut a = strings(&["--input", &f("x.npy")]);
+        a.extend(strings(&args));
+        cases.push(("triplet-margin", a, e, g));
     }
     for be in backends() {
         for (op, args, want_eval, want_grad) in &cases {
@@ -661,6 +685,27 @@ fn errors_exit_non_zero_with_one_message_and_write_nothing() {
         &["eval", "multilabel-soft-margin", "--input", &x_path, "--target", &p("ti.npy"), "--output", o],
         "got integer",
     );
+    // triplet-margin: a margin that is not > 0, a missing negative; cosine's targets per row.
+    let t3 = |extra: &[&str]| {
+        let mut a = vec!["eval", "triplet-margin", "--input", &x_path, "--input2", &x_path, "--output", o];
+        a.extend_from_slice(extra);
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    run(t3(&["--input3", &x_path, "--margin", "0"]), "margin must be greater than 0");
+    run(t3(&[]), "--input3 FILE is required");
+    let cos = [
+        "eval",
+        "cosine-embedding",
+        "--input",
+        &x_path,
+        "--input2",
+        &x_path,
+        "--target",
+        &x_path,
+        "--output",
+        o,
+    ];
+    fails(&dir, &cos, "target [2, 3] must hold one value per row");
     // A failing run leaves an existing output untouched.
     std::fs::write(&out, b"keep").unwrap();
     let out_run =

@@ -58,9 +58,20 @@ fn labels(rng: &mut Rng, shape: &[usize], _: &Options, v: &Variant) -> Args {
     a
 }
 
+/// multi_margin's p from the options: PyTorch's int 1 or 2 (default 1).
+fn hinge_power(o: &Options) -> Result<u32> {
+    match o.p {
+        None => Ok(1),
+        Some(p) if p == 1.0 || p == 2.0 => Ok(p as u32),
+        Some(p) => {
+            Err(Error::invalid("multi_margin", format!("only p == 1 and p == 2 are supported, got {p}")))
+        }
+    }
+}
+
 fn multi_margin(i: &Inputs) -> Result<MultiMargin> {
     Ok(MultiMargin {
-        p: i.options.p,
+        p: hinge_power(&i.options)?,
         margin: i.options.margin.unwrap_or(MARGIN),
         weight: i.weight.clone(),
         reduction: i.options.reduction.without_batchmean("multi_margin")?,
@@ -108,7 +119,7 @@ pub(super) static MULTI_MARGIN: Loss = Loss {
     default_reduction: LossReduction::Mean,
     variants: &[
         DEFAULTS,
-        Variant { name: "p=2", options: |o| o.p = 2, extras: &[] },
+        Variant { name: "p=2", options: |o| o.p = Some(2.0), extras: &[] },
         Variant { name: "margin=0.5", options: |o| o.margin = Some(0.5), extras: &[] },
         WEIGHTED,
     ],
@@ -120,14 +131,22 @@ pub(super) static MULTI_MARGIN: Loss = Loss {
         let (o, (cols, _)) = (&a.options, classes_and_rows(&a.input.shape));
         let r = o.reduction.without_batchmean("multi_margin")?;
         let m = o.margin.unwrap_or(MARGIN) as f64;
-        reference::multi_margin(&a.input.data, cols, a.ids_target("multi_margin")?, o.p, m, weights(a), r)
-            .map_err(|row| out_of_range(a, row))
+        reference::multi_margin(
+            &a.input.data,
+            cols,
+            a.ids_target("multi_margin")?,
+            hinge_power(o)?,
+            m,
+            weights(a),
+            r,
+        )
+        .map_err(|row| out_of_range(a, row))
     },
     reference_backward: |a, g| {
         let (o, (cols, _)) = (&a.options, classes_and_rows(&a.input.shape));
         let r = o.reduction.without_batchmean("multi_margin")?;
         let (m, t) = (o.margin.unwrap_or(MARGIN) as f64, a.ids_target("multi_margin")?);
-        reference::multi_margin_backward(&a.input.data, cols, t, o.p, m, weights(a), g, r)
+        reference::multi_margin_backward(&a.input.data, cols, t, hinge_power(o)?, m, weights(a), g, r)
             .map_err(|row| out_of_range(a, row))
     },
     operands: &[],

@@ -136,8 +136,12 @@ pub struct Options {
     pub eps: Option<f32>,
     /// poisson_nll: the input holds log-rates.
     pub log_input: bool,
-    /// multi_margin's p (1 or 2).
-    pub p: u32,
+    /// multi_margin's p (1 or 2) and triplet_margin's norm degree; `None`: the loss's default
+    /// (PyTorch's 1 and 2).
+    pub p: Option<f32>,
+    /// triplet_margin: the distance to the negative is the smaller of the anchor's and the
+    /// positive's.
+    pub swap: bool,
     /// poisson_nll: add the Stirling term; gaussian_nll: add ½·log(2π).
     pub full: bool,
     /// The element type of gradients and of log_softmax's, softmax's and linear's outputs.
@@ -161,7 +165,8 @@ impl Default for Options {
             margin: None,
             eps: None,
             log_input: true,
-            p: 1,
+            p: None,
+            swap: false,
             full: false,
             outputs: Outputs::AsInputs,
         }
@@ -186,6 +191,7 @@ pub enum Opt {
     LogInput,
     Full,
     P,
+    Swap,
 }
 
 /// One call's host data.

@@ -25,12 +25,13 @@
 mod class;
 mod class_margin;
 mod divergence;
+mod embedding_rows;
 mod functions;
 mod loss;
 mod pointwise;
 
 pub use loss::{
-    Args, Array, BenchShape, DEFAULTS, Extra, Ids, Inputs, Loss, LossReduction, Operand, Opt, Options,
+    Args, Array, BenchShape, DEFAULTS, Extra, Grads, Ids, Inputs, Loss, LossReduction, Operand, Opt, Options,
     Target, TargetKind, Targets, Tolerance, Variant, WeightKind, Work, no_operand_grads,
     no_operand_references, ones,
 };
@@ -56,6 +57,8 @@ pub static LOSSES: &[&Loss] = &[
     &pointwise::MARGIN_RANKING,
     &class_margin::MULTI_MARGIN,
     &class_margin::MULTILABEL_SOFT_MARGIN,
+    &embedding_rows::COSINE_EMBEDDING,
+    &embedding_rows::TRIPLET_MARGIN,
     &functions::LOG_SOFTMAX,
     &functions::SOFTMAX,
     &functions::LINEAR,

@@ -141,9 +141,14 @@ pub struct OpArgs {
     /// poisson-nll: add the Stirling term; gaussian-nll: add ½·log(2π).
     #[arg(long)]
     pub full: bool,
-    /// multi-margin: the hinge's power, 1 or 2.
-    #[arg(long, default_value_t = 1)]
-    pub p: u32,
+    /// multi-margin: the hinge's power, 1 or 2 (default 1); triplet-margin: the norm's degree
+    /// (default 2).
+    #[arg(long, allow_hyphen_values = true)]
+    pub p: Option<f32>,
+    /// triplet-margin: the distance to the negative is the smaller of the anchor's and the
+    /// positive's.
+    #[arg(long)]
+    pub swap: bool,
     /// kl-div: the target holds log-probabilities.
     #[arg(long)]
     pub log_target: bool,
@@ -277,6 +282,9 @@ impl Job {
         }
         if loss.reads(Opt::P) {
             o.p = a.p;
+        }
+        if loss.reads(Opt::Swap) {
+            o.swap = a.swap;
         }
         let takes_reduction = loss.reductions != [LossReduction::None];
         if takes_reduction && !loss.reductions.contains(&o.reduction) {

@@ -16,6 +16,7 @@ pub mod class_rows;
 pub mod convert;
 pub mod cross_entropy;
 pub mod divergence;
+pub mod embedding_rows;
 pub(crate) mod gemm;
 pub mod linear;
 pub mod linear_cross_entropy;
@@ -81,11 +82,13 @@ pub enum KernelId {
     SumDim,
     /// multi_margin and multilabel_soft_margin, one thread per row, and their gradients.
     ClassMargin,
+    /// cosine_embedding and triplet_margin, one thread per row, and their gradients.
+    EmbeddingRows,
 }
 
 impl KernelId {
     /// Every kernel, for validation and warm-up.
-    pub const ALL: [KernelId; 15] = [
+    pub const ALL: [KernelId; 16] = [
         KernelId::Linear,
         KernelId::LinearBlocked,
         KernelId::LinearGradInput,
@@ -101,6 +104,7 @@ impl KernelId {
         KernelId::Convert,
         KernelId::SumDim,
         KernelId::ClassMargin,
+        KernelId::EmbeddingRows,
     ];
 
     /// The kernel's spec: entry points, bindings, loop bounds, uniform size.
@@ -121,6 +125,7 @@ impl KernelId {
             KernelId::Convert => &convert::KERNEL,
             KernelId::SumDim => &sum_dim::KERNEL,
             KernelId::ClassMargin => &class_margin::KERNEL,
+            KernelId::EmbeddingRows => &embedding_rows::KERNEL,
         }
     }
 

@@ -13,6 +13,7 @@ pub(crate) mod class_rows;
 pub mod convert;
 pub mod cross_entropy;
 pub mod divergence;
+pub mod embedding_rows;
 pub mod linear;
 pub mod linear_cross_entropy;
 pub mod linear_jsd;

@@ -9,6 +9,7 @@ pub mod bandwidth;
 pub mod class_margin;
 pub mod cross_entropy;
 pub mod divergence;
+pub mod embedding_rows;
 pub mod linear;
 pub mod linear_cross_entropy;
 pub mod linear_jsd;

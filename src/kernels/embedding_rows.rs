@@ -1,0 +1,64 @@
+//! `shaders/embedding_rows.wgsl`: cosine_embedding and triplet_margin, one thread per row.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::source::{cached, shader};
+use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct Params {
+    pub(crate) rows: u32,
+    pub(crate) cols: u32,
+    pub(crate) margin: f32,
+    /// triplet_margin's norm degree.
+    pub(crate) p: f32,
+    /// triplet_margin's eps, added to each difference.
+    pub(crate) eps: f32,
+    /// The factor of a reduced loss's upstream gradient (1 for sum, 1/rows for mean).
+    pub(crate) scale: f32,
+    pub(crate) _pad: [u32; 2],
+}
+const _: () = assert!(size_of::<Params>() == 32);
+
+/// The first input (cosine's input1, triplet's anchor), f32.
+pub const X1: Binding = Binding::read("x1", 1);
+/// The second (input2, the positive).
+pub const X2: Binding = Binding::read("x2", 2);
+/// The third (the negative).
+pub const X3: Binding = Binding::read("x3", 3);
+/// cosine_embedding's ±1 target per row.
+pub const Y: Binding = Binding::read("y", 4);
+/// The loss of each row (f32 bits).
+pub const LOSS: Binding = Binding::read_write("loss", 5);
+/// The upstream gradient: one per row, or one value.
+pub const G: Binding = Binding::read("g", 6);
+/// The gradients in x1, x2 and x3.
+pub const D1: Binding = Binding::read_write("d1", 7);
+pub const D2: Binding = Binding::read_write("d2", 8);
+pub const D3: Binding = Binding::read_write("d3", 9);
+
+/// The extent the loops grow with: the values of a row.
+pub(crate) const EXTENTS: &[&str] = &["cols"];
+
+pub static KERNEL: KernelSpec = KernelSpec {
+    name: "embedding_rows",
+    entries: &[
+        EntrySpec {
+            name: "forward",
+            bindings: &[X1, X2, X3, Y, LOSS],
+            trips: LoopBound { over: EXTENTS, rule: |e| e[0] },
+        },
+        EntrySpec {
+            name: "backward",
+            bindings: &[X1, X2, X3, Y, G, D1, D2, D3],
+            trips: LoopBound { over: EXTENTS, rule: |e| 2 * e[0] },
+        },
+    ],
+    uniform_size: size_of::<Params>(),
+    source: |reads: Reads| cached(&KERNEL, reads, body),
+};
+
+fn body() -> String {
+    shader!("embedding_rows.wgsl").into()
+}

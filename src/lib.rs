@@ -61,6 +61,7 @@ pub use half::{bf16, f16};
 pub use kernels::KernelId;
 pub use ops::class_margin::{MultiMargin, MultilabelSoftMargin};
 pub use ops::cross_entropy::{Accuracy, CrossEntropy, DEFAULT_IGNORE_INDEX, cross_entropy};
+pub use ops::ctc::Ctc;
 pub use ops::divergence::{Jsd, Tvd};
 pub use ops::embedding_rows::{CosineEmbedding, TripletMargin};
 pub use ops::linear::{Linear, LinearGrads, LinearKernel, linear};

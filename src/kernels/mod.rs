@@ -15,6 +15,7 @@ pub mod class_margin;
 pub mod class_rows;
 pub mod convert;
 pub mod cross_entropy;
+pub mod ctc;
 pub mod divergence;
 pub mod embedding_rows;
 pub(crate) mod gemm;
@@ -84,11 +85,13 @@ pub enum KernelId {
     ClassMargin,
     /// cosine_embedding and triplet_margin, one thread per row, and their gradients.
     EmbeddingRows,
+    /// The CTC loss: alpha and beta recursions in log space, and its gradient.
+    Ctc,
 }
 
 impl KernelId {
     /// Every kernel, for validation and warm-up.
-    pub const ALL: [KernelId; 16] = [
+    pub const ALL: [KernelId; 17] = [
         KernelId::Linear,
         KernelId::LinearBlocked,
         KernelId::LinearGradInput,
@@ -105,6 +108,7 @@ impl KernelId {
         KernelId::SumDim,
         KernelId::ClassMargin,
         KernelId::EmbeddingRows,
+        KernelId::Ctc,
     ];
 
     /// The kernel's spec: entry points, bindings, loop bounds, uniform size.
@@ -126,6 +130,7 @@ impl KernelId {
             KernelId::SumDim => &sum_dim::KERNEL,
             KernelId::ClassMargin => &class_margin::KERNEL,
             KernelId::EmbeddingRows => &embedding_rows::KERNEL,
+            KernelId::Ctc => &ctc::KERNEL,
         }
     }
 

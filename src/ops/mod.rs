@@ -12,6 +12,7 @@ pub mod class_margin;
 pub(crate) mod class_rows;
 pub mod convert;
 pub mod cross_entropy;
+pub mod ctc;
 pub mod divergence;
 pub mod embedding_rows;
 pub mod linear;

@@ -8,6 +8,7 @@
 pub mod bandwidth;
 pub mod class_margin;
 pub mod cross_entropy;
+pub mod ctc;
 pub mod divergence;
 pub mod embedding_rows;
 pub mod linear;

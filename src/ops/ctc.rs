@@ -1,0 +1,514 @@
+//! The connectionist temporal classification loss, as PyTorch's `F.ctc_loss`
+//! (`shaders/ctc.wgsl`): the alpha (forward) and beta (backward) recursions over each sequence's
+//! extended labels in log space, one workgroup per sequence stepping through time, and the
+//! gradient PyTorch returns.
+//!
+//! Work is split so that every dispatch fits the device: sequences in chunks whose alpha and
+//! beta tables (`T × (2·S + 1)` floats a sequence) fit one binding, and time in chunks whose
+//! log-probabilities fit one binding and whose steps fit the loop budget of a software adapter.
+//! The order of every sum depends on the shape alone, so results are bitwise repeatable.
+
+use super::convert::f32_operand;
+use super::reduce::{Finish, reduce};
+use super::{Outputs, Reduction, budget, check_u32};
+use crate::error::{Error, NO_IGNORE_INDEX, Result};
+use crate::gpu::device::Device;
+use crate::gpu::dispatch::{Bind, dispatch, gcd};
+use crate::kernels::KernelId;
+use crate::kernels::ctc::{
+    ALPHA, BETA, DLP, G, LOSS, LP, NLL, Params, SEQS, STATUS, TARGETS, WG, step_trips,
+};
+use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
+
+/// The CTC loss, as PyTorch's `F.ctc_loss(log_probs, targets, input_lengths, target_lengths,
+/// blank=0, reduction='mean', zero_infinity=False)`.
+///
+/// - `log_probs` are `(T, N, C)` log-probabilities (or `(T, C)` for one unbatched sequence),
+///   usually a `log_softmax` over C.
+/// - `targets` are class ids (int64 or int32): `(N, S)` padded rows, or all sequences' targets
+///   concatenated in one dim (`(S)` for an unbatched sequence).
+/// - `input_lengths` (each in `0..=T`) and `target_lengths` (each ≥ 0, at most S for padded
+///   rows) have one value per sequence, on the host, as PyTorch's tuples of ints.
+///
+/// The loss of a sequence is `−log p(target | log_probs)` over every alignment; an impossible
+/// one (too few frames) is `+inf`, or 0 with `zero_infinity`. `Mean` divides each sequence's loss
+/// by its target length (at least 1), then averages over the batch, as PyTorch. A target outside
+/// `[0, C)` is an [`Error::TargetOutOfRange`] when the result is read.
+///
+/// `backward` returns PyTorch's gradient: `exp(log_probs) − γ` (γ the posterior occupation of
+/// each class at each step) times the upstream gradient for `t` below the input length, 0
+/// beyond, NaN for a sequence whose loss is `+inf` (0 with `zero_infinity`). That is the
+/// gradient with respect to the logits of which `log_probs` is the `log_softmax`, which is what
+/// PyTorch's autograd gives and its users compare against.
+///
+/// ```
+/// use wgpu_loss::{Ctc, Device};
+/// let dev = Device::new()?;
+/// // Two steps of uniform log-probabilities over {blank, a}: the target "a" has the
+/// // alignments "a a", "blank a" and "a blank", each of probability 1/4.
+/// let lp = dev.tensor(&[0.5f32.ln(); 4], &[2, 1, 2])?;
+/// let targets = dev.indices(&[1i64], &[1, 1])?;
+/// let loss = Ctc::default().forward(&lp, &targets, &[2], &[1])?.item()?;
+/// assert!((loss - 0.75f32.ln().abs()).abs() < 1e-6);
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ctc {
+    /// The blank class (default 0).
+    pub blank: usize,
+    /// Whether an impossible sequence's `+inf` loss (and NaN gradient) becomes 0.
+    pub zero_infinity: bool,
+    /// How the sequences' losses are reduced (default mean: each over its target length).
+    pub reduction: Reduction,
+    /// The element type of the gradient: the log-probabilities' (default), or f32 unrounded.
+    pub outputs: Outputs,
+}
+
+/// One validated call: the shape, each sequence's row of `seqs`, and the plan.
+struct Job<'a> {
+    log_probs: &'a Tensor,
+    blank: u32,
+    targets: &'a Indices,
+    steps: usize,
+    batch: usize,
+    classes: usize,
+    /// Per sequence: input length, target length, first target.
+    rows: Vec<[u32; 3]>,
+    /// The longest target.
+    max_labels: usize,
+    out_shape: Vec<usize>,
+}
+
+const OP: &str = "ctc";
+
+impl Ctc {
+    fn job<'a>(
+        &self,
+        log_probs: &'a Tensor,
+        targets: &'a Indices,
+        input_lengths: &[i64],
+        target_lengths: &[i64],
+    ) -> Result<Job<'a>> {
+        same_device(OP, log_probs.device(), &[targets.device()])?;
+        let (steps, batch, classes, batched) = match log_probs.shape[..] {
+            [t, n, c] => (t, n, c, true),
+            [t, c] => (t, 1, c, false),
+            _ => {
+                return Err(Error::shape(
+                    OP,
+                    format!("log_probs must be (T, N, C) or (T, C), got {:?}", log_probs.shape),
+                ));
+            }
+        };
+        if self.blank >= classes {
+            return Err(Error::invalid(OP, format!("blank {} must be a class in 0..{classes}", self.blank)));
+        }
+        if input_lengths.len() != batch || target_lengths.len() != batch {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{batch} sequences, but {} input lengths and {} target lengths",
+                    input_lengths.len(),
+                    target_lengths.len()
+                ),
+            ));
+        }
+        // Padded rows (N, S) when batched with 2-D targets; else concatenated.
+        let padded = match (batched, targets.shape.len()) {
+            (true, 2) if targets.shape[0] == batch => Some(targets.shape[1]),
+            (true, 1) | (false, 1) => None,
+            _ => {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "targets {:?} must be (N, S) padded or concatenated in one dim for log_probs {:?}",
+                        targets.shape, log_probs.shape
+                    ),
+                ));
+            }
+        };
+        let mut rows = Vec::with_capacity(batch);
+        let mut offset = 0usize;
+        for (n, (&il, &tl)) in input_lengths.iter().zip(target_lengths).enumerate() {
+            if il < 0 || il as usize > steps {
+                return Err(Error::invalid(OP, format!("input_lengths[{n}] = {il} must be in 0..={steps}")));
+            }
+            if tl < 0 || padded.is_some_and(|s| tl as usize > s) {
+                let most = padded.map_or(String::new(), |s| format!(" and at most the targets' {s} columns"));
+                return Err(Error::invalid(OP, format!("target_lengths[{n}] = {tl} must be >= 0{most}")));
+            }
+            let first = padded.map_or(offset, |s| n * s);
+            offset += tl as usize;
+            rows.push([il as u32, tl as u32, check_u32(OP, first)?]);
+        }
+        if padded.is_none() && offset > targets.numel() {
+            return Err(Error::shape(
+                OP,
+                format!("the target lengths add up to {offset}, but the targets hold {}", targets.numel()),
+            ));
+        }
+        check_u32(OP, log_probs.numel())?;
+        let max_labels = rows.iter().map(|r| r[1] as usize).max().unwrap_or(0);
+        let out_shape = if batched { vec![batch] } else { vec![] };
+        Ok(Job {
+            log_probs,
+            blank: self.blank as u32,
+            targets,
+            steps,
+            batch,
+            classes,
+            rows,
+            max_labels,
+            out_shape,
+        })
+    }
+
+    /// The loss: a 0-d tensor when reduced, one value per sequence for `None` (`()` unbatched).
+    pub fn forward(
+        &self,
+        log_probs: &Tensor,
+        targets: &Indices,
+        input_lengths: &[i64],
+        target_lengths: &[i64],
+    ) -> Result<Tensor> {
+        let job = self.job(log_probs, targets, input_lengths, target_lengths)?;
+        let dev = log_probs.device();
+        dev.op(OP, || {
+            let mean = self.reduction == Reduction::Mean;
+            let seqs = job.seqs(dev, |r| if mean { r[1].max(1) as f32 } else { 1.0 })?;
+            let lp = f32_operand(log_probs)?;
+            let (status, check) = job.status()?;
+            let nll = Storage::alloc(dev, (job.batch as u64 * 4).max(4))?;
+            let loss = Storage::alloc(dev, (job.batch as u64 * 4).max(4))?;
+            let plan = job.plan(dev)?;
+            for chunk in &plan.sequences {
+                let tables = job.tables(dev, &plan, chunk)?;
+                job.alpha(dev, &plan, chunk, &lp, &seqs, &tables.0, self.zero_infinity)?;
+                job.sequence_loss(dev, chunk, &seqs, &tables.0, (&nll, &loss, &status), self.zero_infinity)?;
+            }
+            let mut checks = log_probs.checks.clone();
+            checks.extend(check);
+            let n = job.batch;
+            match self.reduction {
+                Reduction::None => Ok(Tensor { checks, ..Tensor::new(loss, job.out_shape.clone()) }),
+                Reduction::Sum => reduce(dev, &loss, None, n, Finish::Sum, 0.0, checks),
+                Reduction::Mean => reduce(dev, &loss, None, n, Finish::MeanCount, n as f64, checks),
+            }
+        })
+    }
+
+    /// PyTorch's gradient in `log_probs` (see the type's docs) for the upstream gradient
+    /// `grad_output` (one value for a reduced loss, one per sequence for `None`), in the
+    /// log-probabilities' element type unless `outputs` says f32.
+    pub fn backward(
+        &self,
+        log_probs: &Tensor,
+        targets: &Indices,
+        input_lengths: &[i64],
+        target_lengths: &[i64],
+        grad_output: &Tensor,
+    ) -> Result<Tensor> {
+        let job = self.job(log_probs, targets, input_lengths, target_lengths)?;
+        let dev = log_probs.device();
+        dev.op(OP, || {
+            same_device(OP, dev, &[grad_output.device()])?;
+            let per_seq = self.reduction == Reduction::None;
+            if per_seq && grad_output.shape != job.out_shape {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "grad_output must have the loss's shape {:?}, got {:?}",
+                        job.out_shape, grad_output.shape
+                    ),
+                ));
+            }
+            if !per_seq && grad_output.numel() != 1 {
+                return Err(Error::shape(
+                    OP,
+                    format!("grad_output of a reduced loss must hold one value, got {:?}", grad_output.shape),
+                ));
+            }
+            let n = job.batch as f32;
+            let divisor = |r: [u32; 3]| match self.reduction {
+                Reduction::Mean => n * r[1].max(1) as f32,
+                _ => 1.0,
+            };
+            let seqs = job.seqs(dev, divisor)?;
+            let lp = f32_operand(log_probs)?;
+            let g = f32_operand(grad_output)?;
+            let (status, check) = job.status()?;
+            let nll = Storage::alloc(dev, (job.batch as u64 * 4).max(4))?;
+            let loss = Storage::alloc(dev, (job.batch as u64 * 4).max(4))?;
+            let dlp = Tensor::empty(dev, log_probs.shape.clone())?;
+            let plan = job.plan(dev)?;
+            for chunk in &plan.sequences {
+                let (alpha, beta) = job.tables(dev, &plan, chunk)?;
+                job.alpha(dev, &plan, chunk, &lp, &seqs, &alpha, self.zero_infinity)?;
+                job.sequence_loss(dev, chunk, &seqs, &alpha, (&nll, &loss, &status), self.zero_infinity)?;
+                job.beta(dev, &plan, chunk, &lp, &seqs, &beta, self.zero_infinity)?;
+                let grads = Grads { alpha: &alpha, beta: &beta, nll: &nll, g: &g, dlp: &dlp, per_seq };
+                job.gradient(dev, &plan, chunk, &lp, &seqs, grads, self.zero_infinity)?;
+            }
+            let mut checks = log_probs.checks.clone();
+            checks.extend(grad_output.checks.iter().cloned());
+            checks.extend(check);
+            self.outputs.apply(Tensor { checks, ..dlp }, log_probs.dtype)
+        })
+    }
+
+    /// Sets the blank class.
+    pub fn blank(mut self, blank: usize) -> Self {
+        self.blank = blank;
+        self
+    }
+
+    /// Sets whether impossible sequences count 0.
+    pub fn zero_infinity(mut self, zero_infinity: bool) -> Self {
+        self.zero_infinity = zero_infinity;
+        self
+    }
+
+    /// Sets the reduction.
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+
+    /// Sets the element type of the gradient.
+    pub fn outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
+    }
+}
+
+/// How the work is split: sequence chunks (alpha and beta fit a binding) and time chunks (the
+/// log-probabilities fit a binding, the steps the loop budget).
+struct Plan {
+    sequences: Vec<std::ops::Range<usize>>,
+    times: Vec<std::ops::Range<usize>>,
+    /// The row stride of alpha and beta: 2 × (the longest target) + 1.
+    sp: usize,
+}
+
+/// The buffers the gradient reads and writes.
+struct Grads<'a> {
+    alpha: &'a Storage,
+    beta: &'a Storage,
+    nll: &'a Storage,
+    g: &'a Tensor,
+    dlp: &'a Tensor,
+    per_seq: bool,
+}
+
+impl Job<'_> {
+    /// The `seqs` rows: input length, target length, first target, divisor.
+    fn seqs(&self, dev: &Device, divisor: impl Fn([u32; 3]) -> f32) -> Result<std::sync::Arc<Storage>> {
+        let mut words: Vec<u32> =
+            self.rows.iter().flat_map(|&r| [r[0], r[1], r[2], divisor(r).to_bits()]).collect();
+        if words.is_empty() {
+            words.extend([0; 4]);
+        }
+        Storage::upload(dev, bytemuck::cast_slice(&words))
+    }
+
+    fn status(&self) -> Result<(std::sync::Arc<Storage>, Option<ValueCheck>)> {
+        let check = ValueCheck::new(OP, self.targets, self.classes, NO_IGNORE_INDEX)?;
+        Ok((check.status.clone(), Some(check)))
+    }
+
+    fn plan(&self, dev: &Device) -> Result<Plan> {
+        let sp = 2 * self.max_labels + 1;
+        let limit = dev.binding_limit();
+        // Sequences: alpha (and beta) of a chunk in one binding.
+        let table = (self.steps.max(1) * sp * 4) as u64;
+        if table > limit {
+            return Err(Error::limit("ctc: one sequence's alpha table (T × (2·S + 1) floats)", table, limit));
+        }
+        let per_chunk = ((limit / table) as usize).clamp(1, self.batch.max(1));
+        let sequences =
+            (0..self.batch).step_by(per_chunk).map(|n| n..(n + per_chunk).min(self.batch)).collect();
+        // Time: one step's log-probabilities are one row; chunks start on aligned offsets.
+        let row = (self.batch * self.classes * 4) as u64;
+        let align = dev.limits().min_storage_buffer_offset_alignment as u64;
+        let step = if row == 0 { 1 } else { align / gcd(row, align) };
+        let by_binding = if row == 0 { u64::MAX } else { limit / row / step * step };
+        if by_binding == 0 {
+            return Err(Error::limit("ctc: the log-probabilities of one time step", row * step, limit));
+        }
+        let cap = (self.steps as u64).min(by_binding);
+        let steps_per = budget::largest_fitting(dev, step, cap, |s| step_trips(s, sp as u64))
+            .map(|s| s.min(by_binding))
+            .ok_or_else(|| budget::exceeded(dev, OP, &self.log_probs.shape, step_trips(step, sp as u64)))?
+            as usize;
+        let times =
+            (0..self.steps).step_by(steps_per.max(1)).map(|t| t..(t + steps_per).min(self.steps)).collect();
+        Ok(Plan { sequences, times, sp })
+    }
+
+    /// Alpha and beta tables for a sequence chunk.
+    fn tables(
+        &self,
+        dev: &Device,
+        plan: &Plan,
+        chunk: &std::ops::Range<usize>,
+    ) -> Result<(std::sync::Arc<Storage>, std::sync::Arc<Storage>)> {
+        let bytes = (chunk.len() * self.steps * plan.sp * 4).max(4) as u64;
+        Ok((Storage::alloc(dev, bytes)?, Storage::alloc(dev, bytes)?))
+    }
+
+    fn params(&self, plan: &Plan, chunk: &std::ops::Range<usize>, time: &std::ops::Range<usize>) -> Params {
+        let max_labels = self.rows[chunk.clone()].iter().map(|r| r[1]).max().unwrap_or(0);
+        Params {
+            batch: self.batch as u32,
+            classes: self.classes as u32,
+            blank: self.blank,
+            sp: plan.sp as u32,
+            steps: self.steps as u32,
+            t0: time.start as u32,
+            t1: time.end as u32,
+            n0: chunk.start as u32,
+            seqs: chunk.len() as u32,
+            max_labels,
+            _pad: [0; 2],
+        }
+    }
+
+    /// `lp`'s (or `dlp`'s) rows of a time chunk.
+    fn time_rows(&self, time: &std::ops::Range<usize>) -> (u64, u64) {
+        let row = (self.batch * self.classes * 4) as u64;
+        (time.start as u64 * row, (time.len() as u64 * row).max(4))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn recursion(
+        &self,
+        dev: &Device,
+        entry: &'static str,
+        plan: &Plan,
+        chunk: &std::ops::Range<usize>,
+        lp: &Tensor,
+        seqs: &Storage,
+        table: (crate::gpu::spec::Binding, &Storage),
+        zero_infinity: bool,
+        backwards: bool,
+    ) -> Result<()> {
+        let pipe = KernelId::Ctc.pipeline(dev, entry, &constants(false, zero_infinity))?;
+        let mut times: Vec<&std::ops::Range<usize>> = plan.times.iter().collect();
+        if backwards {
+            times.reverse();
+        }
+        for time in times {
+            let params = self.params(plan, chunk, time);
+            let (off, len) = self.time_rows(time);
+            let binds = [
+                Bind::range(LP, lp.storage.buffer(), off, len),
+                Bind::all(TARGETS, self.targets.storage.buffer()),
+                Bind::all(SEQS, seqs.buffer()),
+                Bind::all(table.0, table.1.buffer()),
+            ];
+            let extents = [time.len() as u64, plan.sp as u64];
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, chunk.len() as u64, &extents)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alpha(
+        &self,
+        dev: &Device,
+        plan: &Plan,
+        chunk: &std::ops::Range<usize>,
+        lp: &Tensor,
+        seqs: &Storage,
+        alpha: &Storage,
+        zero_infinity: bool,
+    ) -> Result<()> {
+        self.recursion(dev, "alpha_steps", plan, chunk, lp, seqs, (ALPHA, alpha), zero_infinity, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn beta(
+        &self,
+        dev: &Device,
+        plan: &Plan,
+        chunk: &std::ops::Range<usize>,
+        lp: &Tensor,
+        seqs: &Storage,
+        beta: &Storage,
+        zero_infinity: bool,
+    ) -> Result<()> {
+        self.recursion(dev, "beta_steps", plan, chunk, lp, seqs, (BETA, beta), zero_infinity, true)
+    }
+
+    fn sequence_loss(
+        &self,
+        dev: &Device,
+        chunk: &std::ops::Range<usize>,
+        seqs: &Storage,
+        alpha: &Storage,
+        (nll, loss, status): (&Storage, &Storage, &Storage),
+        zero_infinity: bool,
+    ) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let pipe = KernelId::Ctc.pipeline(dev, "sequence_loss", &constants(false, zero_infinity))?;
+        let sp = 2 * self.max_labels + 1;
+        let params = self.params(&Plan { sequences: vec![], times: vec![], sp }, chunk, &(0..self.steps));
+        let binds = [
+            Bind::all(TARGETS, self.targets.storage.buffer()),
+            Bind::all(SEQS, seqs.buffer()),
+            Bind::all(ALPHA, alpha.buffer()),
+            Bind::all(NLL, nll.buffer()),
+            Bind::all(LOSS, loss.buffer()),
+            Bind::all(STATUS, status.buffer()),
+        ];
+        let groups = (chunk.len() as u64).div_ceil(WG);
+        dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &[0, sp as u64])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn gradient(
+        &self,
+        dev: &Device,
+        plan: &Plan,
+        chunk: &std::ops::Range<usize>,
+        lp: &Tensor,
+        seqs: &Storage,
+        grads: Grads<'_>,
+        zero_infinity: bool,
+    ) -> Result<()> {
+        let fill = KernelId::Ctc.pipeline(dev, "grad_fill", &constants(grads.per_seq, zero_infinity))?;
+        let classes =
+            KernelId::Ctc.pipeline(dev, "grad_classes", &constants(grads.per_seq, zero_infinity))?;
+        for time in &plan.times {
+            let params = self.params(plan, chunk, time);
+            let (off, len) = self.time_rows(time);
+            let lp_bind = Bind::range(LP, lp.storage.buffer(), off, len);
+            let dlp_bind = Bind::range(DLP, grads.dlp.storage.buffer(), off, len);
+            let common = [
+                Bind::all(SEQS, seqs.buffer()),
+                Bind::all(ALPHA, grads.alpha.buffer()),
+                Bind::all(NLL, grads.nll.buffer()),
+                Bind::all(G, grads.g.storage.buffer()),
+            ];
+            let mut binds = vec![lp_bind.clone(), dlp_bind.clone()];
+            binds.extend(common.iter().cloned());
+            let elements = (time.len() * chunk.len() * self.classes) as u64;
+            let extents = [time.len() as u64, plan.sp as u64];
+            dispatch(dev, &fill, bytemuck::bytes_of(&params), &binds, elements.div_ceil(WG), &[])?;
+            let mut binds = vec![lp_bind, dlp_bind];
+            binds.extend(common.iter().cloned());
+            binds.push(Bind::all(TARGETS, self.targets.storage.buffer()));
+            binds.push(Bind::all(BETA, grads.beta.buffer()));
+            let threads = (time.len() * chunk.len() * (params.max_labels as usize + 1)) as u64;
+            dispatch(dev, &classes, bytemuck::bytes_of(&params), &binds, threads.div_ceil(WG), &extents)?;
+        }
+        Ok(())
+    }
+}
+
+/// The pipeline constants.
+fn constants(per_seq: bool, zero_infinity: bool) -> [(&'static str, f64); 3] {
+    [("WG", WG as f64), ("G_PER_SEQ", per_seq as u8 as f64), ("ZERO_INFINITY", zero_infinity as u8 as f64)]
+}

@@ -331,7 +331,7 @@ impl Job<'_> {
         let row = (self.batch * self.classes * 4) as u64;
         let align = dev.limits().min_storage_buffer_offset_alignment as u64;
         let step = if row == 0 { 1 } else { align / gcd(row, align) };
-        let by_binding = if row == 0 { u64::MAX } else { limit / row / step * step };
+        let by_binding = limit.checked_div(row).map_or(u64::MAX, |rows| rows / step * step);
         if by_binding == 0 {
             return Err(Error::limit("ctc: the log-probabilities of one time step", row * step, limit));
         }
@@ -492,13 +492,13 @@ impl Job<'_> {
                 Bind::all(NLL, grads.nll.buffer()),
                 Bind::all(G, grads.g.storage.buffer()),
             ];
-            let mut binds = vec![lp_bind.clone(), dlp_bind.clone()];
-            binds.extend(common.iter().cloned());
+            let mut binds = vec![lp_bind, dlp_bind];
+            binds.extend(common.iter().copied());
             let elements = (time.len() * chunk.len() * self.classes) as u64;
             let extents = [time.len() as u64, plan.sp as u64];
             dispatch(dev, &fill, bytemuck::bytes_of(&params), &binds, elements.div_ceil(WG), &[])?;
             let mut binds = vec![lp_bind, dlp_bind];
-            binds.extend(common.iter().cloned());
+            binds.extend(common.iter().copied());
             binds.push(Bind::all(TARGETS, self.targets.storage.buffer()));
             binds.push(Bind::all(BETA, grads.beta.buffer()));
             let threads = (time.len() * chunk.len() * (params.max_labels as usize + 1)) as u64;

@@ -7,7 +7,7 @@ mod common;
 
 use common::{devices, label};
 use wgpu_loss::catalogue::{
-    self, Args, Array, LOSSES, Loss, LossReduction, Operand, Options, Target, Variant,
+    self, Args, Array, GradientOf, LOSSES, Loss, LossReduction, Operand, Options, Target, Variant,
 };
 use wgpu_loss::data::Rng;
 use wgpu_loss::{DType, Device};
@@ -155,10 +155,25 @@ fn every_loss_in_half_precision_on_every_adapter() {
     check_all(&[DType::F16, DType::BF16], "half-precision (x f16, bf16)");
 }
 
+/// log_softmax over rows of `cols` values.
+fn log_softmax_rows(x: &[f64], cols: usize) -> Vec<f64> {
+    x.chunks(cols)
+        .flat_map(|row| {
+            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+            row.iter().map(move |v| v - lse)
+        })
+        .collect()
+}
+
 /// Σ reference(args)·g with the operand `which` (the input for `None`) set to `x`.
 fn objective(loss: &Loss, args: &Args, which: Option<Operand>, x: &[f64], g: &[f64]) -> f64 {
     let mut a = args.clone();
     match which {
+        // PyTorch's CTC gradient is in the logits z of lp = log_softmax(z): perturb z (= lp).
+        None if loss.gradient == GradientOf::LogSoftmaxLogits => {
+            a.input.data = log_softmax_rows(x, *a.input.shape.last().unwrap())
+        }
         None => a.input.data = x.to_vec(),
         Some(w) => a.operand_mut(w).as_mut().expect("the operand is given").data = x.to_vec(),
     }

@@ -10,6 +10,7 @@ use common::{Rng, Tol, assert_close, devices};
 use npyz::WriterBuilder;
 use wgpu_loss::cli::npy;
 use wgpu_loss::reference::class_margin as cm;
+use wgpu_loss::reference::ctc as ctc_ref;
 use wgpu_loss::reference::divergence as div;
 use wgpu_loss::reference::embedding_rows as er;
 use wgpu_loss::reference::pointwise::{self, Pointwise};
@@ -424,6 +425,20 @@ fn every_op_eval_and_grad_on_every_adapter() {
         let mut a = strings(&["--input", &f("x.npy")]);
         a.extend(strings(&args));
         cases.push(("triplet-margin", a, e, g));
+        // ctc on one unbatched sequence: log-probs (T, C) = (6, 5), targets (S), 0-d lengths,
+        // blank 4, summed.
+        let ct: Vec<i64> = vec![1, 1, 3];
+        write(&p("ct.npy"), &ct, &[3]);
+        write(&p("il.npy"), &[6i64], &[]);
+        write(&p("tl.npy"), &[3i32], &[]);
+        let lp64: Vec<f64> = logp.iter().map(|&v| v as f64).collect();
+        let seq = [ctc_ref::Sequence { input_length: 6, targets: &ct }];
+        let e = ctc_ref::ctc(&lp64, (1, c), &seq, 4, false, Reduction::Sum);
+        let g = ctc_ref::ctc_backward(&lp64, (1, c), &seq, 4, false, &[1.0], Reduction::Sum);
+        let args = ["--input-lengths", &f("il.npy"), "--target-lengths", &f("tl.npy"), "--blank", "4"];
+        let mut a = strings(&["--input", &f("logp.npy"), "--target", &f("ct.npy"), "--reduction", "sum"]);
+        a.extend(strings(&args));
+        cases.push(("ctc", a, e, g));
     }
     for be in backends() {
         for (op, args, want_eval, want_grad) in &cases {
@@ -706,6 +721,42 @@ fn errors_exit_non_zero_with_one_message_and_write_nothing() {
         o,
     ];
     fails(&dir, &cos, "target [2, 3] must hold one value per row");
+    // ctc: lengths required, integer, within T; refused by other ops.
+    write(Path::new(&p("il9.npy")), &[9i64], &[]);
+    write(Path::new(&p("tl2.npy")), &[2i64], &[]);
+    write(Path::new(&p("ilf.npy")), &[2.0f32], &[]);
+    let tok = p("tok.npy");
+    let ctc = |extra: &[&str]| {
+        let mut a = vec!["eval", "ctc", "--input", &x_path, "--target", &tok, "--output", o];
+        a.extend_from_slice(extra);
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    run(ctc(&["--target-lengths", &p("tl2.npy")]), "--input-lengths FILE is required");
+    run(
+        ctc(&["--input-lengths", &p("ilf.npy"), "--target-lengths", &p("tl2.npy")]),
+        "int64 or int32 lengths",
+    );
+    run(ctc(&["--input-lengths", &p("il9.npy"), "--target-lengths", &p("tl2.npy")]), "input_lengths[0] = 9");
+    run(
+        ctc(&["--input-lengths", &p("tl2.npy"), "--target-lengths", &p("tl2.npy"), "--blank", "3"]),
+        "blank 3",
+    );
+    fails(
+        &dir,
+        &[
+            "eval",
+            "mse",
+            "--input",
+            &x_path,
+            "--target",
+            &x_path,
+            "--input-lengths",
+            &p("il9.npy"),
+            "--output",
+            o,
+        ],
+        "--input-lengths is only for ctc",
+    );
     // A failing run leaves an existing output untouched.
     std::fs::write(&out, b"keep").unwrap();
     let out_run =

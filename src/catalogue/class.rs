@@ -2,8 +2,9 @@
 //! the shape without the class dim, or against probabilities of the input's own shape.
 
 use super::loss::{
-    Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, Options, Target, TargetKind,
-    Targets, Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
+    Args, Array, BenchShape, DEFAULTS, Extra, GradientOf, Inputs, Loss, LossReduction, Opt, Options, Target,
+    TargetKind, Targets, Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references,
+    numel,
 };
 use crate::data::Rng;
 use crate::error::{Error, Result};
@@ -174,6 +175,8 @@ pub(super) static CROSS_ENTROPY: Loss = Loss {
     pos_weight: false,
     bias: false,
     labels: false,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[Opt::IgnoreIndex, Opt::LabelSmoothing],
     reductions: PLAIN,
     default_reduction: LossReduction::Mean,
@@ -222,6 +225,8 @@ pub(super) static NLL: Loss = Loss {
     pos_weight: false,
     bias: false,
     labels: false,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[Opt::IgnoreIndex],
     reductions: PLAIN,
     default_reduction: LossReduction::Mean,

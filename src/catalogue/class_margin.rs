@@ -2,8 +2,8 @@
 //! (multi_margin) or a float target per class (multilabel_soft_margin), with class weights.
 
 use super::loss::{
-    Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, Options, Target, TargetKind,
-    Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
+    Args, Array, BenchShape, DEFAULTS, Extra, GradientOf, Inputs, Loss, LossReduction, Opt, Options, Target,
+    TargetKind, Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
 };
 use crate::data::Rng;
 use crate::error::{Error, NO_IGNORE_INDEX, Result};
@@ -114,6 +114,8 @@ pub(super) static MULTI_MARGIN: Loss = Loss {
     pos_weight: false,
     bias: false,
     labels: false,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[Opt::P, Opt::Margin],
     reductions: PLAIN,
     default_reduction: LossReduction::Mean,
@@ -166,6 +168,8 @@ pub(super) static MULTILABEL_SOFT_MARGIN: Loss = Loss {
     pos_weight: false,
     bias: false,
     labels: false,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[],
     reductions: PLAIN,
     default_reduction: LossReduction::Mean,

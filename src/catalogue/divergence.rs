@@ -3,8 +3,8 @@
 
 use super::class::WIDE_SHAPES;
 use super::loss::{
-    Args, Array, DEFAULTS, Extra, Ids, Inputs, Loss, LossReduction, Opt, Options, Target, TargetKind,
-    Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
+    Args, Array, DEFAULTS, Extra, GradientOf, Ids, Inputs, Loss, LossReduction, Opt, Options, Target,
+    TargetKind, Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
 };
 use crate::data::Rng;
 use crate::ops::divergence::{Jsd, Tvd};
@@ -102,6 +102,8 @@ pub(super) static JSD: Loss = Loss {
     pos_weight: false,
     bias: false,
     labels: true,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[Opt::IgnoreIndex, Opt::JsdBeta, Opt::Temperature],
     reductions: REDUCTIONS,
     default_reduction: LossReduction::BatchMean,
@@ -167,6 +169,8 @@ pub(super) static TVD: Loss = Loss {
     pos_weight: false,
     bias: false,
     labels: true,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[Opt::IgnoreIndex],
     reductions: REDUCTIONS,
     default_reduction: LossReduction::BatchMean,

@@ -2,8 +2,8 @@
 //! (cosine_embedding), or of an anchor, a positive and a negative (triplet_margin).
 
 use super::loss::{
-    Args, Array, BenchShape, DEFAULTS, Grads, Inputs, Loss, LossReduction, Operand, Opt, Options, Target,
-    TargetKind, Tolerance, Variant, WeightKind, Work, numel,
+    Args, Array, BenchShape, DEFAULTS, GradientOf, Grads, Inputs, Loss, LossReduction, Operand, Opt, Options,
+    Target, TargetKind, Tolerance, Variant, WeightKind, Work, numel,
 };
 use crate::data::Rng;
 use crate::error::Result;
@@ -132,6 +132,8 @@ pub(super) static COSINE_EMBEDDING: Loss = Loss {
     pos_weight: false,
     bias: false,
     labels: false,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[Opt::Margin],
     reductions: PLAIN,
     default_reduction: LossReduction::Mean,
@@ -162,6 +164,8 @@ pub(super) static TRIPLET_MARGIN: Loss = Loss {
     pos_weight: false,
     bias: false,
     labels: false,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[Opt::Margin, Opt::P, Opt::Eps, Opt::Swap],
     reductions: PLAIN,
     default_reduction: LossReduction::Mean,

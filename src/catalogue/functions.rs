@@ -2,8 +2,8 @@
 //! `linear` layer.
 
 use super::loss::{
-    Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Opt, TargetKind, Tolerance,
-    Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
+    Args, Array, BenchShape, DEFAULTS, Extra, GradientOf, Inputs, Loss, LossReduction, Opt, TargetKind,
+    Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
 };
 use crate::data::Rng;
 use crate::dtype::DType;
@@ -58,6 +58,8 @@ pub(super) static LOG_SOFTMAX: Loss = Loss {
     pos_weight: false,
     bias: false,
     labels: false,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[Opt::Dim],
     reductions: NO_REDUCTION,
     default_reduction: LossReduction::None,
@@ -93,6 +95,8 @@ pub(super) static SOFTMAX: Loss = Loss {
     pos_weight: false,
     bias: false,
     labels: false,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[Opt::Dim],
     reductions: NO_REDUCTION,
     default_reduction: LossReduction::None,
@@ -149,6 +153,8 @@ pub(super) static LINEAR: Loss = Loss {
     pos_weight: false,
     bias: true,
     labels: false,
+    lengths: false,
+    gradient: GradientOf::Input,
     options: &[],
     reductions: NO_REDUCTION,
     default_reduction: LossReduction::None,

@@ -142,6 +142,10 @@ pub struct Options {
     /// triplet_margin: the distance to the negative is the smaller of the anchor's and the
     /// positive's.
     pub swap: bool,
+    /// ctc's blank class.
+    pub blank: usize,
+    /// ctc: an impossible sequence's +inf loss counts 0.
+    pub zero_infinity: bool,
     /// poisson_nll: add the Stirling term; gaussian_nll: add ½·log(2π).
     pub full: bool,
     /// The element type of gradients and of log_softmax's, softmax's and linear's outputs.
@@ -167,6 +171,8 @@ impl Default for Options {
             log_input: true,
             p: None,
             swap: false,
+            blank: 0,
+            zero_infinity: false,
             full: false,
             outputs: Outputs::AsInputs,
         }
@@ -192,6 +198,8 @@ pub enum Opt {
     Full,
     P,
     Swap,
+    Blank,
+    ZeroInfinity,
 }
 
 /// One call's host data.
@@ -214,6 +222,9 @@ pub struct Args {
     pub input3: Option<Array>,
     /// gaussian_nll's variance.
     pub var: Option<Array>,
+    /// ctc's input and target lengths, one per sequence.
+    pub input_lengths: Option<Ids>,
+    pub target_lengths: Option<Ids>,
     pub options: Options,
 }
 
@@ -256,6 +267,8 @@ impl Args {
             input2: None,
             input3: None,
             var: None,
+            input_lengths: None,
+            target_lengths: None,
             options: Options::default(),
         }
     }
@@ -320,6 +333,8 @@ impl Args {
             input2: opt(&self.input2)?,
             input3: opt(&self.input3)?,
             var: opt(&self.var)?,
+            input_lengths: self.input_lengths.as_ref().map(|l| l.data.clone()),
+            target_lengths: self.target_lengths.as_ref().map(|l| l.data.clone()),
             options: self.options,
         })
     }
@@ -353,6 +368,9 @@ pub struct Inputs {
     pub input2: Option<Tensor>,
     pub input3: Option<Tensor>,
     pub var: Option<Tensor>,
+    /// ctc's lengths, on the host as its API takes them.
+    pub input_lengths: Option<Vec<i64>>,
+    pub target_lengths: Option<Vec<i64>>,
     pub options: Options,
 }
 
@@ -434,6 +452,12 @@ pub enum Extra {
     Ignored,
     /// Probability targets in place of class ids.
     Probabilities,
+    /// ctc: targets concatenated in one dim, not padded rows.
+    Concatenated,
+    /// ctc: one unbatched sequence, `(T, C)`.
+    Unbatched,
+    /// ctc: a sequence whose input is too short for its target.
+    Impossible,
     /// Labels (jsd, tvd), some of them `ignore_index`.
     Labels,
     /// gaussian_nll's var with one value per row: the input's shape less its last dim.
@@ -503,6 +527,16 @@ impl Tolerance {
     }
 }
 
+/// What a loss's `backward` differentiates with respect to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradientOf {
+    /// The input itself.
+    Input,
+    /// The logits `z` whose `log_softmax` over the last dim is the input: PyTorch's CTC
+    /// convention (`exp(log_probs) − γ`). Finite differences check it through that composition.
+    LogSoftmaxLogits,
+}
+
 /// Reference gradients in a loss's operands, one per operand, in order.
 pub type Grads = Vec<Vec<f64>>;
 
@@ -523,6 +557,10 @@ pub struct Loss {
     pub bias: bool,
     /// Whether it takes labels that leave rows out (jsd, tvd).
     pub labels: bool,
+    /// Whether it takes input and target lengths, one per sequence (ctc).
+    pub lengths: bool,
+    /// What `backward` gives the gradient with respect to.
+    pub gradient: GradientOf,
     /// The scalar options it reads.
     pub options: &'static [Opt],
     /// The reductions it accepts (`[None]` for functions without one).

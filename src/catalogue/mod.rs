@@ -24,6 +24,7 @@
 
 mod class;
 mod class_margin;
+mod ctc;
 mod divergence;
 mod embedding_rows;
 mod functions;
@@ -31,8 +32,8 @@ mod loss;
 mod pointwise;
 
 pub use loss::{
-    Args, Array, BenchShape, DEFAULTS, Extra, Grads, Ids, Inputs, Loss, LossReduction, Operand, Opt, Options,
-    Target, TargetKind, Targets, Tolerance, Variant, WeightKind, Work, no_operand_grads,
+    Args, Array, BenchShape, DEFAULTS, Extra, GradientOf, Grads, Ids, Inputs, Loss, LossReduction, Operand,
+    Opt, Options, Target, TargetKind, Targets, Tolerance, Variant, WeightKind, Work, no_operand_grads,
     no_operand_references, ones,
 };
 
@@ -59,6 +60,7 @@ pub static LOSSES: &[&Loss] = &[
     &class_margin::MULTILABEL_SOFT_MARGIN,
     &embedding_rows::COSINE_EMBEDDING,
     &embedding_rows::TRIPLET_MARGIN,
+    &ctc::CTC,
     &functions::LOG_SOFTMAX,
     &functions::SOFTMAX,
     &functions::LINEAR,

@@ -1,8 +1,8 @@
 //! The elementwise losses: one input, one float target of the same shape, optional weights.
 
 use super::loss::{
-    Args, Array, BenchShape, DEFAULTS, Extra, Inputs, Loss, LossReduction, Operand, Opt, Options, Target,
-    TargetKind, Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
+    Args, Array, BenchShape, DEFAULTS, Extra, GradientOf, Inputs, Loss, LossReduction, Operand, Opt, Options,
+    Target, TargetKind, Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
 };
 use crate::data::Rng;
 use crate::error::{Error, Result};
@@ -372,6 +372,8 @@ macro_rules! entry {
             bench: BENCH,
             bias: false,
             labels: false,
+            lengths: false,
+            gradient: GradientOf::Input,
             $($field: $value),*
         }
     };

@@ -149,6 +149,18 @@ pub struct OpArgs {
     /// positive's.
     #[arg(long)]
     pub swap: bool,
+    /// ctc: each sequence's input length (int64 or int32, one per sequence; 0-d unbatched).
+    #[arg(long)]
+    pub input_lengths: Option<PathBuf>,
+    /// ctc: each sequence's target length.
+    #[arg(long)]
+    pub target_lengths: Option<PathBuf>,
+    /// ctc: the blank class.
+    #[arg(long, default_value_t = 0)]
+    pub blank: usize,
+    /// ctc: an impossible sequence's infinite loss (and NaN gradient) count 0.
+    #[arg(long)]
+    pub zero_infinity: bool,
     /// kl-div: the target holds log-probabilities.
     #[arg(long)]
     pub log_target: bool,
@@ -286,6 +298,12 @@ impl Job {
         if loss.reads(Opt::Swap) {
             o.swap = a.swap;
         }
+        if loss.reads(Opt::Blank) {
+            o.blank = a.blank;
+        }
+        if loss.reads(Opt::ZeroInfinity) {
+            o.zero_infinity = a.zero_infinity;
+        }
         let takes_reduction = loss.reductions != [LossReduction::None];
         if takes_reduction && !loss.reductions.contains(&o.reduction) {
             let name = o.reduction.name();
@@ -328,6 +346,7 @@ impl Job {
             (None, _) => {}
         }
         args.labels = load_labels(a, loss)?;
+        (args.input_lengths, args.target_lengths) = load_lengths(a, loss)?;
         for (which, array) in load_operands(a, loss, &xs)? {
             *args.operand_mut(which) = Some(array);
         }
@@ -386,6 +405,33 @@ fn load_operands(a: &OpArgs, loss: &Loss, xs: &[usize]) -> Result<Vec<(Operand, 
         out.push((which, Array::of_dtype(&v, &shape, dtype)));
     }
     Ok(out)
+}
+
+/// ctc's `--input-lengths` and `--target-lengths` files (int64 or int32), required by the ops
+/// that take lengths and refused by the others.
+fn load_lengths(a: &OpArgs, loss: &Loss) -> Result<(Option<Ids>, Option<Ids>), CliError> {
+    let flags = [("--input-lengths", &a.input_lengths), ("--target-lengths", &a.target_lengths)];
+    if !loss.lengths {
+        if let Some((flag, _)) = flags.iter().find(|(_, p)| p.is_some()) {
+            let with = ops_with(|l| l.lengths);
+            return Err(CliError(format!("{flag} is only for {with}, not {}", a.op.name())));
+        }
+        return Ok((None, None));
+    }
+    let mut out = flags.iter().map(|&(flag, path)| {
+        let path = required(flag, path, a.op)?;
+        match npy::read(flag, path)? {
+            NpyArray::Ids(data, shape) => Ok(Ids { data, shape }),
+            NpyArray::Float(..) => Err(CliError(format!(
+                "{flag} {}: {} needs int64 or int32 lengths, got floats",
+                path.display(),
+                a.op.name()
+            ))),
+        }
+    });
+    let input = out.next().expect("two flags")?;
+    let target = out.next().expect("two flags")?;
+    Ok((Some(input), Some(target)))
 }
 
 /// The `--labels` file of the losses that take labels.

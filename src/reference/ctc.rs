@@ -133,15 +133,17 @@ pub fn ctc_backward(
         };
         let l = extended(seq.targets, blank);
         for t in 0..seq.input_length.min(steps) {
-            for c in 0..classes {
+            // Σ over the positions of each class of alpha·beta, in log space.
+            let mut per_class = vec![f64::NEG_INFINITY; classes];
+            for (k, &c) in l.iter().enumerate() {
+                per_class[c] = lse(&[per_class[c], alpha[t][k] + beta[t][k]]);
+            }
+            for (c, &ab) in per_class.iter().enumerate() {
                 let at = (t * batch + n) * classes + c;
                 out[at] = if v == f64::INFINITY {
                     if zero_infinity { 0.0 } else { f64::NAN }
                 } else {
-                    let terms: Vec<f64> =
-                        (0..l.len()).filter(|&k| l[k] == c).map(|k| alpha[t][k] + beta[t][k]).collect();
-                    let gamma = (lse(&terms) + v - lp[at]).exp();
-                    (lp[at].exp() - gamma) * s
+                    (lp[at].exp() - (ab + v - lp[at]).exp()) * s
                 };
             }
         }

@@ -15,15 +15,18 @@
 //                 l'_s != l'_{s+2}) + lp[t, l'_s].
 //   grad_fill:    dlp[t, n, c] = exp(lp[t, n, c]) * s_n for t < T_n, else 0; NaN for t < T_n
 //                 where nll is +inf (0 with zero_infinity), as PyTorch.
-//   grad_classes: one thread per (t, n, k), k = 0 .. L: the class of k (blank for 0, else
-//                 l_{k-1}), if no smaller k has it, gets (exp(lp) - exp(lse over the s with
-//                 l'_s of that class of alpha[t, s] + beta[t, s], + nll - lp)) * s_n: PyTorch's
-//                 gradient, exp(lp) - gamma, which folds in the log_softmax that made lp.
+//   class_chains: one thread per (n, s): the class of l'_s, whether s is its class's first
+//                 position, and the next position of the same class (a chain per class, so that
+//                 the gradient visits each position once a step).
+//   grad_classes: one thread per (t, n, s) whose s heads a chain: its class gets
+//                 (exp(lp) - exp(lse over the chain of alpha[t, s] + beta[t, s], + nll - lp)) * s_n:
+//                 PyTorch's gradient, exp(lp) - gamma, which folds in the log_softmax that made lp.
 // s_n = g[n] (G_PER_SEQ) or g[0], over the sequence's divisor. -inf is the NEG_BIG sentinel (a
 // sum with it stays below NEG_HALF); +inf and NaN are written as bit patterns (ARCHITECTURE.md).
 // Sequence n's row of `seqs`: input length, target length, first target, divisor (f32 bits).
 // bindings: 0 uniform Params | 1 lp (this time chunk) | 2 targets i32 | 3 seqs | 4 alpha |
-//           5 beta | 6 nll | 7 loss | 8 g | 9 dlp (this time chunk) | 10 status
+//           5 beta | 6 nll | 7 loss | 8 g | 9 dlp (this time chunk) | 10 status |
+//           11 chains (seqs, sp): (class, with bit 31 set at a chain's head; next position)
 
 override WG: u32 = 64u;
 override G_PER_SEQ: bool = false;
@@ -42,9 +45,9 @@ struct Params {
     t1: u32,
     n0: u32,      // this sequence chunk: n0 .. n0 + seqs - 1 (alpha, beta from n0)
     seqs: u32,
-    max_labels: u32, // the longest target in this chunk
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -58,6 +61,10 @@ struct Params {
 @group(0) @binding(8) var<storage, read> g: array<f32>;
 @group(0) @binding(9) var<storage, read_write> dlp: array<u32>;
 @group(0) @binding(10) var<storage, read_write> status: array<atomic<u32>>;
+@group(0) @binding(11) var<storage, read_write> chains: array<vec2<u32>>;
+
+const HEAD: u32 = 0x80000000u;
+const NONE: u32 = 0xffffffffu;
 
 fn lse2(a: f32, b: f32) -> f32 {
     let m = max(a, b);
@@ -263,45 +270,77 @@ fn grad_fill(
 }
 
 @compute @workgroup_size(WG)
+fn class_chains(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // Threads (j, s) of this sequence chunk.
+    let e = group_index(wid, nwg) * WG + lid;
+    if (e >= params.seqs * params.sp) {
+        return;
+    }
+    let j = e / params.sp;
+    let s = e % params.sp;
+    let row = seqs[params.n0 + j];
+    let positions = 2u * row.y + 1u;
+    if (s >= positions) {
+        chains[e] = vec2<u32>(0u, NONE);
+        return;
+    }
+    let cls = label(row, s);
+    var head = HEAD;
+    for (var q = 0u; q < s; q++) {
+        if (label(row, q) == cls) {
+            head = 0u;
+            break;
+        }
+    }
+    var next = NONE;
+    for (var q = s + 1u; q < positions; q++) {
+        if (label(row, q) == cls) {
+            next = q;
+            break;
+        }
+    }
+    chains[e] = vec2<u32>(cls | head, next);
+}
+
+@compute @workgroup_size(WG)
 fn grad_classes(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // Threads (t, j, k) of this time and sequence chunk, k = 0 .. max_labels.
+    // Threads (t, j, s) of this time and sequence chunk.
     let e = group_index(wid, nwg) * WG + lid;
-    let per_t = params.seqs * (params.max_labels + 1u);
+    let per_t = params.seqs * params.sp;
     if (e >= (params.t1 - params.t0) * per_t) {
         return;
     }
     let t = params.t0 + e / per_t;
-    let j = (e % per_t) / (params.max_labels + 1u);
-    let k = e % (params.max_labels + 1u);
+    let j = (e % per_t) / params.sp;
+    let s = e % params.sp;
     let n = params.n0 + j;
     let row = seqs[n];
-    if (t >= row.x || k > row.y || nll_bits(j, row) == INF_BITS) {
+    let link = chains[j * params.sp + s];
+    if (t >= row.x || (link.x & HEAD) == 0u || s > 2u * row.y || nll_bits(j, row) == INF_BITS) {
         return;
     }
-    // The class of k (cls), and whether a smaller k has it.
-    let cls = label(row, select(0u, 2u * k - 1u, k > 0u));
-    for (var q = 0u; q < k; q++) {
-        if (label(row, select(0u, 2u * q - 1u, q > 0u)) == cls) {
-            return;
-        }
-    }
+    let cls = link.x & ~HEAD;
+    // The online log-sum-exp of alpha + beta along the chain.
     var m = NEG_BIG;
-    for (var s = 0u; s <= 2u * row.y; s++) {
-        if (label(row, s) == cls) {
-            m = max(m, alpha[at(j, t, s)] + beta[at(j, t, s)]);
-        }
-    }
     var sum = 0.0;
-    if (m > NEG_HALF) {
-        for (var s = 0u; s <= 2u * row.y; s++) {
-            if (label(row, s) == cls) {
-                sum += exp(alpha[at(j, t, s)] + beta[at(j, t, s)] - m);
-            }
+    var q = s;
+    for (var k = 0u; k < params.sp && q != NONE; k++) {
+        let v = alpha[at(j, t, q)] + beta[at(j, t, q)];
+        if (v > m) {
+            sum = sum * exp(m - v) + 1.0;
+            m = v;
+        } else {
+            sum += exp(v - m);
         }
+        q = chains[j * params.sp + q].y;
     }
     let index = ((t - params.t0) * params.batch + n) * params.classes + cls;
     let v = lp[index];

@@ -23,9 +23,7 @@ pub(crate) struct Params {
     /// This sequence chunk, `n0 .. n0 + seqs` (alpha and beta hold it).
     pub(crate) n0: u32,
     pub(crate) seqs: u32,
-    /// The chunk's longest target.
-    pub(crate) max_labels: u32,
-    pub(crate) _pad: [u32; 2],
+    pub(crate) _pad: [u32; 3],
 }
 const _: () = assert!(size_of::<Params>() == 48);
 
@@ -48,6 +46,9 @@ pub const G: Binding = Binding::read("g", 8);
 pub const DLP: Binding = Binding::read_write("dlp", 9);
 /// The first target outside `[0, C)`.
 pub const STATUS: Binding = Binding::read_write("status", 10);
+/// Per sequence and extended label: its class (bit 31 set at its class's first position) and
+/// the next position of the same class.
+pub const CHAINS: Binding = Binding::read_write("chains", 11);
 
 /// The extents the loops grow with: the time steps of a dispatch and the extended labels.
 pub(crate) const EXTENTS: &[&str] = &["steps", "positions"];
@@ -60,9 +61,9 @@ pub(crate) fn step_trips(steps: u64, positions: u64) -> u64 {
 }
 
 const STEPS: LoopBound = LoopBound { over: EXTENTS, rule: |e| step_trips(e[0], e[1]) };
-/// sequence_loss loops over the targets, grad_classes over the earlier classes and twice over
-/// the positions.
-const POSITIONS: LoopBound = LoopBound { over: EXTENTS, rule: |e| 3 * e[1] + 1 };
+/// sequence_loss loops over the targets, class_chains twice over the positions, grad_classes
+/// along one chain.
+const POSITIONS: LoopBound = LoopBound { over: EXTENTS, rule: |e| 2 * e[1] + 1 };
 
 pub static KERNEL: KernelSpec = KernelSpec {
     name: "ctc",
@@ -79,9 +80,10 @@ pub static KERNEL: KernelSpec = KernelSpec {
             bindings: &[LP, SEQS, ALPHA, NLL, G, DLP],
             trips: LoopBound::fixed(|_| 0),
         },
+        EntrySpec { name: "class_chains", bindings: &[TARGETS, SEQS, CHAINS], trips: POSITIONS },
         EntrySpec {
             name: "grad_classes",
-            bindings: &[LP, TARGETS, SEQS, ALPHA, BETA, NLL, G, DLP],
+            bindings: &[LP, SEQS, ALPHA, BETA, NLL, G, DLP, CHAINS],
             trips: POSITIONS,
         },
     ],

@@ -16,7 +16,7 @@ use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, gcd};
 use crate::kernels::KernelId;
 use crate::kernels::ctc::{
-    ALPHA, BETA, DLP, G, LOSS, LP, NLL, Params, SEQS, STATUS, TARGETS, WG, step_trips,
+    ALPHA, BETA, CHAINS, DLP, G, LOSS, LP, NLL, Params, SEQS, STATUS, TARGETS, WG, step_trips,
 };
 use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
 
@@ -357,7 +357,6 @@ impl Job<'_> {
     }
 
     fn params(&self, plan: &Plan, chunk: &std::ops::Range<usize>, time: &std::ops::Range<usize>) -> Params {
-        let max_labels = self.rows[chunk.clone()].iter().map(|r| r[1]).max().unwrap_or(0);
         Params {
             batch: self.batch as u32,
             classes: self.classes as u32,
@@ -368,8 +367,7 @@ impl Job<'_> {
             t1: time.end as u32,
             n0: chunk.start as u32,
             seqs: chunk.len() as u32,
-            max_labels,
-            _pad: [0; 2],
+            _pad: [0; 3],
         }
     }
 
@@ -481,6 +479,17 @@ impl Job<'_> {
         let fill = KernelId::Ctc.pipeline(dev, "grad_fill", &constants(grads.per_seq, zero_infinity))?;
         let classes =
             KernelId::Ctc.pipeline(dev, "grad_classes", &constants(grads.per_seq, zero_infinity))?;
+        // The chains of each class's positions, once for the chunk.
+        let chains = Storage::alloc(dev, (chunk.len() * plan.sp * 8).max(8) as u64)?;
+        let link = KernelId::Ctc.pipeline(dev, "class_chains", &constants(false, zero_infinity))?;
+        let params = self.params(plan, chunk, &(0..0));
+        let binds = [
+            Bind::all(TARGETS, self.targets.storage.buffer()),
+            Bind::all(SEQS, seqs.buffer()),
+            Bind::all(CHAINS, chains.buffer()),
+        ];
+        let threads = (chunk.len() * plan.sp) as u64;
+        dispatch(dev, &link, bytemuck::bytes_of(&params), &binds, threads.div_ceil(WG), &[0, plan.sp as u64])?;
         for time in &plan.times {
             let params = self.params(plan, chunk, time);
             let (off, len) = self.time_rows(time);
@@ -499,9 +508,9 @@ impl Job<'_> {
             dispatch(dev, &fill, bytemuck::bytes_of(&params), &binds, elements.div_ceil(WG), &[])?;
             let mut binds = vec![lp_bind, dlp_bind];
             binds.extend(common.iter().copied());
-            binds.push(Bind::all(TARGETS, self.targets.storage.buffer()));
             binds.push(Bind::all(BETA, grads.beta.buffer()));
-            let threads = (time.len() * chunk.len() * (params.max_labels as usize + 1)) as u64;
+            binds.push(Bind::all(CHAINS, chains.buffer()));
+            let threads = (time.len() * chunk.len() * plan.sp) as u64;
             dispatch(dev, &classes, bytemuck::bytes_of(&params), &binds, threads.div_ceil(WG), &extents)?;
         }
         Ok(())

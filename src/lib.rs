@@ -71,6 +71,7 @@ pub use ops::linear_cross_entropy::{
 };
 pub use ops::linear_jsd::{DEFAULT_JSD_SCRATCH_BYTES, LinearHead, LinearJsd};
 pub use ops::log_softmax::{LogSoftmax, Softmax, log_softmax, softmax};
+pub use ops::multilabel_margin::MultilabelMargin;
 pub use ops::nll::{Nll, nll};
 pub use ops::pointwise::{
     Bce, BceWithLogits, GaussianNll, HingeEmbedding, Huber, KlDiv, KlReduction, L1, MarginRanking, Mse,

@@ -650,8 +650,36 @@ const WM: &[f32] = &[0.5, 1.0, 2.0, 1.5];
 ///      reduction="none"), xm)
 /// show("ml mean w", lambda x: F.multilabel_soft_margin_loss(x, torch.tensor(yl).double(), weight=wm), xm)
 /// ```
+/// and for multilabel_margin (targets before the first −1 count; row 1 repeats class 1):
+/// ```python
+/// x = [[0.1, 0.2, 0.4, 0.8], [0.5, -0.3, 0.9, 0.0]]; y = torch.tensor([[3, 0, -1, 1], [1, 1, -1, 0]])
+/// show("mlm none", lambda x: F.multilabel_margin_loss(x, y, reduction="none"), x)
+/// show("mlm mean", lambda x: F.multilabel_margin_loss(x, y), x)
+/// ```
 /// Rows 1 and 2 of `xm` put multi_margin's hinge at 0 exactly for some classes (gradient 0).
 const GOLDEN_ROWS: &[GoldenRows] = &[
+    GoldenRows {
+        name: "multilabel_margin",
+        reduction: LossReduction::None,
+        options: NO_OPTIONS,
+        shape: &[2, 4],
+        x: &[0.1, 0.2, 0.4, 0.8, 0.5, -0.3, 0.9, 0.0],
+        target: RowTarget::Ids(&[3, 0, -1, 1, 1, 1, -1, 0], &[2, 4]),
+        weight: None,
+        want: &[0.85, 2.65],
+        grad: &[-0.5, 0.5, 0.5, -0.5, 0.5, -1.5, 0.5, 0.5],
+    },
+    GoldenRows {
+        name: "multilabel_margin",
+        reduction: LossReduction::Mean,
+        options: NO_OPTIONS,
+        shape: &[2, 4],
+        x: &[0.1, 0.2, 0.4, 0.8, 0.5, -0.3, 0.9, 0.0],
+        target: RowTarget::Ids(&[3, 0, -1, 1, 1, 1, -1, 0], &[2, 4]),
+        weight: None,
+        want: &[1.75],
+        grad: &[-0.25, 0.25, 0.25, -0.25, 0.25, -0.75, 0.25, 0.25],
+    },
     GoldenRows {
         name: "multi_margin",
         reduction: LossReduction::None,

@@ -439,6 +439,25 @@ fn every_op_eval_and_grad_on_every_adapter() {
         let mut a = strings(&["--input", &f("logp.npy"), "--target", &f("ct.npy"), "--reduction", "sum"]);
         a.extend(strings(&args));
         cases.push(("ctc", a, e, g));
+        // multilabel-margin: listed targets up to -1 (int32), a repeat in row 0.
+        let mlt: Vec<i32> = (0..n * c)
+            .map(|e| match e % c {
+                0 => (e / c % c) as i32,
+                1 => (e / c % c) as i32,
+                2 => -1,
+                k => k as i32,
+            })
+            .collect();
+        write(&p("mlt.npy"), &mlt, &[n, c]);
+        let mlt64: Vec<i64> = mlt.iter().map(|&v| v as i64).collect();
+        let e = cm::multilabel_margin(&x, &mlt64, c, Reduction::Mean).unwrap();
+        let g = cm::multilabel_margin_backward(&x, &mlt64, c, &[1.0f32], Reduction::Mean).unwrap();
+        cases.push((
+            "multilabel-margin",
+            strings(&["--input", &f("x.npy"), "--target", &f("mlt.npy")]),
+            e,
+            g,
+        ));
     }
     for be in backends() {
         for (op, args, want_eval, want_grad) in &cases {
@@ -756,6 +775,18 @@ fn errors_exit_non_zero_with_one_message_and_write_nothing() {
             o,
         ],
         "--input-lengths is only for ctc",
+    );
+    // multilabel-margin: a target outside [-1, C), float targets.
+    write(Path::new(&p("mlbad.npy")), &[0i64, 3, -1, 1, -1, 0], &[2, 3]);
+    fails(
+        &dir,
+        &["eval", "multilabel-margin", "--input", &x_path, "--target", &p("mlbad.npy"), "--output", o],
+        "target 3 at position 1",
+    );
+    fails(
+        &dir,
+        &["eval", "multilabel-margin", "--input", &x_path, "--target", &x_path, "--output", o],
+        "class ids",
     );
     // A failing run leaves an existing output untouched.
     std::fs::write(&out, b"keep").unwrap();

@@ -8,6 +8,7 @@ use super::loss::{
 use crate::data::Rng;
 use crate::error::{Error, NO_IGNORE_INDEX, Result};
 use crate::ops::class_margin::{MultiMargin, MultilabelSoftMargin};
+use crate::ops::multilabel_margin::MultilabelMargin;
 use crate::reference::class_margin as reference;
 
 const PLAIN: &[LossReduction] = &[LossReduction::None, LossReduction::Mean, LossReduction::Sum];
@@ -16,6 +17,11 @@ const BENCH: &[BenchShape] = &[
     BenchShape { name: "margin_65536x100", dims: &[65536, 100], quick: false, backward: true },
     BenchShape { name: "margin_4096x1000", dims: &[4096, 1000], quick: false, backward: true },
     BenchShape { name: "margin_1024x100", dims: &[1024, 100], quick: true, backward: true },
+];
+/// multilabel_margin's partial sums cost C² a row: tabular widths.
+const LISTED_BENCH: &[BenchShape] = &[
+    BenchShape { name: "multilabel_65536x20", dims: &[65536, 20], quick: false, backward: true },
+    BenchShape { name: "multilabel_1024x100", dims: &[1024, 100], quick: true, backward: true },
 ];
 const WEIGHTED: Variant = Variant { name: "weight", options: |_| {}, extras: &[Extra::Weight] };
 /// PyTorch's default margin of multi_margin.
@@ -48,6 +54,39 @@ fn scores(rng: &mut Rng, shape: &[usize], _: &Options, v: &Variant) -> Args {
     a.target = Some(Target::Ids { data: ids, shape: shape[..shape.len() - 1].to_vec() });
     class_weights(rng, &mut a, v);
     a
+}
+
+/// Scores in [−2, 2) and, per row, 0 to 3 listed targets (the second repeating the first in
+/// every third row), a −1, then class ids that do not count.
+fn listed_targets(rng: &mut Rng, shape: &[usize], _: &Options, _: &Variant) -> Args {
+    let (cols, rows) = classes_and_rows(shape);
+    let mut a = Args::new(Array::from_f32(&rng.uniform(numel(shape), -2.0, 2.0), shape));
+    let mut ids = Vec::with_capacity(numel(shape));
+    for r in 0..rows {
+        let count = rng.below(4).min(cols);
+        let mut row: Vec<i64> = (0..count).map(|_| rng.below(cols) as i64).collect();
+        if r % 3 == 0 && count >= 2 {
+            row[1] = row[0];
+        }
+        while row.len() < cols {
+            row.push(if row.len() == count { -1 } else { rng.below(cols) as i64 });
+        }
+        ids.extend(row);
+    }
+    a.target = Some(Target::Ids { data: ids, shape: shape.to_vec() });
+    a
+}
+
+/// The reference's bad target (a flat position) as the library's error.
+fn listed_out_of_range(a: &Args, position: usize) -> Error {
+    let ids = a.ids_target("multilabel_margin").unwrap_or_default();
+    Error::TargetOutOfRange {
+        op: "multilabel_margin",
+        position,
+        value: ids.get(position).copied().unwrap_or_default(),
+        classes: classes_and_rows(&a.input.shape).0,
+        ignore_index: NO_IGNORE_INDEX,
+    }
 }
 
 /// Logits in [−3, 3) and soft labels in [0, 1) of the same shape.
@@ -199,4 +238,51 @@ pub(super) static MULTILABEL_SOFT_MARGIN: Loss = Loss {
     bench_tolerance: Tolerance { forward: (1e-6, 1e-4), backward: (1e-9, 1e-4) },
     bench: BENCH,
     bench_work: |d| bytes(d, numel(d) as u64 * 4),
+};
+
+pub(super) static MULTILABEL_MARGIN: Loss = Loss {
+    name: "multilabel_margin",
+    pytorch: "torch.nn.functional.multilabel_margin_loss",
+    target: TargetKind::Ids,
+    weight: WeightKind::None,
+    pos_weight: false,
+    bias: false,
+    labels: false,
+    lengths: false,
+    gradient: GradientOf::Input,
+    options: &[],
+    reductions: PLAIN,
+    default_reduction: LossReduction::Mean,
+    variants: &[DEFAULTS],
+    test_shapes: &[&[7, 13], &[5], &[1, 3], &[6, 2]],
+    generate: listed_targets,
+    forward: |i| {
+        let r = i.options.reduction.without_batchmean("multilabel_margin")?;
+        MultilabelMargin { reduction: r, outputs: i.options.outputs }
+            .forward(&i.input, i.ids_target("multilabel_margin")?)
+    },
+    backward: |i, _, g| {
+        let r = i.options.reduction.without_batchmean("multilabel_margin")?;
+        let loss = MultilabelMargin { reduction: r, outputs: i.options.outputs };
+        loss.backward(&i.input, i.ids_target("multilabel_margin")?, g)
+    },
+    reference: |a| {
+        let (cols, _) = classes_and_rows(&a.input.shape);
+        let r = a.options.reduction.without_batchmean("multilabel_margin")?;
+        reference::multilabel_margin(&a.input.data, a.ids_target("multilabel_margin")?, cols, r)
+            .map_err(|p| listed_out_of_range(a, p))
+    },
+    reference_backward: |a, g| {
+        let (cols, _) = classes_and_rows(&a.input.shape);
+        let r = a.options.reduction.without_batchmean("multilabel_margin")?;
+        reference::multilabel_margin_backward(&a.input.data, a.ids_target("multilabel_margin")?, cols, g, r)
+            .map_err(|p| listed_out_of_range(a, p))
+    },
+    operands: &[],
+    backward_operands: no_operand_grads,
+    reference_backward_operands: no_operand_references,
+    tolerance: TOLERANCE,
+    bench_tolerance: Tolerance { forward: (1e-6, 1e-4), backward: (1e-9, 1e-4) },
+    bench: LISTED_BENCH,
+    bench_work: |d| bytes(d, numel(d) as u64 * 8),
 };

@@ -58,6 +58,7 @@ pub static LOSSES: &[&Loss] = &[
     &pointwise::MARGIN_RANKING,
     &class_margin::MULTI_MARGIN,
     &class_margin::MULTILABEL_SOFT_MARGIN,
+    &class_margin::MULTILABEL_MARGIN,
     &embedding_rows::COSINE_EMBEDDING,
     &embedding_rows::TRIPLET_MARGIN,
     &ctc::CTC,

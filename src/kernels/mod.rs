@@ -22,6 +22,7 @@ pub(crate) mod gemm;
 pub mod linear;
 pub mod linear_cross_entropy;
 pub mod log_softmax;
+pub mod multilabel_margin;
 pub mod nll;
 pub mod pointwise;
 pub mod reduce;
@@ -87,11 +88,13 @@ pub enum KernelId {
     EmbeddingRows,
     /// The CTC loss: alpha and beta recursions in log space, and its gradient.
     Ctc,
+    /// multilabel_margin: its target mask, per-target partial sums, and gradient.
+    MultilabelMargin,
 }
 
 impl KernelId {
     /// Every kernel, for validation and warm-up.
-    pub const ALL: [KernelId; 17] = [
+    pub const ALL: [KernelId; 18] = [
         KernelId::Linear,
         KernelId::LinearBlocked,
         KernelId::LinearGradInput,
@@ -109,6 +112,7 @@ impl KernelId {
         KernelId::ClassMargin,
         KernelId::EmbeddingRows,
         KernelId::Ctc,
+        KernelId::MultilabelMargin,
     ];
 
     /// The kernel's spec: entry points, bindings, loop bounds, uniform size.
@@ -131,6 +135,7 @@ impl KernelId {
             KernelId::ClassMargin => &class_margin::KERNEL,
             KernelId::EmbeddingRows => &embedding_rows::KERNEL,
             KernelId::Ctc => &ctc::KERNEL,
+            KernelId::MultilabelMargin => &multilabel_margin::KERNEL,
         }
     }
 

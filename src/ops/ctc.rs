@@ -489,7 +489,14 @@ impl Job<'_> {
             Bind::all(CHAINS, chains.buffer()),
         ];
         let threads = (chunk.len() * plan.sp) as u64;
-        dispatch(dev, &link, bytemuck::bytes_of(&params), &binds, threads.div_ceil(WG), &[0, plan.sp as u64])?;
+        dispatch(
+            dev,
+            &link,
+            bytemuck::bytes_of(&params),
+            &binds,
+            threads.div_ceil(WG),
+            &[0, plan.sp as u64],
+        )?;
         for time in &plan.times {
             let params = self.params(plan, chunk, time);
             let (off, len) = self.time_rows(time);

@@ -19,6 +19,7 @@ pub mod linear;
 pub mod linear_cross_entropy;
 pub mod linear_jsd;
 pub mod log_softmax;
+pub mod multilabel_margin;
 pub mod nll;
 pub mod pointwise;
 pub mod reduce;

@@ -98,3 +98,68 @@ pub fn multilabel_soft_margin_backward<T: Real>(
         })
         .collect()
 }
+
+/// A row's listed targets: the class ids before the first −1; a value outside `[−1, C)` is an
+/// error naming its flat position.
+fn listed(targets: &[i64], row: usize, cols: usize) -> Result<Vec<usize>, usize> {
+    let mut out = Vec::new();
+    for (j, &t) in targets[row * cols..(row + 1) * cols].iter().enumerate() {
+        if t < -1 || t >= cols as i64 {
+            return Err(row * cols + j);
+        }
+        if t == -1 {
+            break;
+        }
+        out.push(t as usize);
+    }
+    Ok(out)
+}
+
+/// `Σ_j Σ_{i ∉ T} max(0, 1 − x[y_j] + x[i]) / C` for each row (a repeated target counts twice).
+pub fn multilabel_margin<T: Real>(
+    x: &[T],
+    targets: &[i64],
+    cols: usize,
+    reduction: Reduction,
+) -> Result<Vec<f64>, usize> {
+    let rows = x.len().checked_div(cols).unwrap_or(0);
+    let mut losses = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let ys = listed(targets, r, cols)?;
+        let row: Vec<f64> = x[r * cols..(r + 1) * cols].iter().map(|&v| v.into()).collect();
+        let sum: f64 = ys
+            .iter()
+            .map(|&y| {
+                (0..cols).filter(|i| !ys.contains(i)).map(|i| (1.0 - row[y] + row[i]).max(0.0)).sum::<f64>()
+            })
+            .sum();
+        losses.push(sum / cols as f64);
+    }
+    Ok(reduce_with(losses, reduction, rows as f64))
+}
+
+/// The gradient of [`multilabel_margin`] in `x` (0 on a hinge at 0).
+pub fn multilabel_margin_backward<T: Real>(
+    x: &[T],
+    targets: &[i64],
+    cols: usize,
+    grad: &[T],
+    reduction: Reduction,
+) -> Result<Vec<f64>, usize> {
+    let rows = x.len().checked_div(cols).unwrap_or(0);
+    let mut dx = vec![0.0; x.len()];
+    for r in 0..rows {
+        let ys = listed(targets, r, cols)?;
+        let row: Vec<f64> = x[r * cols..(r + 1) * cols].iter().map(|&v| v.into()).collect();
+        let s = upstream(grad, r, reduction, rows as f64) / cols as f64;
+        for &y in &ys {
+            for i in (0..cols).filter(|i| !ys.contains(i)) {
+                if 1.0 - row[y] + row[i] > 0.0 {
+                    dx[r * cols + i] += s;
+                    dx[r * cols + y] -= s;
+                }
+            }
+        }
+    }
+    Ok(dx)
+}

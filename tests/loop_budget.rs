@@ -445,3 +445,83 @@ fn shapes_past_every_split_are_limit_errors_naming_the_shape() {
         );
     }
 }
+
+/// The one-thread-per-row losses on devices whose budget is narrowed to 1 024 trips: a row just
+/// inside it matches the reference; one class (or value) more is a typed error naming the
+/// kernel, never a silently short loop.
+#[test]
+fn narrowed_budget_row_losses() {
+    use wgpu_loss::reference::{class_margin as cm, embedding_rows as er};
+    use wgpu_loss::{CosineEmbedding, MultiMargin, MultilabelMargin};
+    let mut rng = Rng::new(23);
+    for dev in narrow_budget_devices() {
+        let what = common::label(dev);
+        // multi_margin loops once over C: 1 024 classes fit, 1 025 do not.
+        for (c, fits) in [(1_024usize, true), (1_025, false)] {
+            let x = rng.values(2 * c, 1.0);
+            let t = [3i64, 700];
+            let (xt, tt) = (dev.tensor(&x, &[2, c]).unwrap(), dev.indices(&t, &[2]).unwrap());
+            let got = MultiMargin::default().forward(&xt, &tt);
+            if fits {
+                let want = cm::multi_margin(&x, c, &t, 1, 1.0, None, Reduction::Mean).unwrap();
+                assert_close(
+                    &format!("{what} multi_margin C={c}"),
+                    &got.unwrap().to_vec().unwrap(),
+                    &want,
+                    Tol::scaled(4.0),
+                );
+            } else {
+                let err = got.unwrap_err();
+                assert!(matches!(&err, Error::Limit { what, .. } if what.contains("class_margin")), "{err}");
+            }
+        }
+        // cosine_embedding's backward loops twice over D: 512 values fit, 513 do not.
+        for (d, fits) in [(512usize, true), (513, false)] {
+            let (a, b) = (rng.values(d, 1.0), rng.values(d, 1.0));
+            let (at, bt) = (dev.tensor(&a, &[d]).unwrap(), dev.tensor(&b, &[d]).unwrap());
+            let y = dev.tensor(&[1.0], &[]).unwrap();
+            let g = dev.tensor(&[1.0], &[]).unwrap();
+            let got = CosineEmbedding::default().backward(&at, &bt, &y, &g);
+            if fits {
+                let (a64, b64) = (f64s(&a), f64s(&b));
+                let want =
+                    er::cosine_embedding_backward(&a64, &b64, d, &[1.0], 0.0, &[1.0], Reduction::Mean).0;
+                assert_close(
+                    &format!("{what} cosine D={d}"),
+                    &got.unwrap().0.to_vec().unwrap(),
+                    &want,
+                    Tol::scaled(4.0),
+                );
+            } else {
+                let err = got.unwrap_err();
+                assert!(
+                    matches!(&err, Error::Limit { what, .. } if what.contains("embedding_rows")),
+                    "{err}"
+                );
+            }
+        }
+        // multilabel_margin loops at most three times over C: 341 fit, 342 do not.
+        for (c, fits) in [(341usize, true), (342, false)] {
+            let x = rng.values(c, 1.0);
+            let mut t = vec![-1i64; c];
+            t[..3].copy_from_slice(&[5, 0, 77]);
+            let (xt, tt) = (dev.tensor(&x, &[c]).unwrap(), dev.indices(&t, &[c]).unwrap());
+            let got = MultilabelMargin::default().forward(&xt, &tt);
+            if fits {
+                let want = cm::multilabel_margin(&x, &t, c, Reduction::Mean).unwrap();
+                assert_close(
+                    &format!("{what} multilabel_margin C={c}"),
+                    &got.unwrap().to_vec().unwrap(),
+                    &want,
+                    Tol::scaled(4.0),
+                );
+            } else {
+                let err = got.unwrap_err();
+                assert!(
+                    matches!(&err, Error::Limit { what, .. } if what.contains("multilabel_margin")),
+                    "{err}"
+                );
+            }
+        }
+    }
+}

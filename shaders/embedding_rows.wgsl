@@ -4,6 +4,8 @@
 //                     loss = 1 - cos where y = 1, max(0, cos - margin) where y = -1, else 0.
 //   TRIPLET_MARGIN:   loss = max(0, margin + d(a, p) - d(a, n)) with d(u, v) = |u - v + eps|_P
 //                     (x1 = a, x2 = p, x3 = n); with SWAP, d(a, n) is min(d(a, n), d(p, n)).
+//                     The max norm's gradient is shared evenly by the elements at the max, as
+//                     PyTorch's.
 //   backward: d1, d2 (and d3) = the loss's gradients in x1, x2 (and x3) times s_r = g[r]
 //             (G_PER_ROW) or g[0] * scale. Where a hinge is 0 exactly the gradient is 0, as
 //             PyTorch's; a tie of SWAP's minimum splits the gradient in halves, as PyTorch's.
@@ -16,6 +18,9 @@
 override WG: u32 = 64u;
 override LOSS: u32 = 0u;
 override SWAP: bool = false;
+// triplet_margin's norm: 0 the p-norm of params.p, 1 the max norm (p = inf), 2 the count of
+// non-zeros (p = 0, whose gradient is 0, as PyTorch's).
+override NORM: u32 = 0u;
 override G_PER_ROW: bool = false;
 
 const COSINE_EMBEDDING: u32 = 0u;
@@ -47,9 +52,12 @@ fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }
 
-// |v|^P, exact for P = 1 and 2.
+// |v|^P, exact for P = 1 and 2; 1 for a non-zero v with the count norm.
 fn pow_abs(v: f32) -> f32 {
     let a = abs(v);
+    if (NORM == 2u) {
+        return select(1.0, 0.0, a == 0.0);
+    }
     if (params.p == 2.0) {
         return a * a;
     }
@@ -61,19 +69,23 @@ fn pow_abs(v: f32) -> f32 {
 
 // s^(1/P) for a sum s >= 0 of |v|^P.
 fn root(s: f32) -> f32 {
+    if (NORM == 2u || params.p == 1.0) {
+        return s;
+    }
     if (params.p == 2.0) {
         return sqrt(s);
-    }
-    if (params.p == 1.0) {
-        return s;
     }
     return select(exp2(log2(s) / params.p), 0.0, s == 0.0);
 }
 
-// d|v|_P / dv for one element v of a vector whose norm is `d` (0 where v or d is 0).
-fn norm_grad(v: f32, d: f32) -> f32 {
-    if (d == 0.0 || v == 0.0) {
+// d|v|_P / dv for one element v of a vector whose norm is `d` (0 where v or d is 0); for the
+// max norm, `ties` is how many elements reach d.
+fn norm_grad(v: f32, d: f32, ties: f32) -> f32 {
+    if (d == 0.0 || v == 0.0 || NORM == 2u) {
         return 0.0;
+    }
+    if (NORM == 1u) {
+        return select(0.0, sign(v) / ties, abs(v) == d);
     }
     if (params.p == 2.0) {
         return v / d;
@@ -82,6 +94,15 @@ fn norm_grad(v: f32, d: f32) -> f32 {
         return sign(v);
     }
     return sign(v) * exp2((params.p - 1.0) * (log2(abs(v)) - log2(d)));
+}
+
+// The running max of |v| and how many elements reach it.
+fn max_tie(m: vec2<f32>, v: f32) -> vec2<f32> {
+    let a = abs(v);
+    if (a > m.x) {
+        return vec2<f32>(a, 1.0);
+    }
+    return vec2<f32>(m.x, m.y + select(0.0, 1.0, a == m.x));
 }
 
 // A cosine row's sums: <x1, x2>, |x1|^2 + 1e-12, |x2|^2 + 1e-12, and whether a value is NaN.
@@ -105,29 +126,43 @@ fn cosine_sums(base: u32) -> Cosine {
     return c;
 }
 
-// A triplet row's distances d(a, p), d(a, n), d(p, n) (the last with SWAP), and NaN.
+// A triplet row's distances d(a, p), d(a, n), d(p, n) (the last with SWAP), the max norm's
+// ties of each, and NaN.
 struct Triplet {
     ap: f32,
     an: f32,
     pn: f32,
+    ties: vec3<f32>,
     nan: bool,
 }
 
 fn triplet_distances(base: u32) -> Triplet {
     var s = vec3<f32>(0.0);
+    var m_ap = vec2<f32>(0.0, 0.0);
+    var m_an = vec2<f32>(0.0, 0.0);
+    var m_pn = vec2<f32>(0.0, 0.0);
     var nan = false;
     for (var k = 0u; k < params.cols; k++) {
         let a = x1[base + k];
         let p = x2[base + k];
         let n = x3[base + k];
         nan = nan | is_nan(a) | is_nan(p) | is_nan(n);
-        s.x += pow_abs(a - p + params.eps);
-        s.y += pow_abs(a - n + params.eps);
-        if (SWAP) {
-            s.z += pow_abs(p - n + params.eps);
+        if (NORM == 1u) {
+            m_ap = max_tie(m_ap, a - p + params.eps);
+            m_an = max_tie(m_an, a - n + params.eps);
+            m_pn = max_tie(m_pn, p - n + params.eps);
+        } else {
+            s.x += pow_abs(a - p + params.eps);
+            s.y += pow_abs(a - n + params.eps);
+            if (SWAP) {
+                s.z += pow_abs(p - n + params.eps);
+            }
         }
     }
-    return Triplet(root(s.x), root(s.y), root(s.z), nan);
+    if (NORM == 1u) {
+        return Triplet(m_ap.x, m_an.x, select(0.0, m_pn.x, SWAP), vec3<f32>(m_ap.y, m_an.y, m_pn.y), nan);
+    }
+    return Triplet(root(s.x), root(s.y), root(s.z), vec3<f32>(1.0), nan);
 }
 
 // The weights of d(a, n) and d(p, n) in the negative distance (SWAP's minimum; halves on a tie).
@@ -212,11 +247,11 @@ fn backward(
             let a = x1[base + k];
             let p = x2[base + k];
             let n = x3[base + k];
-            let g_ap = norm_grad(a - p + params.eps, t.ap);
-            let g_an = w.x * norm_grad(a - n + params.eps, t.an);
+            let g_ap = norm_grad(a - p + params.eps, t.ap, t.ties.x);
+            let g_an = w.x * norm_grad(a - n + params.eps, t.an, t.ties.y);
             var g_pn = 0.0;
             if (SWAP) {
-                g_pn = w.y * norm_grad(p - n + params.eps, t.pn);
+                g_pn = w.y * norm_grad(p - n + params.eps, t.pn, t.ties.z);
             }
             d1[base + k] = on * (g_ap - g_an);
             d2[base + k] = on * (-g_ap - g_pn);

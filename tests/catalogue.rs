@@ -822,6 +822,9 @@ struct GoldenEmbedding {
 const C1: &[f32] = &[1.0, 0.0, 2.0, 0.5, 0.5, 0.0, 1.0, -1.0, 0.5];
 const C2: &[f32] = &[0.0, 1.0, 1.0, 1.0, 1.0, 0.0, -1.0, 2.0, 0.5];
 const CT: (&[f32], &[usize]) = (&[1.0, -1.0, -1.0], &[3]);
+const TIA: &[f32] = &[0.0, 1.0, -1.0, 0.5, 0.5, 0.2];
+const TIP: &[f32] = &[1.0, 0.0, 0.0, 0.0, 0.0, 0.2];
+const TIN: &[f32] = &[0.0, 0.0, 1.0, 0.5, 0.5, 0.5];
 const TA: &[f32] = &[0.0, 1.0, 1.0, 0.5, 0.3, -0.2];
 const TP: &[f32] = &[2.0, 1.0, 0.0, 0.5, 0.1, 0.4];
 const TN: &[f32] = &[1.0, 1.0, 1.5, 0.0, -0.5, 0.2];
@@ -849,9 +852,48 @@ const TN: &[f32] = &[1.0, 1.0, 1.5, 0.0, -0.5, 0.2];
 /// show("tri mean p3 m0.5", lambda a, p, n: F.triplet_margin_loss(a, p, n, p=3, margin=0.5), [ta, tp, tn],
 ///      [0, 1, 2])
 /// ```
+/// and for the max norm and the count norm (PyTorch's p = ∞ shares the gradient between the two
+/// elements at the max of row 1's a − p; its p = 0 passes no gradient, zeros here):
+/// ```python
+/// a = [[0.0, 1.0, -1.0], [0.5, 0.5, 0.2]]; p = [[1.0, 0.0, 0.0], [0.0, 0.0, 0.2]]
+/// n = [[0.0, 0.0, 1.0], [0.5, 0.5, 0.5]]
+/// show("tri none inf", lambda a, p, n: F.triplet_margin_loss(a, p, n, p=float("inf"), eps=0.0,
+///      reduction="none"), [a, p, n], [0, 1, 2])
+/// print(F.triplet_margin_loss(*[torch.tensor(v) for v in (a, p, n)], p=0.0, eps=0.0, reduction="none"))
+/// ```
 /// The swapped p = 1 case ties d(a, n) and d(p, n) in row 0 (PyTorch splits the gradient) and
 /// has a difference of 0 exactly (gradient 0 there).
 const GOLDEN_EMBEDDING: &[GoldenEmbedding] = &[
+    GoldenEmbedding {
+        name: "triplet_margin",
+        reduction: LossReduction::None,
+        options: |o| {
+            o.p = Some(f32::INFINITY);
+            o.eps = Some(0.0);
+        },
+        shape: &[2, 3],
+        inputs: &[TIA, TIP, TIN],
+        target: None,
+        want: &[0.0, 1.2],
+        grads: &[
+            &[0.0, 0.0, 0.0, 0.5, 0.5, 1.0],
+            &[0.0, 0.0, 0.0, -0.5, -0.5, 0.0],
+            &[0.0, 0.0, 0.0, 0.0, 0.0, -1.0],
+        ],
+    },
+    GoldenEmbedding {
+        name: "triplet_margin",
+        reduction: LossReduction::None,
+        options: |o| {
+            o.p = Some(0.0);
+            o.eps = Some(0.0);
+        },
+        shape: &[2, 3],
+        inputs: &[TIA, TIP, TIN],
+        target: None,
+        want: &[2.0, 2.0],
+        grads: &[&[0.0; 6], &[0.0; 6], &[0.0; 6]],
+    },
     GoldenEmbedding {
         name: "cosine_embedding",
         reduction: LossReduction::None,

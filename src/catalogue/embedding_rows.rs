@@ -180,6 +180,15 @@ pub(super) static TRIPLET_MARGIN: Loss = Loss {
             },
             extras: &[],
         },
+        Variant { name: "p=inf", options: |o| o.p = Some(f32::INFINITY), extras: &[] },
+        Variant {
+            name: "p=0,swap",
+            options: |o| {
+                o.p = Some(0.0);
+                o.swap = true;
+            },
+            extras: &[],
+        },
         Variant {
             name: "margin=0.5,eps=0,swap",
             options: |o| {

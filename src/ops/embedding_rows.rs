@@ -46,7 +46,9 @@ pub struct CosineEmbedding {
 /// margin=1, p=2, eps=1e-6, swap=False, reduction)`: `max(0, margin + d(a, p) − d(a, n))` per
 /// row with `d(u, v) = |u − v + eps|_p` over the last dim; with `swap`, `d(a, n)` is
 /// `min(d(a, n), d(p, n))`. The three inputs have one shape `(…, D)`; `none` gives `(…)`. The
-/// margin must be > 0 (as PyTorch) and p finite and > 0 (PyTorch's p = 0 and ∞ are not taken).
+/// margin must be > 0 (as PyTorch). Any p ≥ 0 is taken: `f32::INFINITY` is the max norm (its
+/// gradient shared evenly by the elements at the max, as PyTorch's), 0 counts the non-zero
+/// differences (gradient 0, as PyTorch's).
 #[derive(Clone, Copy, Debug)]
 pub struct TripletMargin {
     /// The margin, > 0 (default 1).
@@ -92,6 +94,8 @@ struct Job<'a> {
     target: Option<&'a Tensor>,
     params: Params,
     swap: bool,
+    /// The `NORM` constant: 0 a p-norm, 1 the max norm, 2 the count of non-zeros.
+    norm: u32,
     reduction: Reduction,
     out_shape: Vec<usize>,
 }
@@ -129,6 +133,7 @@ impl Job<'_> {
             ("LOSS", self.kind as u32 as f64),
             ("SWAP", self.swap as u8 as f64),
             ("G_PER_ROW", g_per_row as u8 as f64),
+            ("NORM", self.norm as f64),
         ];
         let pipe = KernelId::EmbeddingRows.pipeline(dev, entry, &constants)?;
         let row = self.cols() * 4;
@@ -317,6 +322,7 @@ impl CosineEmbedding {
                 _pad: [0; 2],
             },
             swap: false,
+            norm: 0,
             reduction: self.reduction,
             out_shape: rows_shape.to_vec(),
         })
@@ -353,10 +359,13 @@ impl TripletMargin {
         if !(self.margin > 0.0 && self.margin.is_finite()) {
             return Err(Error::invalid(op, format!("margin must be greater than 0, got {}", self.margin)));
         }
-        if !(self.p > 0.0 && self.p.is_finite() && self.eps.is_finite()) {
+        if !(self.p >= 0.0 && self.eps.is_finite()) {
             return Err(Error::invalid(
                 op,
-                format!("p must be finite and > 0 and eps finite, got p {} and eps {}", self.p, self.eps),
+                format!(
+                    "p must be >= 0 (inf: the max norm) and eps finite, got p {} and eps {}",
+                    self.p, self.eps
+                ),
             ));
         }
         let inputs = [anchor, positive, negative];
@@ -370,12 +379,19 @@ impl TripletMargin {
                 rows: rows as u32,
                 cols: cols as u32,
                 margin: self.margin,
-                p: self.p,
+                p: if self.p.is_finite() { self.p } else { 0.0 },
                 eps: self.eps,
                 scale: 0.0,
                 _pad: [0; 2],
             },
             swap: self.swap,
+            norm: if self.p.is_infinite() {
+                1
+            } else if self.p == 0.0 {
+                2
+            } else {
+                0
+            },
             reduction: self.reduction,
             out_shape: anchor.shape[..anchor.shape.len() - 1].to_vec(),
         })

@@ -72,14 +72,30 @@ pub fn cosine_embedding_backward(
     (d1, d2)
 }
 
-/// |u − v + eps|_p.
-fn distance(u: &[f64], v: &[f64], p: f64, eps: f64) -> f64 {
-    u.iter().zip(v).map(|(a, b)| (a - b + eps).abs().powf(p)).sum::<f64>().powf(1.0 / p)
+/// |u − v + eps|_p, and how many elements reach the max (the max norm's ties): p = ∞ is the
+/// max norm, p = 0 the count of non-zeros.
+fn distance(u: &[f64], v: &[f64], p: f64, eps: f64) -> (f64, f64) {
+    let w = u.iter().zip(v).map(|(a, b)| (a - b + eps).abs());
+    if p.is_infinite() {
+        let d = w.clone().fold(0.0, f64::max);
+        return (d, w.filter(|&x| x == d).count() as f64);
+    }
+    if p == 0.0 {
+        return (w.filter(|&x| x != 0.0).count() as f64, 1.0);
+    }
+    (w.map(|x| x.powf(p)).sum::<f64>().powf(1.0 / p), 1.0)
 }
 
-/// d|w|_p / dw_i for w = u − v + eps whose norm is `d`; 0 where `d` is 0.
-fn distance_grad(w: f64, d: f64, p: f64) -> f64 {
-    if d == 0.0 || w == 0.0 { 0.0 } else { w.signum() * (w.abs() / d).powf(p - 1.0) }
+/// d|w|_p / dw_i for w = u − v + eps whose norm is `d` with `ties` elements at the max; 0 where
+/// `d` or `w` is 0, and for p = 0.
+fn distance_grad(w: f64, (d, ties): (f64, f64), p: f64) -> f64 {
+    if d == 0.0 || w == 0.0 || p == 0.0 {
+        0.0
+    } else if p.is_infinite() {
+        if w.abs() == d { w.signum() / ties } else { 0.0 }
+    } else {
+        w.signum() * (w.abs() / d).powf(p - 1.0)
+    }
 }
 
 /// triplet_margin's options.
@@ -91,14 +107,20 @@ pub struct Triplet {
     pub swap: bool,
 }
 
-/// A row's distances d(a, p), d(a, n), d(p, n), and the weights of the last two in the
-/// negative distance (SWAP's minimum, halves on a tie).
-fn triplet_row(a: &[f64], p: &[f64], n: &[f64], o: Triplet) -> (f64, f64, f64, f64, f64) {
+/// A row's distances d(a, p), d(a, n), d(p, n) (each with its ties), and the weights of the last
+/// two in the negative distance (SWAP's minimum, halves on a tie).
+#[allow(clippy::type_complexity)]
+fn triplet_row(
+    a: &[f64],
+    p: &[f64],
+    n: &[f64],
+    o: Triplet,
+) -> ((f64, f64), (f64, f64), (f64, f64), f64, f64) {
     let (ap, an) = (distance(a, p, o.p, o.eps), distance(a, n, o.p, o.eps));
-    let pn = if o.swap { distance(p, n, o.p, o.eps) } else { 0.0 };
-    let (wan, wpn) = if !o.swap || an < pn {
+    let pn = if o.swap { distance(p, n, o.p, o.eps) } else { (0.0, 1.0) };
+    let (wan, wpn) = if !o.swap || an.0 < pn.0 {
         (1.0, 0.0)
-    } else if pn < an {
+    } else if pn.0 < an.0 {
         (0.0, 1.0)
     } else {
         (0.5, 0.5)
@@ -120,7 +142,7 @@ pub fn triplet_margin(
         .map(|r| {
             let s = r * cols..(r + 1) * cols;
             let (ap, an, pn, wan, wpn) = triplet_row(&a[s.clone()], &p[s.clone()], &n[s], o);
-            (o.margin + ap - (wan * an + wpn * pn)).max(0.0)
+            (o.margin + ap.0 - (wan * an.0 + wpn * pn.0)).max(0.0)
         })
         .collect();
     reduce_with(losses, reduction, rows as f64)
@@ -142,7 +164,7 @@ pub fn triplet_margin_backward(
     for r in 0..rows {
         let s = r * cols..(r + 1) * cols;
         let (ap, an, pn, wan, wpn) = triplet_row(&a[s.clone()], &p[s.clone()], &n[s.clone()], o);
-        if o.margin + ap - (wan * an + wpn * pn) <= 0.0 {
+        if o.margin + ap.0 - (wan * an.0 + wpn * pn.0) <= 0.0 {
             continue;
         }
         let g = upstream(grad, r, reduction, rows as f64);

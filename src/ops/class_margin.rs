@@ -8,8 +8,8 @@
 //! truncated loop.
 
 use super::convert::f32_operand;
-use super::reduce::{Finish, reduce};
-use super::{Outputs, Reduction, check_u32};
+use super::reduce::reduce_items;
+use super::{Outputs, Reduction, check_u32, item_grad, reduction_and_outputs};
 use crate::error::{Error, NO_IGNORE_INDEX, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
@@ -240,16 +240,9 @@ impl<'a> Job<'a> {
 
     /// The rows' losses `loss`, reduced.
     fn reduced(&self, loss: std::sync::Arc<Storage>, check: Option<ValueCheck>) -> Result<Tensor> {
-        let dev = self.input.device();
         let mut checks = self.input.checks.clone();
         checks.extend(check);
-        match self.reduction {
-            Reduction::None => Ok(Tensor { checks, ..Tensor::new(loss, self.out_shape.clone()) }),
-            Reduction::Sum => reduce(dev, &loss, None, self.rows, Finish::Sum, 0.0, checks),
-            Reduction::Mean => {
-                reduce(dev, &loss, None, self.rows, Finish::MeanCount, self.rows as f64, checks)
-            }
-        }
+        reduce_items(self.input.device(), loss, self.rows, self.out_shape.clone(), self.reduction, checks)
     }
 
     fn backward(&self, grad: &Tensor, outputs: Outputs) -> Result<Tensor> {
@@ -257,26 +250,7 @@ impl<'a> Job<'a> {
         dev.op(self.op, || {
             self.check()?;
             same_device(self.op, dev, &[grad.device()])?;
-            let per_row = self.reduction == Reduction::None;
-            if per_row && grad.shape != self.out_shape {
-                return Err(Error::shape(
-                    self.op,
-                    format!(
-                        "grad_output must have the loss's shape {:?}, got {:?}",
-                        self.out_shape, grad.shape
-                    ),
-                ));
-            }
-            if !per_row && grad.numel() != 1 {
-                return Err(Error::shape(
-                    self.op,
-                    format!("grad_output of a reduced loss must hold one value, got {:?}", grad.shape),
-                ));
-            }
-            let scale = match self.reduction {
-                Reduction::Mean if self.rows > 0 => 1.0 / self.rows as f32,
-                _ => 1.0,
-            };
+            let (per_row, scale) = item_grad(self.op, grad, self.reduction, &self.out_shape, self.rows)?;
             let x = f32_operand(self.input)?;
             let g = f32_operand(grad)?;
             let y = match self.target {
@@ -415,8 +389,8 @@ impl MultilabelSoftMargin {
     }
 }
 
-/// `weight`, `reduction` and `outputs` setters.
-macro_rules! setters {
+/// The `weight` setter.
+macro_rules! weight_setter {
     ($($t:ty),+) => {$(
         impl $t {
             /// Sets the per-class weights `(C)`.
@@ -424,20 +398,9 @@ macro_rules! setters {
                 self.weight = Some(weight);
                 self
             }
-
-            /// Sets the reduction.
-            pub fn reduction(mut self, reduction: Reduction) -> Self {
-                self.reduction = reduction;
-                self
-            }
-
-            /// Sets the element type of the gradient.
-            pub fn outputs(mut self, outputs: Outputs) -> Self {
-                self.outputs = outputs;
-                self
-            }
         }
     )+};
 }
 
-setters!(MultiMargin, MultilabelSoftMargin);
+weight_setter!(MultiMargin, MultilabelSoftMargin);
+reduction_and_outputs!(MultiMargin, MultilabelSoftMargin);

@@ -9,8 +9,8 @@
 //! The order of every sum depends on the shape alone, so results are bitwise repeatable.
 
 use super::convert::f32_operand;
-use super::reduce::{Finish, reduce};
-use super::{Outputs, Reduction, budget, check_u32};
+use super::reduce::reduce_items;
+use super::{Outputs, Reduction, budget, check_u32, item_grad, reduction_and_outputs};
 use crate::error::{Error, NO_IGNORE_INDEX, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, gcd};
@@ -188,12 +188,7 @@ impl Ctc {
             }
             let mut checks = log_probs.checks.clone();
             checks.extend(check);
-            let n = job.batch;
-            match self.reduction {
-                Reduction::None => Ok(Tensor { checks, ..Tensor::new(loss, job.out_shape.clone()) }),
-                Reduction::Sum => reduce(dev, &loss, None, n, Finish::Sum, 0.0, checks),
-                Reduction::Mean => reduce(dev, &loss, None, n, Finish::MeanCount, n as f64, checks),
-            }
+            reduce_items(dev, loss, job.batch, job.out_shape.clone(), self.reduction, checks)
         })
     }
 
@@ -212,22 +207,7 @@ impl Ctc {
         let dev = log_probs.device();
         dev.op(OP, || {
             same_device(OP, dev, &[grad_output.device()])?;
-            let per_seq = self.reduction == Reduction::None;
-            if per_seq && grad_output.shape != job.out_shape {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "grad_output must have the loss's shape {:?}, got {:?}",
-                        job.out_shape, grad_output.shape
-                    ),
-                ));
-            }
-            if !per_seq && grad_output.numel() != 1 {
-                return Err(Error::shape(
-                    OP,
-                    format!("grad_output of a reduced loss must hold one value, got {:?}", grad_output.shape),
-                ));
-            }
+            let (per_seq, _) = item_grad(OP, grad_output, self.reduction, &job.out_shape, job.batch)?;
             let n = job.batch as f32;
             let divisor = |r: [u32; 3]| match self.reduction {
                 Reduction::Mean => n * r[1].max(1) as f32,
@@ -267,19 +247,9 @@ impl Ctc {
         self.zero_infinity = zero_infinity;
         self
     }
-
-    /// Sets the reduction.
-    pub fn reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-
-    /// Sets the element type of the gradient.
-    pub fn outputs(mut self, outputs: Outputs) -> Self {
-        self.outputs = outputs;
-        self
-    }
 }
+
+reduction_and_outputs!(Ctc);
 
 /// How the work is split: sequence chunks (alpha and beta fit a binding) and time chunks (the
 /// log-probabilities fit a binding, the steps the loop budget).

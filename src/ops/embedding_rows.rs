@@ -7,8 +7,8 @@
 //! up to half its loop budget of values (30 000); a longer one is an error before anything runs.
 
 use super::convert::f32_operand;
-use super::reduce::{Finish, reduce};
-use super::{Outputs, Reduction, check_u32};
+use super::reduce::reduce_items;
+use super::{Outputs, Reduction, check_u32, item_grad, reduction_and_outputs};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
@@ -184,13 +184,7 @@ impl Job<'_> {
             }
             let mut checks: Vec<_> = self.inputs.iter().flat_map(|t| t.checks.iter().cloned()).collect();
             checks.extend(self.target.iter().flat_map(|t| t.checks.iter().cloned()));
-            match self.reduction {
-                Reduction::None => Ok(Tensor { checks, ..Tensor::new(loss, self.out_shape.clone()) }),
-                Reduction::Sum => reduce(dev, &loss, None, self.rows(), Finish::Sum, 0.0, checks),
-                Reduction::Mean => {
-                    reduce(dev, &loss, None, self.rows(), Finish::MeanCount, self.rows() as f64, checks)
-                }
-            }
+            reduce_items(dev, loss, self.rows(), self.out_shape.clone(), self.reduction, checks)
         })
     }
 
@@ -199,26 +193,7 @@ impl Job<'_> {
         let dev = self.inputs[0].device();
         dev.op(self.op, || {
             self.check_devices(Some(grad))?;
-            let per_row = self.reduction == Reduction::None;
-            if per_row && grad.shape != self.out_shape {
-                return Err(Error::shape(
-                    self.op,
-                    format!(
-                        "grad_output must have the loss's shape {:?}, got {:?}",
-                        self.out_shape, grad.shape
-                    ),
-                ));
-            }
-            if !per_row && grad.numel() != 1 {
-                return Err(Error::shape(
-                    self.op,
-                    format!("grad_output of a reduced loss must hold one value, got {:?}", grad.shape),
-                ));
-            }
-            let scale = match self.reduction {
-                Reduction::Mean if self.rows() > 0 => 1.0 / self.rows() as f32,
-                _ => 1.0,
-            };
+            let (per_row, scale) = item_grad(self.op, grad, self.reduction, &self.out_shape, self.rows())?;
             let xs = self.f32_inputs()?;
             let y = self.target.map(f32_operand).transpose()?;
             let g = f32_operand(grad)?;
@@ -441,23 +416,4 @@ impl TripletMargin {
     }
 }
 
-/// The `reduction` and `outputs` setters.
-macro_rules! setters {
-    ($($t:ty),+) => {$(
-        impl $t {
-            /// Sets the reduction.
-            pub fn reduction(mut self, reduction: Reduction) -> Self {
-                self.reduction = reduction;
-                self
-            }
-
-            /// Sets the element type of the gradients.
-            pub fn outputs(mut self, outputs: Outputs) -> Self {
-                self.outputs = outputs;
-                self
-            }
-        }
-    )+};
-}
-
-setters!(CosineEmbedding, TripletMargin);
+reduction_and_outputs!(CosineEmbedding, TripletMargin);

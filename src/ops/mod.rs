@@ -30,6 +30,7 @@ use crate::gpu::device::Device;
 use crate::gpu::dispatch::row_chunks;
 use crate::gpu::spec::LoopBound;
 pub(crate) use crate::kernels::sum::{SUM_CHUNK, SUM_WG, sum_constants};
+use crate::tensor::Tensor;
 
 /// How a per-element (or per-row) loss is reduced, as in PyTorch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -228,3 +229,50 @@ pub(crate) fn resolve_dim(op: &'static str, dim: isize, rank: usize) -> Result<u
     }
     Ok(d as usize)
 }
+
+/// Checks a per-item loss's upstream gradient: the loss's `shape` for `Reduction::None`, else one
+/// value. Returns whether it is per item, and the factor of a reduced one (1/items for the mean,
+/// 1 for the sum).
+pub(crate) fn item_grad(
+    op: &'static str,
+    grad: &Tensor,
+    reduction: Reduction,
+    shape: &[usize],
+    items: usize,
+) -> Result<(bool, f32)> {
+    let per_item = reduction == Reduction::None;
+    if per_item && grad.shape != shape {
+        return Err(Error::shape(
+            op,
+            format!("grad_output must have the loss's shape {shape:?}, got {:?}", grad.shape),
+        ));
+    }
+    if !per_item && grad.numel() != 1 {
+        return Err(Error::shape(
+            op,
+            format!("grad_output of a reduced loss must hold one value, got {:?}", grad.shape),
+        ));
+    }
+    let scale = if reduction == Reduction::Mean && items > 0 { 1.0 / items as f32 } else { 1.0 };
+    Ok((per_item, scale))
+}
+
+/// `reduction` and `outputs` setters for loss types with those fields.
+macro_rules! reduction_and_outputs {
+    ($($t:ty),+) => {$(
+        impl $t {
+            /// Sets the reduction.
+            pub fn reduction(mut self, reduction: $crate::ops::Reduction) -> Self {
+                self.reduction = reduction;
+                self
+            }
+
+            /// Sets the element type of the gradients.
+            pub fn outputs(mut self, outputs: $crate::ops::Outputs) -> Self {
+                self.outputs = outputs;
+                self
+            }
+        }
+    )+};
+}
+pub(crate) use reduction_and_outputs;

@@ -6,9 +6,9 @@
 //! classes (20 000); a longer one is an error before anything runs.
 
 use super::convert::f32_operand;
-use super::reduce::{Finish, reduce};
+use super::reduce::reduce_items;
 use super::sum_dim::sum_dim;
-use super::{Outputs, Reduction, check_u32};
+use super::{Outputs, Reduction, check_u32, item_grad, reduction_and_outputs};
 use crate::error::{Error, NO_IGNORE_INDEX, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
@@ -87,13 +87,7 @@ impl MultilabelMargin {
             let loss = sum_dim(OP, &part, (job.rows, job.cols, 1), job.out_shape.clone())?;
             let mut checks = input.checks.clone();
             checks.push(check);
-            match self.reduction {
-                Reduction::None => Ok(Tensor { checks, ..loss }),
-                Reduction::Sum => reduce(dev, &loss.storage, None, job.rows, Finish::Sum, 0.0, checks),
-                Reduction::Mean => {
-                    reduce(dev, &loss.storage, None, job.rows, Finish::MeanCount, job.rows as f64, checks)
-                }
-            }
+            reduce_items(dev, loss.storage, job.rows, job.out_shape.clone(), self.reduction, checks)
         })
     }
 
@@ -104,26 +98,7 @@ impl MultilabelMargin {
         let dev = input.device();
         dev.op(OP, || {
             same_device(OP, dev, &[grad_output.device()])?;
-            let per_row = self.reduction == Reduction::None;
-            if per_row && grad_output.shape != job.out_shape {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "grad_output must have the loss's shape {:?}, got {:?}",
-                        job.out_shape, grad_output.shape
-                    ),
-                ));
-            }
-            if !per_row && grad_output.numel() != 1 {
-                return Err(Error::shape(
-                    OP,
-                    format!("grad_output of a reduced loss must hold one value, got {:?}", grad_output.shape),
-                ));
-            }
-            let scale = match self.reduction {
-                Reduction::Mean if job.rows > 0 => 1.0 / job.rows as f32,
-                _ => 1.0,
-            };
+            let (per_row, scale) = item_grad(OP, grad_output, self.reduction, &job.out_shape, job.rows)?;
             let x = f32_operand(input)?;
             let g = f32_operand(grad_output)?;
             let check = ValueCheck::new(OP, target, job.cols, NO_IGNORE_INDEX)?;
@@ -147,19 +122,9 @@ impl MultilabelMargin {
             self.outputs.apply(Tensor { checks, ..dx }, input.dtype)
         })
     }
-
-    /// Sets the reduction.
-    pub fn reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-
-    /// Sets the element type of the gradient.
-    pub fn outputs(mut self, outputs: Outputs) -> Self {
-        self.outputs = outputs;
-        self
-    }
 }
+
+reduction_and_outputs!(MultilabelMargin);
 
 type Binds<'b> = [(crate::gpu::spec::Binding, &'b wgpu::Buffer)];
 

@@ -181,6 +181,23 @@ pub fn mean(x: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// Per-item losses (`items` f32 values in `loss`, the output's `shape` for `None`) reduced as
+/// `reduction` says: kept, summed, or averaged over the items (NaN over none).
+pub(crate) fn reduce_items(
+    dev: &Device,
+    loss: std::sync::Arc<Storage>,
+    items: usize,
+    shape: Vec<usize>,
+    reduction: super::Reduction,
+    checks: Vec<ValueCheck>,
+) -> Result<Tensor> {
+    match reduction {
+        super::Reduction::None => Ok(Tensor { checks, ..Tensor::new(loss, shape) }),
+        super::Reduction::Sum => reduce(dev, &loss, None, items, Finish::Sum, 0.0, checks),
+        super::Reduction::Mean => reduce(dev, &loss, None, items, Finish::MeanCount, items as f64, checks),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::stages;

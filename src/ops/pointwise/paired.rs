@@ -50,26 +50,7 @@ impl Default for GaussianNll {
     }
 }
 
-/// The `reduction` and `outputs` setters.
-macro_rules! common_setters {
-    ($($t:ty),+) => {$(
-        impl $t {
-            /// Sets the reduction.
-            pub fn reduction(mut self, reduction: Reduction) -> Self {
-                self.reduction = reduction;
-                self
-            }
-
-            /// Sets the element type of the gradients.
-            pub fn outputs(mut self, outputs: Outputs) -> Self {
-                self.outputs = outputs;
-                self
-            }
-        }
-    )+};
-}
-
-common_setters!(GaussianNll, MarginRanking);
+crate::ops::reduction_and_outputs!(GaussianNll, MarginRanking);
 
 /// How a var of shape `var` meets an input of shape `input` under PyTorch's rule: the shape it
 /// is broadcast from, and the `(outer, size, inner)` view of the input whose middle dim it is

@@ -19,6 +19,11 @@ pub(crate) const BLOCK_COLS: u32 = 16;
 /// flops per float loaded (1.1 GFLOP/s on lavapipe), 32 × 16 does 21 (5.5 GFLOP/s). The block
 /// must be written out: with loops over a private array the accumulators live in memory and the
 /// rate falls to 2 GFLOP/s. WGSL has no macros, hence this generator.
+///
+/// The epilogue reads nothing per element unless `ACCUMULATE` (an override: the pieces of k after
+/// the first add into y). llvmpipe compiles each of 512 stores that also reads y or the bias
+/// into a block of its own with every accumulator live across it: the module took 100 s to
+/// compile that way, 5 s with the bias read once per column and the read of y specialised away.
 pub(crate) fn linear_blocked_source() -> String {
     let (rows, cols) = (BLOCK_ROWS, BLOCK_COLS);
     let mut s = String::from(
@@ -35,15 +40,25 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-fn store(row: u32, col: u32, v: f32) {
+// A piece of k after the first: add into y (and no bias).
+override ACCUMULATE: bool = false;
+
+// The bias of column col (clamped to the last): 0 when there is none or this piece adds to y.
+fn column_bias(col: u32) -> f32 {
+    if (ACCUMULATE || params.has_bias == 0u) {
+        return 0.0;
+    }
+    return bias[params.n_base + min(col, params.n - 1u)];
+}
+
+// y at (row, col) = v plus the column's bias b, or y + v when ACCUMULATE.
+fn store(row: u32, col: u32, v: f32, b: f32) {
     if (row < params.m && col < params.n) {
         let i = row * params.ldy + params.n_base + col;
-        if (params.accumulate != 0u) {
+        if (ACCUMULATE) {
             y[i] = y[i] + v;
-        } else if (params.has_bias != 0u) {
-            y[i] = v + bias[params.n_base + col];
         } else {
-            y[i] = v;
+            y[i] = select(v, v + b, params.has_bias != 0u);
         }
     }
 }
@@ -64,11 +79,16 @@ fn linear(
         &BlockLoads {
             prologue: "",
             row_setup: &|i| format!("let xr{i} = min(r0 + {i}u, params.m - 1u) * params.ldk;"),
-            col_setup: &|j| format!("let wr{j} = min(c0 + {j}u, params.n - 1u) * params.ldk;"),
+            col_setup: &|j| {
+                format!(
+                    "let wr{j} = min(c0 + {j}u, params.n - 1u) * params.ldk;\nlet b{j} = column_bias(c0 + {j}u);"
+                )
+            },
             step_setup: "",
             a: &|r| format!("ld_x(xr{r} + kk)"),
             b: &|j| format!("ld_w(wr{j} + kk)"),
         },
+        &|r, j, v| format!("store(r0 + {r}u, c0 + {j}u, {v}, b{j});"),
     );
     s
 }
@@ -88,9 +108,16 @@ struct BlockLoads<'a> {
 
 /// The body of a register-blocked GEMM entry point, after `let g = group_index(..)`: each of
 /// 8 × 8 threads accumulates a `rows` × `cols` block of C in vec4 registers over params.k and
-/// passes every value to the module's `store(row, col, v)`. Rows and columns past the edge are
-/// clamped for loading (their results are never stored).
-fn register_block(s: &mut String, rows: u32, cols: u32, loads: &BlockLoads<'_>) {
+/// writes every value with the line `store(r, j, value)` gives for row r and column j of the
+/// block. Rows and columns past the edge are clamped for loading (their results are never
+/// stored).
+fn register_block(
+    s: &mut String,
+    rows: u32,
+    cols: u32,
+    loads: &BlockLoads<'_>,
+    store: &dyn Fn(u32, u32, &str) -> String,
+) {
     let c4 = cols / 4;
     let _ = writeln!(s, "    let r0 = (g / params.tiles_n) * {}u + (lid / 8u) * {rows}u;", 8 * rows);
     let _ = writeln!(s, "    let c0 = (g % params.tiles_n) * {}u + (lid % 8u) * {cols}u;", 8 * cols);
@@ -103,7 +130,7 @@ fn register_block(s: &mut String, rows: u32, cols: u32, loads: &BlockLoads<'_>) 
     for r in 0..rows {
         for c in 0..c4 {
             for (j, comp) in ["x", "y", "z", "w"].iter().enumerate() {
-                let _ = writeln!(s, "    store(r0 + {r}u, c0 + {}u, acc{r}_{c}.{comp});", 4 * c + j as u32);
+                let _ = writeln!(s, "    {}", store(r, 4 * c + j as u32, &format!("acc{r}_{c}.{comp}")));
             }
         }
     }
@@ -115,7 +142,9 @@ fn register_block(s: &mut String, rows: u32, cols: u32, loads: &BlockLoads<'_>) 
 fn accumulate(s: &mut String, rows: u32, cols: u32, loads: &BlockLoads<'_>, pad: &str) {
     let c4 = cols / 4;
     for j in 0..cols {
-        let _ = writeln!(s, "{pad}{}", (loads.col_setup)(j));
+        for line in (loads.col_setup)(j).lines() {
+            let _ = writeln!(s, "{pad}{line}");
+        }
     }
     for r in 0..rows {
         for c in 0..c4 {
@@ -141,8 +170,10 @@ fn accumulate(s: &mut String, rows: u32, cols: u32, loads: &BlockLoads<'_>, pad:
 }
 
 /// Rows and columns of logits per thread in linear_cross_entropy's `partials` (software
-/// adapters: big blocks, few loads per FMA) and `partials_small` (GPUs: few registers).
-pub(crate) const LCE_BLOCK: (u32, u32) = (16, 16);
+/// adapters: big blocks, few loads per FMA) and `partials_small` (GPUs: few registers). 16 × 16
+/// ran the forward 10 % faster on lavapipe but took 30 s to compile there (every row's fold is
+/// written out per column quad), 16 × 8 takes 8 s.
+pub(crate) const LCE_BLOCK: (u32, u32) = (16, 8);
 pub(crate) const LCE_BLOCK_SMALL: (u32, u32) = (4, 8);
 
 /// Appends linear_cross_entropy's partials entry `name`: thread (row block, slice) walks its
@@ -300,6 +331,7 @@ fn gemm(
             a: &a_load,
             b: &|j| format!("ld_b(bk + bc{j})"),
         },
+        &|r, j, v| format!("store(r0 + {r}u, c0 + {j}u, {v});"),
     );
     if a_transposed {
         s.push_str(

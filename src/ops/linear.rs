@@ -66,14 +66,31 @@ impl Gemm<'_> {
     ) -> Result<()> {
         let (id, (tile_m, tile_n)) = kernel.resolve(dev);
         let (xd, wd) = (self.x.dtype, self.w.dtype);
-        let pipe = id.pipeline_for(dev, gemm_reads(&[(X, xd), (W, wd)]), "linear", &[])?;
-        let trips = |k: u64| pipe.entry.trips.at(&[k]);
+        let reads = gemm_reads(&[(X, xd), (W, wd)]);
+        // The blocked kernel specialises the pieces after the first, which add into y.
+        let specialised = id == KernelId::LinearBlocked;
+        let pipeline = |accumulate: bool| {
+            let constants: &[(&'static str, f64)] =
+                if specialised { &[("ACCUMULATE", accumulate as u8 as f64)] } else { &[] };
+            id.pipeline_for(dev, reads, "linear", constants)
+        };
+        let first = pipeline(false)?;
+        let trips = |k: u64| first.entry.trips.at(&[k]);
         let step = block_step(&[xd, wd]) as u64;
         let piece = super::budget::largest_fitting(dev, step, self.k, trips)
             .ok_or_else(|| super::budget::exceeded(dev, op, shape, trips(step)))?;
         let tiles_n = self.n.div_ceil(tile_n);
+        let mut rest = None;
         for k0 in (0..self.k).step_by(piece as usize) {
             let kk = piece.min(self.k - k0);
+            let pipe = if k0 == 0 {
+                first.clone()
+            } else {
+                match &rest {
+                    Some(p) => Arc::clone(p),
+                    None => rest.insert(pipeline(true)?).clone(),
+                }
+            };
             let params = Params {
                 m: self.m as u32,
                 n: self.n as u32,

@@ -80,17 +80,10 @@ impl Gemm<'_> {
         let piece = super::budget::largest_fitting(dev, step, self.k, trips)
             .ok_or_else(|| super::budget::exceeded(dev, op, shape, trips(step)))?;
         let tiles_n = self.n.div_ceil(tile_n);
-        let mut rest = None;
+        let rest = if piece < self.k { pipeline(true)? } else { Arc::clone(&first) };
         for k0 in (0..self.k).step_by(piece as usize) {
             let kk = piece.min(self.k - k0);
-            let pipe = if k0 == 0 {
-                first.clone()
-            } else {
-                match &rest {
-                    Some(p) => Arc::clone(p),
-                    None => rest.insert(pipeline(true)?).clone(),
-                }
-            };
+            let pipe = if k0 == 0 { &first } else { &rest };
             let params = Params {
                 m: self.m as u32,
                 n: self.n as u32,
@@ -106,7 +99,7 @@ impl Gemm<'_> {
             let (x_len, w_len) = (self.m * self.k - k0, self.n * self.k - k0);
             dispatch(
                 dev,
-                &pipe,
+                pipe,
                 bytemuck::bytes_of(&params),
                 &[
                     Bind::range(X, self.x.storage.buffer(), xd.bytes(self.x_first + k0), xd.bytes(x_len)),

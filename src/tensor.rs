@@ -33,23 +33,18 @@ impl Storage {
     }
 
     /// A new pooled storage buffer holding `data`.
+    ///
+    /// The bytes travel through a staging buffer of their own and a copy recorded where the
+    /// device records now (the open operation's encoder, else the pending list), never through
+    /// `queue.write_buffer`: that lands before every command buffer of the next submission, so
+    /// it could overwrite a pooled buffer that recorded but unsubmitted work still reads, or be
+    /// read before the work recorded ahead of it has written it. A recorded copy runs in order.
     pub(crate) fn upload(dev: &Device, data: &[u8]) -> Result<Arc<Storage>> {
         dev.ensure_alive()?;
         let s = Self::alloc(dev, data.len() as u64)?;
-        // `write_buffer` lands before the *next* submission; a recycled buffer may still be used
-        // by recorded commands, so those go out first.
-        if dev.has_pending() {
-            dev.flush()?;
-        }
         if !data.is_empty() {
-            let padded = data.len().div_ceil(4) * 4;
-            if padded == data.len() {
-                dev.inner.queue.write_buffer(s.buffer(), 0, data);
-            } else {
-                let mut v = data.to_vec();
-                v.resize(padded, 0);
-                dev.inner.queue.write_buffer(s.buffer(), 0, &v);
-            }
+            let staging = dev.upload_staging(data)?;
+            dev.record(|enc| enc.copy_buffer_to_buffer(&staging, 0, s.buffer(), 0, staging.size()));
         }
         Ok(s)
     }
@@ -157,6 +152,10 @@ async fn read_many(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8
 }
 
 async fn read_parts(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u8>>> {
+    if crate::gpu::recording::is_open(dev.id()) {
+        // The open operation's commands are not queued yet: the read would miss them.
+        return Err(Error::Wgpu("internal: a read inside an operation of the same device".into()));
+    }
     let mut offsets = Vec::with_capacity(parts.len());
     let mut total = 0u64;
     for (_, bytes) in parts {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{devices, label};
+use common::{adversarial_devices, devices, label};
 use wgpu_loss::catalogue::{
     self, Args, Array, GradientOf, LOSSES, Loss, LossReduction, Operand, Options, Target, Variant,
 };
@@ -88,16 +88,21 @@ fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
     let mut misses = Vec::new();
     let args = loss.sample(seed, shape, variant, reduction).as_dtype(dtype);
     let inputs = args.upload(dev).unwrap_or_else(|e| panic!("{what}: upload: {e}"));
+    // Everything is recorded before anything is read, as a training step would: under an
+    // adversarial pool the upstream gradient's upload then reuses a buffer the forward released
+    // and has not run yet.
     let out = (loss.forward)(&inputs).unwrap_or_else(|e| panic!("{what}: forward: {e}"));
+    let g = Rng::new(seed ^ 0x5eed).values(out.numel(), 1.0);
+    let gt = dev.tensor(&g, out.shape()).unwrap();
+    let grad = (loss.backward)(&inputs, &out, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
+    let grads = (loss.backward_operands)(&inputs, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
+
     let tol = loss.tolerance.for_dtype(out.dtype());
     let want = (loss.reference)(&args).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
     if let Some(m) = miss(&out.to_vec().unwrap(), &want, tol.forward) {
         misses.push(format!("{what}: forward {m}"));
     }
-    let g = Rng::new(seed ^ 0x5eed).values(out.numel(), 1.0);
-    let gt = dev.tensor(&g, out.shape()).unwrap();
     let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
-    let grad = (loss.backward)(&inputs, &out, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
     assert_eq!(grad.shape(), &args.input.shape[..], "{what}: the gradient has the input's shape");
     assert_eq!(grad.dtype(), dtype, "{what}: the gradient has the input's element type");
     let tol = loss.tolerance.for_dtype(grad.dtype());
@@ -105,7 +110,6 @@ fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
     if let Some(m) = miss(&grad.to_vec().unwrap(), &want, tol.backward) {
         misses.push(format!("{what}: backward {m}"));
     }
-    let grads = (loss.backward_operands)(&inputs, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
     let wants =
         (loss.reference_backward_operands)(&args, &g64).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
     assert_eq!((grads.len(), wants.len()), (loss.operands.len(), loss.operands.len()), "{what}");
@@ -124,10 +128,15 @@ fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
 /// Every case on every device in each of `dtypes`; fails listing every miss, else prints the
 /// count (to stderr directly: the harness captures `eprintln!`, and CI shows the count).
 fn check_all(dtypes: &[DType], what: &str) {
+    check_all_on(devices(), dtypes, what)
+}
+
+/// [`check_all`] on `devs`.
+fn check_all_on(devs: &[Device], dtypes: &[DType], what: &str) {
     let _serial = serial();
     let mut failures = Vec::new();
     let mut runs = 0;
-    for dev in devices() {
+    for dev in devs {
         for &dtype in dtypes {
             for case in cases() {
                 failures.extend(check_case(dev, case, dtype));
@@ -153,6 +162,14 @@ fn every_loss_matches_its_reference_on_every_adapter() {
 #[test]
 fn every_loss_in_half_precision_on_every_adapter() {
     check_all(&[DType::F16, DType::BF16], "half-precision (x f16, bf16)");
+}
+
+/// Every case in f32 again with an adversarial pool: each allocation gets the buffer released
+/// last, nothing is submitted before a read, so an upload or a reuse ordered wrongly against
+/// recorded work shows as a wrong number.
+#[test]
+fn every_loss_under_an_adversarial_pool() {
+    check_all_on(adversarial_devices(), &[DType::F32], "f32 adversarial-pool");
 }
 
 /// log_softmax over rows of `cols` values.

@@ -60,17 +60,19 @@ fn check(dev: &Device, case: &Case, lp: &[f32], what: &str) {
         for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
             let loss = Ctc { blank: case.blank, zero_infinity, reduction, ..Default::default() };
             let what = format!("{what} zero_infinity={zero_infinity} {reduction:?} on {}", label(dev));
+            // Both directions are recorded before either is read (under an adversarial pool the
+            // upstream gradient's upload reuses a buffer of the forward's).
             let got = loss.forward(&x, &targets, &case.input_lengths, &case.target_lengths).unwrap();
-            let want = reference::ctc(&lp64, (n, c), &seqs, case.blank, zero_infinity, reduction);
-            close(&what, &got.to_vec().unwrap(), &want, Tol::scaled(10.0));
             let g: Vec<f32> = if reduction == Reduction::None {
                 (0..n).map(|k| 0.5 + k as f32).collect()
             } else {
                 vec![1.5]
             };
             let gt = dev.tensor(&g, got.shape()).unwrap();
-            let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
             let grad = loss.backward(&x, &targets, &case.input_lengths, &case.target_lengths, &gt).unwrap();
+            let want = reference::ctc(&lp64, (n, c), &seqs, case.blank, zero_infinity, reduction);
+            close(&what, &got.to_vec().unwrap(), &want, Tol::scaled(10.0));
+            let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
             let want =
                 reference::ctc_backward(&lp64, (n, c), &seqs, case.blank, zero_infinity, &g64, reduction);
             // γ = exp(α + β + nll − lp) carries the f32 rounding of log-likelihoods that grow
@@ -104,7 +106,9 @@ fn ctc_matches_the_reference_on_every_adapter() {
             blank: 2,
         },
     ];
-    for dev in devices() {
+    // Again under an adversarial pool (every buffer the one released last, nothing submitted
+    // before a read): the host lengths and targets are uploaded inside the operation.
+    for dev in devices().iter().chain(common::adversarial_devices()) {
         for (k, case) in cases.iter().enumerate() {
             let (t, n, c) = case.shape;
             let lp = log_probs(&mut rng, t, n, c);

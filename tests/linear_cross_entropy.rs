@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{Rng, Tol, assert_close, devices, small_binding_devices};
+use common::{
+    Rng, Tol, adversarial_devices, adversarial_small_binding_devices, assert_close, devices,
+    small_binding_devices,
+};
 use wgpu_loss::catalogue::Tolerance;
 use wgpu_loss::reference::linear_cross_entropy::{self as lce_ref, Options};
 use wgpu_loss::{
@@ -175,22 +178,22 @@ fn check_case(dev: &Device, what: &str, c: &Case, o: Opts, l: &LinearCrossEntrop
     let ro = ref_opts(o, &c.cw, &c.tw);
     let what =
         format!("{} {what} {o:?} n={} h={} v={} x {} W {}", common::label(dev), c.n, c.h, c.v, c.xd, c.wd);
-    let (want_loss, want_lse) = lce_ref::linear_cross_entropy(&c.x, &c.w, rb, &c.t, c.h, &ro).unwrap();
+    // Everything is recorded before anything is read, as in a training step (under an
+    // adversarial pool, each upload and scratch buffer then reuses one whose work has not run).
     let out = l.forward(&x, &w, bias, &t).unwrap();
-    assert_close(&format!("{what}: loss"), &out.loss.to_vec().unwrap(), &want_loss, tol_loss(c));
-    assert_close(&format!("{what}: lse"), &out.lse.to_vec().unwrap(), &want_lse, tol_loss(c));
     let (g, g_t) = upstream(dev, c, o, rng);
-    let (dx, dw, db) = lce_ref::linear_cross_entropy_backward(&c.x, &c.w, rb, &c.t, c.h, &ro, &g).unwrap();
+    let (fused, fused_grads) = l.forward_backward(&x, &w, bias, &t, &g_t).unwrap();
     let grads = [
         ("backward", l.backward(&x, &w, bias, &t, &g_t, None).unwrap()),
         ("backward given the forward", l.backward(&x, &w, bias, &t, &g_t, Some(&out)).unwrap()),
-        ("forward_backward", {
-            let (fo, grads) = l.forward_backward(&x, &w, bias, &t, &g_t).unwrap();
-            assert_close(&format!("{what}: fused loss"), &fo.loss.to_vec().unwrap(), &want_loss, tol_loss(c));
-            assert_close(&format!("{what}: fused lse"), &fo.lse.to_vec().unwrap(), &want_lse, tol_loss(c));
-            grads
-        }),
+        ("forward_backward", fused_grads),
     ];
+    let (want_loss, want_lse) = lce_ref::linear_cross_entropy(&c.x, &c.w, rb, &c.t, c.h, &ro).unwrap();
+    assert_close(&format!("{what}: loss"), &out.loss.to_vec().unwrap(), &want_loss, tol_loss(c));
+    assert_close(&format!("{what}: lse"), &out.lse.to_vec().unwrap(), &want_lse, tol_loss(c));
+    assert_close(&format!("{what}: fused loss"), &fused.loss.to_vec().unwrap(), &want_loss, tol_loss(c));
+    assert_close(&format!("{what}: fused lse"), &fused.lse.to_vec().unwrap(), &want_lse, tol_loss(c));
+    let (dx, dw, db) = lce_ref::linear_cross_entropy_backward(&c.x, &c.w, rb, &c.t, c.h, &ro, &g).unwrap();
     for (how, gr) in grads {
         assert_eq!((gr.input.dtype(), gr.weight.dtype(), gr.bias.dtype()), (c.xd, c.wd, c.wd), "{what}");
         let (tx, tw) = (rounded(tol_grad(c), c.xd), rounded(tol_grad(c), c.wd));
@@ -388,6 +391,31 @@ fn sharded_weight_and_small_scratch_budgets() {
         // Whole rows of logits spanning three shards of W (rows of 200 floats: 64 per shard).
         let wide = Case::new(&mut rng, 70, 200, 150, 6);
         check_case(dev, "whole rows over shards", &wide, o, &LinearCrossEntropy::default(), &mut rng);
+    }
+}
+
+/// Every option, the tiled and sharded paths and the per-token outputs under an adversarial pool
+/// (each buffer handed out is the one released last, nothing submitted before a read): no
+/// upload or reuse may be ordered wrongly against recorded work.
+#[test]
+fn every_path_under_an_adversarial_pool() {
+    let _serial = serial();
+    let mut rng = Rng::new(59);
+    let c = Case::new(&mut rng, 37, 19, 203, 5);
+    let plain = Opts { reduction: Reduction::Sum, ..EVERY_OPTION };
+    for dev in adversarial_devices() {
+        for o in [EVERY_OPTION, plain, Opts { reduction: Reduction::None, ..EVERY_OPTION }] {
+            check_case(dev, "adversarial pool", &c, o, &LinearCrossEntropy::default(), &mut rng);
+            check_tokens(dev, &c, o, &mut rng);
+        }
+    }
+    let c = Case::new(&mut rng, 70, 40, 1000, 6);
+    for dev in adversarial_small_binding_devices() {
+        for budget in [1 << 10, 64 << 10] {
+            let l = LinearCrossEntropy::default().max_scratch_bytes(budget);
+            check_case(dev, &format!("adversarial pool, scratch {budget} B"), &c, EVERY_OPTION, &l, &mut rng);
+        }
+        check_tokens(dev, &c, EVERY_OPTION, &mut rng);
     }
 }
 

@@ -211,6 +211,26 @@ fn a_head_split_over_two_devices_equals_one_device() {
     check(&devs, &d, &[64, 65], true, Reduction::Mean);
 }
 
+/// Every batch size from 1 to 64 at H = 24, V = 50 split at 25, each reduction in turn, with and
+/// without every option: the shards' backward uploads the combined statistics inside its
+/// operation, and for N = 7…12 that upload once landed in a buffer the same operation had
+/// released with its work not yet run (the gradients were off by up to 10⁵). Run on the two
+/// adapters and again on both with an adversarial pool.
+#[test]
+fn every_batch_size_from_1_to_64() {
+    let _serial = serial();
+    let devs = two_devices();
+    let adversarial: Vec<&Device> = common::adversarial_devices().iter().collect();
+    let reductions = [Reduction::Mean, Reduction::None, Reduction::Sum];
+    for n in 1..=64 {
+        let mut rng = Rng::new(1000 + n as u64);
+        let d = Host::new(&mut rng, n, 24, 50);
+        let reduction = reductions[n % 3];
+        check(&devs, &d, &[25], n % 2 == 0, reduction);
+        check(&adversarial, &d, &[25], n % 2 == 1, reduction);
+    }
+}
+
 #[test]
 fn shard_states_that_do_not_cover_the_vocabulary_are_errors() {
     let _serial = serial();

@@ -42,6 +42,12 @@ pub struct DeviceOptions {
     /// (more threads per row, more reduction stages, pieces of a GEMM's k) to stay within it;
     /// lowering it exercises that splitting with small shapes. `None` uses the adapter's budget.
     pub max_loop_trips: Option<u64>,
+    /// For tests of the library's ordering: the pool hands out the most recently returned
+    /// buffer that is large enough (inside an operation, the one it released last), whatever
+    /// its size class, and [`Device::flush`] submits nothing, so every piece of work waits for
+    /// the next read. Work ordered wrongly against a reused buffer then gives wrong numbers
+    /// instead of passing by luck. Off by default; it costs memory and speed.
+    pub adversarial_pool: bool,
 }
 
 impl Default for DeviceOptions {
@@ -52,6 +58,7 @@ impl Default for DeviceOptions {
             pool_bytes: 1 << 30,
             texture_inputs: None,
             max_loop_trips: None,
+            adversarial_pool: false,
         }
     }
 }
@@ -72,6 +79,12 @@ impl DeviceOptions {
     /// Sets [`DeviceOptions::max_loop_trips`] (raised to [`MIN_LOOP_BUDGET`] if lower).
     pub fn with_max_loop_trips(mut self, trips: u64) -> Self {
         self.max_loop_trips = Some(trips);
+        self
+    }
+
+    /// Sets [`DeviceOptions::adversarial_pool`].
+    pub fn with_adversarial_pool(mut self, on: bool) -> Self {
+        self.adversarial_pool = on;
         self
     }
 
@@ -285,7 +298,7 @@ impl Device {
             usage: BufferKind::Storage.usage(),
             mapped_at_creation: false,
         });
-        let pool = Mutex::new(Pool::new(options.pool_bytes));
+        let pool = Mutex::new(Pool::new(options.pool_bytes, options.adversarial_pool));
         Device {
             inner: Arc::new(Inner {
                 device,
@@ -446,8 +459,17 @@ impl Device {
         lock(&self.inner.pool).clear();
     }
 
-    /// Submits everything recorded so far without waiting for it.
+    /// Submits everything recorded so far without waiting for it (with
+    /// [`DeviceOptions::adversarial_pool`], nothing: the next read submits it).
     pub fn flush(&self) -> Result<()> {
+        if self.inner.options.adversarial_pool {
+            return self.check();
+        }
+        self.submit_pending()
+    }
+
+    /// Submits everything recorded so far, whatever the options.
+    fn submit_pending(&self) -> Result<()> {
         if !self.has_pending() {
             return self.check();
         }
@@ -521,7 +543,7 @@ impl Device {
 
     /// Submits the pending work and waits for the device to finish it.
     pub fn synchronize(&self) -> Result<()> {
-        self.flush()?;
+        self.submit_pending()?;
         self.wait(None)
     }
 
@@ -584,7 +606,12 @@ impl Device {
 
     /// What this device's recording frames need of it.
     pub(crate) fn owner(&self) -> Owner<'_> {
-        Owner { id: self.id(), device: &self.inner.device, pool: &self.inner.pool }
+        Owner {
+            id: self.id(),
+            adversarial: self.inner.options.adversarial_pool,
+            device: &self.inner.device,
+            pool: &self.inner.pool,
+        }
     }
 
     /// Queues a finished operation's commands for the next submission.
@@ -660,6 +687,33 @@ impl Device {
             usage: kind.usage(),
             mapped_at_creation: false,
         })
+    }
+
+    /// A new mappable buffer holding `data` (zero-padded to whole words), to copy from in a
+    /// recorded command: how every upload reaches the GPU (see `Storage::upload`). It is never
+    /// pooled; wgpu frees it once the copy has run.
+    pub(crate) fn upload_staging(&self, data: &[u8]) -> Result<wgpu::Buffer> {
+        let size = (data.len() as u64).div_ceil(4) * 4;
+        let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-loss upload"),
+            size,
+            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = staging.get_mapped_range_mut(..).map_err(|e| {
+                self.lost_after_error().unwrap_or_else(|| Error::Wgpu(format!("uploading: {e}")))
+            })?;
+            if size == data.len() as u64 {
+                view.copy_from_slice(data);
+            } else {
+                let mut padded = data.to_vec();
+                padded.resize(size as usize, 0);
+                view.copy_from_slice(&padded);
+            }
+        }
+        staging.unmap();
+        Ok(staging)
     }
 
     /// Returns a buffer to the pool. Inside an operation the return waits for the operation's

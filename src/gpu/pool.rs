@@ -40,9 +40,16 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
 
 /// Free buffers by (kind, class) and free staging textures by (format, width, height), with a cap on
 /// the bytes kept.
+///
+/// An adversarial pool (`DeviceOptions::adversarial_pool`, for tests) keeps its buffers in one
+/// stack in the order they came back and hands out the most recently returned buffer of the kind
+/// that is large enough, whatever its class: the reuse most likely to expose work ordered
+/// wrongly against a buffer's previous user.
 #[derive(Debug)]
 pub(crate) struct Pool {
     free: HashMap<(BufferKind, u64), Vec<wgpu::Buffer>>,
+    /// The adversarial pool's buffers, most recently returned last; `None` for a normal pool.
+    stack: Option<Vec<(BufferKind, wgpu::Buffer)>>,
     textures: HashMap<(wgpu::TextureFormat, u32, u32), Vec<wgpu::Texture>>,
     kept: u64,
     cap: u64,
@@ -58,8 +65,16 @@ pub(crate) fn texture_bytes(t: &wgpu::Texture) -> u64 {
 }
 
 impl Pool {
-    pub(crate) fn new(cap: u64) -> Self {
-        Pool { free: HashMap::new(), textures: HashMap::new(), kept: 0, cap, in_use: 0, peak: 0 }
+    pub(crate) fn new(cap: u64, adversarial: bool) -> Self {
+        Pool {
+            free: HashMap::new(),
+            stack: adversarial.then(Vec::new),
+            textures: HashMap::new(),
+            kept: 0,
+            cap,
+            in_use: 0,
+            peak: 0,
+        }
     }
 
     pub(crate) fn take_texture(
@@ -83,9 +98,17 @@ impl Pool {
         self.textures.entry((t.format(), t.width(), t.height())).or_default().push(t);
     }
 
+    /// A free buffer of `kind` and size `class` (of at least `class` bytes in an adversarial
+    /// pool).
     pub(crate) fn take(&mut self, kind: BufferKind, class: u64) -> Option<wgpu::Buffer> {
-        let buffer = self.free.get_mut(&(kind, class))?.pop()?;
-        self.kept -= class;
+        let buffer = match &mut self.stack {
+            Some(stack) => {
+                let at = stack.iter().rposition(|(k, b)| *k == kind && b.size() >= class)?;
+                stack.remove(at).1
+            }
+            None => self.free.get_mut(&(kind, class))?.pop()?,
+        };
+        self.kept -= buffer.size();
         Some(buffer)
     }
 
@@ -96,7 +119,10 @@ impl Pool {
             return;
         }
         self.kept += class;
-        self.free.entry((kind, class)).or_default().push(buffer);
+        match &mut self.stack {
+            Some(stack) => stack.push((kind, buffer)),
+            None => self.free.entry((kind, class)).or_default().push(buffer),
+        }
     }
 
     /// Frees kept entries until `bytes` more fit under the cap; false if they never can. What
@@ -106,7 +132,10 @@ impl Pool {
             return false;
         }
         while self.kept + bytes > self.cap {
-            let freed = if let Some(list) = self.free.values_mut().find(|l| !l.is_empty()) {
+            let oldest = self.stack.as_mut().filter(|s| !s.is_empty()).map(|s| s.remove(0).1);
+            let freed = if let Some(buffer) = oldest {
+                buffer.size()
+            } else if let Some(list) = self.free.values_mut().find(|l| !l.is_empty()) {
                 list.pop().map_or(0, |b| b.size())
             } else if let Some(list) = self.textures.values_mut().find(|l| !l.is_empty()) {
                 list.pop().map_or(0, |t| texture_bytes(&t))
@@ -121,6 +150,9 @@ impl Pool {
     /// Frees every kept buffer.
     pub(crate) fn clear(&mut self) {
         self.free.clear();
+        if let Some(stack) = &mut self.stack {
+            stack.clear();
+        }
         self.textures.clear();
         self.kept = 0;
     }

@@ -25,6 +25,9 @@ use super::pool::{BufferKind, Pool};
 #[derive(Clone, Copy)]
 pub(crate) struct Owner<'a> {
     pub(crate) id: usize,
+    /// Whether the pool is adversarial (`DeviceOptions::adversarial_pool`): a frame then hands
+    /// back the most recently released buffer large enough, not the first of the exact size.
+    pub(crate) adversarial: bool,
     pub(crate) device: &'a wgpu::Device,
     pub(crate) pool: &'a Mutex<Pool>,
 }
@@ -142,14 +145,21 @@ pub(crate) fn defer_texture(dev: Owner<'_>, texture: wgpu::Texture, bytes: u64) 
 }
 
 /// A buffer of `kind` and exactly `size` bytes that `dev`'s operation open on this thread
-/// dropped earlier, to reuse inside the same operation.
+/// dropped earlier, to reuse inside the same operation (in an adversarial pool, the most recently
+/// dropped one of at least `size` bytes).
 pub(crate) fn take_released(dev: Owner<'_>, kind: BufferKind, size: u64) -> Option<wgpu::Buffer> {
     frame_of(dev, |frame| {
         let released = &mut frame?.released;
-        let at = released
-            .iter()
-            .position(|r| matches!(r, Released::Buffer(k, b) if *k == kind && b.size() == size))?;
-        match released.swap_remove(at) {
+        let at = if dev.adversarial {
+            released
+                .iter()
+                .rposition(|r| matches!(r, Released::Buffer(k, b) if *k == kind && b.size() >= size))?
+        } else {
+            released
+                .iter()
+                .position(|r| matches!(r, Released::Buffer(k, b) if *k == kind && b.size() == size))?
+        };
+        match released.remove(at) {
             Released::Buffer(_, b) => Some(b),
             Released::Texture(..) => None,
         }

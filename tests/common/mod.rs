@@ -50,6 +50,25 @@ pub fn narrow_budget_devices() -> &'static [Device] {
     })
 }
 
+/// One device per adapter with an adversarial pool (`DeviceOptions::adversarial_pool`): every
+/// allocation gets the buffer released last and nothing is submitted before a read, so work
+/// ordered wrongly against a reused buffer gives wrong numbers here.
+pub fn adversarial_devices() -> &'static [Device] {
+    static DEVICES: OnceLock<Vec<Device>> = OnceLock::new();
+    DEVICES.get_or_init(|| open(DeviceOptions::default().with_adversarial_pool(true), "adversarial pool"))
+}
+
+/// The adversarial pool with 64 KiB bindings, so that small shapes take the chunked paths (W in
+/// shards, rows in chunks, LM-head tiles) with every buffer reused as early as possible.
+pub fn adversarial_small_binding_devices() -> &'static [Device] {
+    static DEVICES: OnceLock<Vec<Device>> = OnceLock::new();
+    DEVICES.get_or_init(|| {
+        let options =
+            DeviceOptions::default().with_adversarial_pool(true).with_max_storage_binding_size(64 << 10);
+        open(options, "adversarial pool, 64 KiB bindings")
+    })
+}
+
 /// One device per adapter (the default input path), for tests too large to repeat per path.
 pub fn one_per_adapter() -> Vec<&'static Device> {
     let mut seen = Vec::new();

@@ -121,6 +121,29 @@ fn weight4(q: u32) -> vec4<f32> {
     return vec4<f32>(1.0);
 }
 
+// m^γ with PyTorch's `pow` for a real base: |m|^γ, negated for a negative m and an odd integral
+// γ, NaN for a negative m and a non-integral γ; 0^γ is 0 for γ > 0 and +inf for γ < 0 (the
+// largest f32 stands in: kernels hold no inf constants, and a product with it overflows).
+struct Pow4 {
+    value: vec4<f32>,
+    nan: vec4<bool>,
+}
+
+fn torch_pow4(m: vec4<f32>, gamma: f32) -> Pow4 {
+    let zero = vec4<f32>(0.0);
+    let integral = fract(gamma) == 0.0;
+    let odd = integral && fract(0.5 * gamma) != 0.0;
+    let a = abs(m);
+    let live = a > zero;
+    let magnitude = exp2(gamma * log2(select(vec4<f32>(1.0), a, live)));
+    let at_zero = select(zero, vec4<f32>(3.4028235e38), gamma < 0.0);
+    let unsigned = select(at_zero, magnitude, live);
+    var r: Pow4;
+    r.value = select(unsigned, -unsigned, (m < zero) & vec4<bool>(odd));
+    r.nan = (m < zero) & vec4<bool>(!integral);
+    return r;
+}
+
 // The loss of elements 4q .. 4q + 3 and its derivatives in x and y, with where each is NaN.
 struct Eval {
     loss: vec4<f32>,
@@ -226,8 +249,8 @@ fn eval(q: u32) -> Eval {
         e.d2_nan = vec4<bool>(true);
     } else if (LOSS == SIGMOID_FOCAL) {
         // torchvision's a_t·ce·(1 − p_t)^γ with ce bce_with_logits' loss, p = σ(x) and
-        // 1 − p_t = y·σ(−x) + (1 − y)·σ(x), each sigmoid taken directly (no 1 − p). d/dx:
-        // a_t·[(p − y)·m^γ + ce·γ·m^(γ−1)·(1 − 2y)·p·(1 − p)], m = 1 − p_t; 0^γ is 0 (γ > 0).
+        // m = 1 − p_t = y·σ(−x) + (1 − y)·σ(x), each sigmoid taken directly (no 1 − p). d/dx:
+        // a_t·[(p − y)·m^γ + ce·γ·m^(γ−1)·(1 − 2y)·p·(1 − p)].
         let zero = vec4<f32>(0.0);
         let ex = exp(-abs(v));
         let big = 1.0 / (1.0 + ex);
@@ -239,11 +262,14 @@ fn eval(q: u32) -> Eval {
         let ce = lin + log1p_01v(ex);
         let m = t * q + (1.0 - t) * p;
         let gamma = params.beta;
-        let live = m > zero;
-        // 0^γ: 0 for γ > 0; for γ < 0 the largest f32 stands in for +inf (no inf constants).
-        let at_zero = select(zero, vec4<f32>(3.4028235e38), gamma < 0.0);
-        let mg = select(at_zero, exp2(gamma * log2(select(vec4<f32>(1.0), m, live))), live);
-        let dmg = select(zero, gamma * mg / select(vec4<f32>(1.0), m, live) * (1.0 - 2.0 * t) * p * q, live);
+        let mg = torch_pow4(m, gamma);
+        // γ·m^(γ−1), from m^γ / m where m ≠ 0; at m = 0 PyTorch's γ·0^(γ−1): 0 for γ > 1, 1
+        // for γ = 1, and an infinity times the zero slope of a saturated sigmoid (NaN) below.
+        let live = m != zero;
+        let at_zero = select(select(vec4<f32>(0.0), vec4<f32>(1.0), gamma == 1.0), zero, gamma > 1.0);
+        let slope = select(at_zero, gamma * mg.value / select(vec4<f32>(1.0), m, live), live);
+        let slope_nan = mg.nan | (!live & vec4<bool>(gamma < 1.0));
+        let dmg = slope * (1.0 - 2.0 * t) * p * q;
         var at = vec4<f32>(1.0);
         if ((OPTIONS & 1u) != 0u) {
             at = params.alpha * t + (1.0 - params.alpha) * (1.0 - t);
@@ -252,8 +278,10 @@ fn eval(q: u32) -> Eval {
             e.loss = at * ce;
             e.dx = at * ((1.0 - t) * p - t * q);
         } else {
-            e.loss = at * ce * mg;
-            e.dx = at * (((1.0 - t) * p - t * q) * mg + ce * dmg);
+            e.loss = at * ce * mg.value;
+            e.dx = at * (((1.0 - t) * p - t * q) * mg.value + ce * dmg);
+            e.nan |= mg.nan;
+            e.dx_nan |= mg.nan | slope_nan;
         }
         e.d2_nan = vec4<bool>(true);
     } else if (LOSS == POISSON_NLL) {

@@ -8,7 +8,8 @@ use common::{Rng, Tol, assert_close, devices, small_binding_devices};
 use wgpu_loss::reference::broadcast_to;
 use wgpu_loss::reference::pointwise::{self as reference, Pointwise};
 use wgpu_loss::{
-    Bce, BceWithLogits, Device, Error, Huber, KlDiv, KlReduction, L1, Mse, Reduction, SmoothL1, Tensor,
+    Bce, BceWithLogits, Device, Error, Huber, KlDiv, KlReduction, L1, Mse, Reduction, SigmoidFocal, SmoothL1,
+    Tensor,
 };
 
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
@@ -639,4 +640,22 @@ fn gaussian_nll_var_shapes_and_their_gradient_sums() {
         let err = wgpu_loss::GaussianNll::default().forward(&xt, &yt, &vt).unwrap().item().unwrap_err();
         assert!(matches!(err, Error::InputOutOfRange { position: 777, .. }), "{err}");
     }
+}
+
+/// torchvision's alpha rule: in [0, 1], or −1 for no class weighting; anything else (and a
+/// non-finite γ) is an error before anything runs.
+#[test]
+fn sigmoid_focal_takes_torchvisions_alphas_only() {
+    let dev = &devices()[0];
+    let x = dev.tensor(&[0.5, -1.0], &[2]).unwrap();
+    let y = dev.tensor(&[1.0, 0.0], &[2]).unwrap();
+    for alpha in [0.0, 0.25, 1.0, -1.0] {
+        assert!(SigmoidFocal::default().alpha(alpha).forward(&x, &y).is_ok(), "alpha {alpha}");
+    }
+    for alpha in [2.0, -0.5, 1.0001, f32::NAN] {
+        let got = SigmoidFocal::default().alpha(alpha).forward(&x, &y);
+        assert!(matches!(got, Err(Error::InvalidArgument { .. })), "alpha {alpha}: {got:?}");
+    }
+    let got = SigmoidFocal::default().gamma(f32::INFINITY).forward(&x, &y);
+    assert!(matches!(got, Err(Error::InvalidArgument { .. })), "{got:?}");
 }

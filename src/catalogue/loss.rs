@@ -464,6 +464,9 @@ pub enum Extra {
     VarPerRow,
     /// gaussian_nll's var of size 1 along dim 0, broadcast along it.
     VarBroadcast,
+    /// sigmoid_focal: targets in [−1, 2), outside the usual [0, 1], where `1 − p_t` goes
+    /// negative and PyTorch's `pow` rules decide its power.
+    WideTargets,
 }
 
 /// A named set of options and extras the generic test runs (besides the reductions).

@@ -201,7 +201,8 @@ fn probabilities(rng: &mut Rng, shape: &[usize], _: &Options, v: &Variant) -> Ar
 }
 
 fn logits(rng: &mut Rng, shape: &[usize], _: &Options, v: &Variant) -> Args {
-    let mut a = pair(rng, shape, (-3.0, 3.0), |r, n| r.uniform(n, 0.0, 1.0));
+    let (low, high) = if v.has(Extra::WideTargets) { (-1.0, 2.0) } else { (0.0, 1.0) };
+    let mut a = pair(rng, shape, (-3.0, 3.0), |r, n| r.uniform(n, low, high));
     weights(rng, &mut a, v);
     a
 }
@@ -512,6 +513,18 @@ pub(super) static SIGMOID_FOCAL: Loss = entry!("sigmoid_focal", sigmoid_focal_fo
                 o.gamma = 1.5;
             },
             extras: &[],
+        },
+        // 1 − p_t < 0: an even power keeps it positive, an odd one negative, a fractional one
+        // is NaN, as PyTorch's pow.
+        Variant { name: "targets in [-1, 2)", options: |_| {}, extras: &[Extra::WideTargets] },
+        Variant { name: "targets in [-1, 2),gamma=3", options: |o| o.gamma = 3.0, extras: &[Extra::WideTargets] },
+        Variant {
+            name: "targets in [-1, 2),alpha=1,gamma=1.5",
+            options: |o| {
+                o.alpha = 1.0;
+                o.gamma = 1.5;
+            },
+            extras: &[Extra::WideTargets],
         },
     ],
     generate: logits,

@@ -120,8 +120,8 @@ pub struct OpArgs {
     pub labels: Option<PathBuf>,
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     pub delta: f32,
-    /// sigmoid-focal: the weight α of positive examples (default 0.25; negative, as -1,
-    /// weighs both classes 1, as torchvision).
+    /// sigmoid-focal: the weight α of positive examples, in [0, 1] (default 0.25), or -1 to
+    /// weigh both classes 1, as torchvision.
     #[arg(long, default_value_t = 0.25, allow_hyphen_values = true)]
     pub alpha: f32,
     /// sigmoid-focal: the focusing exponent γ.

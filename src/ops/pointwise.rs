@@ -539,14 +539,15 @@ pub struct SoftMargin {
 /// Focal loss on logits, as torchvision's `sigmoid_focal_loss(inputs, targets, alpha=0.25,
 /// gamma=2, reduction="none")`: `a_t·ce·(1 − p_t)^γ` with `ce` the binary cross-entropy on
 /// logits, `p = σ(x)`, `p_t = p·y + (1 − p)·(1 − y)` and `a_t = α·y + (1 − α)·(1 − y)` — or 1
-/// for a negative α (torchvision's `alpha=-1`). The default reduction is **none**, as
-/// torchvision's.
+/// for α = −1 (torchvision's `alpha=-1`). The default reduction is **none**, as torchvision's.
 ///
 /// `1 − p_t` is taken as `y·σ(−x) + (1 − y)·σ(x)`, each sigmoid computed directly, so a
 /// confident prediction keeps its small weight's digits (torchvision's float32 `1 − p_t`
-/// rounds it to 0 once σ(x) rounds to 1). `γ` and `α` must be finite; any value torchvision
-/// takes is taken (where `1 − p_t` is 0, at |x| past ~88, `0^γ` is 0 for γ > 0 and the
-/// largest f32 for γ < 0).
+/// rounds it to 0 once σ(x) rounds to 1). α must be in [0, 1] or −1 and γ finite, as
+/// torchvision checks. Targets outside [0, 1] are taken as torchvision takes them: `1 − p_t`
+/// may then be negative, and its power follows PyTorch's `pow` — the sign kept for an odd
+/// integral γ, dropped for an even one, NaN for a non-integral γ. Where `1 − p_t` is 0 (at |x|
+/// past ~88), `0^γ` is 0 for γ > 0 and the largest f32 for γ < 0.
 ///
 /// ```
 /// use wgpu_loss::{Device, SigmoidFocal};
@@ -560,7 +561,7 @@ pub struct SoftMargin {
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct SigmoidFocal {
-    /// The weight α of positive examples (default 0.25); negative: no class weighting.
+    /// The weight α of positive examples in [0, 1] (default 0.25), or −1: no class weighting.
     pub alpha: f32,
     /// The focusing exponent γ (default 2; 0 is the α-weighted cross-entropy).
     pub gamma: f32,
@@ -712,10 +713,13 @@ plain_loss! {
     Bce => |l, x, y| Ok(Job { weight: l.weight.as_ref(), ..Job::new("bce", Formula::Bce, x, y) });
     SoftMargin => |_l, x, y| Ok(Job::new("soft_margin", Formula::SoftMargin, x, y));
     SigmoidFocal => |l, x, y| {
-        if !l.gamma.is_finite() || !l.alpha.is_finite() {
+        if !l.gamma.is_finite() {
+            return Err(Error::invalid("sigmoid_focal", format!("gamma must be finite, got {}", l.gamma)));
+        }
+        if !(0.0..=1.0).contains(&l.alpha) && l.alpha != -1.0 {
             return Err(Error::invalid(
                 "sigmoid_focal",
-                format!("alpha and gamma must be finite, got {} and {}", l.alpha, l.gamma),
+                format!("alpha must be in [0, 1], or -1 for no class weighting (as torchvision), got {}", l.alpha),
             ));
         }
         let switches = if l.alpha >= 0.0 { FOCAL_ALPHA } else { 0 };
@@ -793,7 +797,7 @@ impl BceWithLogits {
 }
 
 impl SigmoidFocal {
-    /// Sets α (negative: no class weighting, torchvision's `alpha=-1`).
+    /// Sets α, in [0, 1], or −1 for no class weighting (torchvision's `alpha=-1`).
     pub fn alpha(mut self, alpha: f32) -> Self {
         self.alpha = alpha;
         self

@@ -1,14 +1,16 @@
-// class_margin: the class-margin losses over rows of C classes (the last dim), one thread per row.
-// LOSS (an override) picks the loss:
+// class_margin: the class-margin losses over rows of C classes (the last dim), each row spread over
+// TPR threads (row_tree.wgsl): lane l folds classes l, l + TPR, ..., and the lanes' sums merge in
+// a fixed tree. LOSS (an override) picks the loss:
 //   MULTI_MARGIN:           loss[r] = sum over i != t of w[t] * max(0, margin - x[t] + x[i])^P / C,
 //                           t = targets[r] (P = 1 or 2); a target outside [0, C) flags `status`
 //                           (u32::MAX - row, atomicMax keeps the first) and gives 0.
 //   MULTILABEL_SOFT_MARGIN: loss[r] = sum over c of w[c] * (max(x, 0) - x y + log(1 + e^-|x|)) / C
 //                           with y = y[r, c] (a stable -(y log s(x) + (1 - y) log s(-x))).
-//   backward: dx[r, c] = d loss[r] / d x[r, c] * s_r, s_r = g[r] (G_PER_ROW) or g[0] * scale.
+//   backward: dx[r, c] = d loss[r] / d x[r, c] * s_r, s_r = g[r] (G_PER_ROW) or g[0] * scale;
+//             multi_margin's dx[r, t] is minus the sum of the row's others, merged over lanes.
 // Where the hinge is 0 exactly the gradient is 0, as PyTorch's. NaN: a NaN in a row makes its loss
 // NaN (written as a bit pattern); kernels do not rely on NaN arithmetic (ARCHITECTURE.md).
-// Each thread loops once over its row's C classes.
+// Each thread loops once over its ceil(C / TPR) classes, then merges in log2(TPR) steps.
 // bindings: 0 uniform Params | 1 x (rows, C) | 2 targets (rows) i32 | 3 y (rows, C) | 4 weight (C)
 //           | 5 loss (rows) write | 6 g | 7 dx (rows, C) write | 8 status (1) atomic
 
@@ -89,39 +91,50 @@ fn forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * WG + lid;
-    if (row >= params.rows) {
+    let at = row_slot(wid, nwg, lid);
+    let row = at.x;
+    let lane = at.y;
+    let live = row < params.rows;
+    let base = row * params.cols;
+    // (the lane's sum, its NaN count)
+    var acc = vec2<f32>(0.0);
+    var t = -1;
+    if (live && LOSS == MULTI_MARGIN) {
+        t = checked_target(row);
+        if (t >= 0) {
+            let xt = x[base + u32(t)];
+            acc.y = f32(is_nan(xt));
+            for (var c = lane; c < params.cols; c += TPR) {
+                let v = x[base + c];
+                acc.y += f32(is_nan(v));
+                if (c != u32(t)) {
+                    acc.x += hinge(params.margin - xt + select(v, 0.0, is_nan(v))).x;
+                }
+            }
+        }
+    } else if (live) {
+        for (var c = lane; c < params.cols; c += TPR) {
+            let v = x[base + c];
+            let yv = y[base + c];
+            let bad = is_nan(v) | is_nan(yv);
+            acc.y += f32(bad);
+            let l = max(v, 0.0) - v * yv + log1p_exp_neg_abs(v);
+            acc.x += select(class_weight(c) * l, 0.0, bad);
+        }
+    }
+    let sums = row_sum4(vec4<f32>(acc, 0.0, 0.0), lane, lid);
+    if (!live || lane != 0u) {
         return;
     }
-    let base = row * params.cols;
-    var acc = 0.0;
-    var nan = false;
+    var total = sums.x;
     if (LOSS == MULTI_MARGIN) {
-        let t = checked_target(row);
         if (t < 0) {
             loss[row] = 0u;
             return;
         }
-        let xt = x[base + u32(t)];
-        nan = is_nan(xt);
-        for (var c = 0u; c < params.cols; c++) {
-            let v = x[base + c];
-            nan = nan | is_nan(v);
-            if (c != u32(t)) {
-                acc += hinge(params.margin - xt + select(v, 0.0, is_nan(v))).x;
-            }
-        }
-        acc *= class_weight(u32(t));
-    } else {
-        for (var c = 0u; c < params.cols; c++) {
-            let v = x[base + c];
-            let t = y[base + c];
-            nan = nan | is_nan(v) | is_nan(t);
-            let l = max(v, 0.0) - v * t + log1p_exp_neg_abs(v);
-            acc += select(class_weight(c) * l, 0.0, is_nan(v) | is_nan(t));
-        }
+        total *= class_weight(u32(t));
     }
-    loss[row] = select(bitcast<u32>(acc / f32(params.cols)), NAN_BITS, nan);
+    loss[row] = select(bitcast<u32>(total / f32(params.cols)), NAN_BITS, sums.y > 0.0);
 }
 
 @compute @workgroup_size(WG)
@@ -130,41 +143,48 @@ fn backward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * WG + lid;
-    if (row >= params.rows) {
-        return;
-    }
+    let at = row_slot(wid, nwg, lid);
+    let row = at.x;
+    let lane = at.y;
+    let live = row < params.rows;
     let base = row * params.cols;
-    var s: f32;
-    if (G_PER_ROW) {
-        s = g[row];
-    } else {
-        s = g[0] * params.scale;
+    var s = 0.0;
+    if (live) {
+        if (G_PER_ROW) {
+            s = g[row];
+        } else {
+            s = g[0] * params.scale;
+        }
+        s = s / f32(params.cols);
     }
-    s = s / f32(params.cols);
-    if (LOSS == MULTI_MARGIN) {
-        let t = checked_target(row);
+    // multi_margin: minus the sum of this lane's other classes' gradients, for dx[r, t].
+    var dt = 0.0;
+    var t = -1;
+    if (live && LOSS == MULTI_MARGIN) {
+        t = checked_target(row);
         if (t < 0) {
-            for (var c = 0u; c < params.cols; c++) {
+            for (var c = lane; c < params.cols; c += TPR) {
                 dx[base + c] = 0u;
             }
-            return;
-        }
-        let xt = x[base + u32(t)];
-        let st = s * class_weight(u32(t));
-        var dt = 0.0;
-        for (var c = 0u; c < params.cols; c++) {
-            if (c != u32(t)) {
-                let d = hinge(params.margin - xt + x[base + c]).y * st;
-                dx[base + c] = bitcast<u32>(d);
-                dt -= d;
+        } else {
+            let xt = x[base + u32(t)];
+            let st = s * class_weight(u32(t));
+            for (var c = lane; c < params.cols; c += TPR) {
+                if (c != u32(t)) {
+                    let d = hinge(params.margin - xt + x[base + c]).y * st;
+                    dx[base + c] = bitcast<u32>(d);
+                    dt -= d;
+                }
             }
         }
-        dx[base + u32(t)] = bitcast<u32>(dt);
-    } else {
-        for (var c = 0u; c < params.cols; c++) {
+    } else if (live) {
+        for (var c = lane; c < params.cols; c += TPR) {
             let d = class_weight(c) * (sigmoid(x[base + c]) - y[base + c]) * s;
             dx[base + c] = bitcast<u32>(d);
         }
+    }
+    let total = row_sum4(vec4<f32>(dt, 0.0, 0.0, 0.0), lane, lid).x;
+    if (live && lane == 0u && LOSS == MULTI_MARGIN && t >= 0) {
+        dx[base + u32(t)] = bitcast<u32>(total);
     }
 }

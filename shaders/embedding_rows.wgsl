@@ -1,5 +1,5 @@
-// embedding_rows: the embedding losses over rows of D values (the last dim), one thread per row.
-// LOSS (an override) picks the loss:
+// embedding_rows: the embedding losses over rows of D values (the last dim), each row spread over
+// TPR threads (row_tree.wgsl). LOSS (an override) picks the loss:
 //   COSINE_EMBEDDING: cos = <x1, x2> / sqrt((|x1|^2 + 1e-12)(|x2|^2 + 1e-12)) per row, as PyTorch;
 //                     loss = 1 - cos where y = 1, max(0, cos - margin) where y = -1, else 0.
 //   TRIPLET_MARGIN:   loss = max(0, margin + d(a, p) - d(a, n)) with d(u, v) = |u - v + eps|_P
@@ -9,9 +9,18 @@
 //   backward: d1, d2 (and d3) = the loss's gradients in x1, x2 (and x3) times s_r = g[r]
 //             (G_PER_ROW) or g[0] * scale. Where a hinge is 0 exactly the gradient is 0, as
 //             PyTorch's; a tie of SWAP's minimum splits the gradient in halves, as PyTorch's.
-// NaN: a NaN in a row makes its loss NaN through arithmetic on the row's sums, written through
-// a bit test (kernels do not rely on NaN arithmetic, ARCHITECTURE.md).
-// The forward loops once over a row's D values, the backward twice.
+//
+// Magnitudes: a first pass finds each vector's (or difference's) largest magnitude, and the sums
+// run on values scaled by a power of two chosen from it, which is exact: squares and p-th powers
+// of values up to f32's largest neither overflow nor, for triplet's tiny differences, underflow,
+// so every finite row gives the answer of float64 arithmetic rounded to f32. Cosine scales only a
+// vector whose largest magnitude is 2 or more (below that its sums are PyTorch's, eps included,
+// exactly as written); triplet takes each difference as (u/4 - v/4 + eps/4), the same bits as
+// u - v + eps over 4 without its overflow, and scales it into [1, 4).
+// NaN (cosine): a row holding a NaN or an infinity has a NaN cosine: its loss is NaN where
+// y = +-1 (else 0) and its gradients are NaN, as PyTorch's. NaN (triplet): a NaN in a row makes its
+// loss NaN. Either is written as a bit pattern: kernels do not rely on NaN arithmetic.
+// The forward loops twice over each thread's share of a row, the backward three times.
 // bindings: 0 uniform Params | 1 x1 | 2 x2 | 3 x3 (rows, D) | 4 y (rows) | 5 loss (rows) write |
 //           6 g | 7 d1 | 8 d2 | 9 d3 (rows, D) write
 
@@ -44,15 +53,89 @@ struct Params {
 @group(0) @binding(4) var<storage, read> y: array<f32>;
 @group(0) @binding(5) var<storage, read_write> loss: array<u32>;
 @group(0) @binding(6) var<storage, read> g: array<f32>;
-@group(0) @binding(7) var<storage, read_write> d1: array<f32>;
-@group(0) @binding(8) var<storage, read_write> d2: array<f32>;
-@group(0) @binding(9) var<storage, read_write> d3: array<f32>;
+@group(0) @binding(7) var<storage, read_write> d1: array<u32>;
+@group(0) @binding(8) var<storage, read_write> d2: array<u32>;
+@group(0) @binding(9) var<storage, read_write> d3: array<u32>;
 
 fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
 }
 
-// |v|^P, exact for P = 1 and 2; 1 for a non-zero v with the count norm.
+// Not NaN and not an infinity.
+fn is_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) < 0x7f800000u;
+}
+
+// f32's biased exponent of v (0 for 0 and subnormals).
+fn exponent(v: f32) -> i32 {
+    return i32((bitcast<u32>(v) >> 23u) & 0xffu);
+}
+
+// 2^k for an integer k in [-126, 127], exactly.
+fn pow2(k: i32) -> f32 {
+    return bitcast<f32>(u32(k + 127) << 23u);
+}
+
+// ---- cosine_embedding ----
+
+// A cosine row: the largest magnitudes of x1 and x2 (finite elements), whether an element is not
+// finite; then, over values scaled by ka and kb, <x1', x2'>, |x1'|^2 + 1e-12 ka^2, |x2'|^2 + 1e-12 kb^2.
+struct Cosine {
+    ka: f32,
+    kb: f32,
+    dot: f32,
+    a: f32,
+    b: f32,
+    bad: bool,
+}
+
+// The scale of a vector whose largest magnitude is m: 2^(128 - e) for m >= 2 (e its exponent),
+// bringing m into [2, 4); 1 below 2.
+fn down_scale(m: f32) -> f32 {
+    let e = exponent(m);
+    return select(1.0, pow2(128 - e), e >= 128);
+}
+
+fn cosine_sums(base: u32, lane: u32, lid: u32, live: bool) -> Cosine {
+    var m = vec4<f32>(0.0);
+    if (live) {
+        for (var k = lane; k < params.cols; k += TPR) {
+            let u = x1[base + k];
+            let v = x2[base + k];
+            let bad = !is_finite(u) || !is_finite(v);
+            m = max(m, vec4<f32>(select(abs(u), 0.0, bad), select(abs(v), 0.0, bad), f32(bad), 0.0));
+        }
+    }
+    m = row_max4(m, lane, lid);
+    let ka = down_scale(m.x);
+    let kb = down_scale(m.y);
+    var s = vec4<f32>(0.0);
+    if (live && m.z == 0.0) {
+        for (var k = lane; k < params.cols; k += TPR) {
+            let u = x1[base + k] * ka;
+            let v = x2[base + k] * kb;
+            s += vec4<f32>(u * v, u * u, v * v, 0.0);
+        }
+    }
+    s = row_sum4(s, lane, lid);
+    return Cosine(ka, kb, s.x, s.y + 1e-12 * ka * ka, s.z + 1e-12 * kb * kb, m.z > 0.0);
+}
+
+// ---- triplet_margin ----
+
+// A difference element over 4: the same bits as (u - v + eps) / 4, and finite for finite u, v.
+fn quarter_diff(u: f32, v: f32) -> f32 {
+    return 0.25 * u - 0.25 * v + 0.25 * params.eps;
+}
+
+// The scale that brings a difference whose largest quarter-magnitude is m into [1, 4):
+// 2^(127 - e), e m's exponent, within f32's normal powers of two.
+fn up_scale(m: f32) -> f32 {
+    return pow2(clamp(127 - exponent(m), -126, 127));
+}
+
+// |v|^P / 4^P for a scaled difference |v| < 4 (so at most 1: no overflow for any P), exact for
+// P = 1 and 2 (then without the 4^P); 1 for a non-zero v with the count norm.
 fn pow_abs(v: f32) -> f32 {
     let a = abs(v);
     if (NORM == 2u) {
@@ -64,10 +147,10 @@ fn pow_abs(v: f32) -> f32 {
     if (params.p == 1.0) {
         return a;
     }
-    return select(exp2(params.p * log2(a)), 0.0, a == 0.0);
+    return select(exp2(params.p * (log2(a) - 2.0)), 0.0, a == 0.0);
 }
 
-// s^(1/P) for a sum s >= 0 of |v|^P.
+// The norm of the scaled difference from its sum s of pow_abs terms.
 fn root(s: f32) -> f32 {
     if (NORM == 2u || params.p == 1.0) {
         return s;
@@ -75,11 +158,11 @@ fn root(s: f32) -> f32 {
     if (params.p == 2.0) {
         return sqrt(s);
     }
-    return select(exp2(log2(s) / params.p), 0.0, s == 0.0);
+    return select(4.0 * exp2(log2(s) / params.p), 0.0, s == 0.0);
 }
 
-// d|v|_P / dv for one element v of a vector whose norm is `d` (0 where v or d is 0); for the
-// max norm, `ties` is how many elements reach d.
+// d|v|_P / dv for one element v of a (scaled) vector whose norm is `d` (0 where v or d is 0);
+// for the max norm, `ties` is how many elements reach d.
 fn norm_grad(v: f32, d: f32, ties: f32) -> f32 {
     if (d == 0.0 || v == 0.0 || NORM == 2u) {
         return 0.0;
@@ -96,81 +179,71 @@ fn norm_grad(v: f32, d: f32, ties: f32) -> f32 {
     return sign(v) * exp2((params.p - 1.0) * (log2(abs(v)) - log2(d)));
 }
 
-// The running max of |v| and how many elements reach it.
-fn max_tie(m: vec2<f32>, v: f32) -> vec2<f32> {
-    let a = abs(v);
-    if (a > m.x) {
-        return vec2<f32>(a, 1.0);
-    }
-    return vec2<f32>(m.x, m.y + select(0.0, 1.0, a == m.x));
-}
-
-// A cosine row's sums: <x1, x2>, |x1|^2 + 1e-12, |x2|^2 + 1e-12, and whether a value is NaN.
-struct Cosine {
-    dot: f32,
-    a: f32,
-    b: f32,
-    nan: bool,
-}
-
-fn cosine_sums(base: u32) -> Cosine {
-    var c = Cosine(0.0, 1e-12, 1e-12, false);
-    for (var k = 0u; k < params.cols; k++) {
-        let u = x1[base + k];
-        let v = x2[base + k];
-        c.nan = c.nan | is_nan(u) | is_nan(v);
-        c.dot += u * v;
-        c.a += u * u;
-        c.b += v * v;
-    }
-    return c;
-}
-
-// A triplet row's distances d(a, p), d(a, n), d(p, n) (the last with SWAP), the max norm's
-// ties of each, and NaN.
+// A triplet row: per distance (ap, an, pn) its scale k and the norm of its scaled difference
+// (the max norm: the largest scaled magnitude, with its ties), its true distance, and NaN.
 struct Triplet {
-    ap: f32,
-    an: f32,
-    pn: f32,
+    k: vec3<f32>,
+    scaled: vec3<f32>,
     ties: vec3<f32>,
+    dist: vec3<f32>,
     nan: bool,
 }
 
-fn triplet_distances(base: u32) -> Triplet {
-    var s = vec3<f32>(0.0);
-    var m_ap = vec2<f32>(0.0, 0.0);
-    var m_an = vec2<f32>(0.0, 0.0);
-    var m_pn = vec2<f32>(0.0, 0.0);
-    var nan = false;
-    for (var k = 0u; k < params.cols; k++) {
-        let a = x1[base + k];
-        let p = x2[base + k];
-        let n = x3[base + k];
-        nan = nan | is_nan(a) | is_nan(p) | is_nan(n);
-        if (NORM == 1u) {
-            m_ap = max_tie(m_ap, a - p + params.eps);
-            m_an = max_tie(m_an, a - n + params.eps);
-            m_pn = max_tie(m_pn, p - n + params.eps);
-        } else {
-            s.x += pow_abs(a - p + params.eps);
-            s.y += pow_abs(a - n + params.eps);
-            if (SWAP) {
-                s.z += pow_abs(p - n + params.eps);
+fn triplet_distances(base: u32, lane: u32, lid: u32, live: bool) -> Triplet {
+    var m = vec4<f32>(0.0);
+    if (live) {
+        for (var c = lane; c < params.cols; c += TPR) {
+            let a = x1[base + c];
+            let p = x2[base + c];
+            let n = x3[base + c];
+            let bad = is_nan(a) || is_nan(p) || is_nan(n);
+            let q = abs(vec3<f32>(quarter_diff(a, p), quarter_diff(a, n), quarter_diff(p, n)));
+            m = max(m, vec4<f32>(select(q, vec3<f32>(0.0), bad), f32(bad)));
+        }
+    }
+    m = row_max4(m, lane, lid);
+    let k = vec3<f32>(up_scale(m.x), up_scale(m.y), up_scale(m.z));
+    let top = m.xyz * k;
+    var s = vec4<f32>(0.0);
+    if (live && m.w == 0.0) {
+        for (var c = lane; c < params.cols; c += TPR) {
+            let a = x1[base + c];
+            let p = x2[base + c];
+            let n = x3[base + c];
+            let v = vec3<f32>(quarter_diff(a, p), quarter_diff(a, n), quarter_diff(p, n)) * k;
+            if (NORM == 1u) {
+                s += vec4<f32>(select(vec3<f32>(0.0), vec3<f32>(1.0), abs(v) == top), 0.0);
+            } else {
+                s += vec4<f32>(pow_abs(v.x), pow_abs(v.y), select(0.0, pow_abs(v.z), SWAP), 0.0);
             }
         }
     }
+    s = row_sum4(s, lane, lid);
+    var t: Triplet;
+    t.k = k;
+    t.nan = m.w > 0.0;
     if (NORM == 1u) {
-        return Triplet(m_ap.x, m_an.x, select(0.0, m_pn.x, SWAP), vec3<f32>(m_ap.y, m_an.y, m_pn.y), nan);
+        t.scaled = top;
+        t.ties = s.xyz;
+        t.dist = 4.0 * m.xyz;
+    } else {
+        t.scaled = vec3<f32>(root(s.x), root(s.y), root(s.z));
+        t.ties = vec3<f32>(1.0);
+        // The count norm counts, unscaled; a p-norm is 4/k times its scaled difference's.
+        t.dist = select(t.scaled * (4.0 / k), s.xyz, NORM == 2u);
     }
-    return Triplet(root(s.x), root(s.y), root(s.z), vec3<f32>(1.0), nan);
+    if (!SWAP) {
+        t.dist.z = 0.0;
+    }
+    return t;
 }
 
 // The weights of d(a, n) and d(p, n) in the negative distance (SWAP's minimum; halves on a tie).
 fn negative_weights(t: Triplet) -> vec2<f32> {
-    if (!SWAP || t.an < t.pn) {
+    if (!SWAP || t.dist.y < t.dist.z) {
         return vec2<f32>(1.0, 0.0);
     }
-    if (t.pn < t.an) {
+    if (t.dist.z < t.dist.y) {
         return vec2<f32>(0.0, 1.0);
     }
     return vec2<f32>(0.5, 0.5);
@@ -182,26 +255,32 @@ fn forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * WG + lid;
-    if (row >= params.rows) {
-        return;
-    }
+    let at = row_slot(wid, nwg, lid);
+    let row = at.x;
+    let lane = at.y;
+    let live = row < params.rows;
     let base = row * params.cols;
     var nan: bool;
     var l: f32;
     if (LOSS == COSINE_EMBEDDING) {
-        let c = cosine_sums(base);
+        let c = cosine_sums(base, lane, lid, live);
         let cos = c.dot / sqrt(c.a * c.b);
-        let t = y[row];
-        nan = c.nan | is_nan(t);
+        var t = 0.0;
+        if (live) {
+            t = y[row];
+        }
+        let chosen = t == 1.0 || t == -1.0;
+        nan = c.bad && chosen;
         l = select(0.0, 1.0 - cos, t == 1.0) + select(0.0, max(cos - params.margin, 0.0), t == -1.0);
     } else {
-        let t = triplet_distances(base);
+        let t = triplet_distances(base, lane, lid, live);
         let w = negative_weights(t);
         nan = t.nan;
-        l = max(params.margin + t.ap - (w.x * t.an + w.y * t.pn), 0.0);
+        l = max(params.margin + t.dist.x - (w.x * t.dist.y + w.y * t.dist.z), 0.0);
     }
-    loss[row] = select(bitcast<u32>(l), NAN_BITS, nan);
+    if (live && lane == 0u) {
+        loss[row] = select(bitcast<u32>(l), NAN_BITS, nan);
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -210,19 +289,31 @@ fn backward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * WG + lid;
-    if (row >= params.rows) {
-        return;
-    }
+    let at = row_slot(wid, nwg, lid);
+    let row = at.x;
+    let lane = at.y;
+    let live = row < params.rows;
     let base = row * params.cols;
-    var s: f32;
-    if (G_PER_ROW) {
-        s = g[row];
-    } else {
-        s = g[0] * params.scale;
+    var s = 0.0;
+    if (live) {
+        if (G_PER_ROW) {
+            s = g[row];
+        } else {
+            s = g[0] * params.scale;
+        }
     }
     if (LOSS == COSINE_EMBEDDING) {
-        let c = cosine_sums(base);
+        let c = cosine_sums(base, lane, lid, live);
+        if (!live) {
+            return;
+        }
+        if (c.bad) {
+            for (var k = lane; k < params.cols; k += TPR) {
+                d1[base + k] = NAN_BITS;
+                d2[base + k] = NAN_BITS;
+            }
+            return;
+        }
         let root_ab = sqrt(c.a * c.b);
         let cos = c.dot / root_ab;
         let t = y[row];
@@ -232,30 +323,37 @@ fn backward(
         } else if (t == -1.0 && cos - params.margin > 0.0) {
             dcos = s;
         }
-        for (var k = 0u; k < params.cols; k++) {
-            let u = x1[base + k];
-            let v = x2[base + k];
-            d1[base + k] = dcos * (v / root_ab - cos * u / c.a);
-            d2[base + k] = dcos * (u / root_ab - cos * v / c.b);
+        // d cos / d x1 = ka (x2' / sqrt(a' b') - cos x1' / a') over the scaled values x' = k x.
+        let fa = dcos * c.ka;
+        let fb = dcos * c.kb;
+        for (var k = lane; k < params.cols; k += TPR) {
+            let u = x1[base + k] * c.ka;
+            let v = x2[base + k] * c.kb;
+            d1[base + k] = bitcast<u32>(fa * (v / root_ab - cos * u / c.a));
+            d2[base + k] = bitcast<u32>(fb * (u / root_ab - cos * v / c.b));
         }
     } else {
-        let t = triplet_distances(base);
+        let t = triplet_distances(base, lane, lid, live);
+        if (!live) {
+            return;
+        }
         let w = negative_weights(t);
-        let z = params.margin + t.ap - (w.x * t.an + w.y * t.pn);
+        let z = params.margin + t.dist.x - (w.x * t.dist.y + w.y * t.dist.z);
         let on = select(0.0, s, z > 0.0);
-        for (var k = 0u; k < params.cols; k++) {
-            let a = x1[base + k];
-            let p = x2[base + k];
-            let n = x3[base + k];
-            let g_ap = norm_grad(a - p + params.eps, t.ap, t.ties.x);
-            let g_an = w.x * norm_grad(a - n + params.eps, t.an, t.ties.y);
+        for (var c = lane; c < params.cols; c += TPR) {
+            let a = x1[base + c];
+            let p = x2[base + c];
+            let n = x3[base + c];
+            let v = vec3<f32>(quarter_diff(a, p), quarter_diff(a, n), quarter_diff(p, n)) * t.k;
+            let g_ap = norm_grad(v.x, t.scaled.x, t.ties.x);
+            let g_an = w.x * norm_grad(v.y, t.scaled.y, t.ties.y);
             var g_pn = 0.0;
             if (SWAP) {
-                g_pn = w.y * norm_grad(p - n + params.eps, t.pn, t.ties.z);
+                g_pn = w.y * norm_grad(v.z, t.scaled.z, t.ties.z);
             }
-            d1[base + k] = on * (g_ap - g_an);
-            d2[base + k] = on * (-g_ap - g_pn);
-            d3[base + k] = on * (g_an + g_pn);
+            d1[base + c] = bitcast<u32>(on * (g_ap - g_an));
+            d2[base + c] = bitcast<u32>(on * (-g_ap - g_pn));
+            d3[base + c] = bitcast<u32>(on * (g_an + g_pn));
         }
     }
 }

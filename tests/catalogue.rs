@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{adversarial_devices, devices, label};
+use common::{adversarial_devices, devices, f64s, label};
 use wgpu_loss::catalogue::{
     self, Args, Array, GradientOf, LOSSES, Loss, LossReduction, Operand, Options, Target, Variant,
 };
@@ -1123,5 +1123,179 @@ fn soft_margin_stays_finite_where_pytorch_overflows() {
         let ones = catalogue::ones(dev, &[2]).unwrap();
         let grad = (loss.backward)(&inputs, &out, &ones).unwrap().to_vec().unwrap();
         assert_eq!(grad, [-1.0, 1.0], "{}", label(dev));
+    }
+}
+
+/// `1e19·randn(3, 8)` as float32 (`torch.manual_seed(0)`), the input of PyTorch's values below.
+#[allow(clippy::excessive_precision)]
+const HUGE: [f32; 24] = [
+    -1.1258399e+19,
+    -1.1523602e+19,
+    -2.5057859e+18,
+    -4.3387881e+18,
+    8.4871033e+18,
+    6.9200914e+18,
+    -3.1601278e+18,
+    -2.1152194e+19,
+    4.680964e+18,
+    -1.5771245e+18,
+    1.4436601e+19,
+    2.6604941e+18,
+    1.6645534e+18,
+    8.7438184e+18,
+    -1.4347384e+18,
+    -1.1160933e+18,
+    9.3182654e+18,
+    1.2590092e+19,
+    2.0049806e+19,
+    5.3736903e+17,
+    6.1805665e+18,
+    -4.1280221e+18,
+    -8.4106482e+18,
+    -2.3160419e+19,
+];
+
+/// Each row reversed: the other input.
+fn reversed_rows(x: &[f32], cols: usize) -> Vec<f32> {
+    x.chunks(cols).flat_map(|r| r.iter().rev().copied()).collect()
+}
+
+/// cosine_embedding where |x|² overflows float32 (PyTorch's float32 gives NaN, NaN, 0 here): the
+/// float64 answer, from torch 2.15 in float64 on these float32 inputs:
+/// ```python
+/// torch.manual_seed(0); x1 = (torch.randn(3, 8) * 1e19).float(); x2 = x1.flip(1)
+/// a, b = x1.double().requires_grad_(), x2.double().requires_grad_()
+/// l = F.cosine_embedding_loss(a, b, torch.tensor([1., -1., 1.]).double(), reduction="none")
+/// l.sum().backward()  # l, a.grad (b.grad is a.grad with each row reversed)
+/// ```
+#[test]
+fn cosine_embedding_where_squares_overflow_float32() {
+    let _serial = serial();
+    let loss = catalogue::find("cosine_embedding").unwrap();
+    #[allow(clippy::excessive_precision)]
+    let want_grad = [
+        1.786027174e-20,
+        -3.170271635e-21,
+        -9.514806449e-21,
+        -1.242018962e-20,
+        1.006859953e-20,
+        7.012432233e-21,
+        1.14941601e-20,
+        5.12591183e-22,
+        -1.496167138e-20,
+        -5.752420803e-22,
+        -8.348278858e-21,
+        -1.373575595e-21,
+        4.16216511e-21,
+        2.329393545e-20,
+        -1.366667103e-21,
+        1.72601343e-20,
+        1.332323325e-20,
+        5.343277241e-22,
+        -6.222312596e-21,
+        -4.969185791e-21,
+        -3.299670544e-21,
+        -1.337521698e-20,
+        -5.678649249e-21,
+        3.71455693e-21,
+    ];
+    let want_grad2: Vec<f64> = want_grad.chunks(8).flat_map(|r| r.iter().rev().copied()).collect();
+    for dev in devices() {
+        let mut args = Args::new(Array::from_f32(&HUGE, &[3, 8]));
+        args.input2 = Some(Array::from_f32(&reversed_rows(&HUGE, 8), &[3, 8]));
+        args.target = Some(Target::Values(Array::from_f32(&[1.0, -1.0, 1.0], &[3])));
+        args.options.reduction = LossReduction::None;
+        let inputs = args.upload(dev).unwrap();
+        let what = format!("cosine_embedding at 1e19 on {}", label(dev));
+        let out = (loss.forward)(&inputs).unwrap();
+        let got = out.to_vec().unwrap();
+        assert!(
+            miss(&got, &[0.4886317187, 0.7921175068, 1.612439898], (1e-6, 1e-6)).is_none(),
+            "{what}: {got:?}"
+        );
+        let ones = catalogue::ones(dev, out.shape()).unwrap();
+        let d1 = (loss.backward)(&inputs, &out, &ones).unwrap().to_vec().unwrap();
+        let d2 = (loss.backward_operands)(&inputs, &ones).unwrap().remove(0).to_vec().unwrap();
+        // Gradients of order 1e-20: relative.
+        assert!(miss(&d1, &want_grad, (1e-26, 1e-5)).is_none(), "{what}: d1 {d1:?}");
+        assert!(miss(&d2, &want_grad2, (1e-26, 1e-5)).is_none(), "{what}: d2 {d2:?}");
+    }
+}
+
+/// The embedding losses at every magnitude a finite float32 takes, tiny to huge, against their
+/// f64 references, loss and gradients relative to their size: squares and p-th powers of the
+/// values (or of triplet's differences) would overflow or underflow float32 unscaled.
+#[test]
+fn embedding_losses_at_extreme_magnitudes() {
+    use wgpu_loss::reference::embedding_rows as er;
+    let _serial = serial();
+    let cols = 8;
+    let base: Vec<f32> = HUGE.iter().map(|v| v / 1e19).collect();
+    let second = reversed_rows(&base, cols);
+    let third: Vec<f32> = base.iter().zip(&second).map(|(a, b)| 0.5 * a - b).collect();
+    let none = wgpu_loss::Reduction::None;
+    for dev in devices() {
+        for scale in [1e-30f32, 1e-20, 1e-3, 1e19, 1e30, 3e37] {
+            let x: Vec<f32> = base.iter().map(|v| v * scale).collect();
+            let x2: Vec<f32> = second.iter().map(|v| v * scale).collect();
+            let (x64, x2_64) = (f64s(&x), f64s(&x2));
+            let what = format!("at {scale:e} on {}", label(dev));
+            // cosine: a row of each target kind (its loss and gradient scale-free, ~1/scale).
+            let (c1, c2) = (dev.tensor(&x, &[3, cols]).unwrap(), dev.tensor(&x2, &[3, cols]).unwrap());
+            let t = dev.tensor(&[1.0, -1.0, 0.5], &[3]).unwrap();
+            let ones = dev.tensor(&[1.0; 3], &[3]).unwrap();
+            let cos = wgpu_loss::CosineEmbedding::default().reduction(none);
+            let got = cos.forward(&c1, &c2, &t).unwrap().to_vec().unwrap();
+            let want = er::cosine_embedding(&x64, &x2_64, cols, &[1.0, -1.0, 0.5], 0.0, none);
+            assert!(miss(&got, &want, (1e-6, 1e-5)).is_none(), "cosine {what}: {got:?} {want:?}");
+            let (d1, d2) = cos.backward(&c1, &c2, &t, &ones).unwrap();
+            let (w1, w2) =
+                er::cosine_embedding_backward(&x64, &x2_64, cols, &[1.0, -1.0, 0.5], 0.0, &[1.0; 3], none);
+            let tiny = 1e-6 / scale as f64;
+            assert!(miss(&d1.to_vec().unwrap(), &w1, (tiny, 1e-5)).is_none(), "cosine {what}: d1");
+            assert!(miss(&d2.to_vec().unwrap(), &w2, (tiny, 1e-5)).is_none(), "cosine {what}: d2");
+            // triplet: each norm, with a margin of the distances' size (the differences stay
+            // below float32's largest; past it a distance is inf, as float32 computes it).
+            let scale3 = scale.min(1e36);
+            let x3: Vec<f32> = third.iter().map(|v| v * scale3).collect();
+            let (a, p): (Vec<f32>, Vec<f32>) =
+                (base.iter().map(|v| v * scale3).collect(), second.iter().map(|v| v * scale3).collect());
+            let (at, pt, nt) = (
+                dev.tensor(&a, &[3, cols]).unwrap(),
+                dev.tensor(&p, &[3, cols]).unwrap(),
+                dev.tensor(&x3, &[3, cols]).unwrap(),
+            );
+            let (a64, p64, n64) = (f64s(&a), f64s(&p), f64s(&x3));
+            for (norm, swap) in
+                [(2.0f32, false), (1.0, true), (3.0, false), (f32::INFINITY, true), (0.0, false)]
+            {
+                let margin = scale3 * 2.0;
+                let l = wgpu_loss::TripletMargin::default()
+                    .margin(margin)
+                    .p(norm)
+                    .eps(0.0)
+                    .swap(swap)
+                    .reduction(none);
+                let o = er::Triplet { margin: margin as f64, p: norm as f64, eps: 0.0, swap };
+                let what = format!("triplet p={norm} swap={swap} {what}");
+                let got = l.forward(&at, &pt, &nt).unwrap().to_vec().unwrap();
+                let want = er::triplet_margin(&a64, &p64, &n64, cols, o, none);
+                // The loss is margin + d(a, p) − d(a, n): a few ulp of the distances' size (the
+                // count norm's distances are counts, whatever the scale).
+                let size = if norm == 0.0 { cols as f64 } else { scale3 as f64 };
+                assert!(miss(&got, &want, (1e-6 * size, 1e-5)).is_none(), "{what}: {got:?} {want:?}");
+                let grads = l.backward(&at, &pt, &nt, &ones).unwrap();
+                let wants = er::triplet_margin_backward(&a64, &p64, &n64, cols, o, &[1.0; 3], none);
+                for (k, (got, want)) in
+                    [(grads.0, wants.0), (grads.1, wants.1), (grads.2, wants.2)].into_iter().enumerate()
+                {
+                    let got = got.to_vec().unwrap();
+                    assert!(
+                        miss(&got, &want, (1e-6, 1e-5)).is_none(),
+                        "{what}: gradient {k}: {got:?} {want:?}"
+                    );
+                }
+            }
+        }
     }
 }

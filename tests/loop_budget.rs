@@ -446,82 +446,183 @@ fn shapes_past_every_split_are_limit_errors_naming_the_shape() {
     }
 }
 
-/// The one-thread-per-row losses on devices whose budget is narrowed to 1 024 trips: a row just
-/// inside it matches the reference; one class (or value) more is a typed error naming the
-/// kernel, never a silently short loop.
+/// A row loss of the class-margin, embedding or multilabel-margin kernels.
+#[derive(Clone, Copy, Debug)]
+enum RowLoss {
+    MultiMargin,
+    MultilabelSoftMargin,
+    Cosine,
+    Triplet,
+    MultilabelMargin,
+}
+
+/// A result read back and its reference.
+type Compared = (Vec<f32>, Vec<f64>);
+
+/// `loss` on `rows` rows of `cols` values on `dev`, forward (per row) and backward (for a
+/// per-row upstream gradient) against the f64 reference.
+fn check_row_loss(dev: &Device, loss: RowLoss, rows: usize, cols: usize, rng: &mut Rng) {
+    use wgpu_loss::reference::{class_margin as cm, embedding_rows as er};
+    use wgpu_loss::{CosineEmbedding, MultiMargin, MultilabelMargin, MultilabelSoftMargin, TripletMargin};
+    let what = format!("{} {loss:?} rows={rows} cols={cols}", common::label(dev));
+    let none = Reduction::None;
+    let x = rng.values(rows * cols, 1.0);
+    let g = rng.values(rows, 1.0);
+    let (xt, gt) = (dev.tensor(&x, &[rows, cols]).unwrap(), dev.tensor(&g, &[rows]).unwrap());
+    let (x64, g64) = (f64s(&x), f64s(&g));
+    // Sums of `cols` terms of size about 1: a few ulp of the sum's size.
+    let tol = Tol { abs: 1e-6 * (cols as f64).sqrt(), rel: 1e-5 }.sum(cols);
+    let (loss_got, loss_want, grads): (Vec<f32>, Vec<f64>, Vec<Compared>) = match loss {
+        RowLoss::MultiMargin => {
+            let t: Vec<i64> = rng.classes(rows, cols);
+            let tt = dev.indices(&t, &[rows]).unwrap();
+            let l = MultiMargin::default().reduction(none);
+            let (out, dx) = (l.forward(&xt, &tt).unwrap(), l.backward(&xt, &tt, &gt).unwrap());
+            let want = cm::multi_margin(&x64, cols, &t, 1, 1.0, None, none).unwrap();
+            let dwant = cm::multi_margin_backward(&x64, cols, &t, 1, 1.0, None, &g64, none).unwrap();
+            (out.to_vec().unwrap(), want, vec![(dx.to_vec().unwrap(), dwant)])
+        }
+        RowLoss::MultilabelSoftMargin => {
+            let y = rng.uniform(rows * cols, 0.0, 1.0);
+            let yt = dev.tensor(&y, &[rows, cols]).unwrap();
+            let l = MultilabelSoftMargin::default().reduction(none);
+            let (out, dx) = (l.forward(&xt, &yt).unwrap(), l.backward(&xt, &yt, &gt).unwrap());
+            let y64 = f64s(&y);
+            let want = cm::multilabel_soft_margin(&x64, &y64, cols, None, none);
+            let dwant = cm::multilabel_soft_margin_backward(&x64, &y64, cols, None, &g64, none);
+            (out.to_vec().unwrap(), want, vec![(dx.to_vec().unwrap(), dwant)])
+        }
+        RowLoss::Cosine => {
+            let x2 = rng.values(rows * cols, 1.0);
+            let y: Vec<f32> = (0..rows).map(|r| if r % 2 == 0 { 1.0 } else { -1.0 }).collect();
+            let (x2t, yt) = (dev.tensor(&x2, &[rows, cols]).unwrap(), dev.tensor(&y, &[rows]).unwrap());
+            let l = CosineEmbedding::default().margin(-0.5).reduction(none);
+            let out = l.forward(&xt, &x2t, &yt).unwrap();
+            let (d1, d2) = l.backward(&xt, &x2t, &yt, &gt).unwrap();
+            let (x2_64, y64) = (f64s(&x2), f64s(&y));
+            let want = er::cosine_embedding(&x64, &x2_64, cols, &y64, -0.5, none);
+            let (w1, w2) = er::cosine_embedding_backward(&x64, &x2_64, cols, &y64, -0.5, &g64, none);
+            let grads = vec![(d1.to_vec().unwrap(), w1), (d2.to_vec().unwrap(), w2)];
+            (out.to_vec().unwrap(), want, grads)
+        }
+        RowLoss::Triplet => {
+            let (p, n) = (rng.values(rows * cols, 1.0), rng.values(rows * cols, 1.0));
+            let (pt, nt) = (dev.tensor(&p, &[rows, cols]).unwrap(), dev.tensor(&n, &[rows, cols]).unwrap());
+            // A margin past the distances' differences, so every row's hinge is open.
+            let margin = 2.0 * (cols as f32).sqrt();
+            let l = TripletMargin::default().margin(margin).swap(true).reduction(none);
+            let out = l.forward(&xt, &pt, &nt).unwrap();
+            let (da, dp, dn) = l.backward(&xt, &pt, &nt, &gt).unwrap();
+            let o = er::Triplet { margin: margin as f64, p: 2.0, eps: 1e-6, swap: true };
+            let (p64, n64) = (f64s(&p), f64s(&n));
+            let want = er::triplet_margin(&x64, &p64, &n64, cols, o, none);
+            let (wa, wp, wn) = er::triplet_margin_backward(&x64, &p64, &n64, cols, o, &g64, none);
+            let grads =
+                vec![(da.to_vec().unwrap(), wa), (dp.to_vec().unwrap(), wp), (dn.to_vec().unwrap(), wn)];
+            (out.to_vec().unwrap(), want, grads)
+        }
+        RowLoss::MultilabelMargin => {
+            // Five targets a row (one repeated), then −1 and ids after it, which count for nothing.
+            let mut t = vec![0i64; rows * cols];
+            for r in 0..rows {
+                let row = &mut t[r * cols..(r + 1) * cols];
+                let ids = rng.classes(row.len(), cols);
+                row.copy_from_slice(&ids);
+                row[..5].copy_from_slice(&[ids[0], ids[1], (cols - 1) as i64, ids[0], 0]);
+                row[5] = -1;
+            }
+            let tt = dev.indices(&t, &[rows, cols]).unwrap();
+            let l = MultilabelMargin::default().reduction(none);
+            let (out, dx) = (l.forward(&xt, &tt).unwrap(), l.backward(&xt, &tt, &gt).unwrap());
+            let want = cm::multilabel_margin(&x64, &t, cols, none).unwrap();
+            let dwant = cm::multilabel_margin_backward(&x64, &t, cols, &g64, none).unwrap();
+            (out.to_vec().unwrap(), want, vec![(dx.to_vec().unwrap(), dwant)])
+        }
+    };
+    assert_close(&format!("{what}: loss"), &loss_got, &loss_want, tol);
+    for (k, (got, want)) in grads.iter().enumerate() {
+        assert_close(&format!("{what}: gradient {k}"), got, want, tol);
+    }
+}
+
+/// The rows' trips of a kernel that loops `passes` times over ⌈cols / tpr⌉ values and merges
+/// `trees` times over the row's threads (`RowLoops` with plain passes): the rule that decides
+/// how many threads a row gets.
+fn row_trips(cols: usize, tpr: usize, passes: usize, trees: usize) -> usize {
+    passes * (cols.div_ceil(tpr) + 1) + trees * tpr.trailing_zeros() as usize + 4
+}
+
+/// The most values a row may hold with `tpr` threads within `budget`.
+fn most_cols(budget: usize, tpr: usize, passes: usize, trees: usize) -> usize {
+    let mut c = (budget / passes) * tpr;
+    while row_trips(c, tpr, passes, trees) > budget {
+        c -= 1;
+    }
+    c
+}
+
+/// The row losses across their splits on devices whose budget is narrowed to 1 024 trips, against
+/// the f64 references: each row on one thread up to the budget and on two just past it (256 rows,
+/// which the planner starts at one thread each), on 64, 128 and 256 threads at the edges between
+/// them (two rows, which it starts at 64 threads), and one value past 256 threads a typed error
+/// naming the kernel; multilabel_margin in one, two and three pieces of the row. On the real
+/// budget these are the splits that rows of a million values take.
 #[test]
 fn narrowed_budget_row_losses() {
-    use wgpu_loss::reference::{class_margin as cm, embedding_rows as er};
-    use wgpu_loss::{CosineEmbedding, MultiMargin, MultilabelMargin};
+    use wgpu_loss::{MultiMargin, TripletMargin};
+    let _serial = serial();
     let mut rng = Rng::new(23);
+    let budget = wgpu_loss::MIN_LOOP_BUDGET as usize;
     for dev in narrow_budget_devices() {
-        let what = common::label(dev);
-        // multi_margin loops once over C: 1 024 classes fit, 1 025 do not.
-        for (c, fits) in [(1_024usize, true), (1_025, false)] {
-            let x = rng.values(2 * c, 1.0);
-            let t = [3i64, 700];
-            let (xt, tt) = (dev.tensor(&x, &[2, c]).unwrap(), dev.indices(&t, &[2]).unwrap());
-            let got = MultiMargin::default().forward(&xt, &tt);
-            if fits {
-                let want = cm::multi_margin(&x, c, &t, 1, 1.0, None, Reduction::Mean).unwrap();
-                assert_close(
-                    &format!("{what} multi_margin C={c}"),
-                    &got.unwrap().to_vec().unwrap(),
-                    &want,
-                    Tol::scaled(4.0),
-                );
-            } else {
-                let err = got.unwrap_err();
-                assert!(matches!(&err, Error::Limit { what, .. } if what.contains("class_margin")), "{err}");
+        // The class-margin kernel loops once and merges once; the embedding kernel's backward
+        // loops three times and merges twice (its forward less: the backward decides).
+        for (losses, passes, trees) in [
+            (&[RowLoss::MultiMargin, RowLoss::MultilabelSoftMargin][..], 1, 1),
+            (&[RowLoss::Cosine, RowLoss::Triplet][..], 3, 2),
+        ] {
+            let one = most_cols(budget, 1, passes, trees);
+            let mut shapes = vec![(256, one), (256, one + 1)];
+            for tpr in [64, 128] {
+                let most = most_cols(budget, tpr, passes, trees);
+                shapes.extend([(2, most), (2, most + 1)]);
             }
-        }
-        // cosine_embedding's backward loops twice over D: 512 values fit, 513 do not.
-        for (d, fits) in [(512usize, true), (513, false)] {
-            let (a, b) = (rng.values(d, 1.0), rng.values(d, 1.0));
-            let (at, bt) = (dev.tensor(&a, &[d]).unwrap(), dev.tensor(&b, &[d]).unwrap());
-            let y = dev.tensor(&[1.0], &[]).unwrap();
-            let g = dev.tensor(&[1.0], &[]).unwrap();
-            let got = CosineEmbedding::default().backward(&at, &bt, &y, &g);
-            if fits {
-                let (a64, b64) = (f64s(&a), f64s(&b));
-                let want =
-                    er::cosine_embedding_backward(&a64, &b64, d, &[1.0], 0.0, &[1.0], Reduction::Mean).0;
-                assert_close(
-                    &format!("{what} cosine D={d}"),
-                    &got.unwrap().0.to_vec().unwrap(),
-                    &want,
-                    Tol::scaled(4.0),
-                );
-            } else {
-                let err = got.unwrap_err();
-                assert!(
-                    matches!(&err, Error::Limit { what, .. } if what.contains("embedding_rows")),
-                    "{err}"
-                );
+            shapes.push((2, most_cols(budget, 256, passes, trees)));
+            for &loss in losses {
+                for &(rows, cols) in &shapes {
+                    check_row_loss(dev, loss, rows, cols, &mut rng);
+                }
             }
-        }
-        // multilabel_margin loops at most three times over C: 341 fit, 342 do not.
-        for (c, fits) in [(341usize, true), (342, false)] {
-            let x = rng.values(c, 1.0);
-            let mut t = vec![-1i64; c];
-            t[..3].copy_from_slice(&[5, 0, 77]);
-            let (xt, tt) = (dev.tensor(&x, &[c]).unwrap(), dev.indices(&t, &[c]).unwrap());
-            let got = MultilabelMargin::default().forward(&xt, &tt);
-            if fits {
-                let want = cm::multilabel_margin(&x, &t, c, Reduction::Mean).unwrap();
-                assert_close(
-                    &format!("{what} multilabel_margin C={c}"),
-                    &got.unwrap().to_vec().unwrap(),
-                    &want,
-                    Tol::scaled(4.0),
-                );
+            // One value past a row on 256 threads: an error naming the kernel, before anything runs.
+            let past = most_cols(budget, 256, passes, trees) + 1;
+            let x = dev.tensor(&vec![0.5; 2 * past], &[2, past]).unwrap();
+            let err = if passes == 1 {
+                let t = dev.indices(&[0i64, 1], &[2]).unwrap();
+                MultiMargin::default().forward(&x, &t).unwrap_err()
             } else {
-                let err = got.unwrap_err();
-                assert!(
-                    matches!(&err, Error::Limit { what, .. } if what.contains("multilabel_margin")),
-                    "{err}"
-                );
-            }
+                let g = dev.tensor(&[1.0], &[]).unwrap();
+                TripletMargin::default().backward(&x, &x, &x, &g).map(|_| ()).unwrap_err()
+            };
+            assert!(matches!(&err, Error::Limit { .. }), "{}: {err}", common::label(dev));
         }
+        // multilabel_margin's pieces: the whole row fits one piece up to budget − 1 classes.
+        for cols in [budget - 1, budget, 2 * (budget - 1) + 1] {
+            check_row_loss(dev, RowLoss::MultilabelMargin, 3, cols, &mut rng);
+        }
+    }
+}
+
+/// On each adapter's own budget, the sizes the split exists for: a million classes for
+/// multi_margin and multilabel_soft_margin, a million values for cosine_embedding and
+/// triplet_margin, 100 000 classes for multilabel_margin, forward and backward against the f64
+/// reference (on a GPU, whose budget is unlimited, they run without splitting).
+#[test]
+fn row_losses_at_a_million_values() {
+    let _serial = serial();
+    let mut rng = Rng::new(24);
+    for dev in one_per_adapter() {
+        for loss in [RowLoss::MultiMargin, RowLoss::MultilabelSoftMargin, RowLoss::Cosine, RowLoss::Triplet] {
+            check_row_loss(dev, loss, 2, 1_000_000, &mut rng);
+        }
+        check_row_loss(dev, RowLoss::MultilabelMargin, 2, 100_000, &mut rng);
     }
 }

@@ -1,7 +1,9 @@
-//! `shaders/class_margin.wgsl`: multi_margin and multilabel_soft_margin, one thread per row.
+//! `shaders/class_margin.wgsl`: multi_margin and multilabel_soft_margin, each row spread over
+//! threads (`shaders/row_tree.wgsl`).
 
 use bytemuck::{Pod, Zeroable};
 
+use super::rows::{ROW_EXTENTS, RowLoops};
 use super::source::{cached, shader};
 use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
@@ -36,11 +38,9 @@ pub const DX: Binding = Binding::read_write("dx", 7);
 /// The first row whose target is out of range.
 pub const STATUS: Binding = Binding::read_write("status", 8);
 
-/// The extent the loops grow with: the classes of a row.
-pub(crate) const EXTENTS: &[&str] = &["cols"];
-
-/// Each entry loops once over a row's classes.
-const ONE_PASS: LoopBound = LoopBound { over: EXTENTS, rule: |e| e[0] };
+/// Each entry loops once over its share of a row's classes, then merges over the row's threads.
+pub(crate) const LOOPS: RowLoops = RowLoops { wide: 0, plain: 1, trees: 1, quads: false };
+const ONE_PASS: LoopBound = LoopBound { over: ROW_EXTENTS, rule: |e| LOOPS.at(e) };
 
 pub static KERNEL: KernelSpec = KernelSpec {
     name: "class_margin",
@@ -53,5 +53,5 @@ pub static KERNEL: KernelSpec = KernelSpec {
 };
 
 fn body() -> String {
-    shader!("class_margin.wgsl").into()
+    shader!("class_margin.wgsl", "row_tree.wgsl").into()
 }

@@ -1,7 +1,9 @@
-//! `shaders/embedding_rows.wgsl`: cosine_embedding and triplet_margin, one thread per row.
+//! `shaders/embedding_rows.wgsl`: cosine_embedding and triplet_margin, each row spread over
+//! threads (`shaders/row_tree.wgsl`).
 
 use bytemuck::{Pod, Zeroable};
 
+use super::rows::{ROW_EXTENTS, RowLoops};
 use super::source::{cached, shader};
 use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
@@ -38,8 +40,10 @@ pub const D1: Binding = Binding::read_write("d1", 7);
 pub const D2: Binding = Binding::read_write("d2", 8);
 pub const D3: Binding = Binding::read_write("d3", 9);
 
-/// The extent the loops grow with: the values of a row.
-pub(crate) const EXTENTS: &[&str] = &["cols"];
+/// The forward's passes over a thread's share of a row (the largest magnitudes, the sums), each
+/// merged over the row's threads; the backward's third writes the gradients.
+pub(crate) const FORWARD_LOOPS: RowLoops = RowLoops { wide: 0, plain: 2, trees: 2, quads: false };
+pub(crate) const BACKWARD_LOOPS: RowLoops = RowLoops { wide: 0, plain: 3, trees: 2, quads: false };
 
 pub static KERNEL: KernelSpec = KernelSpec {
     name: "embedding_rows",
@@ -47,12 +51,12 @@ pub static KERNEL: KernelSpec = KernelSpec {
         EntrySpec {
             name: "forward",
             bindings: &[X1, X2, X3, Y, LOSS],
-            trips: LoopBound { over: EXTENTS, rule: |e| e[0] },
+            trips: LoopBound { over: ROW_EXTENTS, rule: |e| FORWARD_LOOPS.at(e) },
         },
         EntrySpec {
             name: "backward",
             bindings: &[X1, X2, X3, Y, G, D1, D2, D3],
-            trips: LoopBound { over: EXTENTS, rule: |e| 2 * e[0] },
+            trips: LoopBound { over: ROW_EXTENTS, rule: |e| BACKWARD_LOOPS.at(e) },
         },
     ],
     uniform_size: size_of::<Params>(),
@@ -60,5 +64,5 @@ pub static KERNEL: KernelSpec = KernelSpec {
 };
 
 fn body() -> String {
-    shader!("embedding_rows.wgsl").into()
+    shader!("embedding_rows.wgsl", "row_tree.wgsl").into()
 }

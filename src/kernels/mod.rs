@@ -82,13 +82,14 @@ pub enum KernelId {
     Convert,
     /// The sum over one dim in fixed chunks (a broadcast operand's gradient).
     SumDim,
-    /// multi_margin and multilabel_soft_margin, one thread per row, and their gradients.
+    /// multi_margin and multilabel_soft_margin, each row over threads, and their gradients.
     ClassMargin,
-    /// cosine_embedding and triplet_margin, one thread per row, and their gradients.
+    /// cosine_embedding and triplet_margin, each row over threads, and their gradients.
     EmbeddingRows,
     /// The CTC loss: alpha and beta recursions in log space, and its gradient.
     Ctc,
-    /// multilabel_margin: its target mask, per-target partial sums, and gradient.
+    /// multilabel_margin: its targets' check and count, target mask, per-target partial sums
+    /// (in pieces of the row), and gradient.
     MultilabelMargin,
 }
 

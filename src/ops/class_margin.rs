@@ -1,21 +1,21 @@
-//! The class-margin losses over rows of C classes (the last dim), one thread per row
-//! (`shaders/class_margin.wgsl`): `multi_margin` (a class id per row) and
-//! `multilabel_soft_margin` (a float target per class). Each row's loss is written, then reduced
-//! by the fixed-order reduction when asked; the gradient is the input's.
+//! The class-margin losses over rows of C classes (the last dim) (`shaders/class_margin.wgsl`):
+//! `multi_margin` (a class id per row) and `multilabel_soft_margin` (a float target per class).
+//! Each row's loss is written, then reduced by the fixed-order reduction when asked; the gradient
+//! is the input's.
 //!
-//! A thread loops once over its row, so on a software adapter a row may hold up to its loop
-//! budget of classes (60 000); a longer one is an error before anything runs, never a silently
-//! truncated loop.
+//! A row is spread over as many threads as the loop budget needs ([`RowStrategy::plan`], as
+//! log_softmax's rows), each looping once over its share of the classes, so on a software
+//! adapter a row may hold up to 256 × its budget (over 15 million) classes.
 
 use super::convert::f32_operand;
 use super::reduce::reduce_items;
-use super::{Outputs, Reduction, check_u32, item_grad, reduction_and_outputs};
+use super::{Outputs, Reduction, RowPlan, RowStrategy, Rows, check_u32, item_grad, reduction_and_outputs};
 use crate::error::{Error, NO_IGNORE_INDEX, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
 use crate::gpu::spec::Binding;
 use crate::kernels::KernelId;
-use crate::kernels::class_margin::{DX, G, LOSS, Params, STATUS, TARGETS, WEIGHT, X, Y};
+use crate::kernels::class_margin::{DX, G, KERNEL, LOSS, Params, STATUS, TARGETS, WEIGHT, X, Y};
 use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
 
 /// The `LOSS` constant of `shaders/class_margin.wgsl`.
@@ -129,15 +129,23 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// The kernel's constants.
-    fn constants(&self, g_per_row: bool) -> [(&'static str, f64); 5] {
+    /// The kernel's constants for rows spread by `plan`.
+    fn constants(&self, g_per_row: bool, plan: RowPlan) -> [(&'static str, f64); 6] {
         [
             ("LOSS", self.kind as u32 as f64),
             ("P", self.p as f64),
             ("HAS_WEIGHT", self.weight.is_some() as u8 as f64),
             ("G_PER_ROW", g_per_row as u8 as f64),
-            ("WG", 64.0),
+            ("WG", plan.wg as f64),
+            ("TPR", plan.tpr as f64),
         ]
+    }
+
+    /// How `entry` spreads the rows over threads: within the loop budget, as log_softmax's.
+    fn plan(&self, entry: &'static str) -> Result<RowPlan> {
+        let bound = KERNEL.entry(entry).map(|e| e.trips).ok_or_else(|| Error::invalid(self.op, entry))?;
+        let rows = Rows { outer: self.rows, cols: self.cols, inner: 1 };
+        RowStrategy::Auto.plan(self.op, self.input.device(), &self.input.shape, &rows, bound)
     }
 
     /// The status word of the target check (multi_margin), or a scratch one.
@@ -163,7 +171,8 @@ impl<'a> Job<'a> {
         scale: f32,
     ) -> Result<()> {
         let dev: &Device = self.input.device();
-        let pipe = KernelId::ClassMargin.pipeline(dev, entry, &self.constants(g_per_row))?;
+        let plan = self.plan(entry)?;
+        let pipe = KernelId::ClassMargin.pipeline(dev, entry, &self.constants(g_per_row, plan))?;
         let row_bytes: Vec<u64> =
             per_element.iter().map(|_| self.cols as u64 * 4).chain(per_row.iter().map(|_| 4)).collect();
         for chunk in row_chunks(dev, "a row of classes", self.rows, &row_bytes, 1)? {
@@ -181,7 +190,14 @@ impl<'a> Job<'a> {
                 scale,
                 _pad: [0; 3],
             };
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, len.div_ceil(64), &[self.cols as u64])?;
+            dispatch(
+                dev,
+                &pipe,
+                bytemuck::bytes_of(&params),
+                &binds,
+                plan.groups(len as usize),
+                &plan.extents(),
+            )?;
         }
         Ok(())
     }

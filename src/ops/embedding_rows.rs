@@ -1,20 +1,23 @@
-//! The embedding losses over rows of D values (the last dim), one thread per row
-//! (`shaders/embedding_rows.wgsl`): `cosine_embedding` (two inputs and a ±1 target per row) and
-//! `triplet_margin` (anchor, positive and negative). Each row's loss is written, then reduced by
-//! the fixed-order reduction when asked; the backward gives every input's gradient.
+//! The embedding losses over rows of D values (the last dim) (`shaders/embedding_rows.wgsl`):
+//! `cosine_embedding` (two inputs and a ±1 target per row) and `triplet_margin` (anchor, positive
+//! and negative). Each row's loss is written, then reduced by the fixed-order reduction when
+//! asked; the backward gives every input's gradient.
 //!
-//! A thread loops over its row (twice in the backward), so on a software adapter a row may hold
-//! up to half its loop budget of values (30 000); a longer one is an error before anything runs.
+//! A row is spread over as many threads as the loop budget needs ([`RowStrategy::plan`]), each
+//! looping over its share of the values (twice forward, three times backward), so on a software
+//! adapter a row may hold up to 256 × a third of its budget (over 5 million) values. Sums run on
+//! values scaled by a power of two per row (exact), so magnitudes up to f32's largest neither
+//! overflow nor underflow in them.
 
 use super::convert::f32_operand;
 use super::reduce::reduce_items;
-use super::{Outputs, Reduction, check_u32, item_grad, reduction_and_outputs};
+use super::{Outputs, Reduction, RowStrategy, Rows, check_u32, item_grad, reduction_and_outputs};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
 use crate::gpu::spec::Binding;
 use crate::kernels::KernelId;
-use crate::kernels::embedding_rows::{D1, D2, D3, G, LOSS, Params, X1, X2, X3, Y};
+use crate::kernels::embedding_rows::{D1, D2, D3, G, KERNEL, LOSS, Params, X1, X2, X3, Y};
 use crate::tensor::{Storage, Tensor, same_device};
 
 /// Cosine embedding loss, as PyTorch's `F.cosine_embedding_loss(input1, input2, target,
@@ -128,8 +131,12 @@ impl Job<'_> {
         scale: f32,
     ) -> Result<()> {
         let dev: &Device = self.inputs[0].device();
+        let bound = KERNEL.entry(entry).map(|e| e.trips).ok_or_else(|| Error::invalid(self.op, entry))?;
+        let rows = Rows { outer: self.rows(), cols: self.cols() as usize, inner: 1 };
+        let plan = RowStrategy::Auto.plan(self.op, dev, &self.inputs[0].shape, &rows, bound)?;
         let constants = [
-            ("WG", 64.0),
+            ("WG", plan.wg as f64),
+            ("TPR", plan.tpr as f64),
             ("LOSS", self.kind as u32 as f64),
             ("SWAP", self.swap as u8 as f64),
             ("G_PER_ROW", g_per_row as u8 as f64),
@@ -145,7 +152,14 @@ impl Job<'_> {
             binds.extend(per_row.iter().map(|&(b, buf)| Bind::range(b, buf, first * 4, len * 4)));
             binds.extend(whole.iter().map(|&(b, buf)| Bind::all(b, buf)));
             let params = Params { rows: len as u32, scale, ..self.params };
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, len.div_ceil(64), &[self.cols()])?;
+            dispatch(
+                dev,
+                &pipe,
+                bytemuck::bytes_of(&params),
+                &binds,
+                plan.groups(len as usize),
+                &plan.extents(),
+            )?;
         }
         Ok(())
     }

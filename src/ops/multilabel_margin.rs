@@ -1,10 +1,11 @@
 //! Multi-label margin loss, as PyTorch's `F.multilabel_margin_loss`
-//! (`shaders/multilabel_margin.wgsl`): a mask of each row's targets, then one thread per
-//! (row, listed target) for the loss's partial sums, added per row by `sum_dim` in a fixed
-//! order, and one thread per (row, class) for the gradient. No thread loops more than three
-//! times over its row, so a row may hold up to a third of a software adapter's loop budget of
-//! classes (20 000); a longer one is an error before anything runs.
+//! (`shaders/multilabel_margin.wgsl`): every id checked and each row's targets counted, a mask
+//! of each row's targets, then one thread per (row, listed target) for the loss's partial sums,
+//! added per row by `sum_dim` in a fixed order, and one thread per (row, class) for the
+//! gradient. Those threads loop over the row in pieces that fit the loop budget, each piece
+//! adding to what the previous ones left, in order; no row is too long for a software adapter.
 
+use super::budget;
 use super::convert::f32_operand;
 use super::reduce::reduce_items;
 use super::sum_dim::sum_dim;
@@ -13,7 +14,7 @@ use crate::error::{Error, NO_IGNORE_INDEX, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, row_chunks};
 use crate::kernels::KernelId;
-use crate::kernels::multilabel_margin::{DX, G, MASK, PART, Params, STATUS, TARGETS, X};
+use crate::kernels::multilabel_margin::{DX, G, MASK, PART, Params, STATUS, STOP, TARGETS, X};
 use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
 
 /// Multi-label margin loss, as PyTorch's `F.multilabel_margin_loss(input, target, reduction)`:
@@ -76,13 +77,20 @@ impl MultilabelMargin {
         dev.op(OP, || {
             let x = f32_operand(input)?;
             let check = ValueCheck::new(OP, target, job.cols, NO_IGNORE_INDEX)?;
-            let n = job.rows * job.cols;
             let part = Tensor::empty(dev, vec![job.rows, job.cols])?;
-            if n > 0 {
-                let mask = job.mark(dev, &check.status)?;
-                let per_element =
-                    [(X, x.storage.buffer()), (MASK, mask.buffer()), (PART, part.storage.buffer())];
-                job.run(dev, "partial", false, &per_element, &[(TARGETS, target.storage.buffer())], 0.0)?;
+            if job.rows * job.cols > 0 {
+                let (mask, stop) = job.mark(dev, &check.status)?;
+                let binds = Binds {
+                    per_element: vec![
+                        (X, x.storage.buffer()),
+                        (MASK, mask.buffer()),
+                        (PART, part.storage.buffer()),
+                        (TARGETS, target.storage.buffer()),
+                    ],
+                    per_row: vec![(STOP, stop.buffer())],
+                    whole: vec![],
+                };
+                job.run_pieces(dev, "partial", false, &binds, 0.0)?;
             }
             let loss = sum_dim(OP, &part, (job.rows, job.cols, 1), job.out_shape.clone())?;
             let mut checks = input.checks.clone();
@@ -104,17 +112,23 @@ impl MultilabelMargin {
             let check = ValueCheck::new(OP, target, job.cols, NO_IGNORE_INDEX)?;
             let dx = Tensor::empty(dev, input.shape.clone())?;
             if job.rows * job.cols > 0 {
-                let mask = job.mark(dev, &check.status)?;
-                let per_element = [
-                    (X, x.storage.buffer()),
-                    (MASK, mask.buffer()),
-                    (DX, dx.storage.buffer()),
-                    (TARGETS, target.storage.buffer()),
-                ];
-                let g_bind = [(G, g.storage.buffer())];
-                let (rows, whole): (&Binds<'_>, &Binds<'_>) =
-                    if per_row { (&g_bind, &[]) } else { (&[], &g_bind) };
-                job.run_with_rows(dev, "backward", per_row, &per_element, rows, whole, scale)?;
+                let (mask, stop) = job.mark(dev, &check.status)?;
+                let mut binds = Binds {
+                    per_element: vec![
+                        (X, x.storage.buffer()),
+                        (MASK, mask.buffer()),
+                        (DX, dx.storage.buffer()),
+                        (TARGETS, target.storage.buffer()),
+                    ],
+                    per_row: vec![(STOP, stop.buffer())],
+                    whole: vec![],
+                };
+                if per_row {
+                    binds.per_row.push((G, g.storage.buffer()));
+                } else {
+                    binds.whole.push((G, g.storage.buffer()));
+                }
+                job.run_pieces(dev, "backward", per_row, &binds, scale)?;
             }
             let mut checks = input.checks.clone();
             checks.extend(grad_output.checks.iter().cloned());
@@ -126,78 +140,109 @@ impl MultilabelMargin {
 
 reduction_and_outputs!(MultilabelMargin);
 
-type Binds<'b> = [(crate::gpu::spec::Binding, &'b wgpu::Buffer)];
+/// What one dispatch binds: buffers of `cols` values a row and of one value a row, bound per
+/// chunk of rows, and buffers bound whole.
+struct Binds<'b> {
+    per_element: Vec<(crate::gpu::spec::Binding, &'b wgpu::Buffer)>,
+    per_row: Vec<(crate::gpu::spec::Binding, &'b wgpu::Buffer)>,
+    whole: Vec<(crate::gpu::spec::Binding, &'b wgpu::Buffer)>,
+}
 
 impl Job<'_> {
-    /// The target mask, one u32 per element.
-    fn mark(&self, dev: &Device, status: &Storage) -> Result<std::sync::Arc<Storage>> {
+    /// Checks every id and counts each row's targets (`stop`: C − the count), then marks how
+    /// many times each class is listed (`mask`).
+    fn mark(
+        &self,
+        dev: &Device,
+        status: &Storage,
+    ) -> Result<(std::sync::Arc<Storage>, std::sync::Arc<Storage>)> {
         let mask = Storage::alloc(dev, (self.rows * self.cols * 4) as u64)?;
-        let pipe = KernelId::MultilabelMargin.pipeline(dev, "mark", &[("WG", 64.0), ("G_PER_ROW", 0.0)])?;
-        let row = self.cols as u64 * 4;
-        for chunk in row_chunks(dev, "a row of classes", self.rows, &[row, row], 1)? {
-            let (first, len) = (chunk.start as u64, chunk.len() as u64);
-            let params = self.params(first, len, 0.0);
-            let binds = [
-                Bind::range(TARGETS, self.target.storage.buffer(), first * row, len * row),
-                Bind::range(MASK, mask.buffer(), first * row, len * row),
-                Bind::all(STATUS, status.buffer()),
-            ];
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, len.div_ceil(64), &[self.cols as u64])?;
+        let stop = Storage::alloc(dev, self.rows as u64 * 4)?;
+        dev.record(|enc| {
+            enc.clear_buffer(mask.buffer(), 0, Some((self.rows * self.cols * 4) as u64));
+            enc.clear_buffer(stop.buffer(), 0, Some(self.rows as u64 * 4));
+        });
+        let targets = self.target.storage.buffer();
+        let check = Binds {
+            per_element: vec![(TARGETS, targets)],
+            per_row: vec![(STOP, stop.buffer())],
+            whole: vec![(STATUS, status.buffer())],
+        };
+        self.run(dev, "check", false, &check, self.params(0.0, 0..0, true, true))?;
+        let mark = Binds {
+            per_element: vec![(TARGETS, targets), (MASK, mask.buffer())],
+            per_row: vec![(STOP, stop.buffer())],
+            whole: vec![],
+        };
+        self.run(dev, "mark", false, &mark, self.params(0.0, 0..0, true, true))?;
+        Ok((mask, stop))
+    }
+
+    /// The parameters of a dispatch over the piece `piece` of each row.
+    fn params(&self, scale: f32, piece: std::ops::Range<usize>, first: bool, last: bool) -> Params {
+        Params {
+            rows: 0,
+            cols: self.cols as u32,
+            row_base: 0,
+            scale,
+            begin: piece.start as u32,
+            end: piece.end as u32,
+            first: first as u32,
+            last: last as u32,
         }
-        Ok(mask)
     }
 
-    fn params(&self, first: u64, len: u64, scale: f32) -> Params {
-        Params { rows: len as u32, cols: self.cols as u32, row_base: first as u32, scale }
+    /// Dispatches `entry` (`partial` or `backward`) once per piece of the row that fits the
+    /// loop budget, in order.
+    fn run_pieces(
+        &self,
+        dev: &Device,
+        entry: &'static str,
+        per_row: bool,
+        binds: &Binds<'_>,
+        scale: f32,
+    ) -> Result<()> {
+        let Some(step) = budget::largest_fitting(dev, 1, self.cols as u64, |len| len + 1) else {
+            return Err(budget::exceeded(dev, OP, &[self.rows, self.cols], 2));
+        };
+        let step = step as usize;
+        let pieces: Vec<usize> = (0..self.cols).step_by(step).collect();
+        for (k, &from) in pieces.iter().enumerate() {
+            let piece = from..(from + step).min(self.cols);
+            let params = self.params(scale, piece, k == 0, k + 1 == pieces.len());
+            self.run(dev, entry, per_row, binds, params)?;
+        }
+        Ok(())
     }
 
-    /// Dispatches `entry` over row chunks, one thread per element: `per_element` buffers (and
-    /// the targets) hold `cols` values a row.
+    /// Dispatches `entry` over row chunks, one thread per element, with `params` (its rows and
+    /// row base set per chunk).
     fn run(
         &self,
         dev: &Device,
         entry: &'static str,
         per_row: bool,
-        per_element: &Binds<'_>,
-        targets: &Binds<'_>,
-        scale: f32,
-    ) -> Result<()> {
-        let mut all = per_element.to_vec();
-        all.extend_from_slice(targets);
-        self.run_with_rows(dev, entry, per_row, &all, &[], &[], scale)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run_with_rows(
-        &self,
-        dev: &Device,
-        entry: &'static str,
-        per_row: bool,
-        per_element: &Binds<'_>,
-        rows: &Binds<'_>,
-        whole: &Binds<'_>,
-        scale: f32,
+        binds: &Binds<'_>,
+        params: Params,
     ) -> Result<()> {
         let constants = [("WG", 64.0), ("G_PER_ROW", per_row as u8 as f64)];
         let pipe = KernelId::MultilabelMargin.pipeline(dev, entry, &constants)?;
         let row = self.cols as u64 * 4;
-        let row_bytes: Vec<u64> = per_element.iter().map(|_| row).chain(rows.iter().map(|_| 4)).collect();
+        let row_bytes: Vec<u64> =
+            binds.per_element.iter().map(|_| row).chain(binds.per_row.iter().map(|_| 4)).collect();
         for chunk in row_chunks(dev, "a row of classes", self.rows, &row_bytes, 1)? {
             let (first, len) = (chunk.start as u64, chunk.len() as u64);
-            let mut binds: Vec<Bind<'_>> =
-                per_element.iter().map(|&(b, buf)| Bind::range(b, buf, first * row, len * row)).collect();
-            binds.extend(rows.iter().map(|&(b, buf)| Bind::range(b, buf, first * 4, len * 4)));
-            binds.extend(whole.iter().map(|&(b, buf)| Bind::all(b, buf)));
-            let params = self.params(first, len, scale);
+            let mut bound: Vec<Bind<'_>> = binds
+                .per_element
+                .iter()
+                .map(|&(b, buf)| Bind::range(b, buf, first * row, len * row))
+                .collect();
+            bound.extend(binds.per_row.iter().map(|&(b, buf)| Bind::range(b, buf, first * 4, len * 4)));
+            bound.extend(binds.whole.iter().map(|&(b, buf)| Bind::all(b, buf)));
+            let params = Params { rows: len as u32, row_base: first as u32, ..params };
             let threads = len * self.cols as u64;
-            dispatch(
-                dev,
-                &pipe,
-                bytemuck::bytes_of(&params),
-                &binds,
-                threads.div_ceil(64),
-                &[self.cols as u64],
-            )?;
+            let piece = (params.end - params.begin) as u64;
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &bound, threads.div_ceil(64), &[piece])?;
         }
         Ok(())
     }

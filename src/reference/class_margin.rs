@@ -99,20 +99,15 @@ pub fn multilabel_soft_margin_backward<T: Real>(
         .collect()
 }
 
-/// A row's listed targets: the class ids before the first −1; a value outside `[−1, C)` is an
-/// error naming its flat position.
+/// A row's listed targets: the class ids before the first −1; a value outside `[−1, C)`
+/// anywhere in the row, after the first −1 too (PyTorch checks them all), is an error naming its
+/// flat position.
 fn listed(targets: &[i64], row: usize, cols: usize) -> Result<Vec<usize>, usize> {
-    let mut out = Vec::new();
-    for (j, &t) in targets[row * cols..(row + 1) * cols].iter().enumerate() {
-        if t < -1 || t >= cols as i64 {
-            return Err(row * cols + j);
-        }
-        if t == -1 {
-            break;
-        }
-        out.push(t as usize);
+    let ids = &targets[row * cols..(row + 1) * cols];
+    if let Some(j) = ids.iter().position(|&t| t < -1 || t >= cols as i64) {
+        return Err(row * cols + j);
     }
-    Ok(out)
+    Ok(ids.iter().take_while(|&&t| t != -1).map(|&t| t as usize).collect())
 }
 
 /// `Σ_j Σ_{i ∉ T} max(0, 1 − x[y_j] + x[i]) / C` for each row (a repeated target counts twice).

@@ -14,8 +14,13 @@ fn cosine_sums(x1: &[f64], x2: &[f64]) -> (f64, f64, f64) {
     (dot, a, b)
 }
 
-/// The row loss of cosine_embedding at `cos` for target `t`, and its derivative in `cos`.
+/// The row loss of cosine_embedding at `cos` for target `t`, and its derivative in `cos`. A NaN
+/// cosine (a row holding a NaN or an infinity) is a NaN loss where the target is ±1, else 0, and
+/// a NaN derivative either way, as PyTorch's.
 fn cosine_row(cos: f64, t: f64, margin: f64) -> (f64, f64) {
+    if cos.is_nan() {
+        return (if t == 1.0 || t == -1.0 { f64::NAN } else { 0.0 }, f64::NAN);
+    }
     if t == 1.0 {
         (1.0 - cos, -1.0)
     } else if t == -1.0 && cos - margin > 0.0 {

@@ -1,0 +1,51 @@
+// row_tree: a row spread over TPR threads whose per-thread values merge through a fixed tree in
+// workgroup memory, so results do not depend on timing. Shared by class_margin and
+// embedding_rows: a workgroup of WG threads holds WG / TPR rows, thread `lid` is lane
+// `lid % TPR` of row slot `lid / TPR`, and the row's lanes fold elements lane, lane + TPR, ...
+// TPR is a power of two (1: a thread per row, and no barrier at all).
+//
+// Every thread of the workgroup, past the last row or not, must call the merges from uniform
+// control flow: they hold barriers.
+
+override TPR: u32 = 1u;
+
+var<workgroup> tree: array<vec4<f32>, WG>;
+
+// This thread's row slot in the dispatch and its lane in the row.
+fn row_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec2<u32> {
+    return vec2<u32>(group_index(wid, nwg) * (WG / TPR) + lid / TPR, lid % TPR);
+}
+
+// The sums of `v` over the row's threads, returned to all of them.
+fn row_sum4(v: vec4<f32>, lane: u32, lid: u32) -> vec4<f32> {
+    if (TPR == 1u) {
+        return v;
+    }
+    workgroupBarrier();
+    tree[lid] = v;
+    workgroupBarrier();
+    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) {
+            tree[lid] = tree[lid] + tree[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return tree[lid - lane];
+}
+
+// The maxima of `v` (no NaN) over the row's threads, returned to all of them.
+fn row_max4(v: vec4<f32>, lane: u32, lid: u32) -> vec4<f32> {
+    if (TPR == 1u) {
+        return v;
+    }
+    workgroupBarrier();
+    tree[lid] = v;
+    workgroupBarrier();
+    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+        if (lane < s) {
+            tree[lid] = max(tree[lid], tree[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    return tree[lid - lane];
+}

@@ -72,10 +72,12 @@ pub enum Error {
     },
     /// An input value outside the operation's domain (e.g. a probability outside [0, 1] for
     /// `bce`). Detected by the kernel and reported when the result is read.
-    #[error("{op}: input {value} at position {position} is outside {expected}")]
+    #[error("{op}: {operand} {value} at position {position} is outside {expected}")]
     InputOutOfRange {
         /// The operation that found it.
         op: &'static str,
+        /// Which of its operands holds the value: `input`, or e.g. gaussian_nll's `var`.
+        operand: &'static str,
         /// The flat position of the first bad value.
         position: usize,
         /// Its value (NaN counts as outside).

@@ -86,8 +86,9 @@ pub(crate) struct ValueCheck {
 pub(crate) enum CheckKind {
     /// Class ids in `0..classes` or equal to `ignore_index`.
     Classes { targets: Indices, classes: usize, ignore_index: i64 },
-    /// Inputs in the range `expected` names (e.g. probabilities in [0, 1]).
-    Domain { input: Arc<Storage>, dtype: DType, expected: &'static str },
+    /// Values of `operand` (`input`, `var`) in the range `expected` names (e.g. probabilities
+    /// in [0, 1]).
+    Domain { input: Arc<Storage>, dtype: DType, operand: &'static str, expected: &'static str },
 }
 
 impl ValueCheck {
@@ -102,9 +103,15 @@ impl ValueCheck {
         Self::with_kind(op, targets.device(), kind)
     }
 
-    /// A check that `input` holds values in the range `expected` names.
-    pub(crate) fn domain(op: &'static str, input: &Tensor, expected: &'static str) -> Result<ValueCheck> {
-        let kind = CheckKind::Domain { input: input.storage.clone(), dtype: input.dtype, expected };
+    /// A check that `input`, the op's `operand` (`input`, `var`), holds values in the range
+    /// `expected` names.
+    pub(crate) fn domain(
+        op: &'static str,
+        input: &Tensor,
+        operand: &'static str,
+        expected: &'static str,
+    ) -> Result<ValueCheck> {
+        let kind = CheckKind::Domain { input: input.storage.clone(), dtype: input.dtype, operand, expected };
         Self::with_kind(op, input.device(), kind)
     }
 
@@ -130,13 +137,13 @@ impl ValueCheck {
                     ignore_index: *ignore_index,
                 })
             }
-            CheckKind::Domain { input, dtype, expected } => {
+            CheckKind::Domain { input, dtype, operand, expected } => {
                 // The word holding the element, and the element within it.
                 let per_word = 4 / dtype.size();
                 let word = input.read_word(position / per_word)?;
                 let at = position % per_word * dtype.size();
                 let value = dtype.widen(&word[at..], 1)[0];
-                Err(Error::InputOutOfRange { op: self.op, position, value, expected })
+                Err(Error::InputOutOfRange { op: self.op, operand, position, value, expected })
             }
         }
     }

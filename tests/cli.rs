@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Rng, Tol, assert_close, devices};
+use common::{Rng, Tol, assert_close, devices, f64s};
 use npyz::WriterBuilder;
 use wgpu_loss::cli::npy;
 use wgpu_loss::reference::class_margin as cm;
@@ -637,7 +637,8 @@ fn errors_exit_non_zero_with_one_message_and_write_nothing() {
             .map(str::to_owned)
             .to_vec()
     };
-    run(gauss(&p("neg_var.npy")), "outside [0, inf) (var)");
+    // The variance is named as such (not "input").
+    run(gauss(&p("neg_var.npy")), "gaussian_nll: var -0.5 at position 2 is outside [0, inf)");
     run(gauss(&p("var3.npy")), "var [3] is of incorrect size");
     run(gauss(&p("ti.npy")), "--var");
     fails(
@@ -1052,10 +1053,18 @@ fn half_precision_files_in_and_out() {
         let (v, _, d) = run(&[&["grad"][..], &mse_args].concat());
         assert_eq!(d, DType::F16);
         assert_close(&format!("{backend} mse mixed grad"), &v, &mse_grad, f16_grad);
-        // log-softmax's eval output is float32 whatever the input.
+        // log-softmax's and linear's eval outputs are float32 whatever the input.
         let (v, s, d) = run(&["eval", "log-softmax", "--input", &p("x_f16.npy")]);
         assert_eq!((s.as_slice(), d), (&[n, c][..], DType::F32));
         assert_close(&format!("{backend} log-softmax f16"), &v, &ls::log_softmax(&xh, c), Tol::ELEMENT);
+        let (v, s, d) = run(&["eval", "linear", "--input", &p("x_bf16.npy"), "--weight", &p("y_bf16.npy")]);
+        assert_eq!((s.as_slice(), d), (&[n, n][..], DType::F32), "linear's eval writes float32");
+        assert_close(
+            &format!("{backend} linear bf16"),
+            &v,
+            &lin::linear(&f64s(&xb), &f64s(&yb), None, c),
+            Tol::scaled(30.0),
+        );
     }
     // float64, and a void type that is not bfloat16: one message each, nothing written.
     write(Path::new(&p("x64.npy")), &x.iter().map(|&v| v as f64).collect::<Vec<_>>(), &[n, c]);
@@ -1073,6 +1082,228 @@ fn half_precision_files_in_and_out() {
         &dir,
         &["eval", "mse", "--input", &p("x_v4.npy"), "--target", &p("x_f16.npy"), "--output", &o],
         "V4",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The .npy files of one call's host data in `dir`, each with the flag that passes it.
+fn call_files(dir: &Path, tag: &str, a: &wgpu_loss::catalogue::Args) -> Vec<(&'static str, String)> {
+    use wgpu_loss::catalogue::{Array, Ids, Target};
+    let mut out = Vec::new();
+    let mut floats = |flag: &'static str, v: &Option<Array>| {
+        if let Some(v) = v {
+            let path = dir.join(format!("{tag}{flag}.npy"));
+            write(&path, &v.f32s(), &v.shape);
+            out.push((flag, path.to_str().unwrap().to_owned()));
+        }
+    };
+    floats("--input", &Some(a.input.clone()));
+    floats("--weight", &a.weight);
+    floats("--bias", &a.bias);
+    floats("--pos-weight", &a.pos_weight);
+    floats("--input2", &a.input2);
+    floats("--input3", &a.input3);
+    floats("--var", &a.var);
+    if let Some(Target::Values(v)) = &a.target {
+        floats("--target", &Some(v.clone()));
+    }
+    let mut ids = |flag: &'static str, v: Option<&Ids>| {
+        if let Some(v) = v {
+            let path = dir.join(format!("{tag}{flag}.npy"));
+            write(&path, &v.data, &v.shape);
+            out.push((flag, path.to_str().unwrap().to_owned()));
+        }
+    };
+    if let Some(Target::Ids { data, shape }) = &a.target {
+        ids("--target", Some(&Ids { data: data.clone(), shape: shape.clone() }));
+    }
+    ids("--labels", a.labels.as_ref());
+    ids("--input-lengths", a.input_lengths.as_ref());
+    ids("--target-lengths", a.target_lengths.as_ref());
+    out
+}
+
+/// A valid value of each scalar flag for the ops that read it.
+fn flag_value(flag: &str, loss: &wgpu_loss::catalogue::Loss) -> Option<String> {
+    let v = match flag {
+        "--reduction" => loss.default_reduction.name(),
+        "--ignore-index" => "-100",
+        "--label-smoothing" => "0.1",
+        "--beta" => "0.5",
+        "--temperature" => "1.5",
+        "--delta" => "1.5",
+        "--alpha" => "0.5",
+        "--gamma" => "1",
+        "--margin" => "0.5",
+        "--eps" => "1e-6",
+        "--p" => "2",
+        "--blank" => "0",
+        "--dim" => "-1",
+        _ => return None,
+    };
+    Some(v.to_owned())
+}
+
+/// The switches, which take no value.
+const SWITCHES: &[&str] = &["--no-log-input", "--full", "--swap", "--zero-infinity", "--log-target"];
+
+/// Every op × every option flag, in-process through the parser and `Job::load` (no device): a
+/// flag the op reads is accepted, any other refused with one line naming the flag and the op,
+/// never silently dropped. Each op's files come from its catalogue entry; a file flag it reads
+/// but its default call lacks comes from a variant that has it.
+#[test]
+fn every_op_accepts_the_flags_it_reads_and_refuses_the_others() {
+    use wgpu_loss::catalogue::{LOSSES, Variant};
+    use wgpu_loss::cli::{Command, eval, parse};
+    let dir = scratch("flags");
+    let (mut accepted, mut refused) = (0, 0);
+    for loss in LOSSES {
+        let op = loss.cli_name();
+        let sample = |v: &Variant| loss.sample(7, loss.test_shapes[0], v, loss.default_reduction);
+        let base = call_files(&dir, &op, &sample(&loss.variants[0]));
+        let out = dir.join("out.npy").to_str().unwrap().to_owned();
+        let load = |extra: &[String], grad: bool| {
+            let mut line: Vec<String> =
+                vec!["wgpu-loss".into(), if grad { "grad" } else { "eval" }.into(), op.clone()];
+            for (flag, path) in &base {
+                line.extend([flag.to_string(), path.clone()]);
+            }
+            line.extend(extra.iter().cloned());
+            line.extend(["--output".to_owned(), out.clone()]);
+            let cli = parse(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            let (Command::Eval(a) | Command::Grad(a)) = &cli.command else { unreachable!() };
+            (line.clone(), eval::Job::load(a, grad).map(|_| ()))
+        };
+        let (line, base_load) = load(&[], false);
+        assert!(base_load.is_ok(), "{line:?}: {:?}", base_load.err());
+        for &(flag, reads) in eval::OP_FLAGS {
+            if base.iter().any(|(f, _)| *f == flag) {
+                continue;
+            }
+            let extra: Vec<String> = if SWITCHES.contains(&flag) {
+                vec![flag.into()]
+            } else if let Some(v) = flag_value(flag, loss) {
+                vec![flag.into(), v]
+            } else if reads(loss) {
+                // A file the op reads: from a variant whose call has it.
+                let files =
+                    loss.variants.iter().flat_map(|v| call_files(&dir, &format!("{op}-v"), &sample(v)));
+                let path = files.into_iter().find(|(f, _)| *f == flag).map(|(_, p)| p);
+                let path =
+                    path.unwrap_or_else(|| panic!("{op} reads {flag}, but no variant of its entry has one"));
+                vec![flag.into(), path]
+            } else {
+                vec![flag.into(), base[0].1.clone()]
+            };
+            let (line, got) = load(&extra, false);
+            if reads(loss) {
+                assert!(got.is_ok(), "{line:?} should be accepted: {:?}", got.err());
+                accepted += 1;
+            } else {
+                let msg = got.expect_err(&format!("{line:?} should be refused")).0;
+                assert!(msg.contains(flag) && msg.contains(&op) && !msg.contains('\n'), "{line:?}: {msg}");
+                refused += 1;
+            }
+        }
+        // --grad-dtype is grad's.
+        assert!(load(&["--grad-dtype".into(), "f32".into()], true).1.is_ok(), "{op} grad --grad-dtype");
+        let msg = load(&["--grad-dtype".into(), "f32".into()], false).1.expect_err("eval --grad-dtype").0;
+        assert!(msg.contains("--grad-dtype"), "{msg}");
+    }
+    eprintln!("flags: {accepted} op x flag pairs accepted, {refused} refused");
+    // The table covers every flag of the parser: the rest are every op's.
+    let everyone = ["--input", "--output", "--backend", "--adapter", "--grad-dtype"];
+    for flag in wgpu_loss::cli::eval_flags() {
+        assert!(
+            everyone.contains(&flag.as_str()) || eval::OP_FLAGS.iter().any(|(f, _)| *f == flag),
+            "{flag} is in neither OP_FLAGS nor the flags every op reads"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The command's contract where the red team found it broken: usage errors are one line with
+/// status 2, an `--output` naming an input is refused before anything runs (through a link
+/// too), a flag the op does not read is refused, PyTorch's checks on ctc's concatenated targets
+/// and on multilabel-margin's ids after the first −1 are made.
+#[test]
+fn usage_errors_inputs_as_output_and_pytorchs_checks() {
+    let dir = scratch("contract");
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    write(Path::new(&p("x.npy")), &[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    write(Path::new(&p("t.npy")), &[0i64, 2], &[2]);
+    let x = p("x.npy");
+    let o = p("out.npy");
+    // Usage errors: status 2, one line (no usage block), nothing written.
+    for args in [
+        vec!["eval", "mse", "--input", &x, "--target", &x, "--reduction", "avg", "--output", &o],
+        vec!["eval", "no-such-op", "--input", &x, "--output", &o],
+        vec!["eval", "triplet-margin", "--input", &x, "--p", "abc", "--output", &o],
+        vec!["eval", "mse", "--input", &x, "--target", &x, "--output", ""],
+        vec!["eval", "mse", "--input", &x, "--no-such-flag", "--output", &o],
+        vec!["eval", "mse", "--input", &x],
+        vec![],
+    ] {
+        let out = cli(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line, got {stderr:?}");
+        assert!(stderr.starts_with("wgpu-loss: error: "), "{args:?}: {stderr}");
+        assert!(!Path::new(&o).exists(), "{args:?} wrote an output");
+    }
+    // --help and --version are not errors.
+    for args in [vec!["--help"], vec!["eval", "--help"], vec!["--version"]] {
+        assert_eq!(cli(&args).status.code(), Some(0), "{args:?}");
+    }
+    // Errors of the data or options: status 1.
+    let refused = |args: &[&str], needle: &str| {
+        let out = cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        fails(&dir, args, needle);
+    };
+    refused(
+        &[
+            "eval",
+            "cross-entropy",
+            "--input",
+            &x,
+            "--target",
+            &p("t.npy"),
+            "--temperature",
+            "2",
+            "--output",
+            &o,
+        ],
+        "--temperature is only for jsd, not cross-entropy",
+    );
+    refused(&["eval", "log-softmax", "--input", &x, "--reduction", "sum", "--output", &o], "--reduction");
+    refused(
+        &["eval", "mse", "--input", &x, "--target", &x, "--grad-dtype", "f32", "--output", &o],
+        "--grad-dtype",
+    );
+    // --output naming an input, by its own name or through a link: refused, the input intact.
+    let before = std::fs::read(&x).unwrap();
+    refused(&["eval", "mse", "--input", &x, "--target", &x, "--output", &x], "is the --input file");
+    std::os::unix::fs::symlink(&x, p("link.npy")).unwrap();
+    refused(&["grad", "mse", "--input", &p("t.npy"), "--target", &x, "--output", &p("link.npy")], "--target");
+    assert_eq!(std::fs::read(&x).unwrap(), before, "the input is untouched");
+    std::fs::remove_file(p("link.npy")).unwrap();
+    // ctc: concatenated targets must hold exactly the sum of the target lengths (PyTorch raises).
+    write(Path::new(&p("lp.npy")), &[-1.0986123f32; 5 * 2 * 3], &[5, 2, 3]);
+    write(Path::new(&p("ct.npy")), &[1i64, 2, 1, 2, 2], &[5]);
+    write(Path::new(&p("il.npy")), &[5i64, 5], &[2]);
+    write(Path::new(&p("tl.npy")), &[2i64, 2], &[2]);
+    let lp = p("lp.npy");
+    let (ct, il, tl) = (p("ct.npy"), p("il.npy"), p("tl.npy"));
+    let ctc =
+        ["eval", "ctc", "--input", &lp, "--target", &ct, "--input-lengths", &il, "--target-lengths", &tl];
+    refused(&[&ctc[..], &["--output", &o]].concat(), "sum of the target lengths");
+    // multilabel-margin: an id outside [−1, C) after the first −1 is still an error (PyTorch's).
+    write(Path::new(&p("mt.npy")), &[2i64, -1, 7, 0, -1, -1], &[2, 3]);
+    refused(
+        &["eval", "multilabel-margin", "--input", &x, "--target", &p("mt.npy"), "--output", &o],
+        "out of range",
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

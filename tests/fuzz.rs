@@ -421,7 +421,7 @@ fn cli_arguments() {
                 return (true, false, None);
             };
             let grad = matches!(parsed_cli.command, Command::Grad(_));
-            let job = match eval::Job::load(a) {
+            let job = match eval::Job::load(a, grad) {
                 Ok(job) => job,
                 Err(e) => {
                     assert!(!e.0.contains('\n') && !e.0.is_empty(), "{e:?}");

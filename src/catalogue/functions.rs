@@ -8,7 +8,7 @@ use super::loss::{
 use crate::data::Rng;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::ops::linear::{Linear, linear};
+use crate::ops::linear::Linear;
 use crate::ops::log_softmax::{LogSoftmax, Softmax};
 use crate::ops::{Outputs, resolve_dim};
 use crate::reference;
@@ -161,7 +161,9 @@ pub(super) static LINEAR: Loss = Loss {
     variants: &[DEFAULTS, Variant { name: "bias", options: |_| {}, extras: &[Extra::Bias] }],
     test_shapes: &[&[3, 4, 5], &[1, 7, 2], &[70, 9, 33]],
     generate: |rng, shape, _, v| linear_inputs(rng, shape, v),
-    forward: |i| linear(&i.input, weight_tensor(i)?, i.bias.as_ref()),
+    forward: |i| {
+        Linear::default().outputs(i.options.outputs).forward(&i.input, weight_tensor(i)?, i.bias.as_ref())
+    },
     backward: |i, _, g| {
         Ok(Linear::default().outputs(i.options.outputs).backward(&i.input, weight_tensor(i)?, g)?.input)
     },

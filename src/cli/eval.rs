@@ -103,30 +103,33 @@ pub struct OpArgs {
     /// for sigmoid-focal, as torchvision).
     #[arg(long, value_enum)]
     pub reduction: Option<ReductionArg>,
-    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
-    pub ignore_index: i64,
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
-    pub label_smoothing: f32,
+    /// The class id that does not count (default -100).
+    #[arg(long, allow_hyphen_values = true)]
+    pub ignore_index: Option<i64>,
+    /// cross-entropy's label smoothing in [0, 1] (default 0).
+    #[arg(long, allow_hyphen_values = true)]
+    pub label_smoothing: Option<f32>,
     /// smooth-l1's β (default 1), or jsd's β in [0, 1] (default 0.5: 0 is the forward KL,
     /// 1 the reverse KL).
     #[arg(long, allow_hyphen_values = true)]
     pub beta: Option<f32>,
     /// jsd: the temperature both logits are divided by (default 1).
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
-    pub temperature: f32,
+    #[arg(long, allow_hyphen_values = true)]
+    pub temperature: Option<f32>,
     /// jsd, tvd: labels (int64 or int32, the input's shape without the class dim); rows
     /// labelled `--ignore-index` do not count.
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
-    pub delta: f32,
+    /// huber's δ (default 1).
+    #[arg(long, allow_hyphen_values = true)]
+    pub delta: Option<f32>,
     /// sigmoid-focal: the weight α of positive examples, in [0, 1] (default 0.25), or -1 to
     /// weigh both classes 1, as torchvision.
-    #[arg(long, default_value_t = 0.25, allow_hyphen_values = true)]
-    pub alpha: f32,
-    /// sigmoid-focal: the focusing exponent γ.
-    #[arg(long, default_value_t = 2.0, allow_hyphen_values = true)]
-    pub gamma: f32,
+    #[arg(long, allow_hyphen_values = true)]
+    pub alpha: Option<f32>,
+    /// sigmoid-focal: the focusing exponent γ (default 2).
+    #[arg(long, allow_hyphen_values = true)]
+    pub gamma: Option<f32>,
     /// The margin of hinge-embedding (default 1), margin-ranking (default 0) or multi-margin
     /// (default 1).
     #[arg(long, allow_hyphen_values = true)]
@@ -155,22 +158,23 @@ pub struct OpArgs {
     /// ctc: each sequence's target length.
     #[arg(long)]
     pub target_lengths: Option<PathBuf>,
-    /// ctc: the blank class.
-    #[arg(long, default_value_t = 0)]
-    pub blank: usize,
+    /// ctc: the blank class (default 0).
+    #[arg(long)]
+    pub blank: Option<usize>,
     /// ctc: an impossible sequence's infinite loss (and NaN gradient) count 0.
     #[arg(long)]
     pub zero_infinity: bool,
     /// kl-div: the target holds log-probabilities.
     #[arg(long)]
     pub log_target: bool,
-    /// log-softmax and softmax: the dimension (negative counts from the end).
-    #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
-    pub dim: isize,
-    /// grad: the gradient's element type: the input's (float16 and bfloat16 rounded to nearest
-    /// even, as PyTorch gives them), or f32 unrounded. `eval` always writes float32.
-    #[arg(long, value_enum, default_value = "input")]
-    pub grad_dtype: GradDType,
+    /// log-softmax and softmax: the dimension (negative counts from the end; default -1).
+    #[arg(long, allow_hyphen_values = true)]
+    pub dim: Option<isize>,
+    /// grad: the gradient's element type: the input's (the default; float16 and bfloat16
+    /// rounded to nearest even, as PyTorch gives them), or f32 unrounded. `eval` always writes
+    /// float32, and refuses this flag.
+    #[arg(long, value_enum)]
+    pub grad_dtype: Option<GradDType>,
     #[command(flatten)]
     pub adapter: AdapterArgs,
     /// Where to write the result (written only on success).
@@ -190,7 +194,8 @@ pub enum GradDType {
 /// Runs `eval` (`grad = false`) or `grad` and writes the output.
 pub fn run(args: &OpArgs, grad: bool) -> Result<(), CliError> {
     let op = args.op.name();
-    let job = Job::load(args).map_err(|e| e.context(op))?;
+    refuse_input_as_output(args)?;
+    let job = Job::load(args, grad).map_err(|e| e.context(op))?;
     let dev = args.adapter.device()?;
     let (values, shape, dtype) = job.run(&dev, grad).map_err(|e| e.context(op))?;
     match dtype {
@@ -206,6 +211,147 @@ pub fn run(args: &OpArgs, grad: bool) -> Result<(), CliError> {
 
 fn required<'a>(option: &str, path: &'a Option<PathBuf>, op: Op) -> Result<&'a Path, CliError> {
     path.as_deref().ok_or_else(|| CliError(format!("{}: {option} FILE is required", op.name())))
+}
+
+/// Whether an op (its catalogue entry) reads a flag.
+pub type ReadBy = fn(&Loss) -> bool;
+
+/// Every flag of `eval` and `grad` that some ops read and others do not, with the catalogue's
+/// answer to whether an op reads it: an op refuses a flag it does not read, so that nothing a
+/// user asks for is silently dropped (a new op gets the check from its catalogue entry).
+/// `--input`, `--output`, `--backend` and `--adapter` are every op's; `--grad-dtype` is `grad`'s.
+pub const OP_FLAGS: &[(&str, ReadBy)] = &[
+    ("--target", |l| l.target != TargetKind::None),
+    ("--weight", |l| l.weight != WeightKind::None),
+    ("--bias", |l| l.bias),
+    ("--pos-weight", |l| l.pos_weight),
+    ("--input2", |l| l.operands.contains(&Operand::Input2)),
+    ("--input3", |l| l.operands.contains(&Operand::Input3)),
+    ("--var", |l| l.operands.contains(&Operand::Var)),
+    ("--reduction", |l| l.reductions != [LossReduction::None]),
+    ("--ignore-index", |l| l.reads(Opt::IgnoreIndex)),
+    ("--label-smoothing", |l| l.reads(Opt::LabelSmoothing)),
+    ("--beta", |l| l.reads(Opt::Beta) || l.reads(Opt::JsdBeta)),
+    ("--temperature", |l| l.reads(Opt::Temperature)),
+    ("--labels", |l| l.labels),
+    ("--delta", |l| l.reads(Opt::Delta)),
+    ("--alpha", |l| l.reads(Opt::Alpha)),
+    ("--gamma", |l| l.reads(Opt::Gamma)),
+    ("--margin", |l| l.reads(Opt::Margin)),
+    ("--eps", |l| l.reads(Opt::Eps)),
+    ("--no-log-input", |l| l.reads(Opt::LogInput)),
+    ("--full", |l| l.reads(Opt::Full)),
+    ("--p", |l| l.reads(Opt::P)),
+    ("--swap", |l| l.reads(Opt::Swap)),
+    ("--input-lengths", |l| l.lengths),
+    ("--target-lengths", |l| l.lengths),
+    ("--blank", |l| l.reads(Opt::Blank)),
+    ("--zero-infinity", |l| l.reads(Opt::ZeroInfinity)),
+    ("--log-target", |l| l.reads(Opt::LogTarget)),
+    ("--dim", |l| l.reads(Opt::Dim)),
+];
+
+/// The flags of [`OP_FLAGS`] given on this command line.
+fn given(a: &OpArgs) -> Vec<&'static str> {
+    let set = [
+        ("--target", a.target.is_some()),
+        ("--weight", a.weight.is_some()),
+        ("--bias", a.bias.is_some()),
+        ("--pos-weight", a.pos_weight.is_some()),
+        ("--input2", a.input2.is_some()),
+        ("--input3", a.input3.is_some()),
+        ("--var", a.var.is_some()),
+        ("--reduction", a.reduction.is_some()),
+        ("--ignore-index", a.ignore_index.is_some()),
+        ("--label-smoothing", a.label_smoothing.is_some()),
+        ("--beta", a.beta.is_some()),
+        ("--temperature", a.temperature.is_some()),
+        ("--labels", a.labels.is_some()),
+        ("--delta", a.delta.is_some()),
+        ("--alpha", a.alpha.is_some()),
+        ("--gamma", a.gamma.is_some()),
+        ("--margin", a.margin.is_some()),
+        ("--eps", a.eps.is_some()),
+        ("--no-log-input", a.no_log_input),
+        ("--full", a.full),
+        ("--p", a.p.is_some()),
+        ("--swap", a.swap),
+        ("--input-lengths", a.input_lengths.is_some()),
+        ("--target-lengths", a.target_lengths.is_some()),
+        ("--blank", a.blank.is_some()),
+        ("--zero-infinity", a.zero_infinity),
+        ("--log-target", a.log_target),
+        ("--dim", a.dim.is_some()),
+    ];
+    set.into_iter().filter(|&(_, on)| on).map(|(flag, _)| flag).collect()
+}
+
+/// Refuses a flag that the op does not read, naming the flag, the ops that read it and the op.
+fn check_flags(a: &OpArgs) -> Result<(), CliError> {
+    for flag in given(a) {
+        let reads = OP_FLAGS.iter().find(|(f, _)| *f == flag).map(|(_, reads)| *reads);
+        if reads.is_some_and(|reads| !reads(a.op.0)) {
+            let readers: Vec<&'static str> = catalogue::LOSSES
+                .iter()
+                .filter(|l| reads.is_some_and(|reads| reads(l)))
+                .map(|&l| cli_name(l))
+                .collect();
+            // A short list helps; a long one is every op but a few.
+            let message = if readers.len() <= 6 {
+                format!("{flag} is only for {}, not {}", readers.join(", "), a.op.name())
+            } else {
+                format!("{flag} is not an option of {}", a.op.name())
+            };
+            return Err(CliError(message));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an `--output` that is one of the inputs (the same file, through links too): the
+/// result would replace it. Checked before anything is read or run.
+fn refuse_input_as_output(a: &OpArgs) -> Result<(), CliError> {
+    let Ok(out) = std::fs::metadata(&a.output) else { return Ok(()) };
+    let inputs = [
+        ("--input", Some(&a.input)),
+        ("--target", a.target.as_ref()),
+        ("--weight", a.weight.as_ref()),
+        ("--bias", a.bias.as_ref()),
+        ("--pos-weight", a.pos_weight.as_ref()),
+        ("--input2", a.input2.as_ref()),
+        ("--input3", a.input3.as_ref()),
+        ("--var", a.var.as_ref()),
+        ("--labels", a.labels.as_ref()),
+        ("--input-lengths", a.input_lengths.as_ref()),
+        ("--target-lengths", a.target_lengths.as_ref()),
+    ];
+    for (flag, path) in inputs {
+        if let Some(path) = path
+            && std::fs::metadata(path).is_ok_and(|m| same_file(&out, &m, &a.output, path))
+        {
+            return Err(CliError(format!(
+                "--output {} is the {flag} file: the result would replace it",
+                a.output.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether two paths' metadata are of one file (device and inode on Unix; elsewhere the
+/// canonical paths).
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata, pa: &Path, pb: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = (pa, pb);
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        matches!((pa.canonicalize(), pb.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    }
 }
 
 /// The CLI names of the ops that accept `what`, for messages.
@@ -243,67 +389,41 @@ pub struct Job {
 }
 
 impl Job {
-    /// Reads the files `args` names and checks them and the options against the operation.
-    pub fn load(a: &OpArgs) -> Result<Job, CliError> {
+    /// Reads the files `args` names and checks them and the options against the operation (for
+    /// `grad` when `grad`, else `eval`).
+    pub fn load(a: &OpArgs, grad: bool) -> Result<Job, CliError> {
         let loss = a.op.0;
+        if !grad && a.grad_dtype.is_some() {
+            return Err(CliError("--grad-dtype is only for grad: eval always writes float32".into()));
+        }
         let (x, xs, dtype) = npy::read_float("--input", &a.input)?;
         let mut args = catalogue::Args::new(Array::of_dtype(&x, &xs, dtype));
+        check_flags(a)?;
         let o = &mut args.options;
         o.reduction = a.reduction.map_or(loss.default_reduction, ReductionArg::catalogue);
-        if loss.reads(Opt::IgnoreIndex) {
-            o.ignore_index = a.ignore_index;
-        }
-        if loss.reads(Opt::LabelSmoothing) {
-            o.label_smoothing = a.label_smoothing;
-        }
+        // Every flag given is one the op reads (checked above).
+        o.ignore_index = a.ignore_index.unwrap_or(o.ignore_index);
+        o.label_smoothing = a.label_smoothing.unwrap_or(o.label_smoothing);
         if loss.reads(Opt::Beta) {
             o.beta = a.beta.unwrap_or(o.beta);
         }
         if loss.reads(Opt::JsdBeta) {
             o.jsd_beta = a.beta.unwrap_or(o.jsd_beta);
         }
-        if loss.reads(Opt::Temperature) {
-            o.temperature = a.temperature;
-        }
-        if loss.reads(Opt::Delta) {
-            o.delta = a.delta;
-        }
-        if loss.reads(Opt::LogTarget) {
-            o.log_target = a.log_target;
-        }
-        if loss.reads(Opt::Dim) {
-            o.dim = a.dim;
-        }
-        if loss.reads(Opt::Alpha) {
-            o.alpha = a.alpha;
-        }
-        if loss.reads(Opt::Gamma) {
-            o.gamma = a.gamma;
-        }
-        if loss.reads(Opt::Margin) {
-            o.margin = a.margin;
-        }
-        if loss.reads(Opt::Eps) {
-            o.eps = a.eps;
-        }
-        if loss.reads(Opt::LogInput) {
-            o.log_input = !a.no_log_input;
-        }
-        if loss.reads(Opt::Full) {
-            o.full = a.full;
-        }
-        if loss.reads(Opt::P) {
-            o.p = a.p;
-        }
-        if loss.reads(Opt::Swap) {
-            o.swap = a.swap;
-        }
-        if loss.reads(Opt::Blank) {
-            o.blank = a.blank;
-        }
-        if loss.reads(Opt::ZeroInfinity) {
-            o.zero_infinity = a.zero_infinity;
-        }
+        o.temperature = a.temperature.unwrap_or(o.temperature);
+        o.delta = a.delta.unwrap_or(o.delta);
+        o.log_target = a.log_target;
+        o.dim = a.dim.unwrap_or(o.dim);
+        o.alpha = a.alpha.unwrap_or(o.alpha);
+        o.gamma = a.gamma.unwrap_or(o.gamma);
+        o.margin = a.margin.or(o.margin);
+        o.eps = a.eps.or(o.eps);
+        o.log_input = !a.no_log_input;
+        o.full = a.full;
+        o.p = a.p.or(o.p);
+        o.swap = a.swap;
+        o.blank = a.blank.unwrap_or(o.blank);
+        o.zero_infinity = a.zero_infinity;
         let takes_reduction = loss.reductions != [LossReduction::None];
         if takes_reduction && !loss.reductions.contains(&o.reduction) {
             let name = o.reduction.name();
@@ -335,22 +455,16 @@ impl Job {
             let (b, bs, d) = npy::read_float("--bias", p)?;
             args.bias = Some(Array::of_dtype(&b, &bs, d));
         }
-        match (&a.pos_weight, loss.pos_weight) {
-            (Some(_), false) => {
-                return Err(CliError(format!("--pos-weight is only for {}", ops_with(|l| l.pos_weight))));
-            }
-            (Some(p), true) => {
-                args.pos_weight =
-                    Some(broadcastable("--pos-weight", p, npy::read_float("--pos-weight", p)?, &xs)?);
-            }
-            (None, _) => {}
+        if let (Some(p), true) = (&a.pos_weight, loss.pos_weight) {
+            args.pos_weight =
+                Some(broadcastable("--pos-weight", p, npy::read_float("--pos-weight", p)?, &xs)?);
         }
         args.labels = load_labels(a, loss)?;
         (args.input_lengths, args.target_lengths) = load_lengths(a, loss)?;
         for (which, array) in load_operands(a, loss, &xs)? {
             *args.operand_mut(which) = Some(array);
         }
-        Ok(Job { op: a.op, args, target_path, grad_dtype: a.grad_dtype })
+        Ok(Job { op: a.op, args, target_path, grad_dtype: a.grad_dtype.unwrap_or(GradDType::Input) })
     }
 
     /// Runs the job on `dev`: the output's values (widened to f32), shape and element type.

@@ -61,6 +61,35 @@ where
     Cli::try_parse_from(args)
 }
 
+/// clap's message for a usage error as one line: its own lines joined, without the usage block
+/// and the pointer to `--help` (which `wgpu-loss <command> --help` gives).
+pub fn usage_line(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "a command is required: info, eval, grad, bench or compare (see wgpu-loss --help)".into();
+    }
+    let text = e.render().to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .collect();
+    let line = lines.join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    format!("{line} (see wgpu-loss --help)")
+}
+
+/// Every long flag of `eval` (and `grad`) as the parser defines them, `--help` aside.
+pub fn eval_flags() -> Vec<String> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let eval = cli.find_subcommand("eval").expect("an eval subcommand");
+    eval.get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|l| *l != "help")
+        .map(|l| format!("--{l}"))
+        .collect()
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
@@ -72,15 +101,31 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
     }
 }
 
-/// The `wgpu-loss` program: exit status 0 on success; 1 with one line on stderr on any error;
-/// clap's own status and text for usage errors, `--help` and `--version`.
+/// The exit status of a usage error (an unknown op or flag, a value that does not parse, a
+/// required flag missing), clap's convention.
+pub const USAGE_ERROR: u8 = 2;
+
+/// The `wgpu-loss` program: exit status 0 on success (`--help` and `--version` too); 1 with one
+/// line on stderr when the command runs into an error (a file, a value, the adapter);
+/// [`USAGE_ERROR`] (2) with one line on stderr for a command line that does not parse.
 pub fn main() -> ExitCode {
     // Before any adapter exists: Mesa's drivers complain on stderr when there is no runtime
     // directory, which would break the one-message contract.
     runtime_dir::ensure();
     let cli = match parse(std::env::args_os()) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("wgpu-loss: error: {}", usage_line(&e));
+            return ExitCode::from(USAGE_ERROR);
+        }
     };
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -141,10 +141,14 @@ impl Ctc {
             offset += tl as usize;
             rows.push([il as u32, tl as u32, check_u32(OP, first)?]);
         }
-        if padded.is_none() && offset > targets.numel() {
+        // Concatenated targets hold exactly the sequences' labels, as PyTorch requires.
+        if padded.is_none() && offset != targets.numel() {
             return Err(Error::shape(
                 OP,
-                format!("the target lengths add up to {offset}, but the targets hold {}", targets.numel()),
+                format!(
+                    "concatenated targets must hold the sum of the target lengths, {offset} ids; they hold {}",
+                    targets.numel()
+                ),
             ));
         }
         check_u32(OP, log_probs.numel())?;

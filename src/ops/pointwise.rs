@@ -192,8 +192,8 @@ impl<'a> Job<'a> {
     /// status word.
     fn status(&self) -> Result<(std::sync::Arc<Storage>, Option<ValueCheck>)> {
         let check = match (self.formula, self.aux) {
-            (Formula::Bce, _) => ValueCheck::domain(self.op, self.input, "[0, 1]")?,
-            (Formula::GaussianNll, Some((var, _))) => ValueCheck::domain(self.op, var, "[0, inf) (var)")?,
+            (Formula::Bce, _) => ValueCheck::domain(self.op, self.input, "input", "[0, 1]")?,
+            (Formula::GaussianNll, Some((var, _))) => ValueCheck::domain(self.op, var, "var", "[0, inf)")?,
             _ => return Ok((Storage::alloc(self.input.device(), 4)?, None)),
         };
         Ok((check.status.clone(), Some(check)))

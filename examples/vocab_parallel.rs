@@ -87,7 +87,7 @@ fn run(
                 b: dev.tensor(&b[lo..hi], &[hi - lo])?,
                 t: dev.indices(t, &[n])?,
                 one: dev.tensor(&[1.0], &[])?,
-                shard: VocabShard { start: lo, vocab: v },
+                shard: VocabShard { start: lo, global_vocab: v },
             })
         })
         .collect::<wgpu_loss::Result<Vec<Shard>>>()?;

@@ -422,11 +422,14 @@ macro_rules! class_id {
 }
 class_id!(i64, i32, i16, i8, u64, u32, u16, u8, usize, isize);
 
-/// Class ids (stored as i32 on the device) with a shape. Cheap to clone.
+/// Class ids (stored as i32 on the device) with a shape. Cheap to clone. Ids an operation
+/// computed (the LM head's argmax) carry its checks: reading them reports an out-of-range
+/// target of that call as [`Error::TargetOutOfRange`], as reading its other results does.
 #[derive(Clone)]
 pub struct Indices {
     pub(crate) storage: Arc<Storage>,
     pub(crate) shape: Vec<usize>,
+    pub(crate) checks: Vec<ValueCheck>,
 }
 
 impl std::fmt::Debug for Indices {
@@ -440,7 +443,7 @@ impl Indices {
     /// as [`Tensor::from_buffer`].
     pub fn from_buffer(dev: &Device, buffer: wgpu::Buffer, shape: &[usize]) -> Result<Indices> {
         let storage = wrap(dev, buffer, numel(shape)? as u64 * 4, "Indices::from_buffer")?;
-        Ok(Indices { storage, shape: shape.to_vec() })
+        Ok(Indices { storage, shape: shape.to_vec(), checks: Vec::new() })
     }
 
     /// The device the ids live on.
@@ -463,10 +466,14 @@ impl Indices {
         self.storage.buffer()
     }
 
-    /// Reads the ids back, blocking.
+    /// Reads the ids back, blocking (after the checks they carry).
     pub fn to_vec(&self) -> Result<Vec<i32>> {
-        let bytes =
-            pollster::block_on(read_many(self.device(), &[(&self.storage, self.numel() as u64 * 4)]))?;
+        let mut parts: Vec<(&Storage, u64)> = vec![(&self.storage, self.numel() as u64 * 4)];
+        parts.extend(self.checks.iter().map(|c| (&*c.status, 4u64)));
+        let bytes = pollster::block_on(read_many(self.device(), &parts))?;
+        for (check, word) in self.checks.iter().zip(&bytes[1..]) {
+            check.error(u32::from_le_bytes([word[0], word[1], word[2], word[3]]))?;
+        }
         Ok(bytemuck::pod_collect_to_vec(&bytes[0]))
     }
 }
@@ -513,7 +520,8 @@ impl Device {
             })?;
             ids.push(id);
         }
-        Ok(Indices { storage: Storage::upload(self, bytemuck::cast_slice(&ids))?, shape: shape.to_vec() })
+        let storage = Storage::upload(self, bytemuck::cast_slice(&ids))?;
+        Ok(Indices { storage, shape: shape.to_vec(), checks: Vec::new() })
     }
 }
 

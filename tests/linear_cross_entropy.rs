@@ -476,6 +476,13 @@ fn bad_inputs_are_typed_errors() {
     let other = l.forward(&x3, &w, None, &dev.indices(&[0i64, 1, 2], &[3]).unwrap()).unwrap();
     let one = dev.tensor(&[1.0], &[]).unwrap();
     shape(l.backward(&x, &w, None, &t, &one, Some(&other)).map(|_| ()));
+    // W's rows past the binding limit (64 KiB here: 64 rows of 300 floats do not fit) name
+    // the operation.
+    let small = &small_binding_devices()[0];
+    let (xs, ws) =
+        (small.tensor(&[0.1; 300], &[1, 300]).unwrap(), small.tensor(&[0.1; 64 * 300], &[64, 300]).unwrap());
+    let err = l.forward(&xs, &ws, None, &small.indices(&[3i64], &[1]).unwrap()).map(|_| ()).unwrap_err();
+    assert!(matches!(&err, Error::Limit { what, .. } if what.starts_with("linear_cross_entropy")), "{err}");
     let invalid = |l: LinearCrossEntropy| {
         assert!(matches!(l.forward(&x, &w, None, &t), Err(Error::InvalidArgument { .. })))
     };
@@ -486,9 +493,40 @@ fn bad_inputs_are_typed_errors() {
     invalid(l.clone().temperature(0.0));
     invalid(l.clone().temperature(f32::NAN));
     invalid(l.clone().max_scratch_bytes(0));
+    // One rule for the scratch cap, forward and backward: below the smallest tile it is the
+    // caller's option that is named, not the adapter.
+    for cap in [1, 255] {
+        let small = l.clone().max_scratch_bytes(cap);
+        let errs = [
+            small.forward(&x, &w, None, &t).map(|_| ()).unwrap_err(),
+            small.backward(&x, &w, None, &t, &one, None).map(|_| ()).unwrap_err(),
+            small.forward_backward(&x, &w, None, &t, &one).map(|_| ()).unwrap_err(),
+        ];
+        for err in errs {
+            assert!(
+                matches!(&err, Error::InvalidArgument { message, .. } if message.contains("max_scratch_bytes")),
+                "{err}"
+            );
+        }
+    }
+    // The forward output of another call with the same rows (other x, other temperature) is
+    // refused, not used; this call's is taken.
+    let x_other = dev.tensor(&[0.5; 6], &[2, 3]).unwrap();
+    let other_x = l.forward(&x_other, &w, None, &t).unwrap();
+    let other_t = l.clone().temperature(2.0).forward(&x, &w, None, &t).unwrap();
+    for other in [&other_x, &other_t] {
+        let err = l.backward(&x, &w, None, &t, &one, Some(other)).map(|_| ()).unwrap_err();
+        assert!(matches!(&err, Error::InvalidArgument { .. }), "{err}");
+    }
+    let own = l.forward(&x, &w, None, &t).unwrap();
+    assert!(l.backward(&x, &w, None, &t, &one, Some(&own)).is_ok());
     let bad = dev.indices(&[1i64, 4], &[2]).unwrap();
     let err = l.forward(&x, &w, None, &bad).unwrap().loss.item().unwrap_err();
     assert!(matches!(err, Error::TargetOutOfRange { position: 1, value: 4, classes: 4, .. }), "{err}");
+    // Every result of such a call fails to read, the per-token argmax too.
+    let tokens = l.clone().token_outputs(true).forward(&x, &w, None, &bad).unwrap().tokens.unwrap();
+    let err = tokens.argmax.to_vec().unwrap_err();
+    assert!(matches!(err, Error::TargetOutOfRange { .. }), "{err}");
     let err = l.forward_backward(&x, &w, None, &bad, &one).unwrap().1.weight.to_vec().unwrap_err();
     assert!(matches!(err, Error::TargetOutOfRange { .. }), "{err}");
     // The fused loss equals the unfused one on the valid targets.

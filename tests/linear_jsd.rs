@@ -276,6 +276,18 @@ fn bad_arguments_are_typed_errors() {
     assert!(matches!(beta, Err(Error::InvalidArgument { .. })), "{beta:?}");
     let per_row = dev.tensor(&[1.0; 4], &[4]).unwrap();
     assert!(matches!(LinearJsd::default().backward(s, t, None, &per_row), Err(Error::Shape { .. })));
+    // A scratch cap below three buffers of aligned rows names the option, forward and backward.
+    let small = LinearJsd { max_scratch_bytes: 1, ..LinearJsd::default() };
+    let one = dev.tensor(&[1.0], &[]).unwrap();
+    for err in [
+        small.forward(s, t, None).map(|_| ()).unwrap_err(),
+        small.backward(s, t, None, &one).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::InvalidArgument { message, .. } if message.contains("max_scratch_bytes")),
+            "{err}"
+        );
+    }
 }
 
 /// The reference's gradients in x_s, W_s and b_s against central differences of its loss.

@@ -110,7 +110,7 @@ fn check(devs: &[&Device], d: &Host, cuts: &[usize], every: bool, reduction: Red
     let shards: Vec<(&Device, VocabShard, usize)> = bounds
         .windows(2)
         .enumerate()
-        .map(|(k, r)| (devs[k % devs.len()], VocabShard { start: r[0], vocab: d.v }, r[1] - r[0]))
+        .map(|(k, r)| (devs[k % devs.len()], VocabShard { start: r[0], global_vocab: d.v }, r[1] - r[0]))
         .collect();
     let upload = |dev: &Device, s: VocabShard, len: usize| {
         (
@@ -231,6 +231,39 @@ fn every_batch_size_from_1_to_64() {
     }
 }
 
+/// `combine` checks the options' weights as `shard_state` does: a class weight that is not one
+/// per class of the whole vocabulary, or a token weight not of the targets' shape, is a shape
+/// error, never an index out of bounds.
+#[test]
+fn combine_refuses_weights_of_other_shapes() {
+    let _serial = serial();
+    let dev = two_devices()[0];
+    let mut rng = Rng::new(83);
+    let (n, h, v) = (5, 3, 10);
+    let d = Host::new(&mut rng, n, h, v);
+    let x = dev.tensor(&d.x, &[n, h]).unwrap();
+    let t = dev.indices(&d.t, &[n]).unwrap();
+    let l = LinearCrossEntropy::default();
+    let states: Vec<ShardState> = [(0, 4), (4, 10)]
+        .into_iter()
+        .map(|(lo, hi)| {
+            let w = dev.tensor(&d.w[lo * h..hi * h], &[hi - lo, h]).unwrap();
+            l.shard_state(&x, &w, None, &t, VocabShard { start: lo, global_vocab: v }).unwrap()
+        })
+        .collect();
+    assert!(l.combine(&t, &states).is_ok());
+    for len in [v - 1, v + 1] {
+        let cw = l.clone().weight(dev.tensor(&vec![1.0; len], &[len]).unwrap());
+        let err = cw.combine(&t, &states).map(|_| ()).unwrap_err();
+        assert!(matches!(&err, Error::Shape { .. }), "class weight of {len}: {err}");
+    }
+    for len in [n - 1, n + 3] {
+        let tw = l.clone().token_weight(dev.tensor(&vec![1.0; len], &[len]).unwrap());
+        let err = tw.combine(&t, &states).map(|_| ()).unwrap_err();
+        assert!(matches!(&err, Error::Shape { .. }), "token weight of {len}: {err}");
+    }
+}
+
 #[test]
 fn shard_states_that_do_not_cover_the_vocabulary_are_errors() {
     let _serial = serial();
@@ -241,11 +274,11 @@ fn shard_states_that_do_not_cover_the_vocabulary_are_errors() {
     let t = dev.indices(&d.t, &[4]).unwrap();
     let l = LinearCrossEntropy::default();
     let w = dev.tensor(&d.w[..15], &[5, 3]).unwrap();
-    let first = l.shard_state(&x, &w, None, &t, VocabShard { start: 0, vocab: 10 }).unwrap();
+    let first = l.shard_state(&x, &w, None, &t, VocabShard { start: 0, global_vocab: 10 }).unwrap();
     // Half the vocabulary only, or a shard given twice.
     assert!(matches!(l.combine(&t, std::slice::from_ref(&first)), Err(Error::Shape { .. })));
     assert!(matches!(l.combine(&t, &[first.clone(), first.clone()]), Err(Error::Shape { .. })));
     // A shard past the end of the vocabulary.
-    let past = l.shard_state(&x, &w, None, &t, VocabShard { start: 6, vocab: 10 });
+    let past = l.shard_state(&x, &w, None, &t, VocabShard { start: 6, global_vocab: 10 });
     assert!(matches!(past, Err(Error::Shape { .. })), "{past:?}");
 }

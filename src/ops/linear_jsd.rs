@@ -234,9 +234,6 @@ impl<'a> Job<'a> {
         check_u32(OP, n)?;
         check_u32(OP, n.saturating_mul(v))?;
         let limit = dev.binding_limit();
-        if o.max_scratch_bytes == 0 {
-            return Err(Error::invalid(OP, "max_scratch_bytes must be > 0"));
-        }
         // W's shards and the gradient GEMMs' pieces start on whole blocks of rows.
         let block = block_step(&[s.weight.dtype, t.weight.dtype]);
         let widest = s.weight.dtype.bytes(hs as u64).max(t.weight.dtype.bytes(ht as u64));
@@ -258,12 +255,31 @@ impl<'a> Job<'a> {
         // 32-row blocks of the software adapters' GEMM at a third of their speed).
         let gemm_rows = (if crate::ops::is_software(dev) { 32 } else { 64 }).max(row_step);
         let chunk = if fit >= gemm_rows { fit / gemm_rows * gemm_rows } else { fit / row_step * row_step };
-        if shard == 0 || chunk == 0 {
-            let need = row_step as u64 * v as u64 * 12;
+        // Each scratch buffer holds whole rows of logits: at least `row_step` of them, within a
+        // binding, and the three within the caller's cap.
+        if shard == 0 {
             return Err(Error::limit(
-                format!("{OP}: three scratch buffers of {row_step} rows of logits"),
-                need,
-                o.max_scratch_bytes.min(limit),
+                format!("{OP}: {block} rows of W in one binding"),
+                block as u64 * widest,
+                limit,
+            ));
+        }
+        let least = row_step as u64 * v as u64 * 4;
+        if least > limit || chunk == 0 && o.max_scratch_bytes >= 3 * least {
+            return Err(Error::limit(
+                format!("{OP}: a scratch buffer of {row_step} rows of logits"),
+                least,
+                limit,
+            ));
+        }
+        if chunk == 0 {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "max_scratch_bytes {} is below three scratch buffers of {row_step} rows of logits, {} bytes",
+                    o.max_scratch_bytes,
+                    3 * least
+                ),
             ));
         }
         let per_row = n as u64 * 4;

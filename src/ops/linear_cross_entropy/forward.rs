@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::options::OP;
-use super::output::{LinearCrossEntropyOutput, SHARD_STATE_WORDS, TokenOutputs};
+use super::output::{LinearCrossEntropyOutput, SHARD_STATE_WORDS, Source, TokenOutputs};
 use super::plan::{Job, Prep};
 use crate::error::Result;
 use crate::gpu::dispatch::{Bind, dispatch};
@@ -58,6 +58,7 @@ impl Job<'_> {
             lse: Tensor { checks: checks.clone(), ..Tensor::new(lse, self.lead.clone()) },
             tokens,
             stats: Tensor { checks, ..Tensor::new(stats, vec![STAT_PLANES as usize, n]) },
+            source: Source::default(),
         })
     }
 
@@ -85,7 +86,7 @@ impl Job<'_> {
         Ok(TokenOutputs {
             logprob: tensor(plane(0)?),
             entropy: tensor(plane(1)?),
-            argmax: Indices { storage: plane(2)?, shape: self.lead.clone() },
+            argmax: Indices { storage: plane(2)?, shape: self.lead.clone(), checks: checks.to_vec() },
             correct: tensor(correct),
             accuracy,
         })

@@ -32,6 +32,7 @@ pub use output::{
 pub use vocab_parallel::Combined;
 
 use options::OP;
+use output::Source;
 use plan::Operands;
 
 use crate::error::{Error, Result};
@@ -54,7 +55,8 @@ impl LinearCrossEntropy {
             let ops = Operands::new(self, x, weight, bias)?;
             let job = ops.job(targets)?;
             let prep = job.prepare()?;
-            job.forward(&prep, self.token_outputs)
+            let out = job.forward(&prep, self.token_outputs)?;
+            Ok(LinearCrossEntropyOutput { source: Source::of(self, x, weight, bias), ..out })
         })
     }
 
@@ -103,6 +105,12 @@ impl LinearCrossEntropy {
                         format!("the forward's rows must be {:?}, got {got:?}", job.lead),
                     ));
                 }
+                if !out.source.matches(&Source::of(self, x, weight, bias)) {
+                    return Err(Error::invalid(
+                        OP,
+                        "the forward output given is another call's (other x, W, bias, softcap or temperature); give this call's, or None",
+                    ));
+                }
                 if tokens.entropy.is_some() && out.tokens.is_none() {
                     return Err(Error::invalid(
                         OP,
@@ -143,9 +151,11 @@ impl LinearCrossEntropy {
             if plan.whole_rows && job.n > 0 && !self.token_outputs {
                 let (grads, out) = job.grads(&prep, grad_output, None, plan, 0)?;
                 let out = out.ok_or_else(|| Error::Wgpu("the one-pass plan returned no loss".into()))?;
+                let out = LinearCrossEntropyOutput { source: Source::of(self, x, weight, bias), ..out };
                 return Ok((out, grads.typed(x.dtype, weight.dtype, self.outputs)?));
             }
             let out = job.forward(&prep, self.token_outputs)?;
+            let out = LinearCrossEntropyOutput { source: Source::of(self, x, weight, bias), ..out };
             let (grads, _) = job.grads(&prep, grad_output, Some(&out.stats), plan, 0)?;
             Ok((out, grads.typed(x.dtype, weight.dtype, self.outputs)?))
         })

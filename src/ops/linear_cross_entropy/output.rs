@@ -1,7 +1,10 @@
 //! What [`LinearCrossEntropy`](super::LinearCrossEntropy)'s forward returns.
 
+use std::sync::{Arc, Weak};
+
+use super::options::LinearCrossEntropy;
 use crate::kernels::linear_cross_entropy::PART_WORDS;
-use crate::tensor::{Indices, Tensor};
+use crate::tensor::{Indices, Storage, Tensor};
 
 /// The forward results of [`LinearCrossEntropy`](super::LinearCrossEntropy).
 #[derive(Clone, Debug)]
@@ -18,6 +21,43 @@ pub struct LinearCrossEntropyOutput {
     /// backward uses its own call's). The max and log Σ are kept apart because `z − lse` with lse
     /// rounded at the max's magnitude loses digits (an f32 ulp of 1e4 is 1e-3).
     pub(super) stats: Tensor,
+    /// What the statistics were computed from, checked by a backward given this output.
+    pub(super) source: Source,
+}
+
+/// What a forward output's row statistics were computed from: x, W and the bias (held weakly:
+/// the output keeps no input alive, and a dropped input never matches a new one, even in the
+/// same pooled buffer), the softcap and the temperature. A backward given the output of
+/// another call refuses it rather than compute gradients from the wrong statistics.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Source {
+    inputs: Vec<Option<Weak<Storage>>>,
+    softcap: Option<u32>,
+    temperature: u32,
+}
+
+impl Source {
+    pub(super) fn of(o: &LinearCrossEntropy, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Source {
+        let weak = |t: Option<&Tensor>| t.map(|t| Arc::downgrade(&t.storage));
+        Source {
+            inputs: vec![weak(Some(x)), weak(Some(w)), weak(bias)],
+            softcap: o.softcap.map(f32::to_bits),
+            temperature: o.temperature.to_bits(),
+        }
+    }
+
+    /// Whether `self` (an output's) is the source `call` describes.
+    pub(super) fn matches(&self, call: &Source) -> bool {
+        let same = |a: &Option<Weak<Storage>>, b: &Option<Weak<Storage>>| match (a, b) {
+            (Some(a), Some(b)) => Weak::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.inputs.len() == call.inputs.len()
+            && self.inputs.iter().zip(&call.inputs).all(|(a, b)| same(a, b))
+            && self.softcap == call.softcap
+            && self.temperature == call.temperature
+    }
 }
 
 /// Per-token outputs of the LM head, from the same pass over the vocabulary as the loss: what
@@ -49,13 +89,22 @@ pub struct TokenGrads<'a> {
     pub entropy: Option<&'a Tensor>,
 }
 
-/// Where a vocabulary shard of an LM head's W sits: its rows are classes
-/// `start .. start + rows` of a vocabulary of `vocab` classes (see
-/// [`LinearCrossEntropy::shard_state`](super::LinearCrossEntropy::shard_state)).
+/// Where a vocabulary shard of an LM head's W sits in the whole vocabulary: its rows are the
+/// classes `start .. start + rows` of a vocabulary of `global_vocab` classes, the same number on
+/// every shard (see [`LinearCrossEntropy::shard_state`](super::LinearCrossEntropy::shard_state)).
+/// The shard's own size is its W's rows.
+///
+/// ```
+/// // The second half of a 32 000-class vocabulary: W_shard holds its 16 000 rows.
+/// let shard = wgpu_loss::VocabShard { start: 16_000, global_vocab: 32_000 };
+/// # let _ = shard;
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VocabShard {
+    /// The class of the shard's first row.
     pub start: usize,
-    pub vocab: usize,
+    /// The whole vocabulary's size V (not the shard's).
+    pub global_vocab: usize,
 }
 
 /// One vocabulary shard's per-row state: what a shard sends to the combine step, `O(N)`.

@@ -117,7 +117,7 @@ impl<'a> Job<'a> {
     ) -> Result<Self> {
         let dev = x.device();
         let (h, v, lead) = check_shapes(o, x, w, bias, targets, shard)?;
-        let (classes, class_base) = shard.map_or((v, 0), |s| (s.vocab, s.start));
+        let (classes, class_base) = shard.map_or((v, 0), |s| (s.global_vocab, s.start));
         check_u32(OP, classes)?;
         check_options(o)?;
         let ignore = i32::try_from(o.ignore_index).map_err(|_| {
@@ -146,15 +146,34 @@ impl<'a> Job<'a> {
             (align / gcd(x.dtype.bytes(h as u64), align)).max(align / gcd(h as u64 * 4, align)) as usize;
         let x_rows = round_down(x_rows_max, row_step);
         if shard == 0 || x_rows == 0 {
-            let what = format!("{block} rows of W in one binding");
+            let what = format!("{OP}: {block} rows of W in one binding");
             return Err(Error::limit(what, block as u64 * w_row_bytes, limit));
+        }
+        // One rule for the scratch cap, forward and backward alike: it holds at least the
+        // smallest tile of logits, a block of aligned rows by a block of columns.
+        let least = (row_step * block * 4) as u64;
+        if o.max_scratch_bytes < least {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "max_scratch_bytes {} is below the smallest tile of logits, {least} bytes ({row_step} rows × {block} columns of f32)",
+                    o.max_scratch_bytes
+                ),
+            ));
+        }
+        if least > limit {
+            return Err(Error::limit(
+                format!("{OP}: the smallest tile of logits in one binding"),
+                least,
+                limit,
+            ));
         }
         // Per-row buffers are bound whole; the largest are the statistics and the per-token
         // outputs, 5 words a row.
         let stats_bytes = n as u64 * 4 * STAT_PLANES.max(TOKEN_PLANES);
         if stats_bytes > limit {
             return Err(Error::limit(
-                format!("the statistics of {n} rows in one binding"),
+                format!("{OP}: the statistics of {n} rows in one binding"),
                 stats_bytes,
                 limit,
             ));
@@ -436,22 +455,22 @@ fn check_shapes<'x>(
         return Err(Error::shape(OP, format!("bias must be ({v}), got {:?}", b.shape)));
     }
     let classes = match shard {
-        Some(s) if s.start.checked_add(v).is_none_or(|end| end > s.vocab) => {
+        Some(s) if s.start.checked_add(v).is_none_or(|end| end > s.global_vocab) => {
             return Err(Error::shape(
                 OP,
                 format!(
                     "a shard of {v} classes from class {} does not fit a vocabulary of {}",
-                    s.start, s.vocab
+                    s.start, s.global_vocab
                 ),
             ));
         }
-        Some(s) => s.vocab,
+        Some(s) => s.global_vocab,
         None => v,
     };
     if let Some(c) = &o.weight
         && c.shape != [classes]
     {
-        return Err(Error::shape(OP, format!("weight must be ({classes}), got {:?}", c.shape)));
+        return Err(Error::shape(OP, format!("the class weights must be ({classes}), got {:?}", c.shape)));
     }
     if let Some(s) = &o.token_weight
         && s.shape != lead
@@ -493,9 +512,6 @@ fn check_options(o: &LinearCrossEntropy) -> Result<()> {
         && !(eps.is_finite() && eps >= 0.0)
     {
         return Err(Error::invalid(OP, format!("the filter's eps must be finite and ≥ 0, got {eps}")));
-    }
-    if o.max_scratch_bytes == 0 {
-        return Err(Error::invalid(OP, "max_scratch_bytes must be > 0"));
     }
     Ok(())
 }

@@ -146,7 +146,7 @@ impl LinearCrossEntropy {
     ) -> Result<ShardState> {
         let words = self.on_shard((x, w_shard, b_shard, targets, shard), |job| {
             let words = job.shard_states()?;
-            Ok(Indices { storage: words, shape: vec![job.n * SHARD_STATE_WORDS] })
+            Ok(Indices { storage: words, shape: vec![job.n * SHARD_STATE_WORDS], checks: Vec::new() })
         })?;
         let rows = targets.numel();
         let words: Vec<u32> =
@@ -160,6 +160,20 @@ impl LinearCrossEntropy {
     pub fn combine(&self, targets: &Indices, states: &[ShardState]) -> Result<Combined> {
         let n = targets.numel();
         let vocab = check_cover(states, n)?;
+        // The options' weights, as the shards' states were made with (shard_state checks the same).
+        if let Some(c) = &self.weight
+            && c.shape != [vocab]
+        {
+            return Err(Error::shape(OP, format!("the class weights must be ({vocab}), got {:?}", c.shape)));
+        }
+        if let Some(t) = &self.token_weight
+            && t.shape != targets.shape
+        {
+            return Err(Error::shape(
+                OP,
+                format!("token_weight must have the targets' shape {:?}, got {:?}", targets.shape, t.shape),
+            ));
+        }
         let targets = targets.to_vec()?;
         let cw = self.weight.as_ref().map(|w| w.to_vec()).transpose()?;
         let tw = self.token_weight.as_ref().map(|w| w.to_vec()).transpose()?;
@@ -300,10 +314,10 @@ fn check_cover(states: &[ShardState], rows: usize) -> Result<usize> {
     let Some(first) = states.first() else {
         return Err(Error::invalid(OP, "combine needs the state of at least one shard"));
     };
-    let vocab = first.shard.vocab;
+    let vocab = first.shard.global_vocab;
     let mut next = 0;
     for s in states {
-        if s.shard.vocab != vocab
+        if s.shard.global_vocab != vocab
             || s.shard.start != next
             || s.rows != rows
             || s.words.len() != rows * SHARD_STATE_WORDS

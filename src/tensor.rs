@@ -40,6 +40,7 @@ impl Storage {
     /// it could overwrite a pooled buffer that recorded but unsubmitted work still reads, or be
     /// read before the work recorded ahead of it has written it. A recorded copy runs in order.
     pub(crate) fn upload(dev: &Device, data: &[u8]) -> Result<Arc<Storage>> {
+        let _gate = dev.gate();
         dev.ensure_alive()?;
         let s = Self::alloc(dev, data.len() as u64)?;
         if !data.is_empty() {
@@ -169,35 +170,42 @@ async fn read_parts(dev: &Device, parts: &[(&Storage, u64)]) -> Result<Vec<Vec<u
         offsets.push(total);
         total += bytes.div_ceil(8) * 8;
     }
-    let staging = dev.alloc(BufferKind::Readback, total.max(8))?;
-    let index = dev.submit_with(|enc| {
-        for ((s, bytes), off) in parts.iter().zip(&offsets) {
-            let len = bytes.div_ceil(4) * 4;
-            if len > 0 {
-                enc.copy_buffer_to_buffer(s.buffer(), 0, &staging, *off, len);
-            }
-        }
-    })?;
+    let total = total.max(8);
     let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-    let slice = staging.slice(0..total.max(8));
-    let scopes = crate::gpu::recording::Scopes::push(dev.wgpu_device());
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    if let Some(message) = scopes.pop() {
-        return Err(Error::Wgpu(format!("reading back: {message}")));
-    }
-    if let Err(e) = dev.wait(Some(index)) {
-        staging.unmap();
-        return Err(e);
-    }
+    let staging = {
+        // Held through the submission and the wait (not across the await below, which the
+        // wait has already resolved): another thread's call waits here, not on wgpu's GL lock.
+        let _gate = dev.gate();
+        let staging = dev.alloc(BufferKind::Readback, total)?;
+        let index = dev.submit_with(|enc| {
+            for ((s, bytes), off) in parts.iter().zip(&offsets) {
+                let len = bytes.div_ceil(4) * 4;
+                if len > 0 {
+                    enc.copy_buffer_to_buffer(s.buffer(), 0, &staging, *off, len);
+                }
+            }
+        })?;
+        let scopes = crate::gpu::recording::Scopes::push(dev.wgpu_device());
+        staging.slice(0..total).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        if let Some(message) = scopes.pop() {
+            return Err(Error::Wgpu(format!("reading back: {message}")));
+        }
+        if let Err(e) = dev.wait(Some(index)) {
+            staging.unmap();
+            return Err(e);
+        }
+        staging
+    };
     match rx.receive().await {
         Some(Ok(())) => {}
         Some(Err(e)) => return Err(Error::Map(e)),
         None => return Err(Error::Wgpu("the map callback was dropped".into())),
     }
+    let _gate = dev.gate();
     let out = {
-        let view = slice.get_mapped_range().map_err(|e| Error::Wgpu(e.to_string()))?;
+        let view = staging.slice(0..total).get_mapped_range().map_err(|e| Error::Wgpu(e.to_string()))?;
         parts
             .iter()
             .zip(&offsets)

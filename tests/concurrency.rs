@@ -47,3 +47,66 @@ fn eight_threads_share_a_device_bitwise() {
         );
     }
 }
+
+/// A thread that runs GL work longer than wgpu's 6 s context-lock timeout while another thread
+/// calls the library on the same GL device: the second waits for the first (the library's own
+/// GL gate) and both finish with the right results, where wgpu alone would panic in the second.
+#[test]
+fn a_long_gl_submission_does_not_panic_another_thread() {
+    use std::time::{Duration, Instant};
+    use wgpu_loss::{Linear, Mse, Reduction};
+    let gl: Vec<&wgpu_loss::Device> =
+        one_per_adapter().into_iter().filter(|d| d.info().backend == wgpu::Backend::Gl).collect();
+    if gl.is_empty() {
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), b"GL gate: no GL adapter here to test\n");
+        return;
+    }
+    for dev in gl {
+        let what = common::label(dev);
+        let n = 1024;
+        let x = dev.tensor(&vec![0.001; n * n], &[n, n]).unwrap();
+        let small = dev.tensor(&[1.0, 2.0, 3.0, 4.0], &[4]).unwrap();
+        let mse = Mse::default().reduction(Reduction::Sum);
+        // Both pipelines built, and one GEMM timed, before the threads start.
+        assert_eq!(mse.forward(&small, &small).unwrap().item().unwrap(), 0.0);
+        let start = Instant::now();
+        Linear::default().forward(&x, &x, None).unwrap().to_vec().unwrap();
+        let one = start.elapsed();
+        // Enough GEMMs queued for one submission past the 6 s timeout.
+        let count = (Duration::from_secs(8).as_secs_f64() / one.as_secs_f64()).ceil() as usize;
+        let (long, waited) = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                let start = Instant::now();
+                let ys: Vec<_> =
+                    (0..count).map(|_| Linear::default().forward(&x, &x, None).unwrap()).collect();
+                let last = ys.last().unwrap().to_vec().unwrap();
+                assert!((last[0] - 0.001 * 0.001 * n as f32).abs() < 1e-6, "{what}: {}", last[0]);
+                start.elapsed()
+            });
+            let b = s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(500));
+                let start = Instant::now();
+                let got = mse.forward(&small, &dev.tensor(&[0.0; 4], &[4]).unwrap()).unwrap().item().unwrap();
+                assert_eq!(got, 30.0);
+                start.elapsed()
+            });
+            (a.join().expect("the long thread"), b.join().expect("the second thread waits, never panics"))
+        });
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("{what}: GL gate: {count} GEMMs in one submission took {long:.1?}; the other thread's call waited {waited:.1?} and returned\n")
+                .as_bytes(),
+        );
+    }
+}
+
+/// A read's future can move between threads (the GL gate is never held across its await).
+#[test]
+fn a_read_future_is_send() {
+    fn send<T: Send>(_: &T) {}
+    let dev = one_per_adapter()[0];
+    let t = dev.tensor(&[1.0, 2.0], &[2]).unwrap();
+    let read = t.read();
+    send(&read);
+    assert_eq!(pollster::block_on(read).unwrap(), [1.0, 2.0]);
+}

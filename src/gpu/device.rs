@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::adapter::{adapters, wanted_limits};
-use super::lock::lock;
+use super::lock::{GlGate, lock};
 use super::pipeline::{Pipeline, PipelineKey};
 use super::pool::{BufferKind, Pool, size_class};
 use super::recording::{self, Owner, Scopes};
@@ -377,6 +377,7 @@ impl Device {
     /// every operation, upload and wrap checks first). The poll is skipped while another thread
     /// polls this device: that poll reports a loss as well, and threads need not queue here.
     pub(crate) fn ensure_alive(&self) -> Result<()> {
+        let _gate = self.gate();
         self.check_lost()?;
         if let Ok(_polling) = self.inner.polling.try_lock() {
             // The poll's own result says nothing the lost flag does not.
@@ -399,6 +400,7 @@ impl Device {
     /// reported lost by wgpu only once the work it had in flight has drained (and meanwhile
     /// ignores what it is given), so this waits for that, at most the device's timeout.
     pub(crate) fn lost_after_error(&self) -> Option<Error> {
+        let _gate = self.gate();
         if self.is_lost() {
             return self.check_lost().err();
         }
@@ -456,12 +458,14 @@ impl Device {
 
     /// Frees the buffers the pool keeps.
     pub fn clear_pool(&self) {
+        let _gate = self.gate();
         lock(&self.inner.pool).clear();
     }
 
     /// Submits everything recorded so far without waiting for it (with
     /// [`DeviceOptions::adversarial_pool`], nothing: the next read submits it).
     pub fn flush(&self) -> Result<()> {
+        let _gate = self.gate();
         if self.inner.options.adversarial_pool {
             return self.check();
         }
@@ -492,6 +496,7 @@ impl Device {
     /// # Ok::<(), wgpu_loss::Error>(())
     /// ```
     pub fn gpu_time<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, Option<Duration>)> {
+        let _gate = self.gate();
         let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         if !self.features().contains(wanted) {
             let r = f()?;
@@ -543,6 +548,7 @@ impl Device {
 
     /// Submits the pending work and waits for the device to finish it.
     pub fn synchronize(&self) -> Result<()> {
+        let _gate = self.gate();
         self.submit_pending()?;
         self.wait(None)
     }
@@ -560,6 +566,7 @@ impl Device {
 
     /// Waits (at most the device's timeout) for submission `index`, or for everything.
     pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let _gate = self.gate();
         let timeout = self.inner.options.timeout;
         match self.poll_wait(index, timeout) {
             Ok(()) => self.check(),
@@ -589,6 +596,7 @@ impl Device {
     /// Runs `f` on the encoder of the operation running on this thread, or, outside any
     /// operation, on an encoder of its own queued for the next submission.
     pub(crate) fn record<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let _gate = self.gate();
         match recording::with_frame(self.owner(), |enc| f(enc)) {
             Ok(r) => r,
             Err(f) => {
@@ -602,6 +610,13 @@ impl Device {
 
     pub(crate) fn new_encoder(&self) -> wgpu::CommandEncoder {
         recording::new_encoder(&self.inner.device)
+    }
+
+    /// The library's GL gate when this device is on a GL adapter (see [`GlGate`]): held by every
+    /// entry point that reaches wgpu, so that another thread's long wait never makes wgpu's GL
+    /// context lock time out.
+    pub(crate) fn gate(&self) -> GlGate {
+        GlGate::enter(self.inner.info.backend == wgpu::Backend::Gl)
     }
 
     /// What this device's recording frames need of it.
@@ -635,6 +650,7 @@ impl Device {
 
     /// Submits the pending commands followed by `last`, as [`Device::submit_with`].
     pub(crate) fn submit_with_buffer(&self, last: wgpu::CommandBuffer) -> Result<wgpu::SubmissionIndex> {
+        let _gate = self.gate();
         self.check()?;
         let scopes = Scopes::push(&self.inner.device);
         let mut pending = lock(&self.inner.pending);
@@ -662,6 +678,7 @@ impl Device {
 
     /// A buffer of at least `bytes` bytes from the pool (or new).
     pub(crate) fn alloc(&self, kind: BufferKind, bytes: u64) -> Result<wgpu::Buffer> {
+        let _gate = self.gate();
         let class = size_class(bytes);
         let max = self.inner.limits.max_buffer_size;
         let buffer = if class > max {
@@ -693,6 +710,7 @@ impl Device {
     /// recorded command: how every upload reaches the GPU (see `Storage::upload`). It is never
     /// pooled; wgpu frees it once the copy has run.
     pub(crate) fn upload_staging(&self, data: &[u8]) -> Result<wgpu::Buffer> {
+        let _gate = self.gate();
         let size = (data.len() as u64).div_ceil(4) * 4;
         let staging = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-loss upload"),
@@ -720,12 +738,14 @@ impl Device {
     /// commands to be queued, so that no other thread's later commands can come before the
     /// last commands that use the buffer.
     pub(crate) fn release(&self, kind: BufferKind, buffer: wgpu::Buffer) {
+        let _gate = self.gate();
         if let Err((kind, buffer)) = recording::defer_release(self.owner(), kind, buffer) {
             self.give_back(kind, buffer);
         }
     }
 
     pub(crate) fn give_back(&self, kind: BufferKind, buffer: wgpu::Buffer) {
+        let _gate = self.gate();
         let mut pool = lock(&self.inner.pool);
         if kind == BufferKind::Storage {
             pool.hand_back(buffer.size());
@@ -742,6 +762,7 @@ impl Device {
         entry: &str,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<Pipeline>> {
+        let _gate = self.gate();
         let Some(spec) = kernel.entry(entry) else {
             return Err(Error::Shader {
                 kernel: kernel.name,
@@ -773,6 +794,7 @@ impl Device {
     /// Checks that an application's `buffer` can be bound on this device: a buffer of another
     /// device is [`Error::DeviceMismatch`], a destroyed one [`Error::InvalidArgument`].
     pub(crate) fn check_own_buffer(&self, buffer: &wgpu::Buffer, op: &'static str) -> Result<()> {
+        let _gate = self.gate();
         if buffer.size() < 4 {
             // Too small to bind; an empty tensor is never bound.
             return Ok(());

@@ -14,6 +14,8 @@ impl Device {
         if is_open(self.id()) {
             return f();
         }
+        // Held to the end: the operation's recording, its queuing and its buffers' return.
+        let _gate = self.gate();
         self.ensure_alive()?;
         let scopes = Scopes::push(self.wgpu_device());
         let guard = FrameGuard::open(self.owner());

@@ -51,6 +51,7 @@ pub(crate) struct Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
+        let _gate = self.dev.gate();
         if let Some(t) = self.texture.take() {
             let bytes = texture_bytes(&t);
             if let Err(t) = recording::defer_texture(self.dev.owner(), t, bytes) {

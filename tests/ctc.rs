@@ -46,6 +46,23 @@ fn close(what: &str, got: &[f32], want: &[f64], tol: Tol) {
 }
 
 fn check(dev: &Device, case: &Case, lp: &[f32], what: &str) {
+    let t = case.shape.0;
+    // γ = exp(α + β + nll − lp) carries the f32 rounding of log-likelihoods that grow with T (an
+    // ulp of 300 is 3e-5), relative in γ: a tolerance growing with T.
+    let every = [Reduction::None, Reduction::Mean, Reduction::Sum];
+    let tol = Tol { abs: 1e-6 * t as f64, rel: 3e-6 * t as f64 };
+    check_within(dev, case, lp, what, (&[false, true], &every), tol)
+}
+
+/// [`check`] for the given zero_infinity and reduction choices, with the gradient's tolerance.
+fn check_within(
+    dev: &Device,
+    case: &Case,
+    lp: &[f32],
+    what: &str,
+    (zero_infinities, reductions): (&[bool], &[Reduction]),
+    grad_tol: Tol,
+) {
     let (t, n, c) = case.shape;
     let lp64: Vec<f64> = lp.iter().map(|&v| v as f64).collect();
     let seqs: Vec<Sequence<'_>> = (0..n)
@@ -56,8 +73,8 @@ fn check(dev: &Device, case: &Case, lp: &[f32], what: &str) {
         .collect();
     let x = dev.tensor(lp, &[t, n, c]).unwrap();
     let targets = dev.indices(&case.targets, &[n, case.s]).unwrap();
-    for zero_infinity in [false, true] {
-        for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+    for &zero_infinity in zero_infinities {
+        for &reduction in reductions {
             let loss = Ctc { blank: case.blank, zero_infinity, reduction, ..Default::default() };
             let what = format!("{what} zero_infinity={zero_infinity} {reduction:?} on {}", label(dev));
             // Both directions are recorded before either is read (under an adversarial pool the
@@ -75,10 +92,7 @@ fn check(dev: &Device, case: &Case, lp: &[f32], what: &str) {
             let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
             let want =
                 reference::ctc_backward(&lp64, (n, c), &seqs, case.blank, zero_infinity, &g64, reduction);
-            // γ = exp(α + β + nll − lp) carries the f32 rounding of log-likelihoods that grow
-            // with T (an ulp of 300 is 3e-5), relative in γ: a tolerance growing with T.
-            let tol = Tol { abs: 1e-6 * t as f64, rel: 3e-6 * t as f64 };
-            close(&format!("{what} gradient"), &grad.to_vec().unwrap(), &want, tol);
+            close(&format!("{what} gradient"), &grad.to_vec().unwrap(), &want, grad_tol);
         }
     }
 }
@@ -325,4 +339,75 @@ fn bad_input_is_a_typed_error() {
     let bad = dev.indices(&[1i64, 3, 2, 0], &[2, 2]).unwrap();
     let e = loss.forward(&x, &bad, &[5, 4], &[2, 1]).unwrap().item().unwrap_err();
     assert!(matches!(e, Error::TargetOutOfRange { position: 1, value: 3, classes: 3, .. }), "{e}");
+}
+
+/// The largest targets and inputs a device takes, against the f64 reference: S is bounded by the
+/// loop budget (4·S + 3 trips loop over a sequence's extended labels: S ≤ 14 999 on the software
+/// adapters), T·(2S + 1) by one binding (a sequence's alpha table: 32 Mi floats in 128 MiB).
+/// At S = T − 1 = 4 095 (the table just fitting 128 MiB) the loss and gradient are right;
+/// at the largest S (with the longest T its table allows, too short for it: an impossible
+/// alignment) the loss is +inf, or 0 with zero_infinity; one label or one step more is a typed
+/// error.
+#[test]
+fn the_largest_targets_and_inputs_a_device_takes() {
+    let c = 20;
+    // Targets cycling through the classes 1..C: no repeat, so T ≥ S aligns.
+    let targets = |s: usize| (0..s).map(|k| (1 + k % (c - 1)) as i64).collect::<Vec<_>>();
+    // T = S + 1 = 4 096: the alpha table, 4 096 × 8 191 floats, just fits 128 MiB. Its
+    // log-likelihood is about −25 000, whose f32 ulp is 0.002, rounded at each of 4 096 steps:
+    // γ's absolute error reaches a few hundredths (PyTorch's own float32 ctc_loss is off its
+    // float64 by 0.036 here). The f64 reference is computed once for every adapter.
+    let (s, t) = (4_095, 4_096);
+    let lp = log_probs(&mut Rng::new(9), t, 1, c);
+    let lp64: Vec<f64> = lp.iter().map(|&v| v as f64).collect();
+    let labels = targets(s);
+    let seqs = [Sequence { input_length: t, targets: &labels }];
+    let want = reference::ctc(&lp64, (1, c), &seqs, 0, false, Reduction::Sum);
+    let want_grad = reference::ctc_backward(&lp64, (1, c), &seqs, 0, false, &[1.0], Reduction::Sum);
+    for dev in common::one_per_adapter() {
+        let what = label(dev);
+        let budget = dev.loop_budget().min(60_000) as usize;
+        let floats = (dev.binding_limit() / 4) as usize;
+        let most_labels = (budget - 3) / 4;
+        let mut rng = Rng::new(10);
+        if t * (2 * s + 1) <= floats && s <= most_labels {
+            let started = std::time::Instant::now();
+            let x = dev.tensor(&lp, &[t, 1, c]).unwrap();
+            let tt = dev.indices(&labels, &[1, s]).unwrap();
+            let l = Ctc { reduction: Reduction::Sum, ..Default::default() };
+            let loss = l.forward(&x, &tt, &[t as i64], &[s as i64]).unwrap();
+            let one = dev.tensor(&[1.0], &[]).unwrap();
+            let grad = l.backward(&x, &tt, &[t as i64], &[s as i64], &one).unwrap();
+            close(&format!("{what} T={t} S={s}"), &loss.to_vec().unwrap(), &want, Tol::scaled(1e4));
+            let tol = Tol { abs: 0.04, rel: 0.0 };
+            close(&format!("{what} T={t} S={s} gradient"), &grad.to_vec().unwrap(), &want_grad, tol);
+            eprintln!("{what}: T={t} S={s} forward and backward {:.1?}", started.elapsed());
+        }
+        if dev.loop_budget() > 60_000 {
+            continue; // a GPU: no loop budget, and other binding limits
+        }
+        // The longest target: its longest input is too short (impossible), +inf or 0.
+        let s = most_labels;
+        let t = floats / (2 * s + 1);
+        let lp = log_probs(&mut rng, t, 1, c);
+        let x = dev.tensor(&lp, &[t, 1, c]).unwrap();
+        let tt = dev.indices(&targets(s), &[1, s]).unwrap();
+        let l = Ctc { zero_infinity: true, reduction: Reduction::Sum, ..Default::default() };
+        let started = std::time::Instant::now();
+        let got = l.forward(&x, &tt, &[t as i64], &[s as i64]).unwrap().item().unwrap();
+        assert_eq!(got, 0.0, "{what}: T={t} S={s}, impossible, zero_infinity");
+        eprintln!("{what}: T={t} S={s} forward {:.1?}", started.elapsed());
+        // One label more, or one step more: typed errors before anything runs.
+        let err = Ctc::default()
+            .forward(&x, &dev.indices(&targets(s + 1), &[1, s + 1]).unwrap(), &[t as i64], &[s as i64 + 1])
+            .unwrap_err();
+        assert!(matches!(&err, wgpu_loss::Error::Limit { .. }), "{what}: {err}");
+        let longer = dev.tensor(&log_probs(&mut rng, t + 1, 1, c), &[t + 1, 1, c]).unwrap();
+        let err = Ctc::default().forward(&longer, &tt, &[t as i64 + 1], &[s as i64]).unwrap_err();
+        assert!(matches!(&err, wgpu_loss::Error::Limit { .. }), "{what}: {err}");
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("{what}: ctc takes S <= {most_labels} and T (2S + 1) <= {floats}\n").as_bytes(),
+        );
+    }
 }

@@ -17,6 +17,8 @@ const BENCH: &[BenchShape] = &[
     BenchShape { name: "margin_65536x100", dims: &[65536, 100], quick: false, backward: true },
     BenchShape { name: "margin_4096x1000", dims: &[4096, 1000], quick: false, backward: true },
     BenchShape { name: "margin_1024x100", dims: &[1024, 100], quick: true, backward: true },
+    // A million classes a row: each row spread over many threads (the loop budget's split).
+    BenchShape { name: "margin_16x1000000", dims: &[16, 1_000_000], quick: false, backward: true },
 ];
 /// multilabel_margin's partial sums cost C² a row: tabular widths.
 const LISTED_BENCH: &[BenchShape] = &[

@@ -16,6 +16,8 @@ const TOLERANCE: Tolerance = Tolerance { forward: (1e-5, 1e-4), backward: (1e-6,
 const BENCH: &[BenchShape] = &[
     BenchShape { name: "embedding_65536x256", dims: &[65536, 256], quick: false, backward: true },
     BenchShape { name: "embedding_4096x128", dims: &[4096, 128], quick: true, backward: true },
+    // A million values a row: each row spread over many threads (the loop budget's split).
+    BenchShape { name: "embedding_16x1000000", dims: &[16, 1_000_000], quick: false, backward: true },
 ];
 /// PyTorch's defaults of cosine_embedding's and triplet_margin's margins, triplet's p and eps.
 const COSINE_MARGIN: f32 = 0.0;

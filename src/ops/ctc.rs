@@ -298,7 +298,21 @@ impl Job<'_> {
         if table > limit {
             return Err(Error::limit("ctc: one sequence's alpha table (T × (2·S + 1) floats)", table, limit));
         }
-        let per_chunk = ((limit / table) as usize).clamp(1, self.batch.max(1));
+        // The loops over a sequence's extended labels (its loss, its class chains, the gradient
+        // along a chain) run 2·(2S + 1) + 1 times in one invocation.
+        let label_trips = 2 * sp as u64 + 1;
+        if !budget::fits(dev, label_trips) {
+            return Err(Error::limit(
+                format!(
+                    "ctc: a target of {} labels (4·S + 3 loop iterations of one invocation)",
+                    self.max_labels
+                ),
+                label_trips,
+                dev.loop_budget(),
+            ));
+        }
+        // A chunk's class chains (two words per extended label) are bound whole too.
+        let per_chunk = ((limit / table.max(sp as u64 * 8)) as usize).clamp(1, self.batch.max(1));
         let sequences =
             (0..self.batch).step_by(per_chunk).map(|n| n..(n + per_chunk).min(self.batch)).collect();
         // Time: one step's log-probabilities are one row; chunks start on aligned offsets.

@@ -107,11 +107,18 @@ fn partial(
     var acc = select(part[e], 0.0, params.first != 0u);
     if (e - base < listed(r) && listed_class(e)) {
         let xt = x[base + u32(targets[e])];
+        // Blocked: 64 terms into a block sum, then into the total (a long sum rounds less).
+        var block = 0.0;
         for (var i = params.begin; i < params.end; i++) {
             if (atomicLoad(&mask[base + i]) == 0u) {
-                acc += max(1.0 - xt + x[base + i], 0.0);
+                block += max(1.0 - xt + x[base + i], 0.0);
+            }
+            if ((i - params.begin) % 64u == 63u) {
+                acc += block;
+                block = 0.0;
             }
         }
+        acc += block;
     }
     if (params.last != 0u) {
         acc = acc / f32(params.cols);

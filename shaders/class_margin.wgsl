@@ -104,41 +104,26 @@ fn forward(
         if (t >= 0) {
             let xt = x[base + u32(t)];
             acc.y = f32(is_nan(xt));
-            var block = 0.0;
-            var k = 0u;
+            var sum = blocked();
             for (var c = lane; c < params.cols; c += TPR) {
                 let v = x[base + c];
                 acc.y += f32(is_nan(v));
-                if (c != u32(t)) {
-                    block += hinge(params.margin - xt + select(v, 0.0, is_nan(v))).x;
-                }
-                k += 1u;
-                if (k == BLOCK) {
-                    acc.x += block;
-                    block = 0.0;
-                    k = 0u;
-                }
+                let h = hinge(params.margin - xt + select(v, 0.0, is_nan(v))).x;
+                blocked_add(&sum, vec4<f32>(select(h, 0.0, c == u32(t)), 0.0, 0.0, 0.0));
             }
-            acc.x += block;
+            acc.x = blocked_sum(sum).x;
         }
     } else if (live) {
-        var block = 0.0;
-        var k = 0u;
+        var sum = blocked();
         for (var c = lane; c < params.cols; c += TPR) {
             let v = x[base + c];
             let yv = y[base + c];
             let bad = is_nan(v) | is_nan(yv);
             acc.y += f32(bad);
             let l = max(v, 0.0) - v * yv + log1p_exp_neg_abs(v);
-            block += select(class_weight(c) * l, 0.0, bad);
-            k += 1u;
-            if (k == BLOCK) {
-                acc.x += block;
-                block = 0.0;
-                k = 0u;
-            }
+            blocked_add(&sum, vec4<f32>(select(class_weight(c) * l, 0.0, bad), 0.0, 0.0, 0.0));
         }
-        acc.x += block;
+        acc.x = blocked_sum(sum).x;
     }
     let sums = row_sum4(vec4<f32>(acc, 0.0, 0.0), lane, lid);
     if (!live || lane != 0u) {
@@ -187,22 +172,15 @@ fn backward(
         } else {
             let xt = x[base + u32(t)];
             let st = s * class_weight(u32(t));
-            var block = 0.0;
-            var k = 0u;
+            var sum = blocked();
             for (var c = lane; c < params.cols; c += TPR) {
                 if (c != u32(t)) {
                     let d = hinge(params.margin - xt + x[base + c]).y * st;
                     dx[base + c] = bitcast<u32>(d);
-                    block -= d;
-                }
-                k += 1u;
-                if (k == BLOCK) {
-                    dt += block;
-                    block = 0.0;
-                    k = 0u;
+                    blocked_add(&sum, vec4<f32>(-d, 0.0, 0.0, 0.0));
                 }
             }
-            dt += block;
+            dt = blocked_sum(sum).x;
         }
     } else if (live) {
         for (var c = lane; c < params.cols; c += TPR) {

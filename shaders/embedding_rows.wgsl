@@ -109,24 +109,15 @@ fn cosine_sums(base: u32, lane: u32, lid: u32, live: bool) -> Cosine {
     m = row_max4(m, lane, lid);
     let ka = down_scale(m.x);
     let kb = down_scale(m.y);
-    var s = vec4<f32>(0.0);
+    var sum = blocked();
     if (live && m.z == 0.0) {
-        var block = vec4<f32>(0.0);
-        var n = 0u;
         for (var k = lane; k < params.cols; k += TPR) {
             let u = x1[base + k] * ka;
             let v = x2[base + k] * kb;
-            block += vec4<f32>(u * v, u * u, v * v, 0.0);
-            n += 1u;
-            if (n == BLOCK) {
-                s += block;
-                block = vec4<f32>(0.0);
-                n = 0u;
-            }
+            blocked_add(&sum, vec4<f32>(u * v, u * u, v * v, 0.0));
         }
-        s += block;
     }
-    s = row_sum4(s, lane, lid);
+    let s = row_sum4(blocked_sum(sum), lane, lid);
     return Cosine(ka, kb, s.x, s.y + 1e-12 * ka * ka, s.z + 1e-12 * kb * kb, m.z > 0.0);
 }
 
@@ -213,30 +204,21 @@ fn triplet_distances(base: u32, lane: u32, lid: u32, live: bool) -> Triplet {
     m = row_max4(m, lane, lid);
     let k = vec3<f32>(up_scale(m.x), up_scale(m.y), up_scale(m.z));
     let top = m.xyz * k;
-    var s = vec4<f32>(0.0);
+    var sum = blocked();
     if (live && m.w == 0.0) {
-        var block = vec4<f32>(0.0);
-        var terms = 0u;
         for (var c = lane; c < params.cols; c += TPR) {
             let a = x1[base + c];
             let p = x2[base + c];
             let n = x3[base + c];
             let v = vec3<f32>(quarter_diff(a, p), quarter_diff(a, n), quarter_diff(p, n)) * k;
             if (NORM == 1u) {
-                block += vec4<f32>(select(vec3<f32>(0.0), vec3<f32>(1.0), abs(v) == top), 0.0);
+                blocked_add(&sum, vec4<f32>(select(vec3<f32>(0.0), vec3<f32>(1.0), abs(v) == top), 0.0));
             } else {
-                block += vec4<f32>(pow_abs(v.x), pow_abs(v.y), select(0.0, pow_abs(v.z), SWAP), 0.0);
-            }
-            terms += 1u;
-            if (terms == BLOCK) {
-                s += block;
-                block = vec4<f32>(0.0);
-                terms = 0u;
+                blocked_add(&sum, vec4<f32>(pow_abs(v.x), pow_abs(v.y), select(0.0, pow_abs(v.z), SWAP), 0.0));
             }
         }
-        s += block;
     }
-    s = row_sum4(s, lane, lid);
+    let s = row_sum4(blocked_sum(sum), lane, lid);
     var t: Triplet;
     t.k = k;
     t.nan = m.w > 0.0;

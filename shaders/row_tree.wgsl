@@ -15,6 +15,31 @@ override TPR: u32 = 1u;
 // float arithmetic that is not marked exact.
 const BLOCK: u32 = 64u;
 
+// A blocked running sum of vec4 terms.
+struct Blocked {
+    total: vec4<f32>,
+    block: vec4<f32>,
+    terms: u32,
+}
+
+fn blocked() -> Blocked {
+    return Blocked(vec4<f32>(0.0), vec4<f32>(0.0), 0u);
+}
+
+fn blocked_add(b: ptr<function, Blocked>, v: vec4<f32>) {
+    (*b).block += v;
+    (*b).terms += 1u;
+    if ((*b).terms == BLOCK) {
+        (*b).total += (*b).block;
+        (*b).block = vec4<f32>(0.0);
+        (*b).terms = 0u;
+    }
+}
+
+fn blocked_sum(b: Blocked) -> vec4<f32> {
+    return b.total + b.block;
+}
+
 var<workgroup> tree: array<vec4<f32>, WG>;
 
 // This thread's row slot in the dispatch and its lane in the row.
@@ -24,23 +49,16 @@ fn row_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec2<u32> {
 
 // The sums of `v` over the row's threads, returned to all of them.
 fn row_sum4(v: vec4<f32>, lane: u32, lid: u32) -> vec4<f32> {
-    if (TPR == 1u) {
-        return v;
-    }
-    workgroupBarrier();
-    tree[lid] = v;
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
-        if (lane < s) {
-            tree[lid] = tree[lid] + tree[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return tree[lid - lane];
+    return row_merge4(v, lane, lid, false);
 }
 
 // The maxima of `v` (no NaN) over the row's threads, returned to all of them.
 fn row_max4(v: vec4<f32>, lane: u32, lid: u32) -> vec4<f32> {
+    return row_merge4(v, lane, lid, true);
+}
+
+// `v` merged over the row's threads by a fixed tree: summed, or the maxima when `take_max`.
+fn row_merge4(v: vec4<f32>, lane: u32, lid: u32, take_max: bool) -> vec4<f32> {
     if (TPR == 1u) {
         return v;
     }
@@ -49,7 +67,9 @@ fn row_max4(v: vec4<f32>, lane: u32, lid: u32) -> vec4<f32> {
     workgroupBarrier();
     for (var s = TPR / 2u; s > 0u; s = s / 2u) {
         if (lane < s) {
-            tree[lid] = max(tree[lid], tree[lid + s]);
+            let a = tree[lid];
+            let b = tree[lid + s];
+            tree[lid] = select(a + b, max(a, b), take_max);
         }
         workgroupBarrier();
     }

@@ -164,24 +164,24 @@ fn backward(
     var dt = 0.0;
     var t = -1;
     if (live && LOSS == MULTI_MARGIN) {
+        // One loop for rows with a target and rows without (gradient 0): two loops in two
+        // branches would both run where rows diverge, past the loop budget planned.
         t = checked_target(row);
-        if (t < 0) {
-            for (var c = lane; c < params.cols; c += TPR) {
+        let tu = u32(max(t, 0));
+        let xt = x[base + tu];
+        let st = s * class_weight(tu);
+        var sum = blocked();
+        for (var c = lane; c < params.cols; c += TPR) {
+            // dx[r, t] is lane 0's, written after the merge (never by two invocations).
+            if (t < 0) {
                 dx[base + c] = 0u;
+            } else if (c != tu) {
+                let d = hinge(params.margin - xt + x[base + c]).y * st;
+                dx[base + c] = bitcast<u32>(d);
+                blocked_add(&sum, vec4<f32>(-d, 0.0, 0.0, 0.0));
             }
-        } else {
-            let xt = x[base + u32(t)];
-            let st = s * class_weight(u32(t));
-            var sum = blocked();
-            for (var c = lane; c < params.cols; c += TPR) {
-                if (c != u32(t)) {
-                    let d = hinge(params.margin - xt + x[base + c]).y * st;
-                    dx[base + c] = bitcast<u32>(d);
-                    blocked_add(&sum, vec4<f32>(-d, 0.0, 0.0, 0.0));
-                }
-            }
-            dt = blocked_sum(sum).x;
         }
+        dt = blocked_sum(sum).x;
     } else if (live) {
         for (var c = lane; c < params.cols; c += TPR) {
             let d = class_weight(c) * (sigmoid(x[base + c]) - y[base + c]) * s;

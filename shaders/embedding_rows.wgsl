@@ -18,8 +18,11 @@
 // exactly as written); triplet takes each difference as (u/4 - v/4 + eps/4), the same bits as
 // u - v + eps over 4 without its overflow, and scales it into [1, 4).
 // NaN (cosine): a row holding a NaN or an infinity has a NaN cosine: its loss is NaN where
-// y = +-1 (else 0) and its gradients are NaN, as PyTorch's. NaN (triplet): a NaN in a row makes its
-// loss NaN. Either is written as a bit pattern: kernels do not rely on NaN arithmetic.
+// y = +-1 (else 0) and its gradients are NaN, as PyTorch's. NaN (triplet): a NaN in a difference
+// makes its distance NaN (the count norm counts it as non-zero) and the loss NaN; the gradient is
+// then PyTorch's (NaN through a p-norm of a NaN distance, 0 elsewhere). Distances past f32's
+// largest are compared in a common scale, so the loss is right while it fits f32. NaN is written
+// as a bit pattern: kernels do not rely on NaN arithmetic.
 // The forward loops twice over each thread's share of a row, the backward three times.
 // bindings: 0 uniform Params | 1 x1 | 2 x2 | 3 x3 (rows, D) | 4 y (rows) | 5 loss (rows) write |
 //           6 g | 7 d1 | 8 d2 | 9 d3 (rows, D) write
@@ -180,73 +183,111 @@ fn norm_grad(v: f32, d: f32, ties: f32) -> f32 {
 }
 
 // A triplet row: per distance (ap, an, pn) its scale k and the norm of its scaled difference
-// (the max norm: the largest scaled magnitude, with its ties), its true distance, and NaN.
+// (the max norm: the largest scaled magnitude, with its ties), the distances brought to one
+// scale K (the smallest k: `near` = d·K/4, no overflow when a distance passes f32's largest, whose
+// difference may not), and which distances are NaN (a NaN in their difference; the count norm
+// counts a NaN as non-zero, as PyTorch's).
 struct Triplet {
     k: vec3<f32>,
     scaled: vec3<f32>,
     ties: vec3<f32>,
-    dist: vec3<f32>,
-    nan: bool,
+    near: vec3<f32>,
+    big_k: f32,
+    nan: vec3<bool>,
+}
+
+// The three differences of element c, over 4 (pn's is 0 without SWAP: it is not used).
+fn quarter_diffs(base: u32, c: u32) -> vec3<f32> {
+    let a = x1[base + c];
+    let p = x2[base + c];
+    let n = x3[base + c];
+    return vec3<f32>(quarter_diff(a, p), quarter_diff(a, n), select(0.0, quarter_diff(p, n), SWAP));
+}
+
+fn nan3(v: vec3<f32>) -> vec3<bool> {
+    return (bitcast<vec3<u32>>(v) & vec3<u32>(0x7fffffffu)) > vec3<u32>(0x7f800000u);
 }
 
 fn triplet_distances(base: u32, lane: u32, lid: u32, live: bool) -> Triplet {
+    // Per distance, the largest magnitude of a difference that is not NaN, and whether one is.
     var m = vec4<f32>(0.0);
+    var bad = vec4<f32>(0.0);
     if (live) {
         for (var c = lane; c < params.cols; c += TPR) {
-            let a = x1[base + c];
-            let p = x2[base + c];
-            let n = x3[base + c];
-            let bad = is_nan(a) || is_nan(p) || is_nan(n);
-            let q = abs(vec3<f32>(quarter_diff(a, p), quarter_diff(a, n), quarter_diff(p, n)));
-            m = max(m, vec4<f32>(select(q, vec3<f32>(0.0), bad), f32(bad)));
+            let q = quarter_diffs(base, c);
+            let nan = nan3(q);
+            m = max(m, vec4<f32>(select(abs(q), vec3<f32>(0.0), nan), 0.0));
+            bad = max(bad, vec4<f32>(select(vec3<f32>(0.0), vec3<f32>(1.0), nan), 0.0));
         }
     }
     m = row_max4(m, lane, lid);
+    bad = row_max4(bad, lane, lid);
     let k = vec3<f32>(up_scale(m.x), up_scale(m.y), up_scale(m.z));
     let top = m.xyz * k;
     var sum = blocked();
-    if (live && m.w == 0.0) {
+    if (live) {
         for (var c = lane; c < params.cols; c += TPR) {
-            let a = x1[base + c];
-            let p = x2[base + c];
-            let n = x3[base + c];
-            let v = vec3<f32>(quarter_diff(a, p), quarter_diff(a, n), quarter_diff(p, n)) * k;
+            let v = quarter_diffs(base, c) * k;
             if (NORM == 1u) {
                 blocked_add(&sum, vec4<f32>(select(vec3<f32>(0.0), vec3<f32>(1.0), abs(v) == top), 0.0));
+            } else if (NORM == 2u) {
+                // A NaN counts: it is not 0.
+                blocked_add(&sum, vec4<f32>(select(vec3<f32>(1.0), vec3<f32>(0.0), v == vec3<f32>(0.0)), 0.0));
             } else {
-                blocked_add(&sum, vec4<f32>(pow_abs(v.x), pow_abs(v.y), select(0.0, pow_abs(v.z), SWAP), 0.0));
+                let nan = nan3(v);
+                let terms = vec3<f32>(pow_abs(v.x), pow_abs(v.y), pow_abs(v.z));
+                blocked_add(&sum, vec4<f32>(select(terms, vec3<f32>(0.0), nan), 0.0));
             }
         }
     }
     let s = row_sum4(blocked_sum(sum), lane, lid);
     var t: Triplet;
     t.k = k;
-    t.nan = m.w > 0.0;
+    t.nan = (bad.xyz > vec3<f32>(0.0)) & vec3<bool>(NORM != 2u) & vec3<bool>(true, true, SWAP);
+    t.big_k = min(min(k.x, k.y), select(k.x, k.z, SWAP));
     if (NORM == 1u) {
         t.scaled = top;
         t.ties = s.xyz;
-        t.dist = 4.0 * m.xyz;
     } else {
         t.scaled = vec3<f32>(root(s.x), root(s.y), root(s.z));
         t.ties = vec3<f32>(1.0);
-        // The count norm counts, unscaled; a p-norm is 4/k times its scaled difference's.
-        t.dist = select(t.scaled * (4.0 / k), s.xyz, NORM == 2u);
     }
+    // d·K/4 = scaled·(K/k), a power of two at most 1; the count norm's counts are exact as
+    // they are.
+    t.near = select(t.scaled * (vec3<f32>(t.big_k) / k), s.xyz, NORM == 2u);
     if (!SWAP) {
-        t.dist.z = 0.0;
+        t.near.z = 0.0;
     }
     return t;
 }
 
-// The weights of d(a, n) and d(p, n) in the negative distance (SWAP's minimum; halves on a tie).
-fn negative_weights(t: Triplet) -> vec2<f32> {
-    if (!SWAP || t.dist.y < t.dist.z) {
-        return vec2<f32>(1.0, 0.0);
+// The negative distance of the hinge, in the scale of `near`: d(a, n), or with SWAP the smaller
+// of d(a, n) and d(p, n); and the weights of the two in it (halves on a tie).
+fn negative(t: Triplet) -> vec3<f32> {
+    if (!SWAP || t.near.y < t.near.z) {
+        return vec3<f32>(t.near.y, 1.0, 0.0);
     }
-    if (t.dist.z < t.dist.y) {
-        return vec2<f32>(0.0, 1.0);
+    if (t.near.z < t.near.y) {
+        return vec3<f32>(t.near.z, 0.0, 1.0);
     }
-    return vec2<f32>(0.5, 0.5);
+    return vec3<f32>(t.near.y, 0.5, 0.5);
+}
+
+// The hinge's argument margin + d(a, p) − d_neg in the scale of `near` (its sign is the true
+// one's), and whether the loss is NaN.
+fn hinge_argument(t: Triplet) -> vec2<f32> {
+    let margin = select(params.margin * t.big_k * 0.25, params.margin, NORM == 2u);
+    return vec2<f32>(margin + t.near.x - negative(t).x, f32(any(t.nan)));
+}
+
+// The loss from the hinge's argument in the scale of `near`: back to the true scale with 4/K
+// taken as 4 then 1/K, each exact (4/K alone may pass f32's largest where the loss does not).
+fn triplet_loss(t: Triplet, z: f32) -> f32 {
+    let l = max(z, 0.0);
+    if (NORM == 2u) {
+        return l;
+    }
+    return (4.0 * l) * (1.0 / t.big_k);
 }
 
 @compute @workgroup_size(WG)
@@ -274,9 +315,9 @@ fn forward(
         l = select(0.0, 1.0 - cos, t == 1.0) + select(0.0, max(cos - params.margin, 0.0), t == -1.0);
     } else {
         let t = triplet_distances(base, lane, lid, live);
-        let w = negative_weights(t);
-        nan = t.nan;
-        l = max(params.margin + t.dist.x - (w.x * t.dist.y + w.y * t.dist.z), 0.0);
+        let z = hinge_argument(t);
+        nan = z.y > 0.0;
+        l = triplet_loss(t, z.x);
     }
     if (live && lane == 0u) {
         loss[row] = select(bitcast<u32>(l), NAN_BITS, nan);
@@ -307,13 +348,6 @@ fn backward(
         if (!live) {
             return;
         }
-        if (c.bad) {
-            for (var k = lane; k < params.cols; k += TPR) {
-                d1[base + k] = NAN_BITS;
-                d2[base + k] = NAN_BITS;
-            }
-            return;
-        }
         let root_ab = sqrt(c.a * c.b);
         let cos = c.dot / root_ab;
         let t = y[row];
@@ -323,37 +357,44 @@ fn backward(
         } else if (t == -1.0 && cos - params.margin > 0.0) {
             dcos = s;
         }
-        // d cos / d x1 = ka (x2' / sqrt(a' b') - cos x1' / a') over the scaled values x' = k x.
+        // d cos / d x1 = ka (x2' / sqrt(a' b') - cos x1' / a') over the scaled values x' = k x;
+        // NaN throughout a row holding a NaN or an infinity. One loop either way: two loops in
+        // two branches would both run where rows diverge, past the loop budget planned.
         let fa = dcos * c.ka;
         let fb = dcos * c.kb;
         for (var k = lane; k < params.cols; k += TPR) {
             let u = x1[base + k] * c.ka;
             let v = x2[base + k] * c.kb;
-            d1[base + k] = bitcast<u32>(fa * (v / root_ab - cos * u / c.a));
-            d2[base + k] = bitcast<u32>(fb * (u / root_ab - cos * v / c.b));
+            d1[base + k] = select(bitcast<u32>(fa * (v / root_ab - cos * u / c.a)), NAN_BITS, c.bad);
+            d2[base + k] = select(bitcast<u32>(fb * (u / root_ab - cos * v / c.b)), NAN_BITS, c.bad);
         }
     } else {
         let t = triplet_distances(base, lane, lid, live);
         if (!live) {
             return;
         }
-        let w = negative_weights(t);
-        let z = params.margin + t.dist.x - (w.x * t.dist.y + w.y * t.dist.z);
-        let on = select(0.0, s, z > 0.0);
+        let w = negative(t).yz;
+        let z = hinge_argument(t);
+        // A NaN loss passes no gradient (PyTorch's clamp), but a pair whose distance is NaN
+        // gives its two inputs NaN everywhere through a p-norm's gradient (x / NaN), as
+        // PyTorch's; not through p = 1's (sign), the max norm's or the count norm's.
+        let on = select(0.0, s, z.x > 0.0 && z.y == 0.0);
+        let pair_nan = t.nan & vec3<bool>(NORM == 0u && params.p != 1.0);
         for (var c = lane; c < params.cols; c += TPR) {
-            let a = x1[base + c];
-            let p = x2[base + c];
-            let n = x3[base + c];
-            let v = vec3<f32>(quarter_diff(a, p), quarter_diff(a, n), quarter_diff(p, n)) * t.k;
+            let v = quarter_diffs(base, c) * t.k;
             let g_ap = norm_grad(v.x, t.scaled.x, t.ties.x);
             let g_an = w.x * norm_grad(v.y, t.scaled.y, t.ties.y);
             var g_pn = 0.0;
             if (SWAP) {
                 g_pn = w.y * norm_grad(v.z, t.scaled.z, t.ties.z);
             }
-            d1[base + c] = bitcast<u32>(on * (g_ap - g_an));
-            d2[base + c] = bitcast<u32>(on * (-g_ap - g_pn));
-            d3[base + c] = bitcast<u32>(on * (g_an + g_pn));
+            let d = on * vec3<f32>(g_ap - g_an, -g_ap - g_pn, g_an + g_pn);
+            // Input 1 is in pairs ap and an, input 2 in ap and pn, input 3 in an and pn.
+            let nan = vec3<bool>(pair_nan.x || pair_nan.y, pair_nan.x || pair_nan.z, pair_nan.y || pair_nan.z);
+            let bits = select(bitcast<vec3<u32>>(d), vec3<u32>(NAN_BITS), nan);
+            d1[base + c] = bits.x;
+            d2[base + c] = bits.y;
+            d3[base + c] = bits.z;
         }
     }
 }

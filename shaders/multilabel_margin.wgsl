@@ -141,16 +141,20 @@ fn backward(
     let times = atomicLoad(&mask[e]);
     let xk = x[e];
     var count = select(dx[e], 0.0, params.first != 0u);
-    if (times != 0u) {
-        for (var i = params.begin; i < params.end; i++) {
+    // One loop for both kinds of class (a branch inside, not two loops in two branches: lanes
+    // that diverge would run both, and the loop budget counts every iteration they run). A
+    // listed class loops over the piece, another only over the piece's listed targets.
+    let listed_end = listed(r);
+    let stop = select(min(params.end, listed_end), params.end, times != 0u);
+    for (var i = params.begin; i < stop; i++) {
+        if (times != 0u) {
+            // k is listed: the classes i that are not, whose hinge against k is open.
             if (atomicLoad(&mask[base + i]) == 0u && 1.0 - xk + x[base + i] > 0.0) {
                 count += 1.0;
             }
-        }
-    } else {
-        let end = min(params.end, listed(r));
-        for (var j = params.begin; j < end; j++) {
-            if (listed_class(base + j) && 1.0 - x[base + u32(targets[base + j])] + xk > 0.0) {
+        } else if (i < listed_end && listed_class(base + i)) {
+            // k is not: the listed targets t_i whose hinge against k is open.
+            if (1.0 - x[base + u32(targets[base + i])] + xk > 0.0) {
                 count += 1.0;
             }
         }

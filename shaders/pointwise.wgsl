@@ -122,11 +122,12 @@ fn weight4(q: u32) -> vec4<f32> {
 }
 
 // m^γ with PyTorch's `pow` for a real base: |m|^γ, negated for a negative m and an odd integral
-// γ, NaN for a negative m and a non-integral γ; 0^γ is 0 for γ > 0 and +inf for γ < 0 (the
-// largest f32 stands in: kernels hold no inf constants, and a product with it overflows).
+// γ, NaN for a negative m and a non-integral γ; 0^γ is 0 for γ > 0 and +inf for γ < 0 (`inf`
+// says where: kernels hold no inf constants, so the caller writes infinities as bit patterns).
 struct Pow4 {
     value: vec4<f32>,
     nan: vec4<bool>,
+    inf: vec4<bool>,
 }
 
 fn torch_pow4(m: vec4<f32>, gamma: f32) -> Pow4 {
@@ -136,11 +137,11 @@ fn torch_pow4(m: vec4<f32>, gamma: f32) -> Pow4 {
     let a = abs(m);
     let live = a > zero;
     let magnitude = exp2(gamma * log2(select(vec4<f32>(1.0), a, live)));
-    let at_zero = select(zero, vec4<f32>(3.4028235e38), gamma < 0.0);
-    let unsigned = select(at_zero, magnitude, live);
+    let unsigned = select(zero, magnitude, live);
     var r: Pow4;
     r.value = select(unsigned, -unsigned, (m < zero) & vec4<bool>(odd));
     r.nan = (m < zero) & vec4<bool>(!integral);
+    r.inf = !live & vec4<bool>(gamma < 0.0);
     return r;
 }
 
@@ -280,7 +281,12 @@ fn eval(q: u32) -> Eval {
         } else {
             e.loss = at * ce * mg.value;
             e.dx = at * (((1.0 - t) * p - t * q) * mg.value + ce * dmg);
-            e.nan |= mg.nan;
+            // 0^γ = inf for γ < 0 (where 1 − p_t rounds to 0, |x| past ~88): the loss is
+            // a_t·ce·inf, ±inf, or NaN where a_t·ce is 0, as PyTorch's product.
+            let scale = at * ce;
+            let signed_inf = bitcast<vec4<f32>>(vec4<u32>(0x7f800000u) | (bitcast<vec4<u32>>(scale) & vec4<u32>(0x80000000u)));
+            e.loss = select(e.loss, signed_inf, mg.inf);
+            e.nan |= mg.nan | (mg.inf & (scale == zero));
             e.dx_nan |= mg.nan | slope_nan;
         }
         e.d2_nan = vec4<bool>(true);

@@ -1299,3 +1299,136 @@ fn embedding_losses_at_extreme_magnitudes() {
         }
     }
 }
+
+const NAN: f32 = f32::NAN;
+const INF: f32 = f32::INFINITY;
+const NAN64: f64 = f64::NAN;
+
+/// triplet_margin where distances pass float32's largest, or rows hold infinities and NaN:
+/// PyTorch's values, from torch 2.15 in float64 on these float32 inputs (eps = 0):
+/// ```python
+/// def show(name, A, P, N, **kw):
+///     a, p, n = [torch.tensor(v, dtype=torch.float32).double().requires_grad_() for v in (A, P, N)]
+///     l = F.triplet_margin_loss(a, p, n, reduction="none", eps=0.0, **kw); l.sum().backward()
+///     print(name, l.tolist(), a.grad.tolist(), p.grad.tolist(), n.grad.tolist())
+/// show("huge p1", [[3e38, 1.0]], [[-3e38, 1.0]], [[-2e38, 1.0]], p=1)
+/// show("swap inf", [[1.0, 2.0]], [[inf, 2.0]], [[0.0, 1.0]], swap=True)
+/// show("a p inf", [[inf, 2.0]], [[inf, 2.0]], [[0.0, 1.0]])
+/// show("nan a p2", [[nan, 1.0], [1.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]], [[0.0, 1.0], [0.5, 1.0]])
+/// show("nan n p2", [[1.0, 1.0]], [[0.0, 1.0]], [[nan, 1.0]])
+/// show("nan a p1", [[nan, 1.0, 3.0]], [[1.0, 1.0, 1.0]], [[0.0, 1.0, 0.0]], p=1)
+/// show("nan a pinf", [[nan, 1.0]], [[1.0, 1.0]], [[0.0, 1.0]], p=inf)
+/// show("nan n swap p3", [[1.0, 2.0]], [[0.0, 1.0]], [[nan, 1.0]], p=3, swap=True)
+/// print(F.triplet_margin_loss(*[torch.tensor(v) for v in ([[nan, 1.0]], [[1.0, 1.0]], [[0.0, 3.0]])],
+///       p=0, eps=0.0, reduction="none"))  # 0: the count norm counts NaN as non-zero
+/// ```
+#[test]
+fn triplet_margin_past_float32_and_with_infinities_and_nan() {
+    let _serial = serial();
+    let loss = catalogue::find("triplet_margin").unwrap();
+    type Case = (
+        &'static str,
+        fn(&mut Options),
+        [usize; 2],
+        [&'static [f32]; 3],
+        &'static [f64],
+        Option<[&'static [f64]; 3]>,
+    );
+    let cases: [Case; 9] = [
+        (
+            "huge p1",
+            |o| o.p = Some(1.0),
+            [1, 2],
+            [&[3e38, 1.0], &[-3e38, 1.0], &[-2e38, 1.0]],
+            &[1.0000000694406173e38],
+            Some([&[0.0, 0.0], &[-1.0, 0.0], &[1.0, 0.0]]),
+        ),
+        (
+            "swap inf",
+            |o| o.swap = true,
+            [1, 2],
+            [&[1.0, 2.0], &[INF, 2.0], &[0.0, 1.0]],
+            &[f64::INFINITY],
+            Some([&[NAN64, -0.7071067811865475], &[NAN64, 0.0], &[NAN64, 0.7071067811865475]]),
+        ),
+        (
+            "a p inf",
+            |_| {},
+            [1, 2],
+            [&[INF, 2.0], &[INF, 2.0], &[0.0, 1.0]],
+            &[NAN64],
+            Some([&[NAN64, NAN64], &[NAN64, NAN64], &[NAN64, 0.0]]),
+        ),
+        (
+            "nan a p2",
+            |_| {},
+            [2, 2],
+            [&[NAN, 1.0, 1.0, 2.0], &[1.0, 1.0, 1.0, 1.0], &[0.0, 1.0, 0.5, 1.0]],
+            &[NAN64, 0.8819660112501051],
+            Some([
+                &[NAN64, NAN64, -0.4472135954999579, 0.10557280900008414],
+                &[NAN64, NAN64, 0.0, -1.0],
+                &[NAN64, NAN64, 0.4472135954999579, 0.8944271909999159],
+            ]),
+        ),
+        (
+            "nan n p2",
+            |_| {},
+            [1, 2],
+            [&[1.0, 1.0], &[0.0, 1.0], &[NAN, 1.0]],
+            &[NAN64],
+            Some([&[NAN64, NAN64], &[0.0, 0.0], &[NAN64, NAN64]]),
+        ),
+        (
+            "nan a p1",
+            |o| o.p = Some(1.0),
+            [1, 3],
+            [&[NAN, 1.0, 3.0], &[1.0, 1.0, 1.0], &[0.0, 1.0, 0.0]],
+            &[NAN64],
+            Some([&[0.0; 3], &[0.0; 3], &[0.0; 3]]),
+        ),
+        (
+            "nan a pinf",
+            |o| o.p = Some(f32::INFINITY),
+            [1, 2],
+            [&[NAN, 1.0], &[1.0, 1.0], &[0.0, 1.0]],
+            &[NAN64],
+            Some([&[0.0; 2], &[0.0; 2], &[0.0; 2]]),
+        ),
+        (
+            "nan n swap p3",
+            |o| {
+                o.p = Some(3.0);
+                o.swap = true
+            },
+            [1, 2],
+            [&[1.0, 2.0], &[0.0, 1.0], &[NAN, 1.0]],
+            &[NAN64],
+            Some([&[NAN64, NAN64], &[NAN64, NAN64], &[NAN64, NAN64]]),
+        ),
+        ("nan a p0", |o| o.p = Some(0.0), [1, 2], [&[NAN, 1.0], &[1.0, 1.0], &[0.0, 3.0]], &[0.0], None),
+    ];
+    for dev in devices() {
+        for (name, options, shape, [a, p, n], want, grads) in &cases {
+            let mut args = Args::new(Array::from_f32(a, shape));
+            args.input2 = Some(Array::from_f32(p, shape));
+            args.input3 = Some(Array::from_f32(n, shape));
+            args.options.reduction = LossReduction::None;
+            args.options.eps = Some(0.0);
+            options(&mut args.options);
+            let inputs = args.upload(dev).unwrap();
+            let what = format!("triplet_margin {name} on {}", label(dev));
+            let out = (loss.forward)(&inputs).unwrap();
+            let got = out.to_vec().unwrap();
+            assert!(miss(&got, want, (1e-6, 1e-6)).is_none(), "{what}: {got:?}");
+            let Some(grads) = grads else { continue };
+            let ones = catalogue::ones(dev, out.shape()).unwrap();
+            let mut got = vec![(loss.backward)(&inputs, &out, &ones).unwrap()];
+            got.extend((loss.backward_operands)(&inputs, &ones).unwrap());
+            for (k, (g, w)) in got.iter().zip(grads).enumerate() {
+                let g = g.to_vec().unwrap();
+                assert!(miss(&g, w, (1e-7, 1e-6)).is_none(), "{what} gradient {k}: {g:?}");
+            }
+        }
+    }
+}

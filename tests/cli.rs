@@ -1180,21 +1180,26 @@ fn every_op_accepts_the_flags_it_reads_and_refuses_the_others() {
             if base.iter().any(|(f, _)| *f == flag) {
                 continue;
             }
-            let extra: Vec<String> = if SWITCHES.contains(&flag) {
+            let from_variants = |wanted: &str| {
+                let files =
+                    loss.variants.iter().flat_map(|v| call_files(&dir, &format!("{op}-v"), &sample(v)));
+                let path = files.into_iter().find(|(f, _)| *f == wanted).map(|(_, p)| p);
+                path.unwrap_or_else(|| panic!("{op} reads {wanted}, but no variant of its entry has one"))
+            };
+            let mut extra: Vec<String> = if SWITCHES.contains(&flag) {
                 vec![flag.into()]
             } else if let Some(v) = flag_value(flag, loss) {
                 vec![flag.into(), v]
             } else if reads(loss) {
                 // A file the op reads: from a variant whose call has it.
-                let files =
-                    loss.variants.iter().flat_map(|v| call_files(&dir, &format!("{op}-v"), &sample(v)));
-                let path = files.into_iter().find(|(f, _)| *f == flag).map(|(_, p)| p);
-                let path =
-                    path.unwrap_or_else(|| panic!("{op} reads {flag}, but no variant of its entry has one"));
-                vec![flag.into(), path]
+                vec![flag.into(), from_variants(flag)]
             } else {
                 vec![flag.into(), base[0].1.clone()]
             };
+            // jsd and tvd read --ignore-index of their --labels: with them.
+            if flag == "--ignore-index" && loss.labels {
+                extra.extend(["--labels".to_owned(), from_variants("--labels")]);
+            }
             let (line, got) = load(&extra, false);
             if reads(loss) {
                 assert!(got.is_ok(), "{line:?} should be accepted: {:?}", got.err());
@@ -1240,6 +1245,7 @@ fn usage_errors_inputs_as_output_and_pytorchs_checks() {
         vec!["eval", "no-such-op", "--input", &x, "--output", &o],
         vec!["eval", "triplet-margin", "--input", &x, "--p", "abc", "--output", &o],
         vec!["eval", "mse", "--input", &x, "--target", &x, "--output", ""],
+        vec!["eval", "sigmoid-focal", "--input", &x, "--target", &x, "--gamma", "1e40", "--output", &o],
         vec!["eval", "mse", "--input", &x, "--no-such-flag", "--output", &o],
         vec!["eval", "mse", "--input", &x],
         vec![],
@@ -1278,6 +1284,10 @@ fn usage_errors_inputs_as_output_and_pytorchs_checks() {
         "--temperature is only for jsd, not cross-entropy",
     );
     refused(&["eval", "log-softmax", "--input", &x, "--reduction", "sum", "--output", &o], "--reduction");
+    refused(
+        &["eval", "tvd", "--input", &x, "--target", &x, "--ignore-index", "2", "--output", &o],
+        "--labels",
+    );
     refused(
         &["eval", "mse", "--input", &x, "--target", &x, "--grad-dtype", "f32", "--output", &o],
         "--grad-dtype",

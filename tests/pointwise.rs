@@ -659,3 +659,26 @@ fn sigmoid_focal_takes_torchvisions_alphas_only() {
     let got = SigmoidFocal::default().gamma(f32::INFINITY).forward(&x, &y);
     assert!(matches!(got, Err(Error::InvalidArgument { .. })), "{got:?}");
 }
+
+/// sigmoid_focal where `1 − p_t` rounds to 0 (|x| = 110: e^−110 is below f32's smallest) with
+/// γ < 0: `0^γ` is +inf and the cross-entropy 0 too, so the loss is NaN, as torchvision computes
+/// it in float32 (its float64 gives inf there, its `1 − p_t` rounding to 0 already at |x| ≈ 37);
+/// and infinite logits, whose loss is the limit, as `bce_with_logits`'s.
+#[test]
+fn sigmoid_focal_saturated_and_infinite_logits() {
+    for dev in devices() {
+        let x = dev.tensor(&[110.0, -110.0, f32::INFINITY, f32::NEG_INFINITY, f32::INFINITY], &[5]).unwrap();
+        let y = dev.tensor(&[1.0, 0.0, 1.0, 0.0, 0.0], &[5]).unwrap();
+        let ones = dev.tensor(&[1.0; 5], &[5]).unwrap();
+        let negative = SigmoidFocal::default().alpha(-1.0).gamma(-1.0);
+        let loss = negative.forward(&x, &y).unwrap().to_vec().unwrap();
+        let grad = negative.backward(&x, &y, &ones).unwrap().to_vec().unwrap();
+        let what = common::label(dev);
+        assert!(
+            loss[..2].iter().all(|v| v.is_nan()) && grad[..2].iter().all(|v| v.is_nan()),
+            "{what}: {loss:?} {grad:?}"
+        );
+        let limits = SigmoidFocal::default().forward(&x, &y).unwrap().to_vec().unwrap();
+        assert_eq!(&limits[2..], &[0.0, 0.0, f32::INFINITY], "{what}");
+    }
+}

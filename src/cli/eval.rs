@@ -107,36 +107,36 @@ pub struct OpArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub ignore_index: Option<i64>,
     /// cross-entropy's label smoothing in [0, 1] (default 0).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = float32)]
     pub label_smoothing: Option<f32>,
     /// smooth-l1's β (default 1), or jsd's β in [0, 1] (default 0.5: 0 is the forward KL,
     /// 1 the reverse KL).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = float32)]
     pub beta: Option<f32>,
     /// jsd: the temperature both logits are divided by (default 1).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = float32)]
     pub temperature: Option<f32>,
     /// jsd, tvd: labels (int64 or int32, the input's shape without the class dim); rows
     /// labelled `--ignore-index` do not count.
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// huber's δ (default 1).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = float32)]
     pub delta: Option<f32>,
     /// sigmoid-focal: the weight α of positive examples, in [0, 1] (default 0.25), or -1 to
     /// weigh both classes 1, as torchvision.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = float32)]
     pub alpha: Option<f32>,
     /// sigmoid-focal: the focusing exponent γ (default 2).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = float32)]
     pub gamma: Option<f32>,
     /// The margin of hinge-embedding (default 1), margin-ranking (default 0) or multi-margin
     /// (default 1).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = float32)]
     pub margin: Option<f32>,
     /// poisson-nll: added to the input before its log without log input (default 1e-8);
     /// gaussian-nll: the least variance used (default 1e-6).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = float32)]
     pub eps: Option<f32>,
     /// poisson-nll: the input holds rates, not log-rates.
     #[arg(long)]
@@ -146,7 +146,7 @@ pub struct OpArgs {
     pub full: bool,
     /// multi-margin: the hinge's power, 1 or 2 (default 1); triplet-margin: the norm's degree
     /// (default 2).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = float32)]
     pub p: Option<f32>,
     /// triplet-margin: the distance to the negative is the smaller of the anchor's and the
     /// positive's.
@@ -180,6 +180,16 @@ pub struct OpArgs {
     /// Where to write the result (written only on success).
     #[arg(long)]
     pub output: PathBuf,
+}
+
+/// A float option's value: any float that float32 holds (`inf` and `nan` spelled out), refused
+/// when it is finite but past float32's range, which parsing would round to an infinity.
+fn float32(text: &str) -> Result<f32, String> {
+    let v: f64 = text.trim().parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && (v as f32).is_infinite() {
+        return Err(format!("{text} is beyond float32's range (±3.4e38)"));
+    }
+    Ok(v as f32)
 }
 
 /// The element type `grad` writes.
@@ -288,6 +298,13 @@ fn given(a: &OpArgs) -> Vec<&'static str> {
 
 /// Refuses a flag that the op does not read, naming the flag, the ops that read it and the op.
 fn check_flags(a: &OpArgs) -> Result<(), CliError> {
+    // jsd and tvd read --ignore-index only of their --labels.
+    if a.op.0.labels && a.ignore_index.is_some() && a.labels.is_none() {
+        return Err(CliError(format!(
+            "--ignore-index is read of --labels, which {} was not given",
+            a.op.name()
+        )));
+    }
     for flag in given(a) {
         let reads = OP_FLAGS.iter().find(|(f, _)| *f == flag).map(|(_, reads)| *reads);
         if reads.is_some_and(|reads| !reads(a.op.0)) {

@@ -40,10 +40,11 @@ pub const D1: Binding = Binding::read_write("d1", 7);
 pub const D2: Binding = Binding::read_write("d2", 8);
 pub const D3: Binding = Binding::read_write("d3", 9);
 
-/// The forward's passes over a thread's share of a row (the largest magnitudes, the sums), each
-/// merged over the row's threads; the backward's third writes the gradients.
-pub(crate) const FORWARD_LOOPS: RowLoops = RowLoops { wide: 0, plain: 2, trees: 2, quads: false };
-pub(crate) const BACKWARD_LOOPS: RowLoops = RowLoops { wide: 0, plain: 3, trees: 2, quads: false };
+/// The forward's passes over a thread's share of a row (the largest magnitudes, the sums), merged
+/// over the row's threads (three merges: triplet's maxima, its NaN flags, the sums); the
+/// backward's third pass writes the gradients.
+pub(crate) const FORWARD_LOOPS: RowLoops = RowLoops { wide: 0, plain: 2, trees: 3, quads: false };
+pub(crate) const BACKWARD_LOOPS: RowLoops = RowLoops { wide: 0, plain: 3, trees: 3, quads: false };
 
 pub static KERNEL: KernelSpec = KernelSpec {
     name: "embedding_rows",

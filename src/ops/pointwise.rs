@@ -547,7 +547,10 @@ pub struct SoftMargin {
 /// torchvision checks. Targets outside [0, 1] are taken as torchvision takes them: `1 − p_t`
 /// may then be negative, and its power follows PyTorch's `pow` — the sign kept for an odd
 /// integral γ, dropped for an even one, NaN for a non-integral γ. Where `1 − p_t` is 0 (at |x|
-/// past ~88), `0^γ` is 0 for γ > 0 and the largest f32 for γ < 0.
+/// past ~88), `0^γ` is 0 for γ > 0 and +inf for γ < 0 (the loss ±inf, or NaN where the
+/// cross-entropy is 0, and a NaN gradient), as PyTorch's `pow`. An infinite logit gives the
+/// loss's limit, as [`BceWithLogits`] does, where torchvision's float64 gives NaN through
+/// PyTorch's `binary_cross_entropy_with_logits` (pytorch#135359).
 ///
 /// ```
 /// use wgpu_loss::{Device, SigmoidFocal};

@@ -110,6 +110,15 @@ fn listed(targets: &[i64], row: usize, cols: usize) -> Result<Vec<usize>, usize>
     Ok(ids.iter().take_while(|&&t| t != -1).map(|&t| t as usize).collect())
 }
 
+/// The classes of a row of `cols` that are not among its listed targets `ys`.
+fn not_listed(ys: &[usize], cols: usize) -> Vec<usize> {
+    let mut listed = vec![false; cols];
+    for &y in ys {
+        listed[y] = true;
+    }
+    (0..cols).filter(|&i| !listed[i]).collect()
+}
+
 /// `Σ_j Σ_{i ∉ T} max(0, 1 − x[y_j] + x[i]) / C` for each row (a repeated target counts twice).
 pub fn multilabel_margin<T: Real>(
     x: &[T],
@@ -121,13 +130,10 @@ pub fn multilabel_margin<T: Real>(
     let mut losses = Vec::with_capacity(rows);
     for r in 0..rows {
         let ys = listed(targets, r, cols)?;
+        let others = not_listed(&ys, cols);
         let row: Vec<f64> = x[r * cols..(r + 1) * cols].iter().map(|&v| v.into()).collect();
-        let sum: f64 = ys
-            .iter()
-            .map(|&y| {
-                (0..cols).filter(|i| !ys.contains(i)).map(|i| (1.0 - row[y] + row[i]).max(0.0)).sum::<f64>()
-            })
-            .sum();
+        let sum: f64 =
+            ys.iter().map(|&y| others.iter().map(|&i| (1.0 - row[y] + row[i]).max(0.0)).sum::<f64>()).sum();
         losses.push(sum / cols as f64);
     }
     Ok(reduce_with(losses, reduction, rows as f64))
@@ -145,10 +151,11 @@ pub fn multilabel_margin_backward<T: Real>(
     let mut dx = vec![0.0; x.len()];
     for r in 0..rows {
         let ys = listed(targets, r, cols)?;
+        let others = not_listed(&ys, cols);
         let row: Vec<f64> = x[r * cols..(r + 1) * cols].iter().map(|&v| v.into()).collect();
         let s = upstream(grad, r, reduction, rows as f64) / cols as f64;
         for &y in &ys {
-            for i in (0..cols).filter(|i| !ys.contains(i)) {
+            for &i in &others {
                 if 1.0 - row[y] + row[i] > 0.0 {
                     dx[r * cols + i] += s;
                     dx[r * cols + y] -= s;

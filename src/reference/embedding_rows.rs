@@ -147,7 +147,9 @@ pub fn triplet_margin(
         .map(|r| {
             let s = r * cols..(r + 1) * cols;
             let (ap, an, pn, wan, wpn) = triplet_row(&a[s.clone()], &p[s.clone()], &n[s], o);
-            (o.margin + ap.0 - (wan * an.0 + wpn * pn.0)).max(0.0)
+            let z = o.margin + ap.0 - (wan * an.0 + wpn * pn.0);
+            // A NaN distance makes the loss NaN, as PyTorch's clamp keeps it (f64::max would not).
+            if z.is_nan() { f64::NAN } else { z.max(0.0) }
         })
         .collect();
     reduce_with(losses, reduction, rows as f64)

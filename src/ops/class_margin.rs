@@ -3,7 +3,7 @@
 //! Each row's loss is written, then reduced by the fixed-order reduction when asked; the gradient
 //! is the input's.
 //!
-//! A row is spread over as many threads as the loop budget needs ([`RowStrategy::plan`], as
+//! A row is spread over as many threads as the loop budget needs (`RowStrategy::plan`, as
 //! log_softmax's rows), each looping once over its share of the classes, so on a software
 //! adapter a row may hold up to 256 × its budget (over 15 million) classes.
 

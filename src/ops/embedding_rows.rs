@@ -3,7 +3,7 @@
 //! and negative). Each row's loss is written, then reduced by the fixed-order reduction when
 //! asked; the backward gives every input's gradient.
 //!
-//! A row is spread over as many threads as the loop budget needs ([`RowStrategy::plan`]), each
+//! A row is spread over as many threads as the loop budget needs (`RowStrategy::plan`), each
 //! looping over its share of the values (twice forward, three times backward), so on a software
 //! adapter a row may hold up to 256 × a third of its budget (over 5 million) values. Sums run on
 //! values scaled by a power of two per row (exact), so magnitudes up to f32's largest neither

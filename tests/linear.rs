@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
-use wgpu_loss::{Device, Linear, LinearKernel, reference};
+use wgpu_loss::{DType, Device, Error, Linear, LinearKernel, Outputs, reference};
 
 /// The tests of this file run one at a time: the register-blocked GEMMs take seconds to compile
 /// on llvmpipe-GL, during which wgpu holds the GL context, and a second thread waiting for it
@@ -22,7 +22,10 @@ fn check(dev: &Device, m: usize, n: usize, k: usize, bias: bool, rng: &mut Rng) 
     let want = reference::linear::linear(&x, &w, bias.then_some(b.as_slice()), k);
     // A dot product of k terms of size ≤ 1: absolute error grows like k·ε.
     let tol = Tol { abs: 2e-6 * k as f64, rel: 1e-5 };
-    for kernel in [LinearKernel::Auto, LinearKernel::Tiled, LinearKernel::Blocked] {
+    // The staged GEMMs need a texture-staging adapter and rows of whole texels.
+    let staged = dev.texture_inputs() && k.is_multiple_of(4);
+    let kernels = [LinearKernel::Auto, LinearKernel::Tiled, LinearKernel::Blocked, LinearKernel::Staged];
+    for kernel in kernels.into_iter().filter(|&kr| staged || kr != LinearKernel::Staged) {
         let got = Linear { kernel, ..Default::default() }
             .forward(&dev.tensor(&x, &[m, k]).unwrap(), &dev.tensor(&w, &[n, k]).unwrap(), bias_t.as_ref())
             .unwrap()
@@ -144,5 +147,73 @@ fn backward_in_row_chunks_is_bitwise_the_unchunked_result() {
         // dW and db sum the chunks' partial sums: within rounding of the unchunked sum.
         let want: Vec<f64> = b.1.iter().map(|&v| v as f64).collect();
         assert_close("dW chunked", &a.1, &want, Tol { abs: 1e-4, rel: 1e-5 });
+    }
+}
+
+/// The staged GEMMs (both operands in textures) forward and backward, forced, in every element
+/// type, on shapes whose edges fall inside the 64 × 128 tiles and whose row counts are not
+/// multiples of 4 (dW's sum reads zeros past its end).
+#[test]
+fn staged_gemms_forward_and_backward_in_every_type() {
+    let _serial = serial();
+    let mut rng = Rng::new(43);
+    let shapes = [(1, 4, 8), (5, 36, 8), (65, 132, 24), (131, 12, 64)];
+    let types = [(DType::F32, DType::F32), (DType::BF16, DType::BF16), (DType::F16, DType::F32)];
+    for dev in devices().iter().filter(|d| d.texture_inputs()) {
+        for (m, n, k) in shapes {
+            for (xd, wd) in types {
+                let (x, w, b, g) = (
+                    rng.values(m * k, 1.0),
+                    rng.values(n * k, 1.0),
+                    rng.values(n, 1.0),
+                    rng.values(m * n, 1.0),
+                );
+                let xt = dev.tensor_as(&x, &[m, k], xd).unwrap();
+                let wt = dev.tensor_as(&w, &[n, k], wd).unwrap();
+                // The reference sees the values the GPU holds (rounded to the half types).
+                let (xr, wr) = (xt.to_vec().unwrap(), wt.to_vec().unwrap());
+                let what = format!("{} staged m={m} n={n} k={k} {xd:?}/{wd:?}", common::label(dev));
+                let op = Linear { kernel: LinearKernel::Staged, outputs: Outputs::F32 };
+                let y = op.forward(&xt, &wt, Some(&dev.tensor(&b, &[n]).unwrap())).unwrap();
+                let want = reference::linear::linear(&xr, &wr, Some(&b), k);
+                let tol = |terms: usize| Tol { abs: 2e-6 * terms as f64, rel: 1e-5 };
+                assert_close(&format!("{what}: y"), &y.to_vec().unwrap(), &want, tol(k));
+                let grads = op.backward(&xt, &wt, &dev.tensor(&g, &[m, n]).unwrap()).unwrap();
+                let (dx, dw, db) = reference::linear::linear_backward(&xr, &wr, &g, k);
+                assert_close(&format!("{what}: dX"), &grads.input.to_vec().unwrap(), &dx, tol(n));
+                assert_close(&format!("{what}: dW"), &grads.weight.to_vec().unwrap(), &dw, tol(m));
+                assert_close(&format!("{what}: db"), &grads.bias.to_vec().unwrap(), &db, tol(m));
+            }
+        }
+    }
+}
+
+/// In 64 KiB bindings the staged GEMMs run over chunks of rows (dW adding chunk by chunk), and
+/// `Auto` picks them for rows of whole texels.
+#[test]
+fn staged_gemms_in_row_chunks() {
+    let _serial = serial();
+    let mut rng = Rng::new(44);
+    for dev in small_binding_devices().iter().filter(|d| d.texture_inputs()) {
+        check(dev, 300, 260, 80, true, &mut rng);
+        check_backward(dev, 700, 40, 32, &mut rng);
+    }
+}
+
+/// Forcing the staged GEMMs where they cannot run is a typed error, not a fallback.
+#[test]
+fn staged_gemms_refuse_what_they_cannot_run() {
+    let _serial = serial();
+    for dev in devices() {
+        let staged = Linear { kernel: LinearKernel::Staged, ..Default::default() };
+        // Rows of 6 f32s do not start on whole texels; on storage inputs nothing is staged.
+        let k = if dev.texture_inputs() { 6 } else { 8 };
+        let x = dev.tensor(&vec![0.5; 3 * k], &[3, k]).unwrap();
+        let w = dev.tensor(&vec![0.25; 2 * k], &[2, k]).unwrap();
+        let err = staged.forward(&x, &w, None).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { op: "linear", .. }), "{err}");
+        let g = dev.tensor(&[1.0; 6], &[3, 2]).unwrap();
+        let err = staged.backward(&x, &w, &g).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { op: "linear", .. }), "{err}");
     }
 }

@@ -186,6 +186,28 @@ fn linear_forward_k_at_the_budget() {
     }
 }
 
+/// The staged GEMMs loop ⌈k/4⌉ + 129 times (the sum, then the block's stores): 4·(budget −
+/// 129) is the longest sum one dispatch runs. One texel more is refused when they are forced
+/// and runs on the blocked kernel under `Auto`; dW's sum over rows goes in pieces of that
+/// length, added in order.
+#[test]
+fn staged_gemms_at_the_budget() {
+    let _serial = serial();
+    let mut rng = Rng::new(72);
+    for dev in devices().iter().filter(|d| d.texture_inputs()) {
+        let longest = 4 * (dev.loop_budget() as usize - 129);
+        check_linear(dev, LinearKernel::Staged, 2, 4, longest, &mut rng);
+        check_linear(dev, LinearKernel::Auto, 2, 4, longest + 4, &mut rng);
+        let k = longest + 4;
+        let x = dev.tensor(&vec![1.0; 2 * k], &[2, k]).unwrap();
+        let w = dev.tensor(&vec![1.0; 4 * k], &[4, k]).unwrap();
+        let err =
+            Linear { kernel: LinearKernel::Staged, ..Default::default() }.forward(&x, &w, None).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { op: "linear", .. }), "{err}");
+        check_linear_backward(dev, longest + 8, 4, 4, &mut rng);
+    }
+}
+
 #[test]
 fn linear_backward_long_sums_at_the_budget() {
     let _serial = serial();

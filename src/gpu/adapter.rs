@@ -89,5 +89,6 @@ pub(crate) fn wanted_limits(adapter: &wgpu::Limits) -> wgpu::Limits {
     l.max_storage_buffers_per_shader_stage = adapter.max_storage_buffers_per_shader_stage;
     l.min_storage_buffer_offset_alignment = adapter.min_storage_buffer_offset_alignment;
     l.max_texture_dimension_2d = adapter.max_texture_dimension_2d;
+    l.max_storage_textures_per_shader_stage = adapter.max_storage_textures_per_shader_stage;
     l
 }

@@ -30,6 +30,15 @@ impl PipelineKey {
     }
 }
 
+/// The texel format a staged input of `dtype` is copied into: four f32s, or eight halves as
+/// four words.
+pub(crate) fn staged_format(dtype: DType) -> wgpu::TextureFormat {
+    match dtype {
+        DType::F32 => wgpu::TextureFormat::Rgba32Float,
+        DType::F16 | DType::BF16 => wgpu::TextureFormat::Rgba32Uint,
+    }
+}
+
 /// A built compute pipeline, its bind group layout and the spec of its entry point.
 pub(crate) struct Pipeline {
     pub(crate) pipeline: wgpu::ComputePipeline,
@@ -53,13 +62,13 @@ pub(crate) fn layout_entries(entry: &EntrySpec, reads: Reads) -> Vec<wgpu::BindG
         let ty = match (b.kind, reads.path) {
             (BindingKind::Read, _) | (BindingKind::Staged, InputPath::Storage) => storage(true),
             (BindingKind::ReadWrite, _) => storage(false),
-            (BindingKind::Staged, InputPath::Texture) => wgpu::BindingType::Texture {
-                sample_type: match reads.dtype(b) {
-                    DType::F32 => wgpu::TextureSampleType::Float { filterable: false },
-                    DType::F16 | DType::BF16 => wgpu::TextureSampleType::Uint,
-                },
+            // Read-only storage textures: llvmpipe loads a texel from one for about half what
+            // a sampled texture's textureLoad costs (0.51 s against 1.14 s for 2^26 vec4 loads
+            // on lavapipe, 0.50 against 1.38 on llvmpipe-GL).
+            (BindingKind::Staged, InputPath::Texture) => wgpu::BindingType::StorageTexture {
+                access: wgpu::StorageTextureAccess::ReadOnly,
+                format: staged_format(reads.dtype(b)),
                 view_dimension: wgpu::TextureViewDimension::D2,
-                multisampled: false,
             },
         };
         entries.push(wgpu::BindGroupLayoutEntry {

@@ -60,7 +60,7 @@ pub enum BindingKind {
     ReadWrite,
     /// A large input read as f32 through the `ld_<name>` / `ld4_<name>` accessors: a
     /// `var<storage, read>` array named `<name>` on [`InputPath::Storage`] (`array<f32>`, or
-    /// `array<u32>` of two halves a word), a `texture_2d` named `<name>_tex` on
+    /// `array<u32>` of two halves a word), a read-only `texture_storage_2d` named `<name>_tex` on
     /// [`InputPath::Texture`] (rgba32float, or rgba32uint of eight halves a texel).
     Staged,
 }

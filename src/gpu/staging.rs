@@ -4,6 +4,7 @@
 use super::device::Device;
 use super::dispatch::{Bind, Res};
 use super::lock::lock;
+use super::pipeline::staged_format;
 use super::pool::texture_bytes;
 use super::recording;
 use super::spec::{Binding, InputPath, KernelSpec, Reads};
@@ -95,10 +96,7 @@ pub(crate) fn input<'a>(
     if reads.path == InputPath::Storage {
         return Input::Buffer(Bind::range(binding, buffer, offset, bytes));
     }
-    let format = match dtype {
-        DType::F32 => wgpu::TextureFormat::Rgba32Float,
-        DType::F16 | DType::BF16 => wgpu::TextureFormat::Rgba32Uint,
-    };
+    let format = staged_format(dtype);
     let width = dev.texture_width() as u64;
     let texels = bytes.div_ceil(16).max(1);
     let (full_rows, rest) = (texels / width, texels % width);
@@ -114,7 +112,7 @@ pub(crate) fn input<'a>(
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         })
     });

@@ -21,6 +21,7 @@ pub mod embedding_rows;
 pub(crate) mod gemm;
 pub mod linear;
 pub mod linear_cross_entropy;
+pub mod linear_staged;
 pub mod log_softmax;
 pub mod multilabel_margin;
 pub mod nll;
@@ -55,6 +56,9 @@ pub enum KernelId {
     LinearBlocked,
     /// `linear`'s input gradient `dX = dY·W`, large register blocks, no barriers.
     LinearGradInput,
+    /// `linear` and both its gradients with the operands staged in textures (software
+    /// adapters).
+    LinearStaged,
     /// `linear`'s weight gradient `dW = dYᵀ·X` and bias gradient (column sums of dY).
     LinearGradWeight,
     /// `log_softmax` and `softmax` over any dim, and their gradients.
@@ -95,10 +99,11 @@ pub enum KernelId {
 
 impl KernelId {
     /// Every kernel, for validation and warm-up.
-    pub const ALL: [KernelId; 18] = [
+    pub const ALL: [KernelId; 19] = [
         KernelId::Linear,
         KernelId::LinearBlocked,
         KernelId::LinearGradInput,
+        KernelId::LinearStaged,
         KernelId::LinearGradWeight,
         KernelId::LogSoftmax,
         KernelId::CrossEntropy,
@@ -122,6 +127,7 @@ impl KernelId {
             KernelId::Linear => &linear::TILED,
             KernelId::LinearBlocked => &linear::BLOCKED,
             KernelId::LinearGradInput => &linear::GRAD_INPUT,
+            KernelId::LinearStaged => &linear_staged::KERNEL,
             KernelId::LinearGradWeight => &linear::GRAD_WEIGHT,
             KernelId::LogSoftmax => &log_softmax::KERNEL,
             KernelId::CrossEntropy => &cross_entropy::KERNEL,

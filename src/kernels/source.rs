@@ -72,19 +72,19 @@ fn accessors(b: &Binding, path: InputPath, dtype: DType) -> String {
              return vec4<f32>({pair}({name}[2u * q]), {pair}({name}[2u * q + 1u]));\n}}"
         ),
         (InputPath::Texture, DType::F32) => format!(
-            "@group(0) @binding({slot}) var {name}_tex: texture_2d<f32>;\n\
+            "@group(0) @binding({slot}) var {name}_tex: texture_storage_2d<rgba32float, read>;\n\
              fn ld_{name}(i: u32) -> f32 {{\n    let t = i >> 2u;\n    \
-             return textureLoad({name}_tex, vec2<u32>(t % TEX_W, t / TEX_W), 0)[i & 3u];\n}}\n\
+             return textureLoad({name}_tex, vec2<u32>(t % TEX_W, t / TEX_W))[i & 3u];\n}}\n\
              fn ld4_{name}(q: u32) -> vec4<f32> {{\n    \
-             return textureLoad({name}_tex, vec2<u32>(q % TEX_W, q / TEX_W), 0);\n}}"
+             return textureLoad({name}_tex, vec2<u32>(q % TEX_W, q / TEX_W));\n}}"
         ),
         (InputPath::Texture, _) => format!(
-            "@group(0) @binding({slot}) var {name}_tex: texture_2d<u32>;\n\
+            "@group(0) @binding({slot}) var {name}_tex: texture_storage_2d<rgba32uint, read>;\n\
              fn ld_{name}(i: u32) -> f32 {{\n    let t = i >> 3u;\n    \
-             let w = textureLoad({name}_tex, vec2<u32>(t % TEX_W, t / TEX_W), 0)[(i >> 1u) & 3u];\n    \
+             let w = textureLoad({name}_tex, vec2<u32>(t % TEX_W, t / TEX_W))[(i >> 1u) & 3u];\n    \
              return {pair}(w)[i & 1u];\n}}\n\
              fn ld4_{name}(q: u32) -> vec4<f32> {{\n    let t = q >> 1u;\n    \
-             let v = textureLoad({name}_tex, vec2<u32>(t % TEX_W, t / TEX_W), 0);\n    \
+             let v = textureLoad({name}_tex, vec2<u32>(t % TEX_W, t / TEX_W));\n    \
              let h = select(v.xy, v.zw, (q & 1u) == 1u);\n    \
              return vec4<f32>({pair}(h.x), {pair}(h.y));\n}}"
         ),

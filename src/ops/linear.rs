@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::convert::f32_operand;
+use super::linear_staged as staged;
 use super::{Outputs, check_u32};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -13,6 +14,7 @@ use crate::gpu::spec::{Binding, InputPath, Reads};
 use crate::kernels::KernelId;
 use crate::kernels::gemm::{BLOCK_COLS, BLOCK_ROWS, GRAD_COLS, GRAD_ROWS};
 use crate::kernels::linear::{A, B, BIAS, C, FLAGS, GradParams, Params, W, X, Y, grad_trips};
+use crate::kernels::linear_staged::{self as staged_kernel, Params as StagedParams};
 use crate::tensor::{Tensor, ValueCheck, same_device};
 
 /// Elements of a block that starts every piece of a GEMM operand: 256 bytes of the narrowest of
@@ -265,13 +267,20 @@ impl LinearGrads {
 /// Which GEMM kernel runs `linear`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum LinearKernel {
-    /// `Blocked` on software adapters, `Tiled` elsewhere (the default).
+    /// `Staged` on software adapters where it applies, else `Blocked` there; `Tiled`
+    /// elsewhere (the default).
     #[default]
     Auto,
     /// 64 × 64 tiles staged in workgroup memory, 4 × 4 per thread (for GPUs).
     Tiled,
     /// 32 × 16 per thread straight from memory, no barriers (for software adapters).
     Blocked,
+    /// Both operands copied into textures and read four values a texel, 8 × 16 per thread
+    /// (software adapters that stage inputs in textures). Every row of x and of W (and, for
+    /// the gradients, of dY) must start on a whole texel: a multiple of 4 elements in f32, of
+    /// 8 in half types; the sum must fit the loop budget. Elsewhere it is an
+    /// [`Error::InvalidArgument`].
+    Staged,
 }
 
 /// `linear` with a chosen [`LinearKernel`]. x and W of any element type are read in their own
@@ -302,12 +311,33 @@ impl Linear {
 }
 
 impl LinearKernel {
+    /// Whether the staged GEMMs run `linear` (or its gradients) of x and W on `dev`: chosen or
+    /// picked by `Auto`, and applicable (an error when chosen and not applicable). `rows` are
+    /// the lengths of every operand row the GEMMs read (k, and n for dY).
+    pub(crate) fn staged(self, dev: &Device, x: &Tensor, w: &Tensor, rows: &[(DType, u64)]) -> Result<bool> {
+        if !matches!(self, LinearKernel::Auto | LinearKernel::Staged) {
+            return Ok(false);
+        }
+        let whole =
+            [staged::Operand::of(x, 0, x.numel() as u64), staged::Operand::of(w, 0, w.numel() as u64)];
+        let fits = rows.iter().all(|&(d, len)| staged::whole_texels(d, len) && len <= staged::max_k(dev))
+            && staged::available(dev, &whole)?;
+        if self == LinearKernel::Staged && !fits {
+            return Err(Error::invalid(
+                "linear",
+                "LinearKernel::Staged needs a software adapter staging inputs in textures and rows of \
+                 whole texels (a multiple of 4 elements in f32, of 8 in half types)",
+            ));
+        }
+        Ok(fits)
+    }
+
     /// The forward kernel on `dev` and the (rows, columns) of y one workgroup computes.
     pub(crate) fn resolve(self, dev: &Device) -> (KernelId, (u64, u64)) {
         let blocked = match self {
             LinearKernel::Auto => super::is_software(dev),
             LinearKernel::Tiled => false,
-            LinearKernel::Blocked => true,
+            LinearKernel::Blocked | LinearKernel::Staged => true,
         };
         if blocked {
             let rows = 8 * BLOCK_ROWS as u64;
@@ -339,12 +369,21 @@ impl Linear {
     /// ```
     pub fn backward(&self, x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<LinearGrads> {
         x.device().op("linear", || {
-            record_backward(x, weight, &f32_operand(grad_y)?)?.typed(x.dtype, weight.dtype, self.outputs)
+            record_backward(self.kernel, x, weight, &f32_operand(grad_y)?)?.typed(
+                x.dtype,
+                weight.dtype,
+                self.outputs,
+            )
         })
     }
 }
 
-fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<LinearGrads> {
+fn record_backward(
+    kernel: LinearKernel,
+    x: &Tensor,
+    weight: &Tensor,
+    grad_y: &Tensor,
+) -> Result<LinearGrads> {
     const OP: &str = "linear";
     let dev = x.device();
     same_device(OP, dev, &[weight.device(), grad_y.device()])?;
@@ -387,18 +426,22 @@ fn record_backward(x: &Tensor, weight: &Tensor, grad_y: &Tensor) -> Result<Linea
         Ok(())
     };
     whole("linear's weight in one binding", n, weight.dtype.bytes(k as u64))?;
-    let shape = GradShape { m, n, k };
+    let (n64, k64) = (n as u64, k as u64);
+    let staged = kernel.staged(dev, x, weight, &[(DType::F32, n64), (x.dtype, k64), (weight.dtype, k64)])?;
+    let shape = GradShape { m, n, k, staged };
     record_grad_input(dev, grad_y, weight, &dx, shape)?;
     record_grad_weight(dev, grad_y, x, &dw, &db, shape)?;
     Ok(LinearGrads::with_checks(dx, dw, db, &checks))
 }
 
-/// The sizes of a linear backward: `m` rows, `n` out features, `k` in features.
+/// The sizes of a linear backward: `m` rows, `n` out features, `k` in features; and whether
+/// the staged GEMMs run it.
 #[derive(Clone, Copy)]
 struct GradShape {
     m: usize,
     n: usize,
     k: usize,
+    staged: bool,
 }
 
 /// The blocks of C one gradient-GEMM workgroup computes.
@@ -414,7 +457,7 @@ fn record_grad_input(
     dx: &Tensor,
     s: GradShape,
 ) -> Result<()> {
-    let GradShape { m, n, k } = s;
+    let GradShape { m, n, k, staged } = s;
     let (n64, k64) = (n as u64, k as u64);
     let (tile_m, tile_n) = GRAD_TILE;
     // Nothing to do without inputs.
@@ -422,6 +465,30 @@ fn record_grad_input(
         return Ok(());
     }
     let wd = weight.dtype;
+    if staged {
+        for mc in row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)? {
+            let (m0, mm) = (mc.start as u64, mc.len() as u64);
+            let params = StagedParams {
+                m: mm as u32,
+                n: k as u32,
+                k: n as u32,
+                lda: n as u32,
+                ldb: k as u32,
+                ldc: k as u32,
+                ..StagedParams::default()
+            };
+            staged::record(
+                dev,
+                staged::Entry::GradInput,
+                staged::Operand::of(grad_y, m0 * n64, mm * n64),
+                staged::Operand::of(weight, 0, n64 * k64),
+                Bind::all(staged_kernel::BIAS, &dev.inner.dummy),
+                Bind::range(staged_kernel::C, dx.storage.buffer(), m0 * k64 * 4, mm * k64 * 4),
+                params,
+            )?;
+        }
+        return Ok(());
+    }
     let pipe = KernelId::LinearGradInput.pipeline_for(dev, gemm_reads(&[(B, wd)]), "gemm", &[])?;
     let max_k = grad_max_k(dev, block_step(&[wd]));
     for mc in row_chunks(dev, "one row of grad_y or x", m, &[n64 * 4, k64 * 4], 1)? {
@@ -470,10 +537,11 @@ fn record_grad_weight(
     db: &Tensor,
     s: GradShape,
 ) -> Result<()> {
-    let GradShape { m, n, k } = s;
+    let GradShape { m, n, k, staged } = s;
     let (n64, k64) = (n as u64, k as u64);
     let (tile_m, tile_n) = GRAD_TILE;
     let xd = x.dtype;
+    // The column sum of db loops over the same rows (within the blocked GEMM's bound).
     let max_k = grad_max_k(dev, block_step(&[xd]));
     let gemm = KernelId::LinearGradWeight.pipeline_for(dev, gemm_reads(&[(B, xd)]), "gemm", &[])?;
     let colsum = KernelId::LinearGradWeight.pipeline(dev, "colsum", &[])?;
@@ -497,7 +565,27 @@ fn record_grad_weight(
             accumulate: (i > 0) as u32,
             ..GradParams::default()
         };
-        if k > 0 {
+        if k > 0 && staged {
+            let params = StagedParams {
+                m: n as u32,
+                n: k as u32,
+                k: mm as u32,
+                lda: n as u32,
+                ldb: k as u32,
+                ldc: k as u32,
+                accumulate: (i > 0) as u32,
+                ..StagedParams::default()
+            };
+            staged::record(
+                dev,
+                staged::Entry::GradWeight,
+                staged::Operand::of(grad_y, m0 * n64, mm * n64),
+                staged::Operand::of(x, m0 * k64, mm * k64),
+                Bind::all(staged_kernel::BIAS, &dev.inner.dummy),
+                Bind::all(staged_kernel::C, dw.storage.buffer()),
+                params,
+            )?;
+        } else if k > 0 {
             dispatch(
                 dev,
                 &gemm,
@@ -579,10 +667,35 @@ fn run(kernel: LinearKernel, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>)
     }
     let (k64, n64) = (k as u64, n as u64);
     let bias_buf = bias.map_or(&dev.inner.dummy, |b| b.storage.buffer());
+    let staged = kernel.staged(dev, x, weight, &[(x.dtype, k64), (weight.dtype, k64)])?;
     for mc in row_chunks(dev, "one row of x or y", m, &[x.dtype.bytes(k64), n64 * 4], 1)? {
         for nc in row_chunks(dev, "one row of weight", n, &[weight.dtype.bytes(k64)], 1)? {
             let (mm, nn) = (mc.len() as u64, nc.len() as u64);
             let m0 = mc.start as u64;
+            if staged {
+                let operand = |t, first: u64, rows: u64| staged::Operand::of(t, first * k64, rows * k64);
+                let params = StagedParams {
+                    m: mm as u32,
+                    n: nn as u32,
+                    k: k as u32,
+                    lda: k as u32,
+                    ldb: k as u32,
+                    ldc: n as u32,
+                    c_base: nc.start as u32,
+                    has_bias: bias.is_some() as u32,
+                    ..StagedParams::default()
+                };
+                staged::record(
+                    dev,
+                    staged::Entry::Forward,
+                    operand(x, m0, mm),
+                    operand(weight, nc.start as u64, nn),
+                    Bind::all(staged_kernel::BIAS, bias_buf),
+                    Bind::range(staged_kernel::C, y.storage.buffer(), m0 * n64 * 4, mm * n64 * 4),
+                    params,
+                )?;
+                continue;
+            }
             Gemm {
                 x,
                 x_first: m0 * k64,

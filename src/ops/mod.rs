@@ -18,6 +18,7 @@ pub mod embedding_rows;
 pub mod linear;
 pub mod linear_cross_entropy;
 pub mod linear_jsd;
+pub(crate) mod linear_staged;
 pub mod log_softmax;
 pub mod multilabel_margin;
 pub mod nll;

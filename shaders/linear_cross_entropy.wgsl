@@ -70,7 +70,7 @@ struct Params {
     has_token_weight: u32,
     token_grads: u32,   // tile_grad: bit 0 an upstream gradient of logprob, bit 1 of entropy
     class_base: u32,    // the class of W's row 0 (a vocabulary shard's first; 0 otherwise)
-    _pad0: u32,
+    merge_parts: u32,   // partials: merge into the slot's stored partial (a later shard of W)
     _pad1: u32,
     _pad2: u32,
 }
@@ -273,10 +273,26 @@ fn run_words(run: Run) -> array<u32, PART_WORDS> {
 
 fn store_part(row: u32, slice: u32, run: Run) {
     let p = PART_WORDS * ((params.row_base + row) * params.part_stride + params.part_base + slice);
-    let words = run_words(run);
+    var merged = run;
+    if (params.merge_parts != 0u) {
+        merged = run_merge(part_at(p), run);
+    }
+    let words = run_words(merged);
     for (var k = 0u; k < PART_WORDS; k++) {
         parts[p + k] = words[k];
     }
+}
+
+// The partial stored at word p (a NaN's flag restored).
+fn part_at(p: u32) -> Run {
+    let bad = (parts[p] & 0x7fffffffu) > 0x7f800000u;
+    let sh = load_part(p + 4u);
+    var part = Run(load_part(p), vec4<f32>(sh.xyz, 0.0), bad, sh.w, parts[p + 8u]);
+    if (bad) {
+        part = run_empty();
+        part.bad = true;
+    }
+    return part;
 }
 
 fn load_part(p: u32) -> vec4<f32> {
@@ -402,15 +418,7 @@ fn fold(
     let row = params.row_base + r;
     var run = run_empty();
     for (var s = 0u; s < params.part_stride; s++) {
-        let p = PART_WORDS * (row * params.part_stride + s);
-        let bad = (parts[p] & 0x7fffffffu) > 0x7f800000u;
-        let sh = load_part(p + 4u);
-        var part = Run(load_part(p), vec4<f32>(sh.xyz, 0.0), bad, sh.w, parts[p + 8u]);
-        if (bad) {
-            part = run_empty();
-            part.bad = true;
-        }
-        run = run_merge(run, part);
+        run = run_merge(run, part_at(PART_WORDS * (row * params.part_stride + s)));
     }
     if (STATE_OUT) {
         let words = run_words(run);

@@ -10,9 +10,10 @@ use crate::dtype::DType;
 pub enum InputPath {
     /// Storage buffers, bound at the chunk's offset (GPUs).
     Storage,
-    /// rgba32float textures filled by the copy engine and read with `textureLoad`. On Mesa's
-    /// software adapters a texel fetch costs a tenth of a storage-buffer load (9.9 vs 1.05 GB/s
-    /// measured on lavapipe), more than paying for the copy.
+    /// Read-only storage textures (rgba32float, or rgba32uint of eight halves a texel) filled by
+    /// the copy engine and read with `textureLoad`. On Mesa's software adapters a texel fetch
+    /// costs a fraction of a storage-buffer load (a gather there is a loop over the lanes with a
+    /// branch each), more than paying for the copy.
     Texture,
 }
 

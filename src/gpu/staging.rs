@@ -101,13 +101,16 @@ pub(crate) fn input<'a>(
     let texels = bytes.div_ceil(16).max(1);
     let (full_rows, rest) = (texels / width, texels % width);
     let height = full_rows + (rest > 0) as u64;
-    let (w, h) = (width as u32, height as u32);
+    // Less than a row: a one-row texture just wide enough (a power of two, for reuse), which
+    // the accessors address the same way.
+    let w = if height == 1 { texels.next_power_of_two().clamp(64, width) } else { width };
+    let (w, h) = (w as u32, height as u32);
     let pooled = recording::take_released_texture(dev.owner(), format, w, h)
         .or_else(|| lock(&dev.inner.pool).take_texture(format, w, h));
     let texture = pooled.unwrap_or_else(|| {
         dev.wgpu_device().create_texture(&wgpu::TextureDescriptor {
             label: Some("wgpu-loss staged input"),
-            size: wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
+            size: wgpu::Extent3d { width: w, height: h, depth_or_array_layers: 1 },
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,

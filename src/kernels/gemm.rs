@@ -175,11 +175,17 @@ fn accumulate(s: &mut String, rows: u32, cols: u32, loads: &BlockLoads<'_>, pad:
 /// written out per column quad), 16 × 8 takes 8 s.
 pub(crate) const LCE_BLOCK: (u32, u32) = (16, 8);
 pub(crate) const LCE_BLOCK_SMALL: (u32, u32) = (4, 8);
+/// The same for `partials_staged` (x and W in textures, as `linear_staged`'s 8 × 16).
+pub(crate) const LCE_BLOCK_STAGED: (u32, u32) = (8, 16);
 
 /// Appends linear_cross_entropy's partials entry `name`: thread (row block, slice) walks its
 /// slice of the shard `cols` logits at a time, each a `rows` × `cols` register block summed over
 /// k, folded row by row into a `Run` with `push_quad`, and stores one partial per row.
-pub(crate) fn lce_partials_source(s: &mut String, name: &str, rows: u32, cols: u32) {
+///
+/// `staged`: x and W are read four values at a time (`ld4_x`, `ld4_w`, rows of whole texels)
+/// into scalar accumulators, as `kernels/linear_staged.rs` does; the folds see the same vec4
+/// quads.
+pub(crate) fn lce_partials_source(s: &mut String, name: &str, rows: u32, cols: u32, staged: bool) {
     let _ = write!(
         s,
         "
@@ -208,20 +214,24 @@ fn {name}(
         let _ = writeln!(s, "    var run{r} = run_empty();");
     }
     let _ = writeln!(s, "    for (var c = c_start; c < c_end; c += {cols}u) {{");
-    accumulate(
-        s,
-        rows,
-        cols,
-        &BlockLoads {
-            prologue: "",
-            row_setup: &|_| String::new(),
-            col_setup: &|j| format!("let wr{j} = min(c + {j}u, params.n - 1u) * params.k;"),
-            step_setup: "",
-            a: &|r| format!("ld_x(xr{r} + kk)"),
-            b: &|j| format!("ld_w(wr{j} + kk)"),
-        },
-        "        ",
-    );
+    if staged {
+        accumulate_texels(s, rows, cols, "        ");
+    } else {
+        accumulate(
+            s,
+            rows,
+            cols,
+            &BlockLoads {
+                prologue: "",
+                row_setup: &|_| String::new(),
+                col_setup: &|j| format!("let wr{j} = min(c + {j}u, params.n - 1u) * params.k;"),
+                step_setup: "",
+                a: &|r| format!("ld_x(xr{r} + kk)"),
+                b: &|j| format!("ld_w(wr{j} + kk)"),
+            },
+            "        ",
+        );
+    }
     for q in 0..cols / 4 {
         let c = 4 * q;
         let _ = writeln!(
@@ -247,6 +257,47 @@ fn {name}(
         );
     }
     s.push_str("}\n");
+}
+
+/// The middle of linear_cross_entropy's staged partials, indented by `pad`: `acc{r}_{q}` (vec4
+/// quads of columns c + 4q ..) of the `rows` × `cols` block at column c, summed over params.k
+/// four values a texel (rows `xr{r}` of x, `min(c + j, n − 1)` of W, all of whole texels).
+fn accumulate_texels(s: &mut String, rows: u32, cols: u32, pad: &str) {
+    for j in 0..cols {
+        let _ = writeln!(s, "{pad}let w_at{j} = min(c + {j}u, params.n - 1u) * params.k / 4u;");
+    }
+    for r in 0..rows {
+        for j in 0..cols {
+            let _ = writeln!(s, "{pad}var dot{r}_{j} = 0.0;");
+        }
+    }
+    let _ = writeln!(s, "{pad}for (var q = 0u; q < params.k / 4u; q++) {{");
+    for r in 0..rows {
+        let _ = writeln!(s, "{pad}    let xv{r} = ld4_x(xr{r} / 4u + q);");
+    }
+    for j in 0..cols {
+        let _ = writeln!(s, "{pad}    let wv{j} = ld4_w(w_at{j} + q);");
+        for r in 0..rows {
+            let mut e = format!("dot{r}_{j}");
+            for comp in ["x", "y", "z", "w"] {
+                e = format!("fma(xv{r}.{comp}, wv{j}.{comp}, {e})");
+            }
+            let _ = writeln!(s, "{pad}    dot{r}_{j} = {e};");
+        }
+    }
+    let _ = writeln!(s, "{pad}}}");
+    for r in 0..rows {
+        for q in 0..cols / 4 {
+            let j = 4 * q;
+            let _ = writeln!(
+                s,
+                "{pad}let acc{r}_{q} = vec4<f32>(dot{r}_{j}, dot{r}_{}, dot{r}_{}, dot{r}_{});",
+                j + 1,
+                j + 2,
+                j + 3
+            );
+        }
+    }
 }
 
 /// Rows and columns of C per thread in the gradient GEMMs: smaller than `linear_blocked`'s, so

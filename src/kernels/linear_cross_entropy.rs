@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::gemm::{LCE_BLOCK, LCE_BLOCK_SMALL, lce_partials_source};
+use super::gemm::{LCE_BLOCK, LCE_BLOCK_SMALL, LCE_BLOCK_STAGED, lce_partials_source};
 use super::source::{cached, shader};
 use crate::gpu::spec::{Binding, EntrySpec, KernelSpec, LoopBound, Reads};
 
@@ -44,7 +44,10 @@ pub(crate) struct Params {
     /// heads). Targets, class weights and the argmax are global classes; W, b and the tiles'
     /// columns are the shard's.
     pub(crate) class_base: u32,
-    pub(crate) _pad: [u32; 3],
+    /// partials: merge each run into the partial already stored in its slot (a later shard of
+    /// W adding to the same slices), instead of writing it.
+    pub(crate) merge_parts: u32,
+    pub(crate) _pad: [u32; 2],
 }
 const _: () = assert!(size_of::<Params>() == 112);
 
@@ -127,6 +130,11 @@ pub static KERNEL: KernelSpec = KernelSpec {
         EntrySpec { name: "partials", bindings: PARTIALS_BINDINGS, trips: PARTIALS },
         EntrySpec { name: "partials_small", bindings: PARTIALS_BINDINGS, trips: PARTIALS },
         EntrySpec {
+            name: "partials_staged",
+            bindings: PARTIALS_BINDINGS,
+            trips: LoopBound { over: &["steps", "h"], rule: |e| partials_trips(e[0], e[1].div_ceil(4)) },
+        },
+        EntrySpec {
             name: "fold",
             bindings: &[WEIGHT, TARGETS, PARTS, LOSS, ROW_STATS, DENOMS, TOKEN_OUT],
             trips: LoopBound { over: &["stride"], rule: |e| fold_trips(e[0]) },
@@ -147,8 +155,12 @@ pub static KERNEL: KernelSpec = KernelSpec {
 /// The hand-written module and the two generated logit-block entry points.
 fn body() -> String {
     let mut s = String::from(shader!("linear_cross_entropy.wgsl"));
-    for (name, (rows, cols)) in [("partials", LCE_BLOCK), ("partials_small", LCE_BLOCK_SMALL)] {
-        lce_partials_source(&mut s, name, rows, cols);
+    for (name, (rows, cols), staged) in [
+        ("partials", LCE_BLOCK, false),
+        ("partials_small", LCE_BLOCK_SMALL, false),
+        ("partials_staged", LCE_BLOCK_STAGED, true),
+    ] {
+        lce_partials_source(&mut s, name, rows, cols, staged);
     }
     s
 }

@@ -66,8 +66,30 @@ impl Gemm<'_> {
         op: &'static str,
         shape: &[usize],
     ) -> Result<()> {
-        let (id, (tile_m, tile_n)) = kernel.resolve(dev);
         let (xd, wd) = (self.x.dtype, self.w.dtype);
+        if kernel.staged(dev, self.x, self.w, &[(xd, self.k), (wd, self.k)])? {
+            let params = StagedParams {
+                m: self.m as u32,
+                n: self.n as u32,
+                k: self.k as u32,
+                lda: self.k as u32,
+                ldb: self.k as u32,
+                ldc: self.ldy as u32,
+                c_base: self.n_base as u32,
+                has_bias: self.has_bias as u32,
+                ..StagedParams::default()
+            };
+            return staged::record(
+                dev,
+                staged::Entry::Forward,
+                staged::Operand::of(self.x, self.x_first, self.m * self.k),
+                staged::Operand::of(self.w, self.w_first, self.n * self.k),
+                Bind { binding: staged_kernel::BIAS, ..self.bias },
+                Bind { binding: staged_kernel::C, ..self.y },
+                params,
+            );
+        }
+        let (id, (tile_m, tile_n)) = kernel.resolve(dev);
         let reads = gemm_reads(&[(X, xd), (W, wd)]);
         // The blocked kernel specialises the pieces after the first, which add into y.
         let specialised = id == KernelId::LinearBlocked;
@@ -131,6 +153,8 @@ pub(crate) struct GradGemms {
     grad_input: Arc<Pipeline>,
     grad_weight: Arc<Pipeline>,
     colsum: Arc<Pipeline>,
+    /// Run dX and dW on the staged GEMMs (pieces without the gradient filter).
+    staged: bool,
 }
 
 /// One piece of a tile of G: its rows are rows `rows` of x (and of dX), its columns rows
@@ -154,9 +178,11 @@ pub(crate) struct GradPiece<'a> {
 }
 
 impl GradGemms {
-    /// The pipelines for x and W of these element types.
-    pub(crate) fn new(dev: &Device, x: DType, w: DType) -> Result<GradGemms> {
+    /// The pipelines for x and W of these element types; `staged`: dX and dW of pieces without
+    /// the filter run on the staged GEMMs (rows of whole texels: the caller checked).
+    pub(crate) fn new(dev: &Device, x: DType, w: DType, staged: bool) -> Result<GradGemms> {
         Ok(GradGemms {
+            staged,
             grad_input: KernelId::LinearGradInput.pipeline_for(dev, gemm_reads(&[(B, w)]), "gemm", &[])?,
             grad_weight: KernelId::LinearGradWeight.pipeline_for(dev, gemm_reads(&[(B, x)]), "gemm", &[])?,
             colsum: KernelId::LinearGradWeight.pipeline(dev, "colsum", &[])?,
@@ -165,6 +191,93 @@ impl GradGemms {
 
     /// Records the three GEMMs of `p` into `grads` (f32 storage).
     pub(crate) fn record(&self, dev: &Device, p: &GradPiece<'_>, grads: &LinearGrads) -> Result<()> {
+        // The staged GEMMs read G's rows from whole texels.
+        if self.staged && p.flags.is_none() && p.ld.is_multiple_of(4) && (p.offset / 4).is_multiple_of(4) {
+            self.record_staged(dev, p, grads)?;
+        } else {
+            self.record_blocked(dev, p, grads)?;
+        }
+        // db (+)= Σ_rows G, over the piece's columns.
+        let (rn, pn) = (p.rows.len() as u64, p.cols.len() as u64);
+        let params = GradParams {
+            m: 1,
+            n: pn as u32,
+            k: rn as u32,
+            lda: p.ld as u32,
+            ldc: pn as u32,
+            tiles_n: 1,
+            accumulate: p.accumulate_dw as u32,
+            filter: p.flags.is_some() as u32,
+            flag_base: p.flags.map_or(0, |(_, b)| b),
+            ..GradParams::default()
+        };
+        let db_cols = p.cols.start as u64 * 4..p.cols.end as u64 * 4;
+        dispatch(
+            dev,
+            &self.colsum,
+            bytemuck::bytes_of(&params),
+            &[
+                Bind::range(A, p.g, p.offset, p.bytes - p.offset),
+                range(C, grads.bias.storage.buffer(), db_cols),
+                Bind::all(FLAGS, p.flags.map_or(&dev.inner.dummy, |(f, _)| f)),
+            ],
+            pn.div_ceil(64),
+            &[rn],
+        )
+    }
+
+    /// dX and dW of `p` on the staged GEMMs: G along its rows for dX (W across), G and x across
+    /// their rows for dW.
+    fn record_staged(&self, dev: &Device, p: &GradPiece<'_>, grads: &LinearGrads) -> Result<()> {
+        let h = *p.x.shape.last().unwrap_or(&0) as u64;
+        let (rn, pn) = (p.rows.len() as u64, p.cols.len() as u64);
+        let g = staged::Operand {
+            buffer: p.g,
+            dtype: DType::F32,
+            first: p.offset / 4,
+            elements: (rn - 1) * p.ld + pn,
+        };
+        let no_bias = Bind::all(staged_kernel::BIAS, &dev.inner.dummy);
+        let (x0, w0) = (p.rows.start as u64 * h, p.cols.start as u64 * h);
+        let shape = StagedParams { ldc: h as u32, ..StagedParams::default() };
+        staged::record(
+            dev,
+            staged::Entry::GradInput,
+            g,
+            staged::Operand::of(p.w, w0, pn * h),
+            no_bias,
+            Bind::range(staged_kernel::C, grads.input.storage.buffer(), x0 * 4, rn * h * 4),
+            StagedParams {
+                m: rn as u32,
+                n: h as u32,
+                k: pn as u32,
+                lda: p.ld as u32,
+                ldb: h as u32,
+                accumulate: p.accumulate_dx as u32,
+                ..shape
+            },
+        )?;
+        staged::record(
+            dev,
+            staged::Entry::GradWeight,
+            g,
+            staged::Operand::of(p.x, x0, rn * h),
+            no_bias,
+            Bind::range(staged_kernel::C, grads.weight.storage.buffer(), w0 * 4, pn * h * 4),
+            StagedParams {
+                m: pn as u32,
+                n: h as u32,
+                k: rn as u32,
+                lda: p.ld as u32,
+                ldb: h as u32,
+                accumulate: p.accumulate_dw as u32,
+                ..shape
+            },
+        )
+    }
+
+    /// dX and dW of `p` on the blocked gradient GEMMs (with the filter's flags).
+    fn record_blocked(&self, dev: &Device, p: &GradPiece<'_>, grads: &LinearGrads) -> Result<()> {
         let h = *p.x.shape.last().unwrap_or(&0) as u64;
         let (rn, pn) = (p.rows.len() as u64, p.cols.len() as u64);
         let (gm, gn) = GRAD_BLOCK;
@@ -180,11 +293,9 @@ impl GradGemms {
             flag_base: p.flags.map_or(0, |(_, b)| b),
             ..GradParams::default()
         };
-        // Rows of x and of W as bytes of an operand of `dtype`.
         let x_rows = |d: DType| d.bytes(p.rows.start as u64 * h)..d.bytes(p.rows.end as u64 * h);
         let w_rows = |d: DType| d.bytes(p.cols.start as u64 * h)..d.bytes(p.cols.end as u64 * h);
-        let (dx, dw, db) =
-            (grads.input.storage.buffer(), grads.weight.storage.buffer(), grads.bias.storage.buffer());
+        let (dx, dw) = (grads.input.storage.buffer(), grads.weight.storage.buffer());
         let params = GradParams { m: rn as u32, k: pn as u32, accumulate: p.accumulate_dx as u32, ..shape };
         dispatch(
             dev,
@@ -213,16 +324,7 @@ impl GradGemms {
             pn.div_ceil(gm) * h.div_ceil(gn),
             &[rn],
         )?;
-        let params = GradParams { m: 1, n: pn as u32, ldc: pn as u32, tiles_n: 1, ..params };
-        let db_cols = p.cols.start as u64 * 4..p.cols.end as u64 * 4;
-        dispatch(
-            dev,
-            &self.colsum,
-            bytemuck::bytes_of(&params),
-            &[g_tile, range(C, db, db_cols), flags],
-            pn.div_ceil(64),
-            &[rn],
-        )
+        Ok(())
     }
 }
 

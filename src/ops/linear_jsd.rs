@@ -358,7 +358,7 @@ impl<'a> Job<'a> {
         let (s_logits, t_logits) = (Storage::alloc(dev, tile)?, Storage::alloc(dev, tile)?);
         let d_logits = if grad.is_some() { Some(Storage::alloc(dev, tile)?) } else { None };
         let gemms = match grad {
-            Some(_) => Some(GradGemms::new(dev, self.s.x.dtype, self.s.weight.dtype)?),
+            Some(_) => Some(GradGemms::new(dev, self.s.x.dtype, self.s.weight.dtype, false)?),
             None => None,
         };
         let pieces = self.pieces();

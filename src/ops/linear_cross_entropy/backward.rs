@@ -143,7 +143,7 @@ impl Job<'_> {
             filter,
             token_grads: 0,
             tile_grad: KernelId::LinearCrossEntropy.pipeline(dev, "tile_grad", &constants)?,
-            gemms: GradGemms::new(dev, self.x.dtype, self.w.dtype)?,
+            gemms: GradGemms::new(dev, self.x.dtype, self.w.dtype, self.staged)?,
             grads,
         })
     }

@@ -10,8 +10,9 @@ use super::output::{LinearCrossEntropyOutput, SHARD_STATE_WORDS, Source, TokenOu
 use super::plan::{Job, Prep};
 use crate::error::Result;
 use crate::gpu::dispatch::{Bind, dispatch};
+use crate::gpu::staging::input;
 use crate::kernels::KernelId;
-use crate::kernels::gemm::{LCE_BLOCK, LCE_BLOCK_SMALL};
+use crate::kernels::gemm::{LCE_BLOCK, LCE_BLOCK_SMALL, LCE_BLOCK_STAGED};
 use crate::kernels::linear_cross_entropy::{
     BIAS, DENOMS, LOSS, PART_WORDS, PARTS, Params, ROW_STATS, STAT_PLANES, TARGETS, TOKEN_OUT, TOKEN_PLANES,
     W, X, fold_trips, partials_trips,
@@ -169,38 +170,61 @@ impl Job<'_> {
     /// memory cap: partials are `PART_BYTES` per row and slice).
     fn slicing(&self) -> Result<Slicing> {
         let (dev, n, v, h64) = (self.dev, self.n, self.v, self.h as u64);
-        let (block, entry) =
-            if self.software { (LCE_BLOCK, "partials") } else { (LCE_BLOCK_SMALL, "partials_small") };
+        let (block, entry) = if self.staged {
+            (LCE_BLOCK_STAGED, "partials_staged")
+        } else if self.software {
+            (LCE_BLOCK, "partials")
+        } else {
+            (LCE_BLOCK_SMALL, "partials_small")
+        };
+        // The staged entry loops over k four values a trip.
+        let h_trips = if self.staged { h64.div_ceil(4) } else { h64 };
         let (block_rows, block_cols) = (block.0 as usize, block.1 as usize);
-        let row_blocks = n.div_ceil(block_rows);
         let threads: usize = if self.software { 512 } else { 1 << 17 };
         let by_memory = (self.budget / (PART_BYTES * n as u64)).max(1) as usize;
-        let slices = threads.div_ceil(row_blocks).min(v.div_ceil(block_cols)).min(by_memory).max(1);
-        let slice_w = v.div_ceil(slices).div_ceil(block_cols) * block_cols;
         // A thread loops (k + 2) times per block of columns.
-        let steps = largest_fitting(dev, 1, u32::MAX as u64, |steps| partials_trips(steps, h64))
-            .ok_or_else(|| exceeded(dev, OP, &self.x.shape, partials_trips(1, h64)))?;
-        let slice_w = slice_w.min((steps as usize).saturating_mul(block_cols));
+        let steps = largest_fitting(dev, 1, u32::MAX as u64, |steps| partials_trips(steps, h_trips))
+            .ok_or_else(|| exceeded(dev, OP, &self.x.shape, partials_trips(1, h_trips)))?;
         let shards: Vec<Range<usize>> = self.pieces(&(0..v));
+        // Staged, each dispatch covers one chunk of x and one shard of W (small copies): its
+        // slices split the shard, and every later shard merges into the same slots.
+        let (rows, cols) = if self.staged {
+            (n.min(self.x_rows), shards.iter().map(|s| s.len()).max().unwrap_or(0))
+        } else {
+            (n, v)
+        };
+        let row_blocks = rows.div_ceil(block_rows);
+        let slices = threads.div_ceil(row_blocks).min(cols.div_ceil(block_cols)).min(by_memory).max(1);
+        let slice_w = cols.div_ceil(slices).div_ceil(block_cols) * block_cols;
+        let slice_w = slice_w.min((steps as usize).saturating_mul(block_cols));
         let per_shard: Vec<usize> = shards.iter().map(|s| s.len().div_ceil(slice_w)).collect();
-        let stride: usize = per_shard.iter().sum();
+        let stride: usize =
+            if self.staged { per_shard.iter().copied().max().unwrap_or(0) } else { per_shard.iter().sum() };
         if !fits(dev, fold_trips(stride as u64)) {
             return Err(exceeded(dev, OP, &self.x.shape, fold_trips(stride as u64)));
         }
-        Ok(Slicing { entry, block_rows, block_cols, slice_w, shards, per_shard, stride })
+        Ok(Slicing { entry, block_rows, block_cols, slice_w, shards, per_shard, stride, merge: self.staged })
     }
 
     /// The partials of every (row, slice), row chunk by row chunk and shard by shard of W.
     fn record_partials(&self, s: &Slicing, parts: &Storage, constants: &[(&'static str, f64)]) -> Result<()> {
         let (dev, n, h64) = (self.dev, self.n, self.h as u64);
         let (xd, wd) = (self.x.dtype, self.w.dtype);
-        let reads = gemm_reads(&[(X, xd), (W, wd)]);
+        let reads = if self.staged {
+            let staged = [
+                (X, self.x.storage.buffer(), self.x.numel(), xd),
+                (W, self.w.storage.buffer(), self.w.numel(), wd),
+            ];
+            KernelId::LinearCrossEntropy.reads(dev, &staged)?
+        } else {
+            gemm_reads(&[(X, xd), (W, wd)])
+        };
         let pipe = KernelId::LinearCrossEntropy.pipeline_for(dev, reads, s.entry, constants)?;
         let steps_run = (s.slice_w / s.block_cols) as u64;
         for r0 in (0..n).step_by(self.x_rows) {
             let rn = self.x_rows.min(n - r0);
             let mut part_base = 0;
-            for (shard, &sl) in s.shards.iter().zip(&s.per_shard) {
+            for (i, (shard, &sl)) in s.shards.iter().zip(&s.per_shard).enumerate() {
                 let params = Params {
                     m: rn as u32,
                     n: shard.len() as u32,
@@ -210,22 +234,23 @@ impl Job<'_> {
                     slice_w: s.slice_w as u32,
                     part_stride: s.stride as u32,
                     part_base: part_base as u32,
+                    merge_parts: (s.merge && i > 0) as u32,
                     ..self.params()
                 };
-                part_base += sl;
-                let w_rows = wd.bytes(shard.start as u64 * h64)..wd.bytes(shard.end as u64 * h64);
+                if !s.merge {
+                    part_base += sl;
+                }
+                // x's chunk and W's shard, bound in place or (staged) copied into textures.
+                let x_in = input(dev, reads, X, self.x.storage.buffer(), r0 as u64 * h64, rn as u64 * h64);
+                let w_first = shard.start as u64 * h64;
+                let w_in = input(dev, reads, W, self.w.storage.buffer(), w_first, shard.len() as u64 * h64);
                 dispatch(
                     dev,
                     &pipe,
                     bytemuck::bytes_of(&params),
                     &[
-                        Bind::range(
-                            X,
-                            self.x.storage.buffer(),
-                            xd.bytes(r0 as u64 * h64),
-                            xd.bytes(rn as u64 * h64),
-                        ),
-                        Bind::range(W, self.w.storage.buffer(), w_rows.start, w_rows.end - w_rows.start),
+                        x_in.bind(),
+                        w_in.bind(),
                         Bind::all(BIAS, self.bias_buf()),
                         self.weight_bind(),
                         Bind::all(TARGETS, self.targets.storage.buffer()),
@@ -251,6 +276,8 @@ struct Slicing {
     /// W's shards and their slices.
     shards: Vec<Range<usize>>,
     per_shard: Vec<usize>,
-    /// Slices per row, over all shards.
+    /// Slices per row, over all shards (or, merging, of the widest shard).
     stride: usize,
+    /// Every shard after the first merges its runs into the first's slots.
+    merge: bool,
 }

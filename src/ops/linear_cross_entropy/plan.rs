@@ -16,6 +16,7 @@ use crate::kernels::linear_cross_entropy::{
 };
 use crate::ops::budget::{exceeded, fits, largest_fitting};
 use crate::ops::convert::f32_operand;
+use crate::ops::linear::LinearKernel;
 use crate::ops::linear::block_step;
 use crate::ops::reduce::{Finish, reduce};
 use crate::ops::{Reduction, check_u32, is_software};
@@ -49,6 +50,11 @@ pub(super) struct Job<'a> {
     pub(super) x_rows: usize,
     pub(super) budget: u64,
     pub(super) software: bool,
+    /// Whether the GEMMs read x, W and the gradient tiles staged in textures (`partials_staged`
+    /// and the staged GEMMs). The scratch budget is then shared four ways: the partials or a
+    /// tile of logits, its staged copy, and the staged chunk of x and shard of W each get a
+    /// quarter.
+    pub(super) staged: bool,
     /// The longest k a gradient GEMM thread may loop over (within the loop budget).
     pub(super) max_k: usize,
 }
@@ -137,14 +143,14 @@ impl<'a> Job<'a> {
         // blocks (64 f32 rows, 128 half ones): every piece starts at an aligned offset.
         let block = block_step(&[w.dtype]);
         let w_row_bytes = w.dtype.bytes(h as u64);
-        let shard = round_down((limit / w_row_bytes).min(u32::MAX as u64) as usize, block);
+        let mut shard = round_down((limit / w_row_bytes).min(u32::MAX as u64) as usize, block);
         // Chunks of x's rows start where x (its type) and dX (f32) are both aligned.
         let x_row_bytes = x.dtype.bytes(h as u64).max(h as u64 * 4);
         let x_rows_max = (limit / x_row_bytes) as usize;
         let align = dev.limits().min_storage_buffer_offset_alignment as u64;
         let row_step =
             (align / gcd(x.dtype.bytes(h as u64), align)).max(align / gcd(h as u64 * 4, align)) as usize;
-        let x_rows = round_down(x_rows_max, row_step);
+        let mut x_rows = round_down(x_rows_max, row_step);
         if shard == 0 || x_rows == 0 {
             let what = format!("{OP}: {block} rows of W in one binding");
             return Err(Error::limit(what, block as u64 * w_row_bytes, limit));
@@ -167,6 +173,27 @@ impl<'a> Job<'a> {
                 least,
                 limit,
             ));
+        }
+        // Staged, the budget is shared four ways; a budget too small for that reads storage.
+        let (xd, wd, h64) = (x.dtype, w.dtype, h as u64);
+        let staged = o.kernel.staged(dev, x, w, &[(xd, h64), (wd, h64)])?
+            && o.max_scratch_bytes.min(limit) / 4 >= least.max((block as u64) * w_row_bytes);
+        if o.kernel == LinearKernel::Staged && !staged {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "LinearKernel::Staged shares max_scratch_bytes four ways: {} is below four blocks of W's rows",
+                    o.max_scratch_bytes
+                ),
+            ));
+        }
+        let share = if staged { 4 } else { 1 };
+        if staged {
+            // The staged copies of a chunk of x and a shard of W: a quarter of the scratch
+            // budget each, never below one aligned block.
+            let quarter = o.max_scratch_bytes.min(limit) / share;
+            shard = shard.min(round_down((quarter / w_row_bytes) as usize, block).max(block));
+            x_rows = x_rows.min(round_down((quarter / x_row_bytes) as usize, row_step).max(row_step));
         }
         // Per-row buffers are bound whole; the largest are the statistics and the per-token
         // outputs, 5 words a row.
@@ -195,8 +222,9 @@ impl<'a> Job<'a> {
             shard,
             row_step,
             x_rows,
-            budget: o.max_scratch_bytes.min(limit),
+            budget: o.max_scratch_bytes.min(limit) / share,
             software: is_software(dev),
+            staged,
             max_k: crate::ops::linear::grad_max_k(dev, block),
             block,
         })

@@ -23,7 +23,8 @@
 //           5 out (loss, partials or dx) | 6 g (upstream gradient) | 7 d2 | 8 status (domain)
 
 override LOSS: u32 = 0u;
-override FLAGS: u32 = 0u; // bit 0: elementwise weight, bit 1: broadcast weight, bit 2: aux
+override FLAGS: u32 = 0u; // bit 0: elementwise weight, bit 1: broadcast weight, bit 2: aux,
+                          // bit 3: aux of the input's shape (staged with x and y)
 override G_PER_ELEMENT: bool = false;
 override WANT_D2: bool = false;
 override DX_DTYPE: u32 = 0u;
@@ -65,7 +66,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
-@group(0) @binding(4) var<storage, read> aux: array<f32>;
+// aux (f32) is declared with its ld_aux / ld4_aux accessors (kernels/source.rs).
 @group(0) @binding(5) var<storage, read_write> out: array<u32>;
 @group(0) @binding(6) var<storage, read> g: array<f32>;
 @group(0) @binding(7) var<storage, read_write> d2: array<u32>;
@@ -96,7 +97,7 @@ fn broadcast_index4(q: u32, of_aux: bool) -> vec4<u32> {
 fn broadcast4(q: u32, of_aux: bool) -> vec4<f32> {
     let k = broadcast_index4(q, of_aux);
     if (of_aux) {
-        return vec4<f32>(aux[k.x], aux[k.y], aux[k.z], aux[k.w]);
+        return vec4<f32>(ld_aux(k.x), ld_aux(k.y), ld_aux(k.z), ld_aux(k.w));
     }
     return vec4<f32>(weight[k.x], weight[k.y], weight[k.z], weight[k.w]);
 }
@@ -108,6 +109,14 @@ fn log_bits4(v: vec4<f32>) -> vec4<f32> {
     let subnormal = (b & vec4<u32>(0x7f800000u)) == vec4<u32>(0u);
     let m = vec4<f32>(max(b & vec4<u32>(0x007fffffu), vec4<u32>(1u)));
     return select(log(v), log(m) - 149.0 * 0.6931471805599453, subnormal);
+}
+
+// The aux operand of elements 4q .. 4q + 3: read as x is when it has the input's shape.
+fn aux4(q: u32) -> vec4<f32> {
+    if ((FLAGS & 8u) != 0u) {
+        return ld4_aux(q);
+    }
+    return broadcast4(q, true);
 }
 
 fn weight4(q: u32) -> vec4<f32> {
@@ -208,7 +217,7 @@ fn eval(q: u32) -> Eval {
         let sig = select(tiny, big, v >= vec4<f32>(0.0));
         let sig_neg = select(big, tiny, v >= vec4<f32>(0.0));
         if ((FLAGS & 4u) != 0u) {
-            let pw = broadcast4(q, true);
+            let pw = aux4(q);
             let sp = max(-v, vec4<f32>(0.0)) + log1p_01v(ex);
             e.loss = (1.0 - t) * v + (1.0 + (pw - 1.0) * t) * sp;
             e.dx = (1.0 - t) * sig - pw * t * sig_neg;
@@ -328,7 +337,7 @@ fn eval(q: u32) -> Eval {
         // ½·log(2π) with full. PyTorch clamps var without recording it, so the var gradient
         // ½·(1/v − (x − y)²/v²) passes to var unchanged where var < eps. A negative var is an
         // error (the status word names its first element, in var's own indexing).
-        let variance = broadcast4(q, true);
+        let variance = aux4(q);
         let vc = max(variance, vec4<f32>(params.beta));
         let r = d / vc;
         e.loss = 0.5 * (log(vc) + d * r);
@@ -350,7 +359,7 @@ fn eval(q: u32) -> Eval {
     } else if (LOSS == MARGIN_RANKING) {
         // PyTorch's margin_ranking_loss: max(0, −t·(x1 − x2) + margin), t in aux. The gradient
         // is 0 where the hinge is 0 exactly, as PyTorch's; d/dx2 = −d/dx1.
-        let t_rank = broadcast4(q, true);
+        let t_rank = aux4(q);
         let z = params.beta - t_rank * d;
         let on = z > vec4<f32>(0.0);
         e.loss = max(z, vec4<f32>(0.0));

@@ -36,8 +36,8 @@ pub const Y: Binding = Binding::staged("y", 2);
 /// The element weight: the input's shape, or broadcast to it.
 pub const WEIGHT: Binding = Binding::read("weight", 3);
 /// The aux operand, broadcast to the input: bce_with_logits' `pos_weight`, gaussian_nll's var,
-/// margin_ranking's target.
-pub const AUX: Binding = Binding::read("aux", 4);
+/// margin_ranking's target (f32; staged chunk by chunk with x and y when it has their shape).
+pub const AUX: Binding = Binding::staged("aux", 4);
 /// The output: per-element losses, or the workgroups' partial sums.
 pub const OUT: Binding = Binding::read_write("out", 5);
 /// The upstream gradient.

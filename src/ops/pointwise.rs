@@ -64,6 +64,7 @@ const GAUSSIAN_FULL: u32 = 2;
 const WEIGHT_FULL: u32 = 1;
 const WEIGHT_BROADCAST: u32 = 2;
 const HAS_AUX: u32 = 4;
+const AUX_FULL: u32 = 8;
 
 /// How the weights are read: the FLAGS constant and the runs of the broadcast ones.
 #[derive(Clone, Copy, Debug)]
@@ -172,6 +173,9 @@ impl<'a> Job<'a> {
         if let Some((a, name)) = self.aux {
             layout.aux = Runs::of(op, name, &a.shape, &input.shape)?;
             layout.flags |= HAS_AUX;
+            if a.shape == input.shape {
+                layout.flags |= AUX_FULL;
+            }
         }
         Ok(layout)
     }
@@ -228,13 +232,22 @@ impl<'a> Job<'a> {
         let n = self.input.numel();
         let (x, y) = (self.input.storage.buffer(), self.target.storage.buffer());
         let (xt, yt) = (self.input.dtype, self.target.dtype);
-        let reads = KernelId::Pointwise.reads(dev, &[(X, x, n, xt), (Y, y, n, yt)])?;
+        // The aux operand (f32): read in chunks with x and y when it has their shape, else
+        // whole (at least one texel: the dummy when there is none).
+        let aux_full = layout.flags & AUX_FULL != 0;
+        let (aux, aux_n) =
+            self.aux.map_or((&dev.inner.dummy, 4), |(a, _)| (a.storage.buffer(), a.numel().max(1)));
+        let reads =
+            KernelId::Pointwise.reads(dev, &[(X, x, n, xt), (Y, y, n, yt), (AUX, aux, aux_n, DType::F32)])?;
         let pipe = KernelId::Pointwise.pipeline_for(dev, reads, entry, constants)?;
         let full_weight =
             (layout.flags & WEIGHT_FULL != 0).then(|| self.weight.map(|w| w.storage.buffer())).flatten();
         let mut row_bytes = vec![xt.size() as u64, yt.size() as u64];
         row_bytes.extend(per_element.iter().map(|&(_, _, dtype)| dtype.size() as u64));
         if full_weight.is_some() {
+            row_bytes.push(4);
+        }
+        if aux_full {
             row_bytes.push(4);
         }
         if !partials {
@@ -246,7 +259,12 @@ impl<'a> Job<'a> {
         for chunk in row_chunks(dev, "an elementwise input", n, &row_bytes, multiple)? {
             let len = chunk.len() as u64;
             let (first, off) = (chunk.start as u64, chunk.start as u64 * 4);
-            let staged = [input_at(dev, reads, X, x, first, len), input_at(dev, reads, Y, y, first, len)];
+            let (aux_first, aux_len) = if aux_full { (first, len) } else { (0, aux_n as u64) };
+            let staged = [
+                input_at(dev, reads, X, x, first, len),
+                input_at(dev, reads, Y, y, first, len),
+                input_at(dev, reads, AUX, aux, aux_first, aux_len),
+            ];
             let mut binds: Vec<Bind<'_>> = staged.iter().map(Input::bind).collect();
             let weight = match (full_weight, self.weight) {
                 (Some(w), _) => Bind::range(WEIGHT, w, off, len * 4),
@@ -254,7 +272,6 @@ impl<'a> Job<'a> {
                 (None, None) => Bind::all(WEIGHT, &dev.inner.dummy),
             };
             binds.push(weight);
-            binds.push(Bind::all(AUX, self.aux.map_or(&dev.inner.dummy, |(a, _)| a.storage.buffer())));
             binds.push(if partials {
                 Bind::all(OUT, out.buffer())
             } else {

@@ -8,7 +8,8 @@ use common::{Rng, Tol, assert_close, devices, label, small_binding_devices};
 use wgpu_loss::reference::divergence::Rows;
 use wgpu_loss::reference::linear_jsd::{Head, linear_jsd, linear_jsd_backward};
 use wgpu_loss::{
-    DType, Device, Error, Indices, Jsd, Linear, LinearHead, LinearJsd, Outputs, Reduction, Tensor,
+    DType, Device, Error, Indices, Jsd, Linear, LinearHead, LinearJsd, LinearKernel, Outputs, Reduction,
+    Tensor,
 };
 
 /// One test at a time: the GEMMs compile for seconds on llvmpipe-GL (see tests/linear.rs).
@@ -274,6 +275,9 @@ fn bad_arguments_are_typed_errors() {
     assert!(shape(LinearJsd::default().forward(s, t, Some(&labels))));
     let beta = LinearJsd { beta: 2.0, ..LinearJsd::default() }.forward(s, t, None);
     assert!(matches!(beta, Err(Error::InvalidArgument { .. })), "{beta:?}");
+    // The texture-fed GEMMs would copy W's shards past the scratch cap: not offered here.
+    let staged = LinearJsd { kernel: LinearKernel::Staged, ..LinearJsd::default() }.forward(s, t, None);
+    assert!(matches!(staged, Err(Error::InvalidArgument { .. })), "{staged:?}");
     let per_row = dev.tensor(&[1.0; 4], &[4]).unwrap();
     assert!(matches!(LinearJsd::default().backward(s, t, None, &per_row), Err(Error::Shape { .. })));
     // A scratch cap below three buffers of aligned rows names the option, forward and backward.

@@ -75,7 +75,9 @@ pub struct LinearJsd {
     /// of the logit GEMM (32 on software adapters, 64 on GPUs) run the GEMM at a fraction of
     /// its speed.
     pub max_scratch_bytes: u64,
-    /// The GEMM that computes the logits.
+    /// The GEMM that computes the logits. `Auto` takes the register-blocked GEMM on software
+    /// adapters (W's shards are bound, not copied into textures, so the memory stays within the
+    /// scratch cap); `LinearKernel::Staged` is an [`Error::InvalidArgument`] here.
     pub kernel: LinearKernel,
     /// The element type of the gradients: dX in x_s's, dW and db in W_s's (default), or f32.
     pub outputs: Outputs,
@@ -224,6 +226,12 @@ impl<'a> Job<'a> {
         i32::try_from(o.ignore_index).map_err(|_| {
             Error::invalid(OP, format!("ignore_index {} does not fit in i32", o.ignore_index))
         })?;
+        if o.kernel == LinearKernel::Staged {
+            return Err(Error::invalid(
+                OP,
+                "LinearJsd does not run the texture-fed GEMMs (LinearKernel::Staged)",
+            ));
+        }
         let n = crate::ops::saturating_product(lead);
         if hs == 0 || ht == 0 {
             return Err(Error::Empty { op: OP, what: "zero input features" });
@@ -393,6 +401,15 @@ impl<'a> Job<'a> {
         Ok((self.reduced(&loss, &counted, n, checks)?, grads))
     }
 
+    /// The logit GEMM: the option, with `Auto` kept off the texture-fed GEMMs on software
+    /// adapters (their staged copies of W's shards would exceed the scratch cap).
+    fn gemm_kernel(&self) -> LinearKernel {
+        match self.o.kernel {
+            LinearKernel::Auto if crate::ops::is_software(self.dev) => LinearKernel::Blocked,
+            k => k,
+        }
+    }
+
     /// `head`'s logits of rows `r0..r0 + rn` into `out` (rows of V), shard by shard of W.
     fn logits(
         &self,
@@ -421,7 +438,7 @@ impl<'a> Job<'a> {
                 ldy: v,
                 n_base: p.start as u64,
             }
-            .record(self.dev, self.o.kernel, OP, &head.x.shape)?;
+            .record(self.dev, self.gemm_kernel(), OP, &head.x.shape)?;
         }
         Ok(())
     }

@@ -6,6 +6,8 @@
 
 use std::fmt::Write;
 
+use super::linear_staged::along_step;
+
 /// Rows and columns of y per thread in `linear_blocked` (a workgroup of 8 × 8 threads covers
 /// 256 × 128, which divides the usual power-of-two sizes).
 pub(crate) const BLOCK_ROWS: u32 = 32;
@@ -272,19 +274,9 @@ fn accumulate_texels(s: &mut String, rows: u32, cols: u32, pad: &str) {
         }
     }
     let _ = writeln!(s, "{pad}for (var q = 0u; q < params.k / 4u; q++) {{");
-    for r in 0..rows {
-        let _ = writeln!(s, "{pad}    let xv{r} = ld4_x(xr{r} / 4u + q);");
-    }
-    for j in 0..cols {
-        let _ = writeln!(s, "{pad}    let wv{j} = ld4_w(w_at{j} + q);");
-        for r in 0..rows {
-            let mut e = format!("dot{r}_{j}");
-            for comp in ["x", "y", "z", "w"] {
-                e = format!("fma(xv{r}.{comp}, wv{j}.{comp}, {e})");
-            }
-            let _ = writeln!(s, "{pad}    dot{r}_{j} = {e};");
-        }
-    }
+    let x = |r: u32| format!("ld4_x(xr{r} / 4u + q)");
+    let w = |j: u32| format!("ld4_w(w_at{j} + q)");
+    along_step(s, &format!("{pad}    "), (rows, cols), (&x, &w), "dot");
     let _ = writeln!(s, "{pad}}}");
     for r in 0..rows {
         for q in 0..cols / 4 {

@@ -170,19 +170,9 @@ fn {name}(
     s.push_str("    for (var q = 0u; q < (params.k + 3u) / 4u; q++) {\n");
     match (a, b) {
         (Lay::Along, Lay::Along) => {
-            for r in 0..rows {
-                let _ = writeln!(s, "        let a{r} = ld4_a(a_at{r} + q);");
-            }
-            for j in 0..cols {
-                let _ = writeln!(s, "        let b{j} = ld4_b(b_at{j} + q);");
-                for r in 0..rows {
-                    let mut e = format!("acc{r}_{j}");
-                    for comp in COMP {
-                        e = format!("fma(a{r}.{comp}, b{j}.{comp}, {e})");
-                    }
-                    let _ = writeln!(s, "        acc{r}_{j} = {e};");
-                }
-            }
+            let a = |r: u32| format!("ld4_a(a_at{r} + q)");
+            let b = |j: u32| format!("ld4_b(b_at{j} + q)");
+            along_step(s, "        ", (rows, cols), (&a, &b), "acc");
         }
         _ => {
             // Four sum indices per step, one at a time: the across operands load a texel per
@@ -245,6 +235,31 @@ fn {name}(
         "    for (var e = 0u; e < {}u; e++) {{\n        store(r0 + e / {cols}u, c0 + e % {cols}u, block[e]);\n    }}\n}}",
         rows * cols
     );
+}
+
+/// One step of four sum indices of a `rows` × `cols` block with both operands along the sum,
+/// indented by `pad`: texel `a{r}` of each row (loaded by `load.0(r)`), then per column its
+/// texel `b{j}` (`load.1(j)`) and the FMAs into `{acc}{r}_{j}`.
+pub(crate) fn along_step(
+    s: &mut String,
+    pad: &str,
+    (rows, cols): (u32, u32),
+    load: (&dyn Fn(u32) -> String, &dyn Fn(u32) -> String),
+    acc: &str,
+) {
+    for r in 0..rows {
+        let _ = writeln!(s, "{pad}let a{r} = {};", (load.0)(r));
+    }
+    for j in 0..cols {
+        let _ = writeln!(s, "{pad}let b{j} = {};", (load.1)(j));
+        for r in 0..rows {
+            let mut e = format!("{acc}{r}_{j}");
+            for comp in COMP {
+                e = format!("fma(a{r}.{comp}, b{j}.{comp}, {e})");
+            }
+            let _ = writeln!(s, "{pad}{acc}{r}_{j} = {e};");
+        }
+    }
 }
 
 /// The `<x>_at<i>` texel bases of operand `x` for this lane's `count` rows from `start`: one per

@@ -239,7 +239,14 @@ impl GradGemms {
         };
         let no_bias = Bind::all(staged_kernel::BIAS, &dev.inner.dummy);
         let (x0, w0) = (p.rows.start as u64 * h, p.cols.start as u64 * h);
-        let shape = StagedParams { ldc: h as u32, ..StagedParams::default() };
+        // Both sum over G's rows or columns into rows of h: only m, k and the flag differ.
+        let shape = StagedParams {
+            n: h as u32,
+            lda: p.ld as u32,
+            ldb: h as u32,
+            ldc: h as u32,
+            ..StagedParams::default()
+        };
         staged::record(
             dev,
             staged::Entry::GradInput,
@@ -247,15 +254,7 @@ impl GradGemms {
             staged::Operand::of(p.w, w0, pn * h),
             no_bias,
             Bind::range(staged_kernel::C, grads.input.storage.buffer(), x0 * 4, rn * h * 4),
-            StagedParams {
-                m: rn as u32,
-                n: h as u32,
-                k: pn as u32,
-                lda: p.ld as u32,
-                ldb: h as u32,
-                accumulate: p.accumulate_dx as u32,
-                ..shape
-            },
+            StagedParams { m: rn as u32, k: pn as u32, accumulate: p.accumulate_dx as u32, ..shape },
         )?;
         staged::record(
             dev,
@@ -264,15 +263,7 @@ impl GradGemms {
             staged::Operand::of(p.x, x0, rn * h),
             no_bias,
             Bind::range(staged_kernel::C, grads.weight.storage.buffer(), w0 * 4, pn * h * 4),
-            StagedParams {
-                m: pn as u32,
-                n: h as u32,
-                k: rn as u32,
-                lda: p.ld as u32,
-                ldb: h as u32,
-                accumulate: p.accumulate_dw as u32,
-                ..shape
-            },
+            StagedParams { m: pn as u32, k: rn as u32, accumulate: p.accumulate_dw as u32, ..shape },
         )
     }
 

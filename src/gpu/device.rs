@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::adapter::{adapters, wanted_limits};
+use super::compile_log;
 use super::lock::{GlGate, lock};
 use super::pipeline::{Pipeline, PipelineKey};
 use super::pool::{BufferKind, Pool, size_class};
@@ -779,7 +780,10 @@ impl Device {
         }
         // Built inside a validation error scope, so a bad shader is a typed error, not a panic.
         let scope = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let built = Pipeline::build(&self.inner.device, kernel, reads, spec, &constants);
+        let built = compile_log::timed_build(
+            || compile_log::label(kernel, reads, entry, &constants),
+            || Pipeline::build(&self.inner.device, kernel, reads, spec, &constants),
+        );
         if let Some(e) = pollster::block_on(scope.pop()) {
             if let Some(lost) = self.lost_after_error() {
                 return Err(lost);

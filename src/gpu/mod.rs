@@ -3,6 +3,7 @@
 //! kernels reach it as [`KernelSpec`]s declared by the kernel layer above.
 
 mod adapter;
+mod compile_log;
 pub mod device;
 pub(crate) mod dispatch;
 mod lock;

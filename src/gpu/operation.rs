@@ -1,5 +1,6 @@
 //! [`Device::op`]: one library operation, recorded into a frame of its own (see `recording.rs`).
 
+use super::compile_log;
 use super::device::Device;
 use super::recording::{FrameGuard, Scopes, give_back, is_open};
 use crate::error::{Error, Result};
@@ -17,6 +18,12 @@ impl Device {
         // Held to the end: the operation's recording, its queuing and its buffers' return.
         let _gate = self.gate();
         self.ensure_alive()?;
+        let timing = compile_log::path().is_some();
+        if timing {
+            // Earlier work is not this operation's compile time.
+            self.synchronize()?;
+            compile_log::forget();
+        }
         let scopes = Scopes::push(self.wgpu_device());
         let guard = FrameGuard::open(self.owner());
         let result = f();
@@ -41,6 +48,12 @@ impl Device {
             }
         };
         give_back(self.owner(), frame.released);
+        if timing && compile_log::pending() {
+            let start = std::time::Instant::now();
+            let waited = self.synchronize();
+            compile_log::take(&format!("{:?}", self.info().backend), compile_log::since(start));
+            waited?;
+        }
         match outcome {
             // An error that came from losing the device is reported as that.
             Err(e) if e.is_gpu_error() => Err(self.lost_after_error().unwrap_or(e)),

@@ -44,6 +44,11 @@ impl Reads {
     pub fn dtype(&self, binding: &Binding) -> DType {
         self.dtypes[binding.slot as usize]
     }
+
+    /// The element type of slot `slot`'s staged input.
+    pub(crate) fn dtype_at(&self, slot: usize) -> DType {
+        self.dtypes[slot]
+    }
 }
 
 impl From<InputPath> for Reads {

@@ -9,8 +9,12 @@ use std::fmt::Write;
 use super::linear_staged::along_step;
 
 /// Rows and columns of y per thread in `linear_blocked` (a workgroup of 8 × 8 threads covers
-/// 256 × 128, which divides the usual power-of-two sizes).
-pub(crate) const BLOCK_ROWS: u32 = 32;
+/// 128 × 128, which divides the usual power-of-two sizes). On the software adapters this is the
+/// fallback of the texture-fed `linear_staged` (rows that do not start on a whole texel), so
+/// its block is sized for compile time as much as speed: 32 × 16 ran 1024³ at 3.7 GFLOP/s on
+/// lavapipe but took llvmpipe 11 s to compile (13 s on half inputs), 16 × 16 runs at 2.9 and
+/// compiles in 3.6 s (both measured in one run on a 2-vCPU CI machine).
+pub(crate) const BLOCK_ROWS: u32 = 16;
 pub(crate) const BLOCK_COLS: u32 = 16;
 
 /// The WGSL of `linear_blocked`: each of 64 threads (8 × 8) computes a BLOCK_ROWS × BLOCK_COLS
@@ -23,9 +27,11 @@ pub(crate) const BLOCK_COLS: u32 = 16;
 /// rate falls to 2 GFLOP/s. WGSL has no macros, hence this generator.
 ///
 /// The epilogue reads nothing per element unless `ACCUMULATE` (an override: the pieces of k after
-/// the first add into y). llvmpipe compiles each of 512 stores that also reads y or the bias
-/// into a block of its own with every accumulator live across it: the module took 100 s to
-/// compile that way, 5 s with the bias read once per column and the read of y specialised away.
+/// the first add into y). llvmpipe compiles each of the stores that also reads y or the bias
+/// into a block of its own with every accumulator live across it: the 32 × 16 module took 100 s
+/// to compile that way, 5 s with the bias read once per column and the read of y specialised
+/// away. (One store loop over a private array of the block instead took 100 s too: llvmpipe
+/// turns each dynamic index into a chain of selects.)
 pub(crate) fn linear_blocked_source() -> String {
     let (rows, cols) = (BLOCK_ROWS, BLOCK_COLS);
     let mut s = String::from(
@@ -171,11 +177,12 @@ fn accumulate(s: &mut String, rows: u32, cols: u32, loads: &BlockLoads<'_>, pad:
     let _ = writeln!(s, "{pad}}}");
 }
 
-/// Rows and columns of logits per thread in linear_cross_entropy's `partials` (software
-/// adapters: big blocks, few loads per FMA) and `partials_small` (GPUs: few registers). 16 × 16
-/// ran the forward 10 % faster on lavapipe but took 30 s to compile there (every row's fold is
-/// written out per column quad), 16 × 8 takes 8 s.
-pub(crate) const LCE_BLOCK: (u32, u32) = (16, 8);
+/// Rows and columns of logits per thread in linear_cross_entropy's `partials` (the software
+/// adapters' fallback where `partials_staged` cannot run) and `partials_small` (GPUs: few
+/// registers). Every row's fold is written out per column quad, so compile time grows fast with
+/// the block: on lavapipe 16 × 16 took 30 s, 16 × 8 17.5 s, 8 × 8 3.9 s; 8 × 8 runs the
+/// 128 × 1024 → 32 000 forward in 5.3 s where 16 × 8 took 4.1 s (one run, 2-vCPU CI machine).
+pub(crate) const LCE_BLOCK: (u32, u32) = (8, 8);
 pub(crate) const LCE_BLOCK_SMALL: (u32, u32) = (4, 8);
 /// The same for `partials_staged` (x and W in textures, as `linear_staged`'s 8 × 16).
 pub(crate) const LCE_BLOCK_STAGED: (u32, u32) = (8, 16);

@@ -366,7 +366,7 @@ pub enum LinearKernel {
     Auto,
     /// 64 × 64 tiles staged in workgroup memory, 4 × 4 per thread (for GPUs).
     Tiled,
-    /// 32 × 16 per thread straight from memory, no barriers (for software adapters).
+    /// 16 × 16 per thread straight from memory, no barriers (for software adapters).
     Blocked,
     /// Both operands copied into textures and read four values a texel, 8 × 16 per thread
     /// (software adapters that stage inputs in textures). Every row of x and of W (and, for

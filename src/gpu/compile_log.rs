@@ -60,7 +60,7 @@ pub(crate) fn timed_build<T>(label: impl FnOnce() -> String, build: impl FnOnce(
     }
     let start = Instant::now();
     let built = build();
-    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let ms = since(start);
     BUILT.with(|b| b.borrow_mut().push((label(), ms)));
     built
 }

@@ -43,6 +43,9 @@ override STATE_OUT: bool = false;
 // tile_grad with FILTER: flags[b] = 1 when some |gradient| in 64-column block b of the tile is
 // ≥ filter_eps (relative to the row's upstream scale); the gradient GEMMs skip the other blocks.
 override FILTER: bool = false;
+// partials and tile_grad with CAPPED put the logits through `capped` (a softcap, or a temperature
+// other than 1); without it they take them as they are, and compile to half the code.
+override CAPPED: bool = false;
 
 struct Params {
     m: u32,
@@ -193,7 +196,7 @@ fn softcapped(z: f32) -> vec2<f32> {
 // `tcol` is the row's target column. The row's first logit becomes its x0.
 fn push_quad(run: Run, raw: vec4<f32>, ok: vec4<bool>, cw: vec4<f32>, tcol: i32, col0: i32) -> Run {
     var v = raw;
-    if (params.softcap > 0.0 || params.temperature != 1.0) {
+    if (CAPPED) {
         v = vec4<f32>(capped(raw.x).x, capped(raw.y).x, capped(raw.z).x, capped(raw.w).x);
     }
     let bits = bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu);
@@ -578,7 +581,10 @@ fn grad_at(i: u32, j: u32, norm: vec2<f32>, tcol: i32, c: vec3<f32>, eh: vec2<f3
     let cp = c.x;
     let ct = c.y;
     let cc = c.z;
-    let zc = capped(bitcast<f32>(scratch[i]));
+    var zc = vec2<f32>(bitcast<f32>(scratch[i]), 1.0);
+    if (CAPPED) {
+        zc = capped(zc.x);
+    }
     let shifted = (zc.x - norm.x) - norm.y;
     let p = exp(shifted);
     var d = cp * p;

@@ -123,7 +123,8 @@ pub(crate) struct Inner {
     /// Whether large inputs are staged in textures, and the textures' width in texels.
     texture_inputs: bool,
     texture_width: u32,
-    pub(crate) pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    /// Shared with every [`Device::reconfigured`] handle on the same device.
+    pub(crate) pipelines: Arc<Mutex<HashMap<PipelineKey, PipelineSlot>>>,
     pub(crate) pool: Mutex<Pool>,
     /// Finished operations' commands, submitted together in order by the next read or flush.
     pending: Mutex<Pending>,
@@ -131,10 +132,28 @@ pub(crate) struct Inner {
     lost: Arc<Mutex<Option<String>>>,
     /// Held while polling: wgpu-core's poll is not safe to run on two threads of one device at
     /// once (one thread's poll can retire the submission another is waiting for between that
-    /// one's fence read and its queue check, and wgpu-core then fails an assertion).
-    polling: Mutex<()>,
+    /// one's fence read and its queue check, and wgpu-core then fails an assertion). Shared
+    /// with every [`Device::reconfigured`] handle on the same device.
+    polling: Arc<Mutex<()>>,
     /// Bound in place of an absent optional input.
     pub(crate) dummy: wgpu::Buffer,
+}
+
+/// A cached pipeline, or the place for one while a thread builds it.
+type PipelineSlot = Arc<Mutex<Option<Arc<Pipeline>>>>;
+
+/// What every handle on one wgpu device shares (see [`Device::reconfigured`]).
+struct Shared {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    pipelines: Arc<Mutex<HashMap<PipelineKey, PipelineSlot>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    polling: Arc<Mutex<()>>,
+    dummy: wgpu::Buffer,
 }
 
 /// Command buffers waiting for the next submission.
@@ -275,8 +294,65 @@ impl Device {
                 format!("{reason:?}: {message}")
             });
         });
-        let limits = device.limits();
-        let features = device.features();
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-loss absent input"),
+            size: 16,
+            usage: BufferKind::Storage.usage(),
+            mapped_at_creation: false,
+        });
+        let shared = Shared {
+            limits: device.limits(),
+            features: device.features(),
+            device,
+            queue,
+            info,
+            pipelines: Arc::default(),
+            errors,
+            lost,
+            polling: Arc::default(),
+            dummy,
+        };
+        Self::assemble(shared, options)
+    }
+
+    /// Another handle on this device — the same wgpu device and queue, and the pipelines it
+    /// has compiled — that plans with other `options`, with a buffer pool and pending work of
+    /// its own. Cheaper than opening the adapter again, where compiling pipelines is slow (the
+    /// software adapters compile each on its first dispatch).
+    ///
+    /// Tensors belong to the handle that made them: passing one to an operation of another
+    /// handle is [`Error::DeviceMismatch`], as for any other device.
+    ///
+    /// ```
+    /// use wgpu_loss::{Device, DeviceOptions};
+    ///
+    /// let dev = Device::new()?;
+    /// // The same GPU, with small tensors forced through the chunked paths.
+    /// let chunked = dev.reconfigured(DeviceOptions::default().with_max_storage_binding_size(64 << 10));
+    /// assert_eq!(chunked.name(), dev.name());
+    /// # Ok::<(), wgpu_loss::Error>(())
+    /// ```
+    pub fn reconfigured(&self, options: DeviceOptions) -> Device {
+        let i = &self.inner;
+        let shared = Shared {
+            device: i.device.clone(),
+            queue: i.queue.clone(),
+            info: i.info.clone(),
+            limits: i.limits.clone(),
+            features: i.features,
+            pipelines: i.pipelines.clone(),
+            errors: i.errors.clone(),
+            lost: i.lost.clone(),
+            polling: i.polling.clone(),
+            dummy: i.dummy.clone(),
+        };
+        Self::assemble(shared, options)
+    }
+
+    /// A handle on `shared` that plans with `options`.
+    fn assemble(shared: Shared, options: DeviceOptions) -> Device {
+        let Shared { device, queue, info, limits, features, pipelines, errors, lost, polling, dummy } =
+            shared;
         let device_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let software = info.device_type == wgpu::DeviceType::Cpu;
         let max_dim = limits.max_texture_dimension_2d;
@@ -293,12 +369,6 @@ impl Device {
         let own_budget = if software { SOFTWARE_LOOP_BUDGET } else { u64::MAX };
         let loop_budget =
             options.max_loop_trips.map_or(own_budget, |cap| cap.max(MIN_LOOP_BUDGET).min(own_budget));
-        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-loss absent input"),
-            size: 16,
-            usage: BufferKind::Storage.usage(),
-            mapped_at_creation: false,
-        });
         let pool = Mutex::new(Pool::new(options.pool_bytes, options.adversarial_pool));
         Device {
             inner: Arc::new(Inner {
@@ -312,12 +382,12 @@ impl Device {
                 loop_budget,
                 texture_inputs,
                 texture_width,
-                pipelines: Mutex::default(),
+                pipelines,
                 pool,
                 pending: Mutex::default(),
                 errors,
                 lost,
-                polling: Mutex::new(()),
+                polling,
                 dummy,
             }),
         }
@@ -775,7 +845,11 @@ impl Device {
             constants.push(("TEX_W", self.inner.texture_width as f64));
         }
         let key = PipelineKey::new(kernel, reads, spec, &constants);
-        if let Some(p) = lock(&self.inner.pipelines).get(&key) {
+        // A thread that finds the pipeline being built waits for it rather than building it
+        // again (handles that share the cache run the same kernels at once in tests).
+        let slot = lock(&self.inner.pipelines).entry(key).or_default().clone();
+        let mut slot = lock(&slot);
+        if let Some(p) = &*slot {
             return Ok(p.clone());
         }
         // Built inside a validation error scope, so a bad shader is a typed error, not a panic.
@@ -791,7 +865,7 @@ impl Device {
             return Err(Error::Shader { kernel: kernel.name, message: recording::one_line(&e.to_string()) });
         }
         let built = Arc::new(built);
-        lock(&self.inner.pipelines).insert(key, built.clone());
+        *slot = Some(built.clone());
         Ok(built)
     }
 

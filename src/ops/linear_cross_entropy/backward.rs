@@ -131,7 +131,7 @@ impl Job<'_> {
             None => Storage::alloc(dev, n * 4)?,
         };
         let stats = prep.stats.clone();
-        let constants = [("HAVE_LSE", (!whole) as u8 as f64), ("FILTER", filter as u8 as f64)];
+        let constants = [("HAVE_LSE", (!whole) as u8 as f64), ("FILTER", filter as u8 as f64), self.capped()];
         Ok(Tiles {
             prep,
             grad,

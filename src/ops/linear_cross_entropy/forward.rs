@@ -219,7 +219,8 @@ impl Job<'_> {
         } else {
             gemm_reads(&[(X, xd), (W, wd)])
         };
-        let pipe = KernelId::LinearCrossEntropy.pipeline_for(dev, reads, s.entry, constants)?;
+        let constants = [constants, &[self.capped()]].concat();
+        let pipe = KernelId::LinearCrossEntropy.pipeline_for(dev, reads, s.entry, &constants)?;
         let steps_run = (s.slice_w / s.block_cols) as u64;
         for r0 in (0..n).step_by(self.x_rows) {
             let rn = self.x_rows.min(n - r0);

@@ -288,6 +288,13 @@ impl<'a> Job<'a> {
         Ok((Tensor { checks, ..Tensor::new(all, grad.shape.clone()) }, bits))
     }
 
+    /// The override that compiles the softcap and the temperature into the entries that read
+    /// logits (`partials*`, `tile_grad`): only where this call has one, since their code is
+    /// most of those entries' size and llvmpipe compiles both sides of a uniform branch.
+    pub(super) fn capped(&self) -> (&'static str, f64) {
+        ("CAPPED", (self.o.softcap.is_some() || self.o.temperature != 1.0) as u8 as f64)
+    }
+
     /// The uniform's fields that every entry shares.
     pub(super) fn params(&self) -> Params {
         Params {

@@ -12,14 +12,6 @@ use wgpu_loss::catalogue::{
 use wgpu_loss::data::Rng;
 use wgpu_loss::{DType, Device};
 
-/// One test at a time on the adapters: `linear`'s GEMMs compile for tens of seconds on
-/// llvmpipe-GL, holding wgpu's GL context lock (6 s timeout) meanwhile (see tests/linear.rs).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A loss, reduction, variant and shape, with its seed.
 type Case = (&'static Loss, LossReduction, &'static Variant, &'static [usize], u64);
 
@@ -133,17 +125,19 @@ fn check_all(dtypes: &[DType], what: &str) {
 
 /// [`check_all`] on `devs`.
 fn check_all_on(devs: &[Device], dtypes: &[DType], what: &str) {
-    let _serial = serial();
-    let mut failures = Vec::new();
-    let mut runs = 0;
-    for dev in devs {
+    let per_device = common::on_each(devs, |dev| {
+        let mut failures = Vec::new();
+        let mut runs = 0;
         for &dtype in dtypes {
             for case in cases() {
                 failures.extend(check_case(dev, case, dtype));
                 runs += 1;
             }
         }
-    }
+        (failures, runs)
+    });
+    let runs: usize = per_device.iter().map(|(_, r)| r).sum();
+    let failures: Vec<String> = per_device.into_iter().flat_map(|(f, _)| f).collect();
     assert!(failures.is_empty(), "{} of {runs} cases differ:\n{}", failures.len(), failures.join("\n"));
     let only = std::env::var("WGPU_LOSS_ONLY").map(|o| format!(" (only {o})")).unwrap_or_default();
     let line = format!(
@@ -528,7 +522,6 @@ const GOLDEN: &[Golden] = &[
 
 #[test]
 fn pytorch_golden_values() {
-    let _serial = serial();
     for dev in devices() {
         for g in GOLDEN {
             let loss = catalogue::find(g.name).unwrap();
@@ -663,7 +656,6 @@ const GOLDEN_OPERANDS: &[GoldenOperand] = &[
 
 #[test]
 fn pytorch_golden_values_with_operands() {
-    let _serial = serial();
     for dev in devices() {
         for g in GOLDEN_OPERANDS {
             let loss = catalogue::find(g.name).unwrap();
@@ -867,7 +859,6 @@ const GOLDEN_ROWS: &[GoldenRows] = &[
 
 #[test]
 fn pytorch_golden_values_of_row_losses() {
-    let _serial = serial();
     for dev in devices() {
         for g in GOLDEN_ROWS {
             let loss = catalogue::find(g.name).unwrap();
@@ -1079,7 +1070,6 @@ const GOLDEN_EMBEDDING: &[GoldenEmbedding] = &[
 
 #[test]
 fn pytorch_golden_values_of_embedding_losses() {
-    let _serial = serial();
     for dev in devices() {
         for g in GOLDEN_EMBEDDING {
             let loss = catalogue::find(g.name).unwrap();
@@ -1109,7 +1099,6 @@ fn pytorch_golden_values_of_embedding_losses() {
 
 #[test]
 fn soft_margin_stays_finite_where_pytorch_overflows() {
-    let _serial = serial();
     // PyTorch float32 gives inf (and a NaN gradient) at y·x = −100; the stable softplus gives
     // the exact 100 and gradient −y.
     let loss = catalogue::find("soft_margin").unwrap();
@@ -1170,7 +1159,6 @@ fn reversed_rows(x: &[f32], cols: usize) -> Vec<f32> {
 /// ```
 #[test]
 fn cosine_embedding_where_squares_overflow_float32() {
-    let _serial = serial();
     let loss = catalogue::find("cosine_embedding").unwrap();
     #[allow(clippy::excessive_precision)]
     let want_grad = [
@@ -1228,7 +1216,6 @@ fn cosine_embedding_where_squares_overflow_float32() {
 #[test]
 fn embedding_losses_at_extreme_magnitudes() {
     use wgpu_loss::reference::embedding_rows as er;
-    let _serial = serial();
     let cols = 8;
     let base: Vec<f32> = HUGE.iter().map(|v| v / 1e19).collect();
     let second = reversed_rows(&base, cols);
@@ -1324,7 +1311,6 @@ const NAN64: f64 = f64::NAN;
 /// ```
 #[test]
 fn triplet_margin_past_float32_and_with_infinities_and_nan() {
-    let _serial = serial();
     let loss = catalogue::find("triplet_margin").unwrap();
     type Case = (
         &'static str,

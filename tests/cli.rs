@@ -21,6 +21,32 @@ fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wgpu-loss")).args(args).output().expect("the wgpu-loss binary runs")
 }
 
+/// Runs the binary once per argument list, a few at a time (each process compiles its own
+/// pipelines, one core's work on the software adapters), returning the outputs in order.
+fn cli_all(lines: Vec<Vec<String>>) -> Vec<Output> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let outputs: Vec<std::sync::Mutex<Option<Output>>> = lines.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(line) = lines.get(i) else { break };
+                    let args: Vec<&str> = line.iter().map(String::as_str).collect();
+                    *outputs[i].lock().unwrap() = Some(cli(&args));
+                }
+            });
+        }
+    });
+    outputs.into_iter().map(|o| o.into_inner().unwrap().expect("every invocation ran")).collect()
+}
+
+/// Owned copies of `args`.
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
 /// A fresh empty directory for one test.
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wgpu-loss-cli-{name}-{}", std::process::id()));
@@ -338,7 +364,6 @@ fn every_op_eval_and_grad_on_every_adapter() {
     }
     {
         // torchvision's default reduction for sigmoid-focal is none; the others' options.
-        let strings = |a: &[&str]| a.iter().map(|a| a.to_string()).collect::<Vec<String>>();
         let focal = Pointwise::SigmoidFocal { alpha: 0.25, gamma: 2.0 };
         let (e, g) = pw(focal, &x, &labels, Reduction::None);
         cases.push(("sigmoid-focal", strings(&["--input", &f("x.npy"), "--target", &f("labels.npy")]), e, g));
@@ -459,23 +484,29 @@ fn every_op_eval_and_grad_on_every_adapter() {
             g,
         ));
     }
+    // Every (adapter, case, command) as one invocation of the binary; they run side by side.
+    let mut jobs = Vec::new();
     for be in backends() {
-        for (op, args, want_eval, want_grad) in &cases {
+        for (i, (op, args, want_eval, want_grad)) in cases.iter().enumerate() {
             for (cmd, want) in [("eval", want_eval), ("grad", want_grad)] {
-                let out_path = dir.join(format!("{be}-{op}-{cmd}.npy"));
-                let mut full: Vec<&str> = vec![cmd, op];
-                full.extend(args.iter().map(String::as_str));
-                full.extend(["--backend", be, "--output", out_path.to_str().unwrap()]);
-                let out = cli(&full);
-                ok(&out, &format!("{be} {cmd} {op} {args:?}"));
-                let (got, shape) = read(&out_path);
-                let what = format!("{be} {cmd} {op} {args:?}");
-                if cmd == "grad" {
-                    assert_eq!(shape, if *op == "linear" { vec![n, k] } else { vec![n, c] }, "{what}");
-                }
-                assert_close(&what, &got, want, Tol::scaled(3.0).sum(n * c));
+                // Named by the case's index too: an op comes in several cases.
+                let out_path = dir.join(format!("{be}-{i}-{op}-{cmd}.npy"));
+                let mut line: Vec<String> = strings(&[cmd, op]);
+                line.extend(args.iter().cloned());
+                line.extend(strings(&["--backend", be, "--output", out_path.to_str().unwrap()]));
+                jobs.push((line, (be, *op, cmd, want, out_path)));
             }
         }
+    }
+    let outputs = cli_all(jobs.iter().map(|(line, _)| line.clone()).collect());
+    for (out, (line, (be, op, cmd, want, out_path))) in outputs.iter().zip(&jobs) {
+        let what = format!("{be} {cmd} {op} {line:?}");
+        ok(out, &what);
+        let (got, shape) = read(out_path);
+        if *cmd == "grad" {
+            assert_eq!(shape, if *op == "linear" { vec![n, k] } else { vec![n, c] }, "{what}");
+        }
+        assert_close(&what, &got, want, Tol::scaled(3.0).sum(n * c));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -828,10 +859,26 @@ fn info_lists_every_adapter() {
 fn bench_quick_json_is_complete_and_compare_merges_reports() {
     let dir = scratch("bench");
     let mut files = Vec::new();
-    for be in backends() {
-        let path = dir.join(format!("{be}.json"));
-        let json = path.to_str().unwrap();
-        let out = cli(&["bench", "--quick", "--dtypes", "f32,bf16", "--backend", be, "--json", json]);
+    // Each adapter's run in a process of its own, side by side.
+    let json = |be: &str| dir.join(format!("{be}.json"));
+    let lines = backends()
+        .into_iter()
+        .map(|be| {
+            let path = json(be);
+            strings(&[
+                "bench",
+                "--quick",
+                "--dtypes",
+                "f32,bf16",
+                "--backend",
+                be,
+                "--json",
+                path.to_str().unwrap(),
+            ])
+        })
+        .collect();
+    for (be, out) in backends().into_iter().zip(cli_all(lines)) {
+        let path = json(be);
         ok(&out, &format!("bench --quick --backend {be}"));
         let reports: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -53,7 +53,7 @@ fn pytorch_golden_values() {
     // weighted mean: (1.2228179 + 2.4076059) / (w[2] + w[0] = 4) = 0.90760596
     let x = [1.0f32, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0];
     let t = [2i64, 0, -100];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let logits = dev.tensor(&x, &[3, 3]).unwrap();
         let targets = dev.indices(&t, &[3]).unwrap();
         let w = dev.tensor(&[1.0, 2.0, 3.0], &[3]).unwrap();
@@ -73,13 +73,13 @@ fn pytorch_golden_values() {
             tol,
         );
         assert_close("weighted mean", &run(CrossEntropy::default().weight(w)), &[0.90760596], tol);
-    }
+    });
 }
 
 #[test]
 fn large_logits_do_not_overflow() {
     // F.cross_entropy(torch.tensor([[1000., 0.], [1000., 0.]]), torch.tensor([1, 0]), reduction='none') = [1000., 0.]
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         for strategy in STRATEGIES {
             let got = CrossEntropy::default()
                 .reduction(Reduction::None)
@@ -98,12 +98,12 @@ fn large_logits_do_not_overflow() {
                 Tol::scaled(1000.0),
             );
         }
-    }
+    });
 }
 
 #[test]
 fn all_ignored_mean_is_nan_and_sum_is_zero() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let x = dev.tensor(&[0.5, -1.0, 2.0, 0.0], &[2, 2]).unwrap();
         let t = dev.indices(&[-100i64, -100], &[2]).unwrap();
         let mean = CrossEntropy::default().forward(&x, &t).unwrap().item().unwrap();
@@ -113,13 +113,13 @@ fn all_ignored_mean_is_nan_and_sum_is_zero() {
         let none =
             CrossEntropy::default().reduction(Reduction::None).forward(&x, &t).unwrap().to_vec().unwrap();
         assert_eq!(none, [0.0, 0.0]);
-    }
+    });
 }
 
 #[test]
 fn empty_batch_follows_pytorch() {
     // F.cross_entropy(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)) -> nan; sum -> 0
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let x = dev.tensor(&[], &[0, 5]).unwrap();
         let t = dev.indices::<i64>(&[], &[0]).unwrap();
         assert!(CrossEntropy::default().forward(&x, &t).unwrap().item().unwrap().is_nan());
@@ -136,14 +136,14 @@ fn empty_batch_follows_pytorch() {
                 .unwrap()
                 .is_empty()
         );
-    }
+    });
 }
 
 #[test]
 fn shape_matrix_strategies_reductions_weights() {
     let shapes = [[1, 1], [3, 7], [5, 1000], [2, 4099], [33, 300], [130, 65]];
-    let mut rng = Rng::new(1);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(1);
         for shape in shapes {
             let [n, c] = shape;
             let x = rng.values(n * c, 4.0);
@@ -160,14 +160,14 @@ fn shape_matrix_strategies_reductions_weights() {
                 }
             }
         }
-    }
+    });
 }
 
 #[test]
 fn value_regimes() {
-    let mut rng = Rng::new(2);
     let (n, c) = (17, 301);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(2);
         for scale in [80.0f32, 1e4] {
             let x = rng.values(n * c, scale);
             let t = rng.classes(n, c);
@@ -188,7 +188,7 @@ fn value_regimes() {
         let a = check(dev, &x, [n, c], &t, None, Reduction::None, RowStrategy::Auto, 3.0);
         let b = check(dev, &shifted, [n, c], &t, None, Reduction::None, RowStrategy::Auto, 503.0);
         assert_close("shift invariance", &b, &common::f64s(&a), Tol::scaled(503.0));
-    }
+    });
 }
 
 #[test]
@@ -199,13 +199,13 @@ fn more_rows_than_workgroups_per_dimension() {
     let x = rng.values(n * c, 5.0);
     let mut t = rng.classes(n, c);
     t[69_999] = -100;
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         for strategy in [RowStrategy::WorkgroupPerRow, RowStrategy::Auto] {
             for reduction in [Reduction::None, Reduction::Mean] {
                 check(dev, &x, [n, c], &t, None, reduction, strategy, 5.0);
             }
         }
-    }
+    });
 }
 
 #[test]
@@ -236,14 +236,14 @@ fn reductions_are_bitwise_reproducible() {
     let mut rng = Rng::new(5);
     let x = rng.values(n * c, 10.0);
     let t = rng.classes(n, c);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let logits = dev.tensor(&x, &[n, c]).unwrap();
         let targets = dev.indices(&t, &[n]).unwrap();
         let runs: Vec<u32> = (0..4)
             .map(|_| CrossEntropy::default().forward(&logits, &targets).unwrap().item().unwrap().to_bits())
             .collect();
         assert!(runs.windows(2).all(|w| w[0] == w[1]), "{}: {runs:?}", common::label(dev));
-    }
+    });
 }
 
 #[test]
@@ -254,7 +254,7 @@ fn vocabulary_sized_logits_beyond_the_binding_limit() {
     let x = rng.values(n * c, 8.0);
     let mut t = rng.classes(n, c);
     t[7] = -100;
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         assert!(
             (n * c * 4) as u64 > dev.binding_limit(),
             "{}: the test must cross the binding limit",
@@ -263,7 +263,7 @@ fn vocabulary_sized_logits_beyond_the_binding_limit() {
         check(dev, &x, [n, c], &t, None, Reduction::None, RowStrategy::Auto, 8.0);
         check(dev, &x, [n, c], &t, None, Reduction::Mean, RowStrategy::Auto, 8.0);
         dev.clear_pool();
-    }
+    });
 }
 
 // ---- options beyond (N, C): label smoothing, probability targets, K-dim, unbatched, gradients
@@ -308,9 +308,9 @@ fn check_ids(dev: &Device, x: &[f32], shape: &[usize], t: &[i64], o: Opts, rng: 
 
 #[test]
 fn class_ids_every_option_forward_and_backward() {
-    let mut rng = Rng::new(40);
     let shapes: [&[usize]; 6] = [&[7], &[1, 1], &[5, 7], &[3, 5, 4], &[2, 6, 3, 2], &[9, 1000]];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(40);
         for shape in shapes {
             let n: usize = shape.iter().product();
             let c = class_count(shape);
@@ -330,14 +330,14 @@ fn class_ids_every_option_forward_and_backward() {
                 check_ids(dev, &x, shape, &t, o, &mut rng);
             }
         }
-    }
+    });
 }
 
 #[test]
 fn probability_targets_forward_and_backward() {
-    let mut rng = Rng::new(41);
     let shapes: [&[usize]; 4] = [&[6], &[4, 7], &[3, 5, 4], &[5, 1000]];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(41);
         for shape in shapes {
             let n: usize = shape.iter().product();
             let c = class_count(shape);
@@ -382,14 +382,14 @@ fn probability_targets_forward_and_backward() {
                 }
             }
         }
-    }
+    });
 }
 
 #[test]
 fn smoothing_and_gradient_golden_values() {
     // F.cross_entropy(torch.tensor([[1., 2, 3]]), torch.tensor([2]), label_smoothing=0.1) -> 0.50760596
     // x.grad of F.cross_entropy(x, [2]) -> [0.09003057, 0.24472847, -0.33475904]
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let x = dev.tensor(&[1.0, 2.0, 3.0], &[1, 3]).unwrap();
         let t = dev.indices(&[2i64], &[1]).unwrap();
         let got = CrossEntropy::default().label_smoothing(0.1).forward(&x, &t).unwrap().item().unwrap();
@@ -409,7 +409,7 @@ fn smoothing_and_gradient_golden_values() {
         let got = CrossEntropy::default().reduction(Reduction::None).forward(&xu, &tu).unwrap();
         assert!(got.shape().is_empty());
         assert_close("unbatched", &got.to_vec().unwrap(), &[0.40760596], Tol::ELEMENT);
-    }
+    });
 }
 
 #[test]
@@ -427,7 +427,7 @@ fn k_dim_equals_the_permuted_two_dim_loss() {
             }
         }
     }
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         for reduction in REDUCTIONS {
             let loss = CrossEntropy::default().reduction(reduction).label_smoothing(0.05);
             let a = loss
@@ -447,13 +447,13 @@ fn k_dim_equals_the_permuted_two_dim_loss() {
                 Tol::ELEMENT.sum(x.len()),
             );
         }
-    }
+    });
 }
 
 #[test]
 fn top_k_accuracy_with_ignored_rows() {
-    let mut rng = Rng::new(44);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(44);
         for shape in [&[50usize, 10][..], &[4, 6, 5]] {
             let n: usize = shape.iter().product();
             let c = class_count(shape);
@@ -485,12 +485,12 @@ fn top_k_accuracy_with_ignored_rows() {
                 );
             }
         }
-    }
+    });
 }
 
 #[test]
 fn nan_rows_give_nan_loss_and_gradient() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let x = dev.tensor(&[1.0, f32::NAN, 3.0, 1.0, 2.0, 3.0], &[2, 3]).unwrap();
         let t = dev.indices(&[0i64, 2], &[2]).unwrap();
         let none =
@@ -501,7 +501,7 @@ fn nan_rows_give_nan_loss_and_gradient() {
         let g = dev.tensor(&[1.0], &[]).unwrap();
         let dx = CrossEntropy::default().backward(&x, &t, &g).unwrap().to_vec().unwrap();
         assert!(dx[..3].iter().all(|v| v.is_nan()) && dx[3..].iter().all(|v| v.is_finite()), "{dx:?}");
-    }
+    });
 }
 
 #[test]
@@ -544,17 +544,18 @@ fn k_dim_chunked_bindings() {
     let n: usize = shape.iter().product();
     let x = rng.values(n, 3.0);
     let t = ids(&mut rng, 12 * 40, 50);
-    for dev in small_binding_devices() {
+    common::on_each(small_binding_devices(), |dev| {
+        let mut rng = Rng::new(45);
         for reduction in REDUCTIONS {
             let o = Opts { weighted: true, smoothing: 0.1, reduction, strategy: RowStrategy::Auto };
             check_ids(dev, &x, &shape, &t, o, &mut rng);
         }
-    }
+    });
 }
 
 #[test]
 fn infinite_logits_and_all_ignored_gradients() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let inf = f32::INFINITY;
         // A +inf logit makes the row NaN (PyTorch: inf - inf); a -inf logit that is not the
         // target adds nothing; a -inf target logit gives +inf.
@@ -573,7 +574,7 @@ fn infinite_logits_and_all_ignored_gradients() {
         assert!(wgpu_loss::cross_entropy(&x, &t).unwrap().item().unwrap().is_nan());
         let dx = CrossEntropy::default().backward(&x, &t, &dev.tensor(&[1.0], &[]).unwrap()).unwrap();
         assert_eq!(dx.to_vec().unwrap(), [0.0; 4]);
-    }
+    });
 }
 
 #[test]
@@ -589,7 +590,7 @@ fn rows_at_large_magnitude_are_exact_to_a_few_ulp_of_the_loss() {
         let g = vec![1.0f32; n];
         let want_dx =
             ce_ref::cross_entropy_backward(&x, &[n, c], &t, None, -100, 0.0, Reduction::None, &g).unwrap();
-        for dev in devices() {
+        common::on_each(devices(), |dev| {
             let (xt, tt) = (dev.tensor(&x, &[n, c]).unwrap(), dev.indices(&t, &[n]).unwrap());
             let gt = dev.tensor(&g, &[n]).unwrap();
             for strategy in STRATEGIES {
@@ -600,7 +601,7 @@ fn rows_at_large_magnitude_are_exact_to_a_few_ulp_of_the_loss() {
                 let dx = loss.backward(&xt, &tt, &gt).unwrap().to_vec().unwrap();
                 assert_close(&format!("{what} gradient"), &dx, &want_dx, Tol { abs: 1e-7, rel: 1e-5 });
             }
-        }
+        });
     }
 }
 
@@ -619,7 +620,7 @@ fn label_smoothing_and_probabilities_at_large_magnitude() {
         let want_smooth =
             ce_ref::cross_entropy_nd(&x, &[n, c], &t, Some(&w), -100, 0.1, Reduction::None).unwrap();
         let want_probs = ce_ref::cross_entropy_probs(&x, &[n, c], &y, Some(&w), 0.1, Reduction::None);
-        for dev in devices() {
+        common::on_each(devices(), |dev| {
             let (xt, tt, yt) = (
                 dev.tensor(&x, &[n, c]).unwrap(),
                 dev.indices(&t, &[n]).unwrap(),
@@ -642,7 +643,7 @@ fn label_smoothing_and_probabilities_at_large_magnitude() {
                     Tol { abs: 0.0, rel: 1e-5 },
                 );
             }
-        }
+        });
     }
 }
 
@@ -660,7 +661,7 @@ fn confident_rows_keep_their_digits() {
     let x: Vec<f32> = gaps.iter().flat_map(|&g| [0.0, 0.0, g, 0.0]).collect();
     let t = vec![2i64; gaps.len()];
     let want: Vec<f64> = gaps.iter().map(|&g| (3.0 * (-(g as f64)).exp()).ln_1p()).collect();
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let rows = gaps.len();
         let (xt, tt) = (dev.tensor(&x, &[rows, 4]).unwrap(), dev.indices(&t, &[rows]).unwrap());
         for strategy in STRATEGIES {
@@ -687,7 +688,7 @@ fn confident_rows_keep_their_digits() {
                 assert_close(&format!("{what} gradient g = {g}"), &dx[r * 4..r * 4 + 4], &want_dx, tol);
             }
         }
-    }
+    });
 }
 
 /// 1e-6 relative, or WGSL's bound on exp(−g) where that is larger: (3 + 2g) ulp.

@@ -249,7 +249,7 @@ const GRAD_MEAN: [f64; 30] = [
 /// Sequence 0 repeats its label (1, 1); sequence 1 stops at t = 4 (its gradient is 0 there).
 #[test]
 fn pytorch_golden_values() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let x = dev.tensor(&LP, &[5, 2, 3]).unwrap();
         let padded = dev.indices(&[1i64, 1, 2, 0], &[2, 2]).unwrap();
         let concatenated = dev.indices(&[1i64, 1, 2], &[3]).unwrap();
@@ -288,7 +288,7 @@ fn pytorch_golden_values() {
         let out = Ctc::default().reduction(Reduction::None).forward(&x, &t, &[5], &[2]).unwrap();
         assert_eq!(out.shape(), &[] as &[usize]);
         assert!((out.item().unwrap() as f64 - 2.039661409).abs() < 1e-5, "{}", label(dev));
-    }
+    });
 }
 
 /// Devices whose loop budget is narrowed to 1 024 trips: with 201 extended labels a step costs
@@ -364,7 +364,7 @@ fn the_largest_targets_and_inputs_a_device_takes() {
     let seqs = [Sequence { input_length: t, targets: &labels }];
     let want = reference::ctc(&lp64, (1, c), &seqs, 0, false, Reduction::Sum);
     let want_grad = reference::ctc_backward(&lp64, (1, c), &seqs, 0, false, &[1.0], Reduction::Sum);
-    for dev in common::one_per_adapter() {
+    common::on_each(common::one_per_adapter(), |dev| {
         let what = label(dev);
         let budget = dev.loop_budget().min(60_000) as usize;
         let floats = (dev.binding_limit() / 4) as usize;
@@ -384,7 +384,7 @@ fn the_largest_targets_and_inputs_a_device_takes() {
             eprintln!("{what}: T={t} S={s} forward and backward {:.1?}", started.elapsed());
         }
         if dev.loop_budget() > 60_000 {
-            continue; // a GPU: no loop budget, and other binding limits
+            return; // a GPU: no loop budget, and other binding limits
         }
         // The longest target: its longest input is too short (impossible), +inf or 0.
         let s = most_labels;
@@ -409,5 +409,5 @@ fn the_largest_targets_and_inputs_a_device_takes() {
             &mut std::io::stderr(),
             format!("{what}: ctc takes S <= {most_labels} and T (2S + 1) <= {floats}\n").as_bytes(),
         );
-    }
+    });
 }

@@ -306,7 +306,7 @@ const LABELS: [i64; 3] = [3, -100, 1];
 
 #[test]
 fn jsd_matches_pytorch() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         for &(beta, temperature, labelled, reduction, want, grad) in JSD_GOLDEN {
             let loss = Jsd { beta, temperature, reduction, ..Jsd::default() };
             let what = format!("jsd β={beta} T={temperature} {reduction:?} on {}", label(dev));
@@ -320,7 +320,7 @@ fn jsd_matches_pytorch() {
             let dx = loss.backward(&x, &y, l.as_ref(), &ones).unwrap().to_vec().unwrap();
             assert_close(&format!("{what} gradient"), &dx, grad, Tol { abs: 1e-7, rel: 1e-5 });
         }
-    }
+    });
 }
 
 /// The same composition for tvd, `0.5 * (p - q).abs().sum(-1)` with ignored rows masked:
@@ -336,7 +336,7 @@ fn tvd_matches_pytorch() {
     let q = [0.25, 0.25, 0.5, 0.0, 0.4, 0.3, 0.2, 0.1, 0.7, 0.1, 0.1, 0.1];
     let sixth = 1.0 / 6.0;
     let signs = [1.0, 0.0, -1.0, 0.0, -1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         /// (labels, reduction, loss, gradient for an upstream gradient of ones)
         type Case<'a> = (Option<&'a [i64]>, Reduction, &'a [f64], Vec<f64>);
         let cases: [Case; 3] = [
@@ -361,14 +361,14 @@ fn tvd_matches_pytorch() {
             let dx = loss.backward(&x, &y, l.as_ref(), &ones).unwrap().to_vec().unwrap();
             assert_close(&format!("{what} gradient"), &dx, &grad, Tol::ELEMENT);
         }
-    }
+    });
 }
 
 /// Vocabulary-sized rows (quads and not), and a strided class dim, by every strategy.
 #[test]
 fn every_strategy_on_wide_and_strided_rows() {
-    let mut rng = Rng::new(91);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(91);
         for shape in [&[5, 3000][..], &[3, 2999], &[2, 300, 3]] {
             let n: usize = shape.iter().product();
             let (x, y) = (rng.values(n, 6.0), rng.values(n, 6.0));
@@ -394,7 +394,7 @@ fn every_strategy_on_wide_and_strided_rows() {
                 }
             }
         }
-    }
+    });
 }
 
 /// Rows split into chunks by a 64 KiB binding limit, and rows spread over more threads by the
@@ -427,8 +427,8 @@ fn chunked_and_budget_split_rows() {
 /// the loss keeps the digits of the small differences between the rows.
 #[test]
 fn large_magnitudes_keep_their_digits() {
-    let mut rng = Rng::new(93);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(93);
         let shape = [4, 64];
         let base: Vec<f32> = (0..4 * 64).map(|i| if i % 2 == 0 { 1.0e4 } else { -1.0e4 }).collect();
         let x: Vec<f32> = base.iter().zip(rng.values(256, 2.0)).map(|(b, v)| b + v).collect();
@@ -437,12 +437,12 @@ fn large_magnitudes_keep_their_digits() {
             let loss = Jsd { beta, temperature: t, reduction: Reduction::None, ..Jsd::default() };
             check_jsd(dev, &loss, &x, &y, &shape, None, &mut rng, Tol { abs: 1e-5, rel: 1e-4 });
         }
-    }
+    });
 }
 
 #[test]
 fn ignored_and_empty_batches() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let (x, y, l) = upload(dev, &STUDENT, &TEACHER, &[3, 5], Some(&[-100, -100, -100]));
         let g = dev.tensor(&[1.0], &[]).unwrap();
         for kind in ["jsd", "tvd"] {
@@ -470,12 +470,12 @@ fn ignored_and_empty_batches() {
         let sum = Jsd { reduction: Reduction::Sum, ..Jsd::default() };
         assert_eq!(sum.forward(&empty, &empty, None).unwrap().item().unwrap(), 0.0);
         assert_eq!(loss.backward(&empty, &empty, None, &g).unwrap().shape(), &[0, 5]);
-    }
+    });
 }
 
 #[test]
 fn nan_rows_give_nan() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let mut x = STUDENT;
         x[6] = f32::NAN;
         let (xt, yt, _) = upload(dev, &x, &TEACHER, &[3, 5], None);
@@ -490,7 +490,7 @@ fn nan_rows_give_nan() {
         assert!(got[1].is_nan() && !got[0].is_nan(), "{got:?}");
         let dx = tvd.backward(&xt, &yt, None, &g).unwrap().to_vec().unwrap();
         assert!(dx[6].is_nan() && !dx[5].is_nan() && !dx[7].is_nan(), "tvd: only the NaN element: {dx:?}");
-    }
+    });
 }
 
 #[test]

@@ -72,7 +72,7 @@ fn half_tensors_round_trip_and_widen_exactly() {
     let v = specials();
     let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
     let b: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let what = label(dev);
         let th = dev.tensor_of(&h, &[v.len()]).unwrap();
         let tb = dev.tensor_of(&b, &[v.len()]).unwrap();
@@ -98,7 +98,7 @@ fn half_tensors_round_trip_and_widen_exactly() {
         );
         // Another type is an error, not a reinterpretation.
         assert!(matches!(th.to_vec_of::<bf16>(), Err(Error::InvalidArgument { .. })));
-    }
+    });
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn f32_rounds_to_halves_to_nearest_even_in_the_kernel() {
     let v = specials();
     let want_h: Vec<f32> = v.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
     let want_b: Vec<f32> = v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let what = label(dev);
         let x = dev.tensor(&v, &[v.len()]).unwrap();
         let h = x.to_dtype(DType::F16).unwrap();
@@ -117,7 +117,7 @@ fn f32_rounds_to_halves_to_nearest_even_in_the_kernel() {
         // Half to half goes through f32, which holds both exactly: one rounding.
         let hb: Vec<f32> = want_h.iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
         check_same(&format!("{what} f16 → bf16"), &h.to_dtype(DType::BF16).unwrap().to_vec().unwrap(), &hb);
-    }
+    });
 }
 
 /// Odd lengths and chunks: the last word holds one half; chunks start on whole texels.
@@ -148,7 +148,7 @@ fn conversions_in_chunks_and_odd_lengths() {
 fn wrapped_half_buffers() {
     let x: Vec<bf16> = [0.5f32, -1.5, 2.0].iter().map(|&v| bf16::from_f32(v)).collect();
     let y: Vec<bf16> = [0.0f32, 0.0, 1.0].iter().map(|&v| bf16::from_f32(v)).collect();
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let buffer = |data: &[bf16], size: u64| {
             let b = dev.wgpu_device().create_buffer(&wgpu::BufferDescriptor {
                 label: None,
@@ -172,7 +172,7 @@ fn wrapped_half_buffers() {
         // Three halves are six bytes, but kernels bind whole words: eight are needed.
         let short = Tensor::from_buffer_of(dev, buffer(&x, 6), &[3], DType::BF16);
         assert!(matches!(short, Err(Error::Shape { .. })), "{}", label(dev));
-    }
+    });
 }
 
 /// The same f32 values, both rounded to `dtype` and then bit-compared: `half` holds a result

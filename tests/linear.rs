@@ -5,15 +5,6 @@ mod common;
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
 use wgpu_loss::{DType, Device, Error, Linear, LinearKernel, Outputs, reference};
 
-/// The tests of this file run one at a time: the register-blocked GEMMs take seconds to compile
-/// on llvmpipe-GL, during which wgpu holds the GL context, and a second thread waiting for it
-/// longer than wgpu's 6 s lock timeout panics.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn check(dev: &Device, m: usize, n: usize, k: usize, bias: bool, rng: &mut Rng) {
     let x = rng.values(m * k, 1.0);
     let w = rng.values(n * k, 1.0);
@@ -42,8 +33,6 @@ fn check(dev: &Device, m: usize, n: usize, k: usize, bias: bool, rng: &mut Rng) 
 
 #[test]
 fn ragged_and_tiled_shapes() {
-    let _serial = serial();
-    let mut rng = Rng::new(40);
     let shapes = [
         (1, 1, 1),
         (3, 5, 7),
@@ -54,22 +43,22 @@ fn ragged_and_tiled_shapes() {
         (100, 70, 1),
         (300, 140, 20),
     ];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(40);
         for (m, n, k) in shapes {
             for bias in [false, true] {
                 check(dev, m, n, k, bias, &mut rng);
             }
         }
-    }
+    });
 }
 
 #[test]
 fn leading_dimensions_flatten() {
-    let _serial = serial();
     let mut rng = Rng::new(41);
     let x = rng.values(2 * 3 * 5, 1.0);
     let w = rng.values(4 * 5, 1.0);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let y =
             wgpu_loss::linear(&dev.tensor(&x, &[2, 3, 5]).unwrap(), &dev.tensor(&w, &[4, 5]).unwrap(), None)
                 .unwrap();
@@ -80,17 +69,16 @@ fn leading_dimensions_flatten() {
             &reference::linear::linear(&x, &w, None, 5),
             Tol::ELEMENT,
         );
-    }
+    });
 }
 
 #[test]
 fn chunked_over_rows_of_x_and_of_weight() {
-    let _serial = serial();
     // 64 KiB bindings: x (300, 80) and W (250, 80) are 96 KB and 80 KB, y (300, 250) 300 KB.
-    let mut rng = Rng::new(42);
-    for dev in small_binding_devices() {
+    common::on_each(small_binding_devices(), |dev| {
+        let mut rng = Rng::new(42);
         check(dev, 300, 250, 80, true, &mut rng);
-    }
+    });
 }
 
 /// dX, dW, db on `dev` against the f64 reference: sums of n (dX) or m (dW, db) terms of size
@@ -101,9 +89,8 @@ fn check_backward(dev: &Device, m: usize, n: usize, k: usize, rng: &mut Rng) {
 
 #[test]
 fn backward_ragged_shapes() {
-    let _serial = serial();
-    let mut rng = Rng::new(41);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(41);
         for (m, n, k) in [(1, 1, 1), (3, 5, 7), (65, 63, 17), (300, 130, 33), (7, 257, 129), (0, 3, 2)] {
             check_backward(dev, m, n, k, &mut rng);
         }
@@ -118,12 +105,11 @@ fn backward_ragged_shapes() {
             .unwrap();
         assert_eq!(r.bias.to_vec().unwrap(), [5.0, 7.0, 9.0]);
         assert!(r.input.to_vec().unwrap().is_empty() && r.weight.to_vec().unwrap().is_empty());
-    }
+    });
 }
 
 #[test]
 fn backward_in_row_chunks_is_bitwise_the_unchunked_result() {
-    let _serial = serial();
     // 64 KiB bindings: 700 rows of 40 floats split into chunks; dW and db accumulate in order.
     let mut rng = Rng::new(42);
     let (m, n, k) = (700, 40, 30);
@@ -155,7 +141,6 @@ fn backward_in_row_chunks_is_bitwise_the_unchunked_result() {
 /// multiples of 4 (dW's sum reads zeros past its end).
 #[test]
 fn staged_gemms_forward_and_backward_in_every_type() {
-    let _serial = serial();
     let mut rng = Rng::new(43);
     let shapes = [(1, 4, 8), (5, 36, 8), (65, 132, 24), (131, 12, 64)];
     let types = [(DType::F32, DType::F32), (DType::BF16, DType::BF16), (DType::F16, DType::F32)];
@@ -192,7 +177,6 @@ fn staged_gemms_forward_and_backward_in_every_type() {
 /// `Auto` picks them for rows of whole texels.
 #[test]
 fn staged_gemms_in_row_chunks() {
-    let _serial = serial();
     let mut rng = Rng::new(44);
     for dev in small_binding_devices().iter().filter(|d| d.texture_inputs()) {
         check(dev, 300, 260, 80, true, &mut rng);
@@ -203,8 +187,7 @@ fn staged_gemms_in_row_chunks() {
 /// Forcing the staged GEMMs where they cannot run is a typed error, not a fallback.
 #[test]
 fn staged_gemms_refuse_what_they_cannot_run() {
-    let _serial = serial();
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let staged = Linear { kernel: LinearKernel::Staged, ..Default::default() };
         // Rows of 6 f32s do not start on whole texels; on storage inputs nothing is staged.
         let k = if dev.texture_inputs() { 6 } else { 8 };
@@ -215,5 +198,5 @@ fn staged_gemms_refuse_what_they_cannot_run() {
         let g = dev.tensor(&[1.0; 6], &[3, 2]).unwrap();
         let err = staged.backward(&x, &w, &g).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { op: "linear", .. }), "{err}");
-    }
+    });
 }

@@ -15,14 +15,6 @@ use wgpu_loss::{
     cross_entropy, linear,
 };
 
-/// One at a time: the GEMMs compile for seconds on llvmpipe-GL, which holds wgpu's GL context
-/// lock (6 s timeout) meanwhile (see tests/linear.rs).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Inputs of one case: x (n, h) and W (v, h) with entries ≤ 1, so logits stay ≤ h.
 struct Case {
     n: usize,
@@ -205,11 +197,11 @@ fn check_case(dev: &Device, what: &str, c: &Case, o: Opts, l: &LinearCrossEntrop
 
 #[test]
 fn every_option_matches_the_reference() {
-    let _serial = serial();
     let mut rng = Rng::new(50);
     // Ragged everywhere: n, h, v are not multiples of any block.
     let c = Case::new(&mut rng, 37, 19, 203, 5);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(50);
         for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
             for (weight, smoothing, softcap, temperature, token_weight, z_loss) in [
                 (false, 0.0, None, 1.0, false, 0.0),
@@ -247,15 +239,15 @@ fn every_option_matches_the_reference() {
             bias: false,
         };
         check_case(dev, "no bias", &c, o, &LinearCrossEntropy::default(), &mut rng);
-    }
+    });
 }
 
 #[test]
 fn equals_the_unfused_composition() {
-    let _serial = serial();
     let mut rng = Rng::new(51);
     let c = Case::new(&mut rng, 45, 33, 150, 4);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(51);
         let (x, w, b, t, cw) = c.upload(dev);
         for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
             for (weight, smoothing) in [(false, 0.0), (true, 0.0), (true, 0.15)] {
@@ -299,16 +291,15 @@ fn equals_the_unfused_composition() {
                 drop(g);
             }
         }
-    }
+    });
 }
 
 #[test]
 fn all_ignored_rows_and_empty_inputs() {
-    let _serial = serial();
     let mut rng = Rng::new(52);
     let mut c = Case::new(&mut rng, 6, 8, 10, 0);
     c.t = vec![-100; 6];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let (x, w, b, t, _) = c.upload(dev);
         let one = dev.tensor(&[1.0], &[]).unwrap();
         let mean = LinearCrossEntropy::default().z_loss(1e-2);
@@ -329,7 +320,7 @@ fn all_ignored_rows_and_empty_inputs() {
         let (out, grads) = sum.forward_backward(&x0, &w, None, &t0, &one).unwrap();
         assert_eq!(out.loss.item().unwrap(), 0.0);
         assert!(grads.weight.to_vec().unwrap().iter().all(|&v| v == 0.0));
-    }
+    });
 }
 
 /// x and W in f16 and bf16, each its own type: the GEMMs decode them as they load; loss and lse
@@ -337,8 +328,6 @@ fn all_ignored_rows_and_empty_inputs() {
 /// shards, tiles and pieces start on blocks of 128 half rows (aligned whatever H, odd included).
 #[test]
 fn half_precision_matches_the_reference_on_its_rounded_inputs() {
-    let _serial = serial();
-    let mut rng = Rng::new(59);
     let o = EVERY_OPTION;
     let pairs = [
         (DType::BF16, DType::BF16),
@@ -346,15 +335,17 @@ fn half_precision_matches_the_reference_on_its_rounded_inputs() {
         (DType::BF16, DType::F32),
         (DType::F32, DType::F16),
     ];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(59);
         for (xd, wd) in pairs {
             let c = Case::new(&mut rng, 37, 24, 150, 5).with_dtypes(xd, wd);
             check_case(dev, "half", &c, o, &LinearCrossEntropy::default(), &mut rng);
             let per_row = Opts { reduction: Reduction::None, ..o };
             check_case(dev, "half, per row", &c, per_row, &LinearCrossEntropy::default(), &mut rng);
         }
-    }
-    for dev in small_binding_devices() {
+    });
+    common::on_each(small_binding_devices(), |dev| {
+        let mut rng = Rng::new(59);
         for h in [40, 41] {
             let c = Case::new(&mut rng, 70, h, 1000, 6).with_dtypes(DType::BF16, DType::BF16);
             // Tiles of 128-column blocks, and whole rows where they fit.
@@ -363,18 +354,18 @@ fn half_precision_matches_the_reference_on_its_rounded_inputs() {
                 check_case(dev, &format!("bf16 shards, scratch {budget} B"), &c, o, &l, &mut rng);
             }
         }
-    }
+    });
 }
 
 #[test]
 fn sharded_weight_and_small_scratch_budgets() {
-    let _serial = serial();
     let mut rng = Rng::new(53);
     // 64 KiB bindings: W rows of 40 floats give shards of 384 rows, so V = 1000 takes three;
     // budgets from one 64-column tile to whole rows.
     let c = Case::new(&mut rng, 70, 40, 1000, 6);
     let o = EVERY_OPTION;
-    for dev in small_binding_devices() {
+    common::on_each(small_binding_devices(), |dev| {
+        let mut rng = Rng::new(53);
         for budget in [1 << 10, 8 << 10, 64 << 10] {
             let l = LinearCrossEntropy::default().max_scratch_bytes(budget);
             check_case(dev, &format!("scratch {budget} B"), &c, o, &l, &mut rng);
@@ -391,7 +382,7 @@ fn sharded_weight_and_small_scratch_budgets() {
         // Whole rows of logits spanning three shards of W (rows of 200 floats: 64 per shard).
         let wide = Case::new(&mut rng, 70, 200, 150, 6);
         check_case(dev, "whole rows over shards", &wide, o, &LinearCrossEntropy::default(), &mut rng);
-    }
+    });
 }
 
 /// Every option, the tiled and sharded paths and the per-token outputs under an adversarial pool
@@ -399,32 +390,33 @@ fn sharded_weight_and_small_scratch_budgets() {
 /// upload or reuse may be ordered wrongly against recorded work.
 #[test]
 fn every_path_under_an_adversarial_pool() {
-    let _serial = serial();
     let mut rng = Rng::new(59);
     let c = Case::new(&mut rng, 37, 19, 203, 5);
     let plain = Opts { reduction: Reduction::Sum, ..EVERY_OPTION };
-    for dev in adversarial_devices() {
+    common::on_each(adversarial_devices(), |dev| {
+        let mut rng = Rng::new(59);
         for o in [EVERY_OPTION, plain, Opts { reduction: Reduction::None, ..EVERY_OPTION }] {
             check_case(dev, "adversarial pool", &c, o, &LinearCrossEntropy::default(), &mut rng);
             check_tokens(dev, &c, o, &mut rng);
         }
-    }
+    });
     let c = Case::new(&mut rng, 70, 40, 1000, 6);
-    for dev in adversarial_small_binding_devices() {
+    common::on_each(adversarial_small_binding_devices(), |dev| {
+        let mut rng = Rng::new(59);
         for budget in [1 << 10, 64 << 10] {
             let l = LinearCrossEntropy::default().max_scratch_bytes(budget);
             check_case(dev, &format!("adversarial pool, scratch {budget} B"), &c, EVERY_OPTION, &l, &mut rng);
         }
         check_tokens(dev, &c, EVERY_OPTION, &mut rng);
-    }
+    });
 }
 
 #[test]
 fn leading_dims_flatten_and_results_repeat_bitwise() {
-    let _serial = serial();
     let mut rng = Rng::new(54);
     let c = Case::new(&mut rng, 12, 16, 77, 5);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(54);
         let (x, w, b, _, _) = c.upload(dev);
         let x3 = dev.tensor(&c.x, &[3, 4, 16]).unwrap();
         let t3 = dev.indices(&c.t, &[3, 4]).unwrap();
@@ -445,12 +437,11 @@ fn leading_dims_flatten_and_results_repeat_bitwise() {
         assert_eq!(bits(&first), bits(&run()), "{}: two runs differ", common::label(dev));
         let flat = l.forward(&x, &w, Some(&b), &dev.indices(&c.t, &[12]).unwrap()).unwrap();
         assert_eq!(flat.loss.to_vec().unwrap(), out.loss.to_vec().unwrap());
-    }
+    });
 }
 
 #[test]
 fn bad_inputs_are_typed_errors() {
-    let _serial = serial();
     let dev = &devices()[0];
     let x = dev.tensor(&[1.0; 6], &[2, 3]).unwrap();
     let w = dev.tensor(&[1.0; 12], &[4, 3]).unwrap();
@@ -537,12 +528,11 @@ fn bad_inputs_are_typed_errors() {
 
 #[test]
 fn extra_memory_stays_within_the_scratch_budget() {
-    let _serial = serial();
     let mut rng = Rng::new(55);
     let c = Case::new(&mut rng, 256, 32, 4000, 0);
     let logits_bytes = (c.n * c.v * 4) as u64;
     let budget = 64 << 10;
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let (x, w, b, t, _) = c.upload(dev);
         let one = dev.tensor(&[1.0], &[]).unwrap();
         let l = LinearCrossEntropy::default().max_scratch_bytes(budget);
@@ -573,12 +563,11 @@ fn extra_memory_stays_within_the_scratch_budget() {
             unfused >= logits_bytes,
             "{what}: unfused extra {unfused} B lacks the logits ({logits_bytes} B)"
         );
-    }
+    });
 }
 
 #[test]
 fn gradient_filter_skips_only_small_blocks() {
-    let _serial = serial();
     let mut rng = Rng::new(56);
     let mut c = Case::new(&mut rng, 70, 40, 1000, 6);
     // Peaked rows (logits spread over tens of units), where most probabilities are tiny.
@@ -586,7 +575,7 @@ fn gradient_filter_skips_only_small_blocks() {
     let ro = Options::<f32>::default();
     let (_, dw_ref, _) =
         lce_ref::linear_cross_entropy_backward(&c.x, &c.w, Some(&c.b), &c.t, c.h, &ro, &[1.0]).unwrap();
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let (x, w, b, t, _) = c.upload(dev);
         let one = dev.tensor(&[1.0], &[]).unwrap();
         for budget in [4 << 20, 8 << 10] {
@@ -610,7 +599,7 @@ fn gradient_filter_skips_only_small_blocks() {
                 Tol { abs: 1e-5 * scale, rel: 1e-3 },
             );
         }
-    }
+    });
 }
 
 #[test]
@@ -623,7 +612,6 @@ fn logits_at_large_magnitude_lose_no_digits() {
     // (5e-4) first. The gradients come from the row's (max, log Σ) whether the tiles hold whole
     // rows (forward_backward) or read the forward's statistics (backward given the forward, and
     // backward alone, which runs the forward's partials again).
-    let _guard = serial();
     let (n, h, v) = (6usize, 8usize, 200usize);
     let mut rng = Rng::new(90);
     let x: Vec<f32> = (0..n * h).map(|_| rng.below(3) as f32 - 1.0).collect();
@@ -643,7 +631,7 @@ fn logits_at_large_magnitude_lose_no_digits() {
             let (want, _) = lce_ref::linear_cross_entropy(&x, &w, Some(&b), &t, h, &o).unwrap();
             let (want_dx, want_dw, _) =
                 lce_ref::linear_cross_entropy_backward(&x, &w, Some(&b), &t, h, &o, &g).unwrap();
-            for dev in devices() {
+            common::on_each(devices(), |dev| {
                 let (xt, wt, bt) = (
                     dev.tensor(&x, &[n, h]).unwrap(),
                     dev.tensor(&w, &[v, h]).unwrap(),
@@ -676,7 +664,7 @@ fn logits_at_large_magnitude_lose_no_digits() {
                     assert_close(&format!("{what} {how} dX"), &gr.input.to_vec().unwrap(), &want_dx, tol);
                     assert_close(&format!("{what} {how} dW"), &gr.weight.to_vec().unwrap(), &want_dw, tol);
                 }
-            }
+            });
         }
     }
 }
@@ -687,7 +675,6 @@ fn confident_rows_keep_their_digits() {
     // log1p(3·e^−g) down to 3.2e-30 at g = 69 (PyTorch float32 gives 0 from g = 20 on), through
     // the split-V fold and through whole-row tiles: 1e-6 relative, or WGSL's bound on exp(−g),
     // (3 + 2g) ulp, where that is larger (see tests/cross_entropy.rs).
-    let _guard = serial();
     let gaps = [10.0f32, 20.0, 40.0, 60.0, 69.0];
     let (n, h, v) = (gaps.len(), gaps.len(), 4usize);
     // Row r of x selects feature r; W[2][r] = gap r, so z[r] = [0, 0, gap_r, 0].
@@ -716,7 +703,7 @@ fn confident_rows_keep_their_digits() {
             want_dx[r * h + k] = dz(r)[2] * w[2 * h + k] as f64;
         }
     }
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let (xt, wt) = (dev.tensor(&x, &[n, h]).unwrap(), dev.tensor(&w, &[v, h]).unwrap());
         let (tt, gt) = (dev.indices(&t, &[n]).unwrap(), dev.tensor(&vec![1.0; n], &[n]).unwrap());
         let l = LinearCrossEntropy::default().reduction(Reduction::None);
@@ -739,7 +726,7 @@ fn confident_rows_keep_their_digits() {
                 assert_close(&format!("{what} {how} dX g = {g}"), &dx[row.clone()], &want_dx[row], tol);
             }
         }
-    }
+    });
 }
 
 /// Per-token outputs (logprob, entropy, argmax, correct, accuracy) against the reference, and
@@ -747,7 +734,6 @@ fn confident_rows_keep_their_digits() {
 /// heads, with and without the forward's output; W in shards on the 64 KiB devices.
 #[test]
 fn per_token_outputs_and_their_gradients() {
-    let _serial = serial();
     let mut rng = Rng::new(57);
     let plain = Opts {
         weight: false,
@@ -902,11 +888,10 @@ fn reference_token_gradients_match_finite_differences() {
 /// per-token outputs do not depend on the weights.
 #[test]
 fn zero_weight_batches() {
-    let _serial = serial();
     let mut rng = Rng::new(60);
     let mut c = Case::new(&mut rng, 12, 8, 40, 0);
     c.tw = vec![0.0; c.n];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let (x, w, b, t, _) = c.upload(dev);
         let one = dev.tensor(&[1.0], &[]).unwrap();
         let l = LinearCrossEntropy::default().token_weight(c.token_weights(dev)).token_outputs(true);
@@ -922,5 +907,5 @@ fn zero_weight_batches() {
         let (a, u) = (out.tokens.unwrap(), unweighted.tokens.unwrap());
         assert_eq!(a.logprob.to_vec().unwrap(), u.logprob.to_vec().unwrap());
         assert_eq!(a.entropy.to_vec().unwrap(), u.entropy.to_vec().unwrap());
-    }
+    });
 }

@@ -12,13 +12,6 @@ use wgpu_loss::{
     Tensor,
 };
 
-/// One test at a time: the GEMMs compile for seconds on llvmpipe-GL (see tests/linear.rs).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Host data of one call: a student (h_s features) and a teacher (h_t) over v classes.
 struct Data {
     n: usize,
@@ -177,9 +170,8 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 
 #[test]
 fn fused_equals_reference_and_unfused_for_every_option() {
-    let _serial = serial();
-    let mut rng = Rng::new(101);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(101);
         let d = Data::new(&mut rng, 37, 24, 40, 300, DType::F32);
         let options = [
             (0.5, 1.0, Reduction::Mean, true, true),
@@ -202,40 +194,37 @@ fn fused_equals_reference_and_unfused_for_every_option() {
         }
         let o = LinearJsd::default();
         check(dev, &d, &o, true, true, DType::F32, &mut rng, true);
-    }
+    });
 }
 
 #[test]
 fn bf16_heads() {
-    let _serial = serial();
-    let mut rng = Rng::new(102);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(102);
         let d = Data::new(&mut rng, 20, 32, 16, 256, DType::BF16);
         for (beta, reduction) in [(0.5, Reduction::Mean), (0.0, Reduction::None), (1.0, Reduction::Sum)] {
             let o = LinearJsd { beta, reduction, temperature: 2.0, ..LinearJsd::default() };
             check(dev, &d, &o, true, true, DType::BF16, &mut rng, true);
         }
-    }
+    });
 }
 
 /// W bound in shards (64 KiB bindings: 64 rows of 256 f32 features each) and chunks of rows.
 #[test]
 fn shards_of_w_and_chunks_of_rows() {
-    let _serial = serial();
-    let mut rng = Rng::new(103);
-    for dev in small_binding_devices() {
+    common::on_each(small_binding_devices(), |dev| {
+        let mut rng = Rng::new(103);
         let d = Data::new(&mut rng, 19, 256, 128, 200, DType::F32);
         let o = LinearJsd { beta: 0.4, max_scratch_bytes: 64 << 10, ..LinearJsd::default() };
         // Unfused `linear` binds W whole, which these limits refuse: the reference alone.
         check(dev, &d, &o, true, true, DType::F32, &mut rng, false);
-    }
+    });
 }
 
 #[test]
 fn all_ignored_and_empty() {
-    let _serial = serial();
-    let mut rng = Rng::new(104);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(104);
         let mut d = Data::new(&mut rng, 6, 8, 8, 16, DType::F32);
         d.labels = vec![-100; 6];
         let up = Uploaded::new(dev, &d, DType::F32);
@@ -254,7 +243,7 @@ fn all_ignored_and_empty() {
         let grads = LinearJsd::default().backward(e, et, None, &one).unwrap();
         assert_eq!(grads.input.shape(), &[0, 8]);
         assert!(grads.weight.to_vec().unwrap().iter().all(|&v| v == 0.0));
-    }
+    });
 }
 
 #[test]

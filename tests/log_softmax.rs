@@ -35,7 +35,7 @@ fn check(dev: &Device, x: &[f32], shape: &[usize], strategy: RowStrategy, scale:
 fn pytorch_golden_values() {
     // F.log_softmax(torch.tensor([[1., 2, 3]]), -1) = [-2.4076059, -1.4076059, -0.40760596]
     // F.softmax(...) = [0.09003057, 0.24472847, 0.66524096]
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let x = dev.tensor(&[1.0, 2.0, 3.0], &[1, 3]).unwrap();
         assert_close(
             "log_softmax",
@@ -49,28 +49,28 @@ fn pytorch_golden_values() {
             &[0.09003057, 0.24472847, 0.66524096],
             Tol::ELEMENT,
         );
-    }
+    });
 }
 
 #[test]
 fn shape_matrix_and_strategies() {
     let shapes: [&[usize]; 7] = [&[1, 1], &[3, 7], &[5, 1000], &[2, 4099], &[2, 3, 129], &[64, 257], &[11]];
-    let mut rng = Rng::new(10);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(10);
         for shape in shapes {
             let x = rng.values(shape.iter().product(), 5.0);
             for strategy in STRATEGIES {
                 check(dev, &x, shape, strategy, 5.0);
             }
         }
-    }
+    });
 }
 
 #[test]
 fn value_regimes() {
-    let mut rng = Rng::new(11);
     let shape = [9, 513];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(11);
         for scale in [80.0f32, 1e4] {
             let x = rng.values(9 * 513, scale);
             for strategy in STRATEGIES {
@@ -87,25 +87,25 @@ fn value_regimes() {
         let a = check(dev, &x, &shape, RowStrategy::Auto, 2.0);
         let b = check(dev, &shifted, &shape, RowStrategy::Auto, 302.0);
         assert_close("shift invariance", &b, &f64s(&a), Tol::scaled(302.0));
-    }
+    });
 }
 
 #[test]
 fn more_rows_than_workgroups_per_dimension() {
     let mut rng = Rng::new(12);
     let x = rng.values(70_000 * 2, 3.0);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         check(dev, &x, &[70_000, 2], RowStrategy::WorkgroupPerRow, 3.0);
-    }
+    });
 }
 
 #[test]
 fn chunked_bindings() {
     let mut rng = Rng::new(13);
     let x = rng.values(257 * 101, 3.0);
-    for dev in small_binding_devices() {
+    common::on_each(small_binding_devices(), |dev| {
         check(dev, &x, &[257, 101], RowStrategy::Auto, 3.0);
-    }
+    });
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn log_softmax_then_nll_equals_cross_entropy() {
     t[3] = -100;
     t[9] = 5;
     let w: Vec<f32> = (0..c).map(|i| 0.25 + (i % 5) as f32 * 0.5).collect();
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let logits = dev.tensor(&x, &[n, c]).unwrap();
         let weight = dev.tensor(&w, &[c]).unwrap();
         let logp = wgpu_loss::log_softmax(&logits).unwrap();
@@ -139,7 +139,7 @@ fn log_softmax_then_nll_equals_cross_entropy() {
                 assert_close(&what, &b, &f64s(&a), Tol::scaled(6.0).sum(c));
             }
         }
-    }
+    });
 }
 
 #[test]
@@ -148,12 +148,12 @@ fn vocabulary_sized_rows_beyond_the_binding_limit() {
     let mut rng = Rng::new(15);
     let x = rng.values(n * c, 8.0);
     let want = reference::log_softmax(&x, c);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         assert!((n * c * 4) as u64 > dev.binding_limit());
         let got = wgpu_loss::log_softmax(&dev.tensor(&x, &[n, c]).unwrap()).unwrap().to_vec().unwrap();
         assert_close(&format!("{} [4096, 32000]", common::label(dev)), &got, &want, Tol::scaled(8.0).sum(c));
         dev.clear_pool();
-    }
+    });
 }
 
 #[test]
@@ -163,7 +163,7 @@ fn any_dim_forward_and_backward() {
     let n: usize = shape.iter().product();
     let x = rng.values(n, 4.0);
     let g = rng.values(n, 1.0);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let (xt, gt) = (dev.tensor(&x, &shape).unwrap(), dev.tensor(&g, &shape).unwrap());
         for dim in [0isize, 1, 2, -1, -3] {
             let d = dim.rem_euclid(3) as usize;
@@ -204,7 +204,7 @@ fn any_dim_forward_and_backward() {
             }
         }
         assert!(LogSoftmax::default().dim(3).forward(&xt).is_err());
-    }
+    });
 }
 
 #[test]
@@ -233,7 +233,7 @@ fn backward_on_wide_rows_and_chunks() {
 
 #[test]
 fn nan_rows_are_nan_throughout() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let x = dev.tensor(&[1.0, f32::NAN, 3.0, 1.0, 2.0, 3.0], &[2, 3]).unwrap();
         for y in [wgpu_loss::log_softmax(&x).unwrap(), wgpu_loss::softmax(&x).unwrap()] {
             let v = y.to_vec().unwrap();
@@ -245,7 +245,7 @@ fn nan_rows_are_nan_throughout() {
         let g = dev.tensor(&[0.0, 0.0, 0.0, 1.0, f32::NAN, 1.0], &[2, 3]).unwrap();
         let dx = LogSoftmax::default().backward(&y, &g).unwrap().to_vec().unwrap();
         assert!(dx[..3].iter().all(|v| *v == 0.0) && dx[3..].iter().all(|v| v.is_nan()), "{dx:?}");
-    }
+    });
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn rows_at_large_magnitude_are_exact_to_a_few_ulp_of_the_output() {
     for centre in [1e4f32, -1e4] {
         let x: Vec<f32> = rng.values(7 * 301, 3.0).iter().map(|v| centre + v).collect();
         let want = wgpu_loss::reference::log_softmax::log_softmax(&x, 301);
-        for dev in devices() {
+        common::on_each(devices(), |dev| {
             for strategy in STRATEGIES {
                 let got = LogSoftmax { dim: -1, strategy, ..Default::default() }
                     .forward(&dev.tensor(&x, &shape).unwrap())
@@ -267,6 +267,6 @@ fn rows_at_large_magnitude_are_exact_to_a_few_ulp_of_the_output() {
                 let what = format!("{} {strategy:?} centre {centre}", common::label(dev));
                 assert_close(&what, &got, &want, Tol { abs: 0.0, rel: 1e-6 });
             }
-        }
+        });
     }
 }

@@ -23,14 +23,6 @@ use wgpu_loss::{
     Reduction, RowStrategy, Softmax, reference,
 };
 
-/// One test at a time: the GEMMs compile for seconds on llvmpipe-GL, which holds wgpu's GL
-/// context lock (6 s timeout) meanwhile (see tests/linear.rs).
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// `linear` forward of x `(m, k)` and W `(n, k)` with a bias, by `kernel`.
 fn check_linear(dev: &Device, kernel: LinearKernel, m: usize, n: usize, k: usize, rng: &mut Rng) {
     let (x, w, b) = (rng.values(m * k, 1.0), rng.values(n * k, 1.0), rng.values(n, 1.0));
@@ -162,9 +154,8 @@ fn check_accuracy(dev: &Device, shape: &[usize], rng: &mut Rng) {
 
 #[test]
 fn linear_forward_k_at_the_budget() {
-    let _serial = serial();
-    let mut rng = Rng::new(70);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(70);
         // Tiled: ⌈k/16⌉·21 + 20 trips, within 60 000 up to k = 45 696. Blocked: k + 1, up to
         // 59 968 in one piece (a multiple of 64). 70 000 and 100 000 were cut short before.
         for (kernel, ks) in [
@@ -183,7 +174,7 @@ fn linear_forward_k_at_the_budget() {
             let y = Linear { kernel, ..Default::default() }.forward(&x, &w, None).unwrap().to_vec().unwrap();
             assert_eq!(y, [k as f32; 6], "{} {kernel:?}", common::label(dev));
         }
-    }
+    });
 }
 
 /// The staged GEMMs loop ⌈k/4⌉ + 129 times (the sum, then the block's stores): 4·(budget −
@@ -192,7 +183,6 @@ fn linear_forward_k_at_the_budget() {
 /// length, added in order.
 #[test]
 fn staged_gemms_at_the_budget() {
-    let _serial = serial();
     let mut rng = Rng::new(72);
     for dev in devices().iter().filter(|d| d.texture_inputs()) {
         let longest = 4 * (dev.loop_budget() as usize - 129);
@@ -210,22 +200,20 @@ fn staged_gemms_at_the_budget() {
 
 #[test]
 fn linear_backward_long_sums_at_the_budget() {
-    let _serial = serial();
-    let mut rng = Rng::new(71);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(71);
         // The gradient GEMMs loop k + 145 times: 59 840 is the longest piece of the budget.
         for long in [59_840, 59_904, 70_000] {
             check_linear_backward(dev, 2, long, 3, &mut rng); // dX sums over n
             check_linear_backward(dev, long, 2, 3, &mut rng); // dW and db sum over m
         }
-    }
+    });
 }
 
 #[test]
 fn rows_at_the_budget() {
-    let _serial = serial();
-    let mut rng = Rng::new(72);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(72);
         // A strided row, one thread per row: the forward runs ⌈c/4⌉ + c + 10 trips (within the
         // budget up to c = 47 992), the backward 2c + 6 (up to 29 997). softmax --dim 0 of
         // [60 000, 2] summed to 0.84 before.
@@ -239,14 +227,13 @@ fn rows_at_the_budget() {
         for strategy in [RowStrategy::ThreadPerRow, RowStrategy::Segment(2), RowStrategy::WorkgroupPerRow] {
             check_rows(dev, &[2, 300_001], 1, strategy, &mut rng);
         }
-    }
+    });
 }
 
 #[test]
 fn cross_entropy_strided_class_dim_at_the_budget() {
-    let _serial = serial();
-    let mut rng = Rng::new(73);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(73);
         // The forward folds a strided row once: ⌈c/4⌉ + 9 trips, within the budget up to
         // c = 239 964; the backward also writes it: ⌈c/4⌉ + c + 10, up to 47 992.
         for c in [239_960, 240_000] {
@@ -255,27 +242,25 @@ fn cross_entropy_strided_class_dim_at_the_budget() {
         for c in [47_990, 48_000, 70_000] {
             check_cross_entropy(dev, &[1, c, 2], false, true, &mut rng);
         }
-    }
+    });
 }
 
 #[test]
 fn accuracy_at_the_budget() {
-    let _serial = serial();
-    let mut rng = Rng::new(74);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(74);
         // One element a step: c + 5 trips per thread, within the budget up to c = 59 995.
         for c in [59_990, 60_010, 70_000] {
             check_accuracy(dev, &[1, c, 2], &mut rng);
         }
         check_accuracy(dev, &[3, 70_001], &mut rng);
-    }
+    });
 }
 
 #[test]
 fn reductions_over_many_partials() {
-    let _serial = serial();
-    let mut rng = Rng::new(75);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(75);
         // 262 144 elements give 4 096 partials, one finishing stage; one more element, two.
         for n in [262_144, 262_145, 5_000_000] {
             let x = rng.values(n, 1.0);
@@ -315,27 +300,25 @@ fn reductions_over_many_partials() {
             n as f64,
         );
         assert_close(&format!("{} mse n={n}", common::label(dev)), &[got], &want, Tol::ELEMENT.sum(n));
-    }
+    });
 }
 
 #[test]
 fn sum_of_268_5_million_halves() {
-    let _serial = serial();
     // The last stage used to loop over every partial: 268 500 000 halves summed to 4 194 240.
     let n = 268_500_000;
-    for dev in one_per_adapter() {
+    common::on_each(one_per_adapter(), |dev| {
         let xt = dev.tensor(&vec![0.5; n], &[n]).unwrap();
         let what = common::label(dev);
         assert_eq!(wgpu_loss::sum(&xt).unwrap().item().unwrap(), 134_250_000.0, "{what}");
         assert_eq!(wgpu_loss::mean(&xt).unwrap().item().unwrap(), 0.5, "{what}");
-    }
+    });
 }
 
 #[test]
 fn narrowed_budget_splits_every_family() {
-    let _serial = serial();
-    let mut rng = Rng::new(76);
-    for dev in narrow_budget_devices() {
+    common::on_each(narrow_budget_devices(), |dev| {
+        let mut rng = Rng::new(76);
         assert_eq!(dev.loop_budget(), wgpu_loss::MIN_LOOP_BUDGET);
         for kernel in [LinearKernel::Tiled, LinearKernel::Blocked] {
             check_linear(dev, kernel, 37, 19, 3_000, &mut rng);
@@ -350,12 +333,11 @@ fn narrowed_budget_splits_every_family() {
         check_cross_entropy(dev, &[2, 5_000, 3], true, true, &mut rng);
         check_cross_entropy(dev, &[4, 5_001], true, true, &mut rng);
         check_accuracy(dev, &[2, 5_000, 3], &mut rng);
-    }
+    });
 }
 
 #[test]
 fn narrowed_budget_lm_head() {
-    let _serial = serial();
     let mut rng = Rng::new(77);
     let (n, h, v) = (37, 300, 2_000);
     let (x, w, b) = (rng.values(n * h, 1.0), rng.values(v * h, 1.0), rng.values(v, 1.0));
@@ -367,7 +349,7 @@ fn narrowed_budget_lm_head() {
         lce_ref::linear_cross_entropy_backward(&x, &w, Some(&b), &t, h, &o, &[1.0f32]).unwrap();
     let tol_loss = Tol::scaled(h as f64).sum(v);
     let tol_grad = Tol { abs: 2e-6 * (v as f64).sqrt() * (h as f64).sqrt(), rel: 2e-4 };
-    for dev in narrow_budget_devices() {
+    common::on_each(narrow_budget_devices(), |dev| {
         let what = common::label(dev);
         let (xt, wt, bt) = (
             dev.tensor(&x, &[n, h]).unwrap(),
@@ -416,7 +398,7 @@ fn narrowed_budget_lm_head() {
             matches!(&err, Error::Limit { what, .. } if what.contains(&format!("[2, {k}]"))),
             "{what}: {err}"
         );
-    }
+    });
 }
 
 #[test]
@@ -425,7 +407,6 @@ fn narrowed_budget_half_precision_gemms() {
     // in bf16 and f16 and linear in bf16 on a 1 024-trip budget, where every split is taken,
     // against the f64 reference on the rounded inputs; gradients come back in their operand's
     // type (the tolerance adds its rounding, `Tolerance::for_dtype`).
-    let _serial = serial();
     let mut rng = Rng::new(78);
     let (n, h, v) = (37, 300, 2_000);
     for dtype in [DType::BF16, DType::F16] {
@@ -444,7 +425,7 @@ fn narrowed_budget_half_precision_gemms() {
         let (abs, rel) = Tolerance { forward: (2e-6 * (h as f64).sqrt() * 8.0, 1e-5), backward: (0.0, 0.0) }
             .for_dtype(dtype)
             .forward;
-        for dev in narrow_budget_devices() {
+        common::on_each(narrow_budget_devices(), |dev| {
             let what = format!("{} {}", common::label(dev), dtype.name());
             let (xt, wt) =
                 (dev.tensor_as(&x, &[n, h], dtype).unwrap(), dev.tensor_as(&w, &[v, h], dtype).unwrap());
@@ -462,14 +443,13 @@ fn narrowed_budget_half_precision_gemms() {
             let y = Linear::default().forward(&x4, &wt, None).unwrap();
             assert_eq!(y.dtype(), dtype, "{what}");
             assert_close(&format!("{what} linear"), &y.to_vec().unwrap(), &want_y, Tol { abs, rel });
-        }
+        });
     }
 }
 
 #[test]
 fn shapes_past_every_split_are_limit_errors_naming_the_shape() {
-    let _serial = serial();
-    for dev in narrow_budget_devices() {
+    common::on_each(narrow_budget_devices(), |dev| {
         // 256 threads per row cannot bring a strided row of 300 000 under 1 024 trips.
         let x = dev.tensor(&vec![0.0; 600_000], &[300_000, 2]).unwrap();
         for result in [LogSoftmax::default().dim(0).forward(&x), Softmax::default().dim(0).forward(&x)] {
@@ -484,7 +464,7 @@ fn shapes_past_every_split_are_limit_errors_naming_the_shape() {
             &f64s(&[-std::f32::consts::LN_2; 4]),
             Tol::ELEMENT,
         );
-    }
+    });
 }
 
 /// A row loss of the class-margin, embedding or multilabel-margin kernels.
@@ -617,10 +597,9 @@ fn most_cols(budget: usize, tpr: usize, passes: usize, trees: usize) -> usize {
 #[test]
 fn narrowed_budget_row_losses() {
     use wgpu_loss::{MultiMargin, TripletMargin};
-    let _serial = serial();
-    let mut rng = Rng::new(23);
     let budget = wgpu_loss::MIN_LOOP_BUDGET as usize;
-    for dev in narrow_budget_devices() {
+    common::on_each(narrow_budget_devices(), |dev| {
+        let mut rng = Rng::new(23);
         // The class-margin kernel loops once and merges once; the embedding kernel's backward
         // loops three times and merges three times (its forward less: the backward decides).
         for (losses, passes, trees) in [
@@ -655,7 +634,7 @@ fn narrowed_budget_row_losses() {
         for cols in [budget - 1, budget, 2 * (budget - 1) + 1] {
             check_row_loss(dev, RowLoss::MultilabelMargin(5), 3, cols, &mut rng);
         }
-    }
+    });
 }
 
 /// On each adapter's own budget, the sizes the split exists for: a million classes for
@@ -664,14 +643,13 @@ fn narrowed_budget_row_losses() {
 /// reference (on a GPU, whose budget is unlimited, they run without splitting).
 #[test]
 fn row_losses_at_a_million_values() {
-    let _serial = serial();
-    let mut rng = Rng::new(24);
-    for dev in one_per_adapter() {
+    common::on_each(one_per_adapter(), |dev| {
+        let mut rng = Rng::new(24);
         for loss in [RowLoss::MultiMargin, RowLoss::MultilabelSoftMargin, RowLoss::Cosine, RowLoss::Triplet] {
             check_row_loss(dev, loss, 2, 1_000_000, &mut rng);
         }
         check_row_loss(dev, RowLoss::MultilabelMargin(5), 2, 100_000, &mut rng);
-    }
+    });
 }
 
 /// multilabel_margin's gradient over a piece of 60 000 classes with 5 600 targets listed: a
@@ -683,7 +661,6 @@ fn row_losses_at_a_million_values() {
 fn multilabel_margin_with_thousands_of_targets() {
     use wgpu_loss::MultilabelMargin;
     use wgpu_loss::reference::class_margin as cm;
-    let _serial = serial();
     let dev = one_per_adapter()[0];
     let mut rng = Rng::new(25);
     let (cols, listed) = (60_000, 5_600);

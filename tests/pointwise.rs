@@ -175,9 +175,9 @@ const LOSSES: [Pointwise; 10] = [
 
 #[test]
 fn every_loss_every_reduction_forward_and_backward() {
-    let mut rng = Rng::new(30);
     let shapes: [&[usize]; 4] = [&[1], &[3, 7], &[4099], &[2, 3, 65]];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(30);
         for loss in LOSSES {
             for shape in shapes {
                 let n: usize = shape.iter().product();
@@ -197,13 +197,13 @@ fn every_loss_every_reduction_forward_and_backward() {
                 }
             }
         }
-    }
+    });
 }
 
 #[test]
 fn weights_and_pos_weight() {
-    let mut rng = Rng::new(31);
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(31);
         for shape in [&[5usize, 1000][..], &[3, 7]] {
             let n: usize = shape.iter().product();
             let cols = shape[1];
@@ -227,7 +227,7 @@ fn weights_and_pos_weight() {
                 }
             }
         }
-    }
+    });
 }
 
 /// Weights and positive weights of any shape that broadcasts to the input (numpy's rules), on
@@ -243,7 +243,8 @@ fn weights_broadcast_along_any_dims() {
         .iter()
         .map(|s| rng.values(s.iter().product(), 1.0).iter().map(|v| v + 1.5).collect())
         .collect();
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(37);
         for loss in [Pointwise::Bce, Pointwise::BceWithLogits] {
             let (x, y) = data(loss, n, &mut rng);
             for (k, (&s, w)) in operands.iter().zip(&values).enumerate() {
@@ -255,14 +256,15 @@ fn weights_broadcast_along_any_dims() {
                 }
             }
         }
-    }
+    });
     // 40 000 elements in chunks of at most 64 KiB of each input: the chunks' first elements
     // index the runs from their offset.
     let big = [4usize, 10, 25, 40];
     let n: usize = big.iter().product();
     let pw: Vec<f32> = rng.values(10, 1.0).iter().map(|v| v + 1.5).collect();
     let w: Vec<f32> = rng.values(4 * 40, 1.0).iter().map(|v| v + 1.5).collect();
-    for dev in small_binding_devices() {
+    common::on_each(small_binding_devices(), |dev| {
+        let mut rng = Rng::new(37);
         let (x, y) = data(Pointwise::BceWithLogits, n, &mut rng);
         let case = Case {
             loss: Pointwise::BceWithLogits,
@@ -273,7 +275,7 @@ fn weights_broadcast_along_any_dims() {
         for red in REDUCTIONS {
             case.check(dev, &x, &y, &big, red, Tol::ELEMENT);
         }
-    }
+    });
 }
 
 /// PyTorch's values for a positive weight along the class dim and a weight along the last.
@@ -303,7 +305,7 @@ fn broadcast_weights_match_pytorch() {
     let y: Vec<f32> = (0..12).map(|i| (i % 3 == 0) as u8 as f32).collect();
     let p: Vec<f32> = x.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
     let shape = [1, 3, 2, 2];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let t = |v: &[f32], s: &[usize]| dev.tensor(v, s).unwrap();
         let logits =
             BceWithLogits::default().weight(t(&[0.5, 2.0], &[2])).pos_weight(t(&[1.0, 2.0, 3.0], &[3, 1, 1]));
@@ -320,13 +322,13 @@ fn broadcast_weights_match_pytorch() {
             let e = Bce::default().weight(w).forward(&t(&p, &shape), &t(&y, &shape)).unwrap_err();
             assert!(matches!(e, Error::Shape { .. }), "{bad:?}: {e}");
         }
-    }
+    });
 }
 
 #[test]
 fn pytorch_golden_values() {
     let ln2 = std::f64::consts::LN_2;
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let none = Reduction::None;
         let c = |loss| Case::plain(loss);
         // F.binary_cross_entropy_with_logits([100, -100, 0, 0], [0, 1, 0, 1], reduction='none')
@@ -384,12 +386,12 @@ fn pytorch_golden_values() {
             )
             .unwrap();
         assert_eq!(dx.to_vec().unwrap(), [0.0, 0.5]);
-    }
+    });
 }
 
 #[test]
 fn nan_propagates_and_infinities_follow_pytorch() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let t = |v: &[f32]| dev.tensor(v, &[v.len()]).unwrap();
         let x = t(&[1.0, f32::NAN, 3.0, 0.5, 0.25]);
         let y = t(&[0.0, 0.0, f32::NAN, 0.5, 1.0]);
@@ -455,7 +457,7 @@ fn nan_propagates_and_infinities_follow_pytorch() {
             .to_vec()
             .unwrap();
         assert!(got[0].is_nan());
-    }
+    });
 }
 
 #[test]
@@ -536,7 +538,7 @@ fn chunked_equals_unchunked() {
 
 #[test]
 fn binary_accuracy_counts_sign_agreement() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let mut rng = Rng::new(33);
         let n = 5000;
         let x = rng.values(n, 2.0);
@@ -548,7 +550,7 @@ fn binary_accuracy_counts_sign_agreement() {
         let want =
             reference::forward(Pointwise::BinaryAccuracy, &x, &y, n, None, None, Reduction::Mean, n as f64);
         assert_close(&common::label(dev), &[got], &want, Tol::ELEMENT.sum(n));
-    }
+    });
 }
 
 #[test]
@@ -561,7 +563,7 @@ fn bce_on_subnormal_probabilities_follows_pytorch_whatever_the_flush_mode() {
     let p = [1e-40f32, 1e-44, 1e-38, 3e-39, 1e-45, 0.5];
     let y = [1.0f32, 1.0, 1.0, 0.25, 1.0, 1.0];
     let want = [92.1034088135, 100.0, 87.4982299805, 22.1755523682, 100.0, 0.6931471825];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let (pt, yt) = (dev.tensor(&p, &[6]).unwrap(), dev.tensor(&y, &[6]).unwrap());
         let got = Bce::default().reduction(Reduction::None).forward(&pt, &yt).unwrap().to_vec().unwrap();
         assert_close(&format!("{} bce", common::label(dev)), &got, &want, Tol { abs: 1e-5, rel: 1e-6 });
@@ -572,7 +574,7 @@ fn bce_on_subnormal_probabilities_follows_pytorch_whatever_the_flush_mode() {
             &reference,
             Tol { abs: 1e-5, rel: 1e-6 },
         );
-    }
+    });
 }
 
 #[test]
@@ -584,12 +586,12 @@ fn bce_with_logits_stays_exact_on_confident_logits() {
     //                                      reduction='none') = [1.9287e-22, 0.0]
     // The tolerance is WGSL's bound on exp(−50): (3 + 2·50) ulp.
     let want = [1.9287498479639178e-22, 1.9287498479639178e-22];
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let (x, y) = (dev.tensor(&[50.0, -50.0], &[2]).unwrap(), dev.tensor(&[1.0, 0.0], &[2]).unwrap());
         let got =
             BceWithLogits::default().reduction(Reduction::None).forward(&x, &y).unwrap().to_vec().unwrap();
         assert_close(&common::label(dev), &got, &want, Tol { abs: 0.0, rel: 103.0 * f32::EPSILON as f64 });
-    }
+    });
 }
 
 /// gaussian_nll's var by PyTorch's rule: the input's shape, one fewer dim (unsqueezed), or one
@@ -604,7 +606,8 @@ fn gaussian_nll_var_shapes_and_their_gradient_sums() {
     let x = rng.values(n, 2.0);
     let y = rng.values(n, 2.0);
     let f = Pointwise::GaussianNll { full: false, eps: 1e-6 };
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
+        let mut rng = Rng::new(41);
         let (xt, yt) = (dev.tensor(&x, &shape).unwrap(), dev.tensor(&y, &shape).unwrap());
         for var_shape in [vec![3, 5000, 2], vec![3, 5000], vec![3, 1, 2], vec![1, 5000, 2]] {
             let var: Vec<f32> = rng.uniform(var_shape.iter().product(), 0.2, 2.0);
@@ -639,7 +642,7 @@ fn gaussian_nll_var_shapes_and_their_gradient_sums() {
         let vt = dev.tensor(&neg, &shape).unwrap();
         let err = wgpu_loss::GaussianNll::default().forward(&xt, &yt, &vt).unwrap().item().unwrap_err();
         assert!(matches!(err, Error::InputOutOfRange { position: 777, .. }), "{err}");
-    }
+    });
 }
 
 /// torchvision's alpha rule: in [0, 1], or −1 for no class weighting; anything else (and a
@@ -666,7 +669,7 @@ fn sigmoid_focal_takes_torchvisions_alphas_only() {
 /// and infinite logits, whose loss is the limit, as `bce_with_logits`'s.
 #[test]
 fn sigmoid_focal_saturated_and_infinite_logits() {
-    for dev in devices() {
+    common::on_each(devices(), |dev| {
         let x = dev.tensor(&[110.0, -110.0, f32::INFINITY, f32::NEG_INFINITY, f32::INFINITY], &[5]).unwrap();
         let y = dev.tensor(&[1.0, 0.0, 1.0, 0.0, 0.0], &[5]).unwrap();
         let ones = dev.tensor(&[1.0; 5], &[5]).unwrap();
@@ -680,5 +683,5 @@ fn sigmoid_focal_saturated_and_infinite_logits() {
         );
         let limits = SigmoidFocal::default().forward(&x, &y).unwrap().to_vec().unwrap();
         assert_eq!(&limits[2..], &[0.0, 0.0, f32::INFINITY], "{what}");
-    }
+    });
 }

@@ -8,12 +8,6 @@ mod common;
 use common::{Rng, Tol, assert_close, label, one_per_adapter};
 use wgpu_loss::{Device, Error, LinearCrossEntropy, Reduction, ShardState, Tensor, TokenGrads, VocabShard};
 
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Host data: x (n, h), W (v, h), b, class weights, token weights, targets (every fourth
 /// ignored), and the upstream gradients of the loss (per row), logprob and entropy.
 struct Host {
@@ -198,7 +192,6 @@ fn two_devices() -> Vec<&'static Device> {
 
 #[test]
 fn a_head_split_over_two_devices_equals_one_device() {
-    let _serial = serial();
     let mut rng = Rng::new(81);
     let devs = two_devices();
     let d = Host::new(&mut rng, 29, 17, 203);
@@ -218,7 +211,6 @@ fn a_head_split_over_two_devices_equals_one_device() {
 /// adapters and again on both with an adversarial pool.
 #[test]
 fn every_batch_size_from_1_to_64() {
-    let _serial = serial();
     let devs = two_devices();
     let adversarial: Vec<&Device> = common::adversarial_devices().iter().collect();
     let reductions = [Reduction::Mean, Reduction::None, Reduction::Sum];
@@ -236,7 +228,6 @@ fn every_batch_size_from_1_to_64() {
 /// error, never an index out of bounds.
 #[test]
 fn combine_refuses_weights_of_other_shapes() {
-    let _serial = serial();
     let dev = two_devices()[0];
     let mut rng = Rng::new(83);
     let (n, h, v) = (5, 3, 10);
@@ -266,7 +257,6 @@ fn combine_refuses_weights_of_other_shapes() {
 
 #[test]
 fn shard_states_that_do_not_cover_the_vocabulary_are_errors() {
-    let _serial = serial();
     let dev = two_devices()[0];
     let mut rng = Rng::new(82);
     let d = Host::new(&mut rng, 4, 3, 10);

@@ -69,6 +69,20 @@ pub fn adversarial_small_binding_devices() -> &'static [Device] {
     })
 }
 
+/// `f` on each of `devs` at once, a thread each, its results in order; a panic in one fails the
+/// caller. Work on a Vulkan device and on a GL one then overlaps (the library runs one GL call
+/// at a time per process), so the software adapters compile pipelines on two cores.
+pub fn on_each<'a, R: Send>(
+    devs: impl IntoIterator<Item = &'a Device>,
+    f: impl Fn(&'a Device) -> R + Sync,
+) -> Vec<R> {
+    let f = &f;
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = devs.into_iter().map(|dev| scope.spawn(move || f(dev))).collect();
+        runs.into_iter().map(|run| run.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
+
 /// One device per adapter (the default input path), for tests too large to repeat per path.
 pub fn one_per_adapter() -> Vec<&'static Device> {
     let mut seen = Vec::new();
@@ -83,10 +97,20 @@ pub fn one_per_adapter() -> Vec<&'static Device> {
     out
 }
 
+/// Every adapter, opened once per test binary: the option sets above are handles on these
+/// devices ([`Device::reconfigured`]), so a pipeline compiled for one is not compiled again for
+/// another (the software adapters compile on first dispatch, most of the suite's time).
+fn adapters() -> &'static [Device] {
+    static DEVICES: OnceLock<Vec<Device>> = OnceLock::new();
+    DEVICES.get_or_init(|| {
+        Device::all().unwrap_or_else(|e| {
+            panic!("no GPU adapter for the tests: {e}\n(hint: apt-get install mesa-vulkan-drivers)")
+        })
+    })
+}
+
 fn open(options: DeviceOptions, what: &str) -> Vec<Device> {
-    let devices = Device::all_with_options(options).unwrap_or_else(|e| {
-        panic!("no GPU adapter for the tests: {e}\n(hint: apt-get install mesa-vulkan-drivers)")
-    });
+    let devices: Vec<Device> = adapters().iter().map(|d| d.reconfigured(options.clone())).collect();
     let names: Vec<String> = devices.iter().map(|d| d.name()).collect();
     // Written to stderr directly (not through `eprintln!`, which the test harness captures) so
     // that every run shows which adapters it tested.

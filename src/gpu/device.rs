@@ -403,6 +403,11 @@ impl Device {
         &self.inner.info
     }
 
+    /// The options this handle plans with.
+    pub fn options(&self) -> &DeviceOptions {
+        &self.inner.options
+    }
+
     /// The limits the device was created with.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits

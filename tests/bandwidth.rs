@@ -1,6 +1,6 @@
 //! The bandwidth yardsticks on every adapter against their f64 references, also in chunks.
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
 use wgpu_loss::ops::bandwidth;

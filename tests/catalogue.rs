@@ -3,7 +3,7 @@
 //! against finite differences of the reference forward; and PyTorch's own values for each loss.
 //! A loss added to the catalogue is tested here with nothing else to write.
 
-mod common;
+use crate::common;
 
 use common::{adversarial_devices, devices, f64s, label};
 use wgpu_loss::catalogue::{

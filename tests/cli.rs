@@ -1,7 +1,7 @@
 //! The `wgpu-loss` binary: every OP × eval/grad on every adapter against the references, every
 //! error case (non-zero exit, one message, no file left), info, bench --quick --json, compare.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

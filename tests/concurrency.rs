@@ -4,7 +4,7 @@
 //! them in the order they finish, and buffers an operation drops go back to the pool only once
 //! its commands are queued, so threads cannot see each other's data.
 
-mod common;
+use crate::common;
 
 use common::mixed::{self, Inputs, KINDS};
 use common::one_per_adapter;

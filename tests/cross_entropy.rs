@@ -1,6 +1,6 @@
 //! cross_entropy on every adapter against the f64 reference.
 
-mod common;
+use crate::common;
 
 use common::classes::{class_count, ids, target_shape, upstream};
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};

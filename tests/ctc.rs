@@ -3,7 +3,7 @@
 //! length equal to the input length, impossible alignments with and without `zero_infinity`,
 //! a blank other than 0, and the splits of time and sequences.
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, devices, label};
 use wgpu_loss::reference::ctc::{self as reference, Sequence};

@@ -1,7 +1,7 @@
 //! 100 repetitions of cross-entropy over [1024, 32 000] logits, forward and backward, are
 //! bitwise equal on each adapter: fixed-order reductions, no float atomics.
 
-mod common;
+use crate::common;
 
 use common::{Rng, one_per_adapter};
 use wgpu_loss::CrossEntropy;

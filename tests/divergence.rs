@@ -2,7 +2,7 @@
 //! budget-split rows, ignored and empty batches, NaN rows, large magnitudes and typed errors.
 //! (The catalogue's generic test runs every reduction × variant × dtype against the reference.)
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, devices, label, narrow_budget_devices, small_binding_devices};
 use wgpu_loss::reference::divergence::{self as reference, Rows};

@@ -2,7 +2,7 @@
 //! (±0, subnormals, ±inf, NaN, the largest finite values, rounding ties) on every adapter and
 //! input path, against the `half` crate's conversions.
 
-mod common;
+use crate::common;
 
 use common::{devices, label, small_binding_devices};
 use wgpu_loss::{DType, Device, Error, Tensor, bf16, f16};

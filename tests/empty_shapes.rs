@@ -2,7 +2,7 @@
 //! operation plans with checked arithmetic, so a debug build returns PyTorch's result (an empty
 //! tensor, a sum of 0, a mean of NaN, zero-sized gradients) instead of panicking on an overflow.
 
-mod common;
+use crate::common;
 
 use common::devices;
 use wgpu_loss::{

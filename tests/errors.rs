@@ -1,6 +1,6 @@
 //! Every bad input returns its typed error; nothing panics and the device stays usable.
 
-mod common;
+use crate::common;
 
 use common::{devices, small_binding_devices};
 use wgpu_loss::{

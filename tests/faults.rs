@@ -2,7 +2,7 @@
 //! 1 ms timeout, buffers that cannot be wrapped. The documented errors come back, nothing
 //! panics or hangs, and the device (or a fresh one) keeps giving right answers.
 
-mod common;
+use crate::common;
 
 use common::{Tol, assert_close, one_per_adapter};
 use wgpu_loss::reference::cross_entropy as ce_ref;

@@ -14,10 +14,10 @@
 //! 20 000 for the reader, 2 000 for the arguments) from `WGPU_LOSS_FUZZ_SEED` (default 1);
 //! `WGPU_LOSS_FUZZ_DEVICE_EVERY=k` runs only every k-th loaded job on a device (default 1).
 //! The long local run: `WGPU_LOSS_FUZZ_EXECS=1000000 WGPU_LOSS_FUZZ_DEVICE_EVERY=100
-//! WGPU_LOSS_FUZZ_SEED=$RANDOM cargo test --test fuzz -- --nocapture` (a debug build, so that
+//! WGPU_LOSS_FUZZ_SEED=$RANDOM cargo test --test suite fuzz:: -- --nocapture` (a debug build, so that
 //! arithmetic overflow panics too).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};

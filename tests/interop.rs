@@ -1,6 +1,6 @@
 //! Losses on an application's own wgpu device and buffers.
 
-mod common;
+use crate::common;
 
 use common::{Tol, assert_close, devices};
 use wgpu::util::DeviceExt;

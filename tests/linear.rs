@@ -1,6 +1,6 @@
 //! linear on every adapter against the f64 reference.
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
 use wgpu_loss::{DType, Device, Error, Linear, LinearKernel, Outputs, reference};

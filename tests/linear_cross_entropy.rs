@@ -2,7 +2,7 @@
 //! composition for every option, against the unfused GPU composition, with W sharded, with tiny
 //! scratch budgets, and bitwise reproducible.
 
-mod common;
+use crate::common;
 
 use common::{
     Rng, Tol, adversarial_devices, adversarial_small_binding_devices, assert_close, devices,

@@ -2,7 +2,7 @@
 //! reference and against the unfused composition (two `linear`, `jsd`, `linear`'s backward)
 //! for every option, in f32 and bf16, across chunks of rows and shards of W; errors.
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, devices, label, small_binding_devices};
 use wgpu_loss::reference::divergence::Rows;

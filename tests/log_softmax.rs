@@ -1,7 +1,7 @@
 //! log_softmax and softmax on every adapter against the f64 reference, and
 //! log_softmax + nll ≡ cross_entropy.
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, devices, f64s, small_binding_devices};
 use wgpu_loss::reference::log_softmax as reference;

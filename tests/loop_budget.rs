@@ -11,7 +11,7 @@
 //! pieces of k added in order, wider rows, more LM-head slices. On GPUs the real budget is
 //! unlimited and only the narrowed tests split anything; the results must match everywhere.
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, devices, f64s, narrow_budget_devices, one_per_adapter};
 use wgpu_loss::catalogue::Tolerance;

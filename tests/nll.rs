@@ -1,7 +1,7 @@
 //! nll on every adapter: PyTorch's values, the f64 reference for every shape, weight and
 //! reduction, and log_softmax followed by nll against the fused cross_entropy.
 
-mod common;
+use crate::common;
 
 use common::classes::{class_count, ids, target_shape, upstream};
 use common::{Rng, Tol, assert_close, devices};

@@ -2,7 +2,7 @@
 //! with its var shapes) and binary
 //! accuracy, forward and backward, on every adapter against the f64 reference.
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
 use wgpu_loss::reference::broadcast_to;

@@ -1,6 +1,6 @@
 //! Property tests: random shapes and options against the references on every adapter.
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, devices};
 use proptest::prelude::*;

@@ -2,7 +2,7 @@
 //! (one workgroup, one finishing stage, two), bitwise reproducible, NaN carried, chunked equal
 //! to unchunked, and PyTorch's values at the edges.
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, devices, small_binding_devices};
 use wgpu_loss::reference::reduce as reference;

@@ -3,7 +3,7 @@
 //! every option, forward (loss, lse, per-token outputs) and backward (dX summed over the
 //! shards, dW and db by shard), with ignored rows and targets on either side of the split.
 
-mod common;
+use crate::common;
 
 use common::{Rng, Tol, assert_close, label, one_per_adapter};
 use wgpu_loss::{Device, Error, LinearCrossEntropy, Reduction, ShardState, Tensor, TokenGrads, VocabShard};

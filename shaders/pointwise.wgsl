@@ -29,9 +29,6 @@ override G_PER_ELEMENT: bool = false;
 override WANT_D2: bool = false;
 override DX_DTYPE: u32 = 0u;
 override D2_DTYPE: u32 = 0u;
-// Per-loss switches: sigmoid_focal bit 0 α on; poisson_nll bit 0 log_input, bit 1 full;
-// gaussian_nll bit 1 full.
-override OPTIONS: u32 = 0u;
 
 const MSE: u32 = 0u;
 const L1: u32 = 1u;
@@ -58,6 +55,10 @@ struct Params {
     weight_count: u32,
     aux_count: u32,
     alpha: f32,
+    // Per-loss switches: sigmoid_focal bit 0 α on; poisson_nll bit 0 log_input, bit 1 full;
+    // gaussian_nll bit 1 full. A uniform, not an override: each is a few instructions, and as an
+    // override every switch doubled the loss's pipelines (each compiled on first use).
+    options: u32,
     // A broadcast operand's runs (ops/broadcast.rs): element i reads the operand at
     // the sum over runs of (i / inner) % size * stride, each run (inner, size, stride, 0).
     weight_runs: array<vec4<u32>, 4>,
@@ -281,7 +282,7 @@ fn eval(q: u32) -> Eval {
         let slope_nan = mg.nan | (!live & vec4<bool>(gamma < 1.0));
         let dmg = slope * (1.0 - 2.0 * t) * p * q;
         var at = vec4<f32>(1.0);
-        if ((OPTIONS & 1u) != 0u) {
+        if ((params.options & 1u) != 0u) {
             at = params.alpha * t + (1.0 - params.alpha) * (1.0 - t);
         }
         if (gamma == 0.0) {
@@ -303,7 +304,7 @@ fn eval(q: u32) -> Eval {
         // PyTorch's poisson_nll_loss: exp(x) − y·x (log_input), else x − y·log(x + eps); with
         // full, Stirling's y·log y − y + ½·log(2πy) where y > 1. The loss at a negative x + eps
         // is NaN, as in PyTorch. No target gradient.
-        if ((OPTIONS & 1u) != 0u) {
+        if ((params.options & 1u) != 0u) {
             let ev = exp(v);
             e.loss = ev - t * v;
             e.dx = ev - t;
@@ -315,7 +316,7 @@ fn eval(q: u32) -> Eval {
             e.dx = 1.0 - t / arg;
             e.nan |= arg < vec4<f32>(0.0);
         }
-        if ((OPTIONS & 2u) != 0u) {
+        if ((params.options & 2u) != 0u) {
             let big_t = t > vec4<f32>(1.0);
             let st = t * log(max(t, vec4<f32>(1.0))) - t + 0.5 * log(6.283185307179586 * max(t, vec4<f32>(1.0)));
             e.loss += select(vec4<f32>(0.0), st, big_t);
@@ -341,7 +342,7 @@ fn eval(q: u32) -> Eval {
         let vc = max(variance, vec4<f32>(params.beta));
         let r = d / vc;
         e.loss = 0.5 * (log(vc) + d * r);
-        if ((OPTIONS & 2u) != 0u) {
+        if ((params.options & 2u) != 0u) {
             e.loss += 0.9189385332046727;
         }
         e.dx = r;

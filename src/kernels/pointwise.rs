@@ -19,12 +19,16 @@ pub(crate) struct Params {
     pub(crate) aux_count: u32,
     /// A second parameter (sigmoid_focal's α); `beta` is the first.
     pub(crate) alpha: f32,
+    /// The formula's switches (sigmoid_focal's α on, poisson_nll's log_input and full,
+    /// gaussian_nll's full).
+    pub(crate) options: u32,
+    pub(crate) _pad: [u32; 3],
     /// `[inner, size, stride, 0]` per run of the broadcast weight.
     pub(crate) weight_runs: [[u32; 4]; MAX_RUNS],
     /// The same for the aux operand.
     pub(crate) aux_runs: [[u32; 4]; MAX_RUNS],
 }
-const _: () = assert!(size_of::<Params>() == 160);
+const _: () = assert!(size_of::<Params>() == 176);
 
 /// The most runs of a broadcast operand the kernel follows (the WGSL's `array<vec4<u32>, 4>`).
 pub(crate) const MAX_RUNS: usize = 4;

@@ -55,7 +55,7 @@ enum Formula {
     MarginRanking = 14,
 }
 
-/// The `OPTIONS` bits of `shaders/pointwise.wgsl`.
+/// The `options` bits of `shaders/pointwise.wgsl`'s parameters.
 const FOCAL_ALPHA: u32 = 1;
 const POISSON_LOG_INPUT: u32 = 1;
 const POISSON_FULL: u32 = 2;
@@ -102,7 +102,7 @@ struct Job<'a> {
     beta: f32,
     /// A second parameter (sigmoid_focal's α).
     alpha: f32,
-    /// The formula's switches (the `OPTIONS` constant).
+    /// The formula's switches (the `options` parameter).
     switches: u32,
     input: &'a Tensor,
     target: &'a Tensor,
@@ -187,7 +187,6 @@ impl<'a> Job<'a> {
             ("FLAGS", flags as f64),
             ("G_PER_ELEMENT", g_per_element as u8 as f64),
             ("WANT_D2", want_d2 as u8 as f64),
-            ("OPTIONS", self.switches as f64),
         ]);
         c
     }
@@ -290,6 +289,8 @@ impl<'a> Job<'a> {
                 weight_count: layout.weight.count,
                 aux_count: layout.aux.count,
                 alpha: self.alpha,
+                options: self.switches,
+                _pad: [0; 3],
                 weight_runs: layout.weight.runs,
                 aux_runs: layout.aux.runs,
             };

@@ -29,9 +29,9 @@ struct Params {
     row_base: u32, // the first row's index in the whole input, for status
     margin: f32,
     scale: f32,
+    tpr: u32,       // threads per row, read where TREE (row_tree.wgsl)
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -105,7 +105,7 @@ fn forward(
             let xt = x[base + u32(t)];
             acc.y = f32(is_nan(xt));
             var sum = blocked();
-            for (var c = lane; c < params.cols; c += TPR) {
+            for (var c = lane; c < params.cols; c += tpr()) {
                 let v = x[base + c];
                 acc.y += f32(is_nan(v));
                 let h = hinge(params.margin - xt + select(v, 0.0, is_nan(v))).x;
@@ -115,7 +115,7 @@ fn forward(
         }
     } else if (live) {
         var sum = blocked();
-        for (var c = lane; c < params.cols; c += TPR) {
+        for (var c = lane; c < params.cols; c += tpr()) {
             let v = x[base + c];
             let yv = y[base + c];
             let bad = is_nan(v) | is_nan(yv);
@@ -171,7 +171,7 @@ fn backward(
         let xt = x[base + tu];
         let st = s * class_weight(tu);
         var sum = blocked();
-        for (var c = lane; c < params.cols; c += TPR) {
+        for (var c = lane; c < params.cols; c += tpr()) {
             // dx[r, t] is lane 0's, written after the merge (never by two invocations).
             if (t < 0) {
                 dx[base + c] = 0u;
@@ -183,7 +183,7 @@ fn backward(
         }
         dt = blocked_sum(sum).x;
     } else if (live) {
-        for (var c = lane; c < params.cols; c += TPR) {
+        for (var c = lane; c < params.cols; c += tpr()) {
             let d = class_weight(c) * (sigmoid(x[base + c]) - y[base + c]) * s;
             dx[base + c] = bitcast<u32>(d);
         }

@@ -24,8 +24,8 @@ struct Params {
     g_mode: u32,    // backward: 0 grad per row, 1 grad[0] * scale, 2 grad[0] * scale / denom[0]
     scale: f32,
     top_k: u32,
+    tpr: u32,       // threads per row, read where TREE (rows.wgsl)
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

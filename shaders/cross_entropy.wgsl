@@ -50,8 +50,8 @@ fn cross_entropy(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
-    let lane = lid % TPR;
+    let row = group_index(wid, nwg) * (WG / tpr()) + lid / tpr();
+    let lane = lid % tpr();
     let live = row < params.rows;
     let base = row_base(row);
     let a = row_state(base, params.inner, params.cols, lane, lid, live);
@@ -135,8 +135,8 @@ fn cross_entropy_backward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
-    let lane = lid % TPR;
+    let row = group_index(wid, nwg) * (WG / tpr()) + lid / tpr();
+    let lane = lid % tpr();
     let live = row < params.rows;
     let base = row_base(row);
     let stride = params.inner;
@@ -162,7 +162,7 @@ fn cross_entropy_backward(
         }
     }
     if (QUADS) {
-        for (var q = lane; q < params.cols / 4u; q += TPR) {
+        for (var q = lane; q < params.cols / 4u; q += tpr()) {
             let c = 4u * q;
             let cs = vec4<u32>(c, c + 1u, c + 2u, c + 3u);
             var y = vec4<f32>(0.0);
@@ -177,7 +177,7 @@ fn cross_entropy_backward(
             }
         }
     } else {
-        for (var c = lane; c < params.cols; c += TPR) {
+        for (var c = lane; c < params.cols; c += tpr()) {
             let i = base + c * stride;
             var y = 0.0;
             if (PROBS) {
@@ -198,8 +198,8 @@ fn accuracy(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
-    let lane = lid % TPR;
+    let row = group_index(wid, nwg) * (WG / tpr()) + lid / tpr();
+    let lane = lid % tpr();
     let live = row < params.rows;
     var t = -1;
     var above = 0u;
@@ -208,7 +208,7 @@ fn accuracy(
         if (t >= 0) {
             let base = row_base(row);
             let xt = ld_x(base + u32(t) * params.inner);
-            for (var c = lane; c < params.cols; c += TPR) {
+            for (var c = lane; c < params.cols; c += tpr()) {
                 above += select(0u, 1u, ld_x(base + c * params.inner) > xt);
             }
         }

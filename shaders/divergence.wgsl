@@ -26,7 +26,18 @@
 // numerics: max-shifted online states (prelude); log q and log p as (v − max) − log Σ.
 
 override WG: u32 = 64u;
-override TPR: u32 = 1u;
+// More than one thread per row (TPR > 1): the rows' threads merge through a tree in workgroup
+// memory. TPR itself is the uniform's `tpr`, read through tpr(), so the segment widths share one
+// pipeline (each would otherwise compile on first use); without TREE it is the constant 1.
+override TREE: bool = false;
+
+// Threads per row: the uniform's `tpr` where TREE, else 1.
+fn tpr() -> u32 {
+    if (TREE) {
+        return params.tpr;
+    }
+    return 1u;
+}
 override QUADS: bool = false;
 override MODE: u32 = 2u;
 
@@ -43,6 +54,10 @@ struct Params {
     temperature: f32,
     log_beta: f32,      // log β and log(1 − β), for log m in MODE 2
     log_one_minus_beta: f32,
+    tpr: u32,       // threads per row, read where TREE
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -111,7 +126,7 @@ fn merge_pair(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 fn pair_state(base: u32, lane: u32, lid: u32, live: bool) -> Pair {
     var a = Pair(vec4<f32>(NEG_BIG, -1.0, NEG_BIG, -1.0), 0u);
     if (live) {
-        for (var c = lane * step(); c < params.cols; c += TPR * step()) {
+        for (var c = lane * step(); c < params.cols; c += tpr() * step()) {
             let xs = load_x(base, c);
             let ys = load_y(base, c);
             a.bad = max(a.bad, max(bad4(xs), bad4(ys)));
@@ -124,11 +139,11 @@ fn pair_state(base: u32, lane: u32, lid: u32, live: bool) -> Pair {
             }
         }
     }
-    if (TPR > 1u) {
+    if (TREE) {
         pair_red[lid] = a.st;
         bad_red[lid] = a.bad;
         workgroupBarrier();
-        for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+        for (var s = tpr() / 2u; s > 0u; s = s / 2u) {
             if (lane < s) {
                 pair_red[lid] = merge_pair(pair_red[lid], pair_red[lid + s]);
                 bad_red[lid] = max(bad_red[lid], bad_red[lid + s]);
@@ -148,12 +163,12 @@ fn pair_nan(a: Pair) -> bool {
 // The sum of `v` over the TPR threads of a row, returned to all of them. Every thread of the
 // workgroup calls it.
 fn row_total(v: f32, lane: u32, lid: u32) -> f32 {
-    if (TPR == 1u) {
+    if (!TREE) {
         return v;
     }
     pair_red[lid] = vec4<f32>(v, 0.0, 0.0, 0.0);
     workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+    for (var s = tpr() / 2u; s > 0u; s = s / 2u) {
         if (lane < s) {
             pair_red[lid].x = pair_red[lid].x + pair_red[lid + s].x;
         }
@@ -220,7 +235,7 @@ fn jsd_share(a: Pair, base: u32, lane: u32, live: bool, for_grad: bool) -> f32 {
     var sum = 0.0;
     if (live) {
         let m = lanes();
-        for (var c = lane * step(); c < params.cols; c += TPR * step()) {
+        for (var c = lane * step(); c < params.cols; c += tpr() * step()) {
             let l = log_probs(a, load_x(base, c), load_y(base, c));
             var t: vec4<f32>;
             if (for_grad) {
@@ -271,8 +286,8 @@ fn jsd(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
-    let lane = lid % TPR;
+    let row = group_index(wid, nwg) * (WG / tpr()) + lid / tpr();
+    let lane = lid % tpr();
     let live = row < params.rows;
     let counts = live && row_counts(row);
     let base = row_base(row);
@@ -289,8 +304,8 @@ fn jsd_backward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
-    let lane = lid % TPR;
+    let row = group_index(wid, nwg) * (WG / tpr()) + lid / tpr();
+    let lane = lid % tpr();
     let live = row < params.rows;
     let counts = live && row_counts(row);
     let base = row_base(row);
@@ -304,7 +319,7 @@ fn jsd_backward(
     }
     let nan = pair_nan(a) && counts;
     let s = select(0.0, upstream(row), counts);
-    for (var c = lane * step(); c < params.cols; c += TPR * step()) {
+    for (var c = lane * step(); c < params.cols; c += tpr() * step()) {
         var d = vec4<f32>(0.0);
         if (counts) {
             d = s * jsd_grad(log_probs(a, load_x(base, c), load_y(base, c)), k);
@@ -319,7 +334,7 @@ fn tvd_share(base: u32, lane: u32, live: bool) -> vec2<u32> {
     var bad = 0u;
     if (live) {
         let m = lanes();
-        for (var c = lane * step(); c < params.cols; c += TPR * step()) {
+        for (var c = lane * step(); c < params.cols; c += tpr() * step()) {
             let xs = load_x(base, c);
             let ys = load_y(base, c);
             bad = max(bad, max(bad4(xs), bad4(ys)));
@@ -335,8 +350,8 @@ fn tvd(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
-    let lane = lid % TPR;
+    let row = group_index(wid, nwg) * (WG / tpr()) + lid / tpr();
+    let lane = lid % tpr();
     let live = row < params.rows;
     let counts = live && row_counts(row);
     let base = row_base(row);
@@ -344,10 +359,10 @@ fn tvd(
     let l = row_total(bitcast<f32>(share.x), lane, lid);
     // The largest |bits| over the row's threads.
     var bad = share.y;
-    if (TPR > 1u) {
+    if (TREE) {
         bad_red[lid] = bad;
         workgroupBarrier();
-        for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+        for (var s = tpr() / 2u; s > 0u; s = s / 2u) {
             if (lane < s) {
                 bad_red[lid] = max(bad_red[lid], bad_red[lid + s]);
             }
@@ -366,15 +381,15 @@ fn tvd_backward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
-    let lane = lid % TPR;
+    let row = group_index(wid, nwg) * (WG / tpr()) + lid / tpr();
+    let lane = lid % tpr();
     if (row >= params.rows) {
         return;
     }
     let counts = row_counts(row);
     let base = row_base(row);
     let s = select(0.0, 0.5 * upstream(row), counts);
-    for (var c = lane * step(); c < params.cols; c += TPR * step()) {
+    for (var c = lane * step(); c < params.cols; c += tpr() * step()) {
         let xs = load_x(base, c);
         let ys = load_y(base, c);
         let sign = select(vec4<f32>(0.0), select(vec4<f32>(-1.0), vec4<f32>(1.0), xs > ys), xs != ys);

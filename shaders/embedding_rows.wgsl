@@ -45,8 +45,8 @@ struct Params {
     p: f32,
     eps: f32,
     scale: f32,
+    tpr: u32,       // threads per row, read where TREE (row_tree.wgsl)
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -102,7 +102,7 @@ fn down_scale(m: f32) -> f32 {
 fn cosine_sums(base: u32, lane: u32, lid: u32, live: bool) -> Cosine {
     var m = vec4<f32>(0.0);
     if (live) {
-        for (var k = lane; k < params.cols; k += TPR) {
+        for (var k = lane; k < params.cols; k += tpr()) {
             let u = x1[base + k];
             let v = x2[base + k];
             let bad = !is_finite(u) || !is_finite(v);
@@ -114,7 +114,7 @@ fn cosine_sums(base: u32, lane: u32, lid: u32, live: bool) -> Cosine {
     let kb = down_scale(m.y);
     var sum = blocked();
     if (live && m.z == 0.0) {
-        for (var k = lane; k < params.cols; k += TPR) {
+        for (var k = lane; k < params.cols; k += tpr()) {
             let u = x1[base + k] * ka;
             let v = x2[base + k] * kb;
             blocked_add(&sum, vec4<f32>(u * v, u * u, v * v, 0.0));
@@ -213,7 +213,7 @@ fn triplet_distances(base: u32, lane: u32, lid: u32, live: bool) -> Triplet {
     var m = vec4<f32>(0.0);
     var bad = vec4<f32>(0.0);
     if (live) {
-        for (var c = lane; c < params.cols; c += TPR) {
+        for (var c = lane; c < params.cols; c += tpr()) {
             let q = quarter_diffs(base, c);
             let nan = nan3(q);
             m = max(m, vec4<f32>(select(abs(q), vec3<f32>(0.0), nan), 0.0));
@@ -226,7 +226,7 @@ fn triplet_distances(base: u32, lane: u32, lid: u32, live: bool) -> Triplet {
     let top = m.xyz * k;
     var sum = blocked();
     if (live) {
-        for (var c = lane; c < params.cols; c += TPR) {
+        for (var c = lane; c < params.cols; c += tpr()) {
             let v = quarter_diffs(base, c) * k;
             if (NORM == 1u) {
                 blocked_add(&sum, vec4<f32>(select(vec3<f32>(0.0), vec3<f32>(1.0), abs(v) == top), 0.0));
@@ -362,7 +362,7 @@ fn backward(
         // two branches would both run where rows diverge, past the loop budget planned.
         let fa = dcos * c.ka;
         let fb = dcos * c.kb;
-        for (var k = lane; k < params.cols; k += TPR) {
+        for (var k = lane; k < params.cols; k += tpr()) {
             let u = x1[base + k] * c.ka;
             let v = x2[base + k] * c.kb;
             d1[base + k] = select(bitcast<u32>(fa * (v / root_ab - cos * u / c.a)), NAN_BITS, c.bad);
@@ -380,7 +380,7 @@ fn backward(
         // PyTorch's; not through p = 1's (sign), the max norm's or the count norm's.
         let on = select(0.0, s, z.x > 0.0 && z.y == 0.0);
         let pair_nan = t.nan & vec3<bool>(NORM == 0u && params.p != 1.0);
-        for (var c = lane; c < params.cols; c += TPR) {
+        for (var c = lane; c < params.cols; c += tpr()) {
             let v = quarter_diffs(base, c) * t.k;
             let g_ap = norm_grad(v.x, t.scaled.x, t.ties.x);
             let g_an = w.x * norm_grad(v.y, t.scaled.y, t.ties.y);

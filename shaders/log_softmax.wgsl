@@ -12,7 +12,7 @@ struct Params {
     rows: u32,
     cols: u32,
     inner: u32,
-    _pad0: u32,
+    tpr: u32,       // threads per row, read where TREE (rows.wgsl)
 }
 
 // The output's element type (0 f32, 1 f16, 2 bf16): halves only with QUADS, where a thread owns
@@ -50,8 +50,8 @@ fn put4(i: u32, v: vec4<f32>, nan: vec4<bool>) {
 // Writes this thread's share of the row: (x - max) - log(sum) (log_softmax) or
 // exp(x - max) / sum (softmax).
 fn normalize(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
-    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
-    let lane = lid % TPR;
+    let row = group_index(wid, nwg) * (WG / tpr()) + lid / tpr();
+    let lane = lid % tpr();
     let live = row < params.rows;
     let base = row_base(row);
     let a = row_state(base, params.inner, params.cols, lane, lid, live);
@@ -60,7 +60,7 @@ fn normalize(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
     let log_sum = log1p_state(a.st.y);
     let scale = 1.0 / (a.st.y + 1.0);
     if (live && QUADS) {
-        for (var q = lane; q < params.cols / 4u; q += TPR) {
+        for (var q = lane; q < params.cols / 4u; q += tpr()) {
             var v = ld4_x(base / 4u + q) - shift;
             if (soft) {
                 v = exp(v) * scale;
@@ -70,7 +70,7 @@ fn normalize(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
             put4(base + 4u * q, v, vec4<bool>(nan));
         }
     } else if (live) {
-        for (var c = lane; c < params.cols; c += TPR) {
+        for (var c = lane; c < params.cols; c += tpr()) {
             let i = base + c * params.inner;
             var v = ld_x(i) - shift;
             if (soft) {
@@ -130,18 +130,18 @@ fn grad_of(gv: vec4<f32>, yv: vec4<f32>, total: f32, soft: bool) -> vec4<f32> {
 }
 
 fn gradient(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
-    let row = group_index(wid, nwg) * (WG / TPR) + lid / TPR;
-    let lane = lid % TPR;
+    let row = group_index(wid, nwg) * (WG / tpr()) + lid / tpr();
+    let lane = lid % tpr();
     let live = row < params.rows;
     let base = row_base(row);
     let stride = params.inner;
     var acc = vec2<f32>(0.0);
     if (live && QUADS) {
-        for (var q = lane; q < params.cols / 4u; q += TPR) {
+        for (var q = lane; q < params.cols / 4u; q += tpr()) {
             acc += sum_terms(ld4_g(base / 4u + q), ld4_x(base / 4u + q), soft);
         }
     } else if (live) {
-        for (var c = lane; c < params.cols; c += TPR) {
+        for (var c = lane; c < params.cols; c += tpr()) {
             let i = base + c * stride;
             acc += sum_terms(vec4<f32>(ld_g(i), 0.0, 0.0, 0.0), vec4<f32>(ld_x(i), 0.0, 0.0, 0.0), soft);
         }
@@ -149,13 +149,13 @@ fn gradient(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, soft: bool) {
     let total = row_sum(acc.x, lane, lid);
     let nan = row_sum(acc.y, lane, lid) > 0.0;
     if (live && QUADS) {
-        for (var q = lane; q < params.cols / 4u; q += TPR) {
+        for (var q = lane; q < params.cols / 4u; q += tpr()) {
             let gv = ld4_g(base / 4u + q);
             let yv = ld4_x(base / 4u + q);
             put4(base + 4u * q, grad_of(gv, yv, total, soft), nan4(gv) | nan4(yv) | vec4<bool>(nan));
         }
     } else if (live) {
-        for (var c = lane; c < params.cols; c += TPR) {
+        for (var c = lane; c < params.cols; c += tpr()) {
             let i = base + c * stride;
             let gv = ld_g(i);
             let yv = ld_x(i);

@@ -7,7 +7,18 @@
 // Every thread of the workgroup, past the last row or not, must call the merges from uniform
 // control flow: they hold barriers.
 
-override TPR: u32 = 1u;
+// More than one thread per row (TPR > 1): the rows' threads merge through a tree in workgroup
+// memory. TPR itself is the uniform's `tpr`, read through tpr(), so the segment widths share one
+// pipeline (each would otherwise compile on first use); without TREE it is the constant 1.
+override TREE: bool = false;
+
+// Threads per row: the uniform's `tpr` where TREE, else 1.
+fn tpr() -> u32 {
+    if (TREE) {
+        return params.tpr;
+    }
+    return 1u;
+}
 
 // Long sums are blocked: a lane adds BLOCK terms into a block sum, then the block sum into its
 // total, so a sum of n terms rounds like one of BLOCK + n / BLOCK (a million classes over 32
@@ -44,7 +55,7 @@ var<workgroup> tree: array<vec4<f32>, WG>;
 
 // This thread's row slot in the dispatch and its lane in the row.
 fn row_slot(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec2<u32> {
-    return vec2<u32>(group_index(wid, nwg) * (WG / TPR) + lid / TPR, lid % TPR);
+    return vec2<u32>(group_index(wid, nwg) * (WG / tpr()) + lid / tpr(), lid % tpr());
 }
 
 // The sums of `v` over the row's threads, returned to all of them.
@@ -59,13 +70,13 @@ fn row_max4(v: vec4<f32>, lane: u32, lid: u32) -> vec4<f32> {
 
 // `v` merged over the row's threads by a fixed tree: summed, or the maxima when `take_max`.
 fn row_merge4(v: vec4<f32>, lane: u32, lid: u32, take_max: bool) -> vec4<f32> {
-    if (TPR == 1u) {
+    if (!TREE) {
         return v;
     }
     workgroupBarrier();
     tree[lid] = v;
     workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+    for (var s = tpr() / 2u; s > 0u; s = s / 2u) {
         if (lane < s) {
             let a = tree[lid];
             let b = tree[lid + s];

@@ -21,7 +21,18 @@
 // -inf elements fall below the NEG_BIG sentinel and add exp(-inf) = 0, as in PyTorch.
 
 override WG: u32 = 64u;
-override TPR: u32 = 1u;
+// More than one thread per row (TPR > 1): the rows' threads merge through a tree in workgroup
+// memory. TPR itself is the uniform's `tpr`, read through tpr(), so the segment widths share one
+// pipeline (each would otherwise compile on first use); without TREE it is the constant 1.
+override TREE: bool = false;
+
+// Threads per row: the uniform's `tpr` where TREE, else 1.
+fn tpr() -> u32 {
+    if (TREE) {
+        return params.tpr;
+    }
+    return 1u;
+}
 // stride 1 and cols % 4 == 0: every row starts on a quad, so rows are read four elements (one
 // texel of a staged input) at a time.
 override QUADS: bool = false;
@@ -76,30 +87,30 @@ fn row_state(base: u32, stride: u32, cols: u32, lane: u32, lid: u32, live: bool)
     }
     if (live && QUADS) {
         let q0 = base / 4u;
-        for (var q = lane; q < cols / 4u; q += TPR) {
+        for (var q = lane; q < cols / 4u; q += tpr()) {
             let c = 4u * q;
             acc_push4(&a, vec4<u32>(c, c + 1u, c + 2u, c + 3u), vec4<u32>(base + c) + vec4<u32>(0u, 1u, 2u, 3u), ld4_x(q0 + q));
         }
     } else if (live) {
         var c = lane;
         loop {
-            if (c + 3u * TPR >= cols) {
+            if (c + 3u * tpr() >= cols) {
                 break;
             }
-            let cs = vec4<u32>(c, c + TPR, c + 2u * TPR, c + 3u * TPR);
+            let cs = vec4<u32>(c, c + tpr(), c + 2u * tpr(), c + 3u * tpr());
             let is = vec4<u32>(base) + cs * stride;
             acc_push4(&a, cs, is, vec4<f32>(ld_x(is.x), ld_x(is.y), ld_x(is.z), ld_x(is.w)));
-            c += 4u * TPR;
+            c += 4u * tpr();
         }
-        for (; c < cols; c += TPR) {
+        for (; c < cols; c += tpr()) {
             acc_push1(&a, c, base + c * stride, ld_x(base + c * stride));
         }
     }
-    if (TPR > 1u) {
+    if (TREE) {
         row_red[lid] = vec4<f32>(a.st, a.aux);
         row_bad[lid] = a.bad;
         workgroupBarrier();
-        for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+        for (var s = tpr() / 2u; s > 0u; s = s / 2u) {
             if (lane < s) {
                 let x = row_red[lid];
                 let y = row_red[lid + s];
@@ -117,13 +128,13 @@ fn row_state(base: u32, stride: u32, cols: u32, lane: u32, lid: u32, live: bool)
 // The sum of `v` over the TPR threads of a row, returned to all of them (for the backward
 // passes). Call from uniform control flow.
 fn row_sum(v: f32, lane: u32, lid: u32) -> f32 {
-    if (TPR == 1u) {
+    if (!TREE) {
         return v;
     }
     workgroupBarrier();
     row_red[lid] = vec4<f32>(v, 0.0, 0.0, 0.0);
     workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+    for (var s = tpr() / 2u; s > 0u; s = s / 2u) {
         if (lane < s) {
             row_red[lid].x = row_red[lid].x + row_red[lid + s].x;
         }
@@ -135,13 +146,13 @@ fn row_sum(v: f32, lane: u32, lid: u32) -> f32 {
 // The exact sum of the counts `v` over the TPR threads of a row, returned to all of them.
 // Call from uniform control flow.
 fn row_count(v: u32, lane: u32, lid: u32) -> u32 {
-    if (TPR == 1u) {
+    if (!TREE) {
         return v;
     }
     workgroupBarrier();
     row_bad[lid] = v;
     workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+    for (var s = tpr() / 2u; s > 0u; s = s / 2u) {
         if (lane < s) {
             row_bad[lid] = row_bad[lid] + row_bad[lid + s];
         }

@@ -17,7 +17,9 @@ pub(crate) struct Params {
     pub(crate) margin: f32,
     /// The factor of a reduced loss's upstream gradient (1 for sum, 1/rows for mean).
     pub(crate) scale: f32,
-    pub(crate) _pad: [u32; 3],
+    /// Threads per row (`RowPlan::tpr`), read by the kernel where it merges a row's threads.
+    pub(crate) tpr: u32,
+    pub(crate) _pad: [u32; 2],
 }
 const _: () = assert!(size_of::<Params>() == 32);
 

@@ -19,7 +19,9 @@ pub(crate) struct Params {
     pub(crate) g_mode: u32,
     pub(crate) scale: f32,
     pub(crate) top_k: u32,
-    pub(crate) _pad: [u32; 2],
+    /// Threads per row (`RowPlan::tpr`), read by the kernel where it merges a row's threads.
+    pub(crate) tpr: u32,
+    pub(crate) _pad: u32,
 }
 const _: () = assert!(size_of::<Params>() == 48);
 

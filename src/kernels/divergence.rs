@@ -24,8 +24,11 @@ pub(crate) struct Params {
     pub(crate) temperature: f32,
     pub(crate) log_beta: f32,
     pub(crate) log_one_minus_beta: f32,
+    /// Threads per row (`RowPlan::tpr`), read by the kernel where it merges a row's threads.
+    pub(crate) tpr: u32,
+    pub(crate) _pad: [u32; 3],
 }
-const _: () = assert!(size_of::<Params>() == 48);
+const _: () = assert!(size_of::<Params>() == 64);
 
 /// The student's logits (jsd) or probabilities (tvd).
 pub const X: Binding = Binding::staged("x", 1);

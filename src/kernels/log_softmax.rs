@@ -12,7 +12,8 @@ pub(crate) struct Params {
     pub(crate) rows: u32,
     pub(crate) cols: u32,
     pub(crate) inner: u32,
-    pub(crate) _pad: u32,
+    /// Threads per row (`RowPlan::tpr`), read by the kernel where it merges a row's threads.
+    pub(crate) tpr: u32,
 }
 const _: () = assert!(size_of::<Params>() == 16);
 

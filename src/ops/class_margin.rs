@@ -137,7 +137,7 @@ impl<'a> Job<'a> {
             ("HAS_WEIGHT", self.weight.is_some() as u8 as f64),
             ("G_PER_ROW", g_per_row as u8 as f64),
             ("WG", plan.wg as f64),
-            ("TPR", plan.tpr as f64),
+            ("TREE", plan.tree() as u8 as f64),
         ]
     }
 
@@ -188,7 +188,8 @@ impl<'a> Job<'a> {
                 row_base: first as u32,
                 margin: self.margin,
                 scale,
-                _pad: [0; 3],
+                tpr: plan.tpr,
+                _pad: [0; 2],
             };
             dispatch(
                 dev,

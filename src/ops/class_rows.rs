@@ -77,6 +77,8 @@ pub(super) struct Job<'a> {
 struct Planned {
     constants: Vec<(&'static str, f64)>,
     rows_per_group: u64,
+    /// Threads per row (the kernel's `tpr`).
+    tpr: u32,
     /// What the entry's loop bound is evaluated at (nothing for nll's loop-free kernels).
     extents: Vec<u64>,
     /// Rows are read and written a quad (four contiguous elements) at a time.
@@ -169,6 +171,7 @@ impl<'a> Job<'a> {
             return Ok(Planned {
                 constants: vec![("WG", 64.0)],
                 rows_per_group: 64,
+                tpr: 1,
                 extents: Vec::new(),
                 quads: false,
             });
@@ -184,6 +187,7 @@ impl<'a> Job<'a> {
         Ok(Planned {
             constants: c,
             rows_per_group: (plan.wg / plan.tpr) as u64,
+            tpr: plan.tpr,
             extents: plan.extents().to_vec(),
             quads: plan.quads,
         })
@@ -201,7 +205,8 @@ impl<'a> Job<'a> {
             g_mode: 0,
             scale: 1.0,
             top_k: 0,
-            _pad: [0; 2],
+            tpr: 1,
+            _pad: 0,
         }
     }
 
@@ -302,6 +307,7 @@ impl<'a> Job<'a> {
             let (r0, n) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
             let mut params = self.params(n as usize, r0 as usize);
             params.top_k = top_k;
+            params.tpr = plan.tpr;
             let inputs = self.inputs(reads, r0, n);
             let mut binds: Vec<Bind<'_>> = inputs.iter().map(Input::bind).collect();
             binds.extend([
@@ -478,6 +484,7 @@ impl<'a> Job<'a> {
         for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(per_row as usize, wide))? {
             let (r0, rn) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
             let mut params = self.params(rn as usize, r0 as usize);
+            params.tpr = plan.tpr;
             params.g_mode = g_mode;
             params.scale = scale;
             // nll's gradient does not read the log-probabilities.

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use super::{Outputs, Reduction, RowStrategy, Rows, check_u32};
+use super::{Outputs, Reduction, RowPlan, RowStrategy, Rows, check_u32};
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch};
@@ -392,6 +392,8 @@ impl<'a> Job<'a> {
             temperature,
             log_beta: beta.ln(),
             log_one_minus_beta: (1.0 - beta).ln(),
+            tpr: 1,
+            _pad: [0; 3],
         }
     }
 
@@ -412,7 +414,7 @@ impl<'a> Job<'a> {
     }
 
     /// The pipeline of `entry` for this job, the rows a workgroup takes, and the loop extents.
-    fn pipeline(&self, entry: &str, reads: Reads) -> Result<(Arc<Pipeline>, u64, Vec<u64>)> {
+    fn pipeline(&self, entry: &str, reads: Reads) -> Result<(Arc<Pipeline>, RowPlan)> {
         let dev = self.dev();
         let op = self.kind.op();
         let bound = KernelId::Divergence.spec().entry(entry).map(|e| e.trips);
@@ -423,7 +425,7 @@ impl<'a> Job<'a> {
             constants.push(("MODE", mode as f64));
         }
         let pipe = KernelId::Divergence.pipeline_for(dev, reads, entry, &constants)?;
-        Ok((pipe, (plan.wg / plan.tpr) as u64, plan.extents().to_vec()))
+        Ok((pipe, plan))
     }
 
     /// The staged inputs' bindings for the chunk of `n` rows from `r0`.
@@ -492,7 +494,7 @@ impl<'a> Job<'a> {
     fn record_rows(&self, loss: &Storage, counted: &Storage) -> Result<()> {
         let dev = self.dev();
         let reads = self.reads()?;
-        let (pipe, rows_per_group, extents) = self.pipeline(self.entry(false), reads)?;
+        let (pipe, plan) = self.pipeline(self.entry(false), reads)?;
         let inner = self.rows.inner as u64;
         for chunk in self.rows.chunks(dev, "one row", &self.row_bytes(2, 0))? {
             let (r0, n) = (chunk.start as u64 * inner, chunk.len() as u64 * inner);
@@ -503,8 +505,15 @@ impl<'a> Job<'a> {
                 Bind::all(LOSS, loss.buffer()),
                 Bind::all(COUNTED, counted.buffer()),
             ]);
-            let params = self.params(n, r0);
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, n.div_ceil(rows_per_group), &extents)?;
+            let params = Params { tpr: plan.tpr, ..self.params(n, r0) };
+            dispatch(
+                dev,
+                &pipe,
+                bytemuck::bytes_of(&params),
+                &binds,
+                plan.groups(n as usize),
+                &plan.extents(),
+            )?;
         }
         Ok(())
     }
@@ -536,7 +545,7 @@ impl<'a> Job<'a> {
             (Reduction::Mean, None) => (1, 1.0 / n_rows as f32),
         };
         let reads = self.reads()?;
-        let (pipe, rows_per_group, extents) = self.pipeline(self.entry(true), reads)?;
+        let (pipe, plan) = self.pipeline(self.entry(true), reads)?;
         let denom_buf = denom.map_or(&dev.inner.dummy, |d| d.storage.buffer());
         let (inner, cols) = (self.rows.inner as u64, self.rows.cols as u64);
         let per_row = self.reduction == Reduction::None;
@@ -550,10 +559,15 @@ impl<'a> Job<'a> {
                 Bind::all(DENOM, denom_buf),
                 Bind::range(DX, dx.buffer(), 4 * r0 * cols, 4 * rn * cols),
             ]);
-            let mut params = self.params(rn, r0);
-            params.g_mode = g_mode;
-            params.scale = scale;
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, rn.div_ceil(rows_per_group), &extents)?;
+            let params = Params { g_mode, scale, tpr: plan.tpr, ..self.params(rn, r0) };
+            dispatch(
+                dev,
+                &pipe,
+                bytemuck::bytes_of(&params),
+                &binds,
+                plan.groups(rn as usize),
+                &plan.extents(),
+            )?;
         }
         Ok(())
     }

@@ -136,7 +136,7 @@ impl Job<'_> {
         let plan = RowStrategy::Auto.plan(self.op, dev, &self.inputs[0].shape, &rows, bound)?;
         let constants = [
             ("WG", plan.wg as f64),
-            ("TPR", plan.tpr as f64),
+            ("TREE", plan.tree() as u8 as f64),
             ("LOSS", self.kind as u32 as f64),
             ("SWAP", self.swap as u8 as f64),
             ("G_PER_ROW", g_per_row as u8 as f64),
@@ -151,7 +151,7 @@ impl Job<'_> {
                 per_element.iter().map(|&(b, buf)| Bind::range(b, buf, first * row, len * row)).collect();
             binds.extend(per_row.iter().map(|&(b, buf)| Bind::range(b, buf, first * 4, len * 4)));
             binds.extend(whole.iter().map(|&(b, buf)| Bind::all(b, buf)));
-            let params = Params { rows: len as u32, scale, ..self.params };
+            let params = Params { rows: len as u32, scale, tpr: plan.tpr, ..self.params };
             dispatch(
                 dev,
                 &pipe,
@@ -308,7 +308,8 @@ impl CosineEmbedding {
                 p: 2.0,
                 eps: 0.0,
                 scale: 0.0,
-                _pad: [0; 2],
+                tpr: 1,
+                _pad: 0,
             },
             swap: false,
             norm: 0,
@@ -371,7 +372,8 @@ impl TripletMargin {
                 p: if self.p.is_finite() { self.p } else { 0.0 },
                 eps: self.eps,
                 scale: 0.0,
-                _pad: [0; 2],
+                tpr: 1,
+                _pad: 0,
             },
             swap: self.swap,
             norm: if self.p.is_infinite() {

@@ -188,7 +188,8 @@ fn record(
         per_row.extend(grad.map(|g| g.dtype.bytes(cols)));
         for chunk in rows.chunks(dev, "one row", &per_row)? {
             let n = (chunk.len() * rows.inner) as u64;
-            let params = Params { rows: n as u32, cols: rows.cols as u32, inner: rows.inner as u32, _pad: 0 };
+            let params =
+                Params { rows: n as u32, cols: rows.cols as u32, inner: rows.inner as u32, tpr: plan.tpr };
             let first = chunk.start as u64 * rows.inner as u64 * cols;
             let elements = n * cols;
             let mut inputs = vec![input(dev, reads, X, x.storage.buffer(), first, elements)];

@@ -86,7 +86,13 @@ pub(crate) struct RowPlan {
 
 impl RowPlan {
     pub(crate) fn constants(self) -> Vec<(&'static str, f64)> {
-        vec![("WG", self.wg as f64), ("TPR", self.tpr as f64), ("QUADS", self.quads as u8 as f64)]
+        vec![("WG", self.wg as f64), ("TREE", self.tree() as u8 as f64), ("QUADS", self.quads as u8 as f64)]
+    }
+
+    /// More than one thread per row: the kernel merges them (the `TREE` constant; `tpr` itself
+    /// is a uniform, so the segment widths share a pipeline).
+    pub(crate) fn tree(self) -> bool {
+        self.tpr > 1
     }
 
     /// The values the entry's loop bound is evaluated at (`kernels::rows::ROW_EXTENTS`).

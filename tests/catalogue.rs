@@ -86,7 +86,18 @@ fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
     let out = (loss.forward)(&inputs).unwrap_or_else(|e| panic!("{what}: forward: {e}"));
     let g = Rng::new(seed ^ 0x5eed).values(out.numel(), 1.0);
     let gt = dev.tensor(&g, out.shape()).unwrap();
-    let grad = (loss.backward)(&inputs, &out, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
+    // A function's backward is taken at the output it is given: at the unrounded forward here,
+    // which the reference differentiates (a half output's rounding would reach the gradient, as
+    // it does in PyTorch; tests/dtype.rs checks that path).
+    let y = match out.dtype() {
+        DType::F32 => out.clone(),
+        _ => (loss.forward)(&inputs.with_f32_outputs()).unwrap_or_else(|e| panic!("{what}: forward: {e}")),
+    };
+    let grad = (loss.backward)(&inputs, &y, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
+    // And at the half output itself, as a user's graph holds it (PyTorch's half gradient): one
+    // pass, against the reference taken at the same rounded values.
+    let at_half = (out.dtype() != DType::F32)
+        .then(|| (loss.backward)(&inputs, &out, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}")));
     let grads = (loss.backward_operands)(&inputs, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
 
     let tol = loss.tolerance.for_dtype(out.dtype());
@@ -101,6 +112,14 @@ fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
     let want = (loss.reference_backward)(&args, &g64).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
     if let Some(m) = miss(&grad.to_vec().unwrap(), &want, tol.backward) {
         misses.push(format!("{what}: backward {m}"));
+    }
+    if let Some(grad) = at_half {
+        let y = Array::of_dtype(&out.to_vec().unwrap(), out.shape(), out.dtype());
+        let at = Args { output: Some(y), ..args.clone() };
+        let want = (loss.reference_backward)(&at, &g64).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
+        if let Some(m) = miss(&grad.to_vec().unwrap(), &want, tol.backward) {
+            misses.push(format!("{what}: backward at the half output {m}"));
+        }
     }
     let wants =
         (loss.reference_backward_operands)(&args, &g64).unwrap_or_else(|e| panic!("{what}: reference: {e}"));

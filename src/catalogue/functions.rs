@@ -6,7 +6,6 @@ use super::loss::{
     Tolerance, Variant, WeightKind, Work, no_operand_grads, no_operand_references, numel,
 };
 use crate::data::Rng;
-use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::linear::Linear;
 use crate::ops::log_softmax::{LogSoftmax, Softmax};
@@ -40,11 +39,26 @@ fn softmax_reference(a: &Args) -> Result<Vec<f64>> {
     Ok(reference::log_softmax::softmax_dim(&a.input.data, &a.input.shape, dim))
 }
 
-/// The forward output `y` unrounded: itself when f32, else the forward again in f32. The
-/// gradient in the input is computed from it, so that a half output's rounding does not reach
-/// the gradient through the row sum (g − e^y·Σg): one rounding, of the gradient itself.
-fn unrounded(y: &Tensor, forward_f32: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
-    if y.dtype() == DType::F32 { Ok(y.clone()) } else { forward_f32() }
+/// The gradient of log_softmax or softmax (`backward`, the op's) at the output `y` it is given,
+/// in the input's element type (or f32 with `Outputs::F32`). As PyTorch's autograd, which saves
+/// the output: a half `y` and upstream gradient take one pass that writes the half gradient, and
+/// the rounding of `y` reaches the gradient through the row sum (g − e^y·Σg); an f32 `y` (the
+/// forward with f32 outputs) gives the gradient of the unrounded forward, rounded once.
+/// The output a reference backward differentiates at: the one given in `a.output` (a device's,
+/// perhaps rounded to half), else the exact forward.
+fn at_given_output(a: &Args, forward: fn(&Args) -> Result<Vec<f64>>) -> Result<Vec<f64>> {
+    match &a.output {
+        Some(y) if y.shape == a.input.shape => Ok(y.data.clone()),
+        Some(y) => Err(Error::shape(
+            "reference",
+            format!("the given output has shape {:?}, the input {:?}", y.shape, a.input.shape),
+        )),
+        None => forward(a),
+    }
+}
+
+fn at_output(i: &Inputs, backward: impl FnOnce(Outputs) -> Result<Tensor>) -> Result<Tensor> {
+    i.options.outputs.apply(backward(i.options.outputs)?, i.input.dtype())
 }
 
 pub(super) static LOG_SOFTMAX: Loss = Loss {
@@ -67,15 +81,11 @@ pub(super) static LOG_SOFTMAX: Loss = Loss {
     test_shapes: SHAPES,
     generate: |rng, shape, _, _| input(rng, shape, 4.0),
     forward: |i| LogSoftmax::default().dim(i.options.dim).outputs(i.options.outputs).forward(&i.input),
-    backward: |i, y, g| {
-        let f = LogSoftmax::default().dim(i.options.dim).outputs(Outputs::F32);
-        let y = unrounded(y, || f.forward(&i.input))?;
-        i.options.outputs.apply(f.backward(&y, g)?, i.input.dtype())
-    },
+    backward: |i, y, g| at_output(i, |o| LogSoftmax::default().dim(i.options.dim).outputs(o).backward(y, g)),
     reference: log_softmax_reference,
     reference_backward: |a, g| {
         let dim = resolve_dim("log_softmax", a.options.dim, a.input.shape.len())?;
-        let y = log_softmax_reference(a)?;
+        let y = at_given_output(a, log_softmax_reference)?;
         Ok(reference::log_softmax::log_softmax_backward(&y, g, &a.input.shape, dim))
     },
     tolerance: TOLERANCE,
@@ -104,15 +114,11 @@ pub(super) static SOFTMAX: Loss = Loss {
     test_shapes: SHAPES,
     generate: |rng, shape, _, _| input(rng, shape, 4.0),
     forward: |i| Softmax::default().dim(i.options.dim).outputs(i.options.outputs).forward(&i.input),
-    backward: |i, y, g| {
-        let f = Softmax::default().dim(i.options.dim).outputs(Outputs::F32);
-        let y = unrounded(y, || f.forward(&i.input))?;
-        i.options.outputs.apply(f.backward(&y, g)?, i.input.dtype())
-    },
+    backward: |i, y, g| at_output(i, |o| Softmax::default().dim(i.options.dim).outputs(o).backward(y, g)),
     reference: softmax_reference,
     reference_backward: |a, g| {
         let dim = resolve_dim("softmax", a.options.dim, a.input.shape.len())?;
-        let y = softmax_reference(a)?;
+        let y = at_given_output(a, softmax_reference)?;
         Ok(reference::log_softmax::softmax_backward(&y, g, &a.input.shape, dim))
     },
     tolerance: TOLERANCE,

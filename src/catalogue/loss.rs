@@ -225,6 +225,10 @@ pub struct Args {
     /// ctc's input and target lengths, one per sequence.
     pub input_lengths: Option<Ids>,
     pub target_lengths: Option<Ids>,
+    /// The forward's output that a function's backward is taken at (log_softmax and softmax
+    /// differentiate through it), as a device gave it: its references then differentiate at
+    /// these values. `None`: at the exact forward. Losses ignore it.
+    pub output: Option<Array>,
     pub options: Options,
 }
 
@@ -269,6 +273,7 @@ impl Args {
             var: None,
             input_lengths: None,
             target_lengths: None,
+            output: None,
             options: Options::default(),
         }
     }
@@ -580,7 +585,9 @@ pub struct Loss {
     /// The output on a device.
     pub forward: fn(&Inputs) -> Result<Tensor>,
     /// The gradient in the input, given the forward's output (which functions such as softmax
-    /// differentiate through; losses ignore it) and an upstream gradient of its shape.
+    /// differentiate through, at the output as given: a half one gives PyTorch's half gradient,
+    /// an f32 one from [`Inputs::with_f32_outputs`] the gradient of the unrounded forward;
+    /// losses ignore it) and an upstream gradient of its shape.
     pub backward: fn(&Inputs, &Tensor, &Tensor) -> Result<Tensor>,
     /// The f64 reference of `forward`.
     pub reference: fn(&Args) -> Result<Vec<f64>>,

@@ -3,7 +3,7 @@
 
 use super::measure::{Pending, measure};
 use super::report::Case;
-use crate::catalogue::{self, BenchShape, Loss, LossReduction, Tolerance, Work};
+use crate::catalogue::{self, Args, Array, BenchShape, Loss, LossReduction, Tolerance, Work};
 use crate::data::values;
 use crate::dtype::DType;
 use crate::gpu::device::Device;
@@ -108,10 +108,10 @@ pub(super) fn loss_cases(
         read_sum,
     )];
     if shape.backward {
-        // The forward's output unrounded: log_softmax's and softmax's backward would recompute
-        // it from a half one (inside the timing).
-        let out = (loss.forward)(&inputs.with_f32_outputs())?;
-        let ones: Tensor = catalogue::ones(dev, out.shape())?;
+        // The path a user's graph takes: the forward's output and an upstream gradient in the
+        // output's element type (half for log_softmax, softmax and linear on half inputs).
+        let out = (loss.forward)(&inputs)?;
+        let ones: Tensor = catalogue::ones(dev, out.shape())?.to_dtype(out.dtype())?;
         let g = vec![1.0; out.numel()];
         let (bytes, flops) = split(backward_work);
         cases.push(measure(
@@ -124,7 +124,18 @@ pub(super) fn loss_cases(
                 bytes,
                 flops,
                 op: Box::new(|| (loss.backward)(&inputs, &out, &ones)),
-                want: Some(Box::new(|| (loss.reference_backward)(&args, &g).unwrap_or_default())),
+                want: Some(Box::new(|| {
+                    // A half output's rounding reaches a function's gradient: the reference
+                    // differentiates at the output the forward gave.
+                    let given = (out.dtype() != DType::F32)
+                        .then(|| out.to_vec().map(|y| Array::of_dtype(&y, out.shape(), out.dtype())).ok())
+                        .flatten();
+                    match given {
+                        Some(y) => (loss.reference_backward)(&Args { output: Some(y), ..args.clone() }, &g),
+                        None => (loss.reference_backward)(&args, &g),
+                    }
+                    .unwrap_or_default()
+                })),
                 tol: tol.backward,
                 mem: None,
             },

@@ -1104,6 +1104,12 @@ fn half_precision_files_in_and_out() {
         let (v, s, d) = run(&["eval", "log-softmax", "--input", &p("x_f16.npy")]);
         assert_eq!((s.as_slice(), d), (&[n, c][..], DType::F32));
         assert_close(&format!("{backend} log-softmax f16"), &v, &ls::log_softmax(&xh, c), Tol::ELEMENT);
+        // Its f16 grad is PyTorch's: taken at the f16 output, the f32 one above rounded once.
+        let y16: Vec<f32> = v.iter().map(|&y| DType::F16.round(y)).collect();
+        let want = ls::log_softmax_backward(&y16, &vec![1.0f32; n * c], &[n, c], 1);
+        let (v, s, d) = run(&["grad", "log-softmax", "--input", &p("x_f16.npy")]);
+        assert_eq!((s.as_slice(), d), (&[n, c][..], DType::F16));
+        assert_close(&format!("{backend} log-softmax f16 grad"), &v, &want, f16_grad);
         let (v, s, d) = run(&["eval", "linear", "--input", &p("x_bf16.npy"), "--weight", &p("y_bf16.npy")]);
         assert_eq!((s.as_slice(), d), (&[n, n][..], DType::F32), "linear's eval writes float32");
         assert_close(

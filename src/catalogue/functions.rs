@@ -39,11 +39,6 @@ fn softmax_reference(a: &Args) -> Result<Vec<f64>> {
     Ok(reference::log_softmax::softmax_dim(&a.input.data, &a.input.shape, dim))
 }
 
-/// The gradient of log_softmax or softmax (`backward`, the op's) at the output `y` it is given,
-/// in the input's element type (or f32 with `Outputs::F32`). As PyTorch's autograd, which saves
-/// the output: a half `y` and upstream gradient take one pass that writes the half gradient, and
-/// the rounding of `y` reaches the gradient through the row sum (g − e^y·Σg); an f32 `y` (the
-/// forward with f32 outputs) gives the gradient of the unrounded forward, rounded once.
 /// The output a reference backward differentiates at: the one given in `a.output` (a device's,
 /// perhaps rounded to half), else the exact forward.
 fn at_given_output(a: &Args, forward: fn(&Args) -> Result<Vec<f64>>) -> Result<Vec<f64>> {
@@ -57,6 +52,11 @@ fn at_given_output(a: &Args, forward: fn(&Args) -> Result<Vec<f64>>) -> Result<V
     }
 }
 
+/// The gradient of log_softmax or softmax (`backward`, the op's) at the output `y` it is given,
+/// in the input's element type (or f32 with `Outputs::F32`). As PyTorch's autograd, which saves
+/// the output: a half `y` and upstream gradient take one pass that writes the half gradient, and
+/// the rounding of `y` reaches the gradient through the row sum (g − e^y·Σg); an f32 `y` (the
+/// forward with f32 outputs) gives the gradient of the unrounded forward, rounded once.
 fn at_output(i: &Inputs, backward: impl FnOnce(Outputs) -> Result<Tensor>) -> Result<Tensor> {
     i.options.outputs.apply(backward(i.options.outputs)?, i.input.dtype())
 }

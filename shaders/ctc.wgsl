@@ -5,30 +5,38 @@
 //   alpha:        one workgroup per sequence steps t = t0 .. t1 - 1 (a chunk of time that fits
 //                 the loop budget): alpha[t, s] = lse(alpha[t-1, s], alpha[t-1, s-1],
 //                 alpha[t-1, s-2] where l'_s != l'_{s-2}) + lp[t, l'_s], from alpha[0, 0] =
-//                 lp[0, blank] and alpha[0, 1] = lp[0, l_0]; threads take s = lid, lid + WG, ..
-//                 and a storage barrier ends each step.
+//                 lp[0, blank] and alpha[0, 1] = lp[0, l_0]. Thread lid keeps labels
+//                 lid * P .. lid * P + P - 1 in registers; the entry is written out by
+//                 kernels/ctc.rs and appended to this file.
 //   loss:         one thread per sequence: nll = -lse(alpha[T_n-1, S'-1], alpha[T_n-1, S'-2]),
-//                 +inf where no alignment exists (0 with zero_infinity), 0 for T_n = L = 0;
+//                 +inf where no alignment exists (its loss 0 with zero_infinity), 0 for T_n = L = 0;
 //                 loss = nll / divisor (the mean's max(L, 1)); flags targets outside [0, C).
 //   beta:         the same recursion from t = T_n - 1 down (chunks of time run last to first):
 //                 beta[t, s] = lse(beta[t+1, s], beta[t+1, s+1], beta[t+1, s+2] where
-//                 l'_s != l'_{s+2}) + lp[t, l'_s].
+//                 l'_s != l'_{s+2}) + lp[t, l'_s]; also written out by kernels/ctc.rs.
+//   row_scales:   one thread per row (t, n): what grad_fill writes there (below).
 //   grad_fill:    dlp[t, n, c] = exp(lp[t, n, c]) * s_n for t < T_n, else 0; NaN for t < T_n
-//                 where nll is +inf (0 with zero_infinity), as PyTorch.
+//                 where nll is +inf (0 with zero_infinity), as PyTorch; rows_per rows a
+//                 workgroup, each read its row's scale once.
 //   class_chains: one thread per (n, s): the class of l'_s, whether s is its class's first
-//                 position, and the next position of the same class (a chain per class, so that
-//                 the gradient visits each position once a step).
-//   grad_classes: one thread per (t, n, s) whose s heads a chain: its class gets
-//                 (exp(lp) - exp(lse over the chain of alpha[t, s] + beta[t, s], + nll - lp)) * s_n:
-//                 PyTorch's gradient, exp(lp) - gamma, which folds in the log_softmax that made lp.
+//                 position, and the next position of the same class (a chain per class).
+//   beta_grad:    the beta recursion, and at each step t the gradient of the classes the
+//                 sequence's labels use: (exp(lp) - exp(lse over the class's labels of
+//                 alpha[t, s] + beta[t, s], + nll - lp)) * s_n, PyTorch's gradient exp(lp) -
+//                 gamma, which folds in the log_softmax that made lp. The blank's terms are summed
+//                 per thread then across the workgroup, another class's along its chain.
 // s_n = g[n] (G_PER_SEQ) or g[0], over the sequence's divisor. -inf is the NEG_BIG sentinel (a
 // sum with it stays below NEG_HALF); +inf and NaN are written as bit patterns (ARCHITECTURE.md).
 // Sequence n's row of `seqs`: input length, target length, first target, divisor (f32 bits).
 // bindings: 0 uniform Params | 1 lp (this time chunk) | 2 targets i32 | 3 seqs | 4 alpha |
 //           5 beta | 6 nll | 7 loss | 8 g | 9 dlp (this time chunk) | 10 status |
-//           11 chains (seqs, sp): (class, with bit 31 set at a chain's head; next position)
+//           11 chains (seqs, sp): (class, with bit 31 set at a chain's head; next position) |
+//           12 odd (seqs, sp): alpha + beta of beta_grad's step | 13 scales (rows of this
+//           time chunk): (what to write, s_n)
 
 override WG: u32 = 64u;
+// The extended labels one thread of a recursion keeps (a power of two, 4 .. MAX_P).
+override P: u32 = 4u;
 override G_PER_SEQ: bool = false;
 override ZERO_INFINITY: bool = false;
 
@@ -41,17 +49,17 @@ struct Params {
     blank: u32,
     sp: u32,      // the row stride of alpha and beta: 2 * (longest target) + 1 in this chunk
     steps: u32,   // T: the time steps alpha and beta hold
-    t0: u32,      // this time chunk: t0 .. t1 - 1 (lp and dlp are bound from t0)
+    t0: u32,      // this time chunk: t0 .. t1 - 1 (lp and dlp are bound from tb)
     t1: u32,
     n0: u32,      // this sequence chunk: n0 .. n0 + seqs - 1 (alpha, beta from n0)
     seqs: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    store_all: u32, // write every step of a recursion to its table
+    tb: u32,        // the first step of the bound lp and dlp rows (t0, or 0 when bound whole)
+    rows_per: u32,  // grad_fill's rows a workgroup
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> lp: array<f32>;
+// lp (binding 1, this time chunk) is read through ld_lp.
 @group(0) @binding(2) var<storage, read> targets: array<i32>;
 @group(0) @binding(3) var<storage, read> seqs: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read_write> alpha: array<f32>;
@@ -62,9 +70,31 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> dlp: array<u32>;
 @group(0) @binding(10) var<storage, read_write> status: array<atomic<u32>>;
 @group(0) @binding(11) var<storage, read_write> chains: array<vec2<u32>>;
+@group(0) @binding(12) var<storage, read_write> odd: array<f32>;
+@group(0) @binding(13) var<storage, read_write> scales: array<vec2<f32>>;
 
 const HEAD: u32 = 0x80000000u;
 const NONE: u32 = 0xffffffffu;
+// The recursions' edge values: per thread, the two labels its neighbour needs, in two halves
+// that alternate from step to step.
+var<workgroup> edges: array<vec2<f32>, 2u * WG>;
+
+// Publishes this thread's edge values in half p & 1: step t reads half (t + 1) & 1, so a step
+// publishes with its own t what the next one reads, whichever the direction.
+fn publish(p: u32, lid: u32, v: vec2<f32>) {
+    edges[(p & 1u) * WG + lid] = v;
+}
+
+// beta_grad's per-thread partial sums of the blank's terms: (running max, sum of exp(v - max)).
+var<workgroup> parts: array<vec2<f32>, WG>;
+
+// Thread `other`'s edge values for step t (NEG_BIG where there is no such thread).
+fn neighbour(t: u32, other: u32) -> vec2<f32> {
+    if (other == NONE) {
+        return vec2<f32>(NEG_BIG);
+    }
+    return edges[((t + 1u) & 1u) * WG + other];
+}
 
 fn lse2(a: f32, b: f32) -> f32 {
     let m = max(a, b);
@@ -92,95 +122,14 @@ fn label(row: vec4<u32>, s: u32) -> u32 {
     return u32(clamp(t, 0, i32(params.classes) - 1));
 }
 
-// lp[t, n, c] of this time chunk.
+// lp[t, n, c] (bound from step tb).
 fn lp_at(t: u32, n: u32, c: u32) -> f32 {
-    return lp[((t - params.t0) * params.batch + n) * params.classes + c];
+    return ld_lp(((t - params.tb) * params.batch + n) * params.classes + c);
 }
 
 // alpha and beta of sequence j of this chunk at (t, s).
 fn at(j: u32, t: u32, s: u32) -> u32 {
     return (j * params.steps + t) * params.sp + s;
-}
-
-@compute @workgroup_size(WG)
-fn alpha_steps(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let j = group_index(wid, nwg);
-    let live = j < params.seqs;
-    let n = params.n0 + min(j, params.seqs - 1u);
-    let row = seqs[n];
-    let positions = 2u * row.y + 1u;
-    for (var t = params.t0; t < params.t1; t++) {
-        for (var s = lid; s < params.sp; s += WG) {
-            if (live && t < row.x && s < positions) {
-                let c = label(row, s);
-                var v: f32;
-                if (t == 0u) {
-                    v = select(NEG_BIG, lp_at(t, n, c), s < 2u);
-                } else {
-                    let a = alpha[at(j, t - 1u, s)];
-                    var b = NEG_BIG;
-                    var d = NEG_BIG;
-                    if (s >= 1u) {
-                        b = alpha[at(j, t - 1u, s - 1u)];
-                    }
-                    if (s >= 2u && label(row, s - 2u) != c) {
-                        d = alpha[at(j, t - 1u, s - 2u)];
-                    }
-                    v = lse3(a, b, d);
-                    if (v > NEG_HALF) {
-                        v += lp_at(t, n, c);
-                    }
-                }
-                alpha[at(j, t, s)] = v;
-            }
-        }
-        storageBarrier();
-    }
-}
-
-@compute @workgroup_size(WG)
-fn beta_steps(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let j = group_index(wid, nwg);
-    let live = j < params.seqs;
-    let n = params.n0 + min(j, params.seqs - 1u);
-    let row = seqs[n];
-    let positions = 2u * row.y + 1u;
-    for (var i = 0u; i < params.t1 - params.t0; i++) {
-        let t = params.t1 - 1u - i;
-        for (var s = lid; s < params.sp; s += WG) {
-            if (live && t < row.x && s < positions) {
-                let c = label(row, s);
-                var v: f32;
-                if (t + 1u == row.x) {
-                    v = select(NEG_BIG, lp_at(t, n, c), s + 2u >= positions);
-                } else {
-                    let a = beta[at(j, t + 1u, s)];
-                    var b = NEG_BIG;
-                    var d = NEG_BIG;
-                    if (s + 1u < positions) {
-                        b = beta[at(j, t + 1u, s + 1u)];
-                    }
-                    if (s + 2u < positions && label(row, s + 2u) != c) {
-                        d = beta[at(j, t + 1u, s + 2u)];
-                    }
-                    v = lse3(a, b, d);
-                    if (v > NEG_HALF) {
-                        v += lp_at(t, n, c);
-                    }
-                }
-                beta[at(j, t, s)] = v;
-            }
-        }
-        storageBarrier();
-    }
 }
 
 // The negative log-likelihood of sequence j of this chunk, as f32 bits (+inf where impossible).
@@ -219,13 +168,39 @@ fn sequence_loss(
             atomicMax(&status[0], 0xffffffffu - (row.z + k));
         }
     }
-    var bits = nll_bits(j, row);
+    // nll keeps +inf (the gradient reads it); the loss is 0 there with zero_infinity.
+    nll[n] = nll_bits(j, row);
+    var bits = nll[n];
     if (ZERO_INFINITY && bits == INF_BITS) {
         bits = 0u;
     }
-    nll[n] = bits;
     let divisor = bitcast<f32>(row.w);
     loss[n] = select(bitcast<u32>(bitcast<f32>(bits) / divisor), bits, bits == INF_BITS || divisor == 1.0);
+}
+
+// The online log-sum-exp (max, sum of exp(v - max)) with v added.
+fn fold(acc: vec2<f32>, v: f32) -> vec2<f32> {
+    if (v > acc.x) {
+        return vec2<f32>(v, acc.y * exp(acc.x - v) + 1.0);
+    }
+    return vec2<f32>(acc.x, acc.y + exp(v - acc.x));
+}
+
+// Two online log-sum-exps as one.
+fn merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}
+
+// The gradient at lp index `index` (this time chunk) of a class whose alpha + beta terms have
+// the online log-sum-exp `sum`: exp(lp) - gamma, gamma = exp(lse + nll - lp), times `scale`.
+fn write_gamma(index: u32, sum: vec2<f32>, nll_n: f32, scale: f32) {
+    let v = ld_lp(index);
+    var gamma = 0.0;
+    if (sum.x > NEG_HALF) {
+        gamma = exp(sum.x + log(sum.y) + nll_n - v);
+    }
+    dlp[index] = bitcast<u32>((exp(v) - gamma) * scale);
 }
 
 // s_n: the upstream gradient of sequence n over its divisor.
@@ -239,34 +214,69 @@ fn seq_scale(n: u32, row: vec4<u32>) -> f32 {
     return s / bitcast<f32>(row.w);
 }
 
+// What grad_fill writes in a row (t, n): x = 0, exp(lp) * y; x = 1, zeros; x = 2, NaN.
+const SCALED: f32 = 0.0;
+const ZEROS: f32 = 1.0;
+const NANS: f32 = 2.0;
+
+@compute @workgroup_size(WG)
+fn row_scales(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // Rows (t, j) of this time and sequence chunk.
+    let e = group_index(wid, nwg) * WG + lid;
+    if (e >= (params.t1 - params.t0) * params.seqs) {
+        return;
+    }
+    let t = params.t0 + e / params.seqs;
+    let j = e % params.seqs;
+    let n = params.n0 + j;
+    let row = seqs[n];
+    var mode = vec2<f32>(ZEROS, 0.0);
+    if (t < row.x) {
+        if (nll[n] != INF_BITS) {
+            mode = vec2<f32>(SCALED, seq_scale(n, row));
+        } else if (!ZERO_INFINITY) {
+            mode = vec2<f32>(NANS, 0.0);
+        }
+    }
+    scales[e] = mode;
+}
+
 @compute @workgroup_size(WG)
 fn grad_fill(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // Elements (t, j, c) of this time and sequence chunk.
-    let e = group_index(wid, nwg) * WG + lid;
-    let per_t = params.seqs * params.classes;
-    if (e >= (params.t1 - params.t0) * per_t) {
+    // Workgroup g: step t0 + g / blocks, sequences from (g % blocks) * rows_per, rows_per of
+    // them, each a row of C classes.
+    let g = group_index(wid, nwg);
+    let blocks = (params.seqs + params.rows_per - 1u) / params.rows_per;
+    let t = params.t0 + g / blocks;
+    if (t >= params.t1) {
         return;
     }
-    let t = params.t0 + e / per_t;
-    let j = (e % per_t) / params.classes;
-    let c = e % params.classes;
-    let n = params.n0 + j;
-    let row = seqs[n];
-    let k = ((t - params.t0) * params.batch + n) * params.classes + c;
-    if (t >= row.x) {
-        dlp[k] = 0u;
-        return;
+    let j0 = (g % blocks) * params.rows_per;
+    for (var r = 0u; r < params.rows_per; r++) {
+        let j = j0 + r;
+        if (j >= params.seqs) {
+            break;
+        }
+        let mode = scales[(t - params.t0) * params.seqs + j];
+        let base = ((t - params.tb) * params.batch + params.n0 + j) * params.classes;
+        for (var c = lid; c < params.classes; c += WG) {
+            var out = 0u;
+            if (mode.x == NANS) {
+                out = NAN_BITS;
+            } else if (mode.x == SCALED) {
+                out = bitcast<u32>(exp(ld_lp(base + c)) * mode.y);
+            }
+            dlp[base + c] = out;
+        }
     }
-    if (nll[n] == INF_BITS) {
-        dlp[k] = NAN_BITS;
-        return;
-    }
-    let is_inf_zeroed = ZERO_INFINITY && nll_bits(j, row) == INF_BITS;
-    dlp[k] = select(bitcast<u32>(exp(lp[k]) * seq_scale(n, row)), 0u, is_inf_zeroed);
 }
 
 @compute @workgroup_size(WG)
@@ -304,49 +314,4 @@ fn class_chains(
         }
     }
     chains[e] = vec2<u32>(cls | head, next);
-}
-
-@compute @workgroup_size(WG)
-fn grad_classes(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    // Threads (t, j, s) of this time and sequence chunk.
-    let e = group_index(wid, nwg) * WG + lid;
-    let per_t = params.seqs * params.sp;
-    if (e >= (params.t1 - params.t0) * per_t) {
-        return;
-    }
-    let t = params.t0 + e / per_t;
-    let j = (e % per_t) / params.sp;
-    let s = e % params.sp;
-    let n = params.n0 + j;
-    let row = seqs[n];
-    let link = chains[j * params.sp + s];
-    if (t >= row.x || (link.x & HEAD) == 0u || s > 2u * row.y || nll_bits(j, row) == INF_BITS) {
-        return;
-    }
-    let cls = link.x & ~HEAD;
-    // The online log-sum-exp of alpha + beta along the chain.
-    var m = NEG_BIG;
-    var sum = 0.0;
-    var q = s;
-    for (var k = 0u; k < params.sp && q != NONE; k++) {
-        let v = alpha[at(j, t, q)] + beta[at(j, t, q)];
-        if (v > m) {
-            sum = sum * exp(m - v) + 1.0;
-            m = v;
-        } else {
-            sum += exp(v - m);
-        }
-        q = chains[j * params.sp + q].y;
-    }
-    let index = ((t - params.t0) * params.batch + n) * params.classes + cls;
-    let v = lp[index];
-    var gamma = 0.0;
-    if (m > NEG_HALF) {
-        gamma = exp(m + log(sum) + bitcast<f32>(nll[n]) - v);
-    }
-    dlp[index] = bitcast<u32>((exp(v) - gamma) * seq_scale(n, row));
 }

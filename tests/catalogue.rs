@@ -99,6 +99,10 @@ fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
     let at_half = (out.dtype() != DType::F32)
         .then(|| (loss.backward)(&inputs, &out, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}")));
     let grads = (loss.backward_operands)(&inputs, &gt).unwrap_or_else(|e| panic!("{what}: backward: {e}"));
+    // Where the op has a training step sharing work between the two, the same bits as both.
+    let both = loss
+        .forward_backward
+        .map(|f| f(&inputs, &gt).unwrap_or_else(|e| panic!("{what}: forward_backward: {e}")));
 
     let tol = loss.tolerance.for_dtype(out.dtype());
     let want = (loss.reference)(&args).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
@@ -120,6 +124,12 @@ fn check_case(dev: &Device, case: Case, dtype: DType) -> Vec<String> {
         if let Some(m) = miss(&grad.to_vec().unwrap(), &want, tol.backward) {
             misses.push(format!("{what}: backward at the half output {m}"));
         }
+    }
+    if let Some((loss_out, grad_out)) = both {
+        let bits =
+            |t: &wgpu_loss::Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&loss_out), bits(&out), "{what}: forward_backward's loss is forward's");
+        assert_eq!(bits(&grad_out), bits(&grad), "{what}: forward_backward's gradient is backward's");
     }
     let wants =
         (loss.reference_backward_operands)(&args, &g64).unwrap_or_else(|e| panic!("{what}: reference: {e}"));

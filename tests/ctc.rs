@@ -1,7 +1,8 @@
 //! The CTC loss on every adapter against the f64 reference and PyTorch's values: padded and
 //! concatenated targets, unbatched, every reduction, repeated labels, empty targets, a target
 //! length equal to the input length, impossible alignments with and without `zero_infinity`,
-//! a blank other than 0, and the splits of time and sequences.
+//! a blank other than 0, and the splits of time and sequences; `forward_backward` against
+//! `forward` and `backward`.
 
 use crate::common;
 
@@ -87,7 +88,14 @@ fn check_within(
             };
             let gt = dev.tensor(&g, got.shape()).unwrap();
             let grad = loss.backward(&x, &targets, &case.input_lengths, &case.target_lengths, &gt).unwrap();
+            let (il, tl) = (&case.input_lengths, &case.target_lengths);
+            let (both, both_grad) = loss.forward_backward(&x, &targets, il, tl, &gt).unwrap();
             let want = reference::ctc(&lp64, (n, c), &seqs, case.blank, zero_infinity, reduction);
+            // forward_backward runs the same kernels in the same order: the same bits.
+            let bits =
+                |t: &wgpu_loss::Tensor| t.to_vec().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&both), bits(&got), "{what}: forward_backward's loss");
+            assert_eq!(bits(&both_grad), bits(&grad), "{what}: forward_backward's gradient");
             close(&what, &got.to_vec().unwrap(), &want, Tol::scaled(10.0));
             let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
             let want =

@@ -179,6 +179,10 @@ pub(super) static CTC: Loss = Loss {
     operands: &[],
     backward_operands: no_operand_grads,
     reference_backward_operands: no_operand_references,
+    forward_backward: Some(|i, g| {
+        let (il, tl) = device_lengths(i)?;
+        ctc(i)?.forward_backward(&i.input, i.ids_target(OP)?, il, tl, g)
+    }),
     tolerance: Tolerance { forward: (1e-5, 1e-4), backward: (1e-5, 1e-4) },
     bench_tolerance: Tolerance { forward: (1e-3, 1e-3), backward: (1e-4, 1e-2) },
     bench: &[

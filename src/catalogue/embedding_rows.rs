@@ -159,6 +159,7 @@ pub(super) static COSINE_EMBEDDING: Loss = Loss {
     operands: &[Operand::Input2],
     backward_operands: |i, g| Ok(vec![cosine_grads(i, g)?.1]),
     reference_backward_operands: |a, g| Ok(cosine_reference(a, Some(g))?.1),
+    forward_backward: None,
     tolerance: TOLERANCE,
     bench_tolerance: Tolerance { forward: (1e-6, 1e-4), backward: (1e-9, 1e-3) },
     bench: BENCH,
@@ -223,6 +224,7 @@ pub(super) static TRIPLET_MARGIN: Loss = Loss {
         Ok(vec![dp, dn])
     },
     reference_backward_operands: |a, g| Ok(triplet_reference(a, Some(g))?.1),
+    forward_backward: None,
     tolerance: TOLERANCE,
     bench_tolerance: Tolerance { forward: (1e-6, 1e-4), backward: (1e-9, 1e-3) },
     bench: BENCH,

@@ -548,6 +548,9 @@ pub enum GradientOf {
 /// Reference gradients in a loss's operands, one per operand, in order.
 pub type Grads = Vec<Vec<f64>>;
 
+/// An op's loss and its gradient in one call, for an upstream gradient: (loss, gradient).
+pub type TrainingStep = fn(&Inputs, &Tensor) -> Result<(Tensor, Tensor)>;
+
 /// One loss (or function) of the catalogue.
 pub struct Loss {
     /// The name of its kernel's op, bench cases and tests (`soft_margin`); the CLI op is this
@@ -601,6 +604,10 @@ pub struct Loss {
     pub backward_operands: fn(&Inputs, &Tensor) -> Result<Vec<Tensor>>,
     /// The f64 reference of `backward_operands`.
     pub reference_backward_operands: fn(&Args, &[f64]) -> Result<Grads>,
+    /// The loss and its gradient in one call for an upstream gradient, where the op shares
+    /// work between them (CTC's alpha recursion): benched as `forward+backward`, and tested to
+    /// give `forward`'s and `backward`'s bits.
+    pub forward_backward: Option<TrainingStep>,
     pub tolerance: Tolerance,
     /// The same at its benchmark shapes, where reductions run over millions of terms.
     pub bench_tolerance: Tolerance,

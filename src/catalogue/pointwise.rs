@@ -357,6 +357,7 @@ macro_rules! entry {
             operands: &[],
             backward_operands: no_operand_grads,
             reference_backward_operands: no_operand_references,
+            forward_backward: None,
             bench_work: bytes,
             $($field: $value),*
         } with operands)
@@ -597,6 +598,7 @@ pub(super) static GAUSSIAN_NLL: Loss = entry!(
         operands: &[Operand::Var],
         backward_operands: |i, g| Ok(vec![gaussian_nll_grads(i, g)?.1]),
         reference_backward_operands: gaussian_nll_reference_operands,
+        forward_backward: None,
         bench_work: bytes3,
     } with operands
 );
@@ -623,6 +625,7 @@ pub(super) static MARGIN_RANKING: Loss = entry!(
         operands: &[Operand::Input2],
         backward_operands: |i, g| Ok(vec![margin_ranking_grads(i, g)?.1]),
         reference_backward_operands: margin_ranking_reference_operands,
+        forward_backward: None,
         bench_work: bytes3,
     } with operands
 );

@@ -11,12 +11,16 @@
 use super::convert::f32_operand;
 use super::reduce::reduce_items;
 use super::{Outputs, Reduction, budget, check_u32, item_grad, reduction_and_outputs};
+use crate::dtype::DType;
 use crate::error::{Error, NO_IGNORE_INDEX, Result};
 use crate::gpu::device::Device;
 use crate::gpu::dispatch::{Bind, dispatch, gcd};
+use crate::gpu::spec::Reads;
+use crate::gpu::staging::{Input, input};
 use crate::kernels::KernelId;
 use crate::kernels::ctc::{
-    ALPHA, BETA, CHAINS, DLP, G, LOSS, LP, NLL, Params, SEQS, STATUS, TARGETS, WG, step_trips,
+    ALPHA, ALPHA_IN, BETA, CHAINS, DLP, EDGE_BYTES, G, LOSS, LP, MAX_P, MAX_WG, NLL, ODD, Params, SCALES,
+    SEQS, STATUS, TARGETS, WG, fill_trips, grad_step_trips, recursion_layout, step_trips,
 };
 use crate::tensor::{Indices, Storage, Tensor, ValueCheck, same_device};
 
@@ -178,16 +182,15 @@ impl Ctc {
         let job = self.job(log_probs, targets, input_lengths, target_lengths)?;
         let dev = log_probs.device();
         dev.op(OP, || {
-            let mean = self.reduction == Reduction::Mean;
-            let seqs = job.seqs(dev, |r| if mean { r[1].max(1) as f32 } else { 1.0 })?;
+            let seqs = job.seqs(dev, self.loss_divisor())?;
             let lp = f32_operand(log_probs)?;
             let (status, check) = job.status()?;
             let nll = Storage::alloc(dev, (job.batch as u64 * 4).max(4))?;
             let loss = Storage::alloc(dev, (job.batch as u64 * 4).max(4))?;
-            let plan = job.plan(dev)?;
+            let plan = job.plan(dev, &lp)?;
             for chunk in &plan.sequences {
                 let tables = job.tables(dev, &plan, chunk)?;
-                job.alpha(dev, &plan, chunk, &lp, &seqs, &tables.0, self.zero_infinity)?;
+                job.alpha(dev, &plan, chunk, &lp, &seqs, &tables.0, self.zero_infinity, false)?;
                 job.sequence_loss(dev, chunk, &seqs, &tables.0, (&nll, &loss, &status), self.zero_infinity)?;
             }
             let mut checks = log_probs.checks.clone();
@@ -199,6 +202,9 @@ impl Ctc {
     /// PyTorch's gradient in `log_probs` (see the type's docs) for the upstream gradient
     /// `grad_output` (one value for a reduced loss, one per sequence for `None`), in the
     /// log-probabilities' element type unless `outputs` says f32.
+    ///
+    /// This runs the alpha recursion again; [`Ctc::forward_backward`] gives the loss and the
+    /// gradient with one.
     pub fn backward(
         &self,
         log_probs: &Tensor,
@@ -209,35 +215,97 @@ impl Ctc {
     ) -> Result<Tensor> {
         let job = self.job(log_probs, targets, input_lengths, target_lengths)?;
         let dev = log_probs.device();
+        dev.op(OP, || Ok(self.train_step(&job, grad_output, false)?.1))
+    }
+
+    /// The loss ([`Ctc::forward`]'s) and its gradient for the upstream gradient `grad_output`
+    /// ([`Ctc::backward`]'s) in one pass: the alpha recursion runs once for both, as PyTorch's
+    /// autograd keeps its forward's alpha for the backward. A training step with a reduced loss
+    /// passes a 0-d `grad_output` of 1.
+    ///
+    /// ```
+    /// use wgpu_loss::{Ctc, Device};
+    /// let dev = Device::new()?;
+    /// let lp = dev.tensor(&[0.5f32.ln(); 4], &[2, 1, 2])?;
+    /// let targets = dev.indices(&[1i64], &[1, 1])?;
+    /// let one = dev.tensor(&[1.0f32], &[])?;
+    /// let (loss, grad) = Ctc::default().forward_backward(&lp, &targets, &[2], &[1], &one)?;
+    /// assert!((loss.item()? - 0.75f32.ln().abs()).abs() < 1e-6);
+    /// assert_eq!(grad.shape(), &[2, 1, 2]);
+    /// # Ok::<(), wgpu_loss::Error>(())
+    /// ```
+    pub fn forward_backward(
+        &self,
+        log_probs: &Tensor,
+        targets: &Indices,
+        input_lengths: &[i64],
+        target_lengths: &[i64],
+        grad_output: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let job = self.job(log_probs, targets, input_lengths, target_lengths)?;
+        let dev = log_probs.device();
         dev.op(OP, || {
-            same_device(OP, dev, &[grad_output.device()])?;
-            let (per_seq, _) = item_grad(OP, grad_output, self.reduction, &job.out_shape, job.batch)?;
-            let n = job.batch as f32;
-            let divisor = |r: [u32; 3]| match self.reduction {
-                Reduction::Mean => n * r[1].max(1) as f32,
-                _ => 1.0,
-            };
-            let seqs = job.seqs(dev, divisor)?;
-            let lp = f32_operand(log_probs)?;
-            let g = f32_operand(grad_output)?;
-            let (status, check) = job.status()?;
-            let nll = Storage::alloc(dev, (job.batch as u64 * 4).max(4))?;
-            let loss = Storage::alloc(dev, (job.batch as u64 * 4).max(4))?;
-            let dlp = Tensor::empty(dev, log_probs.shape.clone())?;
-            let plan = job.plan(dev)?;
-            for chunk in &plan.sequences {
-                let (alpha, beta) = job.tables(dev, &plan, chunk)?;
-                job.alpha(dev, &plan, chunk, &lp, &seqs, &alpha, self.zero_infinity)?;
-                job.sequence_loss(dev, chunk, &seqs, &alpha, (&nll, &loss, &status), self.zero_infinity)?;
-                job.beta(dev, &plan, chunk, &lp, &seqs, &beta, self.zero_infinity)?;
-                let grads = Grads { alpha: &alpha, beta: &beta, nll: &nll, g: &g, dlp: &dlp, per_seq };
-                job.gradient(dev, &plan, chunk, &lp, &seqs, grads, self.zero_infinity)?;
-            }
-            let mut checks = log_probs.checks.clone();
-            checks.extend(grad_output.checks.iter().cloned());
-            checks.extend(check);
-            self.outputs.apply(Tensor { checks, ..dlp }, log_probs.dtype)
+            let (loss, grad) = self.train_step(&job, grad_output, true)?;
+            let loss =
+                loss.ok_or_else(|| Error::Wgpu("internal: ctc's training step returned no loss".into()))?;
+            Ok((loss, grad))
         })
+    }
+
+    /// Each sequence's divisor of its loss: its target length (at least 1) for the mean.
+    fn loss_divisor(&self) -> impl Fn([u32; 3]) -> f32 {
+        let mean = self.reduction == Reduction::Mean;
+        move |r: [u32; 3]| if mean { r[1].max(1) as f32 } else { 1.0 }
+    }
+
+    /// The gradient for `grad_output`, and with `with_loss` the loss too: alpha (every step
+    /// kept), each sequence's loss, then the gradient.
+    fn train_step(
+        &self,
+        job: &Job<'_>,
+        grad_output: &Tensor,
+        with_loss: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let log_probs = job.log_probs;
+        let dev = log_probs.device();
+        same_device(OP, dev, &[grad_output.device()])?;
+        let (per_seq, _) = item_grad(OP, grad_output, self.reduction, &job.out_shape, job.batch)?;
+        let n = job.batch as f32;
+        let grad_divisor = |r: [u32; 3]| match self.reduction {
+            Reduction::Mean => n * r[1].max(1) as f32,
+            _ => 1.0,
+        };
+        let seqs = job.seqs(dev, grad_divisor)?;
+        let loss_seqs = if with_loss { job.seqs(dev, self.loss_divisor())? } else { seqs.clone() };
+        let lp = f32_operand(log_probs)?;
+        let g = f32_operand(grad_output)?;
+        let (status, check) = job.status()?;
+        let nll = Storage::alloc(dev, (job.batch as u64 * 4).max(4))?;
+        let loss = Storage::alloc(dev, (job.batch as u64 * 4).max(4))?;
+        let dlp = Tensor::empty(dev, log_probs.shape.clone())?;
+        let plan = job.plan(dev, &lp)?;
+        for chunk in &plan.sequences {
+            let (alpha, beta) = job.tables(dev, &plan, chunk)?;
+            job.alpha(dev, &plan, chunk, &lp, &seqs, &alpha, self.zero_infinity, true)?;
+            job.sequence_loss(dev, chunk, &loss_seqs, &alpha, (&nll, &loss, &status), self.zero_infinity)?;
+            let grads = Grads { alpha: &alpha, beta: &beta, nll: &nll, g: &g, dlp: &dlp, per_seq };
+            job.gradient(dev, &plan, chunk, &lp, &seqs, grads, self.zero_infinity)?;
+        }
+        let mut checks = log_probs.checks.clone();
+        checks.extend(check);
+        let loss = match with_loss {
+            true => Some(reduce_items(
+                dev,
+                loss,
+                job.batch,
+                job.out_shape.clone(),
+                self.reduction,
+                checks.clone(),
+            )?),
+            false => None,
+        };
+        checks.extend(grad_output.checks.iter().cloned());
+        Ok((loss, self.outputs.apply(Tensor { checks, ..dlp }, log_probs.dtype)?))
     }
 
     /// Sets the blank class.
@@ -260,8 +328,16 @@ reduction_and_outputs!(Ctc);
 struct Plan {
     sequences: Vec<std::ops::Range<usize>>,
     times: Vec<std::ops::Range<usize>>,
+    /// The time chunks of `beta_grad`, whose steps also loop over the workgroup and the labels.
+    grad_times: Vec<std::ops::Range<usize>>,
+    /// Whether lp and dlp are bound whole (they fit one binding), not a time chunk's rows.
+    whole: bool,
     /// The row stride of alpha and beta: 2 × (the longest target) + 1.
     sp: usize,
+    /// The recursions' threads a workgroup and extended labels a thread.
+    layout: (u32, u32),
+    /// How the kernels read the log-probabilities (staged in textures on the software adapters).
+    reads: Reads,
 }
 
 /// The buffers the gradient reads and writes.
@@ -275,6 +351,11 @@ struct Grads<'a> {
 }
 
 impl Job<'_> {
+    /// The extended labels of the longest target, 2·S + 1.
+    fn positions(&self) -> u64 {
+        2 * self.max_labels as u64 + 1
+    }
+
     /// The `seqs` rows: input length, target length, first target, divisor.
     fn seqs(&self, dev: &Device, divisor: impl Fn([u32; 3]) -> f32) -> Result<std::sync::Arc<Storage>> {
         let mut words: Vec<u32> =
@@ -290,8 +371,22 @@ impl Job<'_> {
         Ok((check.status.clone(), Some(check)))
     }
 
-    fn plan(&self, dev: &Device) -> Result<Plan> {
-        let sp = 2 * self.max_labels + 1;
+    fn plan(&self, dev: &Device, lp: &Tensor) -> Result<Plan> {
+        let sp = table_stride(self.max_labels);
+        let l = dev.limits();
+        let max_wg = (l.max_compute_invocations_per_workgroup as u64)
+            .min(l.max_compute_workgroup_size_x as u64)
+            .min(l.max_compute_workgroup_storage_size as u64 / EDGE_BYTES)
+            .min(MAX_WG);
+        let layout = recursion_layout(sp as u64, max_wg).ok_or_else(|| {
+            Error::limit(
+                "ctc: a target's extended labels (2·S + 1, held in one workgroup's registers)",
+                sp as u64,
+                max_wg * MAX_P as u64,
+            )
+        })?;
+        let elements = lp.numel().max(1);
+        let reads = KernelId::Ctc.reads(dev, &[(LP, lp.storage.buffer(), elements, DType::F32)])?;
         let limit = dev.binding_limit();
         // Sequences: alpha (and beta) of a chunk in one binding.
         let table = (self.steps.max(1) * sp * 4) as u64;
@@ -300,7 +395,7 @@ impl Job<'_> {
         }
         // The loops over a sequence's extended labels (its loss, its class chains, the gradient
         // along a chain) run 2·(2S + 1) + 1 times in one invocation.
-        let label_trips = 2 * sp as u64 + 1;
+        let label_trips = 2 * self.positions() + 1;
         if !budget::fits(dev, label_trips) {
             return Err(Error::limit(
                 format!(
@@ -315,22 +410,27 @@ impl Job<'_> {
         let per_chunk = ((limit / table.max(sp as u64 * 8)) as usize).clamp(1, self.batch.max(1));
         let sequences =
             (0..self.batch).step_by(per_chunk).map(|n| n..(n + per_chunk).min(self.batch)).collect();
-        // Time: one step's log-probabilities are one row; chunks start on aligned offsets.
+        // Time: one step's log-probabilities are one row. Bound whole when they fit one
+        // binding; else in chunks that start on aligned offsets.
         let row = (self.batch * self.classes * 4) as u64;
+        let whole = (self.steps as u64).saturating_mul(row) <= limit;
         let align = dev.limits().min_storage_buffer_offset_alignment as u64;
-        let step = if row == 0 { 1 } else { align / gcd(row, align) };
-        let by_binding = limit.checked_div(row).map_or(u64::MAX, |rows| rows / step * step);
+        let step = if whole || row == 0 { 1 } else { align / gcd(row, align) };
+        let by_binding = if whole { u64::MAX } else { limit / row / step * step };
         if by_binding == 0 {
             return Err(Error::limit("ctc: the log-probabilities of one time step", row * step, limit));
         }
         let cap = (self.steps as u64).min(by_binding);
-        let steps_per = budget::largest_fitting(dev, step, cap, |s| step_trips(s, sp as u64))
-            .map(|s| s.min(by_binding))
-            .ok_or_else(|| budget::exceeded(dev, OP, &self.log_probs.shape, step_trips(step, sp as u64)))?
-            as usize;
-        let times =
-            (0..self.steps).step_by(steps_per.max(1)).map(|t| t..(t + steps_per).min(self.steps)).collect();
-        Ok(Plan { sequences, times, sp })
+        let chunks = |trips: &dyn Fn(u64) -> u64| -> Result<Vec<std::ops::Range<usize>>> {
+            let per = budget::largest_fitting(dev, step, cap, trips)
+                .map(|s| s.min(by_binding))
+                .ok_or_else(|| budget::exceeded(dev, OP, &self.log_probs.shape, trips(step)))?
+                as usize;
+            Ok((0..self.steps).step_by(per.max(1)).map(|t| t..(t + per).min(self.steps)).collect())
+        };
+        let times = chunks(&|s| step_trips(s, sp as u64))?;
+        let grad_times = chunks(&|s| grad_step_trips(s, sp as u64, layout.0 as u64))?;
+        Ok(Plan { sequences, times, grad_times, whole, sp, layout, reads })
     }
 
     /// Alpha and beta tables for a sequence chunk.
@@ -355,49 +455,52 @@ impl Job<'_> {
             t1: time.end as u32,
             n0: chunk.start as u32,
             seqs: chunk.len() as u32,
-            _pad: [0; 3],
+            store_all: 0,
+            tb: if plan.whole { 0 } else { time.start as u32 },
+            rows_per: 0,
         }
     }
 
-    /// `lp`'s (or `dlp`'s) rows of a time chunk.
-    fn time_rows(&self, time: &std::ops::Range<usize>) -> (u64, u64) {
-        let row = (self.batch * self.classes * 4) as u64;
-        (time.start as u64 * row, (time.len() as u64 * row).max(4))
+    /// The steps of lp and dlp bound for a time chunk: all of them, or the chunk's.
+    fn bound_steps(&self, plan: &Plan, time: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+        if plan.whole { 0..self.steps } else { time.clone() }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn recursion(
+    /// `dlp`'s rows bound for a time chunk.
+    fn dlp_rows<'a>(&self, plan: &Plan, dlp: &'a Tensor, time: &std::ops::Range<usize>) -> Bind<'a> {
+        let row = (self.batch * self.classes * 4) as u64;
+        let steps = self.bound_steps(plan, time);
+        Bind::range(DLP, dlp.storage.buffer(), steps.start as u64 * row, (steps.len() as u64 * row).max(4))
+    }
+
+    /// `lp`'s rows bound for a time chunk, in place or staged as `plan.reads` says.
+    fn lp_rows<'a>(
         &self,
         dev: &Device,
-        entry: &'static str,
         plan: &Plan,
-        chunk: &std::ops::Range<usize>,
-        lp: &Tensor,
-        seqs: &Storage,
-        table: (crate::gpu::spec::Binding, &Storage),
-        zero_infinity: bool,
-        backwards: bool,
-    ) -> Result<()> {
-        let pipe = KernelId::Ctc.pipeline(dev, entry, &constants(false, zero_infinity))?;
-        let mut times: Vec<&std::ops::Range<usize>> = plan.times.iter().collect();
-        if backwards {
-            times.reverse();
-        }
-        for time in times {
-            let params = self.params(plan, chunk, time);
-            let (off, len) = self.time_rows(time);
-            let binds = [
-                Bind::range(LP, lp.storage.buffer(), off, len),
-                Bind::all(TARGETS, self.targets.storage.buffer()),
-                Bind::all(SEQS, seqs.buffer()),
-                Bind::all(table.0, table.1.buffer()),
-            ];
-            let extents = [time.len() as u64, plan.sp as u64];
-            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, chunk.len() as u64, &extents)?;
-        }
-        Ok(())
+        lp: &'a Tensor,
+        time: &std::ops::Range<usize>,
+    ) -> Input<'a> {
+        self.lp_rows_as(dev, plan, plan.reads, lp, time)
     }
 
+    /// `lp`'s rows bound for a time chunk, read as `reads` says.
+    fn lp_rows_as<'a>(
+        &self,
+        dev: &Device,
+        plan: &Plan,
+        reads: Reads,
+        lp: &'a Tensor,
+        time: &std::ops::Range<usize>,
+    ) -> Input<'a> {
+        let row = (self.batch * self.classes) as u64;
+        let steps = self.bound_steps(plan, time);
+        let elements = (steps.len() as u64 * row).max(1);
+        input(dev, reads, LP, lp.storage.buffer(), steps.start as u64 * row, elements)
+    }
+
+    /// The alpha recursion over every time chunk, keeping every step in `alpha` when
+    /// `store_all` (the gradient reads them), else what the loss and later chunks read.
     #[allow(clippy::too_many_arguments)]
     fn alpha(
         &self,
@@ -408,22 +511,27 @@ impl Job<'_> {
         seqs: &Storage,
         alpha: &Storage,
         zero_infinity: bool,
+        store_all: bool,
     ) -> Result<()> {
-        self.recursion(dev, "alpha_steps", plan, chunk, lp, seqs, (ALPHA, alpha), zero_infinity, false)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn beta(
-        &self,
-        dev: &Device,
-        plan: &Plan,
-        chunk: &std::ops::Range<usize>,
-        lp: &Tensor,
-        seqs: &Storage,
-        beta: &Storage,
-        zero_infinity: bool,
-    ) -> Result<()> {
-        self.recursion(dev, "beta_steps", plan, chunk, lp, seqs, (BETA, beta), zero_infinity, true)
+        let pipe = KernelId::Ctc.pipeline_for(
+            dev,
+            plan.reads,
+            "alpha_steps",
+            &recursion_constants(plan, false, zero_infinity),
+        )?;
+        for time in &plan.times {
+            let params = Params { store_all: store_all as u32, ..self.params(plan, chunk, time) };
+            let lp_in = self.lp_rows(dev, plan, lp, time);
+            let binds = [
+                lp_in.bind(),
+                Bind::all(TARGETS, self.targets.storage.buffer()),
+                Bind::all(SEQS, seqs.buffer()),
+                Bind::all(ALPHA, alpha.buffer()),
+            ];
+            let extents = [time.len() as u64, plan.sp as u64];
+            dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, chunk.len() as u64, &extents)?;
+        }
+        Ok(())
     }
 
     fn sequence_loss(
@@ -439,8 +547,18 @@ impl Job<'_> {
             return Ok(());
         }
         let pipe = KernelId::Ctc.pipeline(dev, "sequence_loss", &constants(false, zero_infinity))?;
-        let sp = 2 * self.max_labels + 1;
-        let params = self.params(&Plan { sequences: vec![], times: vec![], sp }, chunk, &(0..self.steps));
+        let sp = table_stride(self.max_labels);
+        let params = Params {
+            batch: self.batch as u32,
+            classes: self.classes as u32,
+            blank: self.blank,
+            sp: sp as u32,
+            steps: self.steps as u32,
+            t1: self.steps as u32,
+            n0: chunk.start as u32,
+            seqs: chunk.len() as u32,
+            ..Params::default()
+        };
         let binds = [
             Bind::all(TARGETS, self.targets.storage.buffer()),
             Bind::all(SEQS, seqs.buffer()),
@@ -450,9 +568,12 @@ impl Job<'_> {
             Bind::all(STATUS, status.buffer()),
         ];
         let groups = (chunk.len() as u64).div_ceil(WG);
-        dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &[0, sp as u64])
+        dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &[0, self.positions()])
     }
 
+    /// The gradient of a sequence chunk whose alpha (every step) and loss are computed: the
+    /// class chains, `exp(lp)` times the scale everywhere (`grad_fill`), then the beta recursion
+    /// from the last chunk of time to the first, writing each step's target classes.
     #[allow(clippy::too_many_arguments)]
     fn gradient(
         &self,
@@ -464,11 +585,30 @@ impl Job<'_> {
         grads: Grads<'_>,
         zero_infinity: bool,
     ) -> Result<()> {
-        let fill = KernelId::Ctc.pipeline(dev, "grad_fill", &constants(grads.per_seq, zero_infinity))?;
-        let classes =
-            KernelId::Ctc.pipeline(dev, "grad_classes", &constants(grads.per_seq, zero_infinity))?;
-        // The chains of each class's positions, once for the chunk.
-        let chains = Storage::alloc(dev, (chunk.len() * plan.sp * 8).max(8) as u64)?;
+        let switches = constants(grads.per_seq, zero_infinity);
+        let row_scales = KernelId::Ctc.pipeline(dev, "row_scales", &switches)?;
+        let fill = KernelId::Ctc.pipeline_for(dev, plan.reads, "grad_fill", &switches)?;
+        // beta_grad reads the alpha table again, four labels at a time.
+        let table = (chunk.len() * self.steps * plan.sp) as u64;
+        let lp_elements = self.log_probs.numel().max(1);
+        let grad_reads = KernelId::Ctc.reads(
+            dev,
+            &[
+                (LP, lp.storage.buffer(), lp_elements, DType::F32),
+                (ALPHA_IN, grads.alpha.buffer(), table.max(1) as usize, DType::F32),
+            ],
+        )?;
+        let beta_grad = KernelId::Ctc.pipeline_for(
+            dev,
+            grad_reads,
+            "beta_grad",
+            &recursion_constants(plan, grads.per_seq, zero_infinity),
+        )?;
+        // The chains of each class's positions, once for the chunk, and the step's alpha + beta
+        // of the labels.
+        let words = (chunk.len() * plan.sp) as u64;
+        let chains = Storage::alloc(dev, (words * 8).max(8))?;
+        let odd = Storage::alloc(dev, (words * 4).max(4))?;
         let link = KernelId::Ctc.pipeline(dev, "class_chains", &constants(false, zero_infinity))?;
         let params = self.params(plan, chunk, &(0..0));
         let binds = [
@@ -476,40 +616,70 @@ impl Job<'_> {
             Bind::all(SEQS, seqs.buffer()),
             Bind::all(CHAINS, chains.buffer()),
         ];
-        let threads = (chunk.len() * plan.sp) as u64;
-        dispatch(
-            dev,
-            &link,
-            bytemuck::bytes_of(&params),
-            &binds,
-            threads.div_ceil(WG),
-            &[0, plan.sp as u64],
-        )?;
+        let extents = [0, self.positions()];
+        dispatch(dev, &link, bytemuck::bytes_of(&params), &binds, words.div_ceil(WG), &extents)?;
+        // Rows a fill workgroup: at least WG · 8 elements, within the loop budget.
+        let rows_per = budget::largest_fitting(dev, 1, (WG * 8).div_ceil(self.classes.max(1) as u64), |r| {
+            fill_trips(r, self.classes as u64)
+        })
+        .ok_or_else(|| {
+            budget::exceeded(dev, OP, &self.log_probs.shape, fill_trips(1, self.classes as u64))
+        })?;
+        let longest = plan.times.iter().map(|t| t.len()).max().unwrap_or(0);
+        let scales = Storage::alloc(dev, (longest * chunk.len() * 8).max(8) as u64)?;
         for time in &plan.times {
-            let params = self.params(plan, chunk, time);
-            let (off, len) = self.time_rows(time);
-            let lp_bind = Bind::range(LP, lp.storage.buffer(), off, len);
-            let dlp_bind = Bind::range(DLP, grads.dlp.storage.buffer(), off, len);
-            let common = [
+            let params = Params { rows_per: rows_per as u32, ..self.params(plan, chunk, time) };
+            let rows = (time.len() * chunk.len()) as u64;
+            let binds = [
                 Bind::all(SEQS, seqs.buffer()),
-                Bind::all(ALPHA, grads.alpha.buffer()),
                 Bind::all(NLL, grads.nll.buffer()),
                 Bind::all(G, grads.g.storage.buffer()),
+                Bind::all(SCALES, scales.buffer()),
             ];
-            let mut binds = vec![lp_bind, dlp_bind];
-            binds.extend(common.iter().copied());
-            let elements = (time.len() * chunk.len() * self.classes) as u64;
-            let extents = [time.len() as u64, plan.sp as u64];
-            dispatch(dev, &fill, bytemuck::bytes_of(&params), &binds, elements.div_ceil(WG), &[])?;
-            let mut binds = vec![lp_bind, dlp_bind];
-            binds.extend(common.iter().copied());
-            binds.push(Bind::all(BETA, grads.beta.buffer()));
-            binds.push(Bind::all(CHAINS, chains.buffer()));
-            let threads = (time.len() * chunk.len() * plan.sp) as u64;
-            dispatch(dev, &classes, bytemuck::bytes_of(&params), &binds, threads.div_ceil(WG), &extents)?;
+            dispatch(dev, &row_scales, bytemuck::bytes_of(&params), &binds, rows.div_ceil(WG), &[])?;
+            let lp_in = self.lp_rows(dev, plan, lp, time);
+            let binds =
+                [lp_in.bind(), Bind::all(SCALES, scales.buffer()), self.dlp_rows(plan, grads.dlp, time)];
+            let groups = time.len() as u64 * (chunk.len() as u64).div_ceil(rows_per);
+            let extents = [rows_per, self.classes as u64];
+            dispatch(dev, &fill, bytemuck::bytes_of(&params), &binds, groups, &extents)?;
+        }
+        let alpha_in = input(dev, grad_reads, ALPHA_IN, grads.alpha.buffer(), 0, table.max(1));
+        for time in plan.grad_times.iter().rev() {
+            let params = self.params(plan, chunk, time);
+            let lp_in = self.lp_rows_as(dev, plan, grad_reads, lp, time);
+            let mut binds = vec![lp_in.bind(), self.dlp_rows(plan, grads.dlp, time), alpha_in.bind()];
+            binds.extend([
+                Bind::all(SEQS, seqs.buffer()),
+                Bind::all(NLL, grads.nll.buffer()),
+                Bind::all(G, grads.g.storage.buffer()),
+                Bind::all(TARGETS, self.targets.storage.buffer()),
+                Bind::all(BETA, grads.beta.buffer()),
+                Bind::all(CHAINS, chains.buffer()),
+                Bind::all(ODD, odd.buffer()),
+            ]);
+            let extents = [time.len() as u64, plan.sp as u64, plan.layout.0 as u64];
+            dispatch(dev, &beta_grad, bytemuck::bytes_of(&params), &binds, chunk.len() as u64, &extents)?;
         }
         Ok(())
     }
+}
+
+/// The row stride of the alpha and beta tables for targets of up to `max_labels`: the extended
+/// labels, 2·S + 1, rounded up to whole texels of four.
+fn table_stride(max_labels: usize) -> usize {
+    (2 * max_labels + 1).next_multiple_of(4)
+}
+
+/// The constants of a recursion's pipeline: its layout, and the gradient's switches.
+fn recursion_constants(plan: &Plan, per_seq: bool, zero_infinity: bool) -> [(&'static str, f64); 4] {
+    let (wg, p) = plan.layout;
+    [
+        ("WG", wg as f64),
+        ("P", p as f64),
+        ("G_PER_SEQ", per_seq as u8 as f64),
+        ("ZERO_INFINITY", zero_infinity as u8 as f64),
+    ]
 }
 
 /// The pipeline constants.

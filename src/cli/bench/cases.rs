@@ -55,8 +55,8 @@ pub(super) fn yardsticks(
 }
 
 /// How many cases `loss` has at `shape`.
-pub(super) fn count(shape: &BenchShape) -> usize {
-    1 + shape.backward as usize
+pub(super) fn count(loss: &Loss, shape: &BenchShape) -> usize {
+    1 + shape.backward as usize * (1 + loss.forward_backward.is_some() as usize)
 }
 
 /// The bench tolerance of `loss` on `dtype` inputs: functions without a reduction
@@ -142,6 +142,28 @@ pub(super) fn loss_cases(
             repeats,
             read_sum,
         ));
+        // Where the op shares work between the two (CTC), the call a training step makes.
+        if let Some(both) = loss.forward_backward {
+            let (fb, bb) = (split(forward_work), split(backward_work));
+            let sum = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a + b);
+            cases.push(measure(
+                dev,
+                &Pending {
+                    kernel: loss.name,
+                    direction: "forward+backward",
+                    shape: shape.name,
+                    dtype,
+                    bytes: sum(fb.0, bb.0),
+                    flops: sum(fb.1, bb.1),
+                    op: Box::new(|| Ok(both(&inputs, &ones)?.1)),
+                    want: Some(Box::new(|| (loss.reference_backward)(&args, &g).unwrap_or_default())),
+                    tol: tol.backward,
+                    mem: None,
+                },
+                repeats,
+                read_sum,
+            ));
+        }
     }
     Ok(cases)
 }

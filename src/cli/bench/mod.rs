@@ -153,8 +153,9 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
         distill::distill_cases(pair, &mut lm_cases)?;
     }
 
-    let total =
-        3 + dtypes.len() * losses.iter().map(|(.., s)| cases::count(s)).sum::<usize>() + lm_cases.len();
+    let total = 3
+        + dtypes.len() * losses.iter().map(|(_, l, _, s)| cases::count(l, s)).sum::<usize>()
+        + lm_cases.len();
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
@@ -171,7 +172,7 @@ fn bench_device(dev: &Device, args: &BenchArgs) -> Result<Report, CliError> {
             bar.set_message(format!("{} {} {dtype}", loss.name, shape.name));
             let seed = (l * 64 + s) as u64 + 2;
             done.extend(cases::loss_cases(dev, loss, shape, (seed, dtype), repeats, read_sum)?);
-            bar.inc(cases::count(shape) as u64);
+            bar.inc(cases::count(loss, shape) as u64);
         }
     }
     for p in lm_cases.drain(..) {

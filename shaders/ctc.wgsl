@@ -23,8 +23,10 @@
 //   beta_grad:    the beta recursion, and at each step t the gradient of the classes the
 //                 sequence's labels use: (exp(lp) - exp(lse over the class's labels of
 //                 alpha[t, s] + beta[t, s], + nll - lp)) * s_n, PyTorch's gradient exp(lp) -
-//                 gamma, which folds in the log_softmax that made lp. The blank's terms are summed
-//                 per thread then across the workgroup, another class's along its chain.
+//                 gamma, which folds in the log_softmax that made lp. Each label's term is its
+//                 occupation probability exp(alpha + beta + nll - lp) (at most 1, so summed
+//                 as is): the blank's per thread then across the workgroup, another class's
+//                 along its chain.
 // s_n = g[n] (G_PER_SEQ) or g[0], over the sequence's divisor. -inf is the NEG_BIG sentinel (a
 // sum with it stays below NEG_HALF); +inf and NaN are written as bit patterns (ARCHITECTURE.md).
 // Sequence n's row of `seqs`: input length, target length, first target, divisor (f32 bits).
@@ -85,8 +87,8 @@ fn publish(p: u32, lid: u32, v: vec2<f32>) {
     edges[(p & 1u) * WG + lid] = v;
 }
 
-// beta_grad's per-thread partial sums of the blank's terms: (running max, sum of exp(v - max)).
-var<workgroup> parts: array<vec2<f32>, WG>;
+// beta_grad's per-thread partial sums of the blank's occupation probabilities.
+var<workgroup> parts: array<f32, WG>;
 
 // Thread `other`'s edge values for step t (NEG_BIG where there is no such thread).
 fn neighbour(t: u32, other: u32) -> vec2<f32> {
@@ -178,29 +180,10 @@ fn sequence_loss(
     loss[n] = select(bitcast<u32>(bitcast<f32>(bits) / divisor), bits, bits == INF_BITS || divisor == 1.0);
 }
 
-// The online log-sum-exp (max, sum of exp(v - max)) with v added.
-fn fold(acc: vec2<f32>, v: f32) -> vec2<f32> {
-    if (v > acc.x) {
-        return vec2<f32>(v, acc.y * exp(acc.x - v) + 1.0);
-    }
-    return vec2<f32>(acc.x, acc.y + exp(v - acc.x));
-}
-
-// Two online log-sum-exps as one.
-fn merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-    let m = max(a.x, b.x);
-    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
-}
-
-// The gradient at lp index `index` (this time chunk) of a class whose alpha + beta terms have
-// the online log-sum-exp `sum`: exp(lp) - gamma, gamma = exp(lse + nll - lp), times `scale`.
-fn write_gamma(index: u32, sum: vec2<f32>, nll_n: f32, scale: f32) {
-    let v = ld_lp(index);
-    var gamma = 0.0;
-    if (sum.x > NEG_HALF) {
-        gamma = exp(sum.x + log(sum.y) + nll_n - v);
-    }
-    dlp[index] = bitcast<u32>((exp(v) - gamma) * scale);
+// The gradient at lp index `index` (this time chunk) of a class whose labels' occupation
+// probabilities sum to gamma: (exp(lp) - gamma) * scale.
+fn write_gamma(index: u32, gamma: f32, scale: f32) {
+    dlp[index] = bitcast<u32>((exp(ld_lp(index)) - gamma) * scale);
 }
 
 // s_n: the upstream gradient of sequence n over its divisor.

@@ -84,8 +84,8 @@ pub(crate) const MAX_P: u32 = 32;
 /// The largest workgroup of a recursion.
 pub(crate) const MAX_WG: u64 = 1024;
 /// Workgroup memory a recursion takes per thread: its edge exchange (four floats) and, in
-/// `beta_grad`, its partial sum of the blank's terms (two).
-pub(crate) const EDGE_BYTES: u64 = 24;
+/// `beta_grad`, its partial sum of the blank's terms (one).
+pub(crate) const EDGE_BYTES: u64 = 20;
 
 /// The recursions' layout for `positions` extended labels on a device whose workgroups take
 /// up to `max_wg` threads: (threads a workgroup, labels a thread). 64 threads of 4 or 8 labels
@@ -250,23 +250,35 @@ fn {name}(
     let keep = if alpha { "t + 1u == params.t1 || t + 1u == row.x" } else { "t == params.t0" };
     let _ = writeln!(s, "        let keep = params.store_all != 0u || {keep};");
     if !alpha {
-        s.push_str("        var part = vec2<f32>(NEG_BIG, 0.0);\n");
+        s.push_str("        var part = 0.0;\n");
+        for u in (1..MAX_P).step_by(2) {
+            let _ = writeln!(s, "        var l{u} = 0.0;");
+        }
     }
     s.push_str("        if (live && t < row.x) {\n            let lb = lp_at(t, n, params.blank);\n");
     for u in 0..MAX_P {
         let l = if u % 2 == 0 { "lb".to_string() } else { format!("lp_at(t, n, c{u})") };
         let (near, far) = if alpha { (below(u, 1), below(u, 2)) } else { (above(u, 1), above(u, 2)) };
-        let far = if u % 2 == 1 { format!("select(NEG_BIG, {far}, k{u})") } else { "NEG_BIG".into() };
+        // A blank never skips: its third term is -inf, and lse2 gives lse3's bits with one exp
+        // fewer.
+        let lse = if u % 2 == 1 {
+            format!("lse3(v{u}, {near}, select(NEG_BIG, {far}, k{u}))")
+        } else {
+            format!("lse2(v{u}, {near})")
+        };
         let starts = starts.replace("{u}", &u.to_string());
+        // beta_grad keeps an odd label's log-probability for its term.
+        let keep_l =
+            if !alpha && u % 2 == 1 { format!("\n                l{u} = l;") } else { String::new() };
         let _ = writeln!(
             s,
             "            var w{u} = NEG_BIG;
             if ({u}u < P && s0 + {u}u < positions) {{
-                let l = {l};
+                let l = {l};{keep_l}
                 if ({start}) {{
                     w{u} = select(NEG_BIG, l, {starts});
                 }} else {{
-                    w{u} = lse3(v{u}, {near}, {far});
+                    w{u} = {lse};
                     if (w{u} > NEG_HALF) {{
                         w{u} += l;
                     }}
@@ -308,10 +320,11 @@ fn grad_setup(s: &mut String) {
     }
 }
 
-/// `beta_grad` after a step's values `w{u}`: alpha + beta of each label (alpha read four labels
-/// at a time: the table's rows and each thread's first label are multiples of 4). The blank's (and any
-/// label's of the blank's class) fold into this thread's partial; the other labels' go to
-/// `odd`, where their class's first label sums them.
+/// `beta_grad` after a step's values `w{u}`: each label's occupation probability
+/// `exp(alpha + beta + nll − lp)`, at most 1, so summed as is (alpha read four labels at a time:
+/// the table's rows and each thread's first label are multiples of 4). The blank's (and any
+/// label's of the blank's class) add to this thread's partial; the other labels' go to `odd`,
+/// where their class's first label sums them.
 fn grad_terms(s: &mut String) {
     s.push_str("            if (grads) {\n                let first = at(j, t, s0) / 4u;\n");
     for q in 0..MAX_P / 4 {
@@ -332,12 +345,12 @@ fn grad_terms(s: &mut String) {
             ["x", "y", "z", "w"][(u % 4) as usize]
         );
         if u % 2 == 0 {
-            s.push_str("                    part = fold(part, o);\n");
+            s.push_str("                    part += exp(o + nll_n - lb);\n");
         } else {
             let _ = writeln!(
                 s,
-                "                    if (c{u} == params.blank) {{ part = fold(part, o); }} \
-                 else {{ odd[j * params.sp + s0 + {u}u] = o; }}"
+                "                    if (c{u} == params.blank) {{ part += exp(o + nll_n - lb); }} \
+                 else {{ odd[j * params.sp + s0 + {u}u] = exp(o + nll_n - l{u}); }}"
             );
         }
         s.push_str("                }\n");
@@ -356,11 +369,11 @@ fn grad_writes(s: &mut String) {
         if (grads && t < row.x) {
             let base = ((t - params.tb) * params.batch + n) * params.classes;
             if (lid == 0u) {
-                var sum = vec2<f32>(NEG_BIG, 0.0);
+                var sum = 0.0;
                 for (var i = 0u; i < WG; i++) {
-                    sum = merge(sum, parts[i]);
+                    sum += parts[i];
                 }
-                write_gamma(base + params.blank, sum, nll_n, scale);
+                write_gamma(base + params.blank, sum, scale);
             }
 ",
     );
@@ -368,13 +381,13 @@ fn grad_writes(s: &mut String) {
         let _ = writeln!(
             s,
             "            if (h{u}) {{
-                var sum = vec2<f32>(NEG_BIG, 0.0);
+                var sum = 0.0;
                 var q = s0 + {u}u;
                 for (var k = 0u; k < params.sp && q != NONE; k++) {{
-                    sum = fold(sum, odd[j * params.sp + q]);
+                    sum += odd[j * params.sp + q];
                     q = chains[j * params.sp + q].y;
                 }}
-                write_gamma(base + c{u}, sum, nll_n, scale);
+                write_gamma(base + c{u}, sum, scale);
             }}"
         );
     }

@@ -1,5 +1,6 @@
 //! `shaders/ctc.wgsl`: the CTC loss's per-sequence loss and its gradient in the
-//! log-probabilities; and the alpha and beta recursions, whose WGSL is written out here.
+//! log-probabilities; and the alpha recursion and the beta recursion with the gradient
+//! (`beta_grad`), whose WGSL is written out here.
 //!
 //! A recursion runs one workgroup per sequence. Each thread keeps `P` consecutive extended
 //! labels in registers from one time step to the next and trades only its two edge values with
@@ -171,7 +172,7 @@ enum Direction {
     Beta,
 }
 
-/// Appends `alpha_steps` or `beta_steps`: thread `lid` of sequence j's workgroup holds labels
+/// Appends `alpha_steps` or `beta_grad`: thread `lid` of sequence j's workgroup holds labels
 /// `s = lid·P + u` (u < P) in `v{u}`, the recursion one step back (alpha: step t − 1; beta:
 /// t + 1). Each step reads the neighbour's two edge values `e` (alpha: the thread below's last
 /// two, labels s0 − 2 and s0 − 1; beta: the thread above's first two, s0 + P and s0 + P + 1),

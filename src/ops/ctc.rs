@@ -340,6 +340,13 @@ struct Plan {
     reads: Reads,
 }
 
+/// `lp` as a plan's kernels read it: the whole input when it fits one binding (staged once),
+/// else `None` and each time chunk's own rows.
+struct LpSource<'a> {
+    whole: Option<Input<'a>>,
+    reads: Reads,
+}
+
 /// The buffers the gradient reads and writes.
 struct Grads<'a> {
     alpha: &'a Storage,
@@ -473,30 +480,40 @@ impl Job<'_> {
         Bind::range(DLP, dlp.storage.buffer(), steps.start as u64 * row, (steps.len() as u64 * row).max(4))
     }
 
-    /// `lp`'s rows bound for a time chunk, in place or staged as `plan.reads` says.
+    /// `lp` for the time chunks of `plan`, read as `reads` says: bound (or staged) once when
+    /// it fits one binding, else chunk by chunk.
+    fn lp_source<'a>(&self, dev: &Device, plan: &Plan, reads: Reads, lp: &'a Tensor) -> LpSource<'a> {
+        let whole = plan.whole.then(|| self.lp_rows(dev, reads, lp, &(0..self.steps)));
+        LpSource { whole, reads }
+    }
+
+    /// `lp`'s rows of the steps `steps`, read as `reads` says.
     fn lp_rows<'a>(
         &self,
         dev: &Device,
-        plan: &Plan,
-        lp: &'a Tensor,
-        time: &std::ops::Range<usize>,
-    ) -> Input<'a> {
-        self.lp_rows_as(dev, plan, plan.reads, lp, time)
-    }
-
-    /// `lp`'s rows bound for a time chunk, read as `reads` says.
-    fn lp_rows_as<'a>(
-        &self,
-        dev: &Device,
-        plan: &Plan,
         reads: Reads,
         lp: &'a Tensor,
-        time: &std::ops::Range<usize>,
+        steps: &std::ops::Range<usize>,
     ) -> Input<'a> {
         let row = (self.batch * self.classes) as u64;
-        let steps = self.bound_steps(plan, time);
         let elements = (steps.len() as u64 * row).max(1);
         input(dev, reads, LP, lp.storage.buffer(), steps.start as u64 * row, elements)
+    }
+
+    /// `lp` bound for the time chunk `time`: `source`'s whole input, or `slot` holding the
+    /// chunk's own.
+    fn lp_for<'s, 'a>(
+        &self,
+        dev: &Device,
+        source: &'s LpSource<'a>,
+        lp: &'a Tensor,
+        time: &std::ops::Range<usize>,
+        slot: &'s mut Option<Input<'a>>,
+    ) -> Bind<'s> {
+        match &source.whole {
+            Some(whole) => whole.bind(),
+            None => slot.insert(self.lp_rows(dev, source.reads, lp, time)).bind(),
+        }
     }
 
     /// The alpha recursion over every time chunk, keeping every step in `alpha` when
@@ -519,11 +536,12 @@ impl Job<'_> {
             "alpha_steps",
             &recursion_constants(plan, false, zero_infinity),
         )?;
+        let source = self.lp_source(dev, plan, plan.reads, lp);
         for time in &plan.times {
             let params = Params { store_all: store_all as u32, ..self.params(plan, chunk, time) };
-            let lp_in = self.lp_rows(dev, plan, lp, time);
+            let mut slot = None;
             let binds = [
-                lp_in.bind(),
+                self.lp_for(dev, &source, lp, time, &mut slot),
                 Bind::all(TARGETS, self.targets.storage.buffer()),
                 Bind::all(SEQS, seqs.buffer()),
                 Bind::all(ALPHA, alpha.buffer()),
@@ -625,6 +643,7 @@ impl Job<'_> {
         .ok_or_else(|| {
             budget::exceeded(dev, OP, &self.log_probs.shape, fill_trips(1, self.classes as u64))
         })?;
+        let source = self.lp_source(dev, plan, plan.reads, lp);
         let longest = plan.times.iter().map(|t| t.len()).max().unwrap_or(0);
         let scales = Storage::alloc(dev, (longest * chunk.len() * 8).max(8) as u64)?;
         for time in &plan.times {
@@ -637,18 +656,27 @@ impl Job<'_> {
                 Bind::all(SCALES, scales.buffer()),
             ];
             dispatch(dev, &row_scales, bytemuck::bytes_of(&params), &binds, rows.div_ceil(WG), &[])?;
-            let lp_in = self.lp_rows(dev, plan, lp, time);
-            let binds =
-                [lp_in.bind(), Bind::all(SCALES, scales.buffer()), self.dlp_rows(plan, grads.dlp, time)];
+            let mut slot = None;
+            let lp_bind = self.lp_for(dev, &source, lp, time, &mut slot);
+            let binds = [lp_bind, Bind::all(SCALES, scales.buffer()), self.dlp_rows(plan, grads.dlp, time)];
             let groups = time.len() as u64 * (chunk.len() as u64).div_ceil(rows_per);
             let extents = [rows_per, self.classes as u64];
             dispatch(dev, &fill, bytemuck::bytes_of(&params), &binds, groups, &extents)?;
         }
         let alpha_in = input(dev, grad_reads, ALPHA_IN, grads.alpha.buffer(), 0, table.max(1));
+        // The fill's lp serves beta_grad too when both read it the same way.
+        let source = match source.reads == grad_reads {
+            true => source,
+            false => {
+                drop(source);
+                self.lp_source(dev, plan, grad_reads, lp)
+            }
+        };
         for time in plan.grad_times.iter().rev() {
             let params = self.params(plan, chunk, time);
-            let lp_in = self.lp_rows_as(dev, plan, grad_reads, lp, time);
-            let mut binds = vec![lp_in.bind(), self.dlp_rows(plan, grads.dlp, time), alpha_in.bind()];
+            let mut slot = None;
+            let lp_bind = self.lp_for(dev, &source, lp, time, &mut slot);
+            let mut binds = vec![lp_bind, self.dlp_rows(plan, grads.dlp, time), alpha_in.bind()];
             binds.extend([
                 Bind::all(SEQS, seqs.buffer()),
                 Bind::all(NLL, grads.nll.buffer()),

@@ -215,7 +215,7 @@ impl Ctc {
     ) -> Result<Tensor> {
         let job = self.job(log_probs, targets, input_lengths, target_lengths)?;
         let dev = log_probs.device();
-        dev.op(OP, || Ok(self.train_step(&job, grad_output, false)?.1))
+        dev.op(OP, || Ok(self.train_step(&job, grad_output)?.grad))
     }
 
     /// The loss ([`Ctc::forward`]'s) and its gradient for the upstream gradient `grad_output`
@@ -245,10 +245,11 @@ impl Ctc {
         let job = self.job(log_probs, targets, input_lengths, target_lengths)?;
         let dev = log_probs.device();
         dev.op(OP, || {
-            let (loss, grad) = self.train_step(&job, grad_output, true)?;
+            let step = self.train_step(&job, grad_output)?;
+            let (batch, shape) = (job.batch, job.out_shape.clone());
             let loss =
-                loss.ok_or_else(|| Error::Wgpu("internal: ctc's training step returned no loss".into()))?;
-            Ok((loss, grad))
+                reduce_items(log_probs.device(), step.losses, batch, shape, self.reduction, step.checks)?;
+            Ok((loss, step.grad))
         })
     }
 
@@ -258,14 +259,8 @@ impl Ctc {
         move |r: [u32; 3]| if mean { r[1].max(1) as f32 } else { 1.0 }
     }
 
-    /// The gradient for `grad_output`, and with `with_loss` the loss too: alpha (every step
-    /// kept), each sequence's loss, then the gradient.
-    fn train_step(
-        &self,
-        job: &Job<'_>,
-        grad_output: &Tensor,
-        with_loss: bool,
-    ) -> Result<(Option<Tensor>, Tensor)> {
+    /// Alpha (every step kept), each sequence's loss, then the gradient for `grad_output`.
+    fn train_step(&self, job: &Job<'_>, grad_output: &Tensor) -> Result<TrainStep> {
         let log_probs = job.log_probs;
         let dev = log_probs.device();
         same_device(OP, dev, &[grad_output.device()])?;
@@ -276,7 +271,7 @@ impl Ctc {
             _ => 1.0,
         };
         let seqs = job.seqs(dev, grad_divisor)?;
-        let loss_seqs = if with_loss { job.seqs(dev, self.loss_divisor())? } else { seqs.clone() };
+        let loss_seqs = job.seqs(dev, self.loss_divisor())?;
         let lp = f32_operand(log_probs)?;
         let g = f32_operand(grad_output)?;
         let (status, check) = job.status()?;
@@ -293,19 +288,10 @@ impl Ctc {
         }
         let mut checks = log_probs.checks.clone();
         checks.extend(check);
-        let loss = match with_loss {
-            true => Some(reduce_items(
-                dev,
-                loss,
-                job.batch,
-                job.out_shape.clone(),
-                self.reduction,
-                checks.clone(),
-            )?),
-            false => None,
-        };
-        checks.extend(grad_output.checks.iter().cloned());
-        Ok((loss, self.outputs.apply(Tensor { checks, ..dlp }, log_probs.dtype)?))
+        let mut grad_checks = checks.clone();
+        grad_checks.extend(grad_output.checks.iter().cloned());
+        let grad = self.outputs.apply(Tensor { checks: grad_checks, ..dlp }, log_probs.dtype)?;
+        Ok(TrainStep { losses: loss, checks, grad })
     }
 
     /// Sets the blank class.
@@ -322,6 +308,14 @@ impl Ctc {
 }
 
 reduction_and_outputs!(Ctc);
+
+/// A training step's results: each sequence's loss (divided as the forward's) with the checks
+/// the loss carries, and the gradient.
+struct TrainStep {
+    losses: std::sync::Arc<Storage>,
+    checks: Vec<ValueCheck>,
+    grad: Tensor,
+}
 
 /// How the work is split: sequence chunks (alpha and beta fit a binding) and time chunks (the
 /// log-probabilities fit a binding, the steps the loop budget).

@@ -29,6 +29,12 @@ override G_PER_ELEMENT: bool = false;
 override WANT_D2: bool = false;
 override DX_DTYPE: u32 = 0u;
 override D2_DTYPE: u32 = 0u;
+// sigmoid_focal's γ when it is a small integer (0 to 4), else -1: products instead of
+// exp2(γ·log2 m), which a software adapter pays for in full even where γ is integral.
+override INTEGRAL_GAMMA: i32 = -1;
+// poisson_nll's log_input. An override for the same reason: a uniform branch runs both sides
+// there, and each side is an exp or a log.
+override LOG_INPUT: bool = false;
 
 const MSE: u32 = 0u;
 const L1: u32 = 1u;
@@ -55,9 +61,9 @@ struct Params {
     weight_count: u32,
     aux_count: u32,
     alpha: f32,
-    // Per-loss switches: sigmoid_focal bit 0 α on; poisson_nll bit 0 log_input, bit 1 full;
-    // gaussian_nll bit 1 full. A uniform, not an override: each is a few instructions, and as an
-    // override every switch doubled the loss's pipelines (each compiled on first use).
+    // Per-loss switches: sigmoid_focal bit 0 α on; poisson_nll bit 1 full; gaussian_nll bit 1
+    // full. A uniform, not an override: each is a few instructions, and as an override every
+    // switch doubled the loss's pipelines (each compiled on first use).
     options: u32,
     // A broadcast operand's runs (ops/broadcast.rs): element i reads the operand at
     // the sum over runs of (i / inner) % size * stride, each run (inner, size, stride, 0).
@@ -109,7 +115,8 @@ fn log_bits4(v: vec4<f32>) -> vec4<f32> {
     let b = bitcast<vec4<u32>>(v);
     let subnormal = (b & vec4<u32>(0x7f800000u)) == vec4<u32>(0u);
     let m = vec4<f32>(max(b & vec4<u32>(0x007fffffu), vec4<u32>(1u)));
-    return select(log(v), log(m) - 149.0 * 0.6931471805599453, subnormal);
+    // One logarithm: a software adapter computes every select's both sides.
+    return log(select(v, m, subnormal)) - select(vec4<f32>(0.0), vec4<f32>(149.0 * 0.6931471805599453), subnormal);
 }
 
 // The aux operand of elements 4q .. 4q + 3: read as x is when it has the input's shape.
@@ -163,6 +170,29 @@ struct Eval {
     nan: vec4<bool>,    // loss
     dx_nan: vec4<bool>,
     d2_nan: vec4<bool>,
+    // Outside the loss's domain (bce, gaussian_nll): an error the status word reports.
+    bad: vec4<bool>,
+}
+
+const NO_ELEMENT: u32 = 0xffffffffu;
+
+// Whether the loss checks its domain (a compile-time branch: the others pay nothing).
+override CHECKS_DOMAIN: bool = LOSS == BCE || LOSS == GAUSSIAN_NLL;
+
+// The flat index of the first element of quad q (below n) that `bad` marks, or NO_ELEMENT.
+fn first_bad(q: u32, bad: vec4<bool>) -> u32 {
+    let i = 4u * q;
+    let live = bad & (vec4<u32>(i) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.n));
+    let at = params.first + i;
+    return select(select(select(select(NO_ELEMENT, at + 3u, live.w), at + 2u, live.z), at + 1u, live.y), at, live.x);
+}
+
+// Reports a thread's first bad element: one atomic per thread, not per quad (on software
+// adapters an atomic in divergent code is a loop over the lanes, run whatever the mask).
+fn report_bad(first: u32) {
+    if (first != NO_ELEMENT) {
+        atomicMax(&status[0], 0xffffffffu - first);
+    }
 }
 
 fn eval(q: u32) -> Eval {
@@ -203,12 +233,7 @@ fn eval(q: u32) -> Eval {
         let lq = select(max(log(1.0 - v), vec4<f32>(-100.0)), vec4<f32>(-100.0), v >= one);
         e.loss = -(t * lp + (1.0 - t) * lq);
         e.dx = (v - t) / max((1.0 - v) * v, vec4<f32>(1e-12));
-        let live = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.n);
-        let bad = (is_nan4(v) | (v < zero) | (v > one)) & live;
-        if (any(bad)) {
-            let k = select(select(select(3u, 2u, bad.z), 1u, bad.y), 0u, bad.x);
-            atomicMax(&status[0], 0xffffffffu - (params.first + 4u * q + k));
-        }
+        e.bad = is_nan4(v) | (v < zero) | (v > one);
     } else if (LOSS == BCE_WITH_LOGITS) {
         // dloss/dx = (1 - y) sigma(x) - p y sigma(-x): both sigmoids computed directly, so
         // neither is 1 minus the other.
@@ -265,32 +290,42 @@ fn eval(q: u32) -> Eval {
         let zero = vec4<f32>(0.0);
         let ex = exp(-abs(v));
         let big = 1.0 / (1.0 + ex);
-        let tiny = ex / (1.0 + ex);
+        let tiny = ex * big;
         let p = select(tiny, big, v >= zero);
         let q = select(big, tiny, v >= zero);
         let pos = select(-t * v, (1.0 - t) * v, v >= zero);
         let lin = select(pos, zero, select(t == zero, t == vec4<f32>(1.0), v >= zero));
         let ce = lin + log1p_01v(ex);
         let m = t * q + (1.0 - t) * p;
-        let gamma = params.beta;
-        let mg = torch_pow4(m, gamma);
-        // γ·m^(γ−1), from m^γ / m where m ≠ 0; at m = 0 PyTorch's γ·0^(γ−1): 0 for γ > 1, 1
-        // for γ = 1, and an infinity times the zero slope of a saturated sigmoid (NaN) below.
-        let live = m != zero;
-        let at_zero = select(select(vec4<f32>(0.0), vec4<f32>(1.0), gamma == 1.0), zero, gamma > 1.0);
-        let slope = select(at_zero, gamma * mg.value / select(vec4<f32>(1.0), m, live), live);
-        let slope_nan = mg.nan | (!live & vec4<bool>(gamma < 1.0));
-        let dmg = slope * (1.0 - 2.0 * t) * p * q;
         var at = vec4<f32>(1.0);
         if ((params.options & 1u) != 0u) {
             at = params.alpha * t + (1.0 - params.alpha) * (1.0 - t);
         }
-        if (gamma == 0.0) {
+        let dce = (1.0 - t) * p - t * q;
+        if (INTEGRAL_GAMMA == 0) {
             e.loss = at * ce;
-            e.dx = at * ((1.0 - t) * p - t * q);
+            e.dx = at * dce;
+        } else if (INTEGRAL_GAMMA > 0) {
+            // m^γ and γ·m^(γ−1) by products, as PyTorch's pow takes a small integral scalar
+            // exponent (no log, no exp; exact at m = 0 and for a negative m).
+            var below = vec4<f32>(1.0);
+            for (var k = 1; k < INTEGRAL_GAMMA; k++) {
+                below *= m;
+            }
+            e.loss = at * ce * (below * m);
+            e.dx = at * (dce * (below * m) + ce * f32(INTEGRAL_GAMMA) * below * (1.0 - 2.0 * t) * p * q);
         } else {
+            let gamma = params.beta;
+            let mg = torch_pow4(m, gamma);
+            // γ·m^(γ−1), from m^γ / m where m ≠ 0; at m = 0 PyTorch's γ·0^(γ−1): 0 for γ > 1, 1
+            // for γ = 1, and an infinity times the zero slope of a saturated sigmoid (NaN) below.
+            let live = m != zero;
+            let at_zero = select(select(vec4<f32>(0.0), vec4<f32>(1.0), gamma == 1.0), zero, gamma > 1.0);
+            let slope = select(at_zero, gamma * mg.value / select(vec4<f32>(1.0), m, live), live);
+            let slope_nan = mg.nan | (!live & vec4<bool>(gamma < 1.0));
+            let dmg = slope * (1.0 - 2.0 * t) * p * q;
             e.loss = at * ce * mg.value;
-            e.dx = at * (((1.0 - t) * p - t * q) * mg.value + ce * dmg);
+            e.dx = at * (dce * mg.value + ce * dmg);
             // 0^γ = inf for γ < 0 (where 1 − p_t rounds to 0, |x| past ~88): the loss is
             // a_t·ce·inf, ±inf, or NaN where a_t·ce is 0, as PyTorch's product.
             let scale = at * ce;
@@ -304,7 +339,7 @@ fn eval(q: u32) -> Eval {
         // PyTorch's poisson_nll_loss: exp(x) − y·x (log_input), else x − y·log(x + eps); with
         // full, Stirling's y·log y − y + ½·log(2πy) where y > 1. The loss at a negative x + eps
         // is NaN, as in PyTorch. No target gradient.
-        if ((params.options & 1u) != 0u) {
+        if (LOG_INPUT) {
             let ev = exp(v);
             e.loss = ev - t * v;
             e.dx = ev - t;
@@ -318,7 +353,9 @@ fn eval(q: u32) -> Eval {
         }
         if ((params.options & 2u) != 0u) {
             let big_t = t > vec4<f32>(1.0);
-            let st = t * log(max(t, vec4<f32>(1.0))) - t + 0.5 * log(6.283185307179586 * max(t, vec4<f32>(1.0)));
+            // log(2π·y) as log(2π) + log(y): one logarithm, not two.
+            let log_t = log(max(t, vec4<f32>(1.0)));
+            let st = t * log_t - t + 0.5 * (1.8378770664093453 + log_t);
             e.loss += select(vec4<f32>(0.0), st, big_t);
         }
         e.d2_nan = vec4<bool>(true);
@@ -337,7 +374,8 @@ fn eval(q: u32) -> Eval {
         // PyTorch's gaussian_nll_loss: ½·(log v + (x − y)² / v) with v = max(var, eps), plus
         // ½·log(2π) with full. PyTorch clamps var without recording it, so the var gradient
         // ½·(1/v − (x − y)²/v²) passes to var unchanged where var < eps. A negative var is an
-        // error (the status word names its first element, in var's own indexing).
+        // error (the status word names the input's first element where var is negative; the
+        // host finds var's own element from it).
         let variance = aux4(q);
         let vc = max(variance, vec4<f32>(params.beta));
         let r = d / vc;
@@ -350,13 +388,7 @@ fn eval(q: u32) -> Eval {
         e.nan |= is_nan4(variance);
         e.dx_nan |= is_nan4(variance);
         e.d2_nan |= is_nan4(variance);
-        let live = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.n);
-        let bad = (variance < vec4<f32>(0.0)) & live;
-        if (any(bad)) {
-            let k = broadcast_index4(q, true);
-            let first = select(select(select(k.w, k.z, bad.z), k.y, bad.y), k.x, bad.x);
-            atomicMax(&status[0], 0xffffffffu - first);
-        }
+        e.bad = variance < vec4<f32>(0.0);
     } else if (LOSS == MARGIN_RANKING) {
         // PyTorch's margin_ranking_loss: max(0, −t·(x1 − x2) + margin), t in aux. The gradient
         // is 0 where the hinge is 0 exactly, as PyTorch's; d/dx2 = −d/dx1.
@@ -392,6 +424,9 @@ fn forward_none(
     let i = 4u * q;
     if (i < params.n) {
         let e = eval(q);
+        if (CHECKS_DOMAIN) {
+            report_bad(first_bad(q, e.bad));
+        }
         let b = bits4(e.loss, e.nan);
         for (var j = 0u; j < 4u; j++) {
             if (i + j < params.n) {
@@ -411,6 +446,7 @@ fn forward_partials(
     let base = g * WG * ITEMS;
     var acc = 0.0;
     var nan = false;
+    var bad = NO_ELEMENT;
     for (var k = 0u; k < ITEMS; k++) {
         let q = base + k * WG + lid;
         let i = 4u * q;
@@ -420,7 +456,13 @@ fn forward_partials(
             let l = select(vec4<f32>(0.0), e.loss, keep & !e.nan);
             nan = nan | any(keep & e.nan);
             acc += (l.x + l.y) + (l.z + l.w);
+            if (CHECKS_DOMAIN) {
+                bad = min(bad, first_bad(q, e.bad));
+            }
         }
+    }
+    if (CHECKS_DOMAIN) {
+        report_bad(bad);
     }
     out[(params.part_base + g) * WG + lid] = select(bitcast<u32>(acc), NAN_BITS, nan);
 }
@@ -435,6 +477,9 @@ fn backward(
     let i = 4u * q;
     if (i < params.n) {
         let e = eval(q);
+        if (CHECKS_DOMAIN) {
+            report_bad(first_bad(q, e.bad));
+        }
         var s: vec4<f32>;
         if (G_PER_ELEMENT) {
             let k = min(vec4<u32>(i, i + 1u, i + 2u, i + 3u), vec4<u32>(params.n - 1u));
@@ -450,15 +495,30 @@ fn backward(
 }
 
 // Elements i .. i + 3 (those below n) of the input's gradient, or of the target's with to_d2,
-// each in its element type (quad_words). The loop runs at most 4 times, once per invocation
-// (within TRIPS).
+// each in its element type (quad_words: four f32 words or two words of halves). Written out
+// word by word, each store masked by the count: a loop indexing the quad's words at run time
+// cost software adapters three times the kernel's reads.
 fn put_grad(i: u32, b: vec4<u32>, to_d2: bool) {
-    let q = quad_words(i, b, select(DX_DTYPE, D2_DTYPE, to_d2), params.n);
-    for (var j = 0u; j < q.count; j++) {
-        if (to_d2) {
-            d2[q.first + j] = q.words[j];
-        } else {
-            out[q.first + j] = q.words[j];
+    let dtype = select(DX_DTYPE, D2_DTYPE, to_d2);
+    let q = quad_words(i, b, dtype, params.n);
+    put_word(q.first, q.words.x, to_d2);
+    if (q.count > 1u) {
+        put_word(q.first + 1u, q.words.y, to_d2);
+    }
+    if (dtype == 0u) {
+        if (q.count > 2u) {
+            put_word(q.first + 2u, q.words.z, to_d2);
         }
+        if (q.count > 3u) {
+            put_word(q.first + 3u, q.words.w, to_d2);
+        }
+    }
+}
+
+fn put_word(k: u32, word: u32, to_d2: bool) {
+    if (to_d2) {
+        d2[k] = word;
+    } else {
+        out[k] = word;
     }
 }

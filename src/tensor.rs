@@ -88,9 +88,19 @@ pub(crate) enum CheckKind {
     /// Class ids in `0..classes` or equal to `ignore_index`.
     Classes { targets: Indices, classes: usize, ignore_index: i64 },
     /// Values of `operand` (`input`, `var`) in the range `expected` names (e.g. probabilities
-    /// in [0, 1]).
-    Domain { input: Arc<Storage>, dtype: DType, operand: &'static str, expected: &'static str },
+    /// in [0, 1]). The kernel reports a position in the op's input; `locate` gives the
+    /// operand's own element there (a broadcast operand's), `None` when they are the same.
+    Domain {
+        input: Arc<Storage>,
+        dtype: DType,
+        operand: &'static str,
+        expected: &'static str,
+        locate: Option<Locate>,
+    },
 }
+
+/// Where a broadcast operand's element lies, given a flat position in the op's input.
+pub(crate) type Locate = Arc<dyn Fn(usize) -> usize + Send + Sync>;
 
 impl ValueCheck {
     /// A zeroed status word, cleared inside the pending encoder so it is ordered with the kernel.
@@ -105,14 +115,17 @@ impl ValueCheck {
     }
 
     /// A check that `input`, the op's `operand` (`input`, `var`), holds values in the range
-    /// `expected` names.
+    /// `expected` names; `locate` maps a position in the op's input to the operand's own when
+    /// the operand is broadcast.
     pub(crate) fn domain(
         op: &'static str,
         input: &Tensor,
         operand: &'static str,
         expected: &'static str,
+        locate: Option<Locate>,
     ) -> Result<ValueCheck> {
-        let kind = CheckKind::Domain { input: input.storage.clone(), dtype: input.dtype, operand, expected };
+        let kind =
+            CheckKind::Domain { input: input.storage.clone(), dtype: input.dtype, operand, expected, locate };
         Self::with_kind(op, input.device(), kind)
     }
 
@@ -138,7 +151,8 @@ impl ValueCheck {
                     ignore_index: *ignore_index,
                 })
             }
-            CheckKind::Domain { input, dtype, operand, expected } => {
+            CheckKind::Domain { input, dtype, operand, expected, locate } => {
+                let position = locate.as_ref().map_or(position, |at| at(position));
                 // The word holding the element, and the element within it.
                 let per_word = 4 / dtype.size();
                 let word = input.read_word(position / per_word)?;

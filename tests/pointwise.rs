@@ -642,6 +642,18 @@ fn gaussian_nll_var_shapes_and_their_gradient_sums() {
         let vt = dev.tensor(&neg, &shape).unwrap();
         let err = wgpu_loss::GaussianNll::default().forward(&xt, &yt, &vt).unwrap().item().unwrap_err();
         assert!(matches!(err, Error::InputOutOfRange { position: 777, .. }), "{err}");
+        // A broadcast var's error names var's own element (the kernel reports the input's).
+        for (var_shape, at) in [(vec![3, 1, 2], 3usize), (vec![1, 5000, 2], 7777), (vec![3, 5000], 9001)] {
+            let mut neg = vec![1.0f32; var_shape.iter().product()];
+            neg[at] = -0.25;
+            neg[at + 1] = -2.0;
+            let vt = dev.tensor(&neg, &var_shape).unwrap();
+            let err = wgpu_loss::GaussianNll::default().forward(&xt, &yt, &vt).unwrap().item().unwrap_err();
+            assert!(
+                matches!(err, Error::InputOutOfRange { position, value, .. } if position == at && value == -0.25),
+                "var {var_shape:?}: {err}"
+            );
+        }
     });
 }
 

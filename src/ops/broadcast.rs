@@ -73,10 +73,9 @@ impl Runs {
         Ok(runs)
     }
 
-    /// The operand index of the tensor's element `i` (what the kernel computes).
-    #[cfg(test)]
-    fn index(&self, i: u64) -> u64 {
-        self.runs.iter().map(|r| (i / r[0] as u64) % r[1] as u64 * r[2] as u64).sum()
+    /// The operand's index of the tensor's element `i` (what a kernel computes from the runs).
+    pub(crate) fn locate(&self, i: usize) -> usize {
+        self.runs.iter().map(|r| (i / r[0] as usize) % r[1] as usize * r[2] as usize).sum()
     }
 }
 
@@ -111,7 +110,7 @@ mod tests {
                 let want = (lead..shape.len()).fold(0, |acc, d| {
                     acc * operand[d - lead] + if operand[d - lead] == 1 { 0 } else { at[d] }
                 });
-                assert_eq!(runs.index(i as u64) as usize, want, "{operand:?} → {shape:?} at {i}");
+                assert_eq!(runs.locate(i), want, "{operand:?} → {shape:?} at {i}");
                 if let Some(d) = (0..shape.len()).rev().find(|&d| at[d] + 1 < shape[d]) {
                     at[d] += 1;
                     at[d + 1..].fill(0);

@@ -26,7 +26,7 @@ use crate::gpu::staging::{Input, input as input_at};
 use crate::kernels::KernelId;
 use crate::kernels::convert::dtype_code;
 use crate::kernels::pointwise::{AUX, D2, G, OUT, Params, STATUS, WEIGHT, X, Y};
-use crate::tensor::{Storage, Tensor, ValueCheck, same_device};
+use crate::tensor::{Locate, Storage, Tensor, ValueCheck, same_device};
 
 mod paired;
 pub use paired::{GaussianNll, MarginRanking};
@@ -57,7 +57,6 @@ enum Formula {
 
 /// The `options` bits of `shaders/pointwise.wgsl`'s parameters.
 const FOCAL_ALPHA: u32 = 1;
-const POISSON_LOG_INPUT: u32 = 1;
 const POISSON_FULL: u32 = 2;
 const GAUSSIAN_FULL: u32 = 2;
 
@@ -104,6 +103,8 @@ struct Job<'a> {
     alpha: f32,
     /// The formula's switches (the `options` parameter).
     switches: u32,
+    /// poisson_nll's log_input (the `LOG_INPUT` override).
+    log_input: bool,
     input: &'a Tensor,
     target: &'a Tensor,
     /// What the target slot holds, for messages ("target"; margin_ranking's "input2").
@@ -126,6 +127,7 @@ impl<'a> Job<'a> {
             beta: 0.0,
             alpha: 0.0,
             switches: 0,
+            log_input: false,
             input,
             target,
             target_name: "target",
@@ -188,6 +190,14 @@ impl<'a> Job<'a> {
             ("G_PER_ELEMENT", g_per_element as u8 as f64),
             ("WANT_D2", want_d2 as u8 as f64),
         ]);
+        if self.formula == Formula::SigmoidFocal {
+            // γ (in beta) as a small integer takes products, not exp2(γ·log2 m).
+            let integral = (0.0..=4.0).contains(&self.beta) && self.beta.fract() == 0.0;
+            c.push(("INTEGRAL_GAMMA", if integral { self.beta as f64 } else { -1.0 }));
+        }
+        if self.formula == Formula::PoissonNll {
+            c.push(("LOG_INPUT", self.log_input as u8 as f64));
+        }
         c
     }
 
@@ -195,8 +205,13 @@ impl<'a> Job<'a> {
     /// status word.
     fn status(&self) -> Result<(std::sync::Arc<Storage>, Option<ValueCheck>)> {
         let check = match (self.formula, self.aux) {
-            (Formula::Bce, _) => ValueCheck::domain(self.op, self.input, "input", "[0, 1]")?,
-            (Formula::GaussianNll, Some((var, _))) => ValueCheck::domain(self.op, var, "var", "[0, inf)")?,
+            (Formula::Bce, _) => ValueCheck::domain(self.op, self.input, "input", "[0, 1]", None)?,
+            (Formula::GaussianNll, Some((var, _))) => {
+                // The kernel reports the input's position; var's own comes from the broadcast.
+                let runs = Runs::of(self.op, "var", &var.shape, &self.input.shape)?;
+                let locate: Locate = std::sync::Arc::new(move |i| runs.locate(i));
+                ValueCheck::domain(self.op, var, "var", "[0, inf)", Some(locate))?
+            }
             _ => return Ok((Storage::alloc(self.input.device(), 4)?, None)),
         };
         Ok((check.status.clone(), Some(check)))
@@ -747,8 +762,13 @@ plain_loss! {
         Ok(Job { beta: l.gamma, alpha: l.alpha, switches, ..Job::new("sigmoid_focal", Formula::SigmoidFocal, x, y) })
     };
     PoissonNll => |l, x, y| {
-        let switches = if l.log_input { POISSON_LOG_INPUT } else { 0 } | if l.full { POISSON_FULL } else { 0 };
-        Ok(Job { beta: l.eps, switches, ..Job::new("poisson_nll", Formula::PoissonNll, x, y) })
+        let switches = if l.full { POISSON_FULL } else { 0 };
+        Ok(Job {
+            beta: l.eps,
+            switches,
+            log_input: l.log_input,
+            ..Job::new("poisson_nll", Formula::PoissonNll, x, y)
+        })
     };
     HingeEmbedding => |l, x, y| Ok(Job { beta: l.margin, ..Job::new("hinge_embedding", Formula::HingeEmbedding, x, y) });
     BceWithLogits => |l, x, y| Ok(Job {

@@ -1,13 +1,15 @@
 // pointwise: every elementwise loss, its gradient, and binary accuracy. LOSS (an override) picks
 // the formula, so each loss compiles to straight-line code: a branch on a uniform value still
 // costs both sides on software adapters. Work goes by quads: elements 4q .. 4q + 3 are one texel
-// of a staged input or one vec4 (values past n are computed and ignored).
+// of a staged input or one vec4 (values past n are computed and ignored). Every entry takes the
+// quads g * WG * ITEMS + k * WG + lid, k = 0..ITEMS, of its workgroup g: on software adapters an
+// invocation's start costs more than a quad's loss.
 //
 //   forward_none:     out[i] = loss of element i                        (reduction none)
-//   forward_partials: out[(part_base + g) * WG + lid] = this thread's sum over quads
-//                     g * WG * ITEMS + k * WG + lid, k = 0..ITEMS, in order (a fixed partition
-//                     of 4 * WG * ITEMS elements per workgroup, finished by reduce.wgsl's
-//                     `finish`); the per-element losses are never written.
+//   forward_partials: out[(part_base + g) * WG + lid] = this thread's sum over its quads, in
+//                     order (a fixed partition of 4 * WG * ITEMS elements per workgroup,
+//                     finished by reduce.wgsl's `finish`); the per-element losses are never
+//                     written.
 //   backward:         out[i] = dloss/dx[i] * s[i], d2[i] = the derivative in the formula's second
 //                     operand * s[i] (when WANT_D2): the target y (kl_div, mse, l1, smooth_l1,
 //                     huber), input2 in y (margin_ranking), or var in aux (gaussian_nll, per
@@ -420,19 +422,31 @@ fn forward_none(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let q = group_index(wid, nwg) * WG + lid;
-    let i = 4u * q;
-    if (i < params.n) {
-        let e = eval(q);
-        if (CHECKS_DOMAIN) {
-            report_bad(first_bad(q, e.bad));
-        }
-        let b = bits4(e.loss, e.nan);
-        for (var j = 0u; j < 4u; j++) {
-            if (i + j < params.n) {
-                out[i + j] = b[j];
+    let base = group_index(wid, nwg) * WG * ITEMS;
+    var bad = NO_ELEMENT;
+    for (var k = 0u; k < ITEMS; k++) {
+        let q = base + k * WG + lid;
+        let i = 4u * q;
+        if (i < params.n) {
+            let e = eval(q);
+            if (CHECKS_DOMAIN) {
+                bad = min(bad, first_bad(q, e.bad));
+            }
+            let b = bits4(e.loss, e.nan);
+            out[i] = b.x;
+            if (i + 1u < params.n) {
+                out[i + 1u] = b.y;
+            }
+            if (i + 2u < params.n) {
+                out[i + 2u] = b.z;
+            }
+            if (i + 3u < params.n) {
+                out[i + 3u] = b.w;
             }
         }
+    }
+    if (CHECKS_DOMAIN) {
+        report_bad(bad);
     }
 }
 
@@ -473,24 +487,31 @@ fn backward(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let q = group_index(wid, nwg) * WG + lid;
-    let i = 4u * q;
-    if (i < params.n) {
-        let e = eval(q);
-        if (CHECKS_DOMAIN) {
-            report_bad(first_bad(q, e.bad));
+    let base = group_index(wid, nwg) * WG * ITEMS;
+    var bad = NO_ELEMENT;
+    for (var k = 0u; k < ITEMS; k++) {
+        let q = base + k * WG + lid;
+        let i = 4u * q;
+        if (i < params.n) {
+            let e = eval(q);
+            if (CHECKS_DOMAIN) {
+                bad = min(bad, first_bad(q, e.bad));
+            }
+            var s: vec4<f32>;
+            if (G_PER_ELEMENT) {
+                let at = min(vec4<u32>(i, i + 1u, i + 2u, i + 3u), vec4<u32>(params.n - 1u));
+                s = vec4<f32>(g[at.x], g[at.y], g[at.z], g[at.w]);
+            } else {
+                s = vec4<f32>(g[0] * params.scale);
+            }
+            put_grad(i, bits4(e.dx * s, e.dx_nan), false);
+            if (WANT_D2) {
+                put_grad(i, bits4(e.d2 * s, e.d2_nan), true);
+            }
         }
-        var s: vec4<f32>;
-        if (G_PER_ELEMENT) {
-            let k = min(vec4<u32>(i, i + 1u, i + 2u, i + 3u), vec4<u32>(params.n - 1u));
-            s = vec4<f32>(g[k.x], g[k.y], g[k.z], g[k.w]);
-        } else {
-            s = vec4<f32>(g[0] * params.scale);
-        }
-        put_grad(i, bits4(e.dx * s, e.dx_nan), false);
-        if (WANT_D2) {
-            put_grad(i, bits4(e.d2 * s, e.d2_nan), true);
-        }
+    }
+    if (CHECKS_DOMAIN) {
+        report_bad(bad);
     }
 }
 

@@ -55,8 +55,8 @@ pub const STATUS: Binding = Binding::read_write("status", 8);
 /// The loop iterations of one quad: the runs of two broadcast operands, and sigmoid_focal's
 /// products for an integral γ (at most 3).
 const PER_QUAD: u64 = 2 * MAX_RUNS as u64 + 3;
-/// The loop iterations of one invocation: `forward_partials` loops over its ITEMS quads, the
-/// other entries evaluate one. Fixed, whatever the size.
+/// The loop iterations of one invocation: every entry loops over its ITEMS quads. Fixed,
+/// whatever the size.
 pub(crate) const TRIPS: u64 = SUM_ITEMS as u64 * (1 + PER_QUAD);
 const _: () = assert!(TRIPS <= crate::gpu::device::MIN_LOOP_BUDGET);
 const FIXED: LoopBound = LoopBound::fixed(|_| TRIPS);

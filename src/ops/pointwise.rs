@@ -16,7 +16,7 @@
 use super::broadcast::Runs;
 use super::convert::f32_operand;
 use super::reduce::{Finish, finish, parts_for};
-use super::{Outputs, Reduction, SUM_CHUNK, SUM_WG, check_u32, sum_constants};
+use super::{Outputs, Reduction, SUM_CHUNK, check_u32, sum_constants};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::device::Device;
@@ -31,8 +31,8 @@ use crate::tensor::{Locate, Storage, Tensor, ValueCheck, same_device};
 mod paired;
 pub use paired::{GaussianNll, MarginRanking};
 
-/// Elements in one workgroup's chunk of the fused partial sums (each thread takes four elements
-/// at a time).
+/// Elements in one workgroup's chunk (each thread takes four elements at a time, ITEMS times:
+/// on software adapters an invocation's start costs more than a quad's loss).
 const EW_CHUNK: u64 = 4 * SUM_CHUNK;
 
 /// The formula: the `LOSS` constant of `shaders/pointwise.wgsl`.
@@ -309,7 +309,7 @@ impl<'a> Job<'a> {
                 weight_runs: layout.weight.runs,
                 aux_runs: layout.aux.runs,
             };
-            let groups = if partials { len.div_ceil(EW_CHUNK) } else { len.div_ceil(4 * SUM_WG as u64) };
+            let groups = len.div_ceil(EW_CHUNK);
             dispatch(dev, &pipe, bytemuck::bytes_of(&params), &binds, groups, &[])?;
         }
         Ok(())

@@ -178,8 +178,11 @@ struct Eval {
 
 const NO_ELEMENT: u32 = 0xffffffffu;
 
-// Whether the loss checks its domain (a compile-time branch: the others pay nothing).
-override CHECKS_DOMAIN: bool = LOSS == BCE || LOSS == GAUSSIAN_NLL;
+// Whether the loss checks its domain (on LOSS alone, so a compile-time branch: the others pay
+// nothing).
+fn checks_domain() -> bool {
+    return LOSS == BCE || LOSS == GAUSSIAN_NLL;
+}
 
 // The flat index of the first element of quad q (below n) that `bad` marks, or NO_ELEMENT.
 fn first_bad(q: u32, bad: vec4<bool>) -> u32 {
@@ -429,7 +432,7 @@ fn forward_none(
         let i = 4u * q;
         if (i < params.n) {
             let e = eval(q);
-            if (CHECKS_DOMAIN) {
+            if (checks_domain()) {
                 bad = min(bad, first_bad(q, e.bad));
             }
             let b = bits4(e.loss, e.nan);
@@ -445,7 +448,7 @@ fn forward_none(
             }
         }
     }
-    if (CHECKS_DOMAIN) {
+    if (checks_domain()) {
         report_bad(bad);
     }
 }
@@ -470,12 +473,12 @@ fn forward_partials(
             let l = select(vec4<f32>(0.0), e.loss, keep & !e.nan);
             nan = nan | any(keep & e.nan);
             acc += (l.x + l.y) + (l.z + l.w);
-            if (CHECKS_DOMAIN) {
+            if (checks_domain()) {
                 bad = min(bad, first_bad(q, e.bad));
             }
         }
     }
-    if (CHECKS_DOMAIN) {
+    if (checks_domain()) {
         report_bad(bad);
     }
     out[(params.part_base + g) * WG + lid] = select(bitcast<u32>(acc), NAN_BITS, nan);
@@ -494,7 +497,7 @@ fn backward(
         let i = 4u * q;
         if (i < params.n) {
             let e = eval(q);
-            if (CHECKS_DOMAIN) {
+            if (checks_domain()) {
                 bad = min(bad, first_bad(q, e.bad));
             }
             var s: vec4<f32>;
@@ -510,7 +513,7 @@ fn backward(
             }
         }
     }
-    if (CHECKS_DOMAIN) {
+    if (checks_domain()) {
         report_bad(bad);
     }
 }

@@ -192,10 +192,19 @@ fn first_bad(q: u32, bad: vec4<bool>) -> u32 {
     return select(select(select(select(NO_ELEMENT, at + 3u, live.w), at + 2u, live.z), at + 1u, live.y), at, live.x);
 }
 
+// eval(q), lowering `first` to the quad's first element outside the loss's domain, if any.
+fn eval_noting(q: u32, first: ptr<function, u32>) -> Eval {
+    let e = eval(q);
+    if (checks_domain()) {
+        *first = min(*first, first_bad(q, e.bad));
+    }
+    return e;
+}
+
 // Reports a thread's first bad element: one atomic per thread, not per quad (on software
 // adapters an atomic in divergent code is a loop over the lanes, run whatever the mask).
 fn report_bad(first: u32) {
-    if (first != NO_ELEMENT) {
+    if (checks_domain() && first != NO_ELEMENT) {
         atomicMax(&status[0], 0xffffffffu - first);
     }
 }
@@ -431,10 +440,7 @@ fn forward_none(
         let q = base + k * WG + lid;
         let i = 4u * q;
         if (i < params.n) {
-            let e = eval(q);
-            if (checks_domain()) {
-                bad = min(bad, first_bad(q, e.bad));
-            }
+            let e = eval_noting(q, &bad);
             let b = bits4(e.loss, e.nan);
             out[i] = b.x;
             if (i + 1u < params.n) {
@@ -448,9 +454,7 @@ fn forward_none(
             }
         }
     }
-    if (checks_domain()) {
-        report_bad(bad);
-    }
+    report_bad(bad);
 }
 
 @compute @workgroup_size(WG)
@@ -469,18 +473,13 @@ fn forward_partials(
         let i = 4u * q;
         if (i < params.n) {
             let keep = vec4<u32>(i, i + 1u, i + 2u, i + 3u) < vec4<u32>(params.n);
-            let e = eval(q);
+            let e = eval_noting(q, &bad);
             let l = select(vec4<f32>(0.0), e.loss, keep & !e.nan);
             nan = nan | any(keep & e.nan);
             acc += (l.x + l.y) + (l.z + l.w);
-            if (checks_domain()) {
-                bad = min(bad, first_bad(q, e.bad));
-            }
         }
     }
-    if (checks_domain()) {
-        report_bad(bad);
-    }
+    report_bad(bad);
     out[(params.part_base + g) * WG + lid] = select(bitcast<u32>(acc), NAN_BITS, nan);
 }
 
@@ -496,10 +495,7 @@ fn backward(
         let q = base + k * WG + lid;
         let i = 4u * q;
         if (i < params.n) {
-            let e = eval(q);
-            if (checks_domain()) {
-                bad = min(bad, first_bad(q, e.bad));
-            }
+            let e = eval_noting(q, &bad);
             var s: vec4<f32>;
             if (G_PER_ELEMENT) {
                 let at = min(vec4<u32>(i, i + 1u, i + 2u, i + 3u), vec4<u32>(params.n - 1u));
@@ -513,9 +509,7 @@ fn backward(
             }
         }
     }
-    if (checks_domain()) {
-        report_bad(bad);
-    }
+    report_bad(bad);
 }
 
 // Elements i .. i + 3 (those below n) of the input's gradient, or of the target's with to_d2,
